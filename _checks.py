@@ -1,0 +1,162 @@
+"""Input validation shared by ``solve`` and the sensitivity operators.
+
+Every check raises ``ValueError`` or ``TypeError`` with a message that names the
+argument and says what to do.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from typing import Any, Callable
+
+import numpy as np
+
+from ._problem import ODEProblem
+from .solvers import AbstractRungeKutta
+
+
+def check_problem(prob: Any) -> ODEProblem:
+    if not isinstance(prob, ODEProblem):
+        raise TypeError(f"prob must be a dxdt.ODEProblem, got {type(prob).__name__}")
+    return prob
+
+
+def check_method(method: Any) -> AbstractRungeKutta:
+    if isinstance(method, type) and issubclass(method, AbstractRungeKutta):
+        return method()
+    if not isinstance(method, AbstractRungeKutta):
+        raise TypeError(
+            f"method must be a solver from dxdt.solvers such as Tsit5(), got {method!r}"
+        )
+    return method
+
+
+def check_positive(name: str, value: Any, *, allow_zero: bool = False) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
+    value = float(value)
+    if not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
+        bound = ">= 0" if allow_zero else "> 0"
+        raise ValueError(f"{name} must be finite and {bound}, got {value}")
+    return value
+
+
+def check_tolerances(rtol: Any, atol: Any, shape: tuple[int, ...]):
+    """``rtol`` a positive float; ``atol`` a non-negative float or array broadcastable to u0."""
+    rtol = check_positive("rtol", rtol)
+    if rtol < 10 * np.finfo(np.float64).eps:
+        raise ValueError(f"rtol={rtol} is below 10 machine epsilons; use rtol >= 1e-14")
+    if np.ndim(atol) == 0:
+        atol = check_positive("atol", atol, allow_zero=True)
+        return rtol, atol if atol > 0 else np.finfo(np.float64).tiny
+    atol = np.asarray(atol, dtype=np.float64)
+    try:
+        np.broadcast_to(atol, shape)
+    except ValueError:
+        raise ValueError(f"atol of shape {atol.shape} does not broadcast to u0's shape {shape}") from None
+    if not np.all(np.isfinite(atol)) or np.any(atol < 0):
+        raise ValueError("atol must be finite and >= 0 everywhere")
+    return rtol, np.maximum(atol, np.finfo(np.float64).tiny)
+
+
+def check_max_steps(max_steps: Any) -> int:
+    if isinstance(max_steps, bool) or not isinstance(max_steps, numbers.Integral) or max_steps < 1:
+        raise ValueError(f"max_steps must be a positive integer, got {max_steps!r}")
+    return int(max_steps)
+
+
+def check_flag(name: str, value: Any) -> bool:
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be True or False, got {value!r}")
+    return bool(value)
+
+
+def check_saveat(saveat: Any, tspan: tuple[float, float]) -> np.ndarray | None:
+    """``saveat`` as a float64 1-D array inside ``tspan``, ordered in the direction of time."""
+    if saveat is None:
+        return None
+    try:
+        ts = np.array(saveat, dtype=np.float64, ndmin=1)
+    except (TypeError, ValueError) as err:
+        raise TypeError(f"saveat must be an array of times, got {type(saveat).__name__}") from err
+    if ts.ndim != 1 or ts.size == 0:
+        raise ValueError(f"saveat must be a non-empty 1-D array of times, got shape {ts.shape}")
+    if not np.all(np.isfinite(ts)):
+        raise ValueError("saveat contains non-finite times")
+    t0, t1 = tspan
+    lo, hi = min(t0, t1), max(t0, t1)
+    slack = 1e-12 * max(abs(lo), abs(hi), hi - lo)
+    if np.any(ts < lo - slack) or np.any(ts > hi + slack):
+        bad = ts[(ts < lo - slack) | (ts > hi + slack)][0]
+        raise ValueError(f"saveat time {bad} is outside tspan {tspan}; all saveat times must lie in tspan")
+    ts = np.clip(ts, lo, hi)
+    direction = 1.0 if t1 > t0 else -1.0
+    if np.any(np.diff(ts) * direction < 0):
+        order = "increasing" if direction > 0 else "decreasing (t1 < t0)"
+        raise ValueError(f"saveat must be sorted in the direction of integration ({order})")
+    return ts
+
+
+def check_dt(dt: Any, tspan: tuple[float, float]) -> float | None:
+    if dt is None:
+        return None
+    if isinstance(dt, bool) or not isinstance(dt, numbers.Real):
+        raise TypeError(f"dt must be a real number, got {type(dt).__name__}")
+    dt = float(dt)
+    t0, t1 = tspan
+    if not math.isfinite(dt) or dt == 0:
+        raise ValueError(f"dt must be finite and nonzero, got {dt}")
+    if dt * (t1 - t0) < 0:
+        raise ValueError(
+            f"dt={dt} points away from t1={t1}; give a positive dt (its sign follows tspan)"
+        )
+    return abs(dt)
+
+
+def inplace_rhs(prob: ODEProblem) -> Callable:
+    """The problem's right-hand side as ``f(du, u, p, t)``, wrapping an out-of-place ``f``."""
+    if prob.inplace:
+        return prob.f
+    f, shape = prob.f, prob.u0.shape
+
+    def f_inplace(du, u, p, t):
+        value = f(u, p, t)
+        if value is None:
+            raise TypeError(
+                "f(u, p, t) returned None: an out-of-place f must return du; "
+                "or write it in place as f(du, u, p, t)"
+            )
+        if np.shape(value) != shape:
+            raise ValueError(f"f(u, p, t) returned shape {np.shape(value)}, expected u0's shape {shape}")
+        du[...] = value
+
+    return f_inplace
+
+
+def first_derivative(f: Callable, prob: ODEProblem) -> np.ndarray:
+    """Evaluate ``f(u0)`` once, checking that ``f`` writes every entry of ``du``.
+
+    ``du`` starts filled with NaN; entries still NaN afterwards are retried with a
+    second sentinel, so a legitimate NaN is told apart from an entry ``f`` never wrote.
+    """
+    u0, t0 = prob.u0, prob.tspan[0]
+    du = np.full(u0.shape, np.nan, dtype=u0.dtype)
+    result = f(du, u0.copy(), prob.p, t0)
+    missing = np.isnan(du)
+    if np.any(missing):
+        sentinel = np.asarray(1.2345e30, dtype=u0.dtype)
+        du2 = np.full(u0.shape, sentinel, dtype=u0.dtype)
+        f(du2, u0.copy(), prob.p, t0)
+        never = missing & (du2 == sentinel)
+        if np.any(never):
+            where = np.argwhere(never)[:5].tolist() if never.ndim else []
+            hint = (
+                " f returned a value instead: write into du (du[:] = ...) or use an "
+                "out-of-place f(u, p, t)." if result is not None else ""
+            )
+            raise ValueError(
+                f"f never writes du at indices {where}{' ...' if never.sum() > 5 else ''}; "
+                f"an in-place f(du, u, p, t) must assign every entry of du.{hint}"
+            )
+    return du

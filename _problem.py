@@ -1,0 +1,129 @@
+"""``ODEProblem``: the right-hand side, initial state, time span and parameters."""
+
+from __future__ import annotations
+
+import inspect
+import math
+from typing import Any, Callable
+
+import numpy as np
+
+_UNSET = object()
+
+
+def count_positional(f: Callable) -> int | None:
+    """Number of positional parameters of ``f``; ``None`` if it cannot be inspected.
+
+    A ``*args`` signature counts as "any" and returns ``None`` as well.
+    """
+    try:
+        sig = inspect.signature(f)
+    except (TypeError, ValueError):
+        return None
+    n = 0
+    for param in sig.parameters.values():
+        if param.kind == param.VAR_POSITIONAL:
+            return None
+        if param.kind in (param.POSITIONAL_ONLY, param.POSITIONAL_OR_KEYWORD):
+            n += 1
+    return n
+
+
+def as_state(u0: Any, name: str = "u0") -> np.ndarray:
+    """Copy ``u0`` to a contiguous floating array (float64 unless already float32/complex)."""
+    try:
+        u = np.array(u0, copy=True, order="C")
+    except (TypeError, ValueError) as err:
+        raise TypeError(f"{name} must be an array of numbers, got {type(u0).__name__}") from err
+    if u.dtype == object or u.dtype.kind not in "biufc":
+        raise TypeError(f"{name} must be an array of numbers, got dtype {u.dtype}")
+    if u.dtype.kind in "biu":
+        u = u.astype(np.float64)
+    elif u.dtype == np.float16:
+        u = u.astype(np.float32)
+    if u.size == 0:
+        raise ValueError(f"{name} is empty; an ODE needs at least one state variable")
+    if not np.all(np.isfinite(u)):
+        bad = np.flatnonzero(~np.isfinite(u.ravel()))[:5]
+        raise ValueError(f"{name} contains non-finite values (nan/inf) at flat indices {bad.tolist()}")
+    return u
+
+
+def as_tspan(tspan: Any) -> tuple[float, float]:
+    """Validate ``tspan = (t0, t1)`` with finite, distinct ends."""
+    try:
+        t0, t1 = tspan
+        t0, t1 = float(t0), float(t1)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"tspan must be a pair (t0, t1) of real numbers, got {tspan!r}") from err
+    if not (math.isfinite(t0) and math.isfinite(t1)):
+        raise ValueError(f"tspan must be finite, got ({t0}, {t1})")
+    if t0 == t1:
+        raise ValueError(f"tspan has zero length (t0 == t1 == {t0}); give t1 != t0")
+    return t0, t1
+
+
+class ODEProblem:
+    """An initial value problem ``du/dt = f(u, p, t)``, ``u(t0) = u0``.
+
+    Parameters
+    ----------
+    f : callable
+        In place ``f(du, u, p, t)`` writing the derivative into ``du`` (4 positional
+        parameters), or out of place ``f(u, p, t)`` returning it (3 parameters).
+    u0 : array_like
+        Initial state of any shape; copied. Integer input becomes float64, float32
+        stays float32.
+    tspan : (float, float)
+        ``(t0, t1)``; ``t1 < t0`` integrates backwards.
+    p : optional
+        Parameters passed to ``f`` as given: None, a scalar, an array, a tuple/list or
+        a dict of arrays/scalars.
+
+    Raises
+    ------
+    TypeError
+        ``f`` is not callable or does not take 3 or 4 positional parameters.
+    ValueError
+        ``u0`` is empty or not finite, ``tspan`` is not a finite pair with ``t0 != t1``.
+    """
+
+    __slots__ = ("_f", "_u0", "_tspan", "_p", "_inplace")
+
+    def __init__(self, f: Callable, u0: Any, tspan: tuple[float, float], p: Any = None):
+        if not callable(f):
+            raise TypeError(f"f must be callable as f(du, u, p, t) or f(u, p, t), got {type(f).__name__}")
+        n = count_positional(f)
+        if n not in (3, 4, None):
+            raise TypeError(
+                f"f must take 4 positional parameters f(du, u, p, t) (in place) or 3 "
+                f"f(u, p, t) (out of place); {getattr(f, '__name__', f)!s} takes {n}"
+            )
+        self._f = f
+        self._inplace = n != 3
+        self._u0 = as_state(u0)
+        self._u0.setflags(write=False)
+        self._tspan = as_tspan(tspan)
+        self._p = p
+
+    f = property(lambda self: self._f, doc="The right-hand side as given.")
+    u0 = property(lambda self: self._u0, doc="Initial state (a read-only copy).")
+    tspan = property(lambda self: self._tspan, doc="``(t0, t1)`` as floats.")
+    p = property(lambda self: self._p, doc="Parameters, as given.")
+    inplace = property(lambda self: self._inplace, doc="True for ``f(du, u, p, t)``.")
+
+    def remake(self, *, u0: Any = _UNSET, p: Any = _UNSET, tspan: Any = _UNSET, f: Any = _UNSET) -> "ODEProblem":
+        """A new problem with some fields replaced (the others are shared)."""
+        return ODEProblem(
+            self._f if f is _UNSET else f,
+            self._u0 if u0 is _UNSET else u0,
+            self._tspan if tspan is _UNSET else tspan,
+            self._p if p is _UNSET else p,
+        )
+
+    def __repr__(self) -> str:
+        name = getattr(self._f, "__name__", type(self._f).__name__)
+        return (
+            f"ODEProblem(f={name}, u0 shape={self._u0.shape} {self._u0.dtype}, "
+            f"tspan={self._tspan}, inplace={self._inplace})"
+        )

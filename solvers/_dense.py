@@ -1,0 +1,52 @@
+"""Continuous output of a NumPy solve: the per-step interpolation polynomials."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+class DenseOutput:
+    """Piecewise polynomial ``u(t_n + theta h_n) = u_n + sum_j theta^j r_{n,j}``.
+
+    ``r_{n,j} = h_n sum_i P_ij k_{n,i}`` is stored per accepted step (``P`` is the
+    tableau's ``interp``), so evaluation costs one small contraction per point.
+    """
+
+    def __init__(self, shape: tuple[int, ...], dtype, degree: int):
+        self._shape = shape
+        self._dtype = dtype
+        self._degree = degree
+        self._t: list[float] = []
+        self._h: list[float] = []
+        self._u: list[np.ndarray] = []
+        self._r: list[np.ndarray] = []
+        self._arrays = None
+
+    def append(self, t: float, h: float, u: np.ndarray, interp_t: np.ndarray, k: np.ndarray) -> None:
+        """Record the step from ``t`` of size ``h`` starting at ``u`` with stages ``k``."""
+        self._t.append(t)
+        self._h.append(h)
+        self._u.append(u.copy())
+        self._r.append(h * (interp_t @ k))
+        self._arrays = None
+
+    @property
+    def t_first(self) -> float:
+        return self._t[0] if self._t else np.nan
+
+    @property
+    def t_last(self) -> float:
+        return self._t[-1] + self._h[-1] if self._t else np.nan
+
+    def evaluate(self, t: np.ndarray) -> np.ndarray:
+        """States at the times ``t`` (1-D, inside the solved interval)."""
+        if self._arrays is None:
+            self._arrays = (np.array(self._t), np.array(self._h), np.stack(self._u), np.stack(self._r))
+        ts, hs, us, rs = self._arrays
+        direction = 1.0 if hs[0] > 0 else -1.0
+        idx = np.searchsorted(direction * ts, direction * t, side="right") - 1
+        idx = np.clip(idx, 0, len(ts) - 1)
+        theta = (t - ts[idx]) / hs[idx]
+        powers = theta[:, None] ** np.arange(1, self._degree + 1)
+        out = us[idx] + np.einsum("md,mdn->mn", powers.astype(rs.dtype), rs[idx])
+        return out.reshape((len(t),) + self._shape)

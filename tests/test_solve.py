@@ -1,0 +1,346 @@
+"""``dxdt.solve`` with the NumPy backend: accuracy against independent references,
+statuses and partial data, bad input, dense output, float32, backward integration."""
+
+import numpy as np
+import pytest
+from scipy.integrate import solve_ivp
+from scipy.linalg import expm
+
+import dxdt
+from dxdt.solvers import BS3, DP5, RK4, Euler, Heun, Tsit5, Vern7
+
+ADAPTIVE = [BS3(), DP5(), Tsit5(), Vern7()]
+
+
+def decay(du, u, p, t):
+    du[...] = -p * u
+
+
+def oscillator(du, u, p, t):
+    du[0] = u[1]
+    du[1] = -p * p * u[0]
+
+
+def lotka_volterra(du, u, p, t):
+    a, b, c, d = p
+    du[0] = a * u[0] - b * u[0] * u[1]
+    du[1] = -c * u[1] + d * u[0] * u[1]
+
+
+def lv_out_of_place(u, p, t):
+    du = np.empty_like(u)
+    lotka_volterra(du, u, p, t)
+    return du
+
+
+LV_P = np.array([1.5, 1.0, 3.0, 1.0])
+LV = dxdt.ODEProblem(lotka_volterra, np.array([1.0, 1.0]), (0.0, 10.0), LV_P)
+TS = np.linspace(0.0, 10.0, 101)
+
+
+@pytest.fixture(scope="module")
+def lv_reference():
+    rhs = lambda t, u: lv_out_of_place(u, LV_P, t)  # noqa: E731
+    return solve_ivp(rhs, (0, 10), [1.0, 1.0], method="DOP853", rtol=1e-12, atol=1e-14, t_eval=TS).y.T
+
+
+# --- accuracy against independent references ---------------------------------------
+
+@pytest.mark.parametrize("method", ADAPTIVE, ids=repr)
+def test_exponential_decay(method):
+    prob = dxdt.ODEProblem(decay, np.array([1.0, 2.0, -3.0]), (0.0, 2.0), 1.7)
+    sol = dxdt.solve(prob, method, rtol=1e-9, atol=1e-12, saveat=np.linspace(0, 2, 9))
+    exact = np.exp(-1.7 * sol.t)[:, None] * prob.u0
+    np.testing.assert_allclose(sol.u, exact, rtol=2e-7, atol=1e-11)
+
+
+@pytest.mark.parametrize("method", ADAPTIVE, ids=repr)
+def test_harmonic_oscillator_every_step(method):
+    prob = dxdt.ODEProblem(oscillator, np.array([1.0, 0.0]), (0.0, 10.0), 2.0)
+    sol = dxdt.solve(prob, method, rtol=1e-10, atol=1e-12)
+    assert sol.t[0] == 0.0 and sol.t[-1] == 10.0 and np.all(np.diff(sol.t) > 0)
+    assert len(sol.t) == sol.stats["naccept"] + 1
+    exact = np.stack([np.cos(2 * sol.t), -2 * np.sin(2 * sol.t)], -1)
+    np.testing.assert_allclose(sol.u, exact, atol=5e-8)
+
+
+def test_linear_system_against_expm():
+    rng = np.random.default_rng(1)
+    A = rng.normal(size=(5, 5)) / 2 - np.eye(5)
+    u0 = rng.normal(size=5)
+    prob = dxdt.ODEProblem(lambda du, u, p, t: np.matmul(p, u, out=du), u0, (0.0, 3.0), A)
+    ts = np.linspace(0, 3, 7)
+    sol = dxdt.solve(prob, Tsit5(), rtol=1e-10, atol=1e-12, saveat=ts)
+    exact = np.stack([expm(A * t) @ u0 for t in ts])
+    np.testing.assert_allclose(sol.u, exact, atol=1e-9)
+
+
+@pytest.mark.parametrize("method", ADAPTIVE, ids=repr)
+def test_lotka_volterra_against_dop853(method, lv_reference):
+    sol = dxdt.solve(LV, method, rtol=1e-10, atol=1e-12, saveat=TS)
+    assert sol.success, sol.message
+    np.testing.assert_array_equal(sol.t, TS)
+    np.testing.assert_allclose(sol.u, lv_reference, atol=2e-8)
+
+
+def test_out_of_place_rhs_matches_in_place(lv_reference):
+    prob = dxdt.ODEProblem(lv_out_of_place, [1.0, 1.0], (0.0, 10.0), LV_P)
+    assert not prob.inplace and LV.inplace
+    a = dxdt.solve(prob, rtol=1e-10, atol=1e-12, saveat=TS)
+    b = dxdt.solve(LV, rtol=1e-10, atol=1e-12, saveat=TS)
+    np.testing.assert_array_equal(a.u, b.u)
+    np.testing.assert_allclose(a.u, lv_reference, atol=2e-8)
+
+
+def test_matrix_state_keeps_its_shape():
+    u0 = np.arange(6.0).reshape(2, 3) + 1
+    prob = dxdt.ODEProblem(decay, u0, (0.0, 1.0), 0.5)
+    sol = dxdt.solve(prob, saveat=[0.0, 0.5, 1.0], rtol=1e-9, atol=1e-12)
+    assert sol.u.shape == (3, 2, 3)
+    np.testing.assert_allclose(sol.u[-1], u0 * np.exp(-0.5), rtol=1e-8)
+
+
+def test_backward_integration(lv_reference):
+    end = lv_reference[-1]
+    prob = dxdt.ODEProblem(lotka_volterra, end, (10.0, 0.0), LV_P)
+    sol = dxdt.solve(prob, Tsit5(), rtol=1e-11, atol=1e-13, saveat=TS[::-1])
+    np.testing.assert_array_equal(sol.t, TS[::-1])
+    np.testing.assert_allclose(sol.u[::-1], lv_reference, atol=1e-7)
+    every = dxdt.solve(prob, Tsit5(), rtol=1e-8)
+    assert np.all(np.diff(every.t) < 0) and every.t[-1] == 0.0
+
+
+def test_fixed_step_hits_t1_and_counts_steps():
+    prob = dxdt.ODEProblem(decay, np.array([1.0]), (0.0, 1.0), 1.0)
+    sol = dxdt.solve(prob, RK4(), dt=0.3)
+    np.testing.assert_allclose(sol.t, [0, 0.3, 0.6, 0.9, 1.0])
+    # f(u0) once, then 3 more stages per step and f(u_n) at the 3 interior states
+    assert sol.stats == {"nfev": 1 + 4 * 3 + 3, "naccept": 4, "nreject": 0}
+    tsit = dxdt.solve(prob, Tsit5(), dt=0.1, adaptive=False)
+    assert len(tsit.t) == 11 and tsit.stats["nreject"] == 0
+
+
+def test_euler_matches_hand_computed_steps():
+    prob = dxdt.ODEProblem(decay, np.array([1.0]), (0.0, 0.5), 2.0)
+    sol = dxdt.solve(prob, Euler(), dt=0.1)
+    np.testing.assert_allclose(sol.u[:, 0], 0.8 ** np.arange(6))
+
+
+def test_float32_stays_float32():
+    prob = dxdt.ODEProblem(decay, np.array([1.0, 2.0], dtype=np.float32), (0.0, 1.0), np.float32(1.0))
+    for saveat in (None, [0.5, 1.0]):
+        sol = dxdt.solve(prob, rtol=1e-4, atol=1e-6, saveat=saveat)
+        assert sol.u.dtype == np.float32 and sol.t.dtype == np.float64
+        np.testing.assert_allclose(sol.u[-1], np.exp(-1.0) * np.array([1, 2]), rtol=1e-4)
+    dense = dxdt.solve(prob, rtol=1e-4, atol=1e-6, dense=True)
+    assert dense(0.3).dtype == np.float32
+
+
+def test_integer_u0_becomes_float64():
+    prob = dxdt.ODEProblem(decay, [1, 2], (0, 1), 1.0)
+    assert prob.u0.dtype == np.float64
+    assert dxdt.solve(prob).u.dtype == np.float64
+
+
+def test_saveat_uses_interpolation_not_shorter_steps():
+    every = dxdt.solve(LV, Tsit5(), rtol=1e-8, atol=1e-10)
+    saved = dxdt.solve(LV, Tsit5(), rtol=1e-8, atol=1e-10, saveat=TS)
+    assert every.stats == saved.stats
+
+
+def test_heun_and_array_atol():
+    prob = dxdt.ODEProblem(oscillator, np.array([1.0, 0.0]), (0.0, 3.0), 1.0)
+    sol = dxdt.solve(prob, Heun(), rtol=1e-6, atol=np.array([1e-8, 1e-6]), saveat=[3.0])
+    np.testing.assert_allclose(sol.u[0], [np.cos(3.0), -np.sin(3.0)], atol=1e-4)
+
+
+# --- dense output ----------------------------------------------------------------
+
+@pytest.mark.parametrize("method", ADAPTIVE, ids=repr)
+def test_dense_output_matches_reference(method, lv_reference):
+    sol = dxdt.solve(LV, method, rtol=1e-10, atol=1e-12, dense=True)
+    np.testing.assert_allclose(sol(TS), lv_reference, atol=1e-7 if method == BS3() else 2e-8)
+    np.testing.assert_allclose(sol(3.7), sol(np.array([3.7]))[0])
+    np.testing.assert_array_equal(sol(0.0), LV.u0)
+
+
+def test_dense_output_backward():
+    prob = dxdt.ODEProblem(decay, np.array([1.0]), (1.0, 0.0), 1.0)
+    sol = dxdt.solve(prob, rtol=1e-10, atol=1e-12, dense=True)
+    ts = np.linspace(0, 1, 11)
+    np.testing.assert_allclose(sol(ts)[:, 0], np.exp(1 - ts), rtol=1e-8)
+
+
+def test_dense_call_errors():
+    sol = dxdt.solve(LV)
+    with pytest.raises(ValueError, match="dense=True"):
+        sol(1.0)
+    dense = dxdt.solve(LV, dense=True)
+    with pytest.raises(ValueError, match="outside"):
+        dense(11.0)
+
+
+# --- statuses and partial data -----------------------------------------------------
+
+def blowup(du, u, p, t):
+    du[0] = u[0] * u[0]  # u = 1 / (1 - t): singular at t = 1
+
+
+def test_blowup_stops_with_partial_data():
+    prob = dxdt.ODEProblem(blowup, np.array([1.0]), (0.0, 2.0))
+    sol = dxdt.solve(prob, Tsit5(), saveat=np.linspace(0, 2, 21))
+    assert not sol.success and sol.status in ("dt_min", "nonfinite")
+    assert "t=" in sol.message and "dt=" in sol.message
+    assert 0.9 <= sol.t[-1] <= 1.0  # the singularity is reached, never stepped past
+    early = sol.t < 0.95
+    np.testing.assert_allclose(sol.u[early, 0], 1 / (1 - sol.t[early]), rtol=1e-4)
+
+
+def nan_after_half(du, u, p, t):
+    du[0] = -u[0] if t < 0.5 else np.nan
+
+
+def test_nonfinite_status_keeps_earlier_steps():
+    prob = dxdt.ODEProblem(nan_after_half, np.array([1.0]), (0.0, 1.0))
+    sol = dxdt.solve(prob, Tsit5(), rtol=1e-8)
+    assert sol.status == "nonfinite" and "non-finite" in sol.message
+    assert 0 < sol.t[-1] <= 0.5
+    np.testing.assert_allclose(sol.u[:, 0], np.exp(-sol.t), rtol=1e-6)
+    fixed = dxdt.solve(prob, RK4(), dt=0.1)
+    assert fixed.status == "nonfinite" and fixed.t[-1] == pytest.approx(0.4)
+
+
+def test_max_steps_keeps_partial_data_and_says_what_to_try():
+    sol = dxdt.solve(LV, Tsit5(), rtol=1e-10, max_steps=20, saveat=TS, dense=True)
+    assert sol.status == "max_steps" and not sol.success
+    assert "max_steps=20" in sol.message and "Increase max_steps" in sol.message
+    assert sol.stats["naccept"] + sol.stats["nreject"] == 20
+    assert 0 < len(sol.t) < len(TS)
+    np.testing.assert_array_equal(sol.t, TS[: len(sol.t)])
+    sol(sol.t[-1])  # dense output covers the computed part
+
+
+def test_throw_raises_with_partial_solution():
+    with pytest.raises(dxdt.SolverError, match="max_steps") as info:
+        dxdt.solve(LV, max_steps=5, throw=True)
+    assert info.value.solution.status == "max_steps"
+    assert len(info.value.solution.t) >= 2
+
+
+def test_nonfinite_at_start():
+    prob = dxdt.ODEProblem(lambda du, u, p, t: np.copyto(du, np.log(u - 2)), np.array([1.0]), (0, 1))
+    with np.errstate(invalid="ignore"):
+        sol = dxdt.solve(prob)
+    assert sol.status == "nonfinite" and len(sol.t) == 1
+
+
+# --- inputs are never modified ---------------------------------------------------------
+
+def test_problem_and_closure_untouched():
+    buf = np.zeros(2)
+
+    def f(du, u, p, t):
+        np.multiply(u, p, out=buf)
+        du[:] = -buf
+
+    p = np.array([1.0, 2.0])
+    prob = dxdt.ODEProblem(f, np.array([1.0, 1.0]), (0, 1), p)
+    dxdt.solve(prob)
+    np.testing.assert_array_equal(prob.u0, [1.0, 1.0])
+    np.testing.assert_array_equal(p, [1.0, 2.0])
+    assert prob.p is p
+
+
+def test_remake():
+    new = LV.remake(u0=[2.0, 1.0])
+    assert new.f is LV.f and new.p is LV.p and new.tspan == LV.tspan
+    np.testing.assert_array_equal(new.u0, [2.0, 1.0])
+    assert LV.remake(p=None).p is None
+    assert LV.remake(tspan=(0, 1)).tspan == (0.0, 1.0)
+
+
+def test_progress_bar(capsys):
+    sol = dxdt.solve(LV, progress=True)
+    assert sol.success
+    assert "100%" in capsys.readouterr().err
+
+
+# --- bad input -----------------------------------------------------------------------
+
+@pytest.mark.parametrize(
+    "kwargs, error, match",
+    [
+        ({"u0": [1.0, np.nan]}, ValueError, "u0"),
+        ({"u0": []}, ValueError, "u0"),
+        ({"u0": ["a"]}, TypeError, "u0"),
+        ({"tspan": (1.0, 1.0)}, ValueError, "tspan"),
+        ({"tspan": (0.0,)}, ValueError, "tspan"),
+        ({"tspan": (0.0, np.inf)}, ValueError, "tspan"),
+        ({"f": lambda du, u: None}, TypeError, "f"),
+        ({"f": lambda du, u, p, t, x: None}, TypeError, "f"),
+        ({"f": 3}, TypeError, "f"),
+    ],
+)
+def test_bad_problem(kwargs, error, match):
+    args = dict(f=lotka_volterra, u0=[1.0, 1.0], tspan=(0.0, 1.0), p=LV_P)
+    args.update(kwargs)
+    with pytest.raises(error, match=match):
+        dxdt.ODEProblem(**args)
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, match",
+    [
+        ({"rtol": -1}, ValueError, "rtol"),
+        ({"rtol": 0}, ValueError, "rtol"),
+        ({"atol": np.nan}, ValueError, "atol"),
+        ({"atol": np.ones(3)}, ValueError, "atol"),
+        ({"dt": 0.0}, ValueError, "dt"),
+        ({"dt": -0.1}, ValueError, "dt"),
+        ({"saveat": [0.5, 11.0]}, ValueError, "saveat"),
+        ({"saveat": [5.0, 1.0]}, ValueError, "saveat"),
+        ({"saveat": []}, ValueError, "saveat"),
+        ({"max_steps": 0}, ValueError, "max_steps"),
+        ({"backend": "torch"}, ValueError, "backend"),
+        ({"adaptive": False}, ValueError, "dt"),
+        ({"dense": "yes"}, TypeError, "dense"),
+        ({"rtl": 1e-3}, TypeError, "rtl"),
+    ],
+)
+def test_bad_solve_arguments(kwargs, error, match):
+    with pytest.raises(error, match=match):
+        dxdt.solve(LV, Tsit5(), **kwargs)
+
+
+def test_bad_method_and_problem():
+    with pytest.raises(TypeError, match="method"):
+        dxdt.solve(LV, "tsit5")
+    with pytest.raises(TypeError, match="prob"):
+        dxdt.solve((lotka_volterra, [1.0]))
+    with pytest.raises(ValueError, match="dt"):
+        dxdt.solve(LV, RK4())
+    assert dxdt.solve(LV, Tsit5).success  # the class itself is accepted
+
+
+def test_f_that_never_writes_du():
+    with pytest.raises(ValueError, match=r"never writes du at indices \[\[1\]\]"):
+        dxdt.solve(dxdt.ODEProblem(lambda du, u, p, t: du.__setitem__(0, 1.0), [1.0, 1.0], (0, 1)))
+    with pytest.raises(ValueError, match="returned a value"):
+        dxdt.solve(dxdt.ODEProblem(lambda du, u, p, t: -u, [1.0, 1.0], (0, 1)))
+
+
+def test_f_that_writes_nan_is_not_mistaken_for_missing_writes():
+    prob = dxdt.ODEProblem(lambda du, u, p, t: du.fill(np.nan), [1.0], (0, 1))
+    assert dxdt.solve(prob).status == "nonfinite"
+
+
+def test_out_of_place_with_wrong_output():
+    with pytest.raises(ValueError, match="shape"):
+        dxdt.solve(dxdt.ODEProblem(lambda u, p, t: np.zeros(3), [1.0, 1.0], (0, 1)))
+    with pytest.raises(TypeError, match="returned None"):
+        dxdt.solve(dxdt.ODEProblem(lambda u, p, t: None, [1.0, 1.0], (0, 1)))
+
+
+def test_jax_backend_not_available_yet_is_clear():
+    with pytest.raises(NotImplementedError, match="backend='jax'"):
+        dxdt.solve(LV, backend="jax")
