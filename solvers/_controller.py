@@ -43,12 +43,13 @@ def rms_norm(x: np.ndarray) -> float:
     return math.sqrt(abs(np.vdot(x, x)) / x.size)
 
 
-def initial_step(f, u0, k0, p, t0, t1, order, rtol, atol) -> tuple[float, int]:
+def initial_step(f, u0, k0, p, t0, t1, order, rtol, atol, shape) -> tuple[float, int]:
     """Starting step size by Hairer, Norsett & Wanner I, Sec. II.4 (p. 169).
 
     ``d0 = ||u0||``, ``d1 = ||f(u0)||`` scaled by ``atol + rtol |u0|``; a trial Euler
     step of ``h0 = 0.01 d0 / d1`` gives ``d2 = ||f(u1) - f(u0)|| / h0`` and
     ``h1 = (0.01 / max(d1, d2))^(1/(p+1))``; the result is ``min(100 h0, h1)``.
+    ``u0`` and ``k0`` are flat; ``f`` is called with arrays of the state's ``shape``.
     Returns the signed step and the number of ``f`` evaluations spent (1).
     """
     span = abs(t1 - t0)
@@ -60,7 +61,7 @@ def initial_step(f, u0, k0, p, t0, t1, order, rtol, atol) -> tuple[float, int]:
     h0 = min(h0, span)
     u1 = u0 + (direction * h0) * k0
     k1 = np.empty_like(k0)
-    f(k1, u1, p, t0 + direction * h0)
+    f(k1.reshape(shape), u1.reshape(shape), p, t0 + direction * h0)
     d2 = rms_norm((k1 - k0) / scale) / h0
     big = max(d1, d2)
     if not math.isfinite(big):

@@ -4,22 +4,24 @@ Roles as in OrdinaryDiffEq.jl: the method (a :class:`ButcherTableau`), the cache
 (:class:`_Workspace`, every buffer allocated once per solve) and the step (writes only
 into the cache). Stage ``i`` is
 
-.. math:: U_i = u_n + h \\sum_{j<i} a_{ij} k_j, \\qquad k_i = f(U_i, p, t_n + c_i h),
+.. math:: U_i = u_n + h \\sum_{j<i} a_{ij} k_j, \\qquad k_i = f(U_i, p, t_n + c_i h).
 
-computed as one BLAS ``gemv`` into a preallocated buffer with ``out=``; the user's
-``f(du, u, p, t)`` writes ``k_i`` straight into row ``i`` of the stage matrix.
-Failures are result codes; nothing raises inside the loop.
+The state ``u_n`` is row 0 of the matrix ``[u_n; k_0; k_1; ...]``, so each stage state
+is a single BLAS ``gemv`` with the coefficients ``[1, h a_i0, ..., h a_i,i-1]`` written
+into a preallocated buffer, and the user's ``f(du, u, p, t)`` writes ``k_i`` straight
+into its row. Failures are result codes; nothing raises inside the loop.
 """
 
 from __future__ import annotations
 
+import cmath
 import math
 from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
 
-from ._controller import PIController, initial_step, rms_norm
+from ._controller import PIController, initial_step
 from ._dense import DenseOutput
 from ._tableau import ButcherTableau
 
@@ -40,42 +42,72 @@ class RawSolution:
     dense: DenseOutput | None
 
 
+def _augmented(coefficients: np.ndarray, dtype) -> np.ndarray:
+    """``[1, coefficients...]`` rows: the leading 1 multiplies ``u_n`` (row 0 of ``uk``)."""
+    coefficients = np.atleast_2d(coefficients)
+    out = np.ones((coefficients.shape[0], coefficients.shape[1] + 1), dtype)
+    out[:, 1:] = coefficients
+    return out
+
+
 class _Workspace:
-    """Every buffer a solve needs, allocated once: stages, stage state, error, scale."""
+    """Every buffer a solve needs, allocated once: states, stages, error, scale."""
 
     def __init__(self, tableau: ButcherTableau, u0: np.ndarray):
-        dtype, n = u0.dtype, u0.size
-        real = np.abs(u0[:1]).dtype
+        dtype, n, shape = u0.dtype, u0.size, u0.shape
+        real = np.abs(u0.reshape(-1)[:1]).dtype
         s = tableau.stages
-        self.k = np.zeros((tableau.total_stages, n), dtype)
-        self.k_views = [row.reshape(u0.shape) for row in self.k]
-        self.u = u0.reshape(n).copy()
+        self.uk = np.zeros((tableau.total_stages + 1, n), dtype)
+        self.u = self.uk[0]
+        self.u[:] = u0.reshape(n)
+        self.k = self.uk[1:]
+        self.k_views = [row.reshape(shape) for row in self.k]
         self.u_new = np.empty(n, dtype)
         self.u_stage = np.empty(n, dtype)
         self.err = np.empty(n, dtype)
+        self.abs_u = np.abs(self.u)
+        self.abs_new = np.empty(n, real)
         self.scale = np.empty(n, real)
-        self.scratch = np.empty(n, real)
+        # per-step coefficient rows [1, h a_ij]; column 0 stays 1
         self.a = tableau.a.astype(dtype)
-        self.dt_a = np.empty_like(self.a)
-        self.a_rows = [self.dt_a[i, :i] for i in range(s)]
-        self.k_heads = [self.k[:i] for i in range(s)]
-        self.k_main = self.k[:s]
+        self.dt_a = _augmented(self.a, dtype)
+        self.stage_coefs = [self.dt_a[i, : i + 1] for i in range(s)]
+        self.stage_heads = [self.uk[: i + 1] for i in range(s)]
         self.b = tableau.b.astype(dtype)
-        self.dt_b = np.empty_like(self.b)
+        self.dt_b = _augmented(self.b, dtype)[0]
+        self.main_head = self.uk[: s + 1]
+        self.k_main = self.k[:s]
         self.b_err = None if tableau.b_err is None else tableau.b_err.astype(dtype)
-        self.dt_b_err = None if tableau.b_err is None else np.empty_like(self.b_err)
+        # the last FSAL stage is evaluated at u_new itself
+        fsal_last = s - 1 if tableau.fsal else -1
+        self.stage_out = [self.u_new if i == fsal_last else self.u_stage for i in range(s)]
+        self.stage_out_views = [buf.reshape(shape) for buf in self.stage_out]
+        # dense output: weights [1, h b_i(theta)]
         self.interp = tableau.interp.astype(dtype)
         self.interp_t = np.ascontiguousarray(self.interp.T)
         self.exponents = np.arange(1, self.interp.shape[1] + 1, dtype=dtype)
         self.powers = np.empty_like(self.exponents)
-        self.weights = np.empty(tableau.total_stages, dtype)
-        # the last FSAL stage is evaluated at u_new itself
-        last = s - 1
-        self.stage_out = [self.u_new if (tableau.fsal and i == last) else self.u_stage for i in range(s)]
-        self.stage_out_views = [buf.reshape(u0.shape) for buf in self.stage_out]
+        self.weights = np.ones(tableau.total_stages + 1, dtype)
         if tableau.extra_a is not None:
             self.extra_a = tableau.extra_a.astype(dtype)
-            self.extra_rows = [np.empty(s + r, dtype) for r in range(len(tableau.extra_c))]
+            self.dt_extra = _augmented(self.extra_a, dtype)
+
+
+def _messages(kind: str, t: float, dt: float, max_steps: int = 0, t1: float = 0.0) -> str:
+    """Failure messages: what happened, at which t, with which dt, and what to try."""
+    return {
+        "max_steps": f"reached max_steps={max_steps} at t={t:.6g} (dt={dt:.3g}) before t1={t1:.6g}. "
+        "Increase max_steps, or if the step size collapsed the problem may be stiff or blow "
+        "up: check f, loosen rtol/atol, or shorten tspan.",
+        "dt_min": f"step size underflow at t={t:.6g} (dt={dt:.3g} is below 16 eps |t|): the "
+        "solution may have a singularity there, or the problem is too stiff for an explicit "
+        "method. Check f near this time, or loosen rtol/atol.",
+        "nonfinite": f"f returned non-finite values (nan/inf) at t={t:.6g} (dt={dt:.3g}); the "
+        "solution probably blows up here. Check f and p near this state, or shorten tspan.",
+        "nonfinite_fixed": f"the solution became non-finite (nan/inf) in the step from "
+        f"t={t:.6g} with dt={dt:.3g}; reduce dt (explicit methods are unstable for large dt "
+        "on stiff problems) or check f.",
+    }[kind]
 
 
 def integrate(
@@ -92,11 +124,18 @@ def integrate(
     """
     ws = _Workspace(tableau, u0)
     shape, n = u0.shape, u0.size
-    s, c, fsal = tableau.stages, tableau.c, tableau.fsal
+    s, fsal = tableau.stages, tableau.fsal
+    c = [float(ci) for ci in tableau.c]
     direction = 1.0 if t1 > t0 else -1.0
-    k, kv, u, u_new = ws.k, ws.k_views, ws.u, ws.u_new
+    k, kv, u, u_new, err = ws.k, ws.k_views, ws.u, ws.u_new, ws.err
     u_view = u.reshape(shape)
+    stage_coefs, stage_heads = ws.stage_coefs, ws.stage_heads
+    stage_out, stage_out_views = ws.stage_out, ws.stage_out_views
     atol_flat = atol if np.ndim(atol) == 0 else np.broadcast_to(atol, shape).reshape(n)
+    is_finite = cmath.isfinite if u0.dtype.kind == "c" else math.isfinite
+    # a non-finite u_new shows in the error estimate when every stage that moves the
+    # solution also enters the error weights; otherwise check u_new explicitly
+    check_u_new = ws.b_err is None or bool(np.any((ws.b != 0) & (ws.b_err == 0)))
 
     nfev = 1  # k[0] = f(u0): evaluated here or by input validation
     if k0 is None:
@@ -105,43 +144,32 @@ def integrate(
         np.copyto(kv[0], k0)
     k0_valid = True
     if dt is None:
-        dt, spent = initial_step(f, u, k[0], p, t0, t1, tableau.order, rtol, atol_flat)
+        dt, spent = initial_step(f, u, k[0], p, t0, t1, tableau.order, rtol, atol_flat, shape)
         nfev += spent
     else:
         dt = direction * abs(dt)
     dt_fixed = dt
     beta1, beta2, inv_k = controller.exponents(tableau.error_order or tableau.order)
+    safety, factor_min, factor_max = controller.safety, controller.factor_min, controller.factor_max
 
     saver = _Saver(ws, tableau, shape, t0, saveat, dense)
-    t, steps, naccept, nreject = t0, 0, 0, 0
+    next_save = saver.next_time
+    t, steps, naccept, nreject, fixed_count = t0, 0, 0, 0, 0
     err_prev, rejected_last, nonfinite_streak = 1.0, False, 0
-    status, message = "success", ""
-    fixed_step_count = 0
+    status = "success"
 
     while (t1 - t) * direction > 0:
         if steps >= max_steps:
-            status, message = "max_steps", (
-                f"reached max_steps={max_steps} at t={t:.6g} (dt={dt:.3g}) before t1={t1:.6g}. "
-                "Increase max_steps, or if the step size collapsed the problem may be stiff "
-                "or blow up: check f, loosen rtol/atol, or shorten tspan."
-            )
+            status = "max_steps"
             break
         if abs(dt) < 16 * _EPS * max(abs(t), 1e-300):
             status = "nonfinite" if nonfinite_streak else "dt_min"
-            message = (
-                f"f returned non-finite values (nan/inf) at t={t:.6g} even with dt={dt:.3g}; "
-                "the solution probably blows up here. Check f and p, or shorten tspan."
-                if nonfinite_streak else
-                f"step size underflow at t={t:.6g} (dt={dt:.3g} is below 16 eps |t|): the solution "
-                "may have a singularity there, or the problem is too stiff for an explicit "
-                "method. Check f near this time, or loosen rtol/atol."
-            )
             break
         if adaptive:
             if (t + dt - t1) * direction > 0:
                 dt = t1 - t
         else:
-            t_next = t0 + (fixed_step_count + 1) * dt_fixed
+            t_next = t0 + (fixed_count + 1) * dt_fixed
             dt = (t1 if (t_next - t1) * direction >= -1e-12 * abs(dt_fixed) else t_next) - t
         steps += 1
         if not k0_valid:
@@ -149,71 +177,60 @@ def integrate(
             nfev += 1
             k0_valid = True
 
-        # stages 1..s-1 (stage 0 is f(u), in k[0])
-        np.multiply(ws.a, dt, out=ws.dt_a)
+        np.multiply(ws.a, dt, out=ws.dt_a[:, 1:])
         for i in range(1, s):
-            out = ws.stage_out[i]
-            np.dot(ws.a_rows[i], ws.k_heads[i], out=out)
-            np.add(out, u, out=out)
-            f(kv[i], ws.stage_out_views[i], p, t + c[i] * dt)
+            out = stage_out[i]
+            np.dot(stage_coefs[i], stage_heads[i], out=out)
+            f(kv[i], stage_out_views[i], p, t + c[i] * dt)
         nfev += s - 1
         if not fsal:
-            np.multiply(ws.b, dt, out=ws.dt_b)
-            np.dot(ws.dt_b, ws.k_main, out=u_new)
-            np.add(u_new, u, out=u_new)
+            np.multiply(ws.b, dt, out=ws.dt_b[1:])
+            np.dot(ws.dt_b, ws.main_head, out=u_new)
 
         if adaptive:
-            np.multiply(ws.b_err, dt, out=ws.dt_b_err)
-            np.dot(ws.dt_b_err, ws.k_main, out=ws.err)
-            np.abs(u, out=ws.scale)
-            np.abs(u_new, out=ws.scratch)
-            np.maximum(ws.scale, ws.scratch, out=ws.scale)
+            np.dot(ws.b_err, ws.k_main, out=err)
+            np.abs(u_new, out=ws.abs_new)
+            np.maximum(ws.abs_u, ws.abs_new, out=ws.scale)
             np.multiply(ws.scale, rtol, out=ws.scale)
             np.add(ws.scale, atol_flat, out=ws.scale)
-            np.divide(ws.err, ws.scale, out=ws.err)
-            err_norm = rms_norm(ws.err)
-            finite = math.isfinite(err_norm) and np.isfinite(u_new.sum())
+            np.divide(err, ws.scale, out=err)
+            err_norm = abs(dt) * math.sqrt(abs(np.vdot(err, err)) / n)
+            finite = math.isfinite(err_norm) and (not check_u_new or is_finite(u_new.sum()))
             if not finite or err_norm > 1.0:
                 nreject += 1
                 rejected_last = True
-                if not finite:
-                    nonfinite_streak += 1
-                    if not np.isfinite(k[0].sum()):  # f(u) itself is non-finite: no dt helps
-                        status, message = "nonfinite", (
-                            f"f returned non-finite values (nan/inf) at t={t:.6g} (dt={dt:.3g}); "
-                            "check f and p near this state, or shorten tspan."
-                        )
-                        break
-                    dt *= controller.factor_min
-                else:
-                    dt *= max(controller.factor_min, controller.safety * err_norm ** -inv_k)
+                if finite:
+                    dt *= max(factor_min, safety * err_norm ** -inv_k)
+                    continue
+                nonfinite_streak += 1
+                if not is_finite(k[0].sum()):  # f(u) itself is non-finite: no dt helps
+                    status = "nonfinite"
+                    break
+                dt *= factor_min
                 continue
             nonfinite_streak = 0
             if err_norm == 0.0:
-                factor = controller.factor_max
+                factor = factor_max
             else:
-                factor = controller.safety * err_norm ** -beta1 * err_prev ** beta2
-                factor = min(controller.factor_max, max(controller.factor_min, factor))
+                factor = min(factor_max, max(factor_min, safety * err_norm ** -beta1 * err_prev ** beta2))
             if rejected_last:
                 factor = min(factor, 1.0)
             err_prev = max(err_norm, controller.min_previous_error)
             rejected_last = False
             dt_next = dt * factor
+            ws.abs_u, ws.abs_new = ws.abs_new, ws.abs_u
         else:
-            if not np.isfinite(u_new.sum()):
-                status, message = "nonfinite", (
-                    f"the solution became non-finite (nan/inf) in the step from t={t:.6g} with "
-                    f"dt={dt:.3g}; reduce dt (explicit methods are unstable for large dt on "
-                    "stiff problems) or check f."
-                )
+            if not is_finite(u_new.sum()):
+                status = "nonfinite_fixed"
                 break
-            fixed_step_count += 1
+            fixed_count += 1
             dt_next = dt
 
-        # accept
         naccept += 1
         t_new = t1 if (adaptive and t + dt == t1) else t + dt
-        nfev += saver.after_step(t, dt, t_new, u, u_new, f, p)
+        if saver.every_step or (next_save - t_new) * direction <= 0:
+            nfev += saver.after_step(t, dt, t_new, f, p)
+            next_save = saver.next_time
         np.copyto(u, u_new)
         if fsal:
             np.copyto(k[0], k[s - 1])
@@ -223,29 +240,36 @@ def integrate(
             progress.update(t_new - t)
         t, dt = t_new, dt_next
 
+    if status == "success" and not is_finite(u.sum()):
+        status = "nonfinite"
+    message = "" if status == "success" else _messages(status, t, dt, max_steps, t1)
     t_out, u_out = saver.result()
-    return RawSolution(t_out, u_out, nfev, naccept, nreject, status, message, saver.dense)
+    return RawSolution(t_out, u_out, nfev, naccept, nreject, status.replace("_fixed", ""), message,
+                       saver.dense)
 
 
 class _Saver:
     """Fills the output: every step (``saveat=None``) or the ``saveat`` times by interpolation."""
 
     def __init__(self, ws: _Workspace, tableau: ButcherTableau, shape, t0, saveat, dense):
-        self.ws, self.tableau, self.shape = ws, tableau, shape
-        self.direction = None
-        self.saveat = saveat
-        n = ws.u.size
+        self.ws, self.tableau, self.shape, self.saveat = ws, tableau, shape, saveat
+        self.dense = DenseOutput(shape, ws.u.dtype, tableau.interp.shape[1]) if dense else None
+        self.every_step = saveat is None or dense
         if saveat is None:
             self.ts, self.us = [t0], [ws.u.copy()]
-        else:
-            self.out = np.empty((len(saveat), n), ws.u.dtype)
-            self.j = 0
-            while self.j < len(saveat) and saveat[self.j] == t0:
-                self.out[self.j] = ws.u
-                self.j += 1
-        self.dense = DenseOutput(shape, ws.u.dtype, tableau.interp.shape[1]) if dense else None
+            self.next_time = math.inf
+            return
+        self.out = np.empty((len(saveat), ws.u.size), ws.u.dtype)
+        self.j = 0
+        while self.j < len(saveat) and saveat[self.j] == t0:
+            self.out[self.j] = ws.u
+            self.j += 1
+        self._update_next()
 
-    def _extra_stages(self, t, dt, u, f, p) -> int:
+    def _update_next(self) -> None:
+        self.next_time = self.saveat[self.j] if self.j < len(self.saveat) else math.nan
+
+    def _extra_stages(self, t, dt, f, p) -> int:
         """Evaluate the interpolation-only stages (Verner) for this step; returns nfev."""
         tab, ws = self.tableau, self.ws
         if tab.extra_a is None:
@@ -253,19 +277,22 @@ class _Saver:
         s = tab.stages
         for r, c_r in enumerate(tab.extra_c):
             width = s + r
-            np.multiply(ws.extra_a[r, :width], dt, out=ws.extra_rows[r])
-            np.dot(ws.extra_rows[r], ws.k[:width], out=ws.u_stage)
-            np.add(ws.u_stage, u, out=ws.u_stage)
+            coefs = ws.dt_extra[r, : width + 1]
+            np.multiply(ws.extra_a[r, :width], dt, out=coefs[1:])
+            np.dot(coefs, ws.uk[: width + 1], out=ws.u_stage)
             f(ws.k_views[width], ws.u_stage.reshape(self.shape), p, t + c_r * dt)
         return len(tab.extra_c)
 
-    def after_step(self, t, dt, t_new, u, u_new, f, p) -> int:
-        """Record an accepted step from ``t`` to ``t_new``; returns extra ``f`` evaluations."""
-        nfev = 0
-        saveat = self.saveat
+    def after_step(self, t, dt, t_new, f, p) -> int:
+        """Record the accepted step from ``t`` (state ``ws.u``) to ``t_new`` (``ws.u_new``).
+
+        Returns the number of extra ``f`` evaluations (interpolation-only stages).
+        """
+        ws, saveat = self.ws, self.saveat
         if saveat is None:
             self.ts.append(t_new)
-            self.us.append(u_new.copy())
+            self.us.append(ws.u_new.copy())
+            j_end = 0
             needs_interp = False
         else:
             direction = 1.0 if dt > 0 else -1.0
@@ -273,24 +300,21 @@ class _Saver:
             while j_end < len(saveat) and (saveat[j_end] - t_new) * direction <= 0:
                 j_end += 1
             needs_interp = any(saveat[j] != t_new for j in range(self.j, j_end))
-        if needs_interp or self.dense is not None:
-            nfev += self._extra_stages(t, dt, u, f, p)
+        nfev = self._extra_stages(t, dt, f, p) if (needs_interp or self.dense is not None) else 0
+        for j in range(self.j if saveat is not None else 0, j_end):
+            row = self.out[j]
+            if saveat[j] == t_new:
+                row[...] = ws.u_new
+                continue
+            np.power((saveat[j] - t) / dt, ws.exponents, out=ws.powers)
+            np.dot(ws.interp, ws.powers, out=ws.weights[1:])
+            np.multiply(ws.weights[1:], dt, out=ws.weights[1:])
+            np.dot(ws.weights, ws.uk, out=row)
         if saveat is not None:
-            ws = self.ws
-            for j in range(self.j, j_end):
-                row = self.out[j]
-                if saveat[j] == t_new:
-                    row[...] = u_new
-                    continue
-                theta = (saveat[j] - t) / dt
-                np.power(theta, ws.exponents, out=ws.powers)
-                np.dot(ws.interp, ws.powers, out=ws.weights)
-                np.multiply(ws.weights, dt, out=ws.weights)
-                np.dot(ws.weights, ws.k, out=row)
-                np.add(row, u, out=row)
             self.j = j_end
+            self._update_next()
         if self.dense is not None:
-            self.dense.append(t, dt, u, self.ws.interp_t, self.ws.k)
+            self.dense.append(t, dt, ws.u, ws.interp_t, ws.k)
         return nfev
 
     def result(self) -> tuple[np.ndarray, np.ndarray]:

@@ -344,3 +344,14 @@ def test_out_of_place_with_wrong_output():
 def test_jax_backend_not_available_yet_is_clear():
     with pytest.raises(NotImplementedError, match="backend='jax'"):
         dxdt.solve(LV, backend="jax")
+
+
+def test_automatic_initial_step_on_a_2d_state():
+    """The initial-step trial call passes f arrays of the state's shape."""
+    def shaped(du, u, p, t):
+        du[:, 0] = -u[:, 0]
+        du[:, 1] = -2 * u[:, 1]
+
+    prob = dxdt.ODEProblem(shaped, np.ones((3, 2)), (0.0, 1.0))
+    sol = dxdt.solve(prob, rtol=1e-9, atol=1e-12, saveat=[1.0])
+    np.testing.assert_allclose(sol.u[0], np.exp([[-1, -2]] * 3), rtol=1e-7)
