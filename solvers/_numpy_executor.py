@@ -26,6 +26,9 @@ from ._dense import DenseOutput
 from ._tableau import ButcherTableau
 
 _EPS = np.finfo(np.float64).eps
+# np.dot without the __array_function__ dispatch (NEP 18): every operand is a plain
+# ndarray of the workspace, and the dispatch is a third of the cost on small states
+_dot = getattr(np.dot, "_implementation", np.dot)
 
 
 @dataclass
@@ -93,21 +96,22 @@ class _Workspace:
             self.dt_extra = _augmented(self.extra_a, dtype)
 
 
-def _messages(kind: str, t: float, dt: float, max_steps: int = 0, t1: float = 0.0) -> str:
-    """Failure messages: what happened, at which t, with which dt, and what to try."""
+def failure_message(status: str, t: float, dt: float | None, max_steps: int, t1: float) -> str:
+    """What happened, at which t (with which dt, when known), and what to try."""
+    at = f"t={t:.6g}" + ("" if dt is None else f" (dt={dt:.3g})")
     return {
-        "max_steps": f"reached max_steps={max_steps} at t={t:.6g} (dt={dt:.3g}) before t1={t1:.6g}. "
-        "Increase max_steps, or if the step size collapsed the problem may be stiff or blow "
-        "up: check f, loosen rtol/atol, or shorten tspan.",
-        "dt_min": f"step size underflow at t={t:.6g} (dt={dt:.3g} is below 16 eps |t|): the "
-        "solution may have a singularity there, or the problem is too stiff for an explicit "
-        "method. Check f near this time, or loosen rtol/atol.",
-        "nonfinite": f"f returned non-finite values (nan/inf) at t={t:.6g} (dt={dt:.3g}); the "
-        "solution probably blows up here. Check f and p near this state, or shorten tspan.",
+        "max_steps": f"reached max_steps={max_steps} at {at} before t1={t1:.6g}. Increase "
+        "max_steps, or if the step size collapsed the problem may be stiff or blow up: "
+        "check f, loosen rtol/atol, or shorten tspan.",
+        "dt_min": f"step size underflow at {at}: the step fell below 16 eps |t|, so the "
+        "solution may have a singularity there, or the problem is too stiff for an "
+        "explicit method. Check f near this time, or loosen rtol/atol.",
+        "nonfinite": f"f returned non-finite values (nan/inf) at {at}; the solution "
+        "probably blows up here. Check f and p near this state, or shorten tspan.",
         "nonfinite_fixed": f"the solution became non-finite (nan/inf) in the step from "
-        f"t={t:.6g} with dt={dt:.3g}; reduce dt (explicit methods are unstable for large dt "
-        "on stiff problems) or check f.",
-    }[kind]
+        f"{at}; reduce dt (explicit methods are unstable for large dt on stiff problems) "
+        "or check f.",
+    }[status]
 
 
 def integrate(
@@ -133,6 +137,8 @@ def integrate(
     stage_out, stage_out_views = ws.stage_out, ws.stage_out_views
     atol_flat = atol if np.ndim(atol) == 0 else np.broadcast_to(atol, shape).reshape(n)
     is_finite = cmath.isfinite if u0.dtype.kind == "c" else math.isfinite
+    sum_squares = (lambda x: np.vdot(x, x)) if u0.dtype.kind == "c" else (lambda x: x.dot(x))
+    atol_over_rtol = atol_flat / rtol
     # a non-finite u_new shows in the error estimate when every stage that moves the
     # solution also enters the error weights; otherwise check u_new explicitly
     check_u_new = ws.b_err is None or bool(np.any((ws.b != 0) & (ws.b_err == 0)))
@@ -180,21 +186,21 @@ def integrate(
         np.multiply(ws.a, dt, out=ws.dt_a[:, 1:])
         for i in range(1, s):
             out = stage_out[i]
-            np.dot(stage_coefs[i], stage_heads[i], out=out)
+            _dot(stage_coefs[i], stage_heads[i], out=out)
             f(kv[i], stage_out_views[i], p, t + c[i] * dt)
         nfev += s - 1
         if not fsal:
             np.multiply(ws.b, dt, out=ws.dt_b[1:])
-            np.dot(ws.dt_b, ws.main_head, out=u_new)
+            _dot(ws.dt_b, ws.main_head, out=u_new)
 
         if adaptive:
-            np.dot(ws.b_err, ws.k_main, out=err)
+            # ||err / (atol + rtol m)|| = ||err / (atol/rtol + m)|| / rtol, m = max(|u|, |u_new|)
+            _dot(ws.b_err, ws.k_main, out=err)
             np.abs(u_new, out=ws.abs_new)
             np.maximum(ws.abs_u, ws.abs_new, out=ws.scale)
-            np.multiply(ws.scale, rtol, out=ws.scale)
-            np.add(ws.scale, atol_flat, out=ws.scale)
+            np.add(ws.scale, atol_over_rtol, out=ws.scale)
             np.divide(err, ws.scale, out=err)
-            err_norm = abs(dt) * math.sqrt(abs(np.vdot(err, err)) / n)
+            err_norm = abs(dt) / rtol * math.sqrt(abs(sum_squares(err)) / n)
             finite = math.isfinite(err_norm) and (not check_u_new or is_finite(u_new.sum()))
             if not finite or err_norm > 1.0:
                 nreject += 1
@@ -231,9 +237,9 @@ def integrate(
         if saver.every_step or (next_save - t_new) * direction <= 0:
             nfev += saver.after_step(t, dt, t_new, f, p)
             next_save = saver.next_time
-        np.copyto(u, u_new)
+        u[:] = u_new
         if fsal:
-            np.copyto(k[0], k[s - 1])
+            k[0] = k[s - 1]
         else:
             k0_valid = False
         if progress is not None:
@@ -242,7 +248,7 @@ def integrate(
 
     if status == "success" and not is_finite(u.sum()):
         status = "nonfinite"
-    message = "" if status == "success" else _messages(status, t, dt, max_steps, t1)
+    message = "" if status == "success" else failure_message(status, t, dt, max_steps, t1)
     t_out, u_out = saver.result()
     return RawSolution(t_out, u_out, nfev, naccept, nreject, status.replace("_fixed", ""), message,
                        saver.dense)

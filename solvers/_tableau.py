@@ -23,6 +23,7 @@ E. Hairer, S. P. Norsett, G. Wanner, *Solving Ordinary Differential Equations I*
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 from fractions import Fraction
 from typing import Sequence
 
@@ -149,6 +150,22 @@ class ButcherTableau:
     def total_stages(self) -> int:
         """Stages including those evaluated only for dense output."""
         return self.interp.shape[0]
+
+    @cached_property
+    def real_stability_boundary(self) -> float:
+        """Largest ``x`` with ``|R(-y)| <= 1`` for all ``0 <= y <= x``, where
+        ``R(z) = 1 + z b^T (I - z A)^{-1} 1`` is the stability function (Hairer & Wanner II,
+        IV.2); a step ``h`` is stable for a real eigenvalue ``lambda < 0`` iff
+        ``h |lambda|`` is below it (Tsit5 ~3.5, DP5 ~3.3)."""
+        s = self.stages
+        eye, ones = np.eye(s), np.ones(s)
+        previous = 0.0
+        for x in np.arange(1e-3, 50.0, 1e-3):
+            z = -x
+            if abs(1 + z * self.b @ np.linalg.solve(eye - z * self.a, ones)) > 1 + 1e-12:
+                return previous
+            previous = x
+        return previous
 
     def interp_weights(self, theta: float) -> np.ndarray:
         """``b_i(theta)`` for every stage (extras included)."""

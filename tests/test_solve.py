@@ -341,11 +341,6 @@ def test_out_of_place_with_wrong_output():
         dxdt.solve(dxdt.ODEProblem(lambda u, p, t: None, [1.0, 1.0], (0, 1)))
 
 
-def test_jax_backend_not_available_yet_is_clear():
-    with pytest.raises(NotImplementedError, match="backend='jax'"):
-        dxdt.solve(LV, backend="jax")
-
-
 def test_automatic_initial_step_on_a_2d_state():
     """The initial-step trial call passes f arrays of the state's shape."""
     def shaped(du, u, p, t):
