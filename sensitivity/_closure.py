@@ -1,0 +1,363 @@
+"""Structural copies of a callable, with every NumPy array it can reach replaced.
+
+A NumPy right-hand side reaches its work buffers through closure cells, module globals
+(by the names its code uses), ``self`` of a bound method or callable object, the class
+of that object, ``functools.partial`` arguments, default arguments, containers (tuple,
+list, dict, dataclasses, plain objects) and the Python helper functions it calls through
+any of these. :func:`copy_structure` finds all of them and rebuilds exactly the part of
+that graph that leads to a replaced leaf: new functions (new cells, and a globals dict
+that overrides the replaced names and reads every other name from the live module), new
+containers, shallow copies of objects (their class replaced by a subclass whose methods
+are the copies), so the user's functions, cells, objects and arrays are never mutated.
+One object reached by two paths becomes one copy (aliasing is preserved); cycles end.
+
+This module does not import JAX; what replaces a leaf is decided by the caller.
+"""
+
+from __future__ import annotations
+
+import abc
+import copy
+import functools
+import os
+import sys
+import sysconfig
+import types
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from ._errors import TranslationError
+
+_LIBRARIES = frozenset({
+    "numpy", "scipy", "jax", "jaxlib", "diffrax", "equinox", "lineax", "optimistix", "optax",
+    "flax", "torch", "tensorflow", "pandas", "matplotlib", "sympy", "numba", "sklearn",
+    "pytest", "_pytest", "tqdm",
+})  # fmt: skip
+_STDLIB = os.path.normcase(os.path.abspath(sysconfig.get_paths()["stdlib"])) + os.sep
+
+
+@functools.lru_cache(maxsize=None)
+def _is_library(module: str | None) -> bool:
+    """Whether code of ``module`` is library code, which the walk does not enter.
+
+    Libraries are the array/AD packages above, the standard library (by location, so a
+    user module named like a standard one is still user code), and dxdt itself except
+    ``dxdt.problems``, whose right-hand sides are written like user code.
+    """
+    if not module:
+        return False
+    if module == "dxdt" or module.startswith("dxdt."):
+        return not module.startswith("dxdt.problems")
+    top = module.partition(".")[0]
+    if top in _LIBRARIES or top in sys.builtin_module_names:
+        return True
+    path = getattr(sys.modules.get(top), "__file__", None)
+    if not path:
+        return False
+    path = os.path.normcase(os.path.abspath(path))
+    return path.startswith(_STDLIB) and "site-packages" not in path
+
+
+@dataclass(frozen=True)
+class Label:
+    """How a reachable object is named in messages: ``closure variable 'cache' of f``."""
+
+    kind: str
+    expr: str
+    owner: str
+
+    def extend(self, suffix: str) -> Label:
+        return Label(self.kind, self.expr + suffix, self.owner)
+
+    def __str__(self) -> str:
+        return f"{self.kind} '{self.expr}' of {self.owner}"
+
+
+class _OverlayGlobals(dict):
+    """A function's globals: replaced names here, every other name read from the module."""
+
+    __slots__ = ("_module",)
+
+    def __init__(self, module: dict):
+        super().__init__(__builtins__=module.get("__builtins__", __builtins__))
+        self["__name__"] = module.get("__name__")
+        self._module = module
+
+    def __missing__(self, name: str):
+        return self._module[name]
+
+
+def _global_names(code: types.CodeType) -> set[str]:
+    """Names a code object (and the code nested in it) may look up as globals."""
+    names = set(code.co_names)
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType):
+            names |= _global_names(const)
+    return names
+
+
+def _user_function(obj) -> bool:
+    return isinstance(obj, types.FunctionType) and not _is_library(obj.__globals__.get("__name__"))
+
+
+def _user_class(cls) -> bool:
+    return (
+        isinstance(cls, type)
+        and type(cls) in (type, abc.ABCMeta)
+        and cls is not object
+        and not _is_library(cls.__module__)
+    )
+
+
+def _slot_names(cls) -> list[str]:
+    names = []
+    for klass in cls.__mro__:
+        slots = klass.__dict__.get("__slots__", ())
+        names += [slots] if isinstance(slots, str) else [s for s in slots if s not in ("__dict__", "__weakref__")]
+    return names
+
+
+def _class_attributes(cls):
+    """``(name, value)`` of the attributes a user class resolves from its user bases."""
+    seen = set()
+    for klass in cls.__mro__:
+        if not _user_class(klass):
+            continue
+        for name, value in vars(klass).items():
+            if name not in seen and not (name.startswith("__") and name.endswith("__") and name != "__call__"):
+                seen.add(name)
+                yield name, value
+
+
+def _name(obj) -> str:
+    """A readable qualified name: ``make_model.rhs`` rather than ``make_model.<locals>.rhs``."""
+    return getattr(obj, "__qualname__", repr(obj)).replace("<locals>.", "")
+
+
+def _children(obj, label: Label):
+    """``(child, label)`` pairs of everything ``obj`` refers to that may lead to an array."""
+    if isinstance(obj, types.FunctionType):
+        if not _user_function(obj):
+            return
+        code, owner = obj.__code__, _name(obj)
+        for name, cell in zip(code.co_freevars, obj.__closure__ or ()):
+            yield cell, Label("closure variable", name, owner)
+        for name in sorted(_global_names(code)):  # classes named by f are used as they are
+            if name in obj.__globals__ and not isinstance(obj.__globals__[name], type):
+                yield obj.__globals__[name], Label("global variable", name, owner)
+        defaults = obj.__defaults__ or ()
+        names = code.co_varnames[code.co_argcount - len(defaults) : code.co_argcount]
+        for name, value in zip(names, defaults):
+            yield value, Label("default argument", name, owner)
+        for name, value in (obj.__kwdefaults__ or {}).items():
+            yield value, Label("default argument", name, owner)
+    elif isinstance(obj, types.CellType):
+        try:
+            yield obj.cell_contents, label
+        except ValueError:
+            return
+    elif isinstance(obj, types.MethodType):
+        yield obj.__func__, label
+        yield obj.__self__, Label("attribute", "self", _name(obj.__func__))
+    elif isinstance(obj, functools.partial):
+        owner = f"functools.partial({_name(obj.func)})"
+        yield obj.func, label
+        for i, value in enumerate(obj.args):
+            yield value, Label("partial argument", f"args[{i}]", owner)
+        for name, value in obj.keywords.items():
+            yield value, Label("partial argument", name, owner)
+    elif isinstance(obj, (tuple, list)):
+        for i, value in enumerate(obj):
+            yield value, label.extend(f"[{i}]")
+    elif isinstance(obj, dict):
+        for key, value in obj.items():
+            yield value, label.extend(f"[{key!r}]")
+    elif isinstance(obj, (staticmethod, classmethod)):
+        yield obj.__func__, label
+    elif isinstance(obj, property):
+        yield from ((f, label) for f in (obj.fget, obj.fset, obj.fdel) if f is not None)
+    elif isinstance(obj, type):
+        if _user_class(obj):
+            for name, value in _class_attributes(obj):
+                yield value, Label("class attribute", f"{_name(obj)}.{name}", _name(obj))
+    elif _user_class(type(obj)):
+        yield type(obj), label
+        for name, value in getattr(obj, "__dict__", {}).items():
+            yield value, label.extend(f".{name}")
+        for name in _slot_names(type(obj)):
+            if hasattr(obj, name):
+                yield getattr(obj, name), label.extend(f".{name}")
+
+
+class _StructuralCopy:
+    """One structural copy: explore the reachable graph, mark what changes, rebuild it."""
+
+    def __init__(self, replace: Callable[[Any, Label], Any]):
+        self._replace = replace
+        self._objects: dict[int, Any] = {}
+        self._parents: dict[int, list[int]] = {}
+        self._leaves: dict[int, Any] = {}
+        self._changed: set[int] = set()
+        self._memo: dict[int, Any] = {}
+
+    def explore(self, root, label: Label) -> None:
+        """Visit everything reachable from ``root``, asking ``replace`` about each object."""
+        stack = [(root, label)]
+        while stack:
+            obj, label = stack.pop()
+            if id(obj) in self._objects:
+                continue
+            self._objects[id(obj)] = obj
+            replacement = self._replace(obj, label)
+            if replacement is not None:
+                self._leaves[id(obj)] = replacement
+                continue
+            for child, child_label in _children(obj, label):
+                self._parents.setdefault(id(child), []).append(id(obj))
+                stack.append((child, child_label))
+
+    def mark(self, forced=()) -> None:
+        """Everything from which a replaced leaf (or a ``forced`` object) is reachable changes."""
+        pending = list(self._leaves) + [id(obj) for obj in forced]
+        while pending:
+            key = pending.pop()
+            if key not in self._changed:
+                self._changed.add(key)
+                pending += self._parents.get(key, [])
+
+    def _changes(self, obj) -> bool:
+        return id(obj) in self._changed
+
+    def rebuild(self, obj):
+        key = id(obj)
+        if key in self._leaves:
+            return self._leaves[key]
+        if key not in self._changed:
+            return obj
+        if key in self._memo:
+            return self._memo[key]
+        if isinstance(obj, types.FunctionType):
+            return self._function(obj)
+        if isinstance(obj, types.CellType):
+            new = self._memo[key] = types.CellType()
+            new.cell_contents = self.rebuild(obj.cell_contents)
+            return new
+        if isinstance(obj, list):
+            new = self._memo[key] = copy.copy(obj)
+            new[:] = [self.rebuild(item) for item in obj]
+            return new
+        if isinstance(obj, dict):
+            new = self._memo[key] = copy.copy(obj)
+            new.update({k: self.rebuild(v) for k, v in obj.items() if self._changes(v)})
+            return new
+        if isinstance(obj, type):
+            return self._class(obj)
+        if _user_class(type(obj)):
+            return self._instance(obj)
+        return self._immutable(obj)
+
+    def _immutable(self, obj):
+        """Objects built from their rebuilt parts (which may have built this one already)."""
+        if isinstance(obj, types.MethodType):
+            new = types.MethodType(self.rebuild(obj.__func__), self.rebuild(obj.__self__))
+        elif isinstance(obj, functools.partial):
+            args = [self.rebuild(a) for a in obj.args]
+            keywords = {k: self.rebuild(v) for k, v in obj.keywords.items()}
+            new = type(obj)(self.rebuild(obj.func), *args, **keywords)
+        elif isinstance(obj, (staticmethod, classmethod)):
+            new = type(obj)(self.rebuild(obj.__func__))
+        elif isinstance(obj, property):
+            parts = [None if f is None else self.rebuild(f) for f in (obj.fget, obj.fset, obj.fdel)]
+            new = property(*parts, obj.__doc__)
+        else:
+            items = [self.rebuild(item) for item in obj]
+            new = obj._make(items) if hasattr(obj, "_fields") else type(obj)(items)
+        return self._memo.setdefault(id(obj), new)
+
+    def _globals(self, module: dict) -> _OverlayGlobals:
+        key = id(module)
+        if key not in self._memo:
+            self._memo[key] = _OverlayGlobals(module)
+        return self._memo[key]
+
+    def _function(self, fn: types.FunctionType) -> types.FunctionType:
+        cells = tuple(self.rebuild(cell) for cell in fn.__closure__ or ())
+        if id(fn) in self._memo:  # built while rebuilding its own cells (recursion)
+            return self._memo[id(fn)]
+        overlay = self._globals(fn.__globals__)
+        new = types.FunctionType(fn.__code__, overlay, fn.__name__, None, cells or None)
+        self._memo[id(fn)] = new
+        for name in _global_names(fn.__code__):
+            value = fn.__globals__.get(name)
+            if name in fn.__globals__ and self._changes(value):
+                overlay[name] = self.rebuild(value)
+        new.__defaults__ = tuple(self.rebuild(v) for v in fn.__defaults__) if fn.__defaults__ else None
+        new.__kwdefaults__ = {k: self.rebuild(v) for k, v in (fn.__kwdefaults__ or {}).items()} or None
+        new.__qualname__, new.__module__, new.__doc__ = fn.__qualname__, fn.__module__, fn.__doc__
+        new.__dict__.update(fn.__dict__)
+        return new
+
+    def _class(self, cls: type) -> type:
+        namespace = {"__slots__": (), "__module__": cls.__module__, "__qualname__": cls.__qualname__}
+        new = self._memo[id(cls)] = type(cls)(cls.__name__, (cls,), namespace)
+        for name, value in _class_attributes(cls):
+            if self._changes(value):
+                setattr(new, name, self.rebuild(value))
+        return new
+
+    def _instance(self, obj):
+        try:
+            new = copy.copy(obj)
+        except Exception as err:
+            raise TranslationError(
+                f"cannot copy the {type(obj).__qualname__} object reachable from f ({err}); "
+                "give its class a working __copy__, or pass duplicate_closure=False"
+            ) from err
+        if new is obj:
+            raise TranslationError(
+                f"copy.copy returns the same {type(obj).__qualname__} object reachable from f, "
+                "so its arrays cannot be duplicated; pass duplicate_closure=False"
+            )
+        self._memo[id(obj)] = new
+        if self._changes(type(obj)):
+            object.__setattr__(new, "__class__", self.rebuild(type(obj)))
+        for name, value in getattr(obj, "__dict__", {}).items():
+            if self._changes(value):
+                new.__dict__[name] = self.rebuild(value)
+        for name in _slot_names(type(obj)):
+            if hasattr(obj, name) and self._changes(getattr(obj, name)):
+                object.__setattr__(new, name, self.rebuild(getattr(obj, name)))
+        return new
+
+
+def _root_label(root) -> Label:
+    owner = _name(root) if hasattr(root, "__qualname__") else f"{_name(type(root))}.__call__"
+    return Label("attribute", "self", owner)
+
+
+def copy_structure(root, replace: Callable[[Any, Label], Any], *, copy_root: bool = False):
+    """A structural copy of ``root`` in which ``replace`` decides the leaves.
+
+    Parameters
+    ----------
+    root : callable
+        A function, bound method, ``functools.partial``, or callable object.
+    replace : callable
+        ``replace(obj, label)`` returns the stand-in for a leaf ``obj`` (e.g. a NumPy
+        array), or None to keep walking into ``obj``. ``label`` names the path by which
+        ``obj`` was first reached, e.g. ``closure variable 'cache' of f``.
+    copy_root : bool
+        Copy ``root`` even if nothing it reaches is replaced.
+
+    Returns
+    -------
+    callable
+        ``root`` itself if nothing changed, else the copy.
+    """
+    walk = _StructuralCopy(replace)
+    walk.explore(root, _root_label(root))
+    copyable = _user_function(root) or _user_class(type(root)) or isinstance(
+        root, (types.MethodType, functools.partial)
+    )
+    walk.mark([root] if copy_root and copyable else [])
+    return walk.rebuild(root)

@@ -1,0 +1,320 @@
+"""NumPy functions and ufuncs on traced arrays, mapped to ``jax.numpy`` by one table.
+
+:data:`FUNCTIONS` maps every public NumPy function and ufunc name (``"sum"``,
+``"linalg.solve"``, ``"fft.rfft"``) to the ``jax.numpy`` function of the same name.
+Three kinds of names are handled differently:
+
+- :data:`UNSUPPORTED` -- names with a ``jax.numpy`` counterpart that cannot be translated
+  faithfully (result shapes that depend on values, Python callbacks, in-place semantics,
+  memory queries). Using one raises :class:`TranslationError` with a suggested rewrite.
+- special handlers -- NumPy semantics beyond a name mapping: functions that return views
+  (``reshape``, ``transpose``, ``split`` ...), functions that write in place
+  (``copyto``, ``put``, ``putmask``, ``fill_diagonal``, ``put_along_axis``,
+  ``ufunc.at``), shape queries, and ``*_like`` constructors.
+- names absent from ``jax.numpy`` raise :class:`TranslationError`.
+
+When every traced operand is still a trace-time constant the original NumPy function
+runs, so constants keep NumPy semantics and stay usable as indices and sizes.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from . import _traced
+from ._errors import translation_error
+from ._views import jax, jnp
+
+_DYNAMIC = (
+    "Its result's size depends on values, which JAX cannot compile: select elementwise "
+    "with np.where(condition, a, b), or use constant index arrays."
+)
+UNSUPPORTED: dict[str, str] = {
+    "nonzero": _DYNAMIC, "argwhere": _DYNAMIC, "flatnonzero": _DYNAMIC, "extract": _DYNAMIC,
+    "compress": _DYNAMIC, "trim_zeros": _DYNAMIC, "unique": _DYNAMIC, "unique_all": _DYNAMIC,
+    "unique_counts": _DYNAMIC, "unique_inverse": _DYNAMIC, "unique_values": _DYNAMIC,
+    "setdiff1d": _DYNAMIC, "intersect1d": _DYNAMIC, "union1d": _DYNAMIC,
+    "setxor1d": _DYNAMIC,
+    "apply_along_axis": "It calls a Python function on slices: write the loop over slices "
+    "in f itself, or vectorise with array operations.",
+    "apply_over_axes": "It calls a Python function: apply the reduction directly.",
+    "piecewise": "It calls Python functions: combine the pieces with np.select or np.where.",
+    "place": "Write a[:] = np.where(mask, values, a) (or np.putmask) instead.",
+    "shares_memory": "Memory layout does not exist in the translation: restructure f.",
+    "may_share_memory": "Memory layout does not exist in the translation: restructure f.",
+    "fix": "Use np.trunc.",
+}  # fmt: skip
+
+
+def _build_table() -> dict:
+    table = {}
+    for namespace, jax_namespace, prefix in (
+        (np, jnp, ""), (np.linalg, jnp.linalg, "linalg."), (np.fft, jnp.fft, "fft."),
+    ):  # fmt: skip
+        for name in dir(namespace):
+            if name.startswith("_") or not hasattr(jax_namespace, name):
+                continue
+            if isinstance(getattr(namespace, name), (np.ufunc, type(np.sum))):
+                table[prefix + name] = getattr(jax_namespace, name)
+    return table
+
+
+FUNCTIONS: dict = _build_table()
+
+
+def function_name(func) -> str:
+    """The table key of a NumPy function: ``"sum"``, ``"linalg.solve"``, ``"fft.fft"``."""
+    module = getattr(func, "__module__", None) or "numpy"
+    prefix = module[len("numpy.") :] + "." if module.startswith("numpy.") else ""
+    return prefix + func.__name__
+
+
+def _jax_call(name: str, function, args, kwargs):
+    try:
+        return function(*args, **kwargs)
+    except jax.errors.ConcretizationTypeError as err:
+        raise translation_error(f"np.{name} on values that depend on u, p or t", _DYNAMIC) from err
+    except TypeError as err:
+        raise translation_error(
+            f"np.{name} with these arguments",
+            f"jax.numpy.{name} rejects them ({err}); drop NumPy-only options such as "
+            "order=, casting= or subok=.",
+        ) from err
+
+
+def _wrap_result(result):
+    if isinstance(result, (list, tuple)):
+        return type(result)(_wrap_result(item) for item in result)
+    if isinstance(result, jax.Array):
+        return _traced.wrap(result)
+    if isinstance(result, (np.ndarray, np.generic)) and result.dtype.kind in "biufc":
+        return _traced.wrap(result)
+    return result
+
+
+def _foreign_output_error(array):
+    return translation_error(
+        f"writing into the NumPy array of shape {np.shape(array)} passed as out=",
+        "This array is not a buffer reachable from f (it was created by a NumPy that dxdt "
+        "does not see, or reached through an object dxdt does not copy), so writing into it "
+        "would modify it: create it with np.zeros/np.empty in f, keep it in f's closure, or "
+        "write into du.",
+    )
+
+
+def finish(result, out, where=True):
+    """Return ``result`` wrapped, or written into ``out`` (an array or tuple) and ``out``."""
+    if out is None:
+        return _wrap_result(result)
+    single = not isinstance(out, tuple)
+    outs = (out,) if single else out
+    results = result if isinstance(result, tuple) and not single else (result,)
+    returned = []
+    for target, value in zip(outs, results):
+        if target is None:
+            returned.append(_wrap_result(value))
+            continue
+        if not isinstance(target, _traced.TracedArray):
+            raise _foreign_output_error(target)
+        target._assign(value, where)
+        returned.append(target)
+    return returned[0] if len(returned) == 1 else tuple(returned)
+
+
+def _list_to_array(arg):
+    """A list of numbers as an array (jax.numpy takes no lists where NumPy takes array_like)."""
+    if type(arg) is list and not any(isinstance(x, (list, tuple, np.ndarray, jax.Array)) for x in arg):
+        return np.asarray(arg)
+    return arg
+
+
+def _generic(func, name: str, args, kwargs):
+    if name in UNSUPPORTED:
+        raise translation_error(f"np.{name} (not supported by the translation)", UNSUPPORTED[name])
+    function = FUNCTIONS.get(name)
+    if function is None:
+        raise translation_error(
+            f"np.{name} (it has no jax.numpy counterpart)",
+            "Rewrite it with supported NumPy functions (ufuncs, reductions, linear algebra, "
+            "indexing).",
+        )
+    kwargs = dict(kwargs)
+    out = kwargs.pop("out", None)
+    args, kwargs = _traced.unwrap(args), _traced.unwrap(kwargs)
+    if _traced.all_concrete((args, kwargs)):
+        return finish(func(*args, **kwargs), out)
+    args = tuple(_list_to_array(a) for a in args)
+    return finish(_jax_call(name, function, args, kwargs), out)
+
+
+def apply_function(func, args, kwargs):
+    """``__array_function__``: a NumPy function called with traced arguments."""
+    name = function_name(func)
+    special = _SPECIAL.get(name)
+    if special is not None:
+        return special(func, name, args, kwargs)
+    return _generic(func, name, args, kwargs)
+
+
+def _foreign(obj) -> bool:
+    """An operand that handles ufuncs itself (e.g. a sparse operator): defer to it."""
+    kind = type(obj)
+    return hasattr(kind, "__array_ufunc__") and not issubclass(kind, (_traced.TracedArray, np.ndarray))
+
+
+def apply_ufunc(ufunc, method: str, inputs, kwargs):
+    """``__array_ufunc__``: a ufunc (or one of its methods) called with traced operands."""
+    kwargs = dict(kwargs)
+    out = kwargs.pop("out", None)
+    if any(_foreign(x) for x in inputs + (out or ())):
+        return NotImplemented
+    name = ufunc.__name__
+    if method == "at":
+        return _ufunc_at(ufunc, name, inputs)
+    where = kwargs.pop("where", True)
+    args = _traced.unwrap(inputs)
+    mask = _traced.operand(where)
+    if _traced.all_concrete((args, kwargs, mask)):
+        result = getattr(ufunc, method)(*args, **kwargs)
+    else:
+        function = FUNCTIONS.get(name)
+        if function is not None and method != "__call__":
+            function = getattr(function, method, None)
+        if function is None:
+            raise translation_error(
+                f"np.{name}.{method} (it has no jax.numpy counterpart)",
+                "Rewrite it with supported NumPy functions.",
+            )
+        dtype = kwargs.pop("dtype", None) if method == "__call__" else None
+        result = _jax_call(name, function, args, kwargs)
+        if dtype is not None:
+            result = result.astype(dtype)
+    if out is None and where is not True:
+        xp = np if _traced.all_concrete((result, mask)) else jnp
+        result = xp.where(mask, result, 0)
+    return finish(result, out[0] if out is not None and len(out) == 1 else out, where)
+
+
+def _target(array) -> _traced.TracedArray:
+    if not isinstance(array, _traced.TracedArray):
+        raise _foreign_output_error(array)
+    return array
+
+
+def _ufunc_at(ufunc, name: str, inputs) -> None:
+    """``ufunc.at(a, indices, b)``: unbuffered in-place update of ``a``."""
+    a = _target(inputs[0])
+    key, static = _traced.normalize_key(inputs[1])
+    rest = tuple(_traced.operand(x) for x in inputs[2:])
+    a._note_read(key if static else None)
+    old = a._raw()
+    if static and _traced.all_concrete((old, rest)):
+        new = np.array(old, copy=True)
+        ufunc.at(new, key, *rest)
+    else:
+        new = FUNCTIONS[name].at(jnp.asarray(old), key, *rest, inplace=False)
+    a._store(Ellipsis, new, a._positions()[key] if static else None)
+
+
+def _view_function(func, name, args, kwargs):
+    """Functions that return views of their (first) argument, as NumPy decides."""
+    arrays = args if name.startswith("atleast_") else args[:1]
+    if not all(isinstance(a, _traced.TracedArray) for a in arrays):
+        return _generic(func, name, args, kwargs)
+    rest = args[len(arrays) :]
+    results = [a._derive(lambda x: func(x, *rest, **kwargs)) for a in arrays]
+    return results[0] if len(results) == 1 else tuple(results)
+
+
+def _copyto(func, name, args, kwargs):
+    dst, src = args[0], args[1]
+    where = kwargs.get("where", args[3] if len(args) > 3 else True)
+    _target(dst)._assign(_traced.operand(src), where)
+
+
+def _put(func, name, args, kwargs):
+    a = _target(args[0])
+    indices, values = (_list_to_array(_traced.operand(x)) for x in args[1:3])
+    mode = kwargs.get("mode", args[3] if len(args) > 3 else "raise")
+    flat = jnp.put(
+        jnp.asarray(a._raw()), indices, values, mode=None if mode == "raise" else mode, inplace=False
+    )
+    marked = a._positions().reshape(-1)[indices] if _traced.all_concrete(indices) else None
+    a._store(Ellipsis, flat, marked)
+
+
+def _putmask(func, name, args, kwargs):
+    a = _target(args[0])
+    mask, values = _traced.operand(args[1]), _traced.operand(args[2])
+    a._assign(values, mask)
+
+
+def _fill_diagonal(func, name, args, kwargs):
+    a = _target(args[0])
+    diagonal = np.zeros(a.shape, bool)
+    np.fill_diagonal(diagonal, True, wrap=kwargs.get("wrap", args[2] if len(args) > 2 else False))
+    a[diagonal] = args[1]
+
+
+def _put_along_axis(func, name, args, kwargs):
+    arr = _target(args[0])
+    indices, values = _traced.operand(args[1]), _traced.operand(args[2])
+    axis = kwargs.get("axis", args[3] if len(args) > 3 else None)
+    new = jnp.put_along_axis(jnp.asarray(arr._raw()), indices, values, axis, inplace=False)
+    static = _traced.all_concrete(indices)
+    marked = np.take_along_axis(arr._positions(), indices, axis) if static else None
+    arr._store(Ellipsis, new, marked)
+
+
+def _where(func, name, args, kwargs):
+    if len(args) + len(kwargs) == 1:
+        raise translation_error("np.where(condition) with one argument", _DYNAMIC)
+    return _generic(func, name, args, kwargs)
+
+
+def _shape_query(func, name, args, kwargs):
+    """``np.shape``/``np.ndim``/``np.size``: static, and not a read of the array."""
+    a = args[0]
+    if not isinstance(a, _traced.TracedArray):
+        return func(_traced.operand(a), *args[1:], **kwargs)
+    if name == "shape":
+        return a.shape
+    if name == "ndim":
+        return a.ndim
+    axis = kwargs.get("axis", args[1] if len(args) > 1 else None)
+    return a.size if axis is None else a.shape[axis]
+
+
+def _like(func, name, args, kwargs):
+    """``zeros_like`` & co: a new buffer, constant unless filled with a traced value."""
+    names = ("a", "fill_value", "dtype") if name == "full_like" else ("a", "dtype")
+    bound = {**dict(zip(names, args)), **kwargs}
+    a = bound["a"]
+    prototype = a
+    if not isinstance(a, _traced.TracedArray):
+        value = _traced.operand(a)
+        prototype = np.asarray(value) if _traced.all_concrete(value) else value
+    dtype = bound.get("dtype") or prototype.dtype
+    shape = bound.get("shape") or prototype.shape
+    fill = _traced.operand(bound.get("fill_value", 1 if name == "ones_like" else 0))
+    if not _traced.all_concrete(fill):
+        return _traced.wrap(jnp.full(shape, fill, dtype))
+    return _traced.wrap(np.full(shape, fill, dtype))
+
+
+_VIEW_FUNCTIONS = (
+    "reshape", "ravel", "transpose", "permute_dims", "matrix_transpose", "swapaxes",
+    "moveaxis", "rollaxis", "squeeze", "expand_dims", "atleast_1d", "atleast_2d",
+    "atleast_3d", "split", "array_split", "hsplit", "vsplit", "dsplit",
+)  # fmt: skip
+_SPECIAL = {
+    **dict.fromkeys(_VIEW_FUNCTIONS, _view_function),
+    **dict.fromkeys(("shape", "ndim", "size"), _shape_query),
+    **dict.fromkeys(("zeros_like", "ones_like", "empty_like", "full_like"), _like),
+    "copyto": _copyto,
+    "put": _put,
+    "putmask": _putmask,
+    "fill_diagonal": _fill_diagonal,
+    "put_along_axis": _put_along_axis,
+    "where": _where,
+}

@@ -1,0 +1,148 @@
+"""One execution of the user's NumPy ``f`` on traced arrays, giving ``du`` as a JAX value."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+from numpy.lib.stride_tricks import as_strided
+
+from . import _numpy_proxy
+from ._buffer import DU, FROZEN, INPUT, SHADOW, Buffer
+from ._closure import Label, copy_structure
+from ._errors import TranslationError
+from ._replace import AbstractArrayReplacer, is_sparse
+from ._sparse import SparseOperator
+from ._traced import TracedArray, operand
+from ._views import jax, jnp, view_step
+
+
+class _Shadows(AbstractArrayReplacer):
+    """The replacement policy for tracing: closure arrays become traced buffers."""
+
+    def __init__(self, role: str):
+        super().__init__()
+        self.role = role
+        self.buffers: list[Buffer] = []
+
+    def replace_root(self, array, label: Label) -> TracedArray:
+        positions = np.empty(array.shape, np.int64, order="F" if _fortran(array) else "C")
+        positions[...] = np.arange(array.size).reshape(array.shape)
+        buffer = Buffer(np.array(array, copy=True), self.role, str(label), positions)
+        self.buffers.append(buffer)
+        return TracedArray(buffer)
+
+    def replace_view(self, root: TracedArray, offset, strides, shape) -> TracedArray:
+        positions = root.buffer.positions
+        flat = positions.ravel(order="K")[offset:]
+        pos = as_strided(flat, shape, tuple(s * positions.itemsize for s in strides), writeable=False)
+        return TracedArray(root.buffer, (view_step(positions.shape, pos),), pos)
+
+    def replace_other(self, obj, label: Label):
+        if is_sparse(obj):
+            return SparseOperator(obj)
+        return _numpy_proxy.replacement(obj)
+
+
+def _fortran(array: np.ndarray) -> bool:
+    return array.flags.f_contiguous and not array.flags.c_contiguous
+
+
+def _input(value) -> TracedArray:
+    return TracedArray(Buffer(jnp.asarray(value), INPUT))
+
+
+def _unwritten(buffer: Buffer) -> str:
+    missing = np.argwhere(~buffer.written)
+    shown = ", ".join(f"du[{', '.join(map(str, index))}]" for index in missing[:5])
+    more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
+    note = (
+        " (writes through masks or indices that depend on u, p or t are not counted: "
+        "write those with np.where)"
+        if buffer.partial
+        else ""
+    )
+    return f"{shown}{more}{note}"
+
+
+def _warn_stale(buffers: list[Buffer], name: str) -> None:
+    for buffer in buffers:
+        if buffer.stale is None:
+            continue
+        carried = buffer.stale & buffer.written
+        if carried.any():
+            warnings.warn(
+                f"{buffer.label} is read before it is written in a call of {name}: it "
+                f"carries state from one call to the next ({int(carried.sum())} element(s)). "
+                "The JAX translation freezes that state at the array's value when f was "
+                "traced and no derivative flows through it; write the buffer before reading "
+                "it, or carry the state in u.",
+                UserWarning,
+                stacklevel=4,
+            )
+
+
+def run(f, u, p, t, *, inplace: bool, duplicate_closure: bool):
+    """Execute ``f`` once on traced ``u``, ``p``, ``t``; return ``du`` as a JAX array.
+
+    Parameters
+    ----------
+    f : callable
+        ``f(du, u, p, t)`` (``inplace``) or ``f(u, p, t)`` returning the derivative.
+    u, p, t
+        JAX values (or tracers); ``p`` is a pytree whose leaves become traced arrays.
+    inplace : bool
+        Whether ``f`` writes ``du`` in place.
+    duplicate_closure : bool
+        Shadow closure arrays with private traced buffers (True) or keep them as
+        read-only constants (False).
+
+    Returns
+    -------
+    jax.Array
+        ``du``, with the shape and dtype of ``u``.
+
+    Raises
+    ------
+    TranslationError
+        If ``f`` does something that cannot be translated, or leaves part of ``du``
+        unwritten.
+    """
+    shadows = _Shadows(SHADOW if duplicate_closure else FROZEN)
+    g = copy_structure(f, shadows)
+    u_traced = _input(u)
+    p_traced = jax.tree_util.tree_map(_input, p)
+    t_traced = _input(t)
+    name = getattr(f, "__qualname__", type(f).__qualname__).replace("<locals>.", "")
+    if inplace:
+        du = Buffer(np.zeros(u_traced.shape, u_traced.dtype), DU, "du")
+        g(TracedArray(du), u_traced, p_traced, t_traced)
+        if not du.written.all():
+            code = getattr(getattr(f, "__func__", f), "__code__", None)
+            where = f" ({code.co_filename}:{code.co_firstlineno})" if code else ""
+            raise TranslationError(
+                f"{name}{where} did not write {_unwritten(du)}.\n  How to fix: Write "
+                "every element of du on every call (e.g. du[:] = 0.0 first for the entries "
+                "that are zero)."
+            )
+        result = du.value
+    else:
+        result = operand(g(u_traced, p_traced, t_traced))
+        if np.shape(result) != u_traced.shape:
+            raise TranslationError(
+                f"{name} returned an array of shape {np.shape(result)}; the state u has "
+                f"shape {u_traced.shape}"
+            )
+    _warn_stale(shadows.buffers, name)
+    return jnp.asarray(result, dtype=u_traced.dtype)
+
+
+def call(fn, args: tuple, *, duplicate_closure: bool = True):
+    """Execute a NumPy function (a loss) on traced stand-ins for the JAX ``args``.
+
+    Closure arrays are shadowed as for :func:`run`; returns the result as a JAX value.
+    """
+    shadows = _Shadows(SHADOW if duplicate_closure else FROZEN)
+    result = operand(copy_structure(fn, shadows)(*jax.tree_util.tree_map(_input, args)))
+    _warn_stale(shadows.buffers, getattr(fn, "__qualname__", type(fn).__qualname__))
+    return result

@@ -1,0 +1,431 @@
+"""``TracedArray``: the stand-in for NumPy arrays while an in-place ``f`` is translated.
+
+A traced array holds its content as a JAX value (or as NumPy data while it is still a
+trace-time constant) in a :class:`Buffer`; views share the buffer and add steps (see
+:mod:`._views`). Every in-place write becomes a functional update of the buffer, so
+writes through views land in the base and reads of any view see the latest content.
+Arithmetic, ufuncs and NumPy functions reach :mod:`._dispatch` through NumPy's own
+override protocols (``__array_ufunc__``, ``__array_function__``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from . import _dispatch
+from ._buffer import DU, FROZEN, INPUT, Buffer
+from ._errors import conversion_error, translation_error, user_source_line
+from ._views import IndexStep, infer_step, is_concrete, jnp, read_through, write_through
+
+
+def wrap(value) -> TracedArray:
+    """A new traced array owning ``value``."""
+    return TracedArray(Buffer(value))
+
+
+def unwrap(obj):
+    """``obj`` with every traced array (also inside tuples, lists, dicts) read as its value."""
+    if isinstance(obj, TracedArray):
+        return obj._read()
+    if type(obj) in (tuple, list):
+        return type(obj)(unwrap(item) for item in obj)
+    if type(obj) is dict:
+        return {key: unwrap(item) for key, item in obj.items()}
+    return obj
+
+
+def contains_traced(obj) -> bool:
+    """Whether ``obj`` is, or nests in tuples/lists, a traced array."""
+    if isinstance(obj, TracedArray):
+        return True
+    return type(obj) in (tuple, list) and any(contains_traced(item) for item in obj)
+
+
+def all_concrete(obj) -> bool:
+    """Whether the unwrapped ``obj`` holds no JAX value (so NumPy can compute with it)."""
+    if type(obj) in (tuple, list):
+        return all(all_concrete(item) for item in obj)
+    if type(obj) is dict:
+        return all(all_concrete(item) for item in obj.values())
+    return is_concrete(obj)
+
+
+def operand(obj):
+    """The array value of ``obj``: traced arrays are read, nested sequences are stacked."""
+    if isinstance(obj, TracedArray):
+        return obj._read()
+    if not contains_traced(obj):
+        return obj
+    value = unwrap(obj)
+    return np.array(value) if all_concrete(value) else jnp.array(value)
+
+
+def normalize_key(key):
+    """``(key, static)``: an index with traced parts replaced by values.
+
+    ``static`` is true when the key is known at trace time, so NumPy can apply it to
+    the positions of a view (to find which elements are read or written).
+    """
+    parts = key if isinstance(key, tuple) else (key,)
+    out = []
+    static = True
+    for part in parts:
+        if isinstance(part, slice):
+            out.append(slice(*(_static_int(b) for b in (part.start, part.stop, part.step))))
+            continue
+        if isinstance(part, (TracedArray, list)):
+            part = operand(part)
+            part = np.asarray(part) if is_concrete(part) else part
+        static = static and is_concrete(part)
+        out.append(part)
+    return (tuple(out) if isinstance(key, tuple) else out[0]), static
+
+
+def _static_int(bound):
+    if isinstance(bound, TracedArray):
+        value = bound._read()
+        if not is_concrete(value):
+            raise translation_error(
+                "a slice bound that depends on u, p or t",
+                "Slice bounds set shapes, which must be known when f is traced: compute "
+                "them from shapes or constants, or select with np.where instead.",
+            )
+        return int(value)
+    return bound
+
+
+def _has_traced_mask(key) -> bool:
+    """Whether ``key`` holds a boolean mask that depends on u, p or t."""
+    parts = key if isinstance(key, tuple) else (key,)
+    return any(not is_concrete(part) and jnp.issubdtype(part.dtype, jnp.bool_) for part in parts)
+
+
+def _defers(other) -> bool:
+    """NumPy's rule: binary operators give way to operands with ``__array_ufunc__ = None``."""
+    return getattr(type(other), "__array_ufunc__", False) is None
+
+
+class TracedArray:
+    """An array standing in for a NumPy array while ``f`` is translated to JAX.
+
+    Supports NumPy's array protocols, indexing and assignment (ints, slices, ``None``,
+    ``Ellipsis``, boolean masks, integer index arrays), views (basic slices, reshapes,
+    transposes, views of views), in-place operators and the usual ndarray methods.
+    Conversions to Python scalars raise :class:`TranslationError` unless the value is a
+    trace-time constant.
+    """
+
+    __slots__ = ("_buf", "_steps", "_pos")
+    __array_priority__ = 1000.0
+    __hash__ = None
+
+    def __init__(self, buf: Buffer, steps: tuple = (), pos: np.ndarray | None = None):
+        self._buf = buf
+        self._steps = steps
+        self._pos = pos
+
+    # -- structure -------------------------------------------------------------------
+    @property
+    def buffer(self) -> Buffer:
+        """The storage this array (a view, possibly) reads from and writes to."""
+        return self._buf
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(self._pos.shape) if self._steps else tuple(self._buf.value.shape)
+
+    @property
+    def dtype(self) -> np.dtype:
+        return np.dtype(self._buf.value.dtype)
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    @property
+    def size(self) -> int:
+        return int(np.prod(self.shape))
+
+    @property
+    def T(self) -> TracedArray:
+        return self._derive(np.transpose)
+
+    @property
+    def real(self) -> TracedArray:
+        return np.real(self) if self.dtype.kind == "c" else self
+
+    @property
+    def imag(self) -> TracedArray:
+        return np.imag(self)
+
+    def __len__(self) -> int:
+        if not self.shape:
+            raise TypeError("len() of unsized object")
+        return self.shape[0]
+
+    def __iter__(self):
+        if not self.shape:
+            raise TypeError("iteration over a 0-d array")
+        return (self[i] for i in range(self.shape[0]))
+
+    def __repr__(self) -> str:
+        return f"TracedArray(shape={self.shape}, dtype={self.dtype}, role={self._buf.role})"
+
+    # -- reading and writing -----------------------------------------------------------
+    def _positions(self) -> np.ndarray:
+        return self._pos if self._steps else self._buf.positions
+
+    def _raw(self):
+        """The value, without recording a read (for read-modify-write internals)."""
+        return read_through(self._buf.value, self._steps)
+
+    def _read(self):
+        """The value, recording that ``f`` read it."""
+        self._note_read()
+        return self._raw()
+
+    def _note_read(self, key=None) -> None:
+        buf = self._buf
+        if buf.written is None:
+            return
+        pos = self._positions() if key is None else self._positions()[key]
+        pos = np.ravel(pos)
+        unwritten = ~buf.written.reshape(-1)[pos]
+        if not unwritten.any():
+            return
+        if buf.role == DU:
+            first = np.unravel_index(pos[unwritten][0], buf.written.shape)
+            raise translation_error(
+                f"reading du[{', '.join(map(str, first))}] before f has written it",
+                "On entry du holds undefined values: write every element before reading "
+                "it (e.g. start with du[:] = 0.0).",
+            )
+        buf.stale.reshape(-1)[pos[unwritten]] = True
+
+    def _store(self, key, value, marked) -> None:
+        """Write ``value`` into ``self[key]``; ``marked``: positions written (None: unknown)."""
+        buf = self._buf
+        if buf.role == FROZEN and not is_concrete(value):
+            raise translation_error(
+                f"writing a value that depends on u, p or t into {buf.label}",
+                "With duplicate_closure=False closure arrays are constants; use "
+                "duplicate_closure=True (the default) so that work buffers are duplicated "
+                "and derivatives flow through them.",
+            )
+        if buf.written is not None:
+            if marked is None:
+                buf.partial = True
+            else:
+                buf.written.reshape(-1)[np.ravel(marked)] = True
+        buf.value = write_through(buf.value, self._steps, key, value)
+
+    def _assign(self, value, where=True) -> None:
+        """``self[...] = value`` where ``where`` holds (the ``out=`` of ufuncs and functions)."""
+        if where is True:
+            self._store(Ellipsis, value, self._positions())
+            return
+        mask = operand(where)
+        old = self._raw()
+        if all_concrete((mask, value, old)):
+            mask = np.broadcast_to(np.asarray(mask, bool), self.shape)
+            self._store(Ellipsis, np.where(mask, value, old), self._positions()[mask])
+        else:
+            self._store(Ellipsis, jnp.where(mask, value, old), None)
+
+    def __getitem__(self, key) -> TracedArray:
+        key, static = normalize_key(key)
+        if not static:
+            if _has_traced_mask(key):
+                raise translation_error(
+                    "indexing with a boolean mask that depends on u, p or t "
+                    "(the result's size would depend on values)",
+                    "Select elementwise with np.where(mask, a, b) instead.",
+                )
+            return wrap(jnp.asarray(self._read())[key])
+        pos = self._positions()[key]
+        if isinstance(pos, np.ndarray) and np.may_share_memory(pos, self._buf.positions):
+            return TracedArray(self._buf, self._steps + (IndexStep(key),), pos)
+        self._note_read(key)
+        return wrap(self._raw()[key])
+
+    def __setitem__(self, key, value) -> None:
+        value = operand(value)
+        key, static = normalize_key(key)
+        if static:
+            self._store(key, value, self._positions()[key])
+        elif _has_traced_mask(key):
+            if isinstance(key, tuple) or np.ndim(value) != 0:
+                raise translation_error(
+                    "assigning an array, or with further indices, through a boolean mask "
+                    "that depends on u, p or t",
+                    "Write a[:] = np.where(mask, values, a) instead.",
+                )
+            self._store(Ellipsis, jnp.where(key, value, self._raw()), None)
+        else:
+            self._store(key, value, None)
+
+    def _derive(self, numpy_function) -> TracedArray | list:
+        """The result of a NumPy view function (reshape, transpose, ...) applied to self.
+
+        NumPy, applied to the positions, decides whether the result is a view.
+        """
+        pos = self._positions()
+        result = numpy_function(pos)
+        local = numpy_function(np.arange(pos.size).reshape(pos.shape))
+        if isinstance(result, (list, tuple)):
+            return type(result)(self._derived(r, lo) for r, lo in zip(result, local))
+        return self._derived(result, local)
+
+    def _derived(self, pos, local) -> TracedArray:
+        step = infer_step(self.shape, np.asarray(local))
+        if isinstance(pos, np.ndarray) and np.may_share_memory(pos, self._buf.positions):
+            return TracedArray(self._buf, self._steps + (step,), pos)
+        return wrap(step.get(self._read()))
+
+    # -- NumPy protocols ----------------------------------------------------------------
+    def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
+        return _dispatch.apply_ufunc(ufunc, method, inputs, kwargs)
+
+    def __array_function__(self, func, types, args, kwargs):
+        return _dispatch.apply_function(func, args, kwargs)
+
+    def __array__(self, dtype=None, copy=None):
+        value = self._read()
+        if self._buf.role == INPUT or not is_concrete(value):
+            fix = (
+                "Draw random numbers outside f and pass them in p."
+                if "random" in user_source_line()
+                else "Keep it a traced array: use NumPy functions on it, and write results "
+                "into du or into arrays created with np.zeros/np.empty or reachable from f."
+            )
+            raise translation_error(
+                "converting a value that depends on u, p or t to a NumPy array (np.asarray, "
+                "np.random, writing it into a NumPy array that is not a buffer reachable "
+                "from f, or passing it to a non-NumPy library)",
+                fix,
+            )
+        return np.array(value, dtype=dtype, copy=True)
+
+    def _constant(self, kind: str, operation: str):
+        value = self._read()
+        if self._buf.role == INPUT or not is_concrete(value):
+            raise conversion_error(kind, operation)
+        return value
+
+    def __bool__(self) -> bool:
+        return bool(self._constant("bool", "Python if/while/and/or/not"))
+
+    def __float__(self) -> float:
+        return float(self._constant("float", "float() (which math.* functions call)"))
+
+    def __complex__(self) -> complex:
+        return complex(self._constant("float", "complex()"))
+
+    def __int__(self) -> int:
+        return int(self._constant("int", "int()"))
+
+    def __index__(self) -> int:
+        return self._constant("int", "use as an index, size or range bound").__index__()
+
+    def item(self, *args):
+        """The element as a Python scalar (trace-time constants only)."""
+        return self._constant("float", ".item()").item(*args)
+
+    def tolist(self):
+        """The content as nested lists (trace-time constants only)."""
+        return self._constant("float", ".tolist()").tolist()
+
+    # -- methods ------------------------------------------------------------------------
+    def copy(self, order="C") -> TracedArray:
+        return wrap(self._read())
+
+    __copy__ = copy
+
+    def __deepcopy__(self, memo) -> TracedArray:
+        return self.copy()
+
+    def astype(self, dtype, order="K", casting="unsafe", subok=True, copy=True) -> TracedArray:
+        if not copy and np.dtype(dtype) == self.dtype:
+            return self
+        return wrap(self._read().astype(dtype))
+
+    def fill(self, value) -> None:
+        self[...] = value
+
+    def flatten(self, order="C") -> TracedArray:
+        return self._derive(lambda a: a.flatten(order))
+
+    def ravel(self, order="C") -> TracedArray:
+        return self._derive(lambda a: a.ravel(order))
+
+    def reshape(self, *shape, order="C") -> TracedArray:
+        return self._derive(lambda a: a.reshape(*shape, order=order))
+
+    def transpose(self, *axes) -> TracedArray:
+        return self._derive(lambda a: a.transpose(*axes))
+
+    def sort(self, axis=-1, kind=None, order=None) -> None:
+        self[...] = np.sort(self, axis=axis)
+
+    def __getattr__(self, name):
+        if not name.startswith("_") and hasattr(np.ndarray, name):
+            raise translation_error(
+                f"ndarray.{name} (not supported by the translation)",
+                "Use the equivalent np.* function, or rewrite without it.",
+            )
+        raise AttributeError(f"'TracedArray' object has no attribute {name!r}")
+
+
+def _binary(ufunc):
+    def forward(self, other):
+        return NotImplemented if _defers(other) else ufunc(self, other)
+
+    def reflected(self, other):
+        return NotImplemented if _defers(other) else ufunc(other, self)
+
+    def inplace(self, other):
+        ufunc(self, other, out=(self,))
+        return self
+
+    return forward, reflected, inplace
+
+
+def _method(function):
+    def method(self, *args, **kwargs):
+        return function(self, *args, **kwargs)
+
+    method.__name__ = function.__name__
+    return method
+
+
+_BINARY = {
+    "add": np.add, "sub": np.subtract, "mul": np.multiply, "truediv": np.divide,
+    "floordiv": np.floor_divide, "mod": np.remainder, "pow": np.power, "matmul": np.matmul,
+    "and": np.bitwise_and, "or": np.bitwise_or, "xor": np.bitwise_xor,
+    "lshift": np.left_shift, "rshift": np.right_shift,
+}  # fmt: skip
+_COMPARISONS = {
+    "lt": np.less, "le": np.less_equal, "gt": np.greater, "ge": np.greater_equal,
+    "eq": np.equal, "ne": np.not_equal,
+}  # fmt: skip
+_UNARY = {"neg": np.negative, "pos": np.positive, "abs": np.absolute, "invert": np.invert}
+_METHODS = (
+    "all", "any", "argmax", "argmin", "argsort", "choose", "clip", "compress", "conj",
+    "conjugate", "cumprod", "cumsum", "diagonal", "dot", "max", "mean", "min", "nonzero",
+    "prod", "repeat", "round", "searchsorted", "squeeze", "std", "sum", "swapaxes", "take",
+    "trace", "var",
+)  # fmt: skip
+
+for _name, _ufunc in _BINARY.items():
+    _fwd, _refl, _inpl = _binary(_ufunc)
+    setattr(TracedArray, f"__{_name}__", _fwd)
+    setattr(TracedArray, f"__r{_name}__", _refl)
+    setattr(TracedArray, f"__i{_name}__", _inpl)
+for _name, _ufunc in _COMPARISONS.items():
+    setattr(TracedArray, f"__{_name}__", _binary(_ufunc)[0])
+for _name, _ufunc in _UNARY.items():
+    setattr(TracedArray, f"__{_name}__", _method(_ufunc))
+for _name in _METHODS:
+    setattr(TracedArray, _name, _method(getattr(np, _name)))
+TracedArray.__divmod__, TracedArray.__rdivmod__, _ = _binary(np.divmod)
+del _name, _ufunc, _fwd, _refl, _inpl, _

@@ -1,0 +1,587 @@
+"""A corpus of in-place NumPy right-hand sides, written the way scientists write them.
+
+Each :class:`Idiom` holds ``f(du, u, p, t)`` (or ``f(u, p, t)``), an example state and
+parameters, and the NumPy arrays ``f`` keeps outside its arguments (work buffers and
+constants), so that tests can check that translating ``f`` never touches them.
+Every idiom exercises one construct of the NumPy-to-JAX translation; the docstring of
+each factory says which.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+import scipy.sparse as sp
+
+RNG = np.random.default_rng(20240611)
+
+
+@dataclass
+class Idiom:
+    """One right-hand side with its example inputs and the arrays it owns."""
+
+    name: str
+    f: Callable
+    u0: np.ndarray
+    p: Any
+    t: float = 0.3
+    arrays: list = field(default_factory=list)
+
+
+IDIOMS: list[Callable[[], Idiom]] = []
+PROBLEMS = ("lotka_volterra", "lorenz", "gray_scott", "heat_1d", "linear")
+
+
+def idiom(factory: Callable[[], Idiom]) -> Callable[[], Idiom]:
+    """Register a factory; tests build a fresh idiom from it."""
+    IDIOMS.append(factory)
+    return factory
+
+
+def _positive(*shape):
+    return 0.5 + RNG.random(shape)
+
+
+# --------------------------------------------------------------------- plain functions
+@idiom
+def lotka_volterra():
+    """Unpacking ``a, b, c, d = p`` and scalar element writes."""
+
+    def f(du, u, p, t):
+        a, b, c, d = p
+        du[0] = a * u[0] - b * u[0] * u[1]
+        du[1] = -c * u[1] + d * u[0] * u[1]
+
+    return Idiom("lotka_volterra", f, np.array([1.0, 2.0]), np.array([1.5, 1.0, 3.0, 1.0]))
+
+
+@idiom
+def slice_writes():
+    """Second differences written through slices, boundaries through integer indices."""
+
+    def f(du, u, p, t):
+        du[1:-1] = p * (u[:-2] - 2.0 * u[1:-1] + u[2:])
+        du[0] = p * (u[1] - u[0])
+        du[-1] = p * (u[-2] - u[-1])
+
+    return Idiom("slice_writes", f, _positive(9), 0.7)
+
+
+@idiom
+def views_of_views():
+    """Writes through a view of a view of a reshaped view land in ``du``."""
+
+    def f(du, u, p, t):
+        grid = du.reshape(3, 4)
+        top, rest = grid[0], grid[1:]
+        inner = top[1:3]
+        inner[:] = u[1:3] * p[0]
+        top[::3] = u[[0, 3]] ** 2
+        rest[...] = u.reshape(3, 4)[1:] * p[1]
+        rest[:, -1] -= u[-1]
+
+    return Idiom("views_of_views", f, _positive(12), np.array([2.0, -0.5]))
+
+
+@idiom
+def reshape_laplacian():
+    """A 2-D Laplacian on ``u.reshape(n, n)`` written into ``du.reshape(n, n)`` and ``ravel``."""
+    n = 5
+
+    def f(du, u, p, t):
+        U = u.reshape(n, n)
+        dU = du.reshape(n, n)
+        dU[:] = -4.0 * U
+        dU[1:, :] += U[:-1, :]
+        dU[:-1, :] += U[1:, :]
+        dU[:, 1:] += U[:, :-1]
+        dU[:, :-1] += U[:, 1:]
+        flat = dU.ravel()
+        flat *= p
+
+    return Idiom("reshape_laplacian", f, _positive(n * n), 0.3)
+
+
+@idiom
+def ufunc_out():
+    """Ufuncs with ``out=``: the output array, a strided view of it, and a tuple."""
+
+    def f(du, u, p, t):
+        np.multiply(u, p, out=du)
+        np.exp(u[::2], out=du[::2])
+        np.add(du[1::2], np.sin(t), out=(du[1::2],))
+        np.negative(du, out=du, where=u > 1.2)
+
+    return Idiom("ufunc_out", f, _positive(8), np.linspace(0.5, 1.5, 8))
+
+
+@idiom
+def matmul_out():
+    """``np.matmul(A, u, out=work)`` with a constant matrix and a work buffer."""
+    A = RNG.standard_normal((6, 6))
+    R = np.eye(6) + 0.1 * RNG.standard_normal((6, 6))
+    work = np.zeros(6)
+
+    def f(du, u, p, t):
+        np.matmul(A, u, out=work)
+        np.multiply(work, p, out=du)
+        du -= u**3
+        du @= R
+
+    return Idiom("matmul_out", f, _positive(6), 0.8, arrays=[A, R, work])
+
+
+@idiom
+def dot_and_einsum_out():
+    """``np.dot(..., out=)``, ``np.einsum(..., out=)`` and ``.dot`` into closure buffers."""
+    B = RNG.standard_normal((4, 4))
+    Bu = np.zeros(4)
+    quad = np.zeros(4)
+
+    def f(du, u, p, t):
+        np.dot(B, u, out=Bu)
+        np.einsum("i,ij,j->i", u, B, u, out=quad)
+        du[:] = p[0] * Bu + p[1] * quad + u.dot(Bu)
+
+    return Idiom("dot_and_einsum_out", f, _positive(4), np.array([0.3, -0.2]), arrays=[B, Bu, quad])
+
+
+@idiom
+def copyto():
+    """``np.copyto`` with and without ``where=``."""
+    mask = np.array([True, False, True, False, False, True])
+
+    def f(du, u, p, t):
+        np.copyto(du, u * p)
+        np.copyto(du, -(u**2), where=mask)
+
+    return Idiom("copyto", f, _positive(6), 1.3, arrays=[mask])
+
+
+@idiom
+def inplace_operators():
+    """``+=``, ``-=``, ``*=``, ``/=``, ``**=`` on ``du`` and on views of it."""
+
+    def f(du, u, p, t):
+        du[:] = u
+        du += p[0]
+        du[1:] -= u[:-1]
+        du *= u
+        du[::2] /= 1.0 + u[::2]
+        du **= 2
+
+    return Idiom("inplace_operators", f, _positive(5), np.array([0.4]))
+
+
+@idiom
+def boolean_masks():
+    """A constant mask from the closure selecting writes, and a traced mask through ``np.where``."""
+    interior = np.zeros(7, bool)
+    interior[2:5] = True
+
+    def f(du, u, p, t):
+        du[~interior] = -p * u[~interior]
+        du[interior] = p * u[interior] ** 2
+        du[:] = np.where(u > 1.0, du, 2.0 * du)
+
+    return Idiom("boolean_masks", f, np.linspace(0.55, 1.45, 7) + 0.01, 0.9, arrays=[interior])
+
+
+@idiom
+def index_arrays():
+    """Integer index arrays from the closure for gathers, scatters and ``np.add.at``."""
+    perm = np.array([3, 0, 4, 1, 2])
+    pairs = np.array([0, 1, 1, 4])
+
+    def f(du, u, p, t):
+        du[perm] = u * p[perm]
+        np.add.at(du, pairs, u[pairs] ** 2)
+
+    return Idiom("index_arrays", f, _positive(5), np.linspace(1.0, 2.0, 5), arrays=[perm, pairs])
+
+
+@idiom
+def roll_periodic():
+    """A periodic Laplacian with ``np.roll``."""
+
+    def f(du, u, p, t):
+        du[:] = p * (np.roll(u, 1) - 2.0 * u + np.roll(u, -1)) - u**3
+
+    return Idiom("roll_periodic", f, _positive(8), 0.6)
+
+
+@idiom
+def where_and_clip():
+    """``np.where``, ``np.maximum``, ``np.clip`` instead of Python branches."""
+
+    def f(du, u, p, t):
+        rate = np.where(u > 1.0, p[0] * u, p[1] * u**2)
+        du[:] = np.maximum(rate, 0.1 * u) - np.clip(u, 0.6, 1.3) + abs(u - 1.0) * -p[1]
+
+    return Idiom("where_and_clip", f, np.linspace(0.52, 1.48, 6) + 0.013, np.array([2.0, 0.5]))
+
+
+@idiom
+def reductions():
+    """``np.mean``, ``.sum()``, ``np.max``, ``np.linalg.norm`` coupling all states."""
+
+    def f(du, u, p, t):
+        mean = np.mean(u)
+        du[:] = -p * (u - mean) + u.sum() * 0.01 - np.max(u) * 0.1
+        du /= 1.0 + np.linalg.norm(u)
+
+    return Idiom("reductions", f, _positive(6), 1.1)
+
+
+@idiom
+def tuple_parameters():
+    """``p`` a tuple of an array and a scalar, unpacked."""
+
+    def f(du, u, p, t):
+        D, k = p
+        du[:] = D * u - k * u**2
+
+    return Idiom("tuple_parameters", f, _positive(4), (np.array([0.1, 0.2, 0.3, 0.4]), 0.7))
+
+
+@idiom
+def dict_parameters():
+    """``p`` a dict of arrays and scalars."""
+
+    def f(du, u, p, t):
+        du[:] = p["D"] * (np.roll(u, 1) - u) + p["k"] * np.cos(t) * u
+
+    return Idiom("dict_parameters", f, _positive(5), {"D": np.linspace(0.1, 0.5, 5), "k": -0.3})
+
+
+@idiom
+def list_parameters():
+    """``p`` a list of scalars, indexed."""
+
+    def f(du, u, p, t):
+        du[0] = p[0] * u[1]
+        du[1] = -p[1] * u[0] - p[2] * u[1]
+
+    return Idiom("list_parameters", f, np.array([0.3, -0.8]), [1.0, 2.0, 0.1])
+
+
+@idiom
+def scalar_p_and_time():
+    """A scalar ``p`` and ``t`` used as traced values."""
+
+    def f(du, u, p, t):
+        du[:] = -p * u * (1.0 + np.sin(t) ** 2) + t
+
+    return Idiom("scalar_p_and_time", f, _positive(3), 0.25, t=0.7)
+
+
+@idiom
+def no_parameters():
+    """``p`` is None; ``t`` enters through ``np.sin``; ``.astype`` and ``.min``."""
+
+    def f(du, u, p, t):
+        du[:] = -u.astype(np.float64) + np.sin(t) * u.min()
+
+    return Idiom("no_parameters", f, _positive(3), None)
+
+
+@idiom
+def out_of_place():
+    """An out-of-place ``f(u, p, t)`` returning ``np.array([...])`` of traced scalars."""
+
+    def f(u, p, t):
+        x, y, z = u
+        s, r, b = p
+        return np.array([s * (y - x), x * (r - z) - y, x * y - b * z])
+
+    return Idiom("out_of_place", f, np.array([1.0, 2.0, 3.0]), np.array([10.0, 28.0, 8.0 / 3.0]))
+
+
+@idiom
+def local_arrays():
+    """Arrays created inside ``f`` with ``np.zeros``, ``np.empty_like`` and ``np.zeros_like``."""
+
+    def f(du, u, p, t):
+        flux = np.zeros(len(u) + 1)
+        flux[1:-1] = p * (u[1:] - u[:-1])
+        work = np.empty_like(u)
+        work[:] = flux[1:] - flux[:-1]
+        out = np.zeros_like(u)
+        out[...] = work
+        du[:] = out
+
+    return Idiom("local_arrays", f, _positive(6), 0.45)
+
+
+@idiom
+def loops_and_iteration():
+    """Python loops over elements, ``enumerate`` and ``zip`` over traced arrays."""
+
+    def f(du, u, p, t):
+        for i, (ui, pi) in enumerate(zip(u, p)):
+            du[i] = pi * ui - ui**2
+        for i in range(1, len(u)):
+            du[i] += 0.1 * u[i - 1]
+
+    return Idiom("loops_and_iteration", f, _positive(4), np.array([0.5, 1.0, 1.5, 2.0]))
+
+
+@idiom
+def stacking_and_transpose():
+    """``np.concatenate``, ``np.stack``, ``.T`` views and ``np.sum(axis=)``."""
+
+    def f(du, u, p, t):
+        grid = u.reshape(3, 2)
+        both = np.stack([grid[:, 0], grid[:, 1] * p])
+        dgrid = du.reshape(3, 2)
+        dgrid.T[0] = both.sum(axis=0)
+        dgrid.T[1] = np.concatenate([both[1, 1:], both[0, :1]]) - grid[:, 1]
+
+    return Idiom("stacking_and_transpose", f, _positive(6), 0.8)
+
+
+@idiom
+def ghost_cells():
+    """A padded work buffer whose ghost cells are set once and only read in ``f``."""
+    n = 6
+    padded = np.zeros(n + 2)
+
+    def f(du, u, p, t):
+        padded[1:-1] = u
+        du[:] = p * (padded[:-2] - 2.0 * padded[1:-1] + padded[2:])
+
+    return Idiom("ghost_cells", f, _positive(n), 0.9, arrays=[padded])
+
+
+# ----------------------------------------------------------- buffers outside arguments
+_WORK = np.zeros(5)
+_SCALE = np.array([1.0, 0.5, 0.25, 0.125, 0.0625])
+
+
+def _reaction_into_work(u, k):
+    """A module-level helper writing into a module-global buffer."""
+    np.multiply(u, u, out=_WORK)
+    _WORK[:] *= k
+
+
+def _helper_rhs(du, u, p, t):
+    _reaction_into_work(u, p[0])
+    du[:] = _SCALE * u - _WORK
+
+
+@idiom
+def helper_global_buffer():
+    """``f`` calls a module-level helper that writes into a module-global buffer."""
+    return Idiom("helper_global_buffer", _helper_rhs, _positive(5), np.array([0.7]), arrays=[_WORK, _SCALE])
+
+
+_GLOBAL_A = np.zeros(4)
+_GLOBAL_B = np.zeros(4)
+
+
+def _globals_rhs(du, u, p, t):
+    _GLOBAL_A[:] = p * u
+    np.sin(_GLOBAL_A, out=_GLOBAL_B)
+    du[:] = _GLOBAL_B * u + _GLOBAL_A
+
+
+@idiom
+def module_global_buffers():
+    """``f`` writes module-global buffers directly."""
+    return Idiom("module_global_buffers", _globals_rhs, _positive(4), 0.6, arrays=[_GLOBAL_A, _GLOBAL_B])
+
+
+class Reactor:
+    """A model object holding its work buffers; its method is the right-hand side."""
+
+    def __init__(self, n):
+        self.rates = np.linspace(0.2, 1.0, n)
+        self.work = np.zeros(n)
+
+    def _decay(self, u):
+        np.multiply(self.rates, u, out=self.work)
+
+    def rhs(self, du, u, p, t):
+        self._decay(u)
+        du[:] = p * u**2 - self.work
+
+
+@idiom
+def bound_method():
+    """A bound method whose object holds buffers, calling another method."""
+    model = Reactor(4)
+    return Idiom("bound_method", model.rhs, _positive(4), 0.4, arrays=[model.rates, model.work])
+
+
+class Diffusion:
+    """A callable object: ``__call__`` is the right-hand side."""
+
+    def __init__(self, n):
+        self.flux = np.zeros(n + 1)
+
+    def __call__(self, du, u, p, t):
+        self.flux[1:-1] = p * np.diff(u)
+        np.subtract(self.flux[1:], self.flux[:-1], out=du)
+
+
+@idiom
+def callable_object():
+    """A callable object with a buffer attribute."""
+    model = Diffusion(5)
+    return Idiom("callable_object", model, _positive(5), 1.2, arrays=[model.flux])
+
+
+def _partial_rhs(du, u, p, t, work, weights):
+    np.multiply(u, weights, out=work)
+    du[:] = p * work - work**2
+
+
+@idiom
+def partial_buffer():
+    """``functools.partial`` binding a positional buffer and a keyword constant."""
+    work, weights = np.zeros(4), np.array([1.0, 2.0, 3.0, 4.0])
+    f = functools.partial(_partial_rhs, weights=weights, work=work)
+    return Idiom("partial_buffer", f, _positive(4), 0.5, arrays=[work, weights])
+
+
+@dataclass
+class _Buffers:
+    gradient: np.ndarray
+    curvature: np.ndarray
+
+
+@idiom
+def dataclass_buffers():
+    """A dataclass instance in the closure holds the buffers."""
+    n = 6
+    bufs = _Buffers(np.zeros(n), np.zeros(n))
+
+    def f(du, u, p, t):
+        bufs.gradient[:] = np.gradient(u)
+        bufs.curvature[1:-1] = u[:-2] - 2 * u[1:-1] + u[2:]
+        bufs.curvature[[0, -1]] = 0.0
+        du[:] = p * bufs.curvature - bufs.gradient * u
+
+    return Idiom("dataclass_buffers", f, _positive(n), 0.3, arrays=[bufs.gradient, bufs.curvature])
+
+
+@idiom
+def containers_in_closure():
+    """A dict and a list of buffers in the closure, one buffer reachable through both."""
+    shared = np.zeros(4)
+    bufs = {"a": shared, "b": np.zeros(4)}
+    stack = [shared, np.zeros(4)]
+
+    def f(du, u, p, t):
+        bufs["a"][:] = u * p
+        np.square(stack[0], out=bufs["b"])
+        stack[1][:] = bufs["b"] - u
+        du[:] = stack[1] + shared
+
+    return Idiom("containers_in_closure", f, _positive(4), 0.9, arrays=[shared, bufs["b"], stack[1]])
+
+
+@idiom
+def sparse_laplacian():
+    """A SciPy sparse Laplacian from the closure: ``A @ u``, ``A.dot(u)``, ``u @ A``."""
+    n = 10
+    L = sp.diags([1.0, -2.0, 1.0], [-1, 0, 1], shape=(n, n), format="csr")
+    C = sp.random(n, n, density=0.3, random_state=1, format="csr")
+
+    def f(du, u, p, t):
+        du[:] = p[0] * (L @ u) + p[1] * L.dot(u**2) + (u @ C) * 0.1
+
+    return Idiom("sparse_laplacian", f, _positive(n), np.array([0.5, 0.1]))
+
+
+def gierer_meinhardt_model(N: int):
+    """The seed's Gierer-Meinhardt model (DiffEq tutorial ``gm3!``) with six closure buffers.
+
+    ``r`` has shape ``(2, N, N)``: activator ``u = r[0]`` and inhibitor ``v = r[1]``;
+    ``Ax``/``Ay`` are second-difference matrices with reflecting ends.
+    """
+    Ax = np.diag(np.full(N - 1, 1.0), -1) + np.diag(np.full(N, -2.0)) + np.diag(np.full(N - 1, 1.0), 1)
+    Ax[1, 0] = 2.0
+    Ax[-2, -1] = 2.0
+    Ay = Ax.copy()
+    Ayu, uAx, Du, Ayv, vAx, Dv = (np.zeros((N, N)) for _ in range(6))
+
+    def gm3(dr, r, p, t):
+        a, alpha, ubar, beta, D1, D2 = p
+        u, v = r[0], r[1]
+        du, dv = dr[0], dr[1]
+        np.matmul(Ay, u, out=Ayu)
+        np.matmul(u, Ax, out=uAx)
+        np.matmul(Ay, v, out=Ayv)
+        np.matmul(v, Ax, out=vAx)
+        np.add(Ayu, uAx, out=Du)
+        np.multiply(Du, D1, out=Du)
+        np.add(Ayv, vAx, out=Dv)
+        np.multiply(Dv, D2, out=Dv)
+        du[...] = Du + a * u * u / v + ubar - alpha * u
+        dv[...] = Dv + a * u * u - beta * v
+
+    return gm3, [Ax, Ay, Ayu, uAx, Du, Ayv, vAx, Dv]
+
+
+@idiom
+def gierer_meinhardt():
+    """Matrix-Laplacian reaction-diffusion with six ``mul!``-style closure buffers."""
+    N = 6
+    f, arrays = gierer_meinhardt_model(N)
+    r0 = np.stack([1.0 + 0.1 * RNG.random((N, N)), np.full((N, N), 1.0)])
+    p = (1.0, 1.0, 1.0, 10.0, 0.001, 100.0)
+    return Idiom("gierer_meinhardt", f, r0, p, arrays=arrays)
+
+
+@idiom
+def gray_scott_2d():
+    """2-D periodic Gray-Scott with a rolled Laplacian and closure buffers."""
+    n = 6
+    lap, uvv = np.zeros((2, n, n)), np.zeros((n, n))
+
+    def laplacian(a, out):
+        out[:] = np.roll(a, 1, 0) + np.roll(a, -1, 0) + np.roll(a, 1, 1) + np.roll(a, -1, 1) - 4 * a
+
+    def f(du, u, p, t):
+        Du, Dv, F, k = p
+        U, V = u
+        laplacian(U, lap[0])
+        laplacian(V, lap[1])
+        np.multiply(U, V * V, out=uvv)
+        du[0] = Du * lap[0] - uvv + F * (1.0 - U)
+        du[1] = Dv * lap[1] + uvv - (F + k) * V
+
+    u0 = np.stack([1.0 - 0.3 * RNG.random((n, n)), 0.25 + 0.2 * RNG.random((n, n))])
+    return Idiom("gray_scott_2d", f, u0, np.array([0.16, 0.08, 0.035, 0.065]), arrays=[lap, uvv])
+
+
+# --------------------------------------------------------------------- dxdt.problems
+def problem(name: str) -> Idiom:
+    """A problem of :mod:`dxdt.problems` (small size) as an idiom."""
+    from dxdt import problems
+
+    builders = {
+        "lotka_volterra": problems.lotka_volterra,
+        "lorenz": problems.lorenz,
+        "gray_scott": lambda: problems.gray_scott(n=6),
+        "heat_1d": lambda: problems.heat_1d(n=12),
+        "linear": lambda: problems.linear(
+            np.array([[-0.5, 1.0, 0.0], [-1.0, -0.1, 0.3], [0.2, 0.0, -1.0]]), np.ones(3), 1.0
+        ),
+    }
+    prob = builders[name]()
+    return Idiom(f"problems.{name}", prob.f, np.array(prob.u0), prob.p)
+
+
+NAMES = [factory.__name__ for factory in IDIOMS] + [f"problems.{name}" for name in PROBLEMS]
+
+
+def build(name: str) -> Idiom:
+    """A fresh idiom by name (``"problems.<name>"`` for the problems of dxdt)."""
+    if name.startswith("problems."):
+        return problem(name.partition(".")[2])
+    return globals()[name]()

@@ -1,0 +1,280 @@
+"""Tests of closure duplication: structural copies of ``f`` and ``sens.duplicate``.
+
+Scenarios: state carried between calls is reported by name; nothing in the corpus
+warns; aliasing (one array reached by two paths, views of one buffer) and cycles survive
+the copy; class attributes, slots, frozen dataclasses, recursive helpers and nested
+closures are followed; copies see module names defined after they were made; the user's
+objects are never mutated; and ``duplicate(f)`` copies run concurrently in threads give
+the serial results.
+"""
+
+import threading
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+
+import idioms
+from dxdt.sensitivity import duplicate, to_jax
+from dxdt.sensitivity._jax import load_jax
+
+jax, jnp = load_jax()
+
+
+def _jacobian_u(f, u, p=None):
+    return np.asarray(jax.jacfwd(to_jax(f, u, p))(u, p, 0.0))
+
+
+# ----------------------------------------------------------------- state carried across calls
+def _make_differencer():
+    cache = np.zeros(3)
+
+    def f(du, u, p, t):
+        du[:] = u - cache
+        cache[:] = u
+
+    return f
+
+
+_calls = np.zeros(1)
+
+
+def _counting_rhs(du, u, p, t):
+    _calls[0] += 1.0
+    du[:] = _calls[0] * u
+
+
+def test_reading_a_buffer_before_writing_it_warns_with_its_name():
+    f = _make_differencer()
+    with pytest.warns(UserWarning, match=r"closure variable 'cache' of _make_differencer.f is read before it is written"):
+        to_jax(f, np.ones(3), None)(np.ones(3), None, 0.0)
+    with pytest.warns(UserWarning, match=r"global variable '_calls' of _counting_rhs is read before"):
+        to_jax(_counting_rhs, np.ones(2), None)(np.ones(2), None, 0.0)
+
+
+@pytest.mark.parametrize("name", idioms.NAMES)
+def test_corpus_does_not_warn(name):
+    idiom = idioms.build(name)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        to_jax(idiom.f, idiom.u0, idiom.p)(idiom.u0, idiom.p, idiom.t)
+
+
+# ------------------------------------------------------------------------ aliasing and cycles
+class _Node:
+    pass
+
+
+def _make_aliased():
+    shared = np.zeros(3)
+    node = _Node()
+    node.buf = shared
+    node.me = node
+    node.items = [shared, {"x": shared}]
+
+    def f(du, u, p, t):
+        node.buf[:] = u
+        du[:] = node.items[0] * node.items[1]["x"] + node.me.buf
+
+    return f, node, shared
+
+
+def test_one_array_reached_by_several_paths_stays_one_array():
+    f, node, shared = _make_aliased()
+    u = np.array([1.0, 2.0, 3.0])
+    assert np.allclose(_jacobian_u(f, u), np.diag(2 * u + 1))
+    copy = duplicate(f)
+    copied = copy.__closure__[0].cell_contents
+    assert copied is not node and copied.me is copied
+    assert copied.buf is copied.items[0] is copied.items[1]["x"] and copied.buf is not shared
+    du = np.zeros(3)
+    copy(du, u, None, 0.0)
+    assert np.array_equal(du, u * u + u) and not shared.any() and node.buf is shared
+
+
+def _make_views():
+    flux = np.zeros(5)
+    interior, right, left = flux[1:-1], flux[1:], flux[:-1]
+
+    def f(du, u, p, t):
+        np.subtract(u[1:], u[:-1], out=interior)
+        np.subtract(right, left, out=du)
+
+    return f, flux
+
+
+def test_closure_views_of_one_buffer_stay_views():
+    f, flux = _make_views()
+    u = np.array([1.0, 3.0, 2.0, 5.0])
+    reference = np.array([[1, -1, 0, 0], [-1, 2, -1, 0], [0, -1, 2, -1], [0, 0, -1, 1]]) * -1.0
+    assert np.allclose(_jacobian_u(f, u), reference)
+    copy = duplicate(f)
+    cells = [c.cell_contents for c in copy.__closure__]
+    assert all(np.shares_memory(cells[0], c) for c in cells[1:])
+    assert not any(np.shares_memory(flux, c) for c in cells)
+
+
+def _make_fortran_views():
+    r = np.zeros((3, 2), order="F")  # as ported from Julia: columns are contiguous
+    first, second = r[:, 0], r[:, 1]
+    flat = r.T.reshape(-1)  # a view, because r is Fortran-ordered
+
+    def f(du, u, p, t):
+        first[:] = u[:3] * p
+        second[:] = u[3:] ** 2
+        du[:] = flat * u
+
+    return f, r
+
+
+def test_views_of_a_fortran_ordered_buffer_stay_views():
+    f, r = _make_fortran_views()
+    u, p = np.linspace(0.5, 1.0, 6), 2.0
+    g = to_jax(f, u, p)
+    expected = np.concatenate([u[:3] * p, u[3:] ** 2]) * u
+    assert np.allclose(g(u, p, 0.0), expected, rtol=1e-14)
+    assert np.allclose(jax.jacfwd(g, argnums=1)(u, p, 0.0), np.concatenate([u[:3], 0 * u[3:]]) * u)
+    copy = duplicate(f)
+    du = np.zeros(6)
+    copy(du, u, p, 0.0)
+    assert np.allclose(du, expected) and not r.any()
+
+
+# ------------------------------------------------------------------ what the walk follows
+class _ClassBuffer:
+    work = np.zeros(3)
+
+    def rhs(self, du, u, p, t):
+        self.work[:] = p * u
+        du[:] = self.work * u
+
+
+class _Slotted:
+    __slots__ = ("work",)
+
+    def __init__(self):
+        self.work = np.zeros(3)
+
+
+@dataclass(frozen=True)
+class _Frozen:
+    work: np.ndarray
+
+
+_acc = np.zeros(3)
+
+
+def _accumulate(u, k):
+    if k:
+        _acc[:] += u
+        _accumulate(u, k - 1)
+
+
+def _recursive_rhs(du, u, p, t):
+    _acc[:] = 0.0
+    _accumulate(u * p, 3)
+    du[:] = _acc
+
+
+def _make_nested():
+    work = np.zeros(3)
+
+    def inner(u, p):
+        def innermost():
+            work[:] = p * u
+
+        innermost()
+        return work
+
+    def f(du, u, p, t):
+        du[:] = inner(u, p) * u
+
+    return f
+
+
+def _slotted_rhs(du, u, p, t, holder=_Slotted(), frozen=_Frozen(np.zeros(3))):
+    holder.work[:] = p * u
+    frozen.work[:] = holder.work * u
+    du[:] = frozen.work
+
+
+@pytest.mark.parametrize(
+    "f",
+    [_ClassBuffer().rhs, _recursive_rhs, _make_nested(), _slotted_rhs],
+    ids=["class attribute", "recursive helper", "nested closures", "slots and frozen defaults"],
+)
+def test_buffers_are_followed_everywhere(f):
+    u, p = np.array([1.0, 2.0, 3.0]), np.array(0.5)
+    g = to_jax(f, u, p)
+    dp = np.asarray(jax.jacfwd(g, argnums=1)(u, p, 0.0))
+    assert np.allclose(dp, 3 * u if f is _recursive_rhs else u**2, rtol=1e-14)
+
+
+def test_the_users_objects_are_not_mutated():
+    model = idioms.Diffusion(4)
+    flux, cls, attributes = model.flux, type(model), dict(vars(model))
+    reactor = idioms.Reactor(4)
+    work, method_globals = reactor.work, idioms.Reactor.rhs.__globals__
+    for f in (model, reactor.rhs):
+        to_jax(f, np.ones(4), 0.5)(np.ones(4), 0.5, 0.0)
+        duplicate(f)(np.zeros(4), np.ones(4), 0.5, 0.0)
+    assert type(model) is cls and model.flux is flux and vars(model) == attributes
+    assert not flux.any() and not work.any() and reactor.work is work
+    assert idioms.Reactor.rhs.__globals__ is method_globals and "__call__" not in vars(idioms.Reactor)
+
+
+_late_buffer = np.zeros(2)
+
+
+def _late_rhs(du, u, p, t):
+    _late_buffer[:] = u
+    du[:] = _LATE_FACTOR * _late_buffer  # noqa: F821 -- defined after the copy is made
+
+
+def test_copies_see_module_names_defined_later():
+    copy = duplicate(_late_rhs)
+    globals()["_LATE_FACTOR"] = 3.0
+    try:
+        du = np.zeros(2)
+        copy(du, np.array([1.0, 2.0]), None, 0.0)
+        assert np.array_equal(du, [3.0, 6.0]) and not _late_buffer.any()
+    finally:
+        del globals()["_LATE_FACTOR"]
+
+
+# ----------------------------------------------------------------------------- threads
+def test_duplicates_run_concurrently_give_serial_results():
+    idiom = idioms.gierer_meinhardt()
+    f, p = idiom.f, idiom.p
+    inputs = [[idiom.u0 * (1.0 + 0.01 * (k + 7 * worker)) for k in range(40)] for worker in range(4)]
+    arrays = [a.copy() for a in idiom.arrays]
+
+    def serial(u):
+        du = np.empty_like(u)
+        f(du, u, p, 0.0)
+        return du
+
+    expected = [[serial(u) for u in batch] for batch in inputs]
+    for a, snapshot in zip(idiom.arrays, [a.copy() for a in idiom.arrays]):
+        a[...] = snapshot
+    copies = [duplicate(f) for _ in range(4)]
+    assert all(c is not f for c in copies)
+    results = [[None] * 40 for _ in range(4)]
+    start = threading.Barrier(4)
+
+    def work(worker):
+        start.wait()
+        for repeat in range(5):
+            for k, u in enumerate(inputs[worker]):
+                du = np.empty_like(u)
+                copies[worker](du, u, p, 0.0)
+                results[worker][k] = du
+
+    threads = [threading.Thread(target=work, args=(w,)) for w in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert all(np.array_equal(r, e) for rs, es in zip(results, expected) for r, e in zip(rs, es))
+    assert all(np.array_equal(a, s) for a, s in zip(idiom.arrays[:2], arrays[:2]))

@@ -1,0 +1,472 @@
+"""Tests of ``dxdt.sensitivity.to_jax``: the in-place NumPy to JAX translation.
+
+Every idiom of the corpus (``idioms.py``) and every problem of ``dxdt.problems`` is
+translated and checked against the NumPy function itself: values to 1e-13, ``jax.jvp``
+and ``jax.vjp`` with respect to ``u`` and ``p`` against central finite differences of the
+NumPy function, ``jax.jit`` and ``jax.vmap``, reproducibility, and that the user's
+function and arrays are left bitwise unchanged. Then: why closure duplication matters,
+every ``TranslationError`` path with its message, and the light import.
+"""
+
+import math
+import subprocess
+import sys
+import types
+
+import numpy as np
+import pytest
+from numpy import zeros as numpy_zeros
+
+import idioms
+from dxdt.sensitivity import TranslationError, to_jax
+from dxdt.sensitivity._jax import load_jax
+
+jax, jnp = load_jax()
+tree_map = jax.tree_util.tree_map
+RNG = np.random.default_rng(7)
+
+
+def _inplace(idiom):
+    return idiom.f.__code__.co_argcount != 3 if hasattr(idiom.f, "__code__") else True
+
+
+def numpy_rhs(idiom, u, p, t=None):
+    """The NumPy right-hand side as written, on a ``du`` full of NaN."""
+    t = idiom.t if t is None else t
+    if not _inplace(idiom):
+        return np.asarray(idiom.f(np.array(u), p, t), dtype=float)
+    du = np.full(np.shape(u), np.nan)
+    idiom.f(du, np.array(u), p, t)
+    return du
+
+
+def _close(actual, expected, rtol):
+    actual, expected = np.asarray(actual), np.asarray(expected)
+    scale = max(np.max(np.abs(expected)), 1e-300)
+    return np.max(np.abs(actual - expected)) <= rtol * scale
+
+
+def _leaves(tree):
+    return jax.tree_util.tree_leaves(tree)
+
+
+def _dot(a, b):
+    return sum(float(np.vdot(np.asarray(x), np.asarray(y))) for x, y in zip(_leaves(a), _leaves(b)))
+
+
+@pytest.fixture(scope="module", params=idioms.NAMES)
+def case(request):
+    """An idiom (or a problem of dxdt.problems) with its translation and NumPy value."""
+    idiom = idioms.build(request.param)
+    g = to_jax(idiom.f, idiom.u0, idiom.p)
+    return idiom, g, numpy_rhs(idiom, idiom.u0, idiom.p)
+
+
+def test_value_matches_numpy_and_is_reproducible(case):
+    idiom, g, expected = case
+    first = np.asarray(g(idiom.u0, idiom.p, idiom.t))
+    assert first.dtype == np.float64
+    assert _close(first, expected, 1e-13), np.max(np.abs(first - expected))
+    again = np.asarray(to_jax(idiom.f, idiom.u0, idiom.p)(idiom.u0, idiom.p, idiom.t))
+    assert np.array_equal(first, again)
+    assert np.array_equal(first, np.asarray(g(idiom.u0, idiom.p, idiom.t)))
+
+
+@pytest.mark.parametrize("wrt", ["u", "p"])
+def test_jvp_and_vjp_match_finite_differences(case, wrt):
+    idiom, g, _ = case
+    u, p, t = idiom.u0, idiom.p, idiom.t
+    if wrt == "p" and not _leaves(p):
+        pytest.skip("no parameters")
+    x = u if wrt == "u" else p
+    v = tree_map(lambda leaf: RNG.standard_normal(np.shape(leaf)), x)
+    h = 1e-6 * (1.0 + max(np.max(np.abs(leaf)) for leaf in _leaves(x)))
+
+    def numpy_at(step):
+        moved = tree_map(lambda leaf, d: leaf + step * d, x, v)
+        return numpy_rhs(idiom, moved, p) if wrt == "u" else numpy_rhs(idiom, u, moved)
+
+    fd = (numpy_at(h) - numpy_at(-h)) / (2 * h)
+
+    xj = tree_map(lambda leaf: jnp.asarray(leaf, dtype=jnp.float64), x)
+    vj = tree_map(lambda leaf: jnp.asarray(leaf, dtype=jnp.float64), v)
+    g_of_x = jax.jit((lambda y: g(y, p, t)) if wrt == "u" else (lambda q: g(u, q, t)))
+    value, tangent = jax.jit(lambda x, v: jax.jvp(g_of_x, (x,), (v,)))(xj, vj)
+    scale = np.linalg.norm(fd) + 1e-9
+    assert np.linalg.norm(np.asarray(tangent) - fd) <= 1e-6 * scale
+
+    w = RNG.standard_normal(np.shape(value))
+    (cotangent,) = jax.jit(lambda x, w: jax.vjp(g_of_x, x)[1](w))(xj, jnp.asarray(w))
+    assert abs(_dot(cotangent, v) - float(np.vdot(w, fd))) <= 1e-6 * np.linalg.norm(w) * scale
+
+
+def _reachable_arrays(f):
+    """Arrays in ``f``'s closure cells, referenced globals, partial arguments and ``self``."""
+    found = []
+
+    def visit(obj, depth):
+        if isinstance(obj, np.ndarray):
+            found.append(obj)
+        elif depth > 3 or isinstance(obj, (types.ModuleType, type, str, bytes)):
+            return
+        elif isinstance(obj, (list, tuple)):
+            for item in obj:
+                visit(item, depth + 1)
+        elif isinstance(obj, dict):
+            for item in obj.values():
+                visit(item, depth + 1)
+        elif isinstance(obj, types.FunctionType):
+            for cell in obj.__closure__ or ():
+                visit(cell.cell_contents, depth + 1)
+            for name in obj.__code__.co_names:
+                if name in obj.__globals__:
+                    visit(obj.__globals__[name], depth + 1)
+        elif hasattr(obj, "__dict__") and not callable(getattr(obj, "tocsr", None)):
+            visit(vars(obj), depth + 1)
+            visit(getattr(obj, "__func__", None), depth + 1)
+            visit(getattr(obj, "args", None), depth + 1)
+            visit(getattr(obj, "keywords", None), depth + 1)
+
+    visit(f, 0)
+    return found
+
+
+def _references(f):
+    """The objects ``f``'s closure cells and referenced globals point to (by identity)."""
+    fn = getattr(f, "__func__", f)
+    if not isinstance(fn, types.FunctionType):
+        return []
+    refs = [cell.cell_contents for cell in fn.__closure__ or ()]
+    return refs + [fn.__globals__[n] for n in fn.__code__.co_names if n in fn.__globals__]
+
+
+def test_jit_vmap_and_user_state_unchanged(case):
+    idiom, g, expected = case
+    u, p, t = idiom.u0, idiom.p, idiom.t
+    arrays = idiom.arrays + _reachable_arrays(idiom.f) + [u] + [x for x in _leaves(p) if isinstance(x, np.ndarray)]
+    snapshots = [a.copy() for a in arrays]
+    references = _references(idiom.f)
+    closure = getattr(getattr(idiom.f, "__func__", idiom.f), "__closure__", None)
+
+    assert _close(jax.jit(g)(u, p, t), expected, 1e-12)
+    batch = np.stack([u * (1.0 + 0.01 * k) for k in range(3)])
+    batched = jax.jit(jax.vmap(g, in_axes=(0, None, None)))(batch, p, t)
+    jax.jit(jax.jacrev(g, argnums=(0, 1)))(u, tree_map(jnp.asarray, p), t)
+
+    assert all(np.array_equal(a, s) for a, s in zip(arrays, snapshots))
+    assert all(a is b for a, b in zip(_references(idiom.f), references))
+    assert getattr(getattr(idiom.f, "__func__", idiom.f), "__closure__", None) is closure
+    for k in range(3):
+        assert _close(batched[k], numpy_rhs(idiom, batch[k], p), 1e-12)
+
+
+# ------------------------------------------------- NumPy functions, methods and views
+_A = np.arange(16.0).reshape(4, 4) / 10 + np.eye(4)
+_S, _M = np.zeros(4), np.zeros((4, 4))
+
+
+def _sum_out(du, u, p, t):
+    np.sum(np.outer(u, u), axis=0, out=du)
+    du += np.cumsum(u)
+
+
+def _sort_method_and_fill(du, u, p, t):
+    _S[:] = u
+    _S.sort()
+    du.fill(0.0)
+    du[:] += _S * p
+
+
+def _split_views(du, u, p, t):
+    first, second = np.split(du, 2)
+    first[:] = u[:2] * p
+    second[...] = u[2:] ** 2
+
+
+def _expand_and_squeeze_views(du, u, p, t):
+    wide = np.expand_dims(du, 0)
+    wide[0] = u
+    np.squeeze(wide)[:] *= p
+
+
+def _ufunc_methods(du, u, p, t):
+    du[:] = np.maximum.accumulate(u) + np.add.reduce(u) + np.multiply.outer(u, u).sum(1)
+
+
+def _linear_algebra(du, u, p, t):
+    du[:] = np.linalg.solve(_A, u) + np.kron(u[:2], u[2:]) + np.interp(u, [0.0, 1.0, 2.0], [0.0, 2.0, 1.0])
+
+
+def _inplace_functions(du, u, p, t):
+    _M[:] = np.outer(u, u)
+    np.fill_diagonal(_M, p)
+    du[:] = _M @ u
+    np.put(du, [0, 2], u[[1, 3]] * p)
+    np.putmask(du, np.array([0, 1, 0, 1], bool), -u)
+
+
+def _tuple_out(du, u, p, t):
+    whole, rest = np.zeros(4), np.zeros(4)
+    np.divmod(u * 3, 1.0, out=(whole, rest))
+    fraction, _ = np.modf(u * 2.5)
+    du[:] = rest * u + fraction + whole * p
+
+
+def _constructors(du, u, p, t):
+    filled, ones, blank = np.full_like(u, p), np.ones_like(u), np.empty_like(u)
+    blank[:] = u
+    du[:] = filled * ones * blank + np.full(4, p * 2)
+
+
+def _copy_semantics(du, u, p, t):
+    transposed = u.reshape(2, 2).T.ravel()  # not contiguous: ravel copies
+    transposed[0] = 100.0
+    gathered = u[[0, 1]]  # advanced indexing copies
+    gathered[:] = 0.0
+    du[:] = transposed * p + u + gathered.sum()
+    du.reshape(2, 2).T[:] += u.reshape(2, 2)
+
+
+def _traced_masks_and_indices(du, u, p, t):
+    du[:] = u
+    du[u > 0.7] = 0.5 * p
+    du *= u[np.argmax(u)]
+
+
+def _statistics(du, u, p, t):
+    du[:] = (u - u.mean()) / u.std() + u.var() + u.clip(0.3, 0.8) + np.prod(u) + u.max() * p
+
+
+@pytest.mark.parametrize(
+    "f",
+    [_sum_out, _sort_method_and_fill, _split_views, _expand_and_squeeze_views, _ufunc_methods,
+     _linear_algebra, _inplace_functions, _tuple_out, _constructors, _copy_semantics,
+     _traced_masks_and_indices, _statistics],
+    ids=lambda f: f.__name__.strip("_"),
+)  # fmt: skip
+def test_numpy_functions_methods_and_views(f):
+    u, p = np.array([0.3, 0.9, 0.5, 0.75]), 1.3
+    idiom = idioms.Idiom(f.__name__, f, u, p, t=0.0)
+    g = to_jax(f, u, p)
+    assert _close(g(u, p, 0.0), numpy_rhs(idiom, u, p), 1e-13)
+    h = 1e-6
+    columns = [(numpy_rhs(idiom, u + h * e, p) - numpy_rhs(idiom, u - h * e, p)) / (2 * h) for e in np.eye(4)]
+    assert np.allclose(jax.jit(jax.jacfwd(g))(u, p, 0.0), np.stack(columns, axis=1), rtol=1e-6, atol=1e-8)
+
+
+def test_jit_traces_f_once():
+    idiom = idioms.lotka_volterra()
+    g = to_jax(idiom.f, idiom.u0, idiom.p)
+    assert g.n_traces == 0
+    jitted = jax.jit(g)
+    for k in range(3):
+        jitted(idiom.u0 + k, idiom.p, 0.1 * k)
+    assert g.n_traces == 1
+    g(idiom.u0, idiom.p, 0.0)
+    assert g.n_traces == 2
+
+
+def test_float32_state_stays_float32():
+    idiom = idioms.roll_periodic()
+    u = idiom.u0.astype(np.float32)
+    du = to_jax(idiom.f, u, idiom.p)(u, np.float32(idiom.p), np.float32(0.0))
+    assert du.dtype == np.float32
+
+
+def test_sparse_matrix_products():
+    import scipy.sparse as sp
+
+    L = sp.csr_matrix(sp.diags([1.0, -2.0, 3.0], [-1, 0, 2], shape=(6, 6)))
+    C = sp.random_array((6, 6), density=0.4, rng=3, format="csr")  # not banded
+
+    def f(du, u, p, t):
+        du[:] = (L.T @ u) * p + L * u
+        du += np.asarray(u @ L.toarray())
+        du.reshape(3, 2)[:] += (C[:3, :3] @ u.reshape(3, 2)) + (u.reshape(2, 3) @ L[:3, :3]).T
+
+    u = np.linspace(0.0, 1.0, 6)
+    du = np.zeros(6)
+    f(du, u, 2.0, 0.0)
+    assert _close(to_jax(f, u, 2.0)(u, 2.0, 0.0), du, 1e-14)
+
+
+def test_arrays_made_by_numpy_constructors_inside_f_hold_traced_values():
+    def f(du, u, p, t):
+        pair = numpy_zeros(2)  # imported by name
+        pair[0], pair[1] = u[1] * p, -u[0]
+        same = np.asarray(pair)  # no copy: the same array, as in NumPy
+        same[0] += 1.0
+        du[:] = np.array([pair[1], pair[0]]) + np.full(2, p) * u
+
+    u = np.array([0.5, 2.0])
+    g = to_jax(f, u, 3.0)
+    assert _close(g(u, 3.0, 0.0), [-0.5 + 1.5, 7.0 + 6.0], 1e-15)
+    assert np.allclose(jax.jacfwd(g, argnums=1)(u, 3.0, 0.0), [0.5, 2.0 + 2.0])
+
+
+def test_wrong_number_of_parameters_is_a_type_error():
+    with pytest.raises(TypeError, match="positional parameters"):
+        to_jax(lambda du, u: None, np.ones(2), None)
+
+
+# ------------------------------------------------------------- why duplication matters
+_tmp = np.zeros(3)
+
+
+def _buffered(du, u, p, t):
+    _tmp[:] = p[0] * u
+    du[:] = _tmp * u
+
+
+def test_duplicating_closure_buffers_gives_the_right_derivative():
+    u, p = np.array([1.0, 2.0, 3.0]), np.array([0.5])
+    du = np.zeros(3)
+    _buffered(du, u, p, 0.0)  # the buffer now holds the values of this very call
+    exact = u**2  # d du / d p0
+
+    stale = jnp.asarray(_tmp.copy())
+
+    def naive(u, p, t):  # a translation that reads the closure buffer as a constant
+        return stale * u
+
+    naive_derivative = jax.jacfwd(naive, argnums=1)(u, p, 0.0)[:, 0]
+    assert np.allclose(naive(u, p, 0.0), du)  # the value is right ...
+    assert not np.allclose(naive_derivative, exact, atol=0.1)  # ... the derivative is not
+
+    g = to_jax(_buffered, u, p)
+    assert np.allclose(jax.jacfwd(g, argnums=1)(u, p, 0.0)[:, 0], exact, rtol=1e-14)
+
+    with pytest.raises(TranslationError, match=r"global variable '_tmp' of _buffered") as err:
+        to_jax(_buffered, u, p, duplicate_closure=False)(u, p, 0.0)
+    assert "duplicate_closure=True" in str(err.value)
+    assert f"{__file__}:" in str(err.value)
+
+
+def test_duplicate_closure_false_reads_closure_arrays_as_constants():
+    A = np.array([[1.0, 2.0], [3.0, 4.0]])
+    scale = np.zeros(2)
+
+    def f(du, u, p, t):
+        scale[:] = 2.0  # a constant write: allowed, and never reaches the user's array
+        np.matmul(A * scale, u, out=du)
+
+    g = to_jax(f, np.ones(2), None, duplicate_closure=False)
+    assert np.allclose(jax.jacfwd(g)(np.ones(2), None, 0.0), 2 * A)
+    assert not scale.any()
+
+
+# ------------------------------------------------------------------- translation errors
+def _raises(f, *, match, u=None, p=None):
+    u = np.array([0.5, 1.5]) if u is None else u
+    with pytest.raises(TranslationError, match=match) as err:
+        to_jax(f, u, p)(u, p, 0.0)
+    message = str(err.value)
+    line = f.__code__.co_firstlineno
+    assert any(f"{f.__code__.co_filename}:{line + k}" in message for k in range(1, 6)), message
+    return message
+
+
+def test_math_function_on_traced_value():
+    def f(du, u, p, t):
+        du[:] = math.exp(u[0])
+
+    message = _raises(f, match=r"float\(\)")
+    assert "math.exp" in message and "np.exp" in message
+
+
+def test_python_if_on_traced_value():
+    def f(du, u, p, t):
+        if u[0] > 0:
+            du[:] = u
+
+    message = _raises(f, match="Python if/while")
+    assert "np.where" in message
+
+
+def test_float_of_traced_value():
+    def f(du, u, p, t):
+        du[:] = float(u[0])
+
+    assert "NumPy functions" in _raises(f, match=r"float\(\)")
+
+
+def test_int_of_traced_value_as_range_bound():
+    def f(du, u, p, t):
+        for i in range(p):
+            du[i] = u[i]
+
+    assert "shapes" in _raises(f, match="range bound", p=2)
+
+
+def test_unsupported_numpy_functions():
+    def nonzero(du, u, p, t):
+        du[:] = np.nonzero(u > 1)[0]
+
+    def unique(du, u, p, t):
+        du[:] = np.unique(u)
+
+    def missing(du, u, p, t):
+        du[:] = np.busday_count(u, u)
+
+    def one_argument_where(du, u, p, t):
+        du[:] = np.where(u > 1)[0]
+
+    assert "np.where" in _raises(nonzero, match="np.nonzero")
+    _raises(unique, match="np.unique")
+    _raises(missing, match="no jax.numpy counterpart")
+    _raises(one_argument_where, match=r"np.where\(condition\) with one argument")
+
+
+def test_traced_boolean_mask_indexing():
+    def f(du, u, p, t):
+        du[:] = 0.0
+        du[u > 1] = u[u > 1]
+
+    assert "np.where" in _raises(f, match="boolean mask")
+
+
+def test_du_not_fully_written():
+    def f(du, u, p, t):
+        du[0] = u[0]
+
+    with pytest.raises(TranslationError, match=r"f \(.*test_translate.py:\d+\) did not write du\[1\]"):
+        to_jax(f, np.ones(2), None)(np.ones(2), None, 0.0)
+
+
+def test_du_read_before_written():
+    def f(du, u, p, t):
+        du += u
+
+    assert "du[:] = 0.0" in _raises(f, match=r"reading du\[0\] before f has written it")
+
+
+def test_write_into_plain_numpy_array():
+    def f(du, u, p, t):
+        import numpy
+
+        local = numpy.zeros(2)
+        numpy.multiply(u, 2.0, out=local)
+        du[:] = local
+
+    assert "np.zeros" in _raises(f, match="out=")
+
+
+def test_slice_bound_depending_on_p():
+    def f(du, u, p, t):
+        du[:] = 0.0
+        du[: p[0]] = 1.0
+
+    _raises(f, match="slice bound", p=np.array([1]))
+
+
+def test_unsupported_array_method():
+    def f(du, u, p, t):
+        du[:] = u.view(np.int64)
+
+    _raises(f, match=r"ndarray.view")
+
+
+def test_import_does_not_load_jax():
+    code = "import dxdt, dxdt.sensitivity, sys; assert 'jax' not in sys.modules, 'jax imported'"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
