@@ -115,12 +115,15 @@ def solve(
     elif not adaptive and dt is None:
         raise ValueError("adaptive=False needs a fixed step size: pass dt=...")
 
-    if backend == "jax":
-        raise NotImplementedError(
-            "backend='jax' arrives with the NumPy-to-JAX translation; use backend='numpy'"
-        )
     f = _checks.inplace_rhs(prob)
-    k0 = _checks.first_derivative(f, prob)
+    k0 = _checks.first_derivative(f, prob)  # same input checks on both backends
+    if backend == "jax":
+        from ._jax_solve import integrate_jax
+
+        raw = integrate_jax(prob, method, rtol=rtol, atol=atol, dt=dt, adaptive=adaptive,
+                            saveat=saveat, dense=dense, max_steps=max_steps, progress=progress)
+        return _finish(Solution(raw.t, raw.u, raw.stats, raw.status, raw.message or
+                                _success_message(prob, raw.stats), raw.dense), throw)
     t0, t1 = prob.tspan
     with progress_bar(progress, prob.tspan) as bar:
         raw = integrate(
@@ -129,8 +132,16 @@ def solve(
             progress=bar, k0=k0,
         )
     stats = {"nfev": raw.nfev, "naccept": raw.naccept, "nreject": raw.nreject}
-    message = raw.message or f"solved t={t0:g}..{t1:g} in {raw.naccept} steps ({raw.nfev} f evaluations)"
-    sol = Solution(raw.t, raw.u, stats, raw.status, message, raw.dense if dense else None)
+    message = raw.message or _success_message(prob, stats)
+    return _finish(Solution(raw.t, raw.u, stats, raw.status, message, raw.dense), throw)
+
+
+def _success_message(prob: ODEProblem, stats: dict) -> str:
+    t0, t1 = prob.tspan
+    return f"solved t={t0:g}..{t1:g} in {stats['naccept']} steps ({stats['nfev']} f evaluations)"
+
+
+def _finish(sol: Solution, throw: bool) -> Solution:
     if throw and not sol.success:
-        raise SolverError(message, sol)
+        raise SolverError(sol.message, sol)
     return sol

@@ -1,0 +1,119 @@
+"""dxdt's tableaus as diffrax solvers, so one set of coefficients serves both backends.
+
+Methods diffrax ships with identical coefficients and interpolant map to the built-in
+solver (Tsit5, DP5 -> ``Dopri5``, BS3 -> ``Bosh3``, Euler); the others become an
+``AbstractERK`` built from the :class:`ButcherTableau`, with dxdt's dense-output
+polynomials as the local interpolation. Verner's interpolation-only stages cannot be
+evaluated lazily inside diffrax's step, so for dense output they become ordinary
+stages (weight 0 in ``b`` and ``b_err``), computed on every step.
+
+Imported only on a JAX path, after :func:`dxdt.sensitivity._jax.load_jax`.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import ClassVar
+
+import numpy as np
+
+from ._base import AbstractRungeKutta
+from ._tableau import ButcherTableau
+
+_BUILTIN = {"Tsit5": "Tsit5", "DP5": "Dopri5", "BS3": "Bosh3", "Euler": "Euler"}
+
+
+def diffrax_solver(method: AbstractRungeKutta, with_interpolant: bool = True):
+    """A diffrax solver with ``method``'s coefficients.
+
+    ``with_interpolant=False`` skips interpolation-only stages (for solves that save
+    only step ends).
+    """
+    name = type(method).__name__
+    if name in _BUILTIN:
+        import diffrax
+
+        return getattr(diffrax, _BUILTIN[name])()
+    needs_extra = with_interpolant and method.tableau.extra_a is not None
+    return _erk_class(type(method), needs_extra)()
+
+
+def pid_coefficients(method: AbstractRungeKutta) -> tuple[float, float]:
+    """``(pcoeff, icoeff)`` making diffrax's PID controller equal to dxdt's PI controller.
+
+    diffrax divides its exponents by ``order + 1``; dxdt's controller uses
+    ``beta1 = 0.7/k``, ``beta2 = 0.4/k`` with ``k = error_order + 1``
+    (see :class:`dxdt.solvers._controller.PIController`).
+    """
+    from ._controller import PIController
+
+    ctrl = PIController()
+    tab = method.tableau
+    scale = (tab.order + 1) / ((tab.error_order or tab.order) + 1)
+    p = ctrl.beta2_numerator * scale
+    return p, (ctrl.beta1_numerator - ctrl.beta2_numerator) * scale
+
+
+def _stacked(tableau: ButcherTableau, with_extra: bool):
+    """``(a, b, b_err, c, interp)`` with the extra stages appended as ordinary stages."""
+    if not with_extra:
+        return tableau.a, tableau.b, tableau.b_err, tableau.c, tableau.interp[: tableau.stages]
+    s, e = tableau.stages, len(tableau.extra_c)
+    a = np.zeros((s + e, s + e))
+    a[:s, :s] = tableau.a
+    a[s:, :] = tableau.extra_a
+    pad = np.zeros(e)
+    b_err = None if tableau.b_err is None else np.concatenate([tableau.b_err, pad])
+    return a, np.concatenate([tableau.b, pad]), b_err, np.concatenate([tableau.c, tableau.extra_c]), tableau.interp
+
+
+@lru_cache(maxsize=None)
+def _erk_class(method_type: type, with_extra: bool):
+    import diffrax
+    import jax.numpy as jnp
+
+    tableau = method_type.tableau
+    a, b, b_err, c, interp = _stacked(tableau, with_extra)
+    if not with_extra and tableau.extra_a is not None:
+        interp = None  # the full interpolant needs the extra stages: fall back to Hermite
+    dx_tableau = diffrax.ButcherTableau(
+        c=c[1:], b_sol=b, b_error=np.zeros_like(b) if b_err is None else b_err,
+        a_lower=tuple(a[i, :i] for i in range(1, len(c))),
+    )
+
+    class _PolynomialInterpolation(diffrax.AbstractLocalInterpolation):
+        """``u(theta) = u0 + sum_i b_i(theta) k_i`` with diffrax's increments ``k_i = h f_i``."""
+
+        t0: float
+        t1: float
+        y0: object
+        k: object
+        coefficients: ClassVar[np.ndarray] = interp
+
+        def __init__(self, *, t0, t1, y0, y1, k):
+            del y1
+            self.t0, self.t1, self.y0, self.k = t0, t1, y0, k
+
+        def evaluate(self, t0, t1=None, left=True):
+            del left
+            if t1 is not None:
+                return self.evaluate(t1) - self.evaluate(t0)
+            theta = (t0 - self.t0) / (self.t1 - self.t0)
+            powers = theta ** jnp.arange(1, self.coefficients.shape[1] + 1)
+            weights = jnp.asarray(self.coefficients, dtype=self.y0.dtype) @ powers.astype(self.y0.dtype)
+            return self.y0 + jnp.tensordot(weights, self.k, axes=1)
+
+    interpolation = (
+        diffrax.ThirdOrderHermitePolynomialInterpolation.from_k if interp is None
+        else _PolynomialInterpolation
+    )
+
+    class _ERK(diffrax.AbstractERK):
+        tableau: ClassVar[diffrax.ButcherTableau] = dx_tableau
+        interpolation_cls: ClassVar = interpolation
+
+        def order(self, terms):
+            return tableau.order
+
+    _ERK.__name__ = _ERK.__qualname__ = f"{method_type.__name__}ERK"
+    return _ERK

@@ -1,0 +1,128 @@
+"""``solve(..., backend="jax")``: agreement with the NumPy backend and with independent
+references, statuses and partial data, float64, and no recompilation on new values."""
+
+import numpy as np
+import pytest
+from scipy.integrate import solve_ivp
+
+import dxdt
+from dxdt import problems
+from dxdt.solvers import BS3, DP5, RK4, Heun, Tsit5, Vern7
+
+RTOL, ATOL = 1e-8, 1e-10
+
+
+def reference(prob, ts):
+    """DOP853 at tight tolerance on the problem's own (NumPy, in-place) right-hand side."""
+    shape = prob.u0.shape
+
+    def rhs(t, u):
+        du = np.empty(shape)
+        prob.f(du, u.reshape(shape), prob.p, t)
+        return du.ravel()
+
+    sol = solve_ivp(rhs, prob.tspan, prob.u0.ravel(), method="DOP853", rtol=1e-12, atol=1e-14, t_eval=ts)
+    return sol.y.T.reshape((len(ts),) + shape)
+
+
+PROBLEMS = {
+    "lotka_volterra": lambda: problems.lotka_volterra(),
+    "lorenz": lambda: problems.lorenz(tspan=(0.0, 2.0)),
+    "gray_scott": lambda: problems.gray_scott(n=12, tspan=(0.0, 20.0)),
+    "heat_1d": lambda: problems.heat_1d(n=24, tspan=(0.0, 0.2)),
+    "linear": lambda: problems.linear(np.array([[-1.0, 2.0], [-2.0, -0.5]]), np.array([1.0, 0.5]), 3.0),
+}
+
+
+@pytest.mark.parametrize("name", sorted(PROBLEMS))
+def test_jax_backend_agrees_with_numpy_and_reference(name):
+    prob = PROBLEMS[name]()
+    ts = np.linspace(*prob.tspan, 6)
+    ref = reference(prob, ts)
+    scale = np.abs(ref).max()
+    jx = dxdt.solve(prob, Tsit5(), rtol=RTOL, atol=ATOL, saveat=ts, backend="jax")
+    npy = dxdt.solve(prob, Tsit5(), rtol=RTOL, atol=ATOL, saveat=ts)
+    assert jx.success, jx.message
+    assert jx.u.dtype == np.float64 and jx.u.shape == npy.u.shape
+    np.testing.assert_array_equal(jx.t, ts)
+    # both within the tolerance's reach of the reference, hence of each other
+    np.testing.assert_allclose(jx.u, ref, atol=2e-6 * scale)
+    np.testing.assert_allclose(jx.u, npy.u, atol=2e-6 * scale)
+
+
+@pytest.fixture(scope="module")
+def lv():
+    return problems.lotka_volterra()
+
+
+@pytest.mark.parametrize("method", [DP5(), BS3(), Vern7(), Heun()], ids=repr)
+def test_every_adaptive_method(lv, method):
+    ts = np.linspace(0, 10, 11)
+    ref = reference(lv, ts)
+    tol = 1e-5 if method.order <= 3 else 1e-8
+    sol = dxdt.solve(lv, method, rtol=tol, atol=tol * 1e-2, saveat=ts, backend="jax")
+    assert sol.success, sol.message
+    np.testing.assert_allclose(sol.u, ref, atol=300 * tol)
+
+
+def test_fixed_step_matches_numpy_to_rounding(lv):
+    ts = np.linspace(0, 10, 11)
+    a = dxdt.solve(lv, RK4(), dt=0.01, saveat=ts, backend="jax")
+    b = dxdt.solve(lv, RK4(), dt=0.01, saveat=ts)
+    np.testing.assert_allclose(a.u, b.u, rtol=1e-12)
+
+
+def test_every_step_and_dense_output(lv):
+    every = dxdt.solve(lv, Tsit5(), rtol=RTOL, atol=ATOL, backend="jax")
+    assert every.t[0] == 0.0 and every.t[-1] == 10.0 and np.all(np.diff(every.t) > 0)
+    assert len(every.t) == every.stats["naccept"] + 1
+    dense = dxdt.solve(lv, Tsit5(), rtol=RTOL, atol=ATOL, backend="jax", dense=True)
+    ts = np.array([0.5, 3.3, 9.9])
+    np.testing.assert_allclose(dense(ts), reference(lv, ts), atol=1e-6)
+    np.testing.assert_allclose(dense(3.3), dense(ts)[1])
+
+
+def test_new_values_do_not_retrace(lv):
+    from dxdt._jax_solve import translate
+
+    ts = np.linspace(0, 10, 5)
+    dxdt.solve(lv, Tsit5(), saveat=ts, backend="jax")
+    g = translate(lv)
+    traces = g.n_traces
+    for scale in (0.9, 1.1, 1.2):
+        new = lv.remake(p=lv.p * scale, u0=lv.u0 * scale, tspan=(0.0, 9.0 + scale))
+        sol = dxdt.solve(new, Tsit5(), rtol=1e-7, saveat=np.linspace(0, 9.0 + scale, 5), backend="jax")
+        np.testing.assert_allclose(sol.u, reference(new, sol.t), atol=1e-4)
+    assert g.n_traces == traces
+
+
+def test_max_steps_keeps_partial_data(lv):
+    ts = np.linspace(0, 10, 101)
+    sol = dxdt.solve(lv, Tsit5(), rtol=RTOL, saveat=ts, max_steps=20, backend="jax")
+    assert sol.status == "max_steps" and "max_steps=20" in sol.message
+    assert 0 < len(sol.t) < len(ts)
+    np.testing.assert_allclose(sol.u, reference(lv, sol.t), atol=1e-5)
+    with pytest.raises(dxdt.SolverError) as info:
+        dxdt.solve(lv, Tsit5(), saveat=ts, max_steps=20, backend="jax", throw=True)
+    assert info.value.solution.status == "max_steps"
+
+
+def test_blowup_is_reported(lv):
+    prob = dxdt.ODEProblem(lambda du, u, p, t: np.multiply(u, u, out=du), np.array([1.0]), (0.0, 2.0))
+    sol = dxdt.solve(prob, Tsit5(), saveat=np.linspace(0, 2, 21), backend="jax")
+    assert sol.status in ("dt_min", "nonfinite") and "t=" in sol.message
+    assert len(sol.t) <= 11 and np.all(np.isfinite(sol.u))
+
+
+def test_float32_stays_float32():
+    prob = dxdt.ODEProblem(lambda du, u, p, t: np.multiply(u, -1.0, out=du), np.ones(3, np.float32), (0, 1))
+    sol = dxdt.solve(prob, Tsit5(), rtol=1e-4, atol=1e-6, saveat=[1.0], backend="jax")
+    assert sol.u.dtype == np.float32
+    np.testing.assert_allclose(sol.u[0], np.exp(-1.0), rtol=1e-4)
+
+
+def test_problem_untouched_by_jax_backend(lv):
+    u0, p = lv.u0.copy(), lv.p.copy()
+    dxdt.solve(lv, Tsit5(), backend="jax")
+    np.testing.assert_array_equal(lv.u0, u0)
+    np.testing.assert_array_equal(lv.p, p)
