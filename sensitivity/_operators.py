@@ -1,0 +1,313 @@
+"""The public sensitivity operators, each ``prepare`` + call.
+
+``prepare`` translates ``f`` (and a NumPy loss) to JAX, picks the strategy, and traces
+and compiles the operator once; the prepared operator is then called with new target
+values. The unprepared operators prepare and call once.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import replace
+from typing import Any, Callable
+
+import numpy as np
+
+from .. import _checks
+from .._problem import ODEProblem
+from .._solution import SolverError
+from ..solvers import Tsit5
+from . import _strategies as strategies
+from ._adjoint import BACKSOLVE_MISMATCH
+from ._jax import load_jax
+from ._loss import translate_loss
+from ._mode import choose_mode
+from ._ode import SolveOptions, raise_on_failure
+from ._target import Target, as_jax_tree, check_wrt, describe, to_numpy
+
+jax, jnp = load_jax()
+
+OPERATORS = ("gradient", "value_and_gradient", "jacobian", "hvp", "hessian")
+MODES = ("auto", "forward", "reverse")
+ADJOINTS = ("interpolating", "checkpoint", "backsolve")
+CHECKPOINT_STIFFNESS = 0.3  # h_mean * rho(J) / stability boundary above which the discrete
+# adjoint is differentiating steps set by stability (measured: heat_1d 0.9, Lotka-Volterra < 0.05)
+
+
+class PreparedOperator:
+    """A sensitivity operator traced and compiled for one problem, target and options.
+
+    Call it with new values of the target (``prep(p)``; ``prep(p, v)`` for ``hvp``).
+
+    Attributes
+    ----------
+    op : str
+    mode : str
+        The strategy: ``"forward"``, ``"reverse"``, ``"forward-over-forward"`` or
+        ``"forward-over-reverse"``.
+    reason : str
+        Why ``mode="auto"`` chose it (or that the user did).
+    adjoint : str or None
+        The reverse strategy, when reverse mode is used.
+    n_traces : int
+        How many times ``f`` has been traced; stays 1 across calls with same shapes.
+    """
+
+    def __init__(self, op, build: Callable, setup, mode, reason, adjoint):
+        self.op, self.mode, self.reason = op, mode, reason
+        self.adjoint = adjoint if "reverse" in mode else None
+        self._build = build
+        theta0 = setup.target.select(setup.u0, setup.p)
+        self._signature = describe(theta0)
+        self._dtype = setup.u0.dtype
+        self._traces = 0
+        self._compile(setup)
+
+    def _compile(self, setup) -> None:
+        """Trace and compile for ``setup`` (again only if the dense step buffer overflows)."""
+        self._setup = setup
+        run = self._build(setup)
+
+        def counted(*args):
+            self._traces += 1
+            return run(*args)
+
+        theta0 = setup.target.select(setup.u0, setup.p)
+        example = (theta0, theta0) if self.op == "hvp" else (theta0,)
+        self._compiled = jax.jit(counted).lower(*example).compile()
+
+    @property
+    def n_traces(self) -> int:
+        return self._traces
+
+    def _as_target(self, value, argument: str):
+        self._setup.target.check(value, self._signature, argument)
+        return as_jax_tree(jax.tree_util.tree_map(np.asarray, value), self._dtype)
+
+    def __call__(self, target, v=None):
+        args = (self._as_target(target, "target"),)
+        if self.op == "hvp":
+            if v is None:
+                raise TypeError("a prepared hvp is called as prep(target, v)")
+            args += (self._as_target(v, "v"),)
+        elif v is not None:
+            raise TypeError(f"a prepared {self.op} takes only the target")
+        result, aux = self._compiled(*args)
+        while bool(aux["dense_overflow"]):
+            self._compile(replace(self._setup, dense_steps=4 * self._setup.dense_steps))
+            result, aux = self._compiled(*args)
+        self._check(aux)
+        return self._to_user(result)
+
+    def _check(self, aux) -> None:
+        raise_on_failure(aux["code"], f"{self.op} ({self.mode})")
+        if self.adjoint == "backsolve":
+            mismatch = float(aux["mismatch"])
+            if not np.isfinite(mismatch) or mismatch > BACKSOLVE_MISMATCH:
+                raise SolverError(
+                    "adjoint='backsolve' could not reconstruct the forward state by integrating "
+                    f"backwards (error {mismatch:.3g} x tolerance): the backward problem is "
+                    "ill-posed (e.g. diffusion run backwards). Use adjoint='interpolating'."
+                )
+        if self.adjoint == "checkpoint":
+            stiffness = float(aux["stiffness"])
+            if stiffness > CHECKPOINT_STIFFNESS:
+                warnings.warn(
+                    f"adjoint='checkpoint' cannot vouch for this gradient: the mean step times "
+                    f"the spectral radius of df/du is {stiffness:.2f} of the method's stability "
+                    "limit, so stability, not accuracy, set the step size, and the derivative "
+                    "of those steps can be far from the true gradient. Use "
+                    "adjoint='interpolating' (error-controlled) for an accurate gradient.",
+                    RuntimeWarning, stacklevel=3,
+                )
+
+    def _to_user(self, result):
+        if self.op == "value_and_gradient":
+            value, grad = result
+            return float(value), to_numpy(grad)
+        if self.op == "gradient":
+            return to_numpy(result[1])
+        if self.op == "hvp":
+            return to_numpy(result[1])
+        return to_numpy(result)
+
+    def __repr__(self) -> str:
+        return f"PreparedOperator(op={self.op!r}, mode={self.mode!r}, n_traces={self.n_traces})"
+
+
+def _options(method, rtol, atol, max_steps, u0_shape) -> SolveOptions:
+    method = Tsit5() if method is None else _checks.check_method(method)
+    if not method.adaptive:
+        raise ValueError(f"sensitivities need an adaptive method with error control; {method!r} has none")
+    rtol, atol = _checks.check_tolerances(rtol, atol, u0_shape)
+    if np.ndim(atol):
+        raise ValueError("sensitivity operators take a scalar atol")
+    return SolveOptions(method, rtol, atol, _checks.check_max_steps(max_steps))
+
+
+def _resolve_mode(op, prob, wrt, mode, adjoint, n_outputs) -> tuple[str, str]:
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    if adjoint not in ADJOINTS:
+        raise ValueError(f"adjoint must be one of {ADJOINTS}, got {adjoint!r}")
+    order = 2 if op in ("hvp", "hessian") else 1
+    if mode == "auto":
+        chosen, reason = choose_mode(prob, wrt, n_outputs, order)
+    else:
+        chosen = mode if order == 1 else f"forward-over-{mode}"
+        reason = f"mode={mode!r} was requested"
+    if order == 2 and chosen.endswith("reverse") and adjoint == "checkpoint":
+        raise ValueError(
+            "second-order operators need a forward-differentiable reverse pass: "
+            "adjoint='checkpoint' (the discrete adjoint) is not; use adjoint='interpolating' "
+            "(forward-over-reverse) or mode='forward'"
+        )
+    return chosen, reason
+
+
+def prepare(op: str, *args, method=None, saveat=None, rtol=1e-6, atol=1e-8,
+            max_steps=100_000, wrt="p", mode="auto", adjoint="interpolating",
+            duplicate_closure=True, **kwargs) -> PreparedOperator:
+    """Trace and compile a sensitivity operator once, for repeated calls.
+
+    ``prepare("gradient", loss, prob, method, ...)``; ``prepare("jacobian", prob, method,
+    ...)``; likewise ``"value_and_gradient"``, ``"hvp"`` (without ``v``) and ``"hessian"``.
+    Takes the keyword arguments of the operator.
+
+    Returns
+    -------
+    PreparedOperator
+        ``prep(target)`` (``prep(target, v)`` for ``hvp``) with target values of the
+        prepared shapes; a differently shaped target raises ``ValueError``.
+    """
+    if op not in OPERATORS:
+        raise ValueError(f"op must be one of {OPERATORS}, got {op!r}")
+    if kwargs:
+        raise TypeError(f"prepare() got unexpected keyword arguments {sorted(kwargs)}")
+    loss, rest = (None, args) if op == "jacobian" else (args[0] if args else None, args[1:])
+    if op != "jacobian" and not callable(loss):
+        raise TypeError(f"loss must be a callable loss(u) or loss(u, p), got {type(loss).__name__}")
+    if not rest:
+        raise TypeError(f"{op} needs the problem: {op}({'' if op == 'jacobian' else 'loss, '}prob, method, ...)")
+    prob = _checks.check_problem(rest[0])
+    if len(rest) > 2:
+        raise TypeError(f"{op} takes at most (loss, prob, method) positionally")
+    if len(rest) == 2:
+        if method is not None:
+            raise TypeError("method given both positionally and by keyword")
+        method = rest[1]
+    options = _options(method, rtol, atol, max_steps, prob.u0.shape)
+    saveat = _checks.check_saveat([prob.tspan[1]] if saveat is None else saveat, prob.tspan)
+    target = Target(check_wrt(wrt))
+    if target.wrt != "u0" and not jax.tree_util.tree_leaves(prob.p):
+        raise ValueError("wrt='p' but the problem has no parameters (p is None); use wrt='u0'")
+    duplicate_closure = _checks.check_flag("duplicate_closure", duplicate_closure)
+    n_outputs = len(saveat) * prob.u0.size if op == "jacobian" else 1
+    chosen, reason = _resolve_mode(op, prob, target.wrt, mode, adjoint, n_outputs)
+
+    from ._translate import to_jax
+
+    g = to_jax(prob.f, prob.u0, prob.p, duplicate_closure=duplicate_closure)
+    dtype = prob.u0.dtype
+    setup = strategies.Setup(
+        g=g, loss=None if loss is None else translate_loss(loss, duplicate_closure),
+        target=target, u0=jnp.asarray(prob.u0), p=as_jax_tree(prob.p, dtype),
+        t0=prob.tspan[0], t1=prob.tspan[1], saveat=jnp.asarray(saveat), options=options,
+        dense_steps=_dense_steps(prob, options) if "reverse" in chosen and adjoint == "interpolating" else 0,
+    )
+    inner = "forward" if chosen.endswith("forward") else "reverse"
+    return PreparedOperator(op, _builder(op, inner, adjoint), setup, chosen, reason, adjoint)
+
+
+def _builder(op: str, inner: str, adjoint: str) -> Callable:
+    """``setup -> run``: the pure function of the target that the operator compiles."""
+    def build(setup):
+        if op == "jacobian":
+            if inner == "forward":
+                return lambda th: strategies.jacobian_forward(setup, th)
+            return lambda th: strategies.jacobian_reverse(setup, th, adjoint)
+        first = strategies.value_and_gradient(setup, inner, adjoint)
+        return {"hvp": strategies.hvp, "hessian": strategies.hessian}.get(op, lambda fn: fn)(first)
+    return build
+
+
+def _dense_steps(prob, options: SolveOptions) -> int:
+    """Step buffer for dense forward solves: a NumPy solve counts the steps, with margin.
+
+    diffrax sizes dense output by its ``max_steps``; sized by a default of 100 000 the
+    buffers dominate the cost of the interpolating adjoint.
+    """
+    from .._solve import solve
+
+    sol = solve(prob, options.method, rtol=options.rtol, atol=options.atol, max_steps=options.max_steps)
+    if not sol.success:
+        return options.max_steps
+    steps = sol.stats["naccept"] + sol.stats["nreject"]
+    return min(options.max_steps, 1 << (2 * steps + 16).bit_length())
+
+
+def _call(op: str, args, kwargs, v=None):
+    prep = prepare(op, *args, **kwargs)
+    setup = prep._setup
+    target = setup.target.select(setup.u0, setup.p)
+    return prep(target) if v is None else prep(target, v)
+
+
+def gradient(loss: Callable, prob: ODEProblem, method=None, **kwargs) -> Any:
+    """Gradient of ``loss(u)`` (or ``loss(u, p)``) of the trajectory ``u`` at ``saveat``.
+
+    Parameters
+    ----------
+    loss : callable
+        ``loss(u)`` or ``loss(u, p)`` returning a scalar; ``u`` has shape
+        ``(len(saveat), *u0.shape)``. NumPy functions are translated like ``f``.
+    prob : ODEProblem
+    method : default ``Tsit5()``
+    saveat : array_like, optional
+        Save times (default ``[t1]``: the final state only).
+    rtol, atol, max_steps
+        Tolerances and step budget of every solve (forward, tangent and adjoint).
+    wrt : {"p", "u0", ("u0", "p")}
+    mode : {"auto", "forward", "reverse"}
+        ``"auto"`` follows :func:`choose_mode`.
+    adjoint : {"interpolating", "checkpoint", "backsolve"}
+        Reverse strategy (see :mod:`dxdt.sensitivity`).
+    duplicate_closure : bool
+        Give work buffers reachable from ``f`` private copies during tracing.
+
+    Returns
+    -------
+    Shaped like the target (``p``, ``u0`` or the tuple ``(u0, p)``), NumPy float64 for
+    float64 problems.
+
+    Raises
+    ------
+    SolverError
+        A solve failed, or ``adjoint="backsolve"`` met an ill-posed backward problem.
+    """
+    return _call("gradient", (loss, prob, method), kwargs)
+
+
+def value_and_gradient(loss: Callable, prob: ODEProblem, method=None, **kwargs):
+    """``(loss value as float, gradient)``; arguments as :func:`gradient`."""
+    return _call("value_and_gradient", (loss, prob, method), kwargs)
+
+
+def jacobian(prob: ODEProblem, method=None, **kwargs):
+    """``d u(saveat) / d target`` of shape ``(len(saveat), *u0.shape, *target.shape)``.
+
+    For a tuple or dict target each leaf gets its own block of that form. Keyword
+    arguments as :func:`gradient`.
+    """
+    return _call("jacobian", (prob, method), kwargs)
+
+
+def hvp(loss: Callable, prob: ODEProblem, v, method=None, **kwargs):
+    """Hessian of the loss times ``v`` (shaped like the target), forward-over-reverse or
+    forward-over-forward; arguments as :func:`gradient`."""
+    return _call("hvp", (loss, prob, method), kwargs, v=v)
+
+
+def hessian(loss: Callable, prob: ODEProblem, method=None, **kwargs):
+    """Hessian of the loss: ``(n, n)`` for a target of ``n`` entries (flattened in order)."""
+    return _call("hessian", (loss, prob, method), kwargs)

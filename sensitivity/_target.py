@@ -1,0 +1,96 @@
+"""What is differentiated: ``wrt="p"``, ``"u0"`` or ``("u0", "p")``, as a JAX pytree.
+
+A target is a pytree ``theta``: ``p`` (array, scalar, tuple, list or dict), ``u0``, or the
+tuple ``(u0, p)``. This module selects it from a problem, puts new values back, checks
+that a new value has the prepared structure and shapes, and converts results to NumPy
+float64 in the caller's structure.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ._jax import load_jax
+
+jax, jnp = load_jax()
+
+WRT_CHOICES = ("p", "u0", ("u0", "p"))
+
+
+def check_wrt(wrt: Any) -> str | tuple:
+    if isinstance(wrt, list):
+        wrt = tuple(wrt)
+    if wrt not in WRT_CHOICES:
+        raise ValueError(f"wrt must be 'p', 'u0' or ('u0', 'p'), got {wrt!r}")
+    return wrt
+
+
+def as_jax_tree(tree: Any, dtype) -> Any:
+    """Leaves as JAX arrays of the problem's floating dtype (structure kept)."""
+    def leaf(x):
+        x = jnp.asarray(x)
+        return x.astype(dtype) if not jnp.issubdtype(x.dtype, jnp.inexact) else x
+    return jax.tree_util.tree_map(leaf, tree)
+
+
+def to_numpy(tree: Any) -> Any:
+    """Leaves as NumPy arrays (float64 stays float64), containers kept."""
+    return jax.tree_util.tree_map(lambda x: np.asarray(x), tree)
+
+
+def describe(tree: Any) -> list[tuple[str, tuple]]:
+    """``(path, shape)`` for every leaf, for comparing a new target with the prepared one."""
+    leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
+    return [(jax.tree_util.keystr(path), np.shape(leaf)) for path, leaf in leaves]
+
+
+@dataclass(frozen=True)
+class Target:
+    """The differentiated part of ``(u0, p)``."""
+
+    wrt: str | tuple
+
+    @property
+    def name(self) -> str:
+        return "(u0, p)" if isinstance(self.wrt, tuple) else self.wrt
+
+    def select(self, u0, p):
+        return {"p": p, "u0": u0}[self.wrt] if isinstance(self.wrt, str) else (u0, p)
+
+    def merge(self, theta, u0, p):
+        """``(u0, p)`` with the target replaced by ``theta``."""
+        if self.wrt == "p":
+            return u0, theta
+        if self.wrt == "u0":
+            return theta, p
+        return theta
+
+    def tangent_parts(self, theta_dot, u0, p):
+        """``(u0_dot, p_dot)`` of a target tangent (zeros for the untargeted part)."""
+        zeros = lambda tree: jax.tree_util.tree_map(jnp.zeros_like, tree)  # noqa: E731
+        if self.wrt == "p":
+            return zeros(u0), theta_dot
+        if self.wrt == "u0":
+            return theta_dot, zeros(p)
+        return theta_dot
+
+    def check(self, theta, prepared: list[tuple[str, tuple]], argument: str = "target") -> None:
+        """Raise ``ValueError`` naming what differs from the prepared structure and shapes."""
+        try:
+            now = describe(theta)
+        except TypeError as err:
+            raise ValueError(f"{argument} ({self.name}) is not an array or a container of arrays") from err
+        if [path for path, _ in now] != [path for path, _ in prepared]:
+            raise ValueError(
+                f"{argument} has structure {[p for p, _ in now]} but the operator was prepared "
+                f"for {self.name} with structure {[p for p, _ in prepared]}; prepare it again"
+            )
+        for (path, shape), (_, expected) in zip(now, prepared):
+            if shape != expected:
+                raise ValueError(
+                    f"{argument}{path} has shape {shape} but the operator was prepared for "
+                    f"{self.name}{path} of shape {expected}; prepare it again for new shapes"
+                )
