@@ -5,8 +5,6 @@ from __future__ import annotations
 from contextlib import contextmanager
 from typing import Any
 
-import numpy as np
-
 from . import _checks
 from ._problem import ODEProblem
 from ._solution import Solution, SolverError

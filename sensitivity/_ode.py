@@ -70,7 +70,7 @@ def odeint(vector_field, y0, args, t0, t1, options: SolveOptions, *, ts=None, de
     return sol, status_code(sol.result)
 
 
-def raise_on_failure(codes, what: str) -> None:
+def raise_on_failure(codes, what: str, hint: str = "") -> None:
     """Raise ``SolverError`` if any solve of a sensitivity computation failed."""
     codes = np.atleast_1d(np.asarray(codes))
     bad = codes[codes != 0]
@@ -81,4 +81,4 @@ def raise_on_failure(codes, what: str) -> None:
             "dt_min": "the step size underflowed: the problem may be singular or too stiff",
             "nonfinite": "non-finite values appeared: check f, p and the time span",
         }
-        raise SolverError(f"{what} failed with status {status!r}: {hints[status]}.")
+        raise SolverError(f"{what} failed with status {status!r}: {hints[status]}{hint}.")

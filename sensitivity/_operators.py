@@ -100,7 +100,9 @@ class PreparedOperator:
         return self._to_user(result)
 
     def _check(self, aux) -> None:
-        raise_on_failure(aux["code"], f"{self.op} ({self.mode})")
+        hint = ("; with adjoint='backsolve' a failing backward solve usually means the backward "
+                "problem is ill-posed: use adjoint='interpolating'" if self.adjoint == "backsolve" else "")
+        raise_on_failure(aux["code"], f"{self.op} ({self.mode})", hint)
         if self.adjoint == "backsolve":
             mismatch = float(aux["mismatch"])
             if not np.isfinite(mismatch) or mismatch > BACKSOLVE_MISMATCH:
@@ -246,14 +248,16 @@ def _dense_steps(prob, options: SolveOptions) -> int:
     return min(options.max_steps, 1 << (2 * steps + 16).bit_length())
 
 
-def _call(op: str, args, kwargs, v=None):
-    prep = prepare(op, *args, **kwargs)
+def _call(op: str, args, options: dict, v=None):
+    prep = prepare(op, *args, **options)
     setup = prep._setup
     target = setup.target.select(setup.u0, setup.p)
     return prep(target) if v is None else prep(target, v)
 
 
-def gradient(loss: Callable, prob: ODEProblem, method=None, **kwargs) -> Any:
+def gradient(loss: Callable, prob: ODEProblem, method=None, *, saveat=None, rtol: float = 1e-6,
+             atol: float = 1e-8, max_steps: int = 100_000, wrt="p", mode: str = "auto",
+             adjoint: str = "interpolating", duplicate_closure: bool = True) -> Any:
     """Gradient of ``loss(u)`` (or ``loss(u, p)``) of the trajectory ``u`` at ``saveat``.
 
     Parameters
@@ -262,52 +266,81 @@ def gradient(loss: Callable, prob: ODEProblem, method=None, **kwargs) -> Any:
         ``loss(u)`` or ``loss(u, p)`` returning a scalar; ``u`` has shape
         ``(len(saveat), *u0.shape)``. NumPy functions are translated like ``f``.
     prob : ODEProblem
-    method : default ``Tsit5()``
+        The problem; its ``u0`` and ``p`` are the point of differentiation.
+    method : AbstractRungeKutta, optional
+        An adaptive method from :mod:`dxdt.solvers`; default ``Tsit5()``.
     saveat : array_like, optional
         Save times (default ``[t1]``: the final state only).
-    rtol, atol, max_steps
-        Tolerances and step budget of every solve (forward, tangent and adjoint).
+    rtol, atol : float
+        Tolerances of every solve (forward, tangent and adjoint).
+    max_steps : int
+        Step budget of every solve.
     wrt : {"p", "u0", ("u0", "p")}
+        The target.
     mode : {"auto", "forward", "reverse"}
         ``"auto"`` follows :func:`choose_mode`.
     adjoint : {"interpolating", "checkpoint", "backsolve"}
         Reverse strategy (see :mod:`dxdt.sensitivity`).
     duplicate_closure : bool
-        Give work buffers reachable from ``f`` private copies during tracing.
+        Give work buffers reachable from ``f`` (and the loss) private copies while tracing.
 
     Returns
     -------
-    Shaped like the target (``p``, ``u0`` or the tuple ``(u0, p)``), NumPy float64 for
-    float64 problems.
+    gradient : ndarray, tuple or dict
+        Shaped like the target (``p``, ``u0`` or the tuple ``(u0, p)``); NumPy float64
+        for float64 problems.
 
     Raises
     ------
     SolverError
         A solve failed, or ``adjoint="backsolve"`` met an ill-posed backward problem.
     """
-    return _call("gradient", (loss, prob, method), kwargs)
+    return _call("gradient", (loss, prob, method), _keywords(locals()))
 
 
-def value_and_gradient(loss: Callable, prob: ODEProblem, method=None, **kwargs):
+def value_and_gradient(loss: Callable, prob: ODEProblem, method=None, *, saveat=None,
+                       rtol: float = 1e-6, atol: float = 1e-8, max_steps: int = 100_000, wrt="p",
+                       mode: str = "auto", adjoint: str = "interpolating",
+                       duplicate_closure: bool = True):
     """``(loss value as float, gradient)``; arguments as :func:`gradient`."""
-    return _call("value_and_gradient", (loss, prob, method), kwargs)
+    return _call("value_and_gradient", (loss, prob, method), _keywords(locals()))
 
 
-def jacobian(prob: ODEProblem, method=None, **kwargs):
+def jacobian(prob: ODEProblem, method=None, *, saveat=None, rtol: float = 1e-6, atol: float = 1e-8,
+             max_steps: int = 100_000, wrt="p", mode: str = "auto", adjoint: str = "interpolating",
+             duplicate_closure: bool = True):
     """``d u(saveat) / d target`` of shape ``(len(saveat), *u0.shape, *target.shape)``.
 
-    For a tuple or dict target each leaf gets its own block of that form. Keyword
-    arguments as :func:`gradient`.
+    For a tuple or dict target each leaf gets its own block of that form. Arguments as
+    :func:`gradient`.
     """
-    return _call("jacobian", (prob, method), kwargs)
+    return _call("jacobian", (prob, method), _keywords(locals()))
 
 
-def hvp(loss: Callable, prob: ODEProblem, v, method=None, **kwargs):
-    """Hessian of the loss times ``v`` (shaped like the target), forward-over-reverse or
-    forward-over-forward; arguments as :func:`gradient`."""
-    return _call("hvp", (loss, prob, method), kwargs, v=v)
+def hvp(loss: Callable, prob: ODEProblem, v, method=None, *, saveat=None, rtol: float = 1e-6,
+        atol: float = 1e-8, max_steps: int = 100_000, wrt="p", mode: str = "auto",
+        adjoint: str = "interpolating", duplicate_closure: bool = True):
+    """Hessian of the loss times ``v`` (shaped like the target).
+
+    Forward-over-reverse or forward-over-forward (see :func:`choose_mode`); arguments as
+    :func:`gradient`.
+    """
+    return _call("hvp", (loss, prob, method), _keywords(locals()), v=v)
 
 
-def hessian(loss: Callable, prob: ODEProblem, method=None, **kwargs):
-    """Hessian of the loss: ``(n, n)`` for a target of ``n`` entries (flattened in order)."""
-    return _call("hessian", (loss, prob, method), kwargs)
+def hessian(loss: Callable, prob: ODEProblem, method=None, *, saveat=None, rtol: float = 1e-6,
+            atol: float = 1e-8, max_steps: int = 100_000, wrt="p", mode: str = "auto",
+            adjoint: str = "interpolating", duplicate_closure: bool = True):
+    """Hessian of the loss: ``(n, n)`` for a target of ``n`` entries (flattened in order).
+
+    Arguments as :func:`gradient`.
+    """
+    return _call("hessian", (loss, prob, method), _keywords(locals()))
+
+
+_KEYWORDS = ("saveat", "rtol", "atol", "max_steps", "wrt", "mode", "adjoint", "duplicate_closure")
+
+
+def _keywords(arguments: dict) -> dict:
+    """The keyword options of an operator call, as ``prepare`` takes them."""
+    return {name: arguments[name] for name in _KEYWORDS}

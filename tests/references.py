@@ -25,3 +25,23 @@ def kepler_exact(t, e=KEPLER_ECCENTRICITY):
     return np.stack([np.cos(E) - e, w * np.sin(E), -np.sin(E) * dE, w * np.cos(E) * dE], -1)
 
 
+
+
+TIGHT = dict(rtol=1e-10, atol=1e-12)
+STRATEGIES = [  # sensitivity (mode, adjoint) pairs
+    ("forward", "interpolating"),
+    ("reverse", "interpolating"),
+    ("reverse", "checkpoint"),
+    ("reverse", "backsolve"),
+]
+
+
+def sq_norm_final(u):
+    """``||u(t1)||^2`` of a saved trajectory."""
+    return np.sum(u[-1] ** 2)
+
+
+def weighted_loss(u):
+    """A weighted squared norm of the final state (weights break symmetries)."""
+    w = np.linspace(0.5, 1.5, u[-1].size).reshape(u[-1].shape)
+    return np.sum(w * u[-1] ** 2)

@@ -41,7 +41,6 @@ def test_memory_does_not_grow_with_steps(method):
 @pytest.mark.parametrize("method", [Tsit5(), DP5(), RK4(), Vern7()], ids=repr)
 def test_peak_memory_is_the_workspace(method):
     """Peak = [u; stages] + 6 work vectors + f(u0) + the saved rows; no temporaries."""
-    adaptive = method.adaptive
     peak, steps = peak_memory(method, 2.0, [0.0, 1.0, 2.0], 0.01)
     assert steps >= 20
     vectors = method.tableau.total_stages + 1 + 6 + 1 + 3

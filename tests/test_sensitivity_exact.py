@@ -1,0 +1,59 @@
+"""Sensitivity operators against exact derivatives of linear ODEs (``expm_frechet``)."""
+
+
+import numpy as np
+import pytest
+from dxdt import problems
+from dxdt import sensitivity as sens
+from dxdt.solvers import Tsit5
+from references import STRATEGIES, TIGHT, sq_norm_final
+
+# --- linear ODE: exact first and second derivatives -------------------------------------
+
+@pytest.fixture(scope="module")
+def linear():
+    A = np.array([[-0.8, 0.6, 0.1], [-0.5, -0.4, 0.3], [0.2, -0.1, -1.1]])
+    return problems.linear(A, np.array([1.0, -0.5, 0.7]), 1.5)
+
+
+@pytest.mark.parametrize("mode, adjoint", STRATEGIES)
+def test_linear_gradient_is_exact(linear, mode, adjoint):
+    exact_A, exact_u0 = linear.exact.gradient_sq_norm(1.5)
+    g_u0, g_A = sens.gradient(sq_norm_final, linear, Tsit5(), wrt=("u0", "p"), mode=mode,
+                              adjoint=adjoint, **TIGHT)
+    np.testing.assert_allclose(g_A, exact_A, rtol=1e-7, atol=1e-9)
+    np.testing.assert_allclose(g_u0, exact_u0, rtol=1e-7, atol=1e-9)
+
+
+@pytest.mark.parametrize("mode", ["forward", "reverse"])
+def test_linear_jacobian_is_exact(linear, mode):
+    ts = [0.5, 1.5]
+    J_u0 = sens.jacobian(linear, Tsit5(), wrt="u0", saveat=ts, mode=mode, **TIGHT)
+    J_A = sens.jacobian(linear, Tsit5(), wrt="p", saveat=ts, mode=mode, **TIGHT)
+    assert J_u0.shape == (2, 3, 3) and J_A.shape == (2, 3, 3, 3)
+    np.testing.assert_allclose(J_u0, linear.exact.jacobian_u0(ts), atol=1e-9)
+    np.testing.assert_allclose(J_A, linear.exact.jacobian_A(ts), atol=1e-9)
+
+
+def exact_gradient_fd(linear, direction, eps=1e-5):
+    """Central difference of the exact gradient w.r.t. A along ``direction``."""
+    plus = problems.linear(linear.p + eps * direction, linear.u0, 1.5).exact.gradient_sq_norm(1.5)[0]
+    minus = problems.linear(linear.p - eps * direction, linear.u0, 1.5).exact.gradient_sq_norm(1.5)[0]
+    return (plus - minus) / (2 * eps)
+
+
+@pytest.mark.parametrize("mode", ["forward", "reverse"])
+def test_linear_hvp_and_hessian(linear, mode):
+    v = np.arange(9.0).reshape(3, 3) / 10 - 0.3
+    hv = sens.hvp(sq_norm_final, linear, v, Tsit5(), mode=mode, **TIGHT)
+    np.testing.assert_allclose(hv, exact_gradient_fd(linear, v), rtol=1e-6, atol=1e-8)
+    H = sens.hessian(sq_norm_final, linear, Tsit5(), mode=mode, **TIGHT)
+    assert H.shape == (9, 9)
+    np.testing.assert_allclose(H, H.T, atol=1e-10)
+    np.testing.assert_allclose(H @ v.ravel(), hv.ravel(), rtol=1e-7, atol=1e-9)
+
+
+def test_hessian_wrt_u0_is_exact(linear):
+    E = linear.exact.jacobian_u0(1.5)
+    H = sens.hessian(sq_norm_final, linear, Tsit5(), wrt="u0", **TIGHT)
+    np.testing.assert_allclose(H, 2 * E.T @ E, rtol=1e-8)

@@ -1,0 +1,162 @@
+"""Every sensitivity strategy against finite differences and each other, and accuracy
+at default tolerances on the stiff-ish heat equation."""
+
+import warnings
+
+import dxdt
+import numpy as np
+import pytest
+from dxdt import problems
+from dxdt import sensitivity as sens
+from dxdt.solvers import Tsit5
+from references import STRATEGIES, TIGHT, weighted_loss
+
+# --- every strategy on nonlinear problems, against finite differences --------------------
+
+FD_ENTRIES = 12  # entries checked by finite differences on larger targets
+
+
+def fd_indices(shape):
+    """All indices of a small target, else a fixed sample of ``FD_ENTRIES`` of them."""
+    indices = list(np.ndindex(shape))
+    if len(indices) <= FD_ENTRIES:
+        return indices
+    chosen = np.random.default_rng(0).choice(len(indices), FD_ENTRIES, replace=False)
+    return [indices[i] for i in sorted(chosen)]
+
+
+def central_fd(loss, prob, wrt, eps=1e-6):
+    """Finite-difference gradient of ``loss(solve(prob))`` w.r.t. ``u0`` or an array ``p``,
+    at the entries :func:`fd_indices` picks (NaN elsewhere)."""
+    ts = np.array([prob.tspan[1]])
+    base = prob.u0 if wrt == "u0" else np.asarray(prob.p, dtype=float)
+    grad = np.full(base.shape, np.nan)
+    for i in fd_indices(base.shape):
+        values = []
+        for sign in (1, -1):
+            x = base.copy()
+            x[i] += sign * eps * max(1.0, abs(base[i]))
+            new = prob.remake(u0=x) if wrt == "u0" else prob.remake(p=x)
+            values.append(loss(dxdt.solve(new, Tsit5(), saveat=ts, rtol=1e-12, atol=1e-14).u))
+        grad[i] = (values[0] - values[1]) / (2 * eps * max(1.0, abs(base[i])))
+    return grad
+
+
+NONLINEAR = {
+    "lotka_volterra": lambda: problems.lotka_volterra(tspan=(0.0, 5.0)),
+    "lorenz": lambda: problems.lorenz(tspan=(0.0, 1.0)),
+    "gray_scott": lambda: problems.gray_scott(n=8, tspan=(0.0, 10.0)),
+    "heat_1d": lambda: problems.heat_1d(n=16, tspan=(0.0, 0.5)),
+}
+
+
+# integrating these backwards amplifies errors by far more than the tolerance: diffusion
+# (Gray-Scott at this size; heat_1d(16) is too coarse to notice) and Lorenz's strongly contracting direction (exp(14.6 t) backwards)
+ILL_POSED_BACKWARDS = ("gray_scott", "lorenz")
+
+
+@pytest.fixture(scope="module", params=sorted(NONLINEAR))
+def nonlinear(request):
+    prob = NONLINEAR[request.param]()
+    return request.param, prob, {w: central_fd(weighted_loss, prob, w) for w in ("p", "u0")}
+
+
+@pytest.mark.parametrize("mode, adjoint", STRATEGIES)
+def test_strategies_agree_with_finite_differences(nonlinear, mode, adjoint):
+    name, prob, fd = nonlinear
+    if adjoint == "backsolve" and name in ILL_POSED_BACKWARDS:
+        with pytest.raises(dxdt.SolverError, match="adjoint='interpolating'"):
+            sens.gradient(weighted_loss, prob, Tsit5(), wrt=("u0", "p"), mode=mode,
+                          adjoint=adjoint, rtol=1e-9, atol=1e-11)
+        return
+    g_u0, g_p = sens.gradient(weighted_loss, prob, Tsit5(), wrt=("u0", "p"), mode=mode,
+                              adjoint=adjoint, rtol=1e-9, atol=1e-11)
+    for got, want in ((g_u0, fd["u0"]), (g_p, fd["p"])):
+        checked = ~np.isnan(want)
+        scale = np.abs(want[checked]).max()
+        np.testing.assert_allclose(got[checked], want[checked], atol=2e-5 * scale, rtol=1e-4)
+
+
+def test_tuple_and_dict_parameters():
+    def lv_tuple(du, u, p, t):
+        (a, b), (c, d) = p
+        du[0] = a * u[0] - b * u[0] * u[1]
+        du[1] = -c * u[1] + d * u[0] * u[1]
+
+    def lv_dict(du, u, p, t):
+        du[0] = p["prey"][0] * u[0] - p["prey"][1] * u[0] * u[1]
+        du[1] = -p["pred"] * u[1] + p["d"] * u[0] * u[1]
+
+    ref_prob = problems.lotka_volterra(tspan=(0.0, 3.0))
+    ref = sens.gradient(weighted_loss, ref_prob, Tsit5(), **TIGHT)
+    tup = dxdt.ODEProblem(lv_tuple, ref_prob.u0, (0.0, 3.0), (np.array([1.5, 1.0]), np.array([3.0, 1.0])))
+    g = sens.gradient(weighted_loss, tup, Tsit5(), **TIGHT)
+    assert isinstance(g, tuple) and len(g) == 2
+    np.testing.assert_allclose(np.concatenate(g), ref, rtol=1e-7)
+    dct = dxdt.ODEProblem(lv_dict, ref_prob.u0, (0.0, 3.0), {"prey": np.array([1.5, 1.0]), "pred": 3.0, "d": 1.0})
+    for mode in ("forward", "reverse"):
+        g = sens.gradient(weighted_loss, dct, Tsit5(), mode=mode, **TIGHT)
+        assert set(g) == {"prey", "pred", "d"} and np.shape(g["pred"]) == ()
+        np.testing.assert_allclose([*g["prey"], g["pred"], g["d"]], ref, rtol=1e-7)
+
+
+def test_loss_with_parameters_and_saveat():
+    """``loss(u, p)`` sees p (its direct derivative counts) and the whole saved trajectory."""
+    prob = problems.lotka_volterra(tspan=(0.0, 2.0))
+    ts = np.linspace(0.5, 2.0, 4)
+    loss = lambda u, p: np.sum(u[:, 0] * u[:, 1]) + np.sum(p ** 2)  # noqa: E731
+    got = sens.gradient(loss, prob, Tsit5(), saveat=ts, **TIGHT)
+    eps, want = 1e-6, np.zeros(4)
+    for i in range(4):
+        vals = []
+        for s in (1, -1):
+            p = prob.p.copy()
+            p[i] += s * eps
+            u = dxdt.solve(prob.remake(p=p), saveat=ts, rtol=1e-12, atol=1e-14).u
+            vals.append(loss(u, p))
+        want[i] = (vals[0] - vals[1]) / (2 * eps)
+    np.testing.assert_allclose(got, want, rtol=1e-6)
+    value, grad = sens.value_and_gradient(loss, prob, Tsit5(), saveat=ts, **TIGHT)
+    assert isinstance(value, float)
+    np.testing.assert_allclose(value, loss(dxdt.solve(prob, saveat=ts, rtol=1e-12, atol=1e-14).u, prob.p), rtol=1e-8)
+
+# --- accuracy at default tolerances on the stiff-ish PDE --------------------------------
+
+@pytest.fixture(scope="module")
+def heat256():
+    prob = problems.heat_1d(n=256)
+    data = np.sin(3 * np.linspace(0, 1, 256))
+
+    def loss(u):
+        return np.sum((u[-1] - data) ** 2)
+
+    reference = sens.gradient(loss, prob, Tsit5(), mode="reverse", rtol=1e-11, atol=1e-13)
+    return prob, loss, reference
+
+
+def test_auto_gradient_accurate_at_default_tolerance(heat256):
+    prob, loss, reference = heat256
+    prep = sens.prepare("gradient", loss, prob, Tsit5())
+    assert prep.mode == "reverse" and prep.adjoint == "interpolating"
+    got = prep(prob.p)
+    assert np.linalg.norm(got - reference) / np.linalg.norm(reference) < 1e-3
+
+
+def test_checkpoint_warns_where_it_cannot_vouch(heat256):
+    prob, loss, reference = heat256
+    with pytest.warns(RuntimeWarning, match="cannot vouch"):
+        got = sens.gradient(loss, prob, Tsit5(), mode="reverse", adjoint="checkpoint")
+    assert np.linalg.norm(got - reference) / np.linalg.norm(reference) > 1e-3  # why it warns
+
+
+def test_checkpoint_silent_where_accurate():
+    prob = problems.lotka_volterra(tspan=(0.0, 5.0))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        sens.gradient(weighted_loss, prob, Tsit5(), mode="reverse", adjoint="checkpoint")
+
+
+def test_backsolve_raises_on_ill_posed_backward_problem():
+    prob = problems.heat_1d(n=128)  # backwards, the fastest mode grows like exp(100 t)
+    with pytest.raises(dxdt.SolverError, match="interpolating"):
+        sens.gradient(weighted_loss, prob, Tsit5(), mode="reverse", adjoint="backsolve")
