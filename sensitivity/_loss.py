@@ -1,11 +1,13 @@
 """The user's loss ``loss(u)`` or ``loss(u, p)`` as a pure JAX function ``L(U, p)``.
 
-The loss may be written with ``jax.numpy`` or with NumPy functions; NumPy calls are
-translated exactly like those of ``f`` (see :mod:`dxdt.sensitivity._translate`).
+A loss that refers to JAX (``jnp.sum``, ``jax.nn``, ...) is called with JAX arrays as it
+is; any other loss is translated exactly like ``f`` (NumPy calls on traced arrays, see
+:mod:`dxdt.sensitivity._translate`).
 """
 
 from __future__ import annotations
 
+import types
 from typing import Callable
 
 from .._problem import count_positional
@@ -24,8 +26,11 @@ def translate_loss(loss: Callable, duplicate_closure: bool = True) -> Callable:
             f"{'an unknown number of' if n is None else n} positional arguments"
         )
 
+    pure_jax = _refers_to_jax(loss)
+
     def L(U, p):
-        value = call(loss, (U,) if n == 1 else (U, p), duplicate_closure=duplicate_closure)
+        args = (U,) if n == 1 else (U, p)
+        value = loss(*args) if pure_jax else call(loss, args, duplicate_closure=duplicate_closure)
         value = jnp.asarray(value)
         if value.shape != ():
             raise ValueError(f"loss must return a scalar, got shape {value.shape}")
@@ -33,3 +38,32 @@ def translate_loss(loss: Callable, duplicate_closure: bool = True) -> Callable:
 
     return L
 
+
+
+def _refers_to_jax(fn: Callable) -> bool:
+    """Whether ``fn`` (a plain function) names a JAX module or function directly."""
+    code = getattr(fn, "__code__", None)
+    if code is None:
+        return False
+    names, stack = set(), [code]
+    while stack:
+        current = stack.pop()
+        names.update(current.co_names)
+        stack.extend(c for c in current.co_consts if isinstance(c, types.CodeType))
+    values = [fn.__globals__.get(name) for name in names]
+    values += [cell.cell_contents for cell in (fn.__closure__ or ()) if _filled(cell)]
+    return any(_module_of(value).split(".")[0] in ("jax", "jaxlib") for value in values)
+
+
+def _filled(cell) -> bool:
+    try:
+        cell.cell_contents
+    except ValueError:
+        return False
+    return True
+
+
+def _module_of(value) -> str:
+    if isinstance(value, types.ModuleType):
+        return value.__name__
+    return getattr(value, "__module__", None) or ""

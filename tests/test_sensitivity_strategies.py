@@ -160,3 +160,13 @@ def test_backsolve_raises_on_ill_posed_backward_problem():
     prob = problems.heat_1d(n=128)  # backwards, the fastest mode grows like exp(100 t)
     with pytest.raises(dxdt.SolverError, match="interpolating"):
         sens.gradient(weighted_loss, prob, Tsit5(), mode="reverse", adjoint="backsolve")
+
+
+def test_loss_written_with_jax_numpy():
+    import jax.numpy as jnp
+
+    prob = problems.lotka_volterra(tspan=(0.0, 3.0))
+    ts = np.linspace(1.0, 3.0, 3)
+    with_jnp = sens.gradient(lambda u: jnp.sum(u ** 2), prob, Tsit5(), saveat=ts, **TIGHT)
+    with_np = sens.gradient(lambda u: np.sum(u ** 2), prob, Tsit5(), saveat=ts, **TIGHT)
+    np.testing.assert_allclose(with_jnp, with_np, rtol=1e-12)
