@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 from collections import OrderedDict
 from dataclasses import dataclass
+from functools import cache
 from typing import Any, Callable
 
 import numpy as np
@@ -78,16 +79,6 @@ def _callable_key(f: Callable):
     return f
 
 
-def _status(result, diffrax) -> str:
-    if result == diffrax.RESULTS.successful:
-        return "success"
-    if result == diffrax.RESULTS.max_steps_reached:
-        return "max_steps"
-    if result == diffrax.RESULTS.dt_min_reached:
-        return "dt_min"
-    return "nonfinite"
-
-
 def _compile(key: _Key, g: Callable, jax, diffrax):
     """The jitted diffrax solve for one cache key."""
     from .solvers._diffrax import diffrax_solver, pid_coefficients
@@ -109,13 +100,50 @@ def _compile(key: _Key, g: Callable, jax, diffrax):
                 rtol=rtol, atol=atol, pcoeff=pcoeff, icoeff=icoeff, dtmin=dtmin, force_dtmin=False)
         else:
             controller = diffrax.ConstantStepSize()
-        return diffrax.diffeqsolve(
+        sol = diffrax.diffeqsolve(
             term, solver, t0, t1, None if key.auto_dt else dt0, u0, args=p, saveat=saveat(ts),
             stepsize_controller=controller, max_steps=key.max_steps, throw=False,
             progress_meter=meter,
         )
+        # one small pytree to bring to the host in a single transfer
+        counts = jnp.stack([sol.stats["num_steps"], sol.stats["num_accepted_steps"],
+                            sol.stats["num_rejected_steps"]])
+        return _Outcome(sol.ts, sol.ys, status_code(sol.result), counts, sol if key.dense else None)
 
+    from .sensitivity._ode import status_code
+
+    jnp = jax.numpy
     return jax.jit(run)
+
+
+@dataclass
+class _Outcome:
+    """What a compiled solve returns: saved times and states, status code, step counts."""
+
+    ts: Any
+    ys: Any
+    code: Any
+    counts: Any  # (steps, accepted, rejected)
+    dense: Any  # the diffrax solution, when dense output was asked for
+
+    def host(self) -> "_Outcome":
+        ts, ys, code, counts = _device_get((self.ts, self.ys, self.code, self.counts))
+        return _Outcome(ts, ys, int(code), counts, self.dense)
+
+
+def _device_get(tree):
+    import jax
+
+    return jax.device_get(tree)
+
+
+@cache
+def _register_outcome() -> None:
+    """Make :class:`_Outcome` a pytree (once, on the first JAX solve)."""
+    import jax
+
+    jax.tree_util.register_dataclass(_Outcome, data_fields=["ts", "ys", "code", "counts", "dense"],
+                                     meta_fields=[])
 
 
 class _DiffraxDense:
@@ -150,12 +178,13 @@ def _structure(p: Any):
     return (np.shape(p), str(np.asarray(p).dtype))
 
 
-def _as_jax(p: Any, jnp):
+def _as_numpy(p: Any):
+    """``p`` with NumPy leaves (strongly typed, so every call has the same signature)."""
     if isinstance(p, dict):
-        return {k: _as_jax(v, jnp) for k, v in p.items()}
+        return {k: _as_numpy(v) for k, v in p.items()}
     if isinstance(p, (tuple, list)):
-        return type(p)(_as_jax(v, jnp) for v in p)
-    return None if p is None else jnp.asarray(p)
+        return type(p)(_as_numpy(v) for v in p)
+    return None if p is None else np.asarray(p)
 
 
 def integrate_jax(
@@ -168,6 +197,7 @@ def integrate_jax(
     jax, jnp = load_jax()
     import diffrax
 
+    _register_outcome()
     g = translate(prob)
     u0, (t0, t1) = prob.u0, prob.tspan
     n_stages = method.tableau.total_stages if dense else method.tableau.stages
@@ -178,11 +208,11 @@ def integrate_jax(
         save = "steps"
     else:
         save = "count"
-    args = dict(
-        u0=jnp.asarray(u0), p=_as_jax(prob.p, jnp), t0=t0, t1=t1,
+    args = dict(  # NumPy values: jit transfers them itself, cheaper than jnp.asarray
+        u0=u0, p=_as_numpy(prob.p), t0=t0, t1=t1,
         dt0=(t1 - t0) if dt is None else math.copysign(dt, t1 - t0),
-        rtol=rtol, atol=jnp.asarray(atol), dtmin=16 * _EPS * max(abs(t0), abs(t1)),
-        ts=jnp.asarray(saveat if saveat is not None else [t1]),
+        rtol=rtol, atol=np.asarray(atol), dtmin=16 * _EPS * max(abs(t0), abs(t1)),
+        ts=np.asarray(saveat if saveat is not None else [t1]),
     )
 
     def run(save_mode: str, steps: int, **overrides):
@@ -195,14 +225,13 @@ def integrate_jax(
         return compiled(**{**args, **overrides})
 
     if save == "count":
-        first = run("t1", max_steps)
-        n_steps = int(first.stats["num_steps"])
-        reached = t1 if _status(first.result, diffrax) == "success" else _last_finite(first.ts, t0)
-        sol = run("steps", 1 << max(4, n_steps).bit_length(), t1=reached)
-        sol = _with_result(sol, first)
+        first = run("t1", max_steps).host()
+        reached = t1 if first.code == 0 else _last_finite(first.ts, t0)
+        second = run("steps", 1 << max(4, int(first.counts[0])).bit_length(), t1=reached).host()
+        outcome = _Outcome(second.ts, second.ys, first.code, first.counts, second.dense)
     else:
-        sol = run(save, max_steps)
-    return _to_numpy(sol, prob, method, saveat, dense, dt is None, jax, diffrax, g)
+        outcome = run(save, max_steps).host()
+    return _to_numpy(outcome, prob, method, saveat, dense, dt is None, max_steps, jax, g)
 
 
 def _last_finite(ts, default: float) -> float:
@@ -211,38 +240,31 @@ def _last_finite(ts, default: float) -> float:
     return float(finite[-1]) if finite.size else default
 
 
-def _with_result(sol, first):
-    """The second pass of a counted solve reports the first pass's outcome and stats."""
-    import equinox as eqx
-
-    return eqx.tree_at(lambda s: (s.result, s.stats), sol, (first.result, first.stats))
-
-
-def _to_numpy(sol, prob, method, saveat, dense, auto_dt, jax, diffrax, g) -> JaxRawSolution:
-    ts = np.asarray(sol.ts, dtype=np.float64)
+def _to_numpy(out: _Outcome, prob, method, saveat, dense, auto_dt, max_steps, jax, g) -> JaxRawSolution:
+    ts = np.asarray(out.ts, dtype=np.float64)
     filled = np.isfinite(ts)
     # diffrax promotes a float32 state against float64 times; return the problem's dtype
-    u = np.asarray(sol.ys, dtype=prob.u0.dtype)[filled].reshape((-1,) + prob.u0.shape)
+    u = np.asarray(out.ys, dtype=prob.u0.dtype)[filled].reshape((-1,) + prob.u0.shape)
     t = ts[filled]
     t_end, u_end = float(t[-1]), u[-1]
     if saveat is not None:  # the t1 row (the time reached) follows the saveat rows filled
         t, u = t[:-1], u[:-1]
-    status = _status(sol.result, diffrax)
+    from .sensitivity._ode import STATUS_CODES
+
+    status = STATUS_CODES[out.code]
     tab = method.tableau
     per_step = tab.stages - 1 if tab.fsal else tab.stages
-    stats = {
-        "nfev": 1 + 2 * auto_dt + int(sol.stats["num_steps"]) * per_step,
-        "naccept": int(sol.stats["num_accepted_steps"]),
-        "nreject": int(sol.stats["num_rejected_steps"]),
-    }
+    steps, accepted, rejected = (int(c) for c in out.counts)
+    stats = {"nfev": 1 + 2 * auto_dt + steps * per_step, "naccept": accepted, "nreject": rejected}
     message = ""
     if status != "success":
         if status == "dt_min":
             jnp = jax.numpy
-            du = np.asarray(g(jnp.asarray(u_end), _as_jax(prob.p, jnp), t_end))
+            du = np.asarray(g(jnp.asarray(u_end), _as_numpy(prob.p), t_end))
             status = "dt_min" if np.all(np.isfinite(du)) else "nonfinite"
         from .solvers._numpy_executor import failure_message
 
-        message = failure_message(status, t_end, None, int(sol.stats["max_steps"]), prob.tspan[1])
-    dense_out = _DiffraxDense(sol, prob.tspan[0], t_end, prob.u0.shape, prob.u0.dtype, jax) if dense else None
+        message = failure_message(status, t_end, None, max_steps, prob.tspan[1])
+    dense_out = (_DiffraxDense(out.dense, prob.tspan[0], t_end, prob.u0.shape, prob.u0.dtype, jax)
+                 if dense else None)
     return JaxRawSolution(t, u, stats, status, message, dense_out)

@@ -47,7 +47,37 @@ def set_at(x, key, value):
     value = jnp.asarray(value)
     if _covers(key, x.shape):
         return jnp.broadcast_to(value.astype(x.dtype), x.shape)
+    window = _static_window(key, x.shape)
+    if window is not None:  # a box: an in-place window update, cheaper than a scatter
+        starts, sizes = window
+        block = jnp.broadcast_to(value.astype(x.dtype), np.empty(x.shape)[key].shape)
+        return jax.lax.dynamic_update_slice(x, block.reshape(sizes), starts)
     return x.at[key].set(value.astype(x.dtype))
+
+
+def _static_window(key, shape: tuple[int, ...]):
+    """``(starts, sizes)`` if ``x[key]`` is a box (ints and unit-step slices), else None."""
+    parts = key if isinstance(key, tuple) else (key,)
+    if len(parts) > len(shape):
+        return None
+    starts, sizes = [], []
+    for part, n in zip(parts, shape):
+        if isinstance(part, (int, np.integer)) and not isinstance(part, bool):
+            index = int(part) + n if part < 0 else int(part)
+            if not 0 <= index < n:
+                return None
+            starts.append(index)
+            sizes.append(1)
+        elif isinstance(part, slice) and part.step in (None, 1):
+            start, stop, _ = part.indices(n)
+            if stop <= start:
+                return None
+            starts.append(start)
+            sizes.append(stop - start)
+        else:
+            return None
+    rest = shape[len(parts):]
+    return tuple(starts) + (0,) * len(rest), tuple(sizes) + tuple(rest)
 
 
 class IndexStep:
