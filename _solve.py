@@ -73,7 +73,9 @@ def solve(
         Maximum number of steps (accepted and rejected).
     backend : {"numpy", "jax"}
         ``"numpy"`` runs ``f`` as written, allocation-free; ``"jax"`` translates ``f``
-        to JAX and runs compiled code.
+        to JAX and runs compiled code, compiled once per ``f``, shapes and options
+        (arrays ``f`` reads from its closure are captured when it is traced: vary
+        quantities through ``p``).
     progress : bool
         Show a progress bar over ``t``.
     throw : bool
