@@ -8,8 +8,6 @@ states are checked, each problem is solved once, and FitzHugh-Nagumo is compared
 ``solve_ivp``.
 """
 
-import tracemalloc
-
 import numpy as np
 import pytest
 from scipy.integrate import solve_ivp
@@ -17,6 +15,7 @@ from scipy.integrate import solve_ivp
 import dxdt
 from dxdt import ODEProblem, problems
 from dxdt.solvers import Tsit5, Vern7
+from references import assert_matches, call, random_arguments, traced_growth
 
 # ---------------------------------------------------------------------------------------
 # Independent out-of-place references
@@ -82,25 +81,6 @@ def case(request):
     return CASES[request.param]
 
 
-def random_arguments(prob, seed):
-    """A random state near ``u0`` and a parameter vector perturbed by up to 10%."""
-    rng = np.random.default_rng(seed)
-    u = prob.u0 * (1 + 0.5 * rng.uniform(-1, 1, prob.u0.shape)) + 0.1 * rng.standard_normal(prob.u0.shape)
-    p = prob.p * (1 + 0.1 * rng.uniform(-1, 1, prob.p.shape))
-    return u, p
-
-
-def assert_matches(actual, expected, rtol=1e-13):
-    """Agreement to ``rtol`` relative to the largest entry of ``expected``."""
-    np.testing.assert_allclose(actual, expected, rtol=rtol, atol=rtol * np.abs(expected).max())
-
-
-def call(prob, u, p, t=0.3):
-    du = np.full_like(u, np.nan)
-    prob.f(du, u, p, t)
-    return du
-
-
 # ---------------------------------------------------------------------------------------
 # Right-hand sides
 # ---------------------------------------------------------------------------------------
@@ -140,16 +120,8 @@ def test_rhs_allocates_no_arrays_per_call(name):
     assert prob.u0.size < 8 or prob.u0.nbytes >= 4 * ALLOCATION_BOUND  # a temporary would show
     u, p = random_arguments(prob, 5)
     du = np.empty_like(u)
-    prob.f(du, u, p, 2.0)  # t >= 1.1: the Brusselator source is on
-    tracemalloc.start()
-    try:
-        baseline = tracemalloc.get_traced_memory()[0]
-        for _ in range(50):
-            prob.f(du, u, p, 2.0)
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
-    assert peak - baseline < ALLOCATION_BOUND, f"{name}: {peak - baseline} bytes traced over 50 calls"
+    growth = traced_growth(lambda: prob.f(du, u, p, 2.0))  # t >= 1.1: the Brusselator source is on
+    assert growth < ALLOCATION_BOUND, f"{name}: {growth} bytes traced over 50 calls"
 
 
 def test_problems_are_float64_inplace_odeproblems(case):
