@@ -81,8 +81,9 @@ class PreparedOperator:
         return self._traces
 
     def _as_target(self, value, argument: str):
+        """``value`` as NumPy leaves of the problem's dtype (the compiled call transfers them)."""
         self._setup.target.check(value, self._signature, argument)
-        return as_jax_tree(jax.tree_util.tree_map(np.asarray, value), self._dtype)
+        return jax.tree_util.tree_map(lambda x: np.asarray(x, dtype=self._dtype), value)
 
     def __call__(self, target, v=None):
         args = (self._as_target(target, "target"),)
@@ -92,10 +93,10 @@ class PreparedOperator:
             args += (self._as_target(v, "v"),)
         elif v is not None:
             raise TypeError(f"a prepared {self.op} takes only the target")
-        result, aux = self._compiled(*args)
+        result, aux = jax.device_get(self._compiled(*args))  # one transfer to the host
         while bool(aux["dense_overflow"]):
             self._compile(replace(self._setup, dense_steps=4 * self._setup.dense_steps))
-            result, aux = self._compiled(*args)
+            result, aux = jax.device_get(self._compiled(*args))
         self._check(aux)
         return self._to_user(result)
 
