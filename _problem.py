@@ -29,6 +29,35 @@ def count_positional(f: Callable) -> int | None:
     return n
 
 
+def is_inplace(f: Callable) -> bool:
+    """Whether ``f`` is ``f(du, u, p, t)`` (True) or ``f(u, p, t)`` (False).
+
+    Parameters with defaults may follow (work buffers passed as default arguments);
+    a signature that cannot be inspected, or ``*args``, counts as in place.
+
+    Raises
+    ------
+    TypeError
+        If ``f`` cannot be called with 4 or 3 positional arguments.
+    """
+    try:
+        parameters = list(inspect.signature(f).parameters.values())
+    except (TypeError, ValueError):
+        return True
+    if any(p.kind == p.VAR_POSITIONAL for p in parameters):
+        return True
+    positional = [p for p in parameters if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    required = sum(p.default is p.empty for p in positional)
+    if required <= 4 <= len(positional):
+        return True
+    if required <= 3 <= len(positional):
+        return False
+    raise TypeError(
+        f"f must take 4 positional parameters f(du, u, p, t) (in place) or 3 f(u, p, t) "
+        f"(out of place); {getattr(f, '__name__', f)!s} takes {len(positional)}"
+    )
+
+
 def as_state(u0: Any, name: str = "u0") -> np.ndarray:
     """Copy ``u0`` to a contiguous floating array (float64 unless already float32/complex)."""
     try:
@@ -93,14 +122,8 @@ class ODEProblem:
     def __init__(self, f: Callable, u0: Any, tspan: tuple[float, float], p: Any = None):
         if not callable(f):
             raise TypeError(f"f must be callable as f(du, u, p, t) or f(u, p, t), got {type(f).__name__}")
-        n = count_positional(f)
-        if n not in (3, 4, None):
-            raise TypeError(
-                f"f must take 4 positional parameters f(du, u, p, t) (in place) or 3 "
-                f"f(u, p, t) (out of place); {getattr(f, '__name__', f)!s} takes {n}"
-            )
+        self._inplace = is_inplace(f)
         self._f = f
-        self._inplace = n != 3
         self._u0 = as_state(u0)
         self._u0.setflags(write=False)
         self._tspan = as_tspan(tspan)

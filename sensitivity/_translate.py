@@ -2,44 +2,16 @@
 
 from __future__ import annotations
 
-import inspect
 import threading
 from typing import Any, Callable
 
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
+from .._problem import is_inplace
 from ._closure import copy_structure
 from ._jax import load_jax
 from ._replace import AbstractArrayReplacer, is_sparse
-
-
-def _inplace(f: Callable) -> bool:
-    """Whether ``f`` is ``f(du, u, p, t)`` (True) or ``f(u, p, t)`` (False).
-
-    Parameters with defaults may follow (buffers passed as default arguments).
-
-    Raises
-    ------
-    TypeError
-        If ``f`` cannot be called with 4 or 3 positional arguments.
-    """
-    try:
-        parameters = list(inspect.signature(f).parameters.values())
-    except (TypeError, ValueError):
-        return True
-    if any(p.kind == p.VAR_POSITIONAL for p in parameters):
-        return True
-    positional = [p for p in parameters if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
-    required = sum(p.default is p.empty for p in positional)
-    if required <= 4 <= len(positional):
-        return True
-    if required <= 3 <= len(positional):
-        return False
-    raise TypeError(
-        f"f must take (du, u, p, t) (in place) or (u, p, t) (out of place); it takes "
-        f"{len(positional)} positional parameters"
-    )
 
 
 def _check_parameters(p: Any) -> None:
@@ -158,7 +130,7 @@ def to_jax(f: Callable, u0: Any, p: Any = None, *, duplicate_closure: bool = Tru
     load_jax()
     _check_parameters(p)
     u0 = np.asarray(u0)
-    return TranslatedFunction(f, _inplace(f), tuple(u0.shape), u0.dtype, duplicate_closure)
+    return TranslatedFunction(f, is_inplace(f), tuple(u0.shape), u0.dtype, duplicate_closure)
 
 
 class _PrivateCopies(AbstractArrayReplacer):

@@ -350,3 +350,15 @@ def test_automatic_initial_step_on_a_2d_state():
     prob = dxdt.ODEProblem(shaped, np.ones((3, 2)), (0.0, 1.0))
     sol = dxdt.solve(prob, rtol=1e-9, atol=1e-12, saveat=[1.0])
     np.testing.assert_allclose(sol.u[0], np.exp([[-1, -2]] * 3), rtol=1e-7)
+
+
+def test_work_buffer_as_default_argument():
+    """``f(du, u, p, t, buf=...)`` is in place; the default keeps the buffer, as NumPy users write."""
+    def decay_buffered(du, u, p, t, buf=np.zeros(2)):
+        np.multiply(u, p, out=buf)
+        np.negative(buf, out=du)
+
+    prob = dxdt.ODEProblem(decay_buffered, np.array([1.0, 2.0]), (0.0, 1.0), 0.5)
+    assert prob.inplace
+    sol = dxdt.solve(prob, rtol=1e-10, atol=1e-12, saveat=[1.0])
+    np.testing.assert_allclose(sol.u[0], np.exp(-0.5) * np.array([1.0, 2.0]), rtol=1e-8)
