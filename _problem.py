@@ -11,24 +11,6 @@ import numpy as np
 _UNSET = object()
 
 
-def count_positional(f: Callable) -> int | None:
-    """Number of positional parameters of ``f``; ``None`` if it cannot be inspected.
-
-    A ``*args`` signature counts as "any" and returns ``None`` as well.
-    """
-    try:
-        sig = inspect.signature(f)
-    except (TypeError, ValueError):
-        return None
-    n = 0
-    for param in sig.parameters.values():
-        if param.kind == param.VAR_POSITIONAL:
-            return None
-        if param.kind in (param.POSITIONAL_ONLY, param.POSITIONAL_OR_KEYWORD):
-            n += 1
-    return n
-
-
 def is_inplace(f: Callable) -> bool:
     """Whether ``f`` is ``f(du, u, p, t)`` (True) or ``f(u, p, t)`` (False).
 

@@ -7,10 +7,10 @@ is; any other loss is translated exactly like ``f`` (NumPy calls on traced array
 
 from __future__ import annotations
 
+import inspect
 import types
 from typing import Callable
 
-from .._problem import count_positional
 from ._jax import load_jax
 from ._trace import call
 
@@ -19,7 +19,7 @@ jax, jnp = load_jax()
 
 def translate_loss(loss: Callable, duplicate_closure: bool = True) -> Callable:
     """``L(U, p) -> scalar`` for ``loss(u)`` or ``loss(u, p)`` (``U``: the saved trajectory)."""
-    n = count_positional(loss)
+    n = _required_positional(loss)
     if n not in (1, 2):
         raise TypeError(
             f"loss must be loss(u) or loss(u, p); {getattr(loss, '__name__', loss)!s} takes "
@@ -38,6 +38,19 @@ def translate_loss(loss: Callable, duplicate_closure: bool = True) -> Callable:
 
     return L
 
+
+
+def _required_positional(fn: Callable) -> int | None:
+    """Positional parameters of ``fn`` without defaults (``loss(u, w=weights)`` is
+    ``loss(u)``); ``None`` for ``*args`` or a signature that cannot be inspected."""
+    try:
+        parameters = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):
+        return None
+    if any(p.kind == p.VAR_POSITIONAL for p in parameters):
+        return None
+    positional = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    return sum(p.kind in positional and p.default is p.empty for p in parameters)
 
 
 def _refers_to_jax(fn: Callable) -> bool:

@@ -170,3 +170,16 @@ def test_loss_written_with_jax_numpy():
     with_jnp = sens.gradient(lambda u: jnp.sum(u ** 2), prob, Tsit5(), saveat=ts, **TIGHT)
     with_np = sens.gradient(lambda u: np.sum(u ** 2), prob, Tsit5(), saveat=ts, **TIGHT)
     np.testing.assert_allclose(with_jnp, with_np, rtol=1e-12)
+
+
+def test_loss_with_a_default_argument_is_loss_of_u():
+    """``loss(u, w=weights)`` takes the trajectory only: ``p`` is not passed into ``w``."""
+    prob = problems.lotka_volterra(tspan=(0.0, 3.0))
+    weights = np.array([2.0, 0.5])
+
+    def weighted(u, w=weights):
+        return np.sum(w * u[-1] ** 2)
+
+    got = sens.gradient(weighted, prob, Tsit5(), **TIGHT)
+    want = sens.gradient(lambda u: np.sum(weights * u[-1] ** 2), prob, Tsit5(), **TIGHT)
+    np.testing.assert_allclose(got, want, rtol=1e-12)
