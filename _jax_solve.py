@@ -127,14 +127,10 @@ class _Outcome:
     dense: Any  # the diffrax solution, when dense output was asked for
 
     def host(self) -> "_Outcome":
-        ts, ys, code, counts = _device_get((self.ts, self.ys, self.code, self.counts))
+        import jax
+
+        ts, ys, code, counts = jax.device_get((self.ts, self.ys, self.code, self.counts))
         return _Outcome(ts, ys, int(code), counts, self.dense)
-
-
-def _device_get(tree):
-    import jax
-
-    return jax.device_get(tree)
 
 
 @cache
