@@ -2,45 +2,14 @@
 
 from __future__ import annotations
 
-from contextlib import contextmanager
 from typing import Any
 
 from . import _checks
 from ._problem import ODEProblem
 from ._solution import Solution, SolverError
 from .solvers import Tsit5
-from .solvers._numpy_executor import integrate
 
-BACKENDS = ("numpy", "jax")
-PROGRESS_REFRESH_S = 0.1  # at most ~10 redraws a second
-
-
-@contextmanager
-def progress_bar(enabled: bool, tspan: tuple[float, float]):
-    """A tqdm bar over ``t`` (``update(dt)`` advances it); ``None`` when disabled."""
-    if not enabled:
-        yield None
-        return
-    from tqdm.auto import tqdm
-
-    t0, t1 = tspan
-    bar = tqdm(total=abs(t1 - t0), mininterval=PROGRESS_REFRESH_S, unit="t", unit_scale=True,
-               desc=f"solve t={t0:g}..{t1:g}",
-               bar_format="{desc}: {percentage:3.0f}%|{bar}| t={n:.4g}/{total:.4g} [{elapsed}<{remaining}]")
-    try:
-        yield _AbsUpdate(bar)
-    finally:
-        bar.close()
-
-
-class _AbsUpdate:
-    """Advance a tqdm bar by ``|dt|`` so backward solves fill it too."""
-
-    __slots__ = ("update",)
-
-    def __init__(self, bar):
-        self.update = lambda dt: bar.update(abs(dt))
-
+BACKENDS = ("numpy", "jax")  # _backend_numpy.py, _backend_jax.py
 
 def solve(
     prob: ODEProblem, method: Any = None, *, rtol: float = 1e-6, atol: float = 1e-8,
@@ -117,23 +86,18 @@ def solve(
 
     f = _checks.inplace_rhs(prob)
     k0 = _checks.first_derivative(f, prob)  # same input checks on both backends
+    options = dict(rtol=rtol, atol=atol, dt=dt, adaptive=adaptive, saveat=saveat, dense=dense,
+                   max_steps=max_steps, progress=progress)
     if backend == "jax":
-        from ._jax_solve import integrate_jax
+        from ._backend_jax import integrate_jax
 
-        raw = integrate_jax(prob, method, rtol=rtol, atol=atol, dt=dt, adaptive=adaptive,
-                            saveat=saveat, dense=dense, max_steps=max_steps, progress=progress)
-        return _finish(Solution(raw.t, raw.u, raw.stats, raw.status, raw.message or
-                                _success_message(prob, raw.stats), raw.dense), throw)
-    t0, t1 = prob.tspan
-    with progress_bar(progress, prob.tspan) as bar:
-        raw = integrate(
-            f, prob.u0, prob.p, t0, t1, method.tableau, rtol=rtol, atol=atol, dt=dt,
-            adaptive=adaptive, saveat=saveat, dense=dense, max_steps=max_steps,
-            progress=bar, k0=k0,
-        )
-    stats = {"nfev": raw.nfev, "naccept": raw.naccept, "nreject": raw.nreject}
-    message = raw.message or _success_message(prob, stats)
-    return _finish(Solution(raw.t, raw.u, stats, raw.status, message, raw.dense), throw)
+        raw = integrate_jax(prob, method, **options)
+    else:
+        from ._backend_numpy import integrate_numpy
+
+        raw = integrate_numpy(prob, method, f, k0=k0, **options)
+    message = raw.message or _success_message(prob, raw.stats)
+    return _finish(Solution(raw.t, raw.u, raw.stats, raw.status, message, raw.dense), throw)
 
 
 def _success_message(prob: ODEProblem, stats: dict) -> str:

@@ -49,7 +49,7 @@ import scipy.integrate  # noqa: E402
 from scipy.integrate import solve_ivp  # noqa: E402
 
 import dxdt  # noqa: E402
-import dxdt._jax_solve as dxdt_jax_solve  # noqa: E402
+import dxdt._backend_jax as dxdt_backend_jax  # noqa: E402
 from dxdt.sensitivity import to_jax  # noqa: E402
 from dxdt.sensitivity._jax import load_jax  # noqa: E402
 from dxdt.solvers import Tsit5  # noqa: E402
@@ -194,8 +194,8 @@ def time_interleaved_warm(fns: dict[str, Callable[[], Any]], repeats: int,
 
 def clear_all_caches() -> None:
     """Forget every compilation: dxdt's solve and translation caches and all of JAX's."""
-    dxdt_jax_solve._COMPILED.clear()
-    dxdt_jax_solve._TRANSLATIONS.clear()
+    dxdt_backend_jax._COMPILED.clear()
+    dxdt_backend_jax._TRANSLATIONS.clear()
     jax.clear_caches()
 
 
@@ -360,7 +360,7 @@ def bench_case(case: Case, repeats: int, first_repeats: int, min_total_s: float,
     clear_all_caches()
     hand = make_handwritten_solve(case, t0, t1)
     t_first_dxdt, sol_jax = timed_once(lambda: dxdt.solve(prob, Tsit5(), backend="jax", **kw))
-    g_traces = [getattr(g, "n_traces", None) for g in dxdt_jax_solve._TRANSLATIONS.values()]
+    g_traces = [getattr(g, "n_traces", None) for g in dxdt_backend_jax._TRANSLATIONS.values()]
     t_first_hand, sol_hand = timed_once(lambda: jax.block_until_ready(hand(u0j, pj, tsj)))
     log(f"[{case.name}]   first calls (untimed warm-up): dxdt jax {fmt_time(t_first_dxdt)}, "
         f"handwritten {fmt_time(t_first_hand)}; f traced {g_traces} time(s) by dxdt's compile")
@@ -390,20 +390,20 @@ def bench_case(case: Case, repeats: int, first_repeats: int, min_total_s: float,
 
     # dxdt's compiled solve called directly with the arguments dxdt passes it: separates
     # the Python work around it (validation, conversions, result wrapping) from the solve
-    (key, compiled), = dxdt_jax_solve._COMPILED.items()
+    (key, compiled), = dxdt_backend_jax._COMPILED.items()
     recorded = {}
 
     def recorder(**kwargs):
         recorded.update(kwargs)
         return compiled(**kwargs)
 
-    dxdt_jax_solve._COMPILED[key] = recorder
+    dxdt_backend_jax._COMPILED[key] = recorder
     dxdt.solve(prob, Tsit5(), backend="jax", **kw)
-    dxdt_jax_solve._COMPILED[key] = compiled
+    dxdt_backend_jax._COMPILED[key] = compiled
 
     # the 2 x 2 of (dxdt's compiled solve | handwritten solve) x (to_jax(f) | hand vf)
     hand_vf = case.make_vf()
-    dx_hand = dxdt_jax_solve._compile(key, lambda y, q, t: hand_vf(t, y, q), jax, diffrax)
+    dx_hand = dxdt_backend_jax._compile(key, lambda y, q, t: hand_vf(t, y, q), jax, diffrax)
     g_diag = to_jax(prob.f, prob.u0, prob.p)
     hand_g = make_handwritten_solve(case, t0, t1, vf=lambda t, y, q: g_diag(y, q, t))
     for name, out in ((DX_HARNESS_HAND_VF, dx_hand(**recorded)), (HAND_HARNESS_DX_G, hand_g(u0j, pj, tsj))):
@@ -441,7 +441,7 @@ def bench_case(case: Case, repeats: int, first_repeats: int, min_total_s: float,
     for _ in range(first_repeats):
         clear_all_caches()
         first[DXDT_JAX].times.append(timed_once(first_dxdt)[0])
-        n_traces += [getattr(g, "n_traces", None) for g in dxdt_jax_solve._TRANSLATIONS.values()]
+        n_traces += [getattr(g, "n_traces", None) for g in dxdt_backend_jax._TRANSLATIONS.values()]
         clear_all_caches()
         first[HAND].times.append(timed_once(first_hand)[0])
 
@@ -450,10 +450,10 @@ def bench_case(case: Case, repeats: int, first_repeats: int, min_total_s: float,
     log(f"[{case.name}]   first-call stages: {first_repeats} rounds ...")
     stage_samples: dict[str, list] = {DXDT_JAX: [], HAND: [], DX_HARNESS_HAND_VF: []}
     makers = {
-        DXDT_JAX: (lambda: dxdt_jax_solve._compile(key, to_jax(prob.f, prob.u0, prob.p), jax, diffrax),
+        DXDT_JAX: (lambda: dxdt_backend_jax._compile(key, to_jax(prob.f, prob.u0, prob.p), jax, diffrax),
                    (), recorded),
         HAND: (lambda: make_handwritten_solve(case, t0, t1), (u0j, pj, tsj), {}),
-        DX_HARNESS_HAND_VF: (lambda: dxdt_jax_solve._compile(
+        DX_HARNESS_HAND_VF: (lambda: dxdt_backend_jax._compile(
             key, lambda y, q, t, vf=case.make_vf(): vf(t, y, q), jax, diffrax), (), recorded),
     }
     for _ in range(first_repeats):
@@ -654,7 +654,7 @@ def main(argv=None) -> int:
     print()
     print("diagnostics (same rounds as above): 'dxdt compiled call only' = dxdt's cached jitted "
           "solve called with the arguments dxdt.solve passes it; 'dxdt compiled, hand vf' = the same "
-          "jitted solve built by dxdt._jax_solve._compile around the hand-written field; 'hand solve, "
+          "jitted solve built by dxdt._backend_jax._compile around the hand-written field; 'hand solve, "
           "to_jax(f)' = the handwritten diffeqsolve around dxdt's translated g")
     print(table([r for r in records if r["diagnostic"]]))
     print()

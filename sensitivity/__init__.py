@@ -9,8 +9,7 @@ rule :func:`choose_mode`; the translation :func:`to_jax` and :func:`duplicate`.
 
 from importlib import import_module as _import_module
 
-from ._errors import TranslationError
-from ._translate import duplicate, to_jax
+from .translate import TranslationError, duplicate, to_jax
 
 _LAZY = {  # name -> module; these import JAX, so only on first use
     "gradient": "_operators", "value_and_gradient": "_operators", "jacobian": "_operators",

@@ -2,7 +2,7 @@
 
 A loss that refers to JAX (``jnp.sum``, ``jax.nn``, ...) is called with JAX arrays as it
 is; any other loss is translated exactly like ``f`` (NumPy calls on traced arrays, see
-:mod:`dxdt.sensitivity._translate`).
+:mod:`dxdt.sensitivity.translate`).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import types
 from typing import Callable
 
 from ._jax import load_jax
-from ._trace import call
+from .translate._trace import call
 
 jax, jnp = load_jax()
 

@@ -208,7 +208,7 @@ def prepare(op: str, *args, method=None, saveat=None, rtol=1e-6, atol=1e-8,
     n_outputs = len(saveat) * prob.u0.size if op == "jacobian" else 1
     chosen, reason = _resolve_mode(op, prob, target.wrt, mode, adjoint, n_outputs)
 
-    from ._translate import to_jax
+    from .translate import to_jax
 
     g = to_jax(prob.f, prob.u0, prob.p, duplicate_closure=duplicate_closure)
     dtype = prob.u0.dtype

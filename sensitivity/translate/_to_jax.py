@@ -8,9 +8,9 @@ from typing import Any, Callable
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
-from .._problem import is_inplace
+from ..._problem import is_inplace
 from ._closure import copy_structure
-from ._jax import load_jax
+from .._jax import load_jax
 from ._replace import AbstractArrayReplacer, is_sparse
 
 
@@ -120,7 +120,7 @@ def to_jax(f: Callable, u0: Any, p: Any = None, *, duplicate_closure: bool = Tru
     previous value) triggers a ``UserWarning`` naming it.
 
     Inside ``f``, NumPy functions and ufuncs map by name to ``jax.numpy``
-    (:data:`dxdt.sensitivity._dispatch.FUNCTIONS`); functions whose result size depends
+    (:data:`dxdt.sensitivity.translate._dispatch.FUNCTIONS`); functions whose result size depends
     on values (``np.nonzero``, ``np.unique``, one-argument ``np.where``, indexing with a
     mask that depends on ``u``), that call Python functions (``np.apply_along_axis``,
     ``np.piecewise``), ``np.place``, memory queries, ``np.random``, and conversions of

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._jax import load_jax
+from .._jax import load_jax
 
 jax, jnp = load_jax()
 

@@ -20,6 +20,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from ._backend_numpy import RawSolution
 from ._problem import ODEProblem
 from ._solution import ContinuousOutput
 from .solvers import AbstractRungeKutta
@@ -27,16 +28,6 @@ from .solvers import AbstractRungeKutta
 BUFFER_BUDGET_BYTES = 256 * 2**20  # above this, count the steps first (two passes)
 CACHE_SIZE = 32  # compiled solves kept (least recently used dropped first)
 _EPS = np.finfo(np.float64).eps
-
-
-@dataclass
-class JaxRawSolution:
-    t: np.ndarray
-    u: np.ndarray
-    stats: dict
-    status: str
-    message: str
-    dense: ContinuousOutput | None
 
 
 @dataclass(frozen=True)
@@ -186,7 +177,7 @@ def _as_numpy(p: Any):
 def integrate_jax(
     prob: ODEProblem, method: AbstractRungeKutta, *, rtol: float, atol, dt: float | None,
     adaptive: bool, saveat: np.ndarray | None, dense: bool, max_steps: int, progress: bool,
-) -> JaxRawSolution:
+) -> RawSolution:
     """Solve ``prob`` with diffrax on the translated right-hand side."""
     from .sensitivity._jax import load_jax
 
@@ -236,7 +227,7 @@ def _last_finite(ts, default: float) -> float:
     return float(finite[-1]) if finite.size else default
 
 
-def _to_numpy(out: _Outcome, prob, method, saveat, dense, auto_dt, max_steps, jax, g) -> JaxRawSolution:
+def _to_numpy(out: _Outcome, prob, method, saveat, dense, auto_dt, max_steps, jax, g) -> RawSolution:
     ts = np.asarray(out.ts, dtype=np.float64)
     filled = np.isfinite(ts)
     # diffrax promotes a float32 state against float64 times; return the problem's dtype
@@ -263,4 +254,4 @@ def _to_numpy(out: _Outcome, prob, method, saveat, dense, auto_dt, max_steps, ja
         message = failure_message(status, t_end, None, max_steps, prob.tspan[1])
     dense_out = (_DiffraxDense(out.dense, prob.tspan[0], t_end, prob.u0.shape, prob.u0.dtype, jax)
                  if dense else None)
-    return JaxRawSolution(t, u, stats, status, message, dense_out)
+    return RawSolution(t, u, stats, status, message, dense_out)

@@ -83,7 +83,7 @@ def test_every_step_and_dense_output(lv):
 
 
 def test_new_values_do_not_retrace(lv):
-    from dxdt._jax_solve import translate
+    from dxdt._backend_jax import translate
 
     ts = np.linspace(0, 10, 5)
     dxdt.solve(lv, Tsit5(), saveat=ts, backend="jax")

@@ -2,7 +2,7 @@
 
 The policies given to :func:`._closure.copy_structure` derive from
 :class:`AbstractArrayReplacer`: tracing replaces arrays by traced buffers
-(:mod:`._trace`), :func:`duplicate` by private NumPy copies (:mod:`._translate`).
+(:mod:`._trace`), :func:`duplicate` by private NumPy copies (:mod:`._to_jax`).
 This module does not import JAX.
 """
 

@@ -1,0 +1,76 @@
+"""``solve(..., backend="numpy")``: run ``f`` as written with the allocation-free executor.
+
+The JAX backend (:mod:`._backend_jax`) sits beside this one; both return a raw
+solution with ``t``, ``u``, ``stats``, ``status``, ``message`` and ``dense``.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import numpy as np
+
+from ._problem import ODEProblem
+from ._solution import ContinuousOutput
+from .solvers import AbstractRungeKutta
+from .solvers._numpy_executor import integrate
+
+PROGRESS_REFRESH_S = 0.1  # at most ~10 redraws a second
+
+
+@contextmanager
+def progress_bar(enabled: bool, tspan: tuple[float, float]):
+    """A tqdm bar over ``t`` (``update(dt)`` advances it); ``None`` when disabled."""
+    if not enabled:
+        yield None
+        return
+    from tqdm.auto import tqdm
+
+    t0, t1 = tspan
+    bar = tqdm(total=abs(t1 - t0), mininterval=PROGRESS_REFRESH_S, unit="t", unit_scale=True,
+               desc=f"solve t={t0:g}..{t1:g}",
+               bar_format="{desc}: {percentage:3.0f}%|{bar}| t={n:.4g}/{total:.4g} [{elapsed}<{remaining}]")
+    try:
+        yield _AbsUpdate(bar)
+    finally:
+        bar.close()
+
+
+class _AbsUpdate:
+    """Advance a tqdm bar by ``|dt|`` so backward solves fill it too."""
+
+    __slots__ = ("update",)
+
+    def __init__(self, bar):
+        self.update = lambda dt: bar.update(abs(dt))
+
+
+
+@dataclass
+class RawSolution:
+    """What a backend returns; :func:`dxdt.solve` wraps it in a :class:`Solution`."""
+
+    t: np.ndarray
+    u: np.ndarray
+    stats: dict
+    status: str
+    message: str
+    dense: ContinuousOutput | None
+
+
+def integrate_numpy(
+    prob: ODEProblem, method: AbstractRungeKutta, f, *, rtol: float, atol, dt: float | None,
+    adaptive: bool, saveat: np.ndarray | None, dense: bool, max_steps: int, progress: bool,
+    k0: np.ndarray,
+) -> RawSolution:
+    """Solve ``prob`` with the in-place right-hand side ``f`` (``k0 = f(u0)`` given)."""
+    t0, t1 = prob.tspan
+    with progress_bar(progress, prob.tspan) as bar:
+        raw = integrate(
+            f, prob.u0, prob.p, t0, t1, method.tableau, rtol=rtol, atol=atol, dt=dt,
+            adaptive=adaptive, saveat=saveat, dense=dense, max_steps=max_steps,
+            progress=bar, k0=k0,
+        )
+    stats = {"nfev": raw.nfev, "naccept": raw.naccept, "nreject": raw.nreject}
+    return RawSolution(raw.t, raw.u, stats, raw.status, raw.message, raw.dense)
