@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from . import _checks
+from ._ensemble import EnsembleProblem
 from ._problem import ODEProblem
 from ._solution import Solution, SolverError
 from .solvers import Tsit5
@@ -15,9 +16,13 @@ def solve(
     prob: ODEProblem, method: Any = None, *, rtol: float = 1e-6, atol: float = 1e-8,
     dt: float | None = None, adaptive: bool = True, saveat: Any = None, dense: bool = False,
     max_steps: int = 100_000, backend: str = "numpy", progress: bool = False,
-    throw: bool = False,
+    throw: bool = False, **ensemble: Any,
 ) -> Solution:
     """Solve an :class:`ODEProblem` with an explicit Runge-Kutta method.
+
+    An :class:`EnsembleProblem` is solved member by member and gives an
+    :class:`EnsembleSolution`; it takes the further keywords ``executor``,
+    ``max_workers``, ``batch_size`` and ``reduction`` (see "Ensembles and clusters").
 
     Parameters
     ----------
@@ -63,6 +68,14 @@ def solve(
     SolverError
         Only with ``throw=True``, when the solve fails.
     """
+    if isinstance(prob, EnsembleProblem):
+        options = {k: v for k, v in locals().items() if k not in ("prob", "method", "ensemble")}
+        from ._ensemble import solve_ensemble
+
+        return solve_ensemble(prob, method, **options, **ensemble)
+    if ensemble:
+        raise TypeError(f"solve() got unexpected keyword argument(s) {sorted(ensemble)} "
+                        "(executor, max_workers, batch_size, reduction are for an EnsembleProblem)")
     prob = _checks.check_problem(prob)
     method = Tsit5() if method is None else _checks.check_method(method)
     rtol, atol = _checks.check_tolerances(rtol, atol, prob.u0.shape)
