@@ -11,12 +11,13 @@ from importlib import import_module as _import_module
 
 from . import solvers
 from ._ensemble import EnsembleProblem, EnsembleSolution
+from ._events import Event, TimeEvent
 from ._problem import ODEProblem
 from ._solution import Solution, SolverError
 from ._solve import solve
 
 __version__ = "0.1.0"
-__all__ = ["EnsembleProblem", "EnsembleSolution", "ODEProblem", "Solution", "SolverError", "solve", "solvers", "problems", "sensitivity"]
+__all__ = ["EnsembleProblem", "EnsembleSolution", "Event", "TimeEvent", "ODEProblem", "Solution", "SolverError", "solve", "solvers", "problems", "sensitivity"]
 
 
 def __getattr__(name):

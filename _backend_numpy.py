@@ -57,20 +57,31 @@ class RawSolution:
     status: str
     message: str
     dense: ContinuousOutput | None
+    t_events: list | None = None
+    u_events: list | None = None
 
 
 def integrate_numpy(
     prob: ODEProblem, method: AbstractRungeKutta, f, *, rtol: float, atol, dt: float | None,
     adaptive: bool, saveat: np.ndarray | None, dense: bool, max_steps: int, progress: bool,
-    k0: np.ndarray,
+    k0: np.ndarray, events=None,
 ) -> RawSolution:
-    """Solve ``prob`` with the in-place right-hand side ``f`` (``k0 = f(u0)`` given)."""
+    """Solve ``prob`` with the in-place right-hand side ``f`` (``k0 = f(u0)`` given).
+
+    ``events``: a checked tuple of ``Event``/``TimeEvent`` (empty or None: none).
+    """
+    if events:
+        from ._events_numpy import EventSet
+
+        events = EventSet(events, prob.u0, prob.p, prob.tspan)
+    else:
+        events = None
     t0, t1 = prob.tspan
     with progress_bar(progress, prob.tspan) as bar:
         raw = integrate(
             f, prob.u0, prob.p, t0, t1, method.tableau, rtol=rtol, atol=atol, dt=dt,
             adaptive=adaptive, saveat=saveat, dense=dense, max_steps=max_steps,
-            progress=bar, k0=k0,
+            progress=bar, k0=k0, events=events,
         )
     stats = {"nfev": raw.nfev, "naccept": raw.naccept, "nreject": raw.nreject}
-    return RawSolution(raw.t, raw.u, stats, raw.status, raw.message, raw.dense)
+    return RawSolution(raw.t, raw.u, stats, raw.status, raw.message, raw.dense, raw.t_events, raw.u_events)

@@ -6,7 +6,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-STATUSES = ("success", "max_steps", "dt_min", "nonfinite")
+STATUSES = ("success", "event", "max_steps", "dt_min", "nonfinite")
 
 
 class ContinuousOutput(Protocol):
@@ -30,15 +30,19 @@ class Solution:
     stats : dict
         ``nfev`` (right-hand side evaluations), ``naccept``, ``nreject`` (steps).
     status : str
-        ``"success"``, ``"max_steps"``, ``"dt_min"`` or ``"nonfinite"``.
+        ``"success"``, ``"event"`` (a terminal event stopped the solve; a success too),
+        ``"max_steps"``, ``"dt_min"`` or ``"nonfinite"``.
     message : str
         What happened; on failure: where, with which step size, and what to try.
+    t_events, u_events : list of ndarray or None
+        With ``events=``: per event in the order given, the times it fired and the
+        states just before its affect (``(n_fired,)`` and ``(n_fired, *u0.shape)``).
 
     A failed solve keeps everything computed before the failure.
     """
 
     def __init__(self, t, u, stats: dict, status: str, message: str,
-                 dense: ContinuousOutput | None = None):
+                 dense: ContinuousOutput | None = None, *, t_events=None, u_events=None):
         if status not in STATUSES:
             raise ValueError(f"unknown status {status!r}")
         self.t = t
@@ -47,10 +51,12 @@ class Solution:
         self.status = status
         self.message = message
         self._dense = dense
+        self.t_events = t_events
+        self.u_events = u_events
 
     @property
     def success(self) -> bool:
-        return self.status == "success"
+        return self.status in ("success", "event")
 
     def __call__(self, t: Any) -> np.ndarray:
         """Evaluate the continuous solution at ``t`` (scalar or 1-D array); needs ``dense=True``."""

@@ -6,6 +6,7 @@ from typing import Any
 
 from . import _checks
 from ._ensemble import EnsembleProblem
+from ._events import check_events
 from ._problem import ODEProblem
 from ._solution import Solution, SolverError
 from .solvers import Tsit5
@@ -16,7 +17,7 @@ def solve(
     prob: ODEProblem, method: Any = None, *, rtol: float = 1e-6, atol: float = 1e-8,
     dt: float | None = None, adaptive: bool = True, saveat: Any = None, dense: bool = False,
     max_steps: int = 100_000, backend: str = "numpy", progress: bool = False,
-    throw: bool = False, **ensemble: Any,
+    throw: bool = False, events: Any = None, **ensemble: Any,
 ) -> Solution:
     """Solve an :class:`ODEProblem` with an explicit Runge-Kutta method.
 
@@ -55,6 +56,9 @@ def solve(
     throw : bool
         Raise :class:`SolverError` (with the partial solution) instead of returning a
         failed solution.
+    events : list of Event or TimeEvent, optional
+        Events located during the solve (see :class:`dxdt.Event`); their times and
+        states are in ``sol.t_events``, ``sol.u_events``.
 
     Returns
     -------
@@ -69,7 +73,8 @@ def solve(
         Only with ``throw=True``, when the solve fails.
     """
     if isinstance(prob, EnsembleProblem):
-        options = {k: v for k, v in locals().items() if k not in ("prob", "method", "ensemble")}
+        options = {k: v for k, v in locals().items() if k not in ("prob", "method", "ensemble", "events")}
+        options.update({} if events is None else {"events": events})
         from ._ensemble import solve_ensemble
 
         return solve_ensemble(prob, method, **options, **ensemble)
@@ -86,6 +91,7 @@ def solve(
     throw = _checks.check_flag("throw", throw)
     saveat = _checks.check_saveat(saveat, prob.tspan)
     max_steps = _checks.check_max_steps(max_steps)
+    events = check_events(events)
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
     if not method.adaptive:
@@ -101,7 +107,9 @@ def solve(
     k0 = _checks.first_derivative(f, prob)  # same input checks on both backends
     options = dict(rtol=rtol, atol=atol, dt=dt, adaptive=adaptive, saveat=saveat, dense=dense,
                    max_steps=max_steps, progress=progress)
-    if backend == "jax":
+    if events:
+        raw = _solve_with_events(prob, method, f, k0, backend, events, options)
+    elif backend == "jax":
         from ._backend_jax import integrate_jax
 
         raw = integrate_jax(prob, method, **options)
@@ -110,7 +118,19 @@ def solve(
 
         raw = integrate_numpy(prob, method, f, k0=k0, **options)
     message = raw.message or _success_message(prob, raw.stats)
-    return _finish(Solution(raw.t, raw.u, raw.stats, raw.status, message, raw.dense), throw)
+    events_out = dict(t_events=raw.t_events, u_events=raw.u_events) if events else {}
+    return _finish(Solution(raw.t, raw.u, raw.stats, raw.status, message, raw.dense, **events_out), throw)
+
+
+def _solve_with_events(prob, method, f, k0, backend, events, options):
+    """Events on the NumPy executor or, for ``backend="jax"``, segment by segment in JAX."""
+    if backend == "jax":
+        from ._events_jax import integrate_jax_events
+
+        return integrate_jax_events(prob, method, events, **options)
+    from ._backend_numpy import integrate_numpy
+
+    return integrate_numpy(prob, method, f, k0=k0, events=events, **options)
 
 
 def _success_message(prob: ODEProblem, stats: dict) -> str:

@@ -30,6 +30,18 @@ class DenseOutput:
         self._r.append(h * (interp_t @ k))
         self._arrays = None
 
+    def truncate_last(self, t_end: float) -> None:
+        """End the last step at ``t_end`` (an event cut it short).
+
+        Its polynomial is rescaled to ``theta' = (t - t_n) / (t_end - t_n)``:
+        ``r'_j = r_j (h' / h)^j``, so ``t_last`` is the event time.
+        """
+        h_new = t_end - self._t[-1]
+        ratio = h_new / self._h[-1]
+        self._r[-1] = self._r[-1] * (ratio ** np.arange(1, self._degree + 1))[:, None]
+        self._h[-1] = h_new
+        self._arrays = None
+
     @property
     def t_first(self) -> float:
         return self._t[0] if self._t else np.nan

@@ -43,6 +43,8 @@ class RawSolution:
     status: str
     message: str
     dense: DenseOutput | None
+    t_events: list | None = None
+    u_events: list | None = None
 
 
 def _augmented(coefficients: np.ndarray, dtype) -> np.ndarray:
@@ -118,13 +120,16 @@ def integrate(
     f: Callable, u0: np.ndarray, p, t0: float, t1: float, tableau: ButcherTableau, *,
     rtol: float, atol, dt: float | None, adaptive: bool, saveat: np.ndarray | None,
     dense: bool, max_steps: int, progress=None, k0: np.ndarray | None = None,
-    controller: PIController = PIController(),
+    controller: PIController = PIController(), events=None,
 ) -> RawSolution:
     """Integrate ``du/dt = f(u, p, t)`` from ``t0`` to ``t1`` with an explicit RK method.
 
     ``f`` is in place, ``f(du, u, p, t)``. ``k0``, if given, is ``f(u0, p, t0)`` already
     evaluated (by input validation). ``progress`` is an object with ``update(dt)`` or
-    None. Returns a :class:`RawSolution` holding everything computed, also on failure.
+    None. ``events`` (an ``EventSet`` of :mod:`dxdt._events_numpy`, or None) locates
+    events after each accepted step, cuts the step there and applies the affects; without
+    events the loop is unchanged. Returns a :class:`RawSolution` holding everything
+    computed, also on failure.
     """
     ws = _Workspace(tableau, u0)
     shape, n = u0.shape, u0.size
@@ -143,6 +148,12 @@ def integrate(
     # solution also enters the error weights; otherwise check u_new explicitly
     check_u_new = ws.b_err is None or bool(np.any((ws.b != 0) & (ws.b_err == 0)))
 
+    saver = _Saver(ws, tableau, shape, t0, saveat, dense)
+    t_clip = t1  # the next time to step to exactly: t1, or a TimeEvent's time
+    if events is not None:
+        events = events.start(ws, saver, f, p, t0, t1, tableau)
+        t_clip = events.t_clip
+        k0 = None if events.restart else k0
     nfev = 1  # k[0] = f(u0): evaluated here or by input validation
     if k0 is None:
         f(kv[0], u_view, p, t0)
@@ -158,7 +169,6 @@ def integrate(
     beta1, beta2, inv_k = controller.exponents(tableau.error_order or tableau.order)
     safety, factor_min, factor_max = controller.safety, controller.factor_min, controller.factor_max
 
-    saver = _Saver(ws, tableau, shape, t0, saveat, dense)
     next_save = saver.next_time
     t, steps, naccept, nreject, fixed_count = t0, 0, 0, 0, 0
     err_prev, rejected_last, nonfinite_streak = 1.0, False, 0
@@ -172,11 +182,11 @@ def integrate(
             status = "nonfinite" if nonfinite_streak else "dt_min"
             break
         if adaptive:
-            if (t + dt - t1) * direction > 0:
-                dt = t1 - t
+            if (t + dt - t_clip) * direction > 0:
+                dt = t_clip - t
         else:
             t_next = t0 + (fixed_count + 1) * dt_fixed
-            dt = (t1 if (t_next - t1) * direction >= -1e-12 * abs(dt_fixed) else t_next) - t
+            dt = (t_clip if (t_next - t_clip) * direction >= -1e-12 * abs(dt_fixed) else t_next) - t
         steps += 1
         if not k0_valid:
             f(kv[0], u_view, p, t)
@@ -233,12 +243,25 @@ def integrate(
             dt_next = dt
 
         naccept += 1
-        t_new = t1 if (adaptive and t + dt == t1) else t + dt
+        t_new = t_clip if (adaptive and t + dt == t_clip) else t + dt
+        if events is not None:
+            t_new, spent = events.locate(t, dt, t_new)
+            nfev += spent
+            if not adaptive and (t_next - t_new) * direction > 1e-12 * abs(dt_fixed):
+                fixed_count -= 1  # cut short by an event: the fixed grid resumes after it
         if saver.every_step or (next_save - t_new) * direction <= 0:
             nfev += saver.after_step(t, dt, t_new, f, p)
             next_save = saver.next_time
         u[:] = u_new
-        if fsal:
+        if events is not None and events.firing:
+            status, t_clip = events.fire(t_new)  # affects change u; f(u) is recomputed
+            k0_valid = False
+            if status != "success":  # a terminal event, or a Zeno accumulation
+                if progress is not None:
+                    progress.update(t_new - t)
+                t = t_new
+                break
+        elif fsal:
             k[0] = k[s - 1]
         else:
             k0_valid = False
@@ -248,10 +271,16 @@ def integrate(
 
     if status == "success" and not is_finite(u.sum()):
         status = "nonfinite"
-    message = "" if status == "success" else failure_message(status, t, dt, max_steps, t1)
+    if events is not None and events.message:
+        message = events.message
+    else:
+        message = "" if status == "success" else failure_message(status, t, dt, max_steps, t1)
     t_out, u_out = saver.result()
-    return RawSolution(t_out, u_out, nfev, naccept, nreject, status.replace("_fixed", ""), message,
-                       saver.dense)
+    raw = RawSolution(t_out, u_out, nfev, naccept, nreject, status.replace("_fixed", ""), message,
+                      saver.dense)
+    if events is not None:
+        raw.t_events, raw.u_events = events.result()
+    return raw
 
 
 class _Saver:

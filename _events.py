@@ -1,0 +1,195 @@
+"""Events: ``Event`` (a condition crossing zero) and ``TimeEvent`` (given times), and their checks.
+
+An :class:`Event` fires where ``condition(u(t), p, t)`` crosses zero; a
+:class:`TimeEvent` fires at given times (dosing schedules). Either may change the
+state in place with ``affect(u, p, t)``. Locating them during a NumPy solve is the
+job of :mod:`._events_numpy`; differentiating through them, of
+:mod:`.sensitivity._events`.
+
+References
+----------
+L. F. Shampine, S. Thompson, "Event location for ordinary differential equations",
+Comput. Math. Appl. 39 (2000) 43-54; C. Rackauckas, Q. Nie, "DifferentialEquations.jl",
+J. Open Res. Softw. 5 (2017) 15 (continuous, discrete and preset-time callbacks).
+"""
+
+from __future__ import annotations
+
+import numbers
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+
+class Event:
+    """A state event: fires where ``condition(u, p, t)`` crosses zero.
+
+    Parameters
+    ----------
+    condition : callable
+        ``condition(u, p, t) -> float``, a continuous scalar function of the state.
+    affect : callable, optional
+        ``affect(u, p, t)`` changes ``u`` in place (NumPy style, like ``f``) and returns
+        None. ``None`` (default) only records the event.
+    direction : {0, 1, -1}
+        ``+1`` fires on upward crossings only (``condition`` going from negative to
+        non-negative), ``-1`` on downward ones, ``0`` on both.
+    terminal : bool or int
+        ``True`` stops the solve at the first occurrence (status ``"event"``), an
+        integer ``n`` at the ``n``-th; ``False`` never stops.
+    name : str, optional
+        Used in messages; defaults to the condition's ``__name__``.
+
+    Raises
+    ------
+    TypeError, ValueError
+        A non-callable condition or affect, a direction outside ``{-1, 0, 1}``, or a
+        terminal count below 1; the message names the event.
+    """
+
+    __slots__ = ("condition", "affect", "direction", "terminal", "name")
+
+    def __init__(self, condition: Callable, affect: Callable | None = None, *, direction: int = 0,
+                 terminal: bool | int = False, name: str | None = None):
+        self.name = _name(name, condition)
+        if not callable(condition):
+            raise TypeError(f"{self._label()}: condition must be callable as condition(u, p, t), "
+                            f"got {type(condition).__name__}")
+        self.condition = condition
+        self.affect = _check_affect(affect, self._label())
+        if isinstance(direction, bool) or direction not in (-1, 0, 1):
+            raise ValueError(f"{self._label()}: direction must be -1, 0 or +1, got {direction!r}")
+        self.direction = int(direction)
+        self.terminal = _check_terminal(terminal, self._label())
+
+    def _label(self) -> str:
+        return f"Event {self.name!r}"
+
+    def __repr__(self) -> str:
+        return (f"Event(name={self.name!r}, direction={self.direction}, terminal={self.terminal}, "
+                f"affect={'None' if self.affect is None else 'yes'})")
+
+
+class TimeEvent:
+    """An event at given times: ``affect(u, p, t)`` applied exactly there (dosing).
+
+    Parameters
+    ----------
+    times : array_like or callable
+        The event times, or ``times(p) -> array`` (dose times that depend on the
+        parameters, differentiable with the sensitivity operators). Times outside
+        ``tspan`` are ignored; a time equal to ``t0`` fires once, before the first step.
+    affect : callable, optional
+        ``affect(u, p, t)`` changes ``u`` in place and returns None; ``None`` records.
+    name : str, optional
+        Used in messages; defaults to the affect's ``__name__``.
+
+    The solver steps exactly to every time (no root finding).
+    """
+
+    __slots__ = ("times", "affect", "name", "direction", "terminal")
+
+    def __init__(self, times: Any, affect: Callable | None = None, *, name: str | None = None):
+        self.name = _name(name, affect if affect is not None else times)
+        self.affect = _check_affect(affect, self._label())
+        if not callable(times):
+            times = _check_times(times, self._label())
+        self.times = times
+        self.direction, self.terminal = 0, False
+
+    def _label(self) -> str:
+        return f"TimeEvent {self.name!r}"
+
+    def resolve_times(self, p) -> np.ndarray:
+        """The event times as a sorted float64 array (calling ``times(p)`` if needed)."""
+        if callable(self.times):
+            return _check_times(self.times(p), self._label())
+        return self.times
+
+    def __repr__(self) -> str:
+        times = "times(p)" if callable(self.times) else f"{len(self.times)} times"
+        return f"TimeEvent(name={self.name!r}, {times})"
+
+
+def _name(name, fallback) -> str:
+    if name is not None:
+        if not isinstance(name, str):
+            raise TypeError(f"event name must be a string, got {type(name).__name__}")
+        return name
+    return getattr(fallback, "__name__", type(fallback).__name__)
+
+
+def _check_affect(affect, label: str):
+    if affect is not None and not callable(affect):
+        raise TypeError(f"{label}: affect must be None or callable as affect(u, p, t), "
+                        f"got {type(affect).__name__}")
+    return affect
+
+
+def _check_terminal(terminal, label: str) -> int:
+    """``terminal`` as the occurrence count that stops the solve (0: never)."""
+    if isinstance(terminal, bool):
+        return int(terminal)
+    if not isinstance(terminal, numbers.Integral) or terminal < 1:
+        raise ValueError(f"{label}: terminal must be True, False or a count >= 1, got {terminal!r}")
+    return int(terminal)
+
+
+def _check_times(times, label: str) -> np.ndarray:
+    try:
+        ts = np.array(times, dtype=np.float64).reshape(-1)
+    except (TypeError, ValueError) as err:
+        raise TypeError(f"{label}: times must be an array of numbers, got {type(times).__name__}") from err
+    if not np.all(np.isfinite(ts)):
+        raise ValueError(f"{label}: times contain non-finite values")
+    return np.sort(ts)
+
+
+def check_events(events: Any) -> tuple:
+    """Validate ``events=`` of :func:`dxdt.solve`: a sequence of ``Event``/``TimeEvent``."""
+    if events is None:
+        return ()
+    if isinstance(events, (Event, TimeEvent)):
+        events = [events]
+    if not isinstance(events, Sequence) or isinstance(events, str):
+        raise TypeError(f"events must be a list of dxdt.Event / dxdt.TimeEvent, got {type(events).__name__}")
+    for i, event in enumerate(events):
+        if not isinstance(event, (Event, TimeEvent)):
+            raise TypeError(f"events[{i}] must be a dxdt.Event or dxdt.TimeEvent, got {type(event).__name__}")
+    return tuple(events)
+
+
+def check_condition_value(event: Event, value) -> float:
+    """``condition(...)``'s value as a float, or a ``TypeError`` naming the event."""
+    if np.ndim(value) != 0 or isinstance(value, (str, bytes)):
+        raise TypeError(f"{event._label()}: condition(u, p, t) must return a scalar, "
+                        f"got shape {np.shape(value)}")
+    try:
+        return float(np.real(value))
+    except (TypeError, ValueError) as err:
+        raise TypeError(f"{event._label()}: condition(u, p, t) must return a real number, "
+                        f"got {type(value).__name__}") from err
+
+
+def apply_affect(event, u: np.ndarray, buffer: np.ndarray, p, t: float) -> None:
+    """Apply ``event.affect`` in place to ``u`` through ``buffer`` (a private copy).
+
+    The user's affect sees a copy, so a failed check leaves the solver state intact.
+
+    Raises
+    ------
+    TypeError, ValueError
+        The affect returned a value, changed the shape or dtype, or made the state non-finite.
+    """
+    np.copyto(buffer, u)
+    view = buffer.view()  # a shape or dtype the affect sets stays on this view
+    result = event.affect(view, p, t)
+    if result is not None:
+        raise TypeError(f"{event._label()}: affect(u, p, t) must change u in place and return None, "
+                        f"got a {type(result).__name__}; write u[...] = ... instead of returning")
+    if view.shape != u.shape or view.dtype != u.dtype:
+        raise ValueError(f"{event._label()}: affect changed the state's shape/dtype to "
+                         f"{view.shape} {view.dtype} (expected {u.shape} {u.dtype})")
+    if not np.all(np.isfinite(buffer)):
+        raise ValueError(f"{event._label()}: affect at t={t:.6g} made the state non-finite")
+    np.copyto(u, buffer)

@@ -1,0 +1,305 @@
+"""Event location and jumps inside the NumPy executor.
+
+After every accepted step from ``t`` to ``t + h`` the locator evaluates each
+condition ``g`` at the step's end and at ``INTERIOR_POINTS`` interior points of the
+method's own dense output ``u(t + theta h)``, so two crossings inside one step are
+seen. In the first sub-interval where ``g`` changes sign (in the event's direction) it
+finds the root of ``theta -> g(u(t + theta h), p, t + theta h)`` by the Illinois
+variant of regula falsi (with a bisection every ``BISECT_EVERY`` iterations) to a
+bracket of a few machine epsilons in ``t``, and reports the end of the bracket on the
+far side of the crossing. The earliest root of all events wins; events within
+``SIMULTANEOUS`` epsilons of it fire at the same time, **in the order of the events
+list**, each affect seeing the state left by the previous one. The step is cut at the
+event (its state is the interpolant there), the affects are applied, the stage
+``f(u)`` carried over by FSAL methods is recomputed, and the solve restarts.
+
+A condition that is zero at the start of a step gives no sign; right after an event
+the sign of its condition is read ``PROBE`` epsilons later (as DifferentialEquations.jl
+does), so an event exactly at a step end, or one whose affect leaves ``g = 0``, fires
+once. A condition already zero at ``t0`` does not fire there (use a ``TimeEvent``).
+``TimeEvent`` times are reached exactly by shortening the step (no root finding).
+
+References
+----------
+M. Dowell, P. Jarratt, "A modified regula falsi method for computing the root of an
+equation", BIT 11 (1971) 168-174 (Illinois); L. F. Shampine, S. Thompson, "Event
+location for ordinary differential equations", Comput. Math. Appl. 39 (2000) 43-54.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+import numpy as np
+
+from ._events import Event, TimeEvent, apply_affect, check_condition_value
+
+INTERIOR_POINTS = 10  # sign checks inside a step: DifferentialEquations.jl's interp_points
+BISECT_EVERY = 4  # Illinois iterations between safeguarding bisections
+ROOT_MAX_ITER = 300
+PROBE = 100  # after an event its condition's sign is read 100 eps later
+SIMULTANEOUS = 1000  # roots within 1000 eps * |t| of the earliest fire together
+ZENO_COUNT = 32  # this many event times within ...
+ZENO_SPAN = 1e-10  # ... ZENO_SPAN * |t1 - t0| is a Zeno accumulation: stop
+_EPS = float(np.finfo(np.float64).eps)
+
+
+class EventSet:
+    """The events of one solve, checked against the problem (times resolved with ``p``).
+
+    Raises
+    ------
+    TypeError
+        A condition that does not return a real scalar at ``(u0, p, t0)``, naming the event.
+    """
+
+    def __init__(self, events: tuple, u0: np.ndarray, p, tspan: tuple[float, float]):
+        t0, t1 = tspan
+        lo, hi = min(t0, t1), max(t0, t1)
+        self.events = events
+        self.continuous = [i for i, e in enumerate(events) if isinstance(e, Event)]
+        self.times = {}
+        for i, event in enumerate(events):
+            if isinstance(event, TimeEvent):
+                ts = event.resolve_times(p)
+                ts = np.unique(ts[(ts >= lo) & (ts <= hi)])
+                self.times[i] = ts if t1 > t0 else ts[::-1]
+            else:
+                check_condition_value(event, event.condition(u0.copy(), p, t0))
+
+    def start(self, ws, saver, f, p, t0: float, t1: float, tableau) -> "Locator":
+        """A locator bound to one run of the executor (fires events due at ``t0``)."""
+        return Locator(self, ws, saver, f, p, t0, t1, tableau)
+
+
+class Locator:
+    """Per-solve event state; the executor calls :meth:`locate` and :meth:`fire`.
+
+    Attributes
+    ----------
+    t_clip : float
+        The next time the solver must step to exactly (a ``TimeEvent`` time or ``t1``).
+    restart : bool
+        Events fired at ``t0`` changed the state: ``f(u0)`` must be re-evaluated.
+    firing : list of int
+        Events to fire at the end of the step just located.
+    """
+
+    def __init__(self, spec: EventSet, ws, saver, f, p, t0, t1, tableau):
+        self.spec, self.events, self.ws, self.saver, self.f, self.p = spec, spec.events, ws, saver, f, p
+        self.tableau, self.t1, self.span = tableau, t1, abs(t1 - t0)
+        self.direction = 1.0 if t1 > t0 else -1.0
+        self.shape = saver.shape
+        self.u_view = ws.u.reshape(self.shape)
+        self.buffer = np.empty(self.shape, ws.u.dtype)
+        self.t_events = [[] for _ in self.events]
+        self.u_events = [[] for _ in self.events]
+        self.counts = [0] * len(self.events)
+        self.next_time = {i: 0 for i in spec.times}
+        self.firing: list[int] = []
+        self.truncated = False
+        self.status, self.message = "success", ""
+        self.recent = deque(maxlen=ZENO_COUNT)
+        theta = np.arange(1, INTERIOR_POINTS + 1) / (INTERIOR_POINTS + 1)
+        self.theta = np.append(theta, 1.0)
+        powers = theta[:, None] ** np.arange(1, tableau.interp.shape[1] + 1)
+        self.grid_interp = powers @ tableau.interp.T  # (points, stages)
+        self.grid_w = np.ones((INTERIOR_POINTS, tableau.total_stages + 1))
+        self.grid_u = np.empty((INTERIOR_POINTS, ws.u.size), ws.u.dtype)
+        self.values = np.empty(INTERIOR_POINTS + 2)
+        self.g_left = np.zeros(len(spec.continuous))
+        self.g_end = np.zeros(len(spec.continuous))
+        self.probe = [False] * len(spec.continuous)
+        self.t_clip = self._next_clip()
+        self.firing = [i for i in spec.times if self._due(i, t0)]
+        self.restart = False
+        if self.firing:
+            self.restart = True
+            self.fire(t0)
+        self._condition_values(t0, self.g_left)
+
+    def _due(self, i: int, t: float) -> bool:
+        ts, k = self.spec.times[i], self.next_time[i]
+        return k < len(ts) and ts[k] == t
+
+    def _next_clip(self) -> float:
+        pending = [ts[k] for i, ts in self.spec.times.items() if (k := self.next_time[i]) < len(ts)]
+        if not pending:
+            return self.t1
+        return min(pending) if self.direction > 0 else max(pending)
+
+    def _condition_values(self, t: float, out: np.ndarray) -> None:
+        for j, i in enumerate(self.spec.continuous):
+            event = self.events[i]
+            out[j] = check_condition_value(event, event.condition(self.u_view, self.p, t))
+
+    def _interpolate(self, t: float, dt: float, theta: float, out: np.ndarray) -> None:
+        powers = theta ** np.arange(1, self.tableau.interp.shape[1] + 1)
+        weights = np.empty(self.tableau.total_stages + 1)
+        weights[0] = 1.0
+        weights[1:] = dt * (self.tableau.interp @ powers)
+        np.dot(weights, self.ws.uk, out=out)
+
+    def _g_at(self, event: Event, t: float, dt: float, theta: float) -> float:
+        u = np.empty_like(self.ws.u)
+        self._interpolate(t, dt, theta, u)
+        return check_condition_value(event, event.condition(u.reshape(self.shape), self.p, t + theta * dt))
+
+    def locate(self, t: float, dt: float, t_new: float) -> tuple[float, int]:
+        """Find the earliest event in the accepted step ``[t, t + dt]`` (state ``ws.u_new``).
+
+        Cuts the step there (``ws.u_new`` becomes the interpolant) and returns the end
+        of the (possibly shortened) step and the extra ``f`` evaluations spent.
+        """
+        self.firing, self.truncated = [], False
+        candidates = []  # (t_event, list index)
+        direction = 1.0 if dt > 0 else -1.0
+        if (self.t_clip - t_new) * direction <= 4 * _EPS * max(abs(t_new), abs(dt)):
+            t_new = self.t_clip
+            candidates += [(t_new, i) for i in self.spec.times if self._due(i, t_new)]
+        nfev = 0
+        if self.spec.continuous:
+            nfev += self.saver._extra_stages(t, dt, self.f, self.p)
+            np.multiply(self.grid_interp, dt, out=self.grid_w[:, 1:])
+            np.dot(self.grid_w, self.ws.uk, out=self.grid_u)
+            for j, i in enumerate(self.spec.continuous):
+                root = self._first_root(j, self.events[i], t, dt, t_new)
+                if root is not None:
+                    candidates.append((root, i))
+            if not candidates:
+                self.g_left, self.g_end = self.g_end, self.g_left
+                self.probe = [False] * len(self.probe)
+                return t_new, nfev
+        if not candidates:
+            return t_new, nfev
+        t_first = min(c[0] * direction for c in candidates) * direction
+        window = SIMULTANEOUS * _EPS * max(abs(t), abs(t_new), abs(dt))
+        together = [c for c in candidates if abs(c[0] - t_first) <= window]
+        exact = [c[0] for c in together if c[1] in self.spec.times]
+        t_event = exact[0] if exact else t_first
+        self.firing = sorted({c[1] for c in together})
+        if t_event != t_new:
+            self._interpolate(t, dt, (t_event - t) / dt, self.ws.u_new)
+            self.truncated = True
+        return t_event, nfev
+
+    def _first_root(self, j: int, event: Event, t: float, dt: float, t_new: float) -> float | None:
+        """The earliest root of condition ``j`` in the step, or None."""
+        u_new = self.ws.u_new.reshape(self.shape)
+        values, theta = self.values, self.theta
+        left_theta = 0.0
+        values[0] = self.g_left[j]
+        if self.probe[j]:
+            left_theta = PROBE * _EPS * max(abs(t), abs(dt)) / abs(dt)
+            if left_theta < theta[0]:
+                values[0] = self._g_at(event, t, dt, left_theta)
+            else:
+                left_theta, values[0] = 0.0, 0.0
+        for m in range(INTERIOR_POINTS):
+            g = event.condition(self.grid_u[m].reshape(self.shape), self.p, t + theta[m] * dt)
+            values[m + 1] = check_condition_value(event, g)
+        values[-1] = self.g_end[j] = check_condition_value(event, event.condition(u_new, self.p, t_new))
+        nodes = np.concatenate(([left_theta], theta))
+        for m in range(len(nodes) - 1):
+            ga, gb = values[m], values[m + 1]
+            up = ga < 0 <= gb and event.direction >= 0
+            down = ga > 0 >= gb and event.direction <= 0
+            if up or down:
+                if gb == 0:
+                    theta_root = nodes[m + 1]
+                else:
+                    h = lambda th: self._g_at(event, t, dt, th)  # noqa: E731
+                    tol = 2 * _EPS * max(abs(t), abs(t_new), abs(dt)) / abs(dt)
+                    theta_root = _illinois(h, nodes[m], nodes[m + 1], ga, gb, tol)
+                return t_new if theta_root == 1.0 else t + theta_root * dt
+        return None
+
+    def fire(self, t_event: float) -> tuple[str, float]:
+        """Record and apply the events in ``firing`` at ``t_event``; returns (status, t_clip)."""
+        ws, saver, u = self.ws, self.saver, self.u_view
+        if self.truncated and saver.dense is not None:
+            saver.dense.truncate_last(t_event)
+        changed, stop = False, None
+        for i in self.firing:
+            event = self.events[i]
+            self.t_events[i].append(t_event)
+            self.u_events[i].append(u.copy())
+            self.counts[i] += 1
+            if event.affect is not None:
+                apply_affect(event, u, self.buffer, self.p, t_event)
+                changed = True
+            if i in self.next_time:
+                self.next_time[i] += 1
+            if event.terminal and self.counts[i] >= event.terminal and stop is None:
+                stop = event
+        if changed:
+            self._save_post_affect(t_event)
+        np.abs(ws.u, out=ws.abs_u)
+        self._condition_values(t_event, self.g_left)
+        for j, i in enumerate(self.spec.continuous):
+            self.probe[j] = i in self.firing
+        self.t_clip = self._next_clip()
+        self.recent.append(t_event)
+        if stop is not None:
+            self.status = "event"
+            self.message = f"terminal {stop._label()} fired at t={t_event:.10g} (occurrence {self.counts[self.events.index(stop)]})"
+        elif len(self.recent) == ZENO_COUNT and abs(self.recent[-1] - self.recent[0]) <= ZENO_SPAN * self.span:
+            self.status = "dt_min"
+            self.message = (
+                f"Zeno behaviour: {ZENO_COUNT} events fired within {abs(self.recent[-1] - self.recent[0]):.3g} "
+                f"of time up to t={t_event:.10g} (events accumulate there, e.g. a ball coming to rest). "
+                "The solution holds everything up to that point; stop the solve at the accumulation "
+                "time with a terminal event, or change the model there."
+            )
+        return self.status, self.t_clip
+
+    def _save_post_affect(self, t_event: float) -> None:
+        """Add the post-affect row (every step saved) or overwrite ``saveat`` rows at ``t_event``."""
+        saver = self.saver
+        if saver.saveat is None:
+            saver.ts.append(t_event)
+            saver.us.append(self.ws.u.copy())
+            return
+        j = saver.j - 1
+        while j >= 0 and saver.saveat[j] == t_event:
+            saver.out[j] = self.ws.u
+            j -= 1
+
+    def result(self) -> tuple[list, list] | tuple[None, None]:
+        """``(t_events, u_events)``: per event, the times and the states before the affect."""
+        t_events = [np.array(ts, dtype=np.float64) for ts in self.t_events]
+        u_events = [np.array(us).reshape((len(us),) + self.shape) if us else
+                    np.empty((0,) + self.shape, self.ws.u.dtype) for us in self.u_events]
+        return t_events, u_events
+
+
+def _illinois(h, a: float, b: float, ha: float, hb: float, tol: float) -> float:
+    """Root of ``h`` in ``[a, b]`` (``h(a)``, ``h(b)`` of opposite signs): the bracket end past it.
+
+    Illinois regula falsi (Dowell & Jarratt 1971) with a bisection every
+    ``BISECT_EVERY`` iterations; stops when the bracket is narrower than ``tol``.
+    """
+    side = 0
+    for k in range(ROOT_MAX_ITER):
+        if b - a <= tol:
+            break
+        if k % BISECT_EVERY == BISECT_EVERY - 1:
+            c = 0.5 * (a + b)
+        else:
+            c = (a * hb - b * ha) / (hb - ha)
+            if not a < c < b:
+                c = 0.5 * (a + b)
+        hc = h(c)
+        if hc == 0 or not np.isfinite(hc):
+            return c
+        if (hc > 0) == (hb > 0):
+            b, hb = c, hc
+            if side == -1:
+                ha *= 0.5
+            side = -1
+        else:
+            a, ha = c, hc
+            if side == 1:
+                hb *= 0.5
+            side = 1
+    return b
