@@ -39,8 +39,8 @@ BISECT_EVERY = 4  # Illinois iterations between safeguarding bisections
 ROOT_MAX_ITER = 300
 PROBE = 100  # after an event its condition's sign is read 100 eps later
 SIMULTANEOUS = 1000  # roots within 1000 eps * |t| of the earliest fire together
-ZENO_COUNT = 32  # this many event times within ...
-ZENO_SPAN = 1e-10  # ... ZENO_SPAN * |t1 - t0| is a Zeno accumulation: stop
+ZENO_COUNT = 16  # this many ever shorter gaps between event times, ...
+ZENO_GAP = 1e-8  # ... the last below ZENO_GAP * |t1 - t0|: a Zeno accumulation, stop
 _EPS = float(np.finfo(np.float64).eps)
 
 
@@ -99,7 +99,7 @@ class Locator:
         self.firing: list[int] = []
         self.truncated = False
         self.status, self.message = "success", ""
-        self.recent = deque(maxlen=ZENO_COUNT)
+        self.recent = deque(maxlen=ZENO_COUNT + 1)
         theta = np.arange(1, INTERIOR_POINTS + 1) / (INTERIOR_POINTS + 1)
         self.theta = np.append(theta, 1.0)
         powers = theta[:, None] ** np.arange(1, tableau.interp.shape[1] + 1)
@@ -243,15 +243,21 @@ class Locator:
         if stop is not None:
             self.status = "event"
             self.message = f"terminal {stop._label()} fired at t={t_event:.10g} (occurrence {self.counts[self.events.index(stop)]})"
-        elif len(self.recent) == ZENO_COUNT and abs(self.recent[-1] - self.recent[0]) <= ZENO_SPAN * self.span:
+        elif self._zeno():
             self.status = "dt_min"
             self.message = (
-                f"Zeno behaviour: {ZENO_COUNT} events fired within {abs(self.recent[-1] - self.recent[0]):.3g} "
-                f"of time up to t={t_event:.10g} (events accumulate there, e.g. a ball coming to rest). "
+                f"Zeno behaviour: the time between events shrank {ZENO_COUNT} times in a row, to "
+                f"{abs(self.recent[-1] - self.recent[-2]):.3g} at t={t_event:.10g}: events accumulate "
+                "there (e.g. a ball coming to rest). "
                 "The solution holds everything up to that point; stop the solve at the accumulation "
                 "time with a terminal event, or change the model there."
             )
         return self.status, self.t_clip
+
+    def _zeno(self) -> bool:
+        gaps = np.abs(np.diff(np.array(self.recent)))
+        return (len(gaps) == ZENO_COUNT and bool(np.all(gaps[1:] < gaps[:-1]))
+                and gaps[-1] <= ZENO_GAP * self.span)
 
     def _save_post_affect(self, t_event: float) -> None:
         """Add the post-affect row (every step saved) or overwrite ``saveat`` rows at ``t_event``."""

@@ -1,0 +1,292 @@
+"""Events on the NumPy backend against closed forms: threshold crossings, a bouncing ball,
+resets, intravenous and oral dosing, double crossings in one step, ordering, bad input."""
+
+import math
+
+import numpy as np
+import pytest
+
+import dxdt
+from dxdt.solvers import DP5, RK4, Euler, Tsit5, Vern7
+
+G = 9.81
+TIGHT = dict(rtol=1e-10, atol=1e-12)
+
+
+def decay(du, u, p, t):
+    du[0] = -p[0] * u[0]
+
+
+def fall(du, u, p, t):
+    du[0] = u[1]
+    du[1] = -G
+
+
+def bounce_times(h0: float, e: float, n: int) -> np.ndarray:
+    """Times of the first ``n`` bounces of a ball dropped from ``h0`` with restitution ``e``."""
+    t_first = math.sqrt(2 * h0 / G)
+    v, times = G * t_first, [t_first]
+    for _ in range(n - 1):
+        v *= e
+        times.append(times[-1] + 2 * v / G)
+    return np.array(times)
+
+
+def make_bounce(e):
+    def bounce(u, p, t):
+        u[1] = -e * u[1]
+    return bounce
+
+
+def floor(u, p, t):
+    return u[0]
+
+
+@pytest.mark.parametrize("method", [Tsit5(), DP5(), Vern7()], ids=repr)
+def test_threshold_crossing_of_exponential_decay(method):
+    k, y0, c = 0.7, 2.0, 0.5
+    prob = dxdt.ODEProblem(decay, [y0], (0.0, 5.0), p=np.array([k]))
+    ev = dxdt.Event(lambda u, p, t: u[0] - c, terminal=True, name="threshold")
+    sol = dxdt.solve(prob, method, **TIGHT, events=[ev])
+    assert sol.status == "event" and sol.success
+    assert "threshold" in sol.message
+    t_exact = math.log(y0 / c) / k
+    assert sol.t_events[0] == pytest.approx([t_exact], abs=1e-9)
+    assert sol.u_events[0].shape == (1, 1)
+    assert sol.u_events[0][0, 0] == pytest.approx(c, abs=1e-9)
+    assert sol.t[-1] == sol.t_events[0][0]
+
+
+def test_direction_filters_crossings():
+    prob = dxdt.ODEProblem(lambda du, u, p, t: du.__setitem__(0, math.cos(t)), [0.0], (0.0, 10.0))
+    up = dxdt.Event(lambda u, p, t: u[0] - 0.5, direction=1)
+    down = dxdt.Event(lambda u, p, t: u[0] - 0.5, direction=-1)
+    both = dxdt.Event(lambda u, p, t: u[0] - 0.5)
+    sol = dxdt.solve(prob, Tsit5(), **TIGHT, events=[up, down, both])
+    a = math.asin(0.5)
+    ups = [a, a + 2 * math.pi]
+    downs = [math.pi - a, 3 * math.pi - a]
+    np.testing.assert_allclose(sol.t_events[0], ups, atol=1e-8)
+    np.testing.assert_allclose(sol.t_events[1], downs, atol=1e-8)
+    np.testing.assert_allclose(sol.t_events[2], np.sort(ups + downs), atol=1e-8)
+
+
+def test_bouncing_ball_times_and_velocities():
+    e = 0.8
+    prob = dxdt.ODEProblem(fall, [1.0, 0.0], (0.0, 3.0))
+    ev = dxdt.Event(floor, make_bounce(e), direction=-1, name="floor")
+    sol = dxdt.solve(prob, Tsit5(), **TIGHT, events=[ev])
+    expected = bounce_times(1.0, e, 6)
+    np.testing.assert_allclose(sol.t_events[0], expected, rtol=1e-8)
+    v_before = G * expected[0] * e ** np.arange(6)
+    np.testing.assert_allclose(sol.u_events[0][:, 1], -v_before, rtol=1e-8)
+    np.testing.assert_allclose(sol.u_events[0][:, 0], 0.0, atol=1e-9)
+    # saveat=None: the pre- and post-affect rows at every bounce
+    rows = np.flatnonzero(sol.t == sol.t_events[0][2])
+    assert len(rows) == 2
+    np.testing.assert_allclose(sol.u[rows[1], 1], -e * sol.u[rows[0], 1], rtol=1e-14)
+
+
+def test_bouncing_ball_zeno_stops_with_partial_data():
+    e = 0.5
+    prob = dxdt.ODEProblem(fall, [1.0, 0.0], (0.0, 10.0))
+    ev = dxdt.Event(floor, make_bounce(e), direction=-1)
+    sol = dxdt.solve(prob, Tsit5(), **TIGHT, events=[ev])
+    t_first = math.sqrt(2 / G)
+    t_rest = t_first + 2 * G * t_first * e / G / (1 - e)  # the accumulation time
+    assert not sol.success and sol.status == "dt_min"
+    assert "Zeno" in sol.message
+    assert len(sol.t_events[0]) > 20
+    assert sol.t[-1] == pytest.approx(t_rest, abs=1e-6)
+    np.testing.assert_allclose(sol.t_events[0][:8], bounce_times(1.0, e, 8), rtol=1e-8)
+    with pytest.raises(dxdt.SolverError, match="Zeno"):
+        dxdt.solve(prob, Tsit5(), **TIGHT, events=[ev], throw=True)
+
+
+def test_terminal_count_and_dense_output_across_jumps():
+    e = 0.8
+    prob = dxdt.ODEProblem(fall, [1.0, 0.0], (0.0, 10.0))
+    ev = dxdt.Event(floor, make_bounce(e), direction=-1, terminal=3)
+    sol = dxdt.solve(prob, Tsit5(), **TIGHT, events=[ev], dense=True)
+    expected = bounce_times(1.0, e, 3)
+    assert sol.status == "event" and len(sol.t_events[0]) == 3
+    assert sol.t[-1] == pytest.approx(expected[-1], rel=1e-10)
+    t1 = expected[0]
+    v1 = G * t1 * e
+    eps = 1e-6
+    before, after = sol(np.array([t1 - eps, t1 + eps]))
+    assert before[1] == pytest.approx(-G * (t1 - eps), rel=1e-8)
+    assert after[1] == pytest.approx(v1 - G * eps, rel=1e-8)
+    assert after[0] == pytest.approx(v1 * eps - G * eps**2 / 2, rel=1e-4)
+    with pytest.raises(ValueError, match="outside"):
+        sol(expected[-1] + 1e-3)  # the solve ended at the third bounce
+
+
+def test_reset_at_parameter_dependent_time():
+    # u' = a; reset u -> 0 when u = b: t* = b / a, u(T) = a (T - t*)
+    a, b, T = 2.0, 3.0, 4.0
+    prob = dxdt.ODEProblem(lambda du, u, p, t: du.__setitem__(0, p[0]), [0.0], (0.0, T), p=np.array([a, b]))
+    ev = dxdt.Event(lambda u, p, t: u[0] - p[1], lambda u, p, t: u.__setitem__(0, 0.0))
+    sol = dxdt.solve(prob, Tsit5(), **TIGHT, events=[ev], saveat=[1.0, 1.6, 3.0, T])
+    np.testing.assert_allclose(sol.t_events[0], [b / a, b / a + b / a], rtol=1e-12)
+    np.testing.assert_allclose(sol.u[:, 0], [a * 1.0, a * (1.6 - b / a), a * (3.0 - b / a), a * (T - 2 * b / a)],
+                               atol=1e-9)
+
+
+def iv_exact(t, dose_times, amount, k):
+    return sum(amount * math.exp(-k * (t - td)) for td in dose_times if td <= t)
+
+
+def test_intravenous_bolus_doses():
+    k, amount = 0.1, 1.0
+    doses = [0.0, 12.0, 24.0]
+    prob = dxdt.ODEProblem(decay, [0.0], (0.0, 30.0), p=np.array([k]))
+    dose = dxdt.TimeEvent(doses, lambda u, p, t: u.__setitem__(0, u[0] + amount), name="bolus")
+    ts = [0.0, 6.0, 12.0, 20.0, 24.0, 30.0]
+    sol = dxdt.solve(prob, Tsit5(), **TIGHT, events=[dose], saveat=ts)
+    np.testing.assert_allclose(sol.u[:, 0], [iv_exact(t, doses, amount, k) for t in ts], rtol=1e-9)
+    np.testing.assert_allclose(sol.t_events[0], doses)
+    np.testing.assert_allclose(sol.u_events[0][:, 0], [iv_exact(t, doses, amount, k) - amount for t in doses],
+                               atol=1e-9)
+    # every step saved: pre- and post-dose rows at each dose time, t0 included (fired once)
+    full = dxdt.solve(prob, Tsit5(), **TIGHT, events=[dose])
+    for td in doses:
+        rows = np.flatnonzero(full.t == td)
+        assert len(rows) == 2
+        assert full.u[rows[1], 0] - full.u[rows[0], 0] == pytest.approx(amount, rel=1e-12)
+    assert np.all(np.diff(full.t) >= 0)
+
+
+def oral(du, u, p, t):
+    ka, ke = p
+    du[0] = -ka * u[0]
+    du[1] = ka * u[0] - ke * u[1]
+
+
+def bateman(t, dose_times, amount, ka, ke):
+    """Central amount after oral doses: a sum of Bateman functions."""
+    return sum(amount * ka / (ka - ke) * (math.exp(-ke * (t - td)) - math.exp(-ka * (t - td)))
+               for td in dose_times if td <= t)
+
+
+def test_oral_dosing_bateman():
+    ka, ke, amount = 1.2, 0.15, 100.0
+    doses = np.arange(0.0, 48.0, 12.0)
+    prob = dxdt.ODEProblem(oral, np.zeros(2), (0.0, 60.0), p=np.array([ka, ke]))
+    dose = dxdt.TimeEvent(doses, lambda u, p, t: u.__setitem__(0, u[0] + amount))
+    ts = np.linspace(0.0, 60.0, 41)
+    sol = dxdt.solve(prob, Tsit5(), **TIGHT, events=[dose], saveat=ts)
+    expected = [bateman(t, doses, amount, ka, ke) for t in ts]
+    np.testing.assert_allclose(sol.u[:, 1], expected, rtol=1e-8, atol=1e-9)
+
+
+def rotation(du, u, p, t):
+    du[0] = u[1]
+    du[1] = -u[0]
+
+
+def test_double_crossing_inside_one_step():
+    # u = (t - 1.5)^2 dips below 0.01 only on (1.4, 1.6), inside the fixed step [1, 2]
+    prob = dxdt.ODEProblem(lambda du, u, p, t: du.__setitem__(0, 2 * (t - 1.5)), [2.25], (0.0, 3.0))
+    ev = dxdt.Event(lambda u, p, t: u[0] - 0.01)
+    sol = dxdt.solve(prob, Tsit5(), dt=1.0, adaptive=False, events=[ev])
+    np.testing.assert_allclose(sol.t_events[0], [1.4, 1.6], atol=1e-12)
+    assert sol.t[-1] == 3.0 and 1.0 in sol.t and 2.0 in sol.t  # the fixed grid resumes
+
+
+@pytest.mark.parametrize("order", [(0, 1), (1, 0)])
+def test_earliest_of_two_events_in_one_step_wins(order):
+    # roots at t=1.3 and t=1.6, both inside the fixed step [1, 2]
+    events = [dxdt.Event(lambda u, p, t: u[0] - 1.6, terminal=True, name="late"),
+              dxdt.Event(lambda u, p, t: u[0] - 1.3, terminal=True, name="early")]
+    events = [events[i] for i in order]
+    prob = dxdt.ODEProblem(lambda du, u, p, t: du.__setitem__(0, 1.0), [0.0], (0.0, 3.0))
+    sol = dxdt.solve(prob, Tsit5(), dt=1.0, adaptive=False, events=events)
+    assert "early" in sol.message and sol.t[-1] == pytest.approx(1.3, abs=1e-13)
+    early = [e.name for e in events].index("early")
+    assert len(sol.t_events[early]) == 1 and len(sol.t_events[1 - early]) == 0
+
+
+def test_simultaneous_events_fire_in_list_order():
+    double = dxdt.Event(lambda u, p, t: t - 1.0, lambda u, p, t: u.__setitem__(0, 2 * u[0]))
+    add = dxdt.TimeEvent([1.0], lambda u, p, t: u.__setitem__(0, u[0] + 1.0))
+    prob = dxdt.ODEProblem(lambda du, u, p, t: du.__setitem__(0, 0.0), [1.0], (0.0, 2.0))
+    first = dxdt.solve(prob, Tsit5(), events=[double, add])
+    second = dxdt.solve(prob, Tsit5(), events=[add, double])
+    assert first.u[-1, 0] == pytest.approx(3.0) and second.u[-1, 0] == pytest.approx(4.0)
+    assert first.t_events[0][0] == pytest.approx(1.0, abs=1e-13) and first.t_events[1][0] == 1.0
+    # u_events: the state just before each event's own affect
+    assert first.u_events[1][0, 0] == pytest.approx(2.0) and second.u_events[1][0, 0] == pytest.approx(2.0)
+
+
+def test_event_exactly_at_a_step_end_fires_once():
+    prob = dxdt.ODEProblem(lambda du, u, p, t: du.__setitem__(0, 1.0), [0.0], (0.0, 3.0))
+    ev = dxdt.Event(lambda u, p, t: u[0] - 1.0)
+    sol = dxdt.solve(prob, Euler(), dt=0.5, events=[ev])
+    assert sol.t_events[0].tolist() == [1.0]
+    assert len(dxdt.solve(prob, RK4(), dt=0.5, events=[ev]).t_events[0]) == 1
+
+
+def test_backward_integration_and_time_events():
+    prob = dxdt.ODEProblem(decay, [1.0], (10.0, 0.0), p=np.array([0.1]))
+    dose = dxdt.TimeEvent([2.0, 5.0, 20.0], lambda u, p, t: u.__setitem__(0, u[0] + 1.0))
+    sol = dxdt.solve(prob, Tsit5(), **TIGHT, events=[dose], saveat=[10.0, 0.0])
+    np.testing.assert_allclose(sol.t_events[0], [5.0, 2.0])
+    u = math.exp(0.1 * 5) + 1.0
+    u = u * math.exp(0.1 * 3) + 1.0
+    assert sol.u[-1, 0] == pytest.approx(u * math.exp(0.1 * 2), rel=1e-9)
+
+
+def test_max_steps_counts_across_events():
+    prob = dxdt.ODEProblem(decay, [1.0], (0.0, 100.0), p=np.array([0.1]))
+    dose = dxdt.TimeEvent(np.arange(1.0, 100.0), lambda u, p, t: u.__setitem__(0, u[0] + 1.0))
+    sol = dxdt.solve(prob, Tsit5(), events=[dose], max_steps=50)
+    assert sol.status == "max_steps" and sol.stats["naccept"] + sol.stats["nreject"] == 50
+    assert len(sol.t_events[0]) > 0 and sol.t[-1] < 100.0
+
+
+def test_user_buffers_unchanged():
+    p = np.array([0.3, 0.5])
+    work = np.zeros(1)
+
+    def f(du, u, p, t):
+        work[0] = p[0] * u[0]
+        du[0] = -work[0]
+
+    def affect(u, p, t):
+        u[0] += p[1]
+
+    prob = dxdt.ODEProblem(f, np.array([1.0]), (0.0, 5.0), p=p)
+    u0 = prob.u0.copy()
+    sol = dxdt.solve(prob, Tsit5(), events=[dxdt.TimeEvent([1.0, 2.0], affect)])
+    np.testing.assert_array_equal(prob.u0, u0)
+    np.testing.assert_array_equal(p, [0.3, 0.5])
+    assert sol.u_events[0][0, 0] != sol.u_events[0][1, 0]
+
+
+@pytest.mark.parametrize("make, error, match", [
+    (lambda: dxdt.Event(lambda u, p, t: u, name="vector"), TypeError, "vector.*scalar"),
+    (lambda: dxdt.Event(lambda u, p, t: u[0], lambda u, p, t: u * 2, name="returns"), TypeError,
+     "returns.*return None"),
+    (lambda: dxdt.Event(lambda u, p, t: u[0], lambda u, p, t: setattr(u, "shape", (1, 2)), name="reshape"),
+     ValueError, "reshape.*shape"),
+    (lambda: dxdt.TimeEvent([1.0], lambda u, p, t: 1.0, name="dose"), TypeError, "dose.*return None"),
+])
+def test_bad_condition_or_affect_names_the_event(make, error, match):
+    prob = dxdt.ODEProblem(fall, [1.0, 0.5], (0.0, 2.0))
+    with pytest.raises(error, match=match):
+        dxdt.solve(prob, Tsit5(), events=[make()])
+
+
+@pytest.mark.parametrize("call, error, match", [
+    (lambda: dxdt.Event(3.0), TypeError, "condition must be callable"),
+    (lambda: dxdt.Event(floor, direction=2, name="d"), ValueError, "'d'.*direction"),
+    (lambda: dxdt.Event(floor, terminal=0, name="n"), ValueError, "'n'.*terminal"),
+    (lambda: dxdt.Event(floor, affect=1, name="a"), TypeError, "'a'.*affect"),
+    (lambda: dxdt.TimeEvent([0.0, np.nan], None, name="bad"), ValueError, "'bad'.*non-finite"),
+    (lambda: dxdt.solve(dxdt.ODEProblem(fall, [1.0, 0.0], (0.0, 1.0)), events=[floor]), TypeError,
+     r"events\[0\]"),
+])
+def test_bad_event_arguments(call, error, match):
+    with pytest.raises(error, match=match):
+        call()
