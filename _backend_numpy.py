@@ -13,7 +13,7 @@ import numpy as np
 
 from ._problem import ODEProblem
 from ._solution import ContinuousOutput
-from .solvers import AbstractRungeKutta
+from .solvers import AbstractRungeKutta, AbstractStabilized
 from .solvers._numpy_executor import integrate
 
 PROGRESS_REFRESH_S = 0.1  # at most ~10 redraws a second
@@ -78,10 +78,25 @@ def integrate_numpy(
         events = None
     t0, t1 = prob.tspan
     with progress_bar(progress, prob.tspan) as bar:
-        raw = integrate(
-            f, prob.u0, prob.p, t0, t1, method.tableau, rtol=rtol, atol=atol, dt=dt,
-            adaptive=adaptive, saveat=saveat, dense=dense, max_steps=max_steps,
-            progress=bar, k0=k0, events=events,
-        )
-    stats = {"nfev": raw.nfev, "naccept": raw.naccept, "nreject": raw.nreject}
+        if isinstance(method, AbstractStabilized):
+            raw = _integrate_stabilized(f, prob, method, events, rtol=rtol, atol=atol, dt=dt,
+                                        adaptive=adaptive, saveat=saveat, dense=dense,
+                                        max_steps=max_steps, progress=bar, k0=k0)
+        else:
+            raw = integrate(
+                f, prob.u0, prob.p, t0, t1, method.tableau, rtol=rtol, atol=atol, dt=dt,
+                adaptive=adaptive, saveat=saveat, dense=dense, max_steps=max_steps,
+                progress=bar, k0=k0, events=events,
+            )
+    stats = {"nfev": raw.nfev, "naccept": raw.naccept, "nreject": raw.nreject,
+             **getattr(raw, "extra_stats", {})}
     return RawSolution(raw.t, raw.u, stats, raw.status, raw.message, raw.dense, raw.t_events, raw.u_events)
+
+
+def _integrate_stabilized(f, prob: ODEProblem, method: AbstractStabilized, events, **options):
+    """RKC, RKL2, ROCK2: their own executor (:mod:`.solvers._stabilized_executor`)."""
+    if events is not None:
+        raise ValueError(f"events are not supported with {method!r} yet; use Tsit5() or DP5()")
+    from .solvers._stabilized_executor import integrate as integrate_stabilized
+
+    return integrate_stabilized(f, prob.u0, prob.p, *prob.tspan, method, **options)

@@ -13,7 +13,7 @@ from typing import Any, Callable
 import numpy as np
 
 from ._problem import ODEProblem
-from .solvers import AbstractRungeKutta
+from .solvers import AbstractRungeKutta, AbstractStabilized
 
 
 def check_problem(prob: Any) -> ODEProblem:
@@ -22,10 +22,10 @@ def check_problem(prob: Any) -> ODEProblem:
     return prob
 
 
-def check_method(method: Any) -> AbstractRungeKutta:
-    if isinstance(method, type) and issubclass(method, AbstractRungeKutta):
+def check_method(method: Any) -> AbstractRungeKutta | AbstractStabilized:
+    if isinstance(method, type) and issubclass(method, (AbstractRungeKutta, AbstractStabilized)):
         return method()
-    if not isinstance(method, AbstractRungeKutta):
+    if not isinstance(method, (AbstractRungeKutta, AbstractStabilized)):
         raise TypeError(
             f"method must be a solver from dxdt.solvers such as Tsit5(), got {method!r}"
         )

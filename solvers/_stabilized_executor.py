@@ -1,0 +1,344 @@
+"""The NumPy executor of the stabilized methods: a few state-sized buffers whatever ``s``.
+
+The recurrence reads ``(Y_{j-1}, u_n, F_0, f(Y_{j-1}), Y_{j-2})``; they are the rows of
+one ``(5, n)`` matrix ``[A, u, F_0, K, B]`` whose outer rows ``A``, ``B`` alternate as
+``Y_{j-1}`` and ``Y_{j-2}``, so each stage is one BLAS ``gemv`` into a scratch vector,
+copied over the row of ``Y_{j-2}``. Step-size control, failure statuses and messages are
+those of :mod:`._numpy_executor` (its PI controller, ``initial_step`` and
+``failure_message``); the spectral radius comes from a nonlinear power iteration on ``f``
+(as ``rkcrho`` in rkc.f) or the user's ``eigen_est``, refreshed every
+``REFRESH_STEPS`` accepted steps and after every rejected step.
+
+References
+----------
+B. P. Sommeijer, L. F. Shampine, J. G. Verwer, "RKC: an explicit solver for parabolic
+PDEs", J. Comput. Appl. Math. 88 (1997) 315-326 (rkc.f: power iteration, error estimate).
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ._controller import PIController, initial_step
+from ._dense import DenseOutput
+from ._numpy_executor import RawSolution, failure_message
+from ._stabilized import (HERMITE, SAFETY, AbstractStabilized, check_estimate, choose_stages,
+                          hermite_weights, stage_table)
+
+_EPS = np.finfo(np.float64).eps
+_dot = getattr(np.dot, "_implementation", np.dot)
+REFRESH_STEPS = 25  # accepted steps between spectral-radius estimates (rkc.f)
+POWER_ITERATIONS = 50  # at most, per estimate (rkc.f)
+POWER_TOLERANCE = 0.01  # relative change of the estimate that ends the iteration (rkc.f)
+OSCILLATORY_COSINE = -0.5  # cos(v, Jv) above this: dominant eigenvalue far from the negative axis
+OSCILLATORY_SPAN = 100.0  # ... and rho |t1 - t0| above this: fast on the scale of the solve
+
+
+@dataclass
+class StabilizedRaw(RawSolution):
+    """:class:`RawSolution` plus the stabilized methods' statistics."""
+
+    extra_stats: dict = field(default_factory=dict)
+
+
+class _Workspace:
+    """Every buffer of a solve, allocated once."""
+
+    def __init__(self, u0: np.ndarray, power: bool, hermite: bool):
+        n, shape, dtype = u0.size, u0.shape, u0.dtype
+        self.rows = np.zeros((5, n), dtype)  # [A, u, F0, K, B]
+        self.views = [row.reshape(shape) for row in self.rows]
+        self.u, self.f0, self.k = self.rows[1], self.rows[2], self.rows[3]
+        self.u[:] = u0.reshape(n)
+        self.scratch = np.empty(n, dtype)
+        self.scratch_view = self.scratch.reshape(shape)
+        self.u_new = np.empty(n, dtype)
+        self.f_new = np.empty(n, dtype)
+        self.err = np.empty(n, dtype)
+        self.abs_u = np.abs(self.u)
+        self.abs_new = np.empty(n, self.abs_u.dtype)
+        self.scale = np.empty(n, self.abs_u.dtype)
+        self.coef = np.empty(5, dtype)
+        self.h_mask = np.ones(5, dtype)
+        if power:  # perturbed state, its derivative, the last eigenvector direction
+            self.pert, self.f_pert, self.direction = (np.empty(n, dtype) for _ in range(3))
+            self.direction_valid = False
+        if hermite:  # [u_n, F_0, F_1, (u_{n+1} - u_n)/h] and the weights on them
+            self.hermite = np.empty((4, n), dtype)
+            self.weights = np.empty(4, dtype)
+
+
+def _power_iteration(f, ws: _Workspace, p, t: float, shape) -> tuple[float, float, int]:
+    """``(sigma, cosine, nfev)``: |dominant eigenvalue| of ``df/du`` at ``ws.u`` and the
+    cosine between its direction ``v`` and ``J v`` (-1 on the negative real axis).
+
+    Nonlinear power iteration of rkc.f: ``J v ~ (f(u + d v) - f(u)) / d`` with
+    ``d = sqrt(eps) ||u||``, starting from the previous direction (or ``F_0``).
+    """
+    u, f0, pert, f_pert = ws.u, ws.f0, ws.pert, ws.f_pert
+    start = ws.direction if ws.direction_valid else f0
+    u_norm, v_norm = float(np.linalg.norm(u)), float(np.linalg.norm(start))
+    d = math.sqrt(_EPS) * u_norm if u_norm > 0 else math.sqrt(_EPS)
+    if v_norm > 0:
+        np.multiply(start, d / v_norm, out=pert)
+    else:
+        pert.fill(d / math.sqrt(u.size))
+    np.add(pert, u, out=pert)
+    sigma, cosine, nfev = 0.0, -1.0, 0
+    pert_view, f_view = pert.reshape(shape), f_pert.reshape(shape)
+    for iteration in range(POWER_ITERATIONS):
+        f(f_view, pert_view, p, t)
+        nfev += 1
+        np.subtract(f_pert, f0, out=f_pert)  # ~ d J v
+        df_norm = float(np.linalg.norm(f_pert))
+        sigma_last, sigma = sigma, df_norm / d
+        np.subtract(pert, u, out=ws.direction)
+        cosine = float(np.vdot(ws.direction, f_pert).real) / (d * df_norm) if df_norm > 0 else -1.0
+        if not math.isfinite(sigma) or df_norm == 0:
+            break
+        if iteration >= 1 and abs(sigma - sigma_last) <= POWER_TOLERANCE * sigma:
+            break
+        np.multiply(f_pert, d / df_norm, out=pert)
+        np.add(pert, u, out=pert)
+    np.subtract(pert, u, out=ws.direction)
+    ws.direction_valid = math.isfinite(sigma) and sigma > 0
+    return sigma, cosine, nfev
+
+
+def integrate(
+    f, u0: np.ndarray, p, t0: float, t1: float, method: AbstractStabilized, *, rtol: float,
+    atol, dt: float | None, adaptive: bool, saveat: np.ndarray | None, dense: bool,
+    max_steps: int, progress=None, k0: np.ndarray | None = None,
+    controller: PIController = PIController(),
+) -> StabilizedRaw:
+    """Integrate ``du/dt = f(u, p, t)`` with a stabilized method (arguments as
+    :func:`dxdt.solvers._numpy_executor.integrate`)."""
+    shape, n = u0.shape, u0.size
+    estimate_by = None if method.forced else ("power" if method.eigen_est is None else "user")
+    ws = _Workspace(u0, estimate_by == "power", saveat is not None or dense)
+    u, f0, u_new, f_new, err = ws.u, ws.f0, ws.u_new, ws.f_new, ws.err
+    u_view, f0_view = ws.views[1], ws.views[2]
+    u_new_view, f_new_view, k_view = u_new.reshape(shape), f_new.reshape(shape), ws.views[3]
+    counts, beta = stage_table(method)
+    direction = 1.0 if t1 > t0 else -1.0
+    atol_flat = atol if np.ndim(atol) == 0 else np.broadcast_to(atol, shape).reshape(n)
+    atol_over_rtol = atol_flat / rtol
+    span = abs(t1 - t0)
+
+    nfev = 1
+    if k0 is None:
+        f(f0_view, u_view, p, t0)
+    else:
+        np.copyto(f0_view, k0)
+    if dt is None:
+        dt, spent = initial_step(f, u, f0, p, t0, t1, method.order, rtol, atol_flat, shape)
+        nfev += spent
+    else:
+        dt = direction * abs(dt)
+    dt_fixed = dt
+    beta1, beta2, inv_k = controller.exponents(method.error_order)
+    saver = _Saver(ws, shape, t0, saveat, dense)
+    t, steps, naccept, nreject, fixed_count = t0, 0, 0, 0, 0
+    err_prev, rejected_last, nonfinite_streak = 1.0, False, 0
+    rho, estimates, since_estimate, max_used = 0.0, 0, REFRESH_STEPS, 0
+    warned_stiff = warned_oscillatory = False
+    status = "success"
+
+    while (t1 - t) * direction > 0:
+        if steps >= max_steps:
+            status = "max_steps"
+            break
+        if abs(dt) < 16 * _EPS * max(abs(t), 1e-300):
+            status = "nonfinite" if nonfinite_streak else "dt_min"
+            break
+        if estimate_by is not None and (since_estimate >= REFRESH_STEPS or rejected_last):
+            if estimate_by == "power":
+                sigma, cosine, spent = _power_iteration(f, ws, p, t, shape)
+                nfev += spent
+                if (not warned_oscillatory and cosine > OSCILLATORY_COSINE
+                        and sigma * span > OSCILLATORY_SPAN):
+                    warned_oscillatory = True
+                    _warn(f"the dominant eigenvalue of df/du at t={t:.6g} (modulus {sigma:.3g}) "
+                          "lies far from the negative real axis: the problem is too oscillatory "
+                          f"for a stabilized explicit method such as {method!r}; use Tsit5/DP5 "
+                          "for oscillatory problems or an implicit method (scipy BDF/Radau)")
+            elif callable(method.eigen_est):
+                sigma = check_estimate(method.eigen_est(u_view, p, t), f"t={t:.6g}")
+            else:
+                sigma = method.eigen_est
+            rho = SAFETY * sigma if math.isfinite(sigma) else math.inf
+            estimates += 1
+            since_estimate = 0
+        if adaptive:
+            if (t + dt - t1) * direction > 0:
+                dt = t1 - t
+        else:
+            t_next = t0 + (fixed_count + 1) * dt_fixed
+            dt = (t1 if (t_next - t1) * direction >= -1e-12 * abs(dt_fixed) else t_next) - t
+        if estimate_by is None:
+            s = method.max_stages
+        else:
+            s, covered = choose_stages(counts, beta, abs(dt) * rho)
+            if not covered:
+                if not warned_stiff:
+                    warned_stiff = True
+                    _warn(f"at t={t:.6g} the step {abs(dt):.3g} needs h*rho={abs(dt) * rho:.3g} "
+                          f"but {method!r} reaches only {beta[-1]:.3g} with max_stages="
+                          f"{method.max_stages}: the problem is too stiff for a stabilized "
+                          "explicit method here; steps are limited to the stability interval "
+                          "(raise max_stages, or use an implicit method such as scipy BDF/Radau)")
+                if adaptive and rho > 0:
+                    dt = direction * min(abs(dt), beta[-1] / rho)
+        steps += 1
+        max_used = max(max_used, s)
+        nfev += _stages(method, ws, f, p, t, dt, s)
+        if not method.own_error or not adaptive:
+            f(f_new_view, u_new_view, p, t + dt)
+            nfev += 1
+
+        if adaptive:
+            if not method.own_error:  # (12 (u_n - u_{n+1}) + 6 h (F_0 + F_1)) / 15, rkc.f
+                np.subtract(u, u_new, out=err)
+                np.add(f0, f_new, out=ws.scratch)
+                np.multiply(ws.scratch, 0.5 * dt, out=ws.scratch)
+                np.add(err, ws.scratch, out=err)
+                np.multiply(err, 0.8, out=err)
+            np.abs(u_new, out=ws.abs_new)
+            np.maximum(ws.abs_u, ws.abs_new, out=ws.scale)
+            np.add(ws.scale, atol_over_rtol, out=ws.scale)
+            np.divide(err, ws.scale, out=err)
+            err_norm = math.sqrt(abs(np.vdot(err, err)) / n) / rtol
+            finite = math.isfinite(err_norm) and math.isfinite(u_new.sum())
+            if not finite or err_norm > 1.0:
+                nreject += 1
+                rejected_last = True
+                if finite:
+                    dt *= max(controller.factor_min, controller.safety * err_norm ** -inv_k)
+                    continue
+                nonfinite_streak += 1
+                if not math.isfinite(f0.sum()):
+                    status = "nonfinite"
+                    break
+                dt *= controller.factor_min
+                continue
+            nonfinite_streak = 0
+            if err_norm == 0.0:
+                factor = controller.factor_max
+            else:
+                factor = min(controller.factor_max, max(controller.factor_min, controller.safety
+                             * err_norm ** -beta1 * err_prev ** beta2))
+            if rejected_last:
+                factor = min(factor, 1.0)
+            err_prev = max(err_norm, controller.min_previous_error)
+            rejected_last = False
+            dt_next = dt * factor
+            ws.abs_u, ws.abs_new = ws.abs_new, ws.abs_u
+            if method.own_error:
+                f(f_new_view, u_new_view, p, t + dt)
+                nfev += 1
+        else:
+            if not math.isfinite(u_new.sum()):
+                status = "nonfinite_fixed"
+                break
+            fixed_count += 1
+            dt_next = dt
+
+        naccept += 1
+        since_estimate += 1
+        t_new = t1 if (adaptive and t + dt == t1) else t + dt
+        saver.after_step(t, dt, t_new)
+        u[:] = u_new
+        f0[:] = f_new
+        if progress is not None:
+            progress.update(t_new - t)
+        t, dt = t_new, dt_next
+
+    if status == "success" and not math.isfinite(u.sum()):
+        status = "nonfinite"
+    message = "" if status == "success" else failure_message(status, t, dt, max_steps, t1)
+    t_out, u_out = saver.result()
+    return StabilizedRaw(t_out, u_out, nfev, naccept, nreject, status.replace("_fixed", ""), message,
+                         saver.dense, extra_stats={"max_stages_used": max_used,
+                                                   "n_eigen_est": estimates})
+
+
+def _warn(message: str) -> None:
+    warnings.warn(message, RuntimeWarning, stacklevel=4)
+
+
+def _stages(method: AbstractStabilized, ws: _Workspace, f, p, t: float, h: float, s: int) -> int:
+    """One step's recurrence and finishing procedure into ``ws.u_new``; returns nfev."""
+    rec = method.recurrence(s)
+    rows, coef, views = ws.rows, ws.coef, ws.views
+    np.multiply(ws.f0, h * rec.mu1, out=rows[0])  # Y_1 in A
+    np.add(rows[0], ws.u, out=rows[0])
+    if len(rec.rows):
+        np.copyto(rows[4], ws.u)  # Y_0 in B
+    ws.h_mask[2] = ws.h_mask[3] = h
+    last = 0
+    for j, weights in enumerate(rec.rows, start=2):
+        previous = 4 - last  # row index of Y_{j-2}
+        f(views[3], views[last], p, t + rec.c[j - 1] * h)
+        np.multiply(weights, ws.h_mask, out=coef)
+        if last == 4:  # Y_{j-1} sits in B: swap the outer weights
+            coef[0], coef[4] = coef[4], coef[0]
+        _dot(coef, rows, out=ws.scratch)
+        np.copyto(rows[previous], ws.scratch)
+        last = previous
+    return len(rec.rows) + method.finish(ws, f, p, t, h, s, last)
+
+
+class _Saver:
+    """Every step (``saveat=None``) or the ``saveat`` times by cubic Hermite interpolation."""
+
+    def __init__(self, ws: _Workspace, shape, t0: float, saveat, dense: bool):
+        self.ws, self.shape, self.saveat = ws, shape, saveat
+        self.dense = DenseOutput(shape, ws.u.dtype, 3) if dense else None
+        self.interp_t = np.ascontiguousarray(HERMITE.T.astype(ws.u.dtype))
+        if saveat is None:
+            self.ts, self.us = [t0], [ws.u.copy()]
+            return
+        self.out = np.empty((len(saveat), ws.u.size), ws.u.dtype)
+        self.j = 0
+        while self.j < len(saveat) and saveat[self.j] == t0:
+            self.out[self.j] = ws.u
+            self.j += 1
+
+    def after_step(self, t: float, h: float, t_new: float) -> None:
+        ws, saveat = self.ws, self.saveat
+        if saveat is None:
+            self.ts.append(t_new)
+            self.us.append(ws.u_new.copy())
+            j_end = 0
+        else:
+            direction = 1.0 if h > 0 else -1.0
+            j_end = self.j
+            while j_end < len(saveat) and (saveat[j_end] - t_new) * direction <= 0:
+                j_end += 1
+            if j_end == self.j and self.dense is None:
+                return
+        hermite = getattr(ws, "hermite", None)
+        if hermite is not None:
+            np.copyto(hermite[0], ws.u)
+            np.copyto(hermite[1], ws.f0)
+            np.copyto(hermite[2], ws.f_new)
+            np.subtract(ws.u_new, ws.u, out=hermite[3])
+            np.divide(hermite[3], h, out=hermite[3])
+        for j in range(self.j if saveat is not None else 0, j_end):
+            if saveat[j] == t_new:
+                self.out[j] = ws.u_new
+            else:
+                _dot(hermite_weights((saveat[j] - t) / h, h, ws.weights), hermite, out=self.out[j])
+        if saveat is not None:
+            self.j = j_end
+        if self.dense is not None:
+            self.dense.append(t, h, ws.u, self.interp_t, hermite[1:])
+
+    def result(self) -> tuple[np.ndarray, np.ndarray]:
+        if self.saveat is None:
+            return np.array(self.ts), np.stack(self.us).reshape((len(self.ts),) + self.shape)
+        return self.saveat[: self.j].copy(), self.out[: self.j].reshape((self.j,) + self.shape)
