@@ -4,6 +4,9 @@ A traced array holds its content as a JAX value (or as NumPy data while it is st
 trace-time constant) in a :class:`Buffer`; views share the buffer and add steps (see
 :mod:`._views`). Every in-place write becomes a functional update of the buffer, so
 writes through views land in the base and reads of any view see the latest content.
+A view whose elements are a box of the buffer (``out[1:]``, ``du[0]``, ``a[:, -1]``)
+reads and writes that box directly; box writes are deferred as pieces of the buffer
+(:mod:`._tiling`) and joined by concatenation when read, which XLA fuses.
 Arithmetic, ufuncs and NumPy functions reach :mod:`._dispatch` through NumPy's own
 override protocols (``__array_ufunc__``, ``__array_function__``).
 """
@@ -16,6 +19,8 @@ from . import _dispatch
 from ._buffer import DU, FROZEN, INPUT, Buffer
 from ._errors import conversion_error, translation_error, user_source_line
 from ._views import IndexStep, infer_step, is_concrete, jnp, read_through, write_through
+
+_UNKNOWN = object()  # a view's box, not yet computed
 
 
 def wrap(value) -> TracedArray:
@@ -100,6 +105,19 @@ def _has_traced_mask(key) -> bool:
     return any(not is_concrete(part) and jnp.issubdtype(part.dtype, jnp.bool_) for part in parts)
 
 
+def _fit(value, shape: tuple[int, ...], dtype, box_shape):
+    """``value`` cast to ``dtype``, broadcast to ``shape`` as NumPy assignment does, reshaped.
+
+    NumPy data is copied, so that later changes of the caller's array do not reach it.
+    """
+    xp = np if is_concrete(value) else jnp
+    value = xp.asarray(value).astype(dtype)
+    extra = value.ndim - len(shape)
+    if extra > 0 and all(n == 1 for n in value.shape[:extra]):  # NumPy drops leading 1s
+        value = value.reshape(value.shape[extra:])
+    return xp.broadcast_to(value, shape).reshape(tuple(box_shape))
+
+
 def _defers(other) -> bool:
     """NumPy's rule: binary operators give way to operands with ``__array_ufunc__ = None``."""
     return getattr(type(other), "__array_ufunc__", False) is None
@@ -115,7 +133,7 @@ class TracedArray:
     trace-time constant.
     """
 
-    __slots__ = ("_buf", "_steps", "_pos")
+    __slots__ = ("_buf", "_steps", "_pos", "_box")
     __array_priority__ = 1000.0
     __hash__ = None
 
@@ -123,6 +141,7 @@ class TracedArray:
         self._buf = buf
         self._steps = steps
         self._pos = pos
+        self._box = _UNKNOWN
 
     # -- structure -------------------------------------------------------------------
     @property
@@ -132,11 +151,11 @@ class TracedArray:
 
     @property
     def shape(self) -> tuple[int, ...]:
-        return tuple(self._pos.shape) if self._steps else tuple(self._buf.value.shape)
+        return tuple(self._pos.shape) if self._steps else self._buf.shape
 
     @property
     def dtype(self) -> np.dtype:
-        return np.dtype(self._buf.value.dtype)
+        return self._buf.dtype
 
     @property
     def ndim(self) -> int:
@@ -175,9 +194,21 @@ class TracedArray:
     def _positions(self) -> np.ndarray:
         return self._pos if self._steps else self._buf.positions
 
+    def _region(self):
+        """``(lo, hi)`` if this view is the box ``[lo, hi)`` of its buffer, else None."""
+        if self._box is _UNKNOWN:
+            self._box = self._buf.box(self._positions()) if self._steps else ((0,) * len(self._buf.shape), self._buf.shape)
+        return self._box
+
     def _raw(self):
         """The value, without recording a read (for read-modify-write internals)."""
-        return read_through(self._buf.value, self._steps)
+        if not self._steps:
+            return self._buf.value
+        box = self._region()
+        if box is None:
+            return read_through(self._buf.value, self._steps)
+        value = self._buf.read_box(*box)
+        return value if tuple(value.shape) == self.shape else value.reshape(self.shape)
 
     def _read(self):
         """The value, recording that ``f`` read it."""
@@ -217,7 +248,21 @@ class TracedArray:
                 buf.partial = True
             else:
                 buf.written.reshape(-1)[np.ravel(marked)] = True
-        buf.value = write_through(buf.value, self._steps, key, value)
+        box, shape = self._target(key)
+        if box is None or (buf.concrete and is_concrete(value)):
+            buf.value = write_through(buf.value, self._steps, key, value)
+        else:
+            buf.write_box(*box, _fit(value, shape, buf.dtype, np.subtract(box[1], box[0])))
+
+    def _target(self, key):
+        """``(box, shape)``: the box of the buffer ``self[key]`` is (or None) and its shape."""
+        if key is Ellipsis:
+            return self._region(), self.shape
+        parts = key if isinstance(key, tuple) else (key,)
+        if not all(is_concrete(part) for part in parts):
+            return None, None
+        positions = self._positions()[key]
+        return self._buf.box(positions), np.shape(positions)
 
     def _assign(self, value, where=True) -> None:
         """``self[...] = value`` where ``where`` holds (the ``out=`` of ufuncs and functions)."""

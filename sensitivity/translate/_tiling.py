@@ -1,0 +1,173 @@
+"""Deferred writes: a buffer's content as boxes that tile it, joined only when read.
+
+Translated literally, a stencil written in place,
+
+.. code-block:: python
+
+    np.multiply(a, -4.0, out=out)
+    out[1:] += a[:-1]; out[:1] += a[-1:]; out[:-1] += a[1:]; out[-1:] += a[:1]
+
+is a chain of functional window updates (``lax.dynamic_update_slice``), one per write.
+XLA performs each update in place but does not fuse it with the arithmetic that
+produces the next one, so every write costs a pass over memory; the same Laplacian
+written with ``jnp.roll`` (slices joined by ``concatenate``) fuses into one loop.
+
+A :class:`Tiling` keeps the content instead as *pieces*: disjoint boxes that cover the
+buffer, each a window of some source array. A box write only cuts the pieces it
+overlaps (their remainders keep pointing into their old sources) and adds one piece for
+the new value; nothing is computed. Reading a box slices the pieces it meets and joins
+them with ``concatenate`` along guillotine cuts -- planes that cross no piece -- which
+is what ``jnp.roll`` lowers to, so XLA sees the stencil as slices, elementwise
+arithmetic and concatenations, and fuses them. In the example, reading ``out[:-1]``
+after the first two writes gives ``concatenate([w0, w1[:-1]])`` where ``w0`` and ``w1``
+are the values written to ``out[:1]`` and ``out[1:]``.
+
+Pieces whose sources are all NumPy data stay NumPy (trace-time constants). A set of
+pieces with no guillotine cut (a "pinwheel" of four boxes around a fifth) is joined by
+window updates into a zero array instead.
+
+References
+----------
+Guillotine cuts (cuts straight through a rectangle, splitting it into two):
+P. C. Gilmore and R. E. Gomory, "Multistage cutting stock problems of two and more
+dimensions", Operations Research 13 (1965) 94-120.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from ._views import is_concrete, jax, jnp
+
+
+class _Piece(NamedTuple):
+    """The box ``[lo, hi)`` of a buffer, holding ``source[lo - origin : hi - origin]``."""
+
+    lo: tuple[int, ...]
+    hi: tuple[int, ...]
+    source: Any
+    origin: tuple[int, ...]
+
+    def meets(self, lo, hi) -> bool:
+        return all(a < d and c < b for a, b, c, d in zip(self.lo, self.hi, lo, hi))
+
+    def clip(self, lo, hi) -> _Piece:
+        return _Piece(tuple(map(max, self.lo, lo)), tuple(map(min, self.hi, hi)), self.source, self.origin)
+
+    def take(self):
+        """The content of the box: a slice of the source (the source itself if it fits)."""
+        start = tuple(a - o for a, o in zip(self.lo, self.origin))
+        stop = tuple(b - o for b, o in zip(self.hi, self.origin))
+        if not any(start) and stop == tuple(self.source.shape):
+            return self.source
+        if is_concrete(self.source):
+            return self.source[tuple(map(slice, start, stop))]
+        return jax.lax.slice(self.source, start, stop)
+
+
+def _outside(piece: _Piece, lo, hi) -> list[_Piece]:
+    """The part of ``piece`` outside the box ``[lo, hi)``, as at most ``2 ndim`` boxes."""
+    rest = []
+    p_lo, p_hi = list(piece.lo), list(piece.hi)
+    for axis, (a, b) in enumerate(zip(lo, hi)):
+        if p_lo[axis] < a:
+            rest.append(_Piece(tuple(p_lo), tuple(p_hi[:axis] + [a] + p_hi[axis + 1:]), piece.source, piece.origin))
+            p_lo[axis] = a
+        if p_hi[axis] > b:
+            rest.append(_Piece(tuple(p_lo[:axis] + [b] + p_lo[axis + 1:]), tuple(p_hi), piece.source, piece.origin))
+            p_hi[axis] = b
+    return rest
+
+
+def _concatenate(blocks: list, axis: int):
+    if all(is_concrete(b) for b in blocks):
+        return np.concatenate(blocks, axis)
+    return jax.lax.concatenate([jnp.asarray(b) for b in blocks], axis)
+
+
+def _overlay(lo, hi, parts: list[_Piece], dtype):
+    """The box ``[lo, hi)`` from pieces that tile it without a guillotine cut."""
+    shape = tuple(b - a for a, b in zip(lo, hi))
+    if all(is_concrete(p.source) for p in parts):
+        out = np.zeros(shape, dtype)
+        for p in parts:
+            out[tuple(slice(a - o, b - o) for a, b, o in zip(p.lo, p.hi, lo))] = p.take()
+        return out
+    out = jnp.zeros(shape, dtype)
+    for p in parts:
+        out = jax.lax.dynamic_update_slice(out, jnp.asarray(p.take()), tuple(a - o for a, o in zip(p.lo, lo)))
+    return out
+
+
+def _join(lo, hi, parts: list[_Piece], dtype):
+    """The box ``[lo, hi)`` from ``parts``, pieces that tile it exactly."""
+    if len(parts) == 1:
+        return parts[0].take()
+    for axis, (start, stop) in enumerate(zip(lo, hi)):
+        cuts = sorted({p.hi[axis] for p in parts} - {stop})
+        cuts = [c for c in cuts if not any(p.lo[axis] < c < p.hi[axis] for p in parts)]
+        if not cuts:
+            continue
+        bounds = [start, *cuts, stop]
+        blocks = []
+        for a, b in zip(bounds, bounds[1:]):
+            slab = [p for p in parts if a <= p.lo[axis] < b]
+            slab_lo = lo[:axis] + (a,) + lo[axis + 1:]
+            slab_hi = hi[:axis] + (b,) + hi[axis + 1:]
+            blocks.append(_join(slab_lo, slab_hi, slab, dtype))
+        return _concatenate(blocks, axis)
+    return _overlay(lo, hi, parts, dtype)
+
+
+class Tiling:
+    """The content of a buffer as pieces (boxes with values) that tile it.
+
+    Parameters
+    ----------
+    value : numpy.ndarray or jax.Array
+        The initial content, one piece.
+
+    Attributes
+    ----------
+    shape : tuple of int
+    dtype : numpy.dtype
+    """
+
+    __slots__ = ("shape", "dtype", "_pieces")
+
+    def __init__(self, value):
+        self.shape = tuple(value.shape)
+        self.dtype = np.dtype(value.dtype)
+        zero = (0,) * len(self.shape)
+        self._pieces = [_Piece(zero, self.shape, value, zero)]
+
+    @property
+    def concrete(self) -> bool:
+        """Whether every piece is NumPy data (the whole content is a trace-time constant)."""
+        return all(is_concrete(p.source) for p in self._pieces)
+
+    @property
+    def n_pieces(self) -> int:
+        """How many pieces the content is held in now."""
+        return len(self._pieces)
+
+    def read(self, lo: tuple[int, ...], hi: tuple[int, ...]):
+        """The content of the box ``[lo, hi)`` (non-empty, inside the buffer)."""
+        parts = [p.clip(lo, hi) for p in self._pieces if p.meets(lo, hi)]
+        return _join(lo, hi, parts, self.dtype)
+
+    def value(self):
+        """The whole content, joined; the tiling then holds it as a single piece."""
+        if len(self._pieces) > 1:
+            self.__init__(self.read((0,) * len(self.shape), self.shape))
+        return self._pieces[0].take()
+
+    def write(self, lo: tuple[int, ...], hi: tuple[int, ...], value) -> None:
+        """Replace the box ``[lo, hi)`` by ``value`` (shape ``hi - lo``, the buffer's dtype)."""
+        pieces = []
+        for piece in self._pieces:
+            pieces.extend(_outside(piece, lo, hi) if piece.meets(lo, hi) else (piece,))
+        pieces.append(_Piece(lo, hi, value, lo))
+        self._pieces = pieces
