@@ -147,7 +147,8 @@ class EnsembleSolution:
     stats : dict
         ``nfev``, ``naccept``, ``nreject`` summed over members, ``n_members``,
         ``n_failed``, ``n_batches``; ``backend="jax"`` adds ``lockstep`` (steps the
-        vectorised batches ran, over the steps the members needed).
+        vectorised batches ran, over the steps the members needed) and ``grouped``
+        (whether members were batched by a pilot estimate of their step counts).
     reduced : object
         The final value of the ``reduction`` (None without one).
     """

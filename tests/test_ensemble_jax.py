@@ -1,0 +1,124 @@
+"""Ensembles on ``backend="jax"``: vectorised batches equal solo JAX solves, member by member.
+
+References: closed forms (exponential decay, the blow-up of y' = y^2) and each member's
+solo ``dxdt.solve(member, backend="jax")`` (same status and step counts; values to
+rounding, since vectorised arithmetic may round differently).
+"""
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("diffrax")
+
+import dxdt  # noqa: E402
+from dxdt.solvers import Tsit5  # noqa: E402
+
+TS = np.linspace(0.0, 1.0, 11)
+OPTIONS = dict(rtol=1e-8, atol=1e-10, saveat=TS)
+# y' = -a y + b y^2: decays over four decades (b = 0), and one member that blows up at t = 0.5
+# in index order each batch of 3 holds one expensive member (a = 100, 30, the blow-up)
+P = np.array([[1e-2, 0.0], [1e2, 0.0], [1e-1, 0.0], [0.0, 1.0], [1.0, 0.0], [0.3, 0.0],
+              [30.0, 0.0], [3.0, 0.0], [3e-2, 0.0]])
+U0 = np.ones((len(P), 1))
+BLOWS_UP = 3
+U0[BLOWS_UP] = 2.0
+
+
+def logistic_decay(du, u, p, t):
+    du[0] = -p[0] * u[0] + p[1] * u[0] * u[0]
+
+
+@pytest.fixture(scope="module")
+def ensemble():
+    prob = dxdt.ODEProblem(logistic_decay, [1.0], (0.0, 1.0), p=np.array([1.0, 0.0]))
+    ens = dxdt.EnsembleProblem(prob, u0=U0, p=P)
+    solos = [dxdt.solve(ens.member(i), Tsit5(), backend="jax", **OPTIONS) for i in range(len(ens))]
+    return ens, solos
+
+
+@pytest.fixture(scope="module")
+def batched(ensemble):
+    """Batches of 3 lanes: the pilot groups the members by their step counts."""
+    ens, _ = ensemble
+    return dxdt.solve(ens, Tsit5(), backend="jax", batch_size=3, **OPTIONS)
+
+
+def test_members_equal_their_solo_jax_solves(ensemble, batched):
+    _, solos = ensemble
+    for i, solo in enumerate(solos):
+        member = batched.members[i]
+        assert member.status == solo.status and member.stats == solo.stats, i
+        np.testing.assert_array_equal(member.t, solo.t)
+        np.testing.assert_allclose(member.u, solo.u, rtol=1e-12, atol=1e-300)
+        np.testing.assert_allclose(batched.u[i, : len(solo.u)], solo.u, rtol=1e-12, atol=1e-300)
+
+
+def test_decays_match_the_closed_form(batched):
+    decays = [i for i in range(len(P)) if i != BLOWS_UP]
+    exact = np.exp(-P[decays, 0][:, None] * TS)
+    np.testing.assert_allclose(batched.u[decays, :, 0], exact, rtol=1e-6, atol=1e-9)
+
+
+def test_a_failing_member_keeps_its_status_and_partial_data(batched):
+    assert list(np.flatnonzero(~batched.success)) == [BLOWS_UP]
+    failed = batched.members[BLOWS_UP]
+    assert failed.status in ("dt_min", "nonfinite") and "t=0.5" in failed.message
+    reached = len(failed.t)
+    assert 5 <= reached <= 6
+    np.testing.assert_allclose(failed.u[:5, 0], 2.0 / (1 - 2.0 * TS[:5]), rtol=1e-6)
+    assert np.isnan(batched.u[BLOWS_UP, reached:]).all()
+
+
+def test_grouping_by_pilot_step_counts_cuts_the_lockstep_cost(ensemble, batched):
+    assert batched.stats["grouped"] and batched.stats["n_batches"] == 3
+    ens, solos = ensemble
+    steps = np.array([s.stats["naccept"] + s.stats["nreject"] for s in solos])
+    in_index_order = sum(3 * steps[i:i + 3].max() for i in range(0, len(steps), 3)) / steps.sum()
+    assert 1.0 <= batched.stats["lockstep"] < in_index_order
+
+
+def test_bad_input_for_the_jax_backend(ensemble):
+    ens, _ = ensemble
+    with pytest.raises(ValueError, match="need saveat"):
+        dxdt.solve(ens, Tsit5(), backend="jax")
+    with pytest.raises(ValueError, match="executor=None"):
+        dxdt.solve(ens, Tsit5(), backend="jax", executor="threads", saveat=TS)
+    mixed = dxdt.EnsembleProblem(ens.prob, n=2, prob_func=lambda m, i: m.remake(u0=np.ones(i + 1)))
+    with pytest.raises(ValueError, match="member 1 differs from member 0"):
+        dxdt.solve(mixed, Tsit5(), backend="jax", saveat=TS)
+
+
+SHARDED = textwrap.dedent("""
+    import numpy as np, jax, dxdt
+    from dxdt.solvers import Tsit5
+
+    def decay(du, u, p, t):
+        du[:] = -p * u
+
+    assert jax.local_device_count() == 2
+    prob = dxdt.ODEProblem(decay, np.ones(2), (0.0, 1.0), p=1.0)
+    rates = np.array([0.1, 1.0, 10.0])  # padded to 4 lanes, 2 per device
+    sol = dxdt.solve(dxdt.EnsembleProblem(prob, p=rates), Tsit5(), backend="jax", saveat=[0.5, 1.0],
+                     rtol=1e-8, atol=1e-10)
+    exact = np.exp(-np.outer(rates, [0.5, 1.0]))
+    assert np.allclose(sol.u[:, :, 0], exact, rtol=1e-6), sol.u
+    solo = dxdt.solve(prob.remake(p=10.0), Tsit5(), backend="jax", saveat=[0.5, 1.0], rtol=1e-8, atol=1e-10)
+    assert sol.members[2].stats == solo.stats and np.allclose(sol.members[2].u, solo.u, rtol=1e-12)
+    print("sharded ok")
+""")
+
+
+def test_member_axis_sharded_over_two_host_devices(tmp_path):
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2", JAX_PLATFORMS="cpu",
+               PYTHONPATH=str(Path(dxdt.__file__).resolve().parent.parent))
+    script = tmp_path / "sharded.py"
+    script.write_text(SHARDED)
+    done = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "sharded ok" in done.stdout
