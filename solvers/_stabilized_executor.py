@@ -34,6 +34,7 @@ _dot = getattr(np.dot, "_implementation", np.dot)
 REFRESH_STEPS = 25  # accepted steps between spectral-radius estimates (rkc.f)
 POWER_ITERATIONS = 50  # at most, per estimate (rkc.f)
 POWER_TOLERANCE = 0.01  # relative change of the estimate that ends the iteration (rkc.f)
+POWER_SEED = 20260101  # the first start vector: reproducible
 OSCILLATORY_COSINE = -0.5  # cos(v, Jv) above this: dominant eigenvalue far from the negative axis
 OSCILLATORY_SPAN = 100.0  # ... and rho |t1 - t0| above this: fast on the scale of the solve
 
@@ -65,22 +66,26 @@ class _Workspace:
         self.coef = np.empty(5, dtype)
         self.h_mask = np.ones(5, dtype)
         if power:  # perturbed state, its derivative, the last eigenvector direction
-            self.pert, self.f_pert, self.direction = (np.empty(n, dtype) for _ in range(3))
-            self.direction_valid = False
+            self.pert, self.f_pert = np.empty(n, dtype), np.empty(n, dtype)
+            # a start with a component along every eigenvector (F_0 may be an eigenvector
+            # of the smallest eigenvalue, as for heat with u0 = sin(pi x))
+            self.direction = np.random.default_rng(POWER_SEED).standard_normal(n).astype(dtype, copy=False)
         if hermite:  # [u_n, F_0, F_1, (u_{n+1} - u_n)/h] and the weights on them
             self.hermite = np.empty((4, n), dtype)
             self.weights = np.empty(4, dtype)
 
 
-def _power_iteration(f, ws: _Workspace, p, t: float, shape) -> tuple[float, float, int]:
-    """``(sigma, cosine, nfev)``: |dominant eigenvalue| of ``df/du`` at ``ws.u`` and the
-    cosine between its direction ``v`` and ``J v`` (-1 on the negative real axis).
+def _power_iteration(f, ws: _Workspace, p, t: float, shape) -> tuple[float, float, bool, int]:
+    """``(sigma, cosine, converged, nfev)``: |dominant eigenvalue| of ``df/du`` at ``ws.u``,
+    the cosine between its direction ``v`` and ``J v`` (-1 on the negative real axis) and
+    whether the estimate settled.
 
     Nonlinear power iteration of rkc.f: ``J v ~ (f(u + d v) - f(u)) / d`` with
-    ``d = sqrt(eps) ||u||``, starting from the previous direction (or ``F_0``).
+    ``d = sqrt(eps) ||u||``, starting from the previous direction (first: a fixed random
+    vector).
     """
     u, f0, pert, f_pert = ws.u, ws.f0, ws.pert, ws.f_pert
-    start = ws.direction if ws.direction_valid else f0
+    start = ws.direction
     u_norm, v_norm = float(np.linalg.norm(u)), float(np.linalg.norm(start))
     d = math.sqrt(_EPS) * u_norm if u_norm > 0 else math.sqrt(_EPS)
     if v_norm > 0:
@@ -88,7 +93,7 @@ def _power_iteration(f, ws: _Workspace, p, t: float, shape) -> tuple[float, floa
     else:
         pert.fill(d / math.sqrt(u.size))
     np.add(pert, u, out=pert)
-    sigma, cosine, nfev = 0.0, -1.0, 0
+    sigma, cosine, converged, nfev = 0.0, -1.0, False, 0
     pert_view, f_view = pert.reshape(shape), f_pert.reshape(shape)
     for iteration in range(POWER_ITERATIONS):
         f(f_view, pert_view, p, t)
@@ -96,17 +101,18 @@ def _power_iteration(f, ws: _Workspace, p, t: float, shape) -> tuple[float, floa
         np.subtract(f_pert, f0, out=f_pert)  # ~ d J v
         df_norm = float(np.linalg.norm(f_pert))
         sigma_last, sigma = sigma, df_norm / d
-        np.subtract(pert, u, out=ws.direction)
-        cosine = float(np.vdot(ws.direction, f_pert).real) / (d * df_norm) if df_norm > 0 else -1.0
+        np.subtract(pert, u, out=ws.scratch)
+        cosine = float(np.vdot(ws.scratch, f_pert).real) / (d * df_norm) if df_norm > 0 else -1.0
         if not math.isfinite(sigma) or df_norm == 0:
             break
         if iteration >= 1 and abs(sigma - sigma_last) <= POWER_TOLERANCE * sigma:
+            converged = True
             break
         np.multiply(f_pert, d / df_norm, out=pert)
         np.add(pert, u, out=pert)
-    np.subtract(pert, u, out=ws.direction)
-    ws.direction_valid = math.isfinite(sigma) and sigma > 0
-    return sigma, cosine, nfev
+    if math.isfinite(sigma) and sigma > 0:
+        np.subtract(pert, u, out=ws.direction)
+    return sigma, cosine, converged, nfev
 
 
 def integrate(
@@ -118,7 +124,12 @@ def integrate(
     """Integrate ``du/dt = f(u, p, t)`` with a stabilized method (arguments as
     :func:`dxdt.solvers._numpy_executor.integrate`)."""
     shape, n = u0.shape, u0.size
-    estimate_by = None if method.forced else ("power" if method.eigen_est is None else "user")
+    if method.forced:
+        estimate_by = None
+    elif method.eigen_est is None or callable(method.eigen_est):
+        estimate_by = "power" if method.eigen_est is None else "user"
+    else:
+        estimate_by = "constant"
     ws = _Workspace(u0, estimate_by == "power", saveat is not None or dense)
     u, f0, u_new, f_new, err = ws.u, ws.f0, ws.u_new, ws.f_new, ws.err
     u_view, f0_view = ws.views[1], ws.views[2]
@@ -144,8 +155,10 @@ def integrate(
     saver = _Saver(ws, shape, t0, saveat, dense)
     t, steps, naccept, nreject, fixed_count = t0, 0, 0, 0, 0
     err_prev, rejected_last, nonfinite_streak = 1.0, False, 0
-    rho, estimates, since_estimate, max_used = 0.0, 0, REFRESH_STEPS, 0
+    rho = SAFETY * method.eigen_est if estimate_by == "constant" else 0.0
+    estimates, since_estimate, max_used = 0, REFRESH_STEPS, 0
     warned_stiff = warned_oscillatory = False
+    oscillatory = set()  # times of the last consecutive estimates off the negative real axis
     status = "success"
 
     while (t1 - t) * direction > 0:
@@ -155,21 +168,22 @@ def integrate(
         if abs(dt) < 16 * _EPS * max(abs(t), 1e-300):
             status = "nonfinite" if nonfinite_streak else "dt_min"
             break
-        if estimate_by is not None and (since_estimate >= REFRESH_STEPS or rejected_last):
+        if estimate_by in ("power", "user") and (since_estimate >= REFRESH_STEPS or rejected_last):
             if estimate_by == "power":
-                sigma, cosine, spent = _power_iteration(f, ws, p, t, shape)
+                sigma, cosine, converged, spent = _power_iteration(f, ws, p, t, shape)
                 nfev += spent
-                if (not warned_oscillatory and cosine > OSCILLATORY_COSINE
-                        and sigma * span > OSCILLATORY_SPAN):
+                if converged and cosine > OSCILLATORY_COSINE and sigma * span > OSCILLATORY_SPAN:
+                    oscillatory.add(t)
+                else:
+                    oscillatory.clear()
+                if len(oscillatory) == 2 and not warned_oscillatory:  # at two times: not noise
                     warned_oscillatory = True
                     _warn(f"the dominant eigenvalue of df/du at t={t:.6g} (modulus {sigma:.3g}) "
                           "lies far from the negative real axis: the problem is too oscillatory "
                           f"for a stabilized explicit method such as {method!r}; use Tsit5/DP5 "
                           "for oscillatory problems or an implicit method (scipy BDF/Radau)")
-            elif callable(method.eigen_est):
-                sigma = check_estimate(method.eigen_est(u_view, p, t), f"t={t:.6g}")
             else:
-                sigma = method.eigen_est
+                sigma = check_estimate(method.eigen_est(u_view, p, t), f"t={t:.6g}")
             rho = SAFETY * sigma if math.isfinite(sigma) else math.inf
             estimates += 1
             since_estimate = 0

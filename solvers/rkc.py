@@ -24,6 +24,14 @@ def _chebyshev(s: int, w0: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 @lru_cache(maxsize=None)
+def rkc_parameters(s: int) -> tuple[float, float]:
+    """``(w0, w1)`` of the ``s``-stage method."""
+    w0 = 1.0 + DAMPING / (s * s)
+    _, dT, ddT = _chebyshev(s, w0)
+    return w0, dT[s] / ddT[s]
+
+
+@lru_cache(maxsize=None)
 def rkc_recurrence(s: int) -> tuple[Recurrence, float, float]:
     """``(recurrence, w0, w1)`` of the ``s``-stage method (Sommeijer et al. 1997, eq. (2.9)).
 
@@ -69,5 +77,5 @@ class RKC(AbstractStabilized):
         return rkc_recurrence(s)[0]
 
     def stability_boundary(self, s: int) -> float:
-        _, w0, w1 = rkc_recurrence(s)
+        w0, w1 = rkc_parameters(s)
         return (1.0 + w0) / w1

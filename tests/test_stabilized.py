@@ -1,0 +1,362 @@
+"""Stabilized explicit methods RKC, RKL2, ROCK2 on the NumPy backend.
+
+Forced stage counts (s = 5 and 17) are tested on purpose: OrdinaryDiffEq.jl's RKC was
+wrong for every s > 2 for years because its tests only ever ran s = 2.
+"""
+
+import tracemalloc
+import warnings
+
+import numpy as np
+import pytest
+from scipy.integrate import solve_ivp
+
+import dxdt
+from dxdt.solvers import RKC, RKL2, ROCK2, AbstractStabilized
+from dxdt.solvers._stabilized import SAFETY, _stability_boundary
+from dxdt.solvers._stabilized_executor import _power_iteration, _Workspace
+
+METHODS = [RKC, RKL2, ROCK2]
+
+
+def forced(method_type, s):
+    return method_type(min_stages=s, max_stages=s)
+
+
+def nonlinear(du, u, p, t):
+    """A small nonlinear, non-autonomous system (exercises the stage times c_j)."""
+    du[0] = -u[0] + np.cos(t) * u[1] ** 2
+    du[1] = -2.0 * u[1] + np.sin(3.0 * t) * u[0]
+
+
+NONLINEAR_U0 = np.array([1.0, 0.5])
+
+
+@pytest.fixture(scope="module")
+def nonlinear_reference():
+    sol = solve_ivp(lambda t, u: (lambda du: (nonlinear(du, u, None, t), du)[1])(np.empty(2)),
+                    (0.0, 1.0), NONLINEAR_U0, method="DOP853", rtol=1e-13, atol=1e-15)
+    return sol.y[:, -1]
+
+
+def dirichlet_heat(n):
+    """``u_t = u_xx`` on (0, 1), ``u = 0`` at both ends, ``n`` interior points."""
+    scale = (n + 1) ** 2
+
+    def rhs(du, u, p, t):
+        np.subtract(u[2:], u[1:-1], out=du[1:-1])
+        du[1:-1] -= u[1:-1]
+        du[1:-1] += u[:-2]
+        du[0] = u[1] - 2 * u[0]
+        du[-1] = u[-2] - 2 * u[-1]
+        du *= scale
+
+    x = np.arange(1, n + 1) / (n + 1)
+    lambda_1 = -4 * scale * np.sin(np.pi / (2 * (n + 1))) ** 2  # smallest |eigenvalue|
+    rho = 4 * scale * np.sin(n * np.pi / (2 * (n + 1))) ** 2  # spectral radius
+    return rhs, x, lambda_1, rho
+
+
+# ------------------------------------------------------------------ the coefficients
+
+
+@pytest.mark.parametrize("method_type", METHODS)
+@pytest.mark.parametrize("s", [5, 17])
+def test_stability_polynomial_is_second_order(method_type, s):
+    """R_s(z) = 1 + z + z^2/2 + O(z^3): the error shrinks 8x when z halves."""
+    method = forced(method_type, s)
+    z = np.array([0.02, 0.01, -0.02, -0.01])
+    err = np.abs(method.stability_polynomial(s, z) - np.exp(z))
+    assert err[0] / err[1] == pytest.approx(8, rel=0.05)
+    assert err[2] / err[3] == pytest.approx(8, rel=0.05)
+    assert method.recurrence(s).c[0] == 0
+
+
+@pytest.mark.parametrize("s", [2, 3, 5, 17, 60])
+def test_rkc_matches_its_chebyshev_closed_form(s):
+    """R_s(z) = a_s + b_s T_s(w0 + w1 z) (Sommeijer et al. 1997), beta ~ 0.653 s^2."""
+    from dxdt.solvers.rkc import rkc_recurrence
+
+    _, w0, w1 = rkc_recurrence(s)
+    z = np.linspace(-RKC().stability_boundary(s), 0, 50)
+    cheb = np.polynomial.chebyshev.Chebyshev.basis(s)
+    b_s = cheb.deriv(2)(w0) / cheb.deriv(1)(w0) ** 2
+    expected = 1 - b_s * cheb(w0) + b_s * cheb(w0 + w1 * z)
+    np.testing.assert_allclose(RKC().stability_polynomial(s, z), expected, atol=1e-11)
+    if s >= 17:
+        assert RKC().stability_boundary(s) / s**2 == pytest.approx(0.653, abs=0.005)
+
+
+@pytest.mark.parametrize("s", [3, 5, 17, 41])
+def test_rkl2_matches_its_legendre_closed_form(s):
+    """R_s(z) = a_s + b_s P_s(1 + w1 z) (Meyer et al. 2014), beta = (s^2 + s - 2) / 2."""
+    b_s = (s * s + s - 2) / (2 * s * (s + 1))
+    w1 = 4 / (s * s + s - 2)
+    z = np.linspace(-RKL2().stability_boundary(s), 0, 50)
+    expected = 1 - b_s + b_s * np.polynomial.legendre.Legendre.basis(s)(1 + w1 * z)
+    np.testing.assert_allclose(RKL2().stability_polynomial(s, z), expected, atol=1e-11)
+    assert RKL2().stability_boundary(s) == (s * s + s - 2) / 2
+
+
+@pytest.mark.parametrize("method_type", METHODS)
+@pytest.mark.parametrize("s", [3, 5, 17])
+def test_stability_interval(method_type, s):
+    """|R_s| <= 1 on [-beta(s), 0] and a forced-s solve of u' = lambda u at
+    h lambda = -0.9 beta(s) decays; the documented beta(s) is computed, not assumed."""
+    if not method_type().supports(s):
+        pytest.skip(f"{method_type.__name__} has no {s}-stage member")
+    method = forced(method_type, s)
+    beta = method.stability_boundary(s)
+    z = np.linspace(-beta, 0, 20 * s * s)
+    assert np.max(np.abs(method.stability_polynomial(s, z))) <= 1 + 1e-12
+    computed = _stability_boundary(method, s)  # first |R| > 1 found on a grid, bisected
+    assert beta <= computed * (1 + 1e-9)  # closed forms (RKC, RKL2) are conservative
+    assert abs(method.stability_polynomial(s, np.array([-1.01 * computed]))[0]) > 1
+    dt = 0.05
+    lam = -0.9 * beta / dt
+    prob = dxdt.ODEProblem(lambda u, p, t: lam * u, np.ones(1), (0.0, 1.0))
+    sol = dxdt.solve(prob, method, dt=dt, adaptive=False)
+    assert sol.success and sol.stats["naccept"] == 20
+    amplitude = np.abs(sol.u[:, 0])
+    assert np.all(amplitude[1:] <= amplitude[:-1] * (1 + 1e-12))
+    # 10% outside the interval the same stage count grows
+    prob_out = dxdt.ODEProblem(lambda u, p, t: -1.1 * computed / dt * u, np.ones(1), (0.0, 1.0))
+    assert abs(dxdt.solve(prob_out, method, dt=dt, adaptive=False).u[-1, 0]) > 1.0
+
+
+def test_rock2_interval_grows_like_081_s_squared():
+    assert ROCK2().stability_boundary(22) / 22**2 == pytest.approx(0.81, abs=0.01)
+
+
+# ------------------------------------------------------------------ convergence
+
+
+@pytest.mark.parametrize("method_type", METHODS)
+@pytest.mark.parametrize("s", [5, 17])
+def test_order_two_with_forced_stage_count(method_type, s, nonlinear_reference):
+    prob = dxdt.ODEProblem(nonlinear, NONLINEAR_U0, (0.0, 1.0))
+    errors = []
+    for dt in (0.1, 0.05, 0.025):
+        sol = dxdt.solve(prob, forced(method_type, s), dt=dt, adaptive=False, saveat=[1.0])
+        assert sol.stats["max_stages_used"] == s and sol.stats["n_eigen_est"] == 0
+        errors.append(np.max(np.abs(sol.u[-1] - nonlinear_reference)))
+    slopes = np.log2(np.array(errors[:-1]) / errors[1:])
+    assert np.all((slopes > 1.85) & (slopes < 2.2)), slopes
+
+
+@pytest.mark.parametrize("method_type", METHODS)
+def test_adaptive_solve_meets_tolerance(method_type, nonlinear_reference):
+    prob = dxdt.ODEProblem(nonlinear, NONLINEAR_U0, (0.0, 1.0))
+    for rtol in (1e-4, 1e-7):
+        sol = dxdt.solve(prob, method_type(), rtol=rtol, atol=rtol * 1e-2)
+        assert sol.success
+        assert np.max(np.abs(sol.u[-1] - nonlinear_reference)) < 50 * rtol
+
+
+@pytest.fixture(scope="module")
+def heat_solutions():
+    n, t1 = 100, 0.1
+    rhs, x, lambda_1, rho = dirichlet_heat(n)
+    prob = dxdt.ODEProblem(rhs, np.sin(np.pi * x), (0.0, t1))
+    ts = np.linspace(0, t1, 7)
+    sols = {m: dxdt.solve(prob, m(), rtol=1e-6, atol=1e-9, saveat=ts) for m in METHODS}
+    tsit5 = dxdt.solve(prob, rtol=1e-6, atol=1e-9, saveat=[t1])
+    exact = np.exp(lambda_1 * ts)[:, None] * np.sin(np.pi * x)
+    return prob, sols, tsit5, exact, rho
+
+
+@pytest.mark.parametrize("method_type", METHODS)
+def test_heat_1d_against_exact_semi_discrete_solution(method_type, heat_solutions):
+    """u0 = sin(pi x) is an eigenvector: u(t) = exp(lambda_1 t) sin(pi x_i) exactly."""
+    prob, sols, tsit5, exact, rho = heat_solutions
+    sol = sols[method_type]
+    assert sol.success
+    np.testing.assert_allclose(sol.u, exact, atol=2e-5 * np.max(exact[-1]) + 1e-8)
+    # stability-bound Tsit5 takes many more f evaluations (ROCK2's first-order error
+    # estimate makes it the most cautious of the three at tight tolerances)
+    assert sol.stats["nfev"] < tsit5.stats["nfev"] / 2
+    assert sol.stats["max_stages_used"] > 5 and sol.stats["n_eigen_est"] >= 1
+
+
+@pytest.mark.parametrize("method_type", METHODS)
+def test_dense_output_and_every_step(method_type, heat_solutions):
+    prob = heat_solutions[0]
+    lambda_1 = np.log(heat_solutions[3][1, 50] / heat_solutions[3][0, 50]) / (prob.tspan[1] / 6)
+    sol = dxdt.solve(prob, method_type(), rtol=1e-6, atol=1e-9, dense=True)
+    steps = dxdt.solve(prob, method_type(), rtol=1e-6, atol=1e-9)
+    np.testing.assert_array_equal(sol.t, steps.t)
+    ts = np.linspace(0, prob.tspan[1], 13)
+    exact = np.exp(lambda_1 * ts)[:, None] * prob.u0
+    np.testing.assert_allclose(sol(ts), exact, atol=5e-5)
+
+
+def test_power_iteration_finds_the_laplacian_spectral_radius():
+    """Within 10% below the exact 4 (n+1)^2 sin^2(n pi / (2 (n+1))); with the safety
+    factor an upper bound. u0 = sin(pi x) makes F_0 an eigenvector of the *smallest*
+    eigenvalue, so a start from F_0 alone would find the wrong end of the spectrum."""
+    for n in (50, 400):
+        rhs, x, _, rho = dirichlet_heat(n)
+        for u0 in (np.sin(np.pi * x), x * (1 - x)):
+            ws = _Workspace(u0, power=True, hermite=False)
+            rhs(ws.f0, ws.u, None, 0.0)
+            sigma, cosine, converged, nfev = _power_iteration(rhs, ws, None, 0.0, u0.shape)
+            assert converged and cosine < -0.99 and nfev <= 10
+            assert 0.9 * rho < sigma <= rho * (1 + 1e-6)
+            assert SAFETY * sigma > rho
+
+
+# ------------------------------------------------------------------ eigen_est, stats
+
+
+class CountingRHS:
+    def __init__(self, rhs):
+        self.rhs, self.calls = rhs, 0
+
+    def __call__(self, du, u, p, t):
+        self.calls += 1
+        self.rhs(du, u, p, t)
+
+
+@pytest.mark.parametrize("estimate", ["power", "float", "callable"])
+def test_eigen_est_variants_and_nfev_counts_every_call(estimate):
+    rhs, x, lambda_1, rho = dirichlet_heat(60)
+    counting = CountingRHS(rhs)
+    calls = []
+
+    def user_estimate(u, p, t):
+        calls.append(t)
+        return rho
+
+    eigen_est = {"power": None, "float": rho, "callable": user_estimate}[estimate]
+    prob = dxdt.ODEProblem(counting, np.sin(np.pi * x), (0.0, 0.05))
+    sol = dxdt.solve(prob, RKC(eigen_est=eigen_est), rtol=1e-6, saveat=[0.05])
+    assert sol.success
+    assert sol.stats["nfev"] == counting.calls  # f(u0) of input validation included
+    np.testing.assert_allclose(sol.u[-1], np.exp(lambda_1 * 0.05) * prob.u0, atol=2e-5)
+    if estimate == "callable":
+        assert sol.stats["n_eigen_est"] == len(calls) >= 1
+    if estimate == "float":
+        assert sol.stats["n_eigen_est"] == 0
+
+
+def test_eigen_est_returning_garbage_raises_naming_it():
+    prob = dxdt.ODEProblem(lambda u, p, t: -u, np.ones(3), (0.0, 1.0))
+    with pytest.raises(ValueError, match="eigen_est"):
+        dxdt.solve(prob, RKC(eigen_est=lambda u, p, t: -1.0))
+    with pytest.raises(TypeError, match="eigen_est"):
+        dxdt.solve(prob, RKC(eigen_est=lambda u, p, t: "big"))
+
+
+# ------------------------------------------------------------------ negative controls
+
+
+def robertson(du, u, p, t):
+    du[0] = -0.04 * u[0] + 1e4 * u[1] * u[2]
+    du[2] = 3e7 * u[1] ** 2
+    du[1] = -du[0] - du[2]
+
+
+def test_robertson_warns_too_stiff_and_never_returns_silently_wrong():
+    prob = dxdt.ODEProblem(robertson, np.array([1.0, 0.0, 0.0]), (0.0, 1e3))
+    with pytest.warns(RuntimeWarning, match="too stiff"):
+        sol = dxdt.solve(prob, RKC(max_stages=20), max_steps=2000)
+    assert sol.status == "max_steps" and "max_steps" in sol.message
+    assert np.all(np.isfinite(sol.u)) and sol.stats["max_stages_used"] == 20
+
+
+def test_eigenvalues_near_the_imaginary_axis_warn_too_oscillatory():
+    def rotation(du, u, p, t):
+        du[0] = -1000.0 * u[1]
+        du[1] = 1000.0 * u[0]
+
+    prob = dxdt.ODEProblem(rotation, np.array([1.0, 0.0]), (0.0, 1.0))
+    for method in (RKC(), ROCK2()):
+        with pytest.warns(RuntimeWarning, match="too oscillatory"):
+            sol = dxdt.solve(prob, method, max_steps=2000)
+        assert not sol.success
+
+
+def test_diffusion_problem_does_not_warn():
+    rhs, x, _, _ = dirichlet_heat(50)
+    prob = dxdt.ODEProblem(rhs, x * (1 - x), (0.0, 0.1))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for method_type in METHODS:
+            assert dxdt.solve(prob, method_type()).success
+
+
+# ------------------------------------------------------------------ bad arguments
+
+
+@pytest.mark.parametrize("kwargs, error, name", [
+    (dict(min_stages=2.5), TypeError, "min_stages"),
+    (dict(max_stages=True), TypeError, "max_stages"),
+    (dict(min_stages=0), ValueError, "min_stages"),
+    (dict(min_stages=10, max_stages=5), ValueError, "min_stages"),
+    (dict(max_stages=5000), ValueError, "max_stages"),
+    (dict(eigen_est=-1.0), ValueError, "eigen_est"),
+    (dict(eigen_est=float("nan")), ValueError, "eigen_est"),
+    (dict(eigen_est="fast"), TypeError, "eigen_est"),
+])
+@pytest.mark.parametrize("method_type", METHODS)
+def test_bad_arguments_raise_naming_them(method_type, kwargs, error, name):
+    with pytest.raises(error, match=name):
+        method_type(**kwargs)
+
+
+@pytest.mark.parametrize("method_type, s", [(RKC, 1), (RKL2, 4), (RKL2, 1), (ROCK2, 2), (ROCK2, 23)])
+def test_unsupported_forced_stage_count_raises(method_type, s):
+    with pytest.raises(ValueError, match="stage count"):
+        forced(method_type, s)
+
+
+def test_methods_are_hashable_values_and_accepted_by_solve():
+    assert RKC() == RKC() and hash(ROCK2(min_stages=5)) == hash(ROCK2(min_stages=5))
+    assert isinstance(RKL2(), AbstractStabilized)
+    assert RKC(eigen_est=3).eigen_est == 3.0
+    prob = dxdt.ODEProblem(lambda u, p, t: -u, np.ones(2), (0.0, 1.0))
+    assert dxdt.solve(prob, RKC).success  # the class is accepted like Tsit5
+
+
+# ------------------------------------------------------------------ allocation
+
+
+N_ALLOC = 10_000  # one stray temporary (80 kB) stands out
+
+
+def _heat_periodic(du, u, p, t):
+    """Periodic diffusion with a uniform oscillating source, without temporaries."""
+    np.subtract(u[2:], u[1:-1], out=du[1:-1])
+    np.subtract(du[1:-1], u[1:-1], out=du[1:-1])
+    np.add(du[1:-1], u[:-2], out=du[1:-1])
+    du[0] = u[1] - 2 * u[0] + u[-1]
+    du[-1] = u[0] - 2 * u[-1] + u[-2]
+    np.multiply(du, p, out=du)
+    np.add(du, 50.0 * np.cos(50.0 * t), out=du)
+
+
+def _peak(method, t1):
+    x = np.linspace(0, 1, N_ALLOC, endpoint=False)
+    prob = dxdt.ODEProblem(_heat_periodic, 1 + np.sin(2 * np.pi * x), (0.0, t1), 2e4)
+    tracemalloc.start()
+    try:
+        sol = dxdt.solve(prob, method, rtol=1e-4, atol=1e-7, saveat=[0.0, t1])
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert sol.success
+    return peak, sol.stats
+
+
+@pytest.mark.parametrize("method_type", [RKC, ROCK2])
+def test_memory_does_not_grow_with_steps_or_stages(method_type):
+    _peak(method_type(), 0.004)  # coefficient caches filled once per stage count
+    short, stats_short = _peak(method_type(), 0.004)
+    long, stats_long = _peak(method_type(), 0.03)
+    assert stats_long["naccept"] > 3 * stats_short["naccept"]
+    assert stats_long["max_stages_used"] >= 10 and stats_long["n_eigen_est"] >= 2
+    assert long - short < 16_384  # a few Python objects, not arrays
+    # [A, u, F0, K, B] + scratch, u_new, f_new, err, |u|, |u_new|, scale + 3 power-iteration
+    # vectors + 4 Hermite rows + 2 saved rows + f(u0) and the u0 copy of input validation,
+    # + at most 3 temporaries of the initial step size (Hairer & Wanner's, shared)
+    assert long < 27.5 * N_ALLOC * 8, long / (N_ALLOC * 8)
