@@ -187,6 +187,9 @@ def prepare(op: str, *args, method=None, saveat=None, rtol=1e-6, atol=1e-8,
         raise ValueError(f"op must be one of {OPERATORS}, got {op!r}")
     if kwargs:
         raise TypeError(f"prepare() got unexpected keyword arguments {sorted(kwargs)}")
+    from .._ensemble_sensitivity import stack_members
+
+    args = stack_members(op, args)  # an EnsembleProblem: its members as one stacked problem
     loss, rest = (None, args) if op == "jacobian" else (args[0] if args else None, args[1:])
     if op != "jacobian" and not callable(loss):
         raise TypeError(f"loss must be a callable loss(u) or loss(u, p), got {type(loss).__name__}")
