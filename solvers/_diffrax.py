@@ -5,7 +5,8 @@ solver (Tsit5, DP5 -> ``Dopri5``, BS3 -> ``Bosh3``, Euler); the others become an
 ``AbstractERK`` built from the :class:`ButcherTableau`, with dxdt's dense-output
 polynomials as the local interpolation. Verner's interpolation-only stages cannot be
 evaluated lazily inside diffrax's step, so for dense output they become ordinary
-stages (weight 0 in ``b`` and ``b_err``), computed on every step.
+stages (weight 0 in ``b`` and ``b_err``), computed on every step. The stabilized methods
+(RKC, RKL2, ROCK2) become a :class:`~dxdt.solvers._stabilized_diffrax.StabilizedSolver`.
 
 Imported only on a JAX path, after :func:`dxdt.sensitivity._jax.load_jax`.
 """
@@ -18,6 +19,7 @@ from typing import ClassVar
 import numpy as np
 
 from ._base import AbstractRungeKutta
+from ._stabilized import AbstractStabilized
 from ._tableau import ButcherTableau
 
 _BUILTIN = {"Tsit5": "Tsit5", "DP5": "Dopri5", "BS3": "Bosh3", "Euler": "Euler"}
@@ -29,6 +31,10 @@ def diffrax_solver(method: AbstractRungeKutta, with_interpolant: bool = True):
     ``with_interpolant=False`` skips interpolation-only stages (for solves that save
     only step ends).
     """
+    if isinstance(method, AbstractStabilized):
+        from ._stabilized_diffrax import StabilizedSolver
+
+        return StabilizedSolver(method)
     name = type(method).__name__
     if name in _BUILTIN:
         import diffrax
@@ -48,6 +54,8 @@ def pid_coefficients(method: AbstractRungeKutta) -> tuple[float, float]:
     from ._controller import PIController
 
     ctrl = PIController()
+    if isinstance(method, AbstractStabilized):  # its diffrax error_order is already k
+        return ctrl.beta2_numerator, ctrl.beta1_numerator - ctrl.beta2_numerator
     tab = method.tableau
     scale = (tab.order + 1) / ((tab.error_order or tab.order) + 1)
     p = ctrl.beta2_numerator * scale

@@ -67,6 +67,18 @@ def recurrence_from(mu1: float, mu, nu, mu_tilde, gamma_tilde, finish: tuple = (
 
 
 @dataclass(frozen=True)
+class StageSummary:
+    """See :attr:`AbstractStabilized.tableau`."""
+
+    stages: int
+    total_stages: int
+    fsal: bool
+    order: int
+    error_order: int
+    real_stability_boundary: float
+
+
+@dataclass(frozen=True)
 class AbstractStabilized:
     """A stabilized explicit Runge-Kutta method (RKC, RKL2, ROCK2).
 
@@ -141,6 +153,15 @@ class AbstractStabilized:
     def forced(self) -> bool:
         """Whether the stage count is fixed (``min_stages == max_stages``)."""
         return self.min_stages == self.max_stages
+
+    @property
+    def tableau(self) -> "StageSummary":
+        """The part of a Butcher tableau that code written for Runge-Kutta methods reads
+        (the JAX backend's buffer sizes and ``nfev``): the largest stage count, so its
+        ``nfev`` is an upper bound, and ``beta(max_stages)``."""
+        s = self.stage_counts()[-1]
+        return StageSummary(s + 1, s + 1, True, self.order, self.error_order,
+                            self.stability_boundary(s))
 
     def stage_counts(self) -> tuple[int, ...]:
         """Supported stage counts in ``[min_stages, max_stages]``, increasing."""
