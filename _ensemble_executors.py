@@ -7,7 +7,8 @@ batches in flight (so a ``reduction`` keeps memory bounded).
 - threads: each worker thread solves with its own ``duplicate`` of ``f`` (private work
   buffers), made once per thread and right-hand side;
 - processes: the pickled ensemble, method and options go to each worker once (pool
-  initializer); tasks carry member indices only. A worker that dies breaks the pool: its
+  initializer; cloudpickle, when installed, pickles closures and local functions by
+  value); tasks carry member indices only. A worker that dies breaks the pool: its
   in-flight batches are rerun alone in fresh pools, halved until the members that kill
   their worker are found; those get the status ``"worker_died"``, the others complete;
 - any ``concurrent.futures.Executor`` and a ``dask.distributed.Client``: the pickled
@@ -135,12 +136,15 @@ def _ordered(submit: Callable, batches: list, window: int, ens) -> Iterator:
 def _payload(ens, method, options: dict) -> tuple[str, bytes]:
     """The ensemble, method and options pickled once, with a token naming them."""
     try:
-        blob = pickle.dumps((ens, method, options), protocol=pickle.HIGHEST_PROTOCOL)
+        import cloudpickle as pickler  # closures and local functions by value (installed with Dask)
+    except ImportError:
+        pickler = pickle
+    try:
+        blob = pickler.dumps((ens, method, options), protocol=pickle.HIGHEST_PROTOCOL)
     except (pickle.PicklingError, AttributeError, TypeError) as err:
         raise TypeError(
             "executor='processes' (and other process or cluster executors) need a picklable f, "
-            "prob_func and problem: define f at module level (not a lambda or a local function); "
-            f"pickling failed with: {err}") from err
+            f"prob_func and problem; pickling failed with: {err}") from err
     return uuid.uuid4().hex, blob
 
 

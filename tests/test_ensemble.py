@@ -6,6 +6,7 @@ References are closed forms (exponential decays, the blow-up of y' = y^2) and th
 
 import os
 import signal
+import threading
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 
 import numpy as np
@@ -255,7 +256,22 @@ def test_bad_input_names_the_argument():
         dxdt.solve(prob, Tsit5(), executor="threads")
     with pytest.raises(TypeError, match="prob_func must return a dxdt.ODEProblem"):
         dxdt.solve(dxdt.EnsembleProblem(prob, n=2, prob_func=lambda m, i: None), Tsit5())
+    lock = threading.Lock()
     with pytest.raises(TypeError, match="need a picklable f"):
-        dxdt.solve(dxdt.EnsembleProblem(prob, n=2, prob_func=lambda m, i: m), Tsit5(), executor="processes")
+        dxdt.solve(dxdt.EnsembleProblem(prob, n=2, prob_func=lambda m, i: lock and m), Tsit5(),
+                   executor="processes")
     with pytest.raises(ValueError, match="rtol must be finite"):
         dxdt.solve(ens, Tsit5(), rtol=-1.0)
+
+
+def test_processes_take_closure_built_models():
+    buffer = np.empty(2)
+
+    def local_decay(du, u, p, t):  # a local function with a work buffer: pickled by value
+        np.multiply(u, -p, out=buffer)
+        du[:] = buffer
+
+    ens = dxdt.EnsembleProblem(dxdt.ODEProblem(local_decay, U0, (0.0, 2.0), p=1.0), p=RATES[:4])
+    serial = dxdt.solve(ens, Tsit5(), **OPTIONS)
+    processes = dxdt.solve(ens, Tsit5(), executor="processes", max_workers=2, **OPTIONS)
+    np.testing.assert_array_equal(processes.u, serial.u)
