@@ -360,3 +360,63 @@ def test_memory_does_not_grow_with_steps_or_stages(method_type):
     # vectors + 4 Hermite rows + 2 saved rows + f(u0) and the u0 copy of input validation,
     # + at most 3 temporaries of the initial step size (Hairer & Wanner's, shared)
     assert long < 27.5 * N_ALLOC * 8, long / (N_ALLOC * 8)
+
+
+# ------------------------------------------------------------------ JAX paths
+
+
+def reaction_diffusion(u, p, t):
+    """Dirichlet heat with diffusivity p[0] and a cubic sink p[1] u^3 (translatable to JAX)."""
+    n = u.shape[0]
+    du = np.empty_like(u)
+    du[1:-1] = u[2:] - 2 * u[1:-1] + u[:-2]
+    du[0] = u[1] - 2 * u[0]
+    du[-1] = u[-2] - 2 * u[-1]
+    return du * ((n + 1) ** 2 * p[0]) - p[1] * u**3
+
+
+@pytest.fixture(scope="module")
+def rd_problem():
+    x = np.arange(1, 21) / 21
+    return dxdt.ODEProblem(reaction_diffusion, np.sin(np.pi * x) + 0.2 * np.sin(3 * np.pi * x),
+                           (0.0, 0.05), np.array([1.0, 0.5]))
+
+
+@pytest.mark.parametrize("method", [RKC(max_stages=30), ROCK2()], ids=repr)
+def test_jax_backend_agrees_with_numpy(method, rd_problem):
+    numpy_sol = dxdt.solve(rd_problem, method, rtol=1e-7, atol=1e-10, saveat=[0.025, 0.05])
+    jax_sol = dxdt.solve(rd_problem, method, rtol=1e-7, atol=1e-10, saveat=[0.025, 0.05],
+                         backend="jax")
+    assert jax_sol.success and jax_sol.u.dtype == np.float64
+    np.testing.assert_allclose(jax_sol.u, numpy_sol.u, atol=2e-6)
+    assert abs(jax_sol.stats["naccept"] - numpy_sol.stats["naccept"]) <= 0.2 * numpy_sol.stats["naccept"]
+
+
+def _sum_of_squares(u):
+    return np.sum(u[-1] ** 2)
+
+
+@pytest.fixture(scope="module")
+def rd_gradient_reference(rd_problem):
+    """Central finite differences of NumPy solves at tight tolerance."""
+    def value(p):
+        prob = dxdt.ODEProblem(reaction_diffusion, rd_problem.u0, rd_problem.tspan, p)
+        sol = dxdt.solve(prob, RKC(), rtol=1e-11, atol=1e-13, saveat=[0.05])
+        return _sum_of_squares(sol.u)
+
+    eps = 1e-5
+    p = rd_problem.p
+    return np.array([(value(p + e) - value(p - e)) / (2 * eps) for e in np.eye(2) * eps])
+
+
+@pytest.mark.parametrize("method, options", [
+    (ROCK2(), dict(mode="forward")),
+    (RKC(max_stages=30), dict(mode="reverse", adjoint="interpolating")),
+], ids=["ROCK2-forward", "RKC-interpolating"])
+def test_gradient_through_stabilized_solve_matches_finite_differences(
+        method, options, rd_problem, rd_gradient_reference):
+    from dxdt import sensitivity as sens
+
+    grad = sens.gradient(_sum_of_squares, rd_problem, method, saveat=[0.05], rtol=1e-8,
+                         atol=1e-10, **options)
+    np.testing.assert_allclose(grad, rd_gradient_reference, rtol=1e-5)
