@@ -37,6 +37,7 @@ POWER_TOLERANCE = 0.01  # relative change of the estimate that ends the iteratio
 POWER_SEED = 20260101  # the first start vector: reproducible
 OSCILLATORY_COSINE = -0.5  # cos(v, Jv) above this: dominant eigenvalue far from the negative axis
 OSCILLATORY_SPAN = 100.0  # ... and rho |t1 - t0| above this: fast on the scale of the solve
+STIFF_MARGIN = 1.05  # h rho above this times beta(max_stages) warns (below: rounding of rho)
 
 
 @dataclass
@@ -198,7 +199,7 @@ def integrate(
         else:
             s, covered = choose_stages(counts, beta, abs(dt) * rho)
             if not covered:
-                if not warned_stiff:
+                if not warned_stiff and abs(dt) * rho > STIFF_MARGIN * beta[-1]:
                     warned_stiff = True
                     _warn(f"at t={t:.6g} the step {abs(dt):.3g} needs h*rho={abs(dt) * rho:.3g} "
                           f"but {method!r} reaches only {beta[-1]:.3g} with max_stages="
@@ -281,7 +282,7 @@ def integrate(
 
 
 def _warn(message: str) -> None:
-    warnings.warn(message, RuntimeWarning, stacklevel=4)
+    warnings.warn(message, RuntimeWarning, stacklevel=6)  # the caller of dxdt.solve
 
 
 def _stages(method: AbstractStabilized, ws: _Workspace, f, p, t: float, h: float, s: int) -> int:

@@ -420,3 +420,21 @@ def test_gradient_through_stabilized_solve_matches_finite_differences(
     grad = sens.gradient(_sum_of_squares, rd_problem, method, saveat=[0.05], rtol=1e-8,
                          atol=1e-10, **options)
     np.testing.assert_allclose(grad, rd_gradient_reference, rtol=1e-5)
+
+
+# ------------------------------------------------------------------ guidance
+
+
+def test_stability_bound_tsit5_solve_suggests_a_stabilized_method():
+    rhs, x, _, _ = dirichlet_heat(100)
+    prob = dxdt.ODEProblem(rhs, x * (1 - x), (0.0, 0.1))
+    sol = dxdt.solve(prob, rtol=1e-6, saveat=[0.1])
+    assert sol.success and "ROCK2()" in sol.message and "limited by stability" in sol.message
+    assert "ROCK2()" not in dxdt.solve(prob, ROCK2(), rtol=1e-6, saveat=[0.1]).message
+
+
+def test_accuracy_bound_solve_gets_no_note():
+    from dxdt.problems import lorenz
+
+    sol = dxdt.solve(lorenz(), rtol=1e-8)
+    assert sol.success and sol.stats["naccept"] > 500 and "stability" not in sol.message

@@ -1,0 +1,47 @@
+"""A note for explicit Runge-Kutta solves whose step size was set by stability.
+
+When Tsit5/DP5 run at their stability limit on a diffusion-dominated problem, the mean
+step times the spectral radius of ``df/du`` sits near the method's real stability
+boundary, whatever the tolerance. After a long successful NumPy solve dxdt measures this
+ratio (the same ``h rho / beta`` as the checkpoint adjoint's stiffness diagnostic) with
+the power iteration of the stabilized methods and, when the dominant eigenvalue is near
+the negative real axis, suggests ``ROCK2()`` or ``RKC()`` in the solution's message.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ._base import AbstractRungeKutta
+from ._stabilized_executor import OSCILLATORY_COSINE, _power_iteration, _Workspace
+
+MIN_STEPS = 500  # shorter solves are cheap anyway; the check costs a few f evaluations
+STABILITY_BOUND = 0.5  # mean h rho / beta above this: steps limited by stability
+
+
+def stability_note(f, u: np.ndarray, p, t: float, tspan, stats: dict, method) -> str:
+    """``""``, or a sentence for the message when the solve was stability-bound.
+
+    ``u`` is a state of the solution at time ``t`` (its last saved row). The power
+    iteration's ``f`` evaluations (at most 50) are not counted in ``stats["nfev"]``.
+    """
+    if not isinstance(method, AbstractRungeKutta) or stats["naccept"] < MIN_STEPS:
+        return ""
+    boundary = method.tableau.real_stability_boundary
+    u = np.asarray(u, dtype=np.float64) if np.asarray(u).dtype.kind != "c" else u
+    if not (math.isfinite(boundary) and boundary > 0 and np.all(np.isfinite(u))):
+        return ""
+    ws = _Workspace(u.reshape(-1), power=True, hermite=False)
+    f(ws.views[2].reshape(u.shape), ws.views[1].reshape(u.shape), p, t)
+    if not np.all(np.isfinite(ws.f0)):
+        return ""
+    sigma, cosine, converged, _ = _power_iteration(f, ws, p, t, u.shape)
+    ratio = abs(tspan[1] - tspan[0]) / stats["naccept"] * sigma / boundary
+    if not converged or cosine > OSCILLATORY_COSINE or not ratio > STABILITY_BOUND:
+        return ""
+    return (f"; the step size was limited by stability, not accuracy (mean step x spectral "
+            f"radius = {ratio:.2f} x {method!r}'s stability boundary, with the dominant "
+            "eigenvalue on the negative real axis): a stabilized explicit method such as "
+            "ROCK2() or RKC() (dxdt.solvers) may need far fewer f evaluations")
