@@ -19,6 +19,10 @@ every call), their ratios (goals: steady state <= 1.05, first call <= 1.3), step
 max abs difference from the hand-written solution, and the cost of the translation
 itself (``to_jax``, one traced evaluation, ``make_jaxpr``, jaxpr size and the
 primitives it contains, compiled HLO op counts, per-evaluation time).
+
+``--rhs-only`` runs the right-hand-side diagnostics of issue 8 instead (``_rhs_only.py``):
+the translated field alone against hand-written ``jnp.roll``/slicing models, per call and
+per step of a full solve, written to ``results/jax_rhs.json``.
 """
 
 from __future__ import annotations
@@ -50,6 +54,7 @@ from scipy.integrate import solve_ivp  # noqa: E402
 
 import dxdt  # noqa: E402
 import dxdt._backend_jax as dxdt_backend_jax  # noqa: E402
+from dxdt.sensitivity import _compiled as dxdt_compiled  # noqa: E402
 from dxdt.sensitivity import to_jax  # noqa: E402
 from dxdt.sensitivity._jax import load_jax  # noqa: E402
 from dxdt.solvers import Tsit5  # noqa: E402
@@ -60,7 +65,7 @@ import diffrax  # noqa: E402
 
 PCOEFF, ICOEFF = pid_coefficients(Tsit5())
 MAX_STEPS = 100_000  # dxdt.solve's default
-MODEL_CHECK_TOL = 1e-12
+MODEL_CHECK_TOL = 1e-12  # max |hand vf - f| on u0, relative to max(1, max |f|)
 
 # issue goals
 GOAL_STEADY = 1.05  # dxdt jax / handwritten jax, steady-state time per solve
@@ -90,6 +95,13 @@ def make_lv_vf() -> Callable:
         x, z = y[0], y[1]
         return jnp.stack([a * x - b * x * z, -c * z + d * x * z])
     return lotka_volterra_vf
+
+
+def make_lorenz_vf() -> Callable:
+    """A fresh hand-written Lorenz vector field."""
+    def lorenz_vf(t, y, p):
+        return jnp.stack([p[0] * (y[1] - y[0]), y[0] * (p[1] - y[2]) - y[1], y[0] * y[1] - p[2] * y[2]])
+    return lorenz_vf
 
 
 def make_gs_vf() -> Callable:
@@ -126,7 +138,22 @@ CASES = [
          1e-6, 1e-8, 11, True),
     Case("gray_scott_128", lambda: dxdt.problems.gray_scott(n=128, tspan=(0.0, 200.0)), make_gs_vf,
          1e-6, 1e-8, 11, False),
+    Case("lorenz", lambda: dxdt.problems.lorenz(tspan=(0.0, 10.0)), make_lorenz_vf,
+         1e-8, 1e-10, 101, False),
 ]
+
+
+def _rhs_model(name: str):
+    """A model of the rhs-only diagnostics (``_rhs_only.py``): problem and hand-written field."""
+    import _rhs_only
+
+    return next(m for m in _rhs_only.models(make_gs_vf) if m.name == name)
+
+
+# issue 8's per-step rows: the models of the rhs-only diagnostics, solved end to end here
+CASES += [Case(name, lambda name=name: _rhs_model(name).make(), lambda name=name: _rhs_model(name).make_vf(),
+               1e-6, 1e-8, 11, False)
+          for name in ("heat_1d_256", "brusselator_32", "gierer_meinhardt_64", "gray_scott_64_window_writes")]
 
 
 def make_handwritten_solve(case: Case, t0: float, t1: float, vf: Callable | None = None) -> Callable:
@@ -163,8 +190,55 @@ def accepted_rejected(out) -> tuple[int, int]:
     """Accepted and rejected steps from a diffrax ``Solution`` or dxdt's compiled-solve output."""
     if hasattr(out, "stats"):  # diffrax.Solution
         return int(out.stats["num_accepted_steps"]), int(out.stats["num_rejected_steps"])
-    counts = np.asarray(out.counts)  # dxdt's _Outcome: (steps, accepted, rejected)
+    counts = np.asarray(out[3])  # dxdt's program outputs (ts, ys, code, counts): steps, accepted, rejected
     return int(counts[1]), int(counts[2])
+
+
+def saved_states(out) -> np.ndarray:
+    """The saved states of a diffrax ``Solution`` or of dxdt's compiled-solve output."""
+    return np.asarray(out.ys if hasattr(out, "ys") else out[1])
+
+
+def record_solve_programs() -> tuple[Callable[[], None], list]:
+    """Patch ``dxdt._backend_jax._program`` to record ``(program, static, args)`` of each solve."""
+    original, seen = dxdt_backend_jax._program, []
+
+    def recording(prob, method, static, args):
+        program = original(prob, method, static, args)
+        seen.append((program, dict(static), dict(args)))
+        return program
+
+    dxdt_backend_jax._program = recording
+
+    def restore():
+        dxdt_backend_jax._program = original
+    return restore, seen
+
+
+class _HandField:
+    """Stands in for a translation of ``f`` in dxdt's solve build: ``g(y, p, t) = vf(t, y, p)``."""
+
+    def __init__(self, vf: Callable):
+        self.vf, self.n_traces, self.constant_reads = vf, 0, []
+
+    def __call__(self, y, p, t):
+        return self.vf(t, y, p)
+
+
+def build_dxdt_solve(prob, static: dict, args: dict, vf: Callable | None = None) -> Callable:
+    """dxdt's compiled solve (``_backend_jax._build``) for ``prob``; around ``vf(t, y, p)`` if given.
+
+    With ``vf``, a stand-in problem whose translation is the hand-written field is built
+    (``_build`` reads the translation of ``prob.f`` from ``_TRANSLATIONS``).
+    """
+    if vf is not None:
+        def stand_in_f(du, u, p, t):
+            raise AssertionError("the hand-written field replaces this f")
+        prob = dxdt.ODEProblem(stand_in_f, prob.u0, prob.tspan, prob.p)
+        key = (dxdt_backend_jax._callable_key(prob.f), prob.u0.shape, str(prob.u0.dtype),
+               dxdt_backend_jax.structure(prob.p))
+        dxdt_backend_jax._TRANSLATIONS[key] = _HandField(vf)
+    return dxdt_backend_jax._build(prob, Tsit5(), static, args).executable
 
 
 def time_interleaved_warm(fns: dict[str, Callable[[], Any]], repeats: int,
@@ -193,8 +267,11 @@ def time_interleaved_warm(fns: dict[str, Callable[[], Any]], repeats: int,
 
 
 def clear_all_caches() -> None:
-    """Forget every compilation: dxdt's solve and translation caches and all of JAX's."""
-    dxdt_backend_jax._COMPILED.clear()
+    """Forget every compilation: dxdt's programs and translations and all of JAX's caches.
+
+    ``main`` turns dxdt's disk cache off (``DXDT_CACHE=0``): a first call traces and compiles.
+    """
+    dxdt_compiled.clear_cache(disk=False)
     dxdt_backend_jax._TRANSLATIONS.clear()
     jax.clear_caches()
 
@@ -225,6 +302,59 @@ def first_call_stages(make: Callable[[], Any], args: tuple, kwargs: dict) -> dic
     return {"trace_s": t_b - t_a, "lower_s": t_c - t_b, "compile_s": t_d - t_c, "run_s": t_e - t_d,
             "hlo_lines": len(compiled.as_text().splitlines()),
             "stablehlo_lines": len(lowered.as_text().splitlines())}
+
+
+def dxdt_build_stages(build: Callable[[], Callable], kwargs: dict) -> dict[str, Any]:
+    """:func:`first_call_stages` for dxdt's solve build (``build()`` calls ``_backend_jax._build``).
+
+    ``_build`` compiles with ``jax.jit(run).lower(**args).compile()``; that one ``jax.jit`` is
+    replaced by a wrapper timing trace, lower and compile separately.
+    """
+    clear_all_caches()
+    original, stages = jax.jit, {}
+
+    class Lowered:
+        def __init__(self, lowered):
+            self.lowered = lowered
+
+        def compile(self):
+            start = time.perf_counter()
+            compiled = self.lowered.compile()
+            stages["compile_s"] = time.perf_counter() - start
+            return compiled
+
+    class Staged:
+        def __init__(self, jitted):
+            self.jitted = jitted
+
+        def lower(self, *args, **kw):
+            t_a = time.perf_counter()
+            traced = self.jitted.trace(*args, **kw)
+            t_b = time.perf_counter()
+            lowered = traced.lower()
+            stages.update(trace_s=t_b - t_a, lower_s=time.perf_counter() - t_b)
+            stages["stablehlo_lines"] = len(lowered.as_text().splitlines())
+            return Lowered(lowered)
+
+    def jit(fn, *args, **kw):
+        if getattr(fn, "__qualname__", "") == "_build.<locals>.run":
+            return Staged(original(fn, *args, **kw))
+        return original(fn, *args, **kw)
+
+    jax.jit = jit
+    try:
+        with gc_disabled():
+            executable = build()
+    finally:
+        jax.jit = original
+    if "compile_s" not in stages:
+        raise RuntimeError("dxdt's solve build no longer compiles through jax.jit(run).lower().compile()")
+    with gc_disabled():
+        start = time.perf_counter()
+        jax.block_until_ready(executable(**kwargs))
+        stages["run_s"] = time.perf_counter() - start
+    stages["hlo_lines"] = len(executable.as_text().splitlines())
+    return stages
 
 
 def median_stages(samples: list[dict[str, Any]]) -> dict[str, Any]:
@@ -339,7 +469,8 @@ def profile_vector_fields(case: Case, prob, repeats: int, log) -> dict[str, Any]
 
 # --------------------------------------------------------------------------- benchmark
 
-def bench_case(case: Case, repeats: int, first_repeats: int, min_total_s: float, log) -> tuple[list[dict], dict]:
+def bench_case(case: Case, repeats: int, first_repeats: int, min_total_s: float, log,
+               diagnostics: bool = True) -> tuple[list[dict], dict]:
     prob = case.make()
     t0, t1 = (float(x) for x in prob.tspan)
     saveat = np.linspace(t0, t1, case.nsave)
@@ -352,7 +483,7 @@ def bench_case(case: Case, repeats: int, first_repeats: int, min_total_s: float,
     ref = np.empty_like(prob.u0)
     prob.f(ref, prob.u0.copy(), prob.p, t0)
     model_diff = float(np.max(np.abs(np.asarray(vf(t0, u0j, pj)) - ref)))
-    if not model_diff <= MODEL_CHECK_TOL:
+    if not model_diff <= MODEL_CHECK_TOL * max(1.0, float(np.max(np.abs(ref)))):
         raise RuntimeError(f"{case.name}: hand-written model differs from the NumPy f by {model_diff:.3g}")
     log(f"[{case.name}]   hand-written model matches the NumPy f on u0: max |diff| {model_diff:.2e}")
 
@@ -390,24 +521,20 @@ def bench_case(case: Case, repeats: int, first_repeats: int, min_total_s: float,
 
     # dxdt's compiled solve called directly with the arguments dxdt passes it: separates
     # the Python work around it (validation, conversions, result wrapping) from the solve
-    (key, compiled), = dxdt_backend_jax._COMPILED.items()
-    recorded = {}
-
-    def recorder(**kwargs):
-        recorded.update(kwargs)
-        return compiled(**kwargs)
-
-    dxdt_backend_jax._COMPILED[key] = recorder
-    dxdt.solve(prob, Tsit5(), backend="jax", **kw)
-    dxdt_backend_jax._COMPILED[key] = compiled
+    restore, seen = record_solve_programs()
+    try:
+        dxdt.solve(prob, Tsit5(), backend="jax", **kw)
+    finally:
+        restore()
+    (program, static, recorded), = seen
+    compiled = program.executable
 
     # the 2 x 2 of (dxdt's compiled solve | handwritten solve) x (to_jax(f) | hand vf)
-    hand_vf = case.make_vf()
-    dx_hand = dxdt_backend_jax._compile(key, lambda y, q, t: hand_vf(t, y, q), jax, diffrax)
+    dx_hand = build_dxdt_solve(prob, static, recorded, vf=case.make_vf())
     g_diag = to_jax(prob.f, prob.u0, prob.p)
     hand_g = make_handwritten_solve(case, t0, t1, vf=lambda t, y, q: g_diag(y, q, t))
     for name, out in ((DX_HARNESS_HAND_VF, dx_hand(**recorded)), (HAND_HARNESS_DX_G, hand_g(u0j, pj, tsj))):
-        ys = np.asarray(out.ys)[:case.nsave]  # dxdt's compiled solve adds a t1 row
+        ys = saved_states(out)[:case.nsave]  # dxdt's compiled solve adds a t1 row
         stats[name] = (ys.reshape(case.nsave, -1), None, *accepted_rejected(out))
     stats[COMPILED_ONLY] = stats[DXDT_JAX]
 
@@ -418,8 +545,8 @@ def bench_case(case: Case, repeats: int, first_repeats: int, min_total_s: float,
         DXDT_NP: lambda: dxdt.solve(prob, Tsit5(), **kw),
         SCIPY: lambda: solve_ivp(rhs, (t0, t1), prob.u0.ravel(), method="RK45", t_eval=saveat,
                                  rtol=case.rtol, atol=case.atol),
-        COMPILED_ONLY: lambda: np.asarray(compiled(**recorded).ys),
-        DX_HARNESS_HAND_VF: lambda: np.asarray(dx_hand(**recorded).ys),
+        COMPILED_ONLY: lambda: saved_states(compiled(**recorded)),
+        DX_HARNESS_HAND_VF: lambda: saved_states(dx_hand(**recorded)),
         HAND_HARNESS_DX_G: lambda: np.asarray(hand_g(u0j, pj, tsj).ys),
     }
     log(f"[{case.name}]   steady state: {len(fns)} candidates, >= {repeats} rounds ...")
@@ -450,18 +577,17 @@ def bench_case(case: Case, repeats: int, first_repeats: int, min_total_s: float,
     log(f"[{case.name}]   first-call stages: {first_repeats} rounds ...")
     stage_samples: dict[str, list] = {DXDT_JAX: [], HAND: [], DX_HARNESS_HAND_VF: []}
     makers = {
-        DXDT_JAX: (lambda: dxdt_backend_jax._compile(key, to_jax(prob.f, prob.u0, prob.p), jax, diffrax),
-                   (), recorded),
-        HAND: (lambda: make_handwritten_solve(case, t0, t1), (u0j, pj, tsj), {}),
-        DX_HARNESS_HAND_VF: (lambda: dxdt_backend_jax._compile(
-            key, lambda y, q, t, vf=case.make_vf(): vf(t, y, q), jax, diffrax), (), recorded),
+        DXDT_JAX: lambda: dxdt_build_stages(lambda: build_dxdt_solve(prob, static, recorded), recorded),
+        HAND: lambda: first_call_stages(lambda: make_handwritten_solve(case, t0, t1), (u0j, pj, tsj), {}),
+        DX_HARNESS_HAND_VF: lambda: dxdt_build_stages(
+            lambda: build_dxdt_solve(prob, static, recorded, vf=case.make_vf()), recorded),
     }
-    for _ in range(first_repeats):
-        for name, (make, args, kwargs) in makers.items():
-            stage_samples[name].append(first_call_stages(make, args, kwargs))
-    stages = {name: median_stages(v) for name, v in stage_samples.items()}
+    for _ in range(first_repeats if diagnostics else 0):
+        for name, measure in makers.items():
+            stage_samples[name].append(measure())
+    stages = {name: median_stages(v) for name, v in stage_samples.items() if v}
 
-    profile = profile_vector_fields(case, prob, repeats, log)
+    profile = profile_vector_fields(case, prob, repeats, log) if diagnostics else None
 
     base_hand = timings[HAND].median
     records = []
@@ -475,6 +601,7 @@ def bench_case(case: Case, repeats: int, first_repeats: int, min_total_s: float,
             "time": timing.summary(), "time_median_s": timing.median,
             "ratio_vs_handwritten": timing.median / base_hand,
             "ratio_vs_handwritten_min": timing.min / timings[HAND].min,
+            "time_per_step_s": timing.median / max(nacc + (nrej or 0), 1),
             "nfev": nfev, "naccept": nacc, "nreject": nrej,
             "max_abs_diff_vs_handwritten": float(np.max(np.abs(u - u_hand))),
         }
@@ -495,15 +622,16 @@ def bench_case(case: Case, repeats: int, first_repeats: int, min_total_s: float,
         "python_overhead_min_s": timings[DXDT_JAX].min - timings[COMPILED_ONLY].min,
         "first_call_stages": {name: {k: v for k, v in st.items() if k != "samples"}
                               for name, st in stages.items()},
-        "vector_field": profile,
     }
+    if profile is not None:
+        info["vector_field"] = profile
     return records, info
 
 
 # --------------------------------------------------------------------------- report
 
 def table(records: list[dict]) -> str:
-    header = ["problem", "solver", "time", "min", "runs", "/hand", "/hand min", "1st call",
+    header = ["problem", "solver", "time", "min", "runs", "per step", "/hand", "/hand min", "1st call",
               "1st min", "1st /hand", "steps", "rej", "nfev", "max|diff| vs hand"]
     rows, last = [], None
     for r in records:
@@ -514,6 +642,7 @@ def table(records: list[dict]) -> str:
             fmt_time(r["time_median_s"]),
             fmt_time(r["time"]["min_s"]),
             r["time"]["n"],
+            fmt_time(r["time_per_step_s"]),
             f"{r['ratio_vs_handwritten']:.3f}",
             f"{r['ratio_vs_handwritten_min']:.3f}",
             f"{fmt_time(fc['median_s'])} (n={fc['n']})" if fc else "",
@@ -525,7 +654,7 @@ def table(records: list[dict]) -> str:
             fmt_float(r["max_abs_diff_vs_handwritten"], ".2e"),
         ])
         last = r["problem"]
-    return format_table(rows, header, align="llrrrrrrrrrrrr")
+    return format_table(rows, header, align="llrrrrrrrrrrrrr")
 
 
 def stages_table(records: list[dict]) -> str:
@@ -579,7 +708,8 @@ def check_goals(records: list[dict]) -> list[dict]:
     for r in records:
         if r["solver"] != DXDT_JAX:
             continue
-        goals.append({"goal": f"dxdt jax / handwritten steady state <= {GOAL_STEADY} on {r['problem']}",
+        goals.append({"goal": f"dxdt jax / handwritten time per step (same steps) <= {GOAL_STEADY} "
+                              f"on {r['problem']}",
                       "value": f"{r['ratio_vs_handwritten']:.3f} (min-based "
                                f"{r['ratio_vs_handwritten_min']:.3f})",
                       "pass": r["ratio_vs_handwritten"] <= GOAL_STEADY})
@@ -602,6 +732,8 @@ def main(argv=None) -> int:
                     help="sample each steady-state cell for at least about this many seconds (default 1.0)")
     ap.add_argument("--quick", action="store_true",
                     help="smoke run: Lotka-Volterra and Gray-Scott n=64, 3 rounds, 2 first calls")
+    ap.add_argument("--no-stages", action="store_true",
+                    help="skip the first-call stage and vector-field diagnostics (main table only)")
     ap.add_argument("--problems", nargs="+", choices=[c.name for c in CASES],
                     help="run only these problems")
     ap.add_argument("--wait-load", type=float, default=None, metavar="LOAD",
@@ -609,7 +741,12 @@ def main(argv=None) -> int:
     add_blas_threads_option(ap)
     ap.add_argument("--out", default=str(RESULTS_DIR / "jax.json"),
                     help="JSON output path (default benchmarks/results/jax.json)")
+    ap.add_argument("--rhs-only", nargs="*", metavar="MODEL", default=None,
+                    help="only the right-hand-side diagnostics (_rhs_only.py), of all models or "
+                         "those named; JSON to benchmarks/results/jax_rhs.json unless --out")
     args = ap.parse_args(argv)
+    if args.rhs_only is not None:
+        return rhs_only_main(args)
 
     repeats, first_repeats, min_time = args.repeats, args.first_repeats, args.min_time
     cases = CASES
@@ -624,6 +761,7 @@ def main(argv=None) -> int:
     def log(msg):
         print(msg, file=sys.stderr, flush=True)
 
+    os.environ["DXDT_CACHE"] = "0"  # no disk cache: a first call traces and compiles
     if args.wait_load is not None:
         wait_for_low_load(args.wait_load)
     load_start = load_average()
@@ -635,7 +773,7 @@ def main(argv=None) -> int:
 
     records, problems = [], []
     for case in cases:
-        recs, info = bench_case(case, repeats, first_repeats, min_time, log)
+        recs, info = bench_case(case, repeats, first_repeats, min_time, log, not args.no_stages)
         records += recs
         problems.append(info)
     load_end = load_average()
@@ -654,22 +792,24 @@ def main(argv=None) -> int:
     print()
     print("diagnostics (same rounds as above): 'dxdt compiled call only' = dxdt's cached jitted "
           "solve called with the arguments dxdt.solve passes it; 'dxdt compiled, hand vf' = the same "
-          "jitted solve built by dxdt._backend_jax._compile around the hand-written field; 'hand solve, "
+          "jitted solve built by dxdt._backend_jax._build around the hand-written field; 'hand solve, "
           "to_jax(f)' = the handwritten diffeqsolve around dxdt's translated g")
     print(table([r for r in records if r["diagnostic"]]))
-    print()
-    print("first-call stages (caches cleared; jax.jit(...).trace / .lower / .compile / run; medians)")
-    print(stages_table(records))
+    if not args.no_stages:
+        print()
+        print("first-call stages (caches cleared; jax.jit(...).trace / .lower / .compile / run; medians)")
+        print(stages_table(records))
     print()
     print("dxdt jax Python overhead per solve (dxdt.solve - its compiled call; medians, mins): "
           + ", ".join(f"{p['problem']} {fmt_time(p['python_overhead_s'])}, "
                       f"{fmt_time(p['python_overhead_min_s'])}" for p in problems))
-    print()
-    print("vector field alone (to_jax = translation object; 1st jit eval = to_jax + jax.jit(g)(u0, p, t) "
-          "with caches cleared, or jax.jit(vf) for the handwritten one; make_jaxpr = tracing; "
-          "eqns = jaxpr equations incl. sub-jaxprs; consts = captured constants; HLO = op counts "
-          "after XLA (dus = dynamic-update-slice); eval = one jitted evaluation)")
-    print(translation_table(problems))
+    if not args.no_stages:
+        print()
+        print("vector field alone (to_jax = translation object; 1st jit eval = to_jax + jax.jit(g)(u0, p, t) "
+              "with caches cleared, or jax.jit(vf) for the handwritten one; make_jaxpr = tracing; "
+              "eqns = jaxpr equations incl. sub-jaxprs; consts = captured constants; HLO = op counts "
+              "after XLA (dus = dynamic-update-slice); eval = one jitted evaluation)")
+        print(translation_table(problems))
     print("f traced per dxdt compile: " + ", ".join(
         f"{p['problem']} {sorted(set(p['f_traces_per_compile']))}" for p in problems))
     if goals:
@@ -679,9 +819,11 @@ def main(argv=None) -> int:
             print(f"  [{'PASS' if g['pass'] else 'FAIL'}] {g['goal']}: {g['value']}")
 
     settings = {"repeats": repeats, "first_repeats": first_repeats, "min_time_s": min_time,
-                "quick": args.quick, "blas_threads": args.blas_threads, "max_steps": MAX_STEPS,
+                "quick": args.quick, "stages": not args.no_stages, "blas_threads": args.blas_threads,
+                "max_steps": MAX_STEPS,
                 "pid": {"pcoeff": PCOEFF, "icoeff": ICOEFF}, "dt0": None,
-                "first_call": "jax.clear_caches() + dxdt _COMPILED/_TRANSLATIONS cleared before each",
+                "first_call": "jax.clear_caches() + dxdt's programs in memory and _TRANSLATIONS cleared "
+                              "before each; disk cache off (DXDT_CACHE=0)",
                 "handwritten": "jax.jit(diffeqsolve(ODETerm(vf), Tsit5(), t0, t1, None, y0, args=p, "
                                "saveat=SaveAt(ts=ts), PIDController(rtol, atol, pcoeff, icoeff)))",
                 "goals": {"steady_ratio_max": GOAL_STEADY, "first_call_ratio_max": GOAL_FIRST},
@@ -689,6 +831,39 @@ def main(argv=None) -> int:
                           for c in cases]}
     path = write_json(args.out, records, benchmark="jax", settings=settings, meta=meta,
                       load_start=load_start, load_end=load_end, problems=problems, goals=goals)
+    print(f"\nwrote {path}")
+    return 0
+
+
+# --------------------------------------------------------------------------- rhs-only diagnostics
+
+def rhs_only_main(args) -> int:
+    """``--rhs-only``: the translated right-hand side alone vs hand-written JAX (issue 8)."""
+    import _rhs_only
+
+    if args.wait_load is not None:
+        wait_for_low_load(args.wait_load)
+    rounds = min(args.repeats, 3) if args.quick else max(args.repeats, 9)
+    block_s = 0.02 if args.quick else 0.05
+    load_start = load_average()
+
+    def log(msg):
+        print(msg, file=sys.stderr, flush=True)
+
+    records = _rhs_only.bench(make_gs_vf, rounds, block_s, PCOEFF, ICOEFF, log, args.rhs_only or None)
+    load_end = load_average()
+    print("translated right-hand side vs hand-written JAX (jnp.roll / slicing): per call of the "
+          "jitted field (median of round-robin blocks; x hand = ratio of medians, x hand min = of "
+          "mins), jaxpr dynamic_update_slice + scatter count, concatenate and HLO fusion counts "
+          "(hand-written in brackets), time per step of a Tsit5 solve: hand-written diffeqsolve "
+          "around to_jax(f), and dxdt.solve(backend='jax'), over the same diffeqsolve around the "
+          "hand-written field")
+    print(f"load avg start {load_start} end {load_end}")
+    print(_rhs_only.table(records, fmt_time, format_table))
+    out = args.out if args.out != str(RESULTS_DIR / "jax.json") else str(RESULTS_DIR / "jax_rhs.json")
+    meta = machine_info(extra_packages=["jax", "jaxlib", "diffrax"])
+    path = write_json(out, records, benchmark="jax_rhs", meta=meta, load_start=load_start,
+                      load_end=load_end, settings={"rounds": rounds, "block_s": block_s})
     print(f"\nwrote {path}")
     return 0
 

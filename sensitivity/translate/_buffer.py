@@ -33,9 +33,9 @@ class Buffer:
     Notes
     -----
     The content is held as a :class:`~._tiling.Tiling`: writes to boxes (see
-    :meth:`write_box`) are deferred as pieces and joined when read, so that a chain of
-    window writes reaches XLA as slices and concatenations it can fuse. Reading
-    :attr:`value` joins everything into one array.
+    :meth:`write_box`) and increments of boxes (:meth:`increment_box`) are deferred and
+    joined when read, so that a chain of window writes reaches XLA as slices and
+    concatenations it can fuse. Reading :attr:`value` joins everything into one array.
     """
 
     __slots__ = ("_tiling", "role", "label", "written", "stale", "partial", "_positions")
@@ -103,3 +103,7 @@ class Buffer:
     def write_box(self, lo: tuple[int, ...], hi: tuple[int, ...], value) -> None:
         """Set the box ``[lo, hi)`` to ``value`` (shaped ``hi - lo``, of the buffer's dtype)."""
         self._tiling.write(lo, hi, value)
+
+    def increment_box(self, lo: tuple[int, ...], hi: tuple[int, ...], value) -> None:
+        """Add ``value`` (shaped ``hi - lo``, of the buffer's dtype) to the box ``[lo, hi)``."""
+        self._tiling.increment(lo, hi, value)

@@ -171,6 +171,8 @@ def apply_ufunc(ufunc, method: str, inputs, kwargs):
     name = ufunc.__name__
     if method == "at":
         return _ufunc_at(ufunc, name, inputs)
+    if _deferred_increment(name, method, inputs, kwargs, out):
+        return out[0]
     where = kwargs.pop("where", True)
     args = _traced.unwrap(inputs)
     mask = _traced.operand(where)
@@ -193,6 +195,25 @@ def apply_ufunc(ufunc, method: str, inputs, kwargs):
         xp = np if _traced.all_concrete((result, mask)) else jnp
         result = xp.where(mask, result, 0)
     return finish(result, out[0] if out is not None and len(out) == 1 else out, where)
+
+
+def _deferred_increment(name: str, method: str, inputs, kwargs, out) -> bool:
+    """``out += x`` or ``out -= x`` on a box view, deferred (see :mod:`._tiling`).
+
+    Covers the operators and ``np.add(out, x, out=out)``, ``np.add(x, out, out=out)``,
+    ``np.subtract(out, x, out=out)`` with ``out`` the same elements as the input.
+    Returns False when the call is not one of these (or cannot be deferred).
+    """
+    if name not in ("add", "subtract") or method != "__call__" or kwargs or out is None or len(out) != 1:
+        return False
+    target = out[0]
+    if not isinstance(target, _traced.TracedArray) or len(inputs) != 2:
+        return False
+    if target._same_view(inputs[0]):
+        return target._increment(inputs[1], 1 if name == "add" else -1)
+    if name == "add" and target._same_view(inputs[1]):
+        return target._increment(inputs[0], 1)
+    return False
 
 
 def _target(array) -> _traced.TracedArray:

@@ -22,6 +22,16 @@ arithmetic and concatenations, and fuses them. In the example, reading ``out[:-1
 after the first two writes gives ``concatenate([w0, w1[:-1]])`` where ``w0`` and ``w1``
 are the values written to ``out[:1]`` and ``out[1:]``.
 
+Increments (``out[1:] += a[:-1]``, ``np.add(out, work, out=out)``) are deferred as well,
+so that a chain of them becomes one expression. On the next read or write they are
+applied in *layers*: an increment goes one layer above the highest earlier increment it
+overlaps, so increments of one layer are disjoint and every element receives its
+increments in program order (the sums are those NumPy computes, to the last bit). A
+layer whose boxes tile their bounding box is added at once, its boxes joined like
+pieces: the four edge increments of the Laplacian above become two layers,
+``concatenate([a[-1:], a[:-1]])`` and ``concatenate([a[1:], a[:1]])``, which is
+``-4 a + roll(a, 1) + roll(a, -1)``. Other increments are added box by box.
+
 Pieces whose sources are all NumPy data stay NumPy (trace-time constants). A set of
 pieces with no guillotine cut (a "pinwheel" of four boxes around a fifth) is joined by
 window updates into a zero array instead.
@@ -81,6 +91,14 @@ def _outside(piece: _Piece, lo, hi) -> list[_Piece]:
     return rest
 
 
+def _volume(lo, hi) -> int:
+    return int(np.prod(np.subtract(hi, lo)))
+
+
+def _add(a, b):
+    return a + b if is_concrete(a) and is_concrete(b) else jnp.add(a, b)
+
+
 def _concatenate(blocks: list, axis: int):
     if all(is_concrete(b) for b in blocks):
         return np.concatenate(blocks, axis)
@@ -135,39 +153,69 @@ class Tiling:
     dtype : numpy.dtype
     """
 
-    __slots__ = ("shape", "dtype", "_pieces")
+    __slots__ = ("shape", "dtype", "_pieces", "_increments")
 
     def __init__(self, value):
         self.shape = tuple(value.shape)
         self.dtype = np.dtype(value.dtype)
         zero = (0,) * len(self.shape)
         self._pieces = [_Piece(zero, self.shape, value, zero)]
+        self._increments: list[_Piece] = []
 
     @property
     def concrete(self) -> bool:
-        """Whether every piece is NumPy data (the whole content is a trace-time constant)."""
-        return all(is_concrete(p.source) for p in self._pieces)
-
-    @property
-    def n_pieces(self) -> int:
-        """How many pieces the content is held in now."""
-        return len(self._pieces)
+        """Whether the content is NumPy data only (a trace-time constant)."""
+        return all(is_concrete(p.source) for p in self._pieces + self._increments)
 
     def read(self, lo: tuple[int, ...], hi: tuple[int, ...]):
         """The content of the box ``[lo, hi)`` (non-empty, inside the buffer)."""
-        parts = [p.clip(lo, hi) for p in self._pieces if p.meets(lo, hi)]
-        return _join(lo, hi, parts, self.dtype)
+        self._apply_increments()
+        return self._read(lo, hi)
 
     def value(self):
         """The whole content, joined; the tiling then holds it as a single piece."""
+        self._apply_increments()
         if len(self._pieces) > 1:
-            self.__init__(self.read((0,) * len(self.shape), self.shape))
+            self.__init__(self._read((0,) * len(self.shape), self.shape))
         return self._pieces[0].take()
 
     def write(self, lo: tuple[int, ...], hi: tuple[int, ...], value) -> None:
         """Replace the box ``[lo, hi)`` by ``value`` (shape ``hi - lo``, the buffer's dtype)."""
+        self._apply_increments()
+        self._write(lo, hi, value)
+
+    def increment(self, lo: tuple[int, ...], hi: tuple[int, ...], value) -> None:
+        """Add ``value`` (shape ``hi - lo``, the buffer's dtype) to the box ``[lo, hi)``."""
+        self._increments.append(_Piece(lo, hi, value, lo))
+
+    def _read(self, lo, hi):
+        parts = [p.clip(lo, hi) for p in self._pieces if p.meets(lo, hi)]
+        return _join(lo, hi, parts, self.dtype)
+
+    def _write(self, lo, hi, value) -> None:
         pieces = []
         for piece in self._pieces:
             pieces.extend(_outside(piece, lo, hi) if piece.meets(lo, hi) else (piece,))
         pieces.append(_Piece(lo, hi, value, lo))
         self._pieces = pieces
+
+    def _apply_increments(self) -> None:
+        """Add the deferred increments, layer by layer (see the module docstring)."""
+        layers: list[list[_Piece]] = []
+        levels: list[int] = []
+        for i, inc in enumerate(self._increments):
+            below = [levels[j] for j in range(i) if self._increments[j].meets(inc.lo, inc.hi)]
+            level = max(below, default=-1) + 1
+            levels.append(level)
+            if level == len(layers):
+                layers.append([])
+            layers[level].append(inc)
+        self._increments = []
+        for layer in layers:
+            lo = tuple(map(min, *(p.lo for p in layer))) if len(layer) > 1 else layer[0].lo
+            hi = tuple(map(max, *(p.hi for p in layer))) if len(layer) > 1 else layer[0].hi
+            if sum(_volume(p.lo, p.hi) for p in layer) == _volume(lo, hi):
+                self._write(lo, hi, _add(self._read(lo, hi), _join(lo, hi, layer, self.dtype)))
+                continue
+            for p in layer:
+                self._write(p.lo, p.hi, _add(self._read(p.lo, p.hi), p.source))

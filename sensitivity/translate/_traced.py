@@ -233,8 +233,8 @@ class TracedArray:
             )
         buf.stale.reshape(-1)[pos[unwritten]] = True
 
-    def _store(self, key, value, marked) -> None:
-        """Write ``value`` into ``self[key]``; ``marked``: positions written (None: unknown)."""
+    def _mark_written(self, value, marked) -> None:
+        """Check that ``value`` may be written here; record the positions ``marked``."""
         buf = self._buf
         if buf.role == FROZEN and not is_concrete(value):
             raise translation_error(
@@ -248,11 +248,52 @@ class TracedArray:
                 buf.partial = True
             else:
                 buf.written.reshape(-1)[np.ravel(marked)] = True
+
+    def _store(self, key, value, marked) -> None:
+        """Write ``value`` into ``self[key]``; ``marked``: positions written (None: unknown)."""
+        buf = self._buf
+        self._mark_written(value, marked)
         box, shape = self._target(key)
         if box is None or (buf.concrete and is_concrete(value)):
             buf.value = write_through(buf.value, self._steps, key, value)
         else:
             buf.write_box(*box, _fit(value, shape, buf.dtype, np.subtract(box[1], box[0])))
+
+    def _increment(self, value, sign: int) -> bool:
+        """``self += sign * value``, deferred (see :mod:`._tiling`), if this view is a box.
+
+        Returns False, having done nothing, when it is not a box, when ``value`` and the
+        buffer are both trace-time constants, or when ``self + value`` would not keep
+        ``self``'s dtype: the caller then computes the sum and stores it.
+        """
+        box = self._region()
+        value = operand(value)
+        if box is None or self.dtype.kind not in "iufc" or (self._buf.concrete and all_concrete(value)):
+            return False
+        if jnp.result_type(self.dtype, value) != self.dtype:
+            return False
+        self._note_read()
+        self._mark_written(value, self._positions())
+        value = -value if sign < 0 else value
+        self._buf.increment_box(*box, _fit(value, self.shape, self.dtype, np.subtract(box[1], box[0])))
+        return True
+
+    def _same_view(self, other) -> bool:
+        """Whether ``other`` is a view of the same elements of the same buffer, same shape."""
+        return (
+            isinstance(other, TracedArray)
+            and other._buf is self._buf
+            and other.shape == self.shape
+            and self._region() is not None
+            and other._region() == self._region()
+        )
+
+    def _holds_view(self, key, value) -> bool:
+        """Whether ``value`` is the view ``self[key]`` (same buffer, elements and shape)."""
+        if not isinstance(value, TracedArray) or value._buf is not self._buf:
+            return False
+        box, shape = self._target(key)
+        return box is not None and value.shape == shape and value._region() == box
 
     def _target(self, key):
         """``(box, shape)``: the box of the buffer ``self[key]`` is (or None) and its shape."""
@@ -294,8 +335,12 @@ class TracedArray:
         return wrap(self._raw()[key])
 
     def __setitem__(self, key, value) -> None:
-        value = operand(value)
         key, static = normalize_key(key)
+        if static and self._holds_view(key, value):  # the write-back of ``a[key] += b``
+            value._note_read()
+            self._mark_written(value, self._positions()[key])
+            return
+        value = operand(value)
         if static:
             self._store(key, value, self._positions()[key])
         elif _has_traced_mask(key):
