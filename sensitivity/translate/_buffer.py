@@ -45,8 +45,8 @@ class Buffer:
         self.role = role
         self.label = label
         shape = self.shape
-        self.written = np.zeros(shape, bool) if role in (DU, SHADOW) else None
-        self.stale = np.zeros(shape, bool) if role == SHADOW else None
+        self.written = np.zeros(shape, bool) if role in (DU, SHADOW, FROZEN) else None
+        self.stale = np.zeros(shape, bool) if role in (SHADOW, FROZEN) else None  # read unwritten
         self.partial = False
         self._positions = positions
 
