@@ -3,15 +3,15 @@
 Writes ``docs/benchmarks_tables.md`` with one snippet section per results file,
 ``<!-- --8<-- [start:NAME] -->`` ... ``[end:NAME]``, that ``docs/benchmarks.md`` includes
 with ``pymdownx.snippets`` (``--8<-- "benchmarks_tables.md:NAME"``). The sections
-``solvers``, ``jax`` and ``sensitivity`` always exist (saying that the benchmark has not
+``solvers``, ``jax``, ``sensitivity`` and ``latency`` always exist (saying that the benchmark has not
 been run yet when its JSON is missing); any other results file goes into ``others``.
 
 Each results file is ``{"benchmark", "meta", "settings", "records": [...], "goals": [...]}``
 as written by ``benchmarks/_common.py:write_json``. Records are rendered generically:
 short text columns identify a row (problem, solver, ...); numeric columns that are the
 same for every row of a problem (tolerances, sizes) go into a per-problem table, and the
-others, the measurements, into the main table. ``solvers`` has a fixed column choice
-matching ``benchmarks/README.md``.
+others, the measurements, into the main table. ``solvers`` and ``latency`` have a fixed
+column choice matching ``benchmarks/README.md``.
 
 Run from anywhere (``mkdocs build`` runs it as a hook, before every build)::
 
@@ -28,7 +28,7 @@ from typing import Any
 DOCS = Path(__file__).resolve().parents[1]
 RESULTS = DOCS.parent / "benchmarks" / "results"
 OUTPUT = DOCS / "benchmarks_tables.md"
-KNOWN = ("solvers", "jax", "sensitivity")
+KNOWN = ("solvers", "jax", "sensitivity", "latency")
 MAX_TEXT = 40  # longer strings (messages, notes) are not table columns
 MAX_MEASURED = 10  # numeric columns in a generic main table
 
@@ -39,6 +39,16 @@ SOLVERS_COLUMNS = [
     ("nfev", "nfev"), ("steps", "naccept"), ("rej", "nreject"), ("max err", "max_abs_err"),
     ("f call", "f_call_s"), ("ovh/step (us)", "overhead_us_per_step"),
 ]  # fmt: skip
+
+# (column title, key path) for latency.json (time to first result in a fresh process)
+LATENCY_COLUMNS = [
+    ("case", "case"), ("variant", "variant"), ("mode", "mode"), ("import", "import_s"),
+    ("first result", "first_result_s"), ("min", "first_result_min_s"), ("runs", "runs"),
+    ("/hand", "vs_hand"), ("rel diff vs hand", "rel_diff_vs_hand"),
+    ("diffrax import", "import_diffrax_s"), ("cache as expected", "cache_as_expected"),
+    ("load (1 min)", "load_1min"),
+]  # fmt: skip
+FIXED_COLUMNS = {"solvers": SOLVERS_COLUMNS, "latency": LATENCY_COLUMNS}
 
 
 def fmt_seconds(x: float) -> str:
@@ -180,8 +190,9 @@ def generic_tables(records: list[dict]) -> str:
     return "\n\n".join(out)
 
 
-def solvers_table(records: list[dict]) -> str:
-    columns = [(title, path) for title, path in SOLVERS_COLUMNS
+def fixed_table(records: list[dict], columns: list[tuple[str, str]]) -> str:
+    """The ``(title, key path)`` columns of ``records`` that any record has."""
+    columns = [(title, path) for title, path in columns
                if any(lookup(r, path) is not None for r in records)]
     rows = [[fmt_value(lookup(r, path), path) for _, path in columns] for r in records]
     numeric = [any(is_number(lookup(r, path)) for r in records) for _, path in columns]
@@ -281,8 +292,9 @@ def render_file(path: Path) -> str:
     if not records:
         out.append("The file holds no records.")
     else:
-        ok_solvers = name == "solvers" and all("solver" in r for r in records)
-        out.append(solvers_table(records) if ok_solvers else generic_tables(records))
+        key = FIXED_COLUMNS.get(name) and FIXED_COLUMNS[name][1][1]  # the fixed columns' second key
+        fixed = key is not None and all(key in r for r in records)
+        out.append(fixed_table(records, FIXED_COLUMNS[name]) if fixed else generic_tables(records))
     scalars = {}
     for key, value in doc.items():
         if key in STANDARD_KEYS:
