@@ -167,8 +167,11 @@ def _payload_batch(token: str, blob: bytes | None, idx) -> list:
 
 
 def _process_pool(payload: tuple[str, bytes], workers: int) -> ProcessPoolExecutor:
-    context = multiprocessing.get_context(
-        "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn")
+    if "forkserver" in multiprocessing.get_all_start_methods():
+        context = multiprocessing.get_context("forkserver")
+        context.set_forkserver_preload(["dxdt"])  # workers fork with NumPy and dxdt imported
+    else:
+        context = multiprocessing.get_context("spawn")
     return ProcessPoolExecutor(workers, mp_context=context, initializer=_install, initargs=payload)
 
 

@@ -21,11 +21,14 @@ Devices. With several local devices the member axis is sharded over them with
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from types import SimpleNamespace
 from typing import Any, Iterator
 
 import numpy as np
 
 from ._ensemble import tree_leaves, tree_map
+from ._problem import ODEProblem, as_state
 from ._solution import Solution
 
 DEFAULT_JAX_BATCH = 4096  # members per compiled batch by default
@@ -36,6 +39,26 @@ GROUPING_GAIN = 0.95  # group by the pilot's estimate when it saves >= 5% of the
 _COMPILED: dict = {}
 
 
+@dataclass
+class _Lanes:
+    """The members as stacked arrays: ``u0`` ``(n, *shape)``, ``p`` (a pytree, batched on
+    axis 0 when ``p_batched``), ``t0``/``t1`` ``(n,)``; ``template`` is member 0."""
+
+    template: ODEProblem
+    u0: np.ndarray
+    p: Any
+    p_batched: bool
+    t0: np.ndarray
+    t1: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.u0)
+
+    def take(self, idx: np.ndarray) -> tuple:
+        p = tree_map(lambda leaf, path: leaf[idx], self.p) if self.p_batched else self.p
+        return self.u0[idx], p, self.t0[idx], self.t1[idx]
+
+
 def run_jax_batches(ens, method, batch_size, options: dict) -> Iterator:
     """Solve ``ens`` in vectorised JAX batches; yields ``(indices, members, stats)``."""
     from . import _checks
@@ -43,16 +66,50 @@ def run_jax_batches(ens, method, batch_size, options: dict) -> Iterator:
     from .solvers import Tsit5
 
     method = Tsit5() if method is None else _checks.check_method(method)
-    members = [ens.member(i) for i in range(len(ens))]
-    first = members[0]
+    first = ens.member(0)
     opts = _check_options(first, method, options)
-    _check_alike(members)
-    for m in members:
-        _checks.check_saveat(opts["saveat"], m.tspan)
+    lanes = _from_batches(ens, first) if ens.prob_func is None else _from_members(ens)
+    for t0, t1 in {(a, b) for a, b in zip(lanes.t0.tolist(), lanes.t1.tolist())}:
+        _checks.check_saveat(opts["saveat"], (t0, t1))
     _checks.first_derivative(_checks.inplace_rhs(first), first)
     if batch_size is not None:
         make_batches(len(ens), batch_size, 1)  # validates batch_size
-    return _run(members, method, opts, batch_size or min(len(members), DEFAULT_JAX_BATCH))
+    return _run(lanes, method, opts, batch_size or min(len(lanes), DEFAULT_JAX_BATCH))
+
+
+def _from_batches(ens, first: ODEProblem) -> _Lanes:
+    """Lanes straight from the batches (no member problems built)."""
+    n, prob = len(ens), ens.prob
+    if ens._u0 is not None:
+        u0 = as_state(ens._u0, "u0 batch")
+        if u0.shape[1:] != first.u0.shape or u0.dtype != first.u0.dtype:
+            raise ValueError(f"backend='jax' needs the u0 batch of shape (members, *state) of one dtype, "
+                             f"got {u0.shape} {u0.dtype}")
+    else:
+        u0 = np.broadcast_to(prob.u0, (n,) + prob.u0.shape)
+    if ens._tspan is not None:
+        t0, t1 = (np.asarray(ens._tspan[:, k], np.float64) for k in (0, 1))
+        for i in np.flatnonzero(~np.isfinite(t0) | ~np.isfinite(t1) | (t0 == t1))[:1]:
+            ens.member(int(i))  # raises the member's own tspan error
+    else:
+        t0, t1 = np.full(n, prob.tspan[0]), np.full(n, prob.tspan[1])
+    batched = ens._p is not None
+    return _Lanes(first, u0, ens._p if batched else prob.p, batched, t0, t1)
+
+
+def _from_members(ens) -> _Lanes:
+    """Lanes from the member problems (``prob_func`` may change anything)."""
+    members = [ens.member(i) for i in range(len(ens))]
+    first, signature = members[0], _signature(members[0])
+    for i, m in enumerate(members):
+        if m.f is not first.f or _signature(m) != signature:
+            raise ValueError(
+                f"backend='jax' vectorises members that share f and the shapes of u0 and p; member {i} "
+                f"differs from member 0 (use backend='numpy' for such ensembles)")
+    p = None if first.p is None else tree_map(
+        lambda leaf, path: np.stack([np.asarray(dict(tree_leaves(m.p))[path]) for m in members]), first.p)
+    return _Lanes(first, np.stack([m.u0 for m in members]), p, p is not None,
+                  np.array([m.tspan[0] for m in members]), np.array([m.tspan[1] for m in members]))
 
 
 def _check_options(prob, method, options: dict) -> dict:
@@ -76,103 +133,78 @@ def _check_options(prob, method, options: dict) -> dict:
                 max_steps=_checks.check_max_steps(options.get("max_steps", 100_000)))
 
 
-def _check_alike(members: list) -> None:
-    first = members[0]
-    signature = _signature(first)
-    for i, m in enumerate(members):
-        if m.f is not first.f or _signature(m) != signature:
-            raise ValueError(
-                f"backend='jax' vectorises members that share f and the shapes of u0 and p; member {i} "
-                f"differs from member 0 (use backend='numpy' for such ensembles)")
-
-
 def _signature(prob) -> tuple:
     leaves = tuple((path, np.shape(leaf), np.asarray(leaf).dtype.str) for path, leaf in tree_leaves(prob.p))
     return prob.u0.shape, prob.u0.dtype.str, leaves, prob.inplace
 
 
-def _stack(members: list, idx: np.ndarray) -> dict:
-    """The batched arguments of lanes ``idx``."""
-    chosen = [members[i] for i in idx]
-    t0 = np.array([m.tspan[0] for m in chosen])
-    t1 = np.array([m.tspan[1] for m in chosen])
-    p = tree_map(lambda leaf, path: np.stack([np.asarray(_at(m.p, path)) for m in chosen]), chosen[0].p) \
-        if chosen[0].p is not None else None
-    return dict(u0=np.stack([m.u0 for m in chosen]), p=p, t0=t0, t1=t1)
-
-
-def _at(tree: Any, path: str):
-    """The leaf of ``tree`` at ``path`` (as written by :func:`tree_map`)."""
-    found = dict(tree_leaves(tree))
-    return found[path]
-
-
-def _run(members: list, method, opts: dict, width: int) -> Iterator:
+def _run(lanes: _Lanes, method, opts: dict, width: int) -> Iterator:
     from ._backend_jax import translate
     from .sensitivity._jax import load_jax
 
     jax, _ = load_jax()
-    g = translate(members[0])
+    g = translate(lanes.template)
     n_dev = jax.local_device_count()
-    width = n_dev * math.ceil(min(width, len(members)) / n_dev)
-    order = np.arange(len(members))
-    if len(members) > width and opts["adaptive"]:
-        order = _group_order(members, method, opts, width, g, jax)
-    grouped = bool(np.any(order != np.arange(len(members))))
-    solve = _compiled(members[0], method, opts, width, len(opts["saveat"]), opts["max_steps"], g, jax)
+    width = n_dev * math.ceil(min(width, len(lanes)) / n_dev)
+    order = np.arange(len(lanes))
+    if len(lanes) > width and opts["adaptive"]:
+        order = _group_order(lanes, method, opts, width, g, jax)
+    grouped = bool(np.any(order != np.arange(len(lanes))))
+    solve = _compiled(lanes, method, opts, width, len(opts["saveat"]), opts["max_steps"], g, jax)
     lane_steps = useful = 0
-    for start in range(0, len(members), width):
+    for start in range(0, len(lanes), width):
         idx = order[start:start + width]
-        lanes = np.concatenate([idx, np.repeat(idx[-1:], width - len(idx))])  # pad the last batch
-        out = jax.device_get(solve(*_arguments(members, lanes, opts)))
+        padded = np.concatenate([idx, np.repeat(idx[-1:], width - len(idx))])  # pad the last batch
+        out = jax.device_get(solve(*_arguments(lanes, padded, opts)))
         steps = out[3][: len(idx), 0]
         lane_steps, useful = lane_steps + width * int(steps.max()), useful + int(steps.sum())
-        sols = [_to_solution(members[i], method, opts, *(x[j] for x in out)) for j, i in enumerate(idx)]
         by_index = np.argsort(idx, kind="stable")
-        yield idx[by_index], [sols[j] for j in by_index], {"lockstep": lane_steps / max(useful, 1), "grouped": grouped}
+        sols = _to_solutions(lanes, idx[by_index], method, opts, *(x[by_index] for x in out))
+        yield idx[by_index], sols, {"lockstep": lane_steps / max(useful, 1), "grouped": grouped}
 
 
-def _arguments(members: list, lanes: np.ndarray, opts: dict) -> tuple:
+def _arguments(lanes: _Lanes, idx: np.ndarray, opts: dict) -> tuple:
     """Positional arguments of a compiled batch (vmap maps keyword arguments over axis 0)."""
-    b = _stack(members, lanes)
+    u0, p, t0, t1 = lanes.take(idx)
     dt = 0.0 if opts["dt"] is None else opts["dt"]
-    dt0 = np.where(b["t1"] > b["t0"], dt, -dt)
-    return (b["u0"], b["p"], b["t0"], b["t1"], dt0, np.float64(opts["rtol"]),
+    return (u0, p, t0, t1, np.where(t1 > t0, dt, -dt), np.float64(opts["rtol"]),
             np.asarray(opts["atol"], np.float64), opts["saveat"])
 
 
-def _group_order(members, method, opts, width, g, jax) -> np.ndarray:
+def _group_order(lanes: _Lanes, method, opts, width, g, jax) -> np.ndarray:
     """Member order by a pilot estimate of their step counts, if grouping pays."""
     pilot_opts = dict(opts, rtol=min(opts["rtol"] * PILOT_LOOSEN, 1e-2), atol=np.asarray(opts["atol"]) * PILOT_LOOSEN)
-    pilot = _compiled(members[0], method, opts, width, 0, PILOT_MAX_STEPS, g, jax)
-    estimate = np.empty(len(members))
-    for start in range(0, len(members), width):
-        idx = np.arange(start, min(start + width, len(members)))
-        lanes = np.concatenate([idx, np.repeat(idx[-1:], width - len(idx))])
-        out = jax.device_get(pilot(*_arguments(members, lanes, pilot_opts)))
+    pilot = _compiled(lanes, method, opts, width, 0, PILOT_MAX_STEPS, g, jax)
+    estimate = np.empty(len(lanes))
+    for start in range(0, len(lanes), width):
+        idx = np.arange(start, min(start + width, len(lanes)))
+        padded = np.concatenate([idx, np.repeat(idx[-1:], width - len(idx))])
+        out = jax.device_get(pilot(*_arguments(lanes, padded, pilot_opts)))
         estimate[idx] = out[3][: len(idx), 0]
     sorted_order = np.argsort(-estimate, kind="stable")  # the partial last batch gets the cheapest
     if _lane_steps(estimate[sorted_order], width) < GROUPING_GAIN * _lane_steps(estimate, width):
         return sorted_order
-    return np.arange(len(members))
+    return np.arange(len(lanes))
 
 
 def _lane_steps(steps: np.ndarray, width: int) -> float:
     return sum(width * steps[i:i + width].max() for i in range(0, len(steps), width))
 
 
-def _compiled(prob, method, opts, width: int, n_save: int, max_steps: int, g, jax):
+def _compiled(lanes: _Lanes, method, opts, width: int, n_save: int, max_steps: int, g, jax):
     """The jitted, vmapped (and sharded) diffrax solve for one batch width and options."""
     from ._backend_jax import _callable_key
 
-    key = (_callable_key(prob.f), _signature(prob), method, opts["adaptive"], opts["dt"] is None,
-           width, n_save, max_steps, jax.local_device_count())
+    prob = lanes.template
+    key = (_callable_key(prob.f), _signature(prob), lanes.p_batched, method, opts["adaptive"],
+           opts["dt"] is None, width, n_save, max_steps, jax.local_device_count())
     if key not in _COMPILED:
-        _COMPILED[key] = _build(method, opts["adaptive"], opts["dt"] is None, n_save, max_steps, g, jax)
+        _COMPILED[key] = _build(method, opts["adaptive"], opts["dt"] is None, n_save, max_steps,
+                                lanes.p_batched, g, jax)
     return _COMPILED[key]
 
 
-def _build(method, adaptive: bool, auto_dt: bool, n_save: int, max_steps: int, g, jax):
+def _build(method, adaptive: bool, auto_dt: bool, n_save: int, max_steps: int, p_batched: bool, g, jax):
     """One member's solve, exactly as a solo JAX solve runs it (:func:`~dxdt.sensitivity._ode.odeint`)."""
     from .sensitivity._ode import SolveOptions, odeint
 
@@ -188,33 +220,39 @@ def _build(method, adaptive: bool, auto_dt: bool, n_save: int, max_steps: int, g
                             sol.stats["num_rejected_steps"]])
         return sol.ts, sol.ys, code, counts
 
-    batched = jax.vmap(one, in_axes=(0, 0, 0, 0, 0, None, None, None))
+    p_axis = 0 if p_batched else None
+    batched = jax.vmap(one, in_axes=(0, p_axis, 0, 0, 0, None, None, None))
     if jax.local_device_count() > 1:
         from jax.sharding import Mesh, PartitionSpec
 
         lanes, shared = PartitionSpec("m"), PartitionSpec()
         batched = jax.shard_map(batched, mesh=Mesh(np.array(jax.local_devices()), ("m",)),
-                                in_specs=(lanes,) * 5 + (shared,) * 3, out_specs=lanes, check_vma=False)
+                                in_specs=(lanes, lanes if p_batched else shared, lanes, lanes, lanes,
+                                          shared, shared, shared),
+                                out_specs=lanes, check_vma=False)
     return jax.jit(batched)
 
 
-def _to_solution(prob, method, opts, ts, ys, code, counts) -> Solution:
-    """One lane's outcome as the :class:`Solution` its solo JAX solve gives."""
+def _to_solutions(lanes: _Lanes, idx, method, opts, ts, ys, codes, counts) -> list[Solution]:
+    """Each lane's outcome as the :class:`Solution` its solo JAX solve gives."""
     from ._solve import _success_message
     from .sensitivity._ode import STATUS_CODES
     from .solvers._numpy_executor import failure_message
 
-    ts = np.asarray(ts, dtype=np.float64)
+    shape, dtype = lanes.template.u0.shape, lanes.u0.dtype
+    ys = np.asarray(ys, dtype=dtype).reshape(ys.shape[:2] + shape)  # the problem's dtype
     filled = np.isfinite(ts)
-    u = np.asarray(ys, dtype=prob.u0.dtype)[filled].reshape((-1,) + prob.u0.shape)
-    t_end = float(ts[filled][-1])  # the t1 row tells where the solve stopped
-    t, u = opts["saveat"][: len(u) - 1], u[:-1]
-    status = STATUS_CODES[int(code)]
+    reached = filled.sum(axis=1) - 1  # as a solo solve: the last filled row tells where it stopped
     tab = method.tableau
     per_step = tab.stages - 1 if tab.fsal else tab.stages
-    steps, accepted, rejected = (int(c) for c in counts)
-    auto_dt = opts["dt"] is None and opts["adaptive"]
-    stats = {"nfev": 1 + 2 * auto_dt + steps * per_step, "naccept": accepted, "nreject": rejected}
-    message = (_success_message(prob, stats) if status == "success"
-               else failure_message(status, t_end, None, opts["max_steps"], prob.tspan[1]))
-    return Solution(t, u, stats, status, message)
+    first_fevals = 1 + 2 * (opts["dt"] is None and opts["adaptive"])
+    sols = []
+    for j, i in enumerate(idx):
+        steps, accepted, rejected = counts[j].tolist()
+        stats = {"nfev": first_fevals + steps * per_step, "naccept": accepted, "nreject": rejected}
+        status = STATUS_CODES[int(codes[j])]
+        span = (float(lanes.t0[i]), float(lanes.t1[i]))
+        message = (_success_message(SimpleNamespace(tspan=span), stats) if status == "success"
+                   else failure_message(status, float(ts[j][filled[j]][-1]), None, opts["max_steps"], span[1]))
+        sols.append(Solution(opts["saveat"][: reached[j]], ys[j, : reached[j]], stats, status, message))
+    return sols
