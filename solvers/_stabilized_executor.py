@@ -17,6 +17,7 @@ PDEs", J. Comput. Appl. Math. 88 (1997) 315-326 (rkc.f: power iteration, error e
 
 from __future__ import annotations
 
+import cmath
 import math
 import warnings
 from dataclasses import dataclass, field
@@ -140,6 +141,7 @@ def integrate(
     atol_flat = atol if np.ndim(atol) == 0 else np.broadcast_to(atol, shape).reshape(n)
     atol_over_rtol = atol_flat / rtol
     span = abs(t1 - t0)
+    is_finite = cmath.isfinite if u0.dtype.kind == "c" else math.isfinite
 
     nfev = 1
     if k0 is None:
@@ -173,7 +175,9 @@ def integrate(
             if estimate_by == "power":
                 sigma, cosine, converged, spent = _power_iteration(f, ws, p, t, shape)
                 nfev += spent
-                if converged and cosine > OSCILLATORY_COSINE and sigma * span > OSCILLATORY_SPAN:
+                # backwards in time, h lambda < 0 for lambda > 0: the axis flips
+                if (converged and direction * cosine > OSCILLATORY_COSINE
+                        and sigma * span > OSCILLATORY_SPAN):
                     oscillatory.add(t)
                 else:
                     oscillatory.clear()
@@ -227,7 +231,7 @@ def integrate(
             np.add(ws.scale, atol_over_rtol, out=ws.scale)
             np.divide(err, ws.scale, out=err)
             err_norm = math.sqrt(abs(np.vdot(err, err)) / n) / rtol
-            finite = math.isfinite(err_norm) and math.isfinite(u_new.sum())
+            finite = math.isfinite(err_norm) and is_finite(u_new.sum())
             if not finite or err_norm > 1.0:
                 nreject += 1
                 rejected_last = True
@@ -235,7 +239,7 @@ def integrate(
                     dt *= max(controller.factor_min, controller.safety * err_norm ** -inv_k)
                     continue
                 nonfinite_streak += 1
-                if not math.isfinite(f0.sum()):
+                if not is_finite(f0.sum()):
                     status = "nonfinite"
                     break
                 dt *= controller.factor_min
@@ -256,7 +260,7 @@ def integrate(
                 f(f_new_view, u_new_view, p, t + dt)
                 nfev += 1
         else:
-            if not math.isfinite(u_new.sum()):
+            if not is_finite(u_new.sum()):
                 status = "nonfinite_fixed"
                 break
             fixed_count += 1
@@ -272,7 +276,7 @@ def integrate(
             progress.update(t_new - t)
         t, dt = t_new, dt_next
 
-    if status == "success" and not math.isfinite(u.sum()):
+    if status == "success" and not is_finite(u.sum()):
         status = "nonfinite"
     message = "" if status == "success" else failure_message(status, t, dt, max_steps, t1)
     t_out, u_out = saver.result()
