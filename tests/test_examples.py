@@ -21,6 +21,7 @@ FIGURES = {
     "heat_inverse.py": ["heat_inverse.png"],
     "gray_scott_sensitivity.py": ["gray_scott_sensitivity.png"],
     "closure_caches.py": ["closure_caches.png"],
+    "multi_experiment_fit.py": ["multi_experiment_fit.png"],
 }
 
 
