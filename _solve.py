@@ -127,11 +127,10 @@ def solve(
 
 
 def _solve_with_events(prob, method, f, k0, backend, events, options):
-    """Events on the NumPy executor or, for ``backend="jax"``, segment by segment in JAX."""
+    """Solve with events on the NumPy executor."""
     if backend == "jax":
-        from ._events_jax import integrate_jax_events
-
-        return integrate_jax_events(prob, method, events, **options)
+        raise ValueError("events=... needs backend='numpy' (the JAX backend does not locate events yet); "
+                         "sensitivities through events are computed in JAX by dxdt.sensitivity")
     from ._backend_numpy import integrate_numpy
 
     return integrate_numpy(prob, method, f, k0=k0, events=events, **options)

@@ -1,0 +1,336 @@
+"""Sensitivities through events: event times by the implicit function theorem, jumps.
+
+A NumPy solve with the events first fixes the *event sequence*: which events fire,
+in which order, near which times ``t*_k``. The differentiable function of the target
+is then a chain of segment solves ``t_{k-1} -> t*_k`` joined at every event by
+
+* the event time. For a state event with condition ``g``, ``G(t, theta) =
+  g(u(t; theta), p, t) = 0`` defines ``t_k(theta)``; two Newton steps from ``t*_k``
+  with the frozen slope ``dG/dt = g_u f + g_t`` give its value and, by the implicit
+  function theorem, its first and second derivatives exactly:
+
+  .. math:: \\frac{dt_k}{d\\theta} = -\\frac{\\partial_\\theta G}{g_u f + g_t}.
+
+  For a ``TimeEvent`` ``t_k`` is the given time (``times(p)`` differentiable);
+* the state at the event, ``u(t_k^-) = u* + f \\delta + \\tfrac12 (f_u f + f_t) \\delta^2``
+  with ``\\delta = t_k - t*_k`` (value ``u*``; the ``f \\, dt_k/d\\theta`` term is the
+  saltation that a solver dropping the event-time derivative misses);
+* the affects, ``u(t_k^+) = a(u(t_k^-), p, t_k)``, translated like ``f``; the next
+  segment starts at the traced ``t_k``.
+
+The chain is differentiated forward (diffrax ``ForwardMode`` in every segment: forward
+sensitivities, and forward-over-forward second order) or in reverse (the discrete
+adjoint of every segment with checkpointing, and at the joints the transposed jump
+conditions ``lambda^- = (da/du)^T lambda^+ + ...`` that reverse-mode AD of the joint
+produces). The event sequence itself is piecewise constant in ``theta``: derivatives
+hold while no event appears, disappears or changes order.
+
+References
+----------
+S. Galan, W. F. Feehery, P. I. Barton, "Parametric sensitivity functions for hybrid
+discrete/continuous systems", Appl. Numer. Math. 31 (1999) 17-47; R. T. Q. Chen,
+B. Amos, M. Nickel, "Learning neural event functions for ordinary differential
+equations", ICLR (2021).
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+from jax.flatten_util import ravel_pytree
+
+from .._events import Event, TimeEvent
+from .._solution import SolverError
+from ._jax import load_jax
+from ._loss import _refers_to_jax, _required_positional, translate_loss
+from ._ode import SolveOptions, odeint
+from .translate import duplicate, to_jax
+from .translate._trace import call
+
+jax, jnp = load_jax()
+
+
+@dataclass(frozen=True)
+class Boundary:
+    """One event time of the sequence: the NumPy time, the events fired there (in list
+    order) and, for a ``TimeEvent``, ``(event index, position in its sorted times)``."""
+
+    time: float
+    events: tuple[int, ...]
+    timed: tuple[int, int] | None
+
+
+@dataclass(frozen=True, eq=False)
+class EventSetup:
+    """Everything fixed at preparation for a solve with events."""
+
+    g: Callable  # g(u, p, t) -> du
+    loss: Callable | None  # L(U, p, t_events) -> scalar
+    target: Any
+    u0: Any
+    p: Any
+    t0: float
+    saveat: np.ndarray  # the rows the solve reaches
+    options: SolveOptions
+    events: tuple
+    conditions: tuple  # per event: c(u, p, t) -> scalar, or None
+    affects: tuple  # per event: a(u, p, t) -> u+, or None
+    boundaries: tuple[Boundary, ...]
+    t_end: float  # t1, or the time of a terminal event
+    dense_steps: int = 0
+
+
+def plan(prob, events: tuple, options: SolveOptions, saveat: np.ndarray) -> tuple:
+    """The event sequence of the NumPy solve: ``(boundaries, t_end, rows reached)``.
+
+    Raises
+    ------
+    SolverError
+        The NumPy solve with the events failed (its message says why).
+    """
+    from .._problem import ODEProblem
+    from .._solve import solve
+
+    private = ODEProblem(duplicate(prob.f), prob.u0, prob.tspan, prob.p)  # never the user's buffers
+    sol = solve(private, options.method, rtol=options.rtol, atol=options.atol,
+                max_steps=options.max_steps, saveat=saveat, events=_private(events))
+    if not sol.success:
+        raise SolverError(f"the solve with events failed: {sol.message}", sol)
+    fired = sorted(((float(t), i) for i, ts in enumerate(sol.t_events) for t in ts),
+                   key=lambda x: ((x[0] - prob.tspan[0]) * np.sign(prob.tspan[1] - prob.tspan[0]), x[1]))
+    boundaries, k = [], 0
+    while k < len(fired):
+        time, group = fired[k][0], []
+        while k < len(fired) and fired[k][0] == time:
+            group.append(fired[k][1])
+            k += 1
+        timed = next(((i, _time_position(events[i], prob.p, time)) for i in group
+                      if isinstance(events[i], TimeEvent)), None)
+        boundaries.append(Boundary(time, tuple(group), timed))
+    t_end = boundaries[-1].time if sol.status == "event" else prob.tspan[1]
+    return tuple(boundaries), t_end, len(sol.t)
+
+
+def _private(events: tuple) -> list:
+    """Copies of the events whose callables own private copies of their closure arrays."""
+    def own(fn):
+        return None if fn is None else duplicate(fn)
+
+    return [Event(duplicate(e.condition), own(e.affect), direction=e.direction, terminal=e.terminal or False,
+                  name=e.name) if isinstance(e, Event) else
+            TimeEvent(own(e.times) if callable(e.times) else e.times, own(e.affect), name=e.name)
+            for e in events]
+
+
+def _time_position(event: TimeEvent, p, time: float) -> int:
+    return int(np.flatnonzero(event.resolve_times(p) == time)[0])
+
+
+def translate_events(events: tuple, u0, p, duplicate_closure: bool) -> tuple[tuple, tuple]:
+    """Conditions ``c(u, p, t) -> scalar`` and affects ``a(u, p, t) -> u+`` in JAX.
+
+    Both go through :func:`to_jax` as in-place functions writing a state-shaped output,
+    so they may use NumPy exactly as ``f`` does (the affect writes ``u`` in place).
+    """
+    conditions, affects = [], []
+    for event in events:
+        condition = None
+        if isinstance(event, Event):
+            def cond_inplace(out, u, p, t, _c=event.condition):
+                out[...] = _c(u, p, t)
+            translated = to_jax(cond_inplace, u0, p, duplicate_closure=duplicate_closure)
+            condition = lambda u, p, t, _g=translated: _g(u, p, t).reshape(-1)[0]  # noqa: E731
+        conditions.append(condition)
+        affect = None
+        if event.affect is not None:
+            def affect_inplace(out, u, p, t, _a=event.affect):
+                out[...] = u
+                _a(out, p, t)
+            affect = to_jax(affect_inplace, u0, p, duplicate_closure=duplicate_closure)
+        affects.append(affect)
+    return tuple(conditions), tuple(affects)
+
+
+def translate_event_loss(loss: Callable, duplicate_closure: bool) -> Callable:
+    """``L(U, p, t_events)`` for ``loss(u[, p])`` or ``loss(u[, p], *, t_events)``."""
+    try:
+        parameters = inspect.signature(loss).parameters
+    except (TypeError, ValueError):
+        parameters = {}
+    wants = "t_events" in parameters and parameters["t_events"].kind == inspect.Parameter.KEYWORD_ONLY
+    if not wants:
+        plain = translate_loss(loss, duplicate_closure)
+        return lambda U, p, t_events: plain(U, p)
+    n = _required_positional(loss)
+    if n not in (1, 2):
+        raise TypeError("loss must be loss(u, *, t_events) or loss(u, p, *, t_events)")
+    pure = _refers_to_jax(loss)
+
+    def with_times(U, p, t_events):
+        args = (U,) if n == 1 else (U, p)
+        if pure:
+            value = loss(*args, t_events=t_events)
+        else:
+            value = call(lambda *a: loss(*a[:-1], t_events=a[-1]), args + (t_events,),
+                         duplicate_closure=duplicate_closure)
+        value = jnp.asarray(value)
+        if value.shape != ():
+            raise ValueError(f"loss must return a scalar, got shape {value.shape}")
+        return value
+    return with_times
+
+
+def _segment(setup: EventSetup, u, p, t_start, t_stop: float, ts, differentiable: str):
+    """Solve from the traced ``t_start`` to the fixed ``t_stop``, saving at ``ts``.
+
+    Time is rescaled to ``s in [0, 1]`` so that ``t_start`` is an ordinary argument.
+    """
+    def field(s, y, args):
+        pp, start = args
+        span = t_stop - start
+        return span * setup.g(y, pp, start + s * span)
+
+    s_save = None if len(ts) == 0 else (jnp.asarray(ts) - t_start) / (t_stop - t_start)
+    sol, code = odeint(field, u, (p, t_start), 0.0, 1.0, setup.options, ts=s_save,
+                       differentiable=differentiable)
+    return sol.ys[-1], sol.ys[:-1], code
+
+
+def _joint(setup: EventSetup, boundary: Boundary, u_star, p):
+    """``(t_k, u(t_k^-))``: the event time (implicit function theorem) and the state there."""
+    t_star = boundary.time
+    f_star, a_star = jax.jvp(lambda uu, tt: setup.g(uu, p, tt), (u_star, t_star),
+                             (setup.g(u_star, p, t_star), jnp.ones_like(t_star)))
+
+    def state_at(delta):
+        return u_star + delta * f_star + 0.5 * delta**2 * a_star
+
+    if boundary.timed is not None:
+        i, position = boundary.timed
+        times = setup.events[i].times
+        if callable(times):
+            t_k = jnp.sort(jnp.ravel(jnp.asarray(times(p))))[position]
+        else:
+            t_k = jnp.asarray(t_star)
+        return t_k, state_at(t_k - t_star)
+    condition = setup.conditions[boundary.events[0]]
+    _, slope = jax.jvp(lambda uu, tt: condition(uu, p, tt), (u_star, t_star), (f_star, jnp.ones_like(t_star)))
+    slope = jax.lax.stop_gradient(slope)
+    delta = -condition(u_star, p, t_star) / slope
+    delta = delta - condition(state_at(delta), p, t_star + delta) / slope
+    return t_star + delta, state_at(delta)
+
+
+def trajectory(setup: EventSetup, theta, differentiable: str):
+    """``(U, t_events, code)``: the saved states, the event times per event, the status."""
+    u, p = setup.target.merge(theta, setup.u0, setup.p)
+    saveat, direction = setup.saveat, np.sign(setup.t_end - setup.t0) or 1.0
+    t_start, t_start_star = jnp.asarray(setup.t0, jnp.result_type(float)), setup.t0
+    rows, times = [], [[] for _ in setup.events]
+    code = jnp.asarray(0)
+    for boundary in setup.boundaries:
+        if boundary.time != t_start_star:
+            inside = ((saveat - t_start_star) * direction >= 0) & ((saveat - boundary.time) * direction < 0)
+            u, seg_rows, c = _segment(setup, u, p, t_start, boundary.time, saveat[inside], differentiable)
+            rows.append(seg_rows)
+            code = jnp.maximum(code, c)
+        t_k, u = _joint(setup, boundary, u, p)
+        for i in boundary.events:
+            times[i].append(t_k)
+            if setup.affects[i] is not None:
+                u = setup.affects[i](u, p, t_k)
+        t_start, t_start_star = t_k, boundary.time
+    last = (saveat - t_start_star) * direction >= 0
+    if setup.t_end != t_start_star:
+        u, seg_rows, c = _segment(setup, u, p, t_start, setup.t_end, saveat[last], differentiable)
+        rows.append(seg_rows)
+        code = jnp.maximum(code, c)
+    else:  # a terminal event ended the solve: rows at its time show the post-affect state
+        rows.append(jnp.broadcast_to(u, (int(last.sum()),) + u.shape))
+    t_events = tuple(jnp.stack(ts) if ts else jnp.zeros((0,), jnp.result_type(float)) for ts in times)
+    return jnp.concatenate(rows), t_events, code
+
+
+def _no_aux(code):
+    zero = jnp.asarray(0.0)
+    return {"code": code, "mismatch": zero, "dense_overflow": jnp.asarray(False),
+            "naccept": jnp.asarray(0), "nreject": jnp.asarray(0), "stiffness": zero}
+
+
+def value_and_gradient(setup: EventSetup, inner: str) -> Callable:
+    """``theta -> ((L, grad), aux)``, forward (tangents pushed per target entry) or reverse."""
+    def loss_of(theta, differentiable):
+        U, t_events, code = trajectory(setup, theta, differentiable)
+        p = setup.target.merge(theta, setup.u0, setup.p)[1]
+        return setup.loss(U, p, t_events), code
+
+    if inner == "reverse":
+        def run(theta):
+            (L, code), grad = jax.value_and_grad(lambda th: loss_of(th, "reverse"), has_aux=True)(theta)
+            return (L, grad), _no_aux(code)
+        return run
+
+    def run(theta):
+        flat, unravel = ravel_pytree(theta)
+        push = lambda v: jax.jvp(lambda x: loss_of(unravel(x), "forward"), (flat,), (v,), has_aux=True)  # noqa: E731
+        L, dL, code = jax.vmap(push)(jnp.eye(flat.size, dtype=flat.dtype))
+        return (L[0], unravel(dL)), _no_aux(code.max())
+    return run
+
+
+def jacobian(setup: EventSetup, inner: str) -> Callable:
+    """``theta -> (dU/dtheta, aux)`` shaped ``(n_save, *u0.shape, *leaf.shape)`` per leaf."""
+    def states(theta, differentiable):
+        U, _, code = trajectory(setup, theta, differentiable)
+        return U, code
+
+    if inner == "reverse":
+        def run(theta):
+            J, code = jax.jacrev(lambda th: states(th, "reverse"), has_aux=True)(theta)
+            return J, _no_aux(code)
+        return run
+
+    def run(theta):
+        J, code = jax.jacfwd(lambda th: states(th, "forward"), has_aux=True)(theta)
+        return J, _no_aux(code)
+    return run
+
+
+def prepare_with_events(op: str, loss, prob, events, options: SolveOptions, saveat: np.ndarray, target,
+                        chosen: str, reason: str, adjoint: str, duplicate_closure: bool):
+    """The prepared operator ``op`` differentiating through ``events`` (see the module)."""
+    from .._events import check_events
+    from . import _strategies as strategies
+    from ._operators import PreparedOperator
+    from ._target import as_jax_tree
+
+    events = check_events(events)
+    jumps = [e for e in events if e.affect is not None]
+    if "reverse" in chosen and adjoint == "backsolve" and jumps:
+        raise ValueError(
+            f"adjoint='backsolve' cannot integrate the state backwards through the jump of "
+            f"{jumps[0]._label()}: use adjoint='interpolating' or adjoint='checkpoint', or mode='forward'"
+        )
+    if chosen == "forward-over-reverse":  # diffrax's checkpointed reverse pass is not jvp-able
+        chosen, reason = "forward-over-forward", f"{reason}; through events second order is forward-over-forward"
+    boundaries, t_end, n_rows = plan(prob, events, options, saveat)
+    conditions, affects = translate_events(events, prob.u0, prob.p, duplicate_closure)
+    setup = EventSetup(
+        g=to_jax(prob.f, prob.u0, prob.p, duplicate_closure=duplicate_closure),
+        loss=None if loss is None else translate_event_loss(loss, duplicate_closure),
+        target=target, u0=jnp.asarray(prob.u0), p=as_jax_tree(prob.p, prob.u0.dtype),
+        t0=prob.tspan[0], saveat=np.asarray(saveat[:n_rows]), options=options, events=events,
+        conditions=conditions, affects=affects, boundaries=boundaries, t_end=t_end,
+    )
+    inner = "forward" if chosen.endswith("forward") else "reverse"
+
+    def build(setup):
+        if op == "jacobian":
+            return jacobian(setup, inner)
+        first = value_and_gradient(setup, inner)
+        return {"hvp": strategies.hvp, "hessian": strategies.hessian}.get(op, lambda fn: fn)(first)
+
+    return PreparedOperator.from_build(op, build, setup, chosen, reason, adjoint)

@@ -1,0 +1,130 @@
+"""Derivatives through events against closed forms: event times (implicit function
+theorem), jumps, parameter-dependent resets and dose times, forward and reverse, Hessians."""
+
+import math
+
+import numpy as np
+import pytest
+
+import dxdt
+from dxdt import sensitivity as sens
+
+G = 9.81
+TIGHT = dict(rtol=1e-10, atol=1e-12)
+
+
+def decay(du, u, p, t):
+    du[0] = -p[0] * u[0]
+
+
+@pytest.mark.parametrize("mode, adjoint", [("forward", "interpolating"), ("reverse", "checkpoint")])
+def test_threshold_time_derivatives(mode, adjoint):
+    k, y0, c = 0.7, 2.0, 0.5
+    prob = dxdt.ODEProblem(decay, [y0], (0.0, 5.0), p=np.array([k, c]))
+    ev = dxdt.Event(lambda u, p, t: u[0] - p[1], terminal=True)
+    g_u0, g_p = sens.gradient(lambda u, *, t_events: t_events[0][0], prob, events=[ev], mode=mode,
+                              adjoint=adjoint, wrt=("u0", "p"), **TIGHT)
+    t_event = math.log(y0 / c) / k  # and its derivatives
+    np.testing.assert_allclose(g_u0, [1 / (y0 * k)], rtol=1e-7)
+    np.testing.assert_allclose(g_p, [-t_event / k, -1 / (c * k)], rtol=1e-7)
+
+
+def fall(du, u, p, t):
+    du[0] = u[1]
+    du[1] = -G
+
+
+def test_bouncing_ball_bounce_time_and_velocity_derivatives():
+    h0, e = 1.0, 0.8
+    prob = dxdt.ODEProblem(fall, [h0, 0.0], (0.0, 1.5), p=np.array([e]))
+    ev = dxdt.Event(lambda u, p, t: u[0], lambda u, p, t: u.__setitem__(1, -p[0] * u[1]), direction=-1)
+
+    def loss(u, *, t_events):  # second bounce time + final velocity
+        return t_events[0][1] + u[-1, 1]
+
+    value, (g_u0, g_p) = sens.value_and_gradient(loss, prob, events=[ev], mode="reverse",
+                                                 wrt=("u0", "p"), **TIGHT)
+    t1 = math.sqrt(2 * h0 / G)
+    t2 = t1 + 2 * e * t1  # v1 = G t1, flight 2 e v1 / G
+    v_end = e * e * G * t1 - G * (1.5 - t2)
+    assert value == pytest.approx(t2 + v_end, rel=1e-8)
+    dt1_dh = 1 / (G * t1)
+    # d t2 / dh = (1 + 2e) dt1/dh; d v_end / dh = e^2 G dt1/dh + G dt2/dh
+    dt2_dh = (1 + 2 * e) * dt1_dh
+    np.testing.assert_allclose(g_u0[0], dt2_dh + e * e * G * dt1_dh + G * dt2_dh, rtol=1e-7)
+    dt2_de = 2 * t1
+    np.testing.assert_allclose(g_p, [dt2_de + 2 * e * G * t1 + G * dt2_de], rtol=1e-7)
+
+
+def test_reset_at_parameter_dependent_time():
+    # u' = a, reset to 0 when u = b: u(T) = a T - b. Without the event-time term the
+    # derivative in b would be 0 (the reset value does not depend on b).
+    a, b, T = 2.0, 3.0, 2.5
+    prob = dxdt.ODEProblem(lambda du, u, p, t: du.__setitem__(0, p[0]), [0.0], (0.0, T), p=np.array([a, b]))
+    ev = dxdt.Event(lambda u, p, t: u[0] - p[1], lambda u, p, t: u.__setitem__(0, 0.0))
+    J = sens.jacobian(prob, events=[ev], mode="forward", saveat=[1.0, T], **TIGHT)
+    np.testing.assert_allclose(J[:, 0, :], [[1.0, 0.0], [T, -1.0]], atol=1e-9)
+
+
+def bolus(k, t_dose, amount, T=30.0):
+    """u(T) of u' = -k u, u(0) = 1, with doses of ``amount`` at t_dose and t_dose + 12."""
+    return (math.exp(-k * T) + amount * math.exp(-k * (T - t_dose))
+            + amount * math.exp(-k * (T - 12 - t_dose)))
+
+
+@pytest.fixture(scope="module")
+def bolus_problem():
+    prob = dxdt.ODEProblem(decay, [1.0], (0.0, 30.0), p=np.array([0.1, 5.0, 2.0]))
+    dose = dxdt.TimeEvent(lambda p: p[1] + np.array([0.0, 12.0]), lambda u, p, t: u.__setitem__(0, u[0] + p[2]))
+    return prob, dose
+
+
+def central_gradient(fn, x, h=1e-5):
+    x = np.asarray(x, dtype=float)
+    out = np.empty_like(x)
+    for i in range(len(x)):
+        e = np.zeros_like(x)
+        e[i] = h
+        out[i] = (fn(*(x + e)) - fn(*(x - e))) / (2 * h)
+    return out
+
+
+@pytest.mark.parametrize("mode", ["forward", "reverse"])
+def test_bolus_dose_time_and_amount_derivatives(bolus_problem, mode):
+    prob, dose = bolus_problem
+    g = sens.gradient(lambda u: u[-1, 0], prob, events=[dose], mode=mode, **TIGHT)
+    np.testing.assert_allclose(g, central_gradient(bolus, prob.p), rtol=1e-7)
+
+
+def test_bolus_hessian(bolus_problem):
+    prob, dose = bolus_problem
+    H = sens.hessian(lambda u: u[-1, 0] ** 2, prob, events=[dose], **TIGHT)
+    squared = lambda *x: bolus(*x) ** 2  # noqa: E731
+    expected = np.array([central_gradient(lambda *y, i=i: central_gradient(squared, y)[i], prob.p, h=1e-4)
+                         for i in range(3)])
+    np.testing.assert_allclose(H, expected, rtol=1e-5, atol=1e-6)
+
+
+def oral(du, u, p, t):
+    ka, ke = p
+    du[0] = -ka * u[0]
+    du[1] = ka * u[0] - ke * u[1]
+
+
+def bateman(ka, ke, t=30.0, doses=(0.0, 12.0, 24.0), amount=100.0):
+    return sum(amount * ka / (ka - ke) * (math.exp(-ke * (t - td)) - math.exp(-ka * (t - td)))
+               for td in doses if td <= t)
+
+
+def test_oral_dosing_gradient():
+    prob = dxdt.ODEProblem(oral, np.zeros(2), (0.0, 30.0), p=np.array([1.2, 0.15]))
+    dose = dxdt.TimeEvent([0.0, 12.0, 24.0], lambda u, p, t: u.__setitem__(0, u[0] + 100.0))
+    g = sens.gradient(lambda u: u[-1, 1], prob, events=[dose], mode="forward", **TIGHT)
+    np.testing.assert_allclose(g, central_gradient(bateman, prob.p, h=1e-6), rtol=1e-6)
+
+
+def test_backsolve_with_jumps_raises_naming_the_event():
+    prob = dxdt.ODEProblem(fall, [1.0, 0.0], (0.0, 1.0), p=np.array([0.8]))
+    ev = dxdt.Event(lambda u, p, t: u[0], lambda u, p, t: u.__setitem__(1, -p[0] * u[1]), name="floor")
+    with pytest.raises(ValueError, match="floor.*interpolating"):
+        sens.gradient(lambda u: u[-1, 0], prob, events=[ev], mode="reverse", adjoint="backsolve")
