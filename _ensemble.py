@@ -194,12 +194,12 @@ def _stack(members: list, saveat):
     return saveat, u
 
 
-def batch_solution(index, members: list, saveat) -> EnsembleSolution:
+def _batch_solution(index, members: list, saveat) -> EnsembleSolution:
     """An :class:`EnsembleSolution` of some members with their summed stats."""
-    return EnsembleSolution(index, [m.status for m in members], members, saveat, sum_stats(members))
+    return EnsembleSolution(index, [m.status for m in members], members, saveat, _sum_stats(members))
 
 
-def sum_stats(members: list) -> dict:
+def _sum_stats(members: list) -> dict:
     stats = {key: int(sum(m.stats[key] for m in members)) for key in ("nfev", "naccept", "nreject")}
     stats["n_members"] = len(members)
     stats["n_failed"] = sum(m.status != "success" for m in members)
@@ -317,7 +317,7 @@ def _collect(ens: EnsembleProblem, batches, saveat, reduction, progress: bool) -
                 stats[key] = value
             statuses[index] = [m.status for m in batch_members]
             if reduction is not None:
-                acc = reduction(acc, batch_solution(index, batch_members, saveat))
+                acc = reduction(acc, _batch_solution(index, batch_members, saveat))
             else:
                 for i, m in zip(index, batch_members):
                     members[i] = m

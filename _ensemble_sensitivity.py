@@ -22,7 +22,7 @@ experiments of a fit, not for sweeps of thousands.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Callable
 
 import numpy as np
 
