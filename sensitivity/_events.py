@@ -300,12 +300,9 @@ def jacobian(setup: EventSetup, inner: str) -> Callable:
 
 
 def prepare_with_events(op: str, loss, prob, events, options: SolveOptions, saveat: np.ndarray, target,
-                        chosen: str, reason: str, adjoint: str, duplicate_closure: bool):
+                        chosen: str, reason: str, adjoint: str, duplicate_closure: bool) -> "EventOperator":
     """The prepared operator ``op`` differentiating through ``events`` (see the module)."""
     from .._events import check_events
-    from . import _strategies as strategies
-    from ._operators import PreparedOperator
-    from ._target import as_jax_tree
 
     events = check_events(events)
     jumps = [e for e in events if e.affect is not None]
@@ -316,21 +313,82 @@ def prepare_with_events(op: str, loss, prob, events, options: SolveOptions, save
         )
     if chosen == "forward-over-reverse":  # diffrax's checkpointed reverse pass is not jvp-able
         chosen, reason = "forward-over-forward", f"{reason}; through events second order is forward-over-forward"
-    boundaries, t_end, n_rows = plan(prob, events, options, saveat)
-    conditions, affects = translate_events(events, prob.u0, prob.p, duplicate_closure)
-    setup = EventSetup(
-        g=to_jax(prob.f, prob.u0, prob.p, duplicate_closure=duplicate_closure),
-        loss=None if loss is None else translate_event_loss(loss, duplicate_closure),
-        target=target, u0=jnp.asarray(prob.u0), p=as_jax_tree(prob.p, prob.u0.dtype),
-        t0=prob.tspan[0], saveat=np.asarray(saveat[:n_rows]), options=options, events=events,
-        conditions=conditions, affects=affects, boundaries=boundaries, t_end=t_end,
-    )
-    inner = "forward" if chosen.endswith("forward") else "reverse"
+    return EventOperator(op, loss, prob, events, options, saveat, target, chosen, reason, adjoint,
+                         duplicate_closure)
 
-    def build(setup):
-        if op == "jacobian":
-            return jacobian(setup, inner)
-        first = value_and_gradient(setup, inner)
-        return {"hvp": strategies.hvp, "hessian": strategies.hessian}.get(op, lambda fn: fn)(first)
 
-    return PreparedOperator.from_build(op, build, setup, chosen, reason, adjoint)
+class EventOperator:
+    """A prepared operator through events: compiled per event sequence.
+
+    Every call first re-plans the event sequence with a NumPy solve at the new target
+    (cheap next to the derivative); the compiled code is reused while the sequence and
+    the event times stay the same (fixed dose times), and rebuilt when they move (state
+    events, ``times(p)``), so a call never differentiates a stale sequence.
+
+    Attributes: ``op``, ``mode``, ``reason``, ``adjoint``, ``n_traces`` as
+    :class:`dxdt.sensitivity.PreparedOperator`.
+    """
+
+    def __init__(self, op, loss, prob, events, options, saveat, target, chosen, reason, adjoint,
+                 duplicate_closure):
+        from ._target import describe
+
+        self.op, self.mode, self.reason = op, chosen, reason
+        self.adjoint = adjoint if "reverse" in chosen else None
+        self._prob, self._events, self._options, self._saveat = prob, events, options, saveat
+        self._target, self._inner = target, "forward" if chosen.endswith("forward") else "reverse"
+        self._signature = describe(target.select(prob.u0, prob.p))
+        self._g = to_jax(prob.f, prob.u0, prob.p, duplicate_closure=duplicate_closure)
+        self._loss = None if loss is None else translate_event_loss(loss, duplicate_closure)
+        self._conditions, self._affects = translate_events(events, prob.u0, prob.p, duplicate_closure)
+        self._plan, self._prepared, self._traces = None, None, 0
+        self._ensure(prob)
+
+    @property
+    def n_traces(self) -> int:
+        return self._traces + (self._prepared.n_traces if self._prepared is not None else 0)
+
+    @property
+    def _context(self):
+        """The compiled operator's context (``u0``, ``p``, ...), as ``PreparedOperator``."""
+        return self._prepared._context
+
+    def _ensure(self, prob) -> None:
+        """(Re)build the compiled operator if the event sequence at ``prob`` differs."""
+        from . import _strategies as strategies
+        from ._operators import PreparedOperator
+        from ._target import as_jax_tree
+
+        planned = plan(prob, self._events, self._options, self._saveat)
+        if planned == self._plan:
+            return
+        boundaries, t_end, n_rows = planned
+        setup = EventSetup(
+            g=self._g, loss=self._loss, target=self._target, u0=jnp.asarray(prob.u0),
+            p=as_jax_tree(prob.p, prob.u0.dtype), t0=prob.tspan[0], saveat=np.asarray(self._saveat[:n_rows]),
+            options=self._options, events=self._events, conditions=self._conditions,
+            affects=self._affects, boundaries=boundaries, t_end=t_end,
+        )
+        op, inner = self.op, self._inner
+
+        def build(setup):
+            if op == "jacobian":
+                return jacobian(setup, inner)
+            first = value_and_gradient(setup, inner)
+            return {"hvp": strategies.hvp, "hessian": strategies.hessian}.get(op, lambda fn: fn)(first)
+
+        if self._prepared is not None:
+            self._traces += self._prepared.n_traces
+        self._prepared = PreparedOperator.from_build(op, build, setup, self.mode, self.reason, self.adjoint)
+        self._plan, self._prob = planned, prob
+
+    def __call__(self, target, v=None):
+        from ._target import to_numpy
+
+        self._target.check(target, self._signature, "target")
+        u0, p = self._target.merge(to_numpy(target), self._prob.u0, self._prob.p)
+        self._ensure(self._prob.remake(u0=np.asarray(u0), p=p))
+        return self._prepared(target, v)
+
+    def __repr__(self) -> str:
+        return f"EventOperator(op={self.op!r}, mode={self.mode!r}, n_traces={self.n_traces})"

@@ -128,3 +128,17 @@ def test_backsolve_with_jumps_raises_naming_the_event():
     ev = dxdt.Event(lambda u, p, t: u[0], lambda u, p, t: u.__setitem__(1, -p[0] * u[1]), name="floor")
     with pytest.raises(ValueError, match="floor.*interpolating"):
         sens.gradient(lambda u: u[-1, 0], prob, events=[ev], mode="reverse", adjoint="backsolve")
+
+
+def test_prepared_operator_replans_when_event_times_move():
+    y0, c = 2.0, 0.5
+    prob = dxdt.ODEProblem(decay, [y0], (0.0, 5.0), p=np.array([0.7, c]))
+    ev = dxdt.Event(lambda u, p, t: u[0] - p[1], terminal=True)
+    prep = sens.prepare("gradient", lambda u, *, t_events: t_events[0][0], prob, events=[ev],
+                        mode="forward", **TIGHT)
+    for k in (0.7, 0.9):
+        t_event = math.log(y0 / c) / k
+        np.testing.assert_allclose(prep(np.array([k, c])), [-t_event / k, -1 / (c * k)], rtol=1e-7)
+    assert prep.mode == "forward" and prep.n_traces == 2
+    with pytest.raises(ValueError, match="shape"):
+        prep(np.ones(3))
