@@ -590,6 +590,7 @@ def bench_case(case: Case, repeats: int, first_repeats: int, min_total_s: float,
     profile = profile_vector_fields(case, prob, repeats, log) if diagnostics else None
 
     base_hand = timings[HAND].median
+    hand_steps = max(stats[HAND][2] + stats[HAND][3], 1)
     records = []
     for name in SOLVER_ORDER + DIAG_ORDER:
         timing = timings[name]
@@ -602,6 +603,8 @@ def bench_case(case: Case, repeats: int, first_repeats: int, min_total_s: float,
             "ratio_vs_handwritten": timing.median / base_hand,
             "ratio_vs_handwritten_min": timing.min / timings[HAND].min,
             "time_per_step_s": timing.median / max(nacc + (nrej or 0), 1),
+            "per_step_ratio_vs_handwritten": (timing.median / max(nacc + (nrej or 0), 1))
+                                             / (base_hand / hand_steps),
             "nfev": nfev, "naccept": nacc, "nreject": nrej,
             "max_abs_diff_vs_handwritten": float(np.max(np.abs(u - u_hand))),
         }
@@ -708,11 +711,11 @@ def check_goals(records: list[dict]) -> list[dict]:
     for r in records:
         if r["solver"] != DXDT_JAX:
             continue
-        goals.append({"goal": f"dxdt jax / handwritten time per step (same steps) <= {GOAL_STEADY} "
-                              f"on {r['problem']}",
-                      "value": f"{r['ratio_vs_handwritten']:.3f} (min-based "
-                               f"{r['ratio_vs_handwritten_min']:.3f})",
-                      "pass": r["ratio_vs_handwritten"] <= GOAL_STEADY})
+        goals.append({"goal": f"dxdt jax / handwritten time per step (accepted + rejected) <= "
+                              f"{GOAL_STEADY} on {r['problem']}",
+                      "value": f"{r['per_step_ratio_vs_handwritten']:.3f} (per solve "
+                               f"{r['ratio_vs_handwritten']:.3f}, min-based {r['ratio_vs_handwritten_min']:.3f})",
+                      "pass": r["per_step_ratio_vs_handwritten"] <= GOAL_STEADY})
         goals.append({"goal": f"dxdt jax / handwritten first call <= {GOAL_FIRST} on {r['problem']}",
                       "value": f"{r['first_call_ratio_vs_handwritten']:.3f} (min-based "
                                f"{r['first_call_ratio_vs_handwritten_min']:.3f})",
