@@ -94,7 +94,8 @@ def _from_batches(ens, first: ODEProblem) -> _Lanes:
     else:
         t0, t1 = np.full(n, prob.tspan[0]), np.full(n, prob.tspan[1])
     batched = ens._p is not None
-    return _Lanes(first, u0, ens._p if batched else prob.p, batched, t0, t1)
+    shared = tree_map(lambda leaf, path: np.asarray(leaf), prob.p)  # as a solo JAX solve passes it
+    return _Lanes(first, u0, ens._p if batched else shared, batched, t0, t1)
 
 
 def _from_members(ens) -> _Lanes:
