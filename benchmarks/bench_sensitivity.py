@@ -20,6 +20,8 @@ strategy, each prepared once with
   strategy, ``jax.jit(jax.value_and_grad(loss))`` of ``diffrax.diffeqsolve(...,
   adjoint=diffrax.RecursiveCheckpointAdjoint())`` on ``g = dxdt.sensitivity.to_jax(f, u0,
   p)``, with dxdt's step-size controller coefficients so both take the same steps;
+- ``diffrax fwd (hand)``: the same for the forward strategy, ``jax.jit(jax.jacfwd(loss))``
+  through ``adjoint=diffrax.ForwardMode()``;
 - ``primal (dxdt jax)``: ``dxdt.solve(prob, Tsit5(), backend="jax", saveat=[t1])``, the
   unit of the ``x primal`` column; ``primal (jit)``: the bare jitted diffrax solve, for
   context (``dxdt.solve`` adds host-side checks and conversions).
@@ -89,6 +91,7 @@ ACCURATE = 1e-3                    # relative error below which a strategy count
 # issue goals
 GOAL_AUTO = 1.2           # auto within 1.2x of the fastest accurate strategy
 GOAL_CKPT_VS_HAND = 1.1   # dxdt checkpoint within 1.1x of the hand-written diffrax one
+GOAL_FWD_VS_HAND = 1.1    # dxdt forward within 1.1x of hand-written jax.jacfwd with ForwardMode
 GOAL_INTERP_PRIMAL = 4.0  # interpolating adjoint at most 4x the primal solve
 GOAL_FIRST_CALL = 20.0    # prepared calls >= 20x faster than the first (unprepared) call
 MEM_NOISE_MIB = 4.0       # RSS noise floor when judging "flat" memory
@@ -104,6 +107,7 @@ DXDT_STRATEGIES = [name for name, _, _ in STRATEGIES if name != "auto"]
 PRIMAL = "primal (dxdt jax)"
 PRIMAL_JIT = "primal (jit)"
 HAND = "diffrax ckpt (hand)"
+HAND_FWD = "diffrax fwd (hand)"
 
 
 @dataclass(frozen=True)
@@ -189,6 +193,11 @@ def prepare_strategy(loss, prob, mode, adjoint, rtol=RTOL, atol=ATOL):
     return prep, compile_s, first_s, grad, msgs
 
 
+def dense_steps(prep) -> int | None:
+    """The interpolating adjoint's dense step buffer of a prepared operator (None without one)."""
+    return prep._program.meta.get("dense_steps") or None
+
+
 def quiet(fn: Callable) -> Callable:
     """``fn`` with warnings silenced (the checkpoint strategy warns on every call)."""
     def call():
@@ -201,8 +210,9 @@ def quiet(fn: Callable) -> Callable:
 def diffrax_parts(prob, target, rtol=RTOL, atol=ATOL):
     """Hand-written pure-JAX/diffrax functions on the translated ``f``.
 
-    Returns ``(value_and_grad_jit, primal_jit, g)``: ``jax.jit(jax.value_and_grad(loss))``
-    through ``RecursiveCheckpointAdjoint``, and the jitted primal solve.
+    Returns ``(value_and_grad_jit, primal_jit, g, jacfwd_jit)``:
+    ``jax.jit(jax.value_and_grad(loss))`` through ``RecursiveCheckpointAdjoint``, the jitted
+    primal solve, the translated ``f`` and ``jax.jit(jax.jacfwd(loss))`` through ``ForwardMode``.
     """
     jax, jnp = load_jax()
     import diffrax
@@ -221,15 +231,16 @@ def diffrax_parts(prob, target, rtol=RTOL, atol=ATOL):
                                    saveat=diffrax.SaveAt(t1=True), stepsize_controller=controller,
                                    max_steps=MAX_STEPS, throw=False, adjoint=adjoint)
 
-    def loss(p):
-        sol = solve(p, diffrax.RecursiveCheckpointAdjoint())
+    def loss(p, adjoint=diffrax.RecursiveCheckpointAdjoint()):
+        sol = solve(p, adjoint)
         return jnp.sum((sol.ys[-1] - tgt) ** 2)
 
     def primal(p):
         sol = solve(p, diffrax.RecursiveCheckpointAdjoint())
         return sol.ys[-1], sol.stats["num_accepted_steps"], sol.result._value
 
-    return jax.jit(jax.value_and_grad(loss)), jax.jit(primal), g
+    forward = jax.jacfwd(lambda p: loss(p, diffrax.ForwardMode()))
+    return jax.jit(jax.value_and_grad(loss)), jax.jit(primal), g, jax.jit(forward)
 
 
 def aot(fn, *args) -> tuple[Callable, float]:
@@ -348,11 +359,10 @@ def bench_point(case: Case, repeats: int, min_time: float) -> tuple[list[dict], 
             cells[name] = cell
             continue
         err = rel_err(grad, g_ref)
-        setup = getattr(prep, "_setup", None)
         cell.update(status="ok", compile_s=compile_s, first_call_s=first_s, rel_err=err,
                     mode=prep.mode, adjoint=prep.adjoint, reason=getattr(prep, "reason", None),
                     n_traces=prep.n_traces, warnings=msgs,
-                    dense_steps=getattr(setup, "dense_steps", None) or None)
+                    dense_steps=dense_steps(prep))
         cells[name] = cell
         fns[name] = quiet(lambda prep=prep: prep(prob.p))
         log(f"[{case.name}]   {name}: compile {compile_s:.2f} s, first call {fmt_time(first_s)}, "
@@ -361,7 +371,7 @@ def bench_point(case: Case, repeats: int, min_time: float) -> tuple[list[dict], 
 
     # hand-written diffrax checkpoint equivalent and the bare jitted primal
     try:
-        vg, primal_jit, _ = diffrax_parts(prob, target)
+        vg, primal_jit, _, fwd = diffrax_parts(prob, target)
         p_jax = jnp.asarray(prob.p)
         start = time.perf_counter()
         vg_c, vg_compile = aot(vg, p_jax)
@@ -379,6 +389,13 @@ def bench_point(case: Case, repeats: int, min_time: float) -> tuple[list[dict], 
         fns[PRIMAL_JIT] = lambda: np.asarray(pj_c(p_jax)[0])
         log(f"[{case.name}]   {HAND}: compile {vg_compile:.2f} s, rel err {cells[HAND]['rel_err']:.1e}; "
             f"{PRIMAL_JIT}: {int(n_acc)} steps")
+        fwd_c, fwd_compile = aot(fwd, p_jax)
+        start = time.perf_counter()
+        grad = np.asarray(fwd_c(p_jax))
+        cells[HAND_FWD] = {"status": "ok", "compile_s": fwd_compile,
+                           "first_call_s": time.perf_counter() - start,
+                           "rel_err": rel_err(grad, g_ref), "warnings": []}
+        fns[HAND_FWD] = lambda: np.asarray(fwd_c(p_jax))
     except Exception as exc:  # noqa: BLE001
         cells[HAND] = {"status": "error", "message": f"{type(exc).__name__}: {short(exc, 400)}",
                        "traceback": traceback.format_exc(limit=6)}
@@ -392,7 +409,7 @@ def bench_point(case: Case, repeats: int, min_time: float) -> tuple[list[dict], 
     primal_min = timings[PRIMAL].min
 
     records = []
-    for name in [PRIMAL, *[s[0] for s in STRATEGIES], HAND, PRIMAL_JIT]:
+    for name in [PRIMAL, *[s[0] for s in STRATEGIES], HAND, HAND_FWD, PRIMAL_JIT]:
         if name not in cells:
             continue
         cell = cells[name]
@@ -462,7 +479,7 @@ def memory_worker(spec: dict) -> dict:
     out["hwm_reset"] = _reset_hwm()
     out["rss_start_kib"] = _rss_now_kib()
     prep = sens.prepare("gradient", loss, prob, Tsit5(), mode="reverse", adjoint=spec["adjoint"])
-    out["dense_steps"] = getattr(getattr(prep, "_setup", None), "dense_steps", None) or None
+    out["dense_steps"] = dense_steps(prep)
     status = "ok"
 
     def call():
@@ -709,6 +726,15 @@ def check_goals(records: list[dict], memory: list[dict], first: dict | None) -> 
                                    f"{fmt_time(hand['time_median_s'])})",
                           "ratio": ratio, "pass": ratio <= GOAL_CKPT_VS_HAND})
     for problem in problems:
+        fw, hand = by.get((problem, "forward")), by.get((problem, HAND_FWD))
+        if fw and hand and "time_median_s" in fw and "time_median_s" in hand:
+            ratio = fw["time_median_s"] / hand["time_median_s"]
+            goals.append({"goal": f"forward within {GOAL_FWD_VS_HAND}x of hand-written jax.jacfwd + "
+                                  f"ForwardMode on {problem}",
+                          "value": f"{ratio:.2f}x ({fmt_time(fw['time_median_s'])} vs "
+                                   f"{fmt_time(hand['time_median_s'])})",
+                          "ratio": ratio, "pass": ratio <= GOAL_FWD_VS_HAND})
+    for problem in problems:
         it = by.get((problem, "reverse/interp"))
         if it and "x_primal" in it:
             goals.append({"goal": f"reverse/interp <= {GOAL_INTERP_PRIMAL}x primal on {problem}",
@@ -901,6 +927,7 @@ def main(argv=None) -> int:
         print("RESULT " + json.dumps(result), flush=True)
         return 0
 
+    os.environ["DXDT_CACHE"] = "0"  # no disk cache (workers inherit it): `compile` and first calls build
     repeats, min_time = args.repeats, args.min_time
     cases = CASES
     if args.quick:
@@ -998,6 +1025,7 @@ def main(argv=None) -> int:
                 "strategies": [{"name": n, "mode": m_, "adjoint": a} for n, m_, a in STRATEGIES],
                 "cases": [c.name for c in cases],
                 "goals": {"auto_vs_best": GOAL_AUTO, "ckpt_vs_hand": GOAL_CKPT_VS_HAND,
+                          "forward_vs_hand": GOAL_FWD_VS_HAND,
                           "interp_vs_primal": GOAL_INTERP_PRIMAL, "first_call_speedup": GOAL_FIRST_CALL}}
     path = write_json(args.out, records, benchmark="sensitivity", settings=settings, meta=meta,
                       load_start=load_start, load_end=load_end, run_s=elapsed, problems=problems,
