@@ -26,10 +26,10 @@ from __future__ import annotations
 
 from ._jax import load_jax
 from ._ode import odeint
+from ._options import BACKSOLVE_MISMATCH  # noqa: F401  (re-exported)
 
 jax, jnp = load_jax()
 
-BACKSOLVE_MISMATCH = 1e3  # reconstructed-state error, in units of atol + rtol|u|, deemed ill-posed
 
 
 def _zeros(tree):

@@ -1,0 +1,41 @@
+"""The options and the result codes of a compiled solve, without importing diffrax.
+
+Code that only looks programs up (the warm path of the compiled-code cache) and checks
+their results needs these, not the solver: diffrax is imported when a program is built.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .._solution import SolverError
+from ..solvers import AbstractRungeKutta
+
+STATUS_CODES = {0: "success", 1: "max_steps", 2: "dt_min", 3: "nonfinite"}
+BACKSOLVE_MISMATCH = 1e3  # reconstructed-state error, in units of atol + rtol|u|, deemed ill-posed
+
+
+@dataclass(frozen=True)
+class SolveOptions:
+    """Static options of every ODE solve inside a sensitivity computation."""
+
+    method: AbstractRungeKutta
+    rtol: float
+    atol: float
+    max_steps: int
+
+
+def raise_on_failure(codes, what: str, hint: str = "") -> None:
+    """Raise ``SolverError`` if any solve of a sensitivity computation failed."""
+    codes = np.atleast_1d(np.asarray(codes))
+    bad = codes[codes != 0]
+    if bad.size:
+        status = STATUS_CODES.get(int(bad[0]), "nonfinite")
+        hints = {
+            "max_steps": "increase max_steps, or loosen rtol/atol",
+            "dt_min": "the step size underflowed: the problem may be singular or too stiff",
+            "nonfinite": "non-finite values appeared: check f, p and the time span",
+        }
+        raise SolverError(f"{what} failed with status {status!r}: {hints[status]}{hint}.")
