@@ -17,27 +17,45 @@ from .translate._trace import call
 jax, jnp = load_jax()
 
 
-def translate_loss(loss: Callable, duplicate_closure: bool = True) -> Callable:
-    """``L(U, p) -> scalar`` for ``loss(u)`` or ``loss(u, p)`` (``U``: the saved trajectory)."""
-    n = _required_positional(loss)
-    if n not in (1, 2):
-        raise TypeError(
-            f"loss must be loss(u) or loss(u, p); {getattr(loss, '__name__', loss)!s} takes "
-            f"{'an unknown number of' if n is None else n} positional arguments"
-        )
+class TranslatedLoss:
+    """``L(U, p) -> scalar`` for ``loss(u)`` or ``loss(u, p)`` (``U``: the saved trajectory).
 
-    pure_jax = _refers_to_jax(loss)
+    Attributes
+    ----------
+    pure_jax : bool
+        The loss names JAX itself and is called as written (its closure arrays are then
+        constants of the trace, all of them).
+    constant_reads : list of ConstantRead
+        Closure arrays of a NumPy loss read by the traces (see ``TranslatedFunction``).
+    """
 
-    def L(U, p):
-        args = (U,) if n == 1 else (U, p)
-        value = loss(*args) if pure_jax else call(loss, args, duplicate_closure=duplicate_closure)
+    def __init__(self, loss: Callable, duplicate_closure: bool = True):
+        n = _required_positional(loss)
+        if n not in (1, 2):
+            raise TypeError(
+                f"loss must be loss(u) or loss(u, p); {getattr(loss, '__name__', loss)!s} takes "
+                f"{'an unknown number of' if n is None else n} positional arguments"
+            )
+        self.loss, self.n_args, self.duplicate_closure = loss, n, duplicate_closure
+        self.pure_jax = _refers_to_jax(loss)
+        self.constant_reads: list = []
+
+    def __call__(self, U, p):
+        args = (U,) if self.n_args == 1 else (U, p)
+        if self.pure_jax:
+            value = self.loss(*args)
+        else:
+            value = call(self.loss, args, duplicate_closure=self.duplicate_closure,
+                         reads=self.constant_reads)
         value = jnp.asarray(value)
         if value.shape != ():
             raise ValueError(f"loss must return a scalar, got shape {value.shape}")
         return value
 
-    return L
 
+def translate_loss(loss: Callable, duplicate_closure: bool = True) -> TranslatedLoss:
+    """``L(U, p) -> scalar`` for ``loss(u)`` or ``loss(u, p)`` (``U``: the saved trajectory)."""
+    return TranslatedLoss(loss, duplicate_closure)
 
 
 def _required_positional(fn: Callable) -> int | None:

@@ -46,6 +46,9 @@ class TranslatedFunction:
         Whether closure arrays are duplicated as private traced buffers.
     n_traces : int
         Number of times ``f`` has been executed by this function.
+    constant_reads : list of ConstantRead
+        The closure arrays whose content the traces read before writing (baked into
+        the compiled code; compiled-code caches check them before reuse).
     """
 
     def __init__(self, f, inplace: bool, shape, dtype, duplicate_closure: bool):
@@ -55,6 +58,7 @@ class TranslatedFunction:
         self.dtype = dtype
         self.duplicate_closure = duplicate_closure
         self.n_traces = 0
+        self.constant_reads: list = []
         self._lock = threading.Lock()
 
     def __call__(self, u, p, t):
@@ -66,7 +70,8 @@ class TranslatedFunction:
         with self._lock:
             self.n_traces += 1
         return _trace.run(
-            self.f, u, p, t, inplace=self.inplace, duplicate_closure=self.duplicate_closure
+            self.f, u, p, t, inplace=self.inplace, duplicate_closure=self.duplicate_closure,
+            reads=self.constant_reads,
         )
 
     def __repr__(self) -> str:

@@ -11,6 +11,7 @@ from . import _numpy_proxy
 from ._buffer import DU, FROZEN, INPUT, SHADOW, Buffer
 from ._closure import Label, copy_structure
 from ._errors import TranslationError
+from ._fingerprint import ConstantRead
 from ._replace import AbstractArrayReplacer, is_sparse
 from ._sparse import SparseOperator
 from ._traced import TracedArray, operand
@@ -24,13 +25,20 @@ class _Shadows(AbstractArrayReplacer):
         super().__init__()
         self.role = role
         self.buffers: list[Buffer] = []
+        self.sources: list[tuple[Buffer, np.ndarray]] = []  # (shadow, the user's array)
 
     def replace_root(self, array, label: Label) -> TracedArray:
         positions = np.empty(array.shape, np.int64, order="F" if _fortran(array) else "C")
         positions[...] = np.arange(array.size).reshape(array.shape)
         buffer = Buffer(np.array(array, copy=True), self.role, str(label), positions)
         self.buffers.append(buffer)
+        self.sources.append((buffer, array))
         return TracedArray(buffer)
+
+    def constant_reads(self, owner: int) -> list[ConstantRead]:
+        """The closure arrays whose content the trace read before writing (baked in)."""
+        return [ConstantRead.record(owner, buffer.label, array, buffer.stale)
+                for buffer, array in self.sources if buffer.stale is not None and buffer.stale.any()]
 
     def replace_view(self, root: TracedArray, offset, strides, shape) -> TracedArray:
         positions = root.buffer.positions
@@ -82,7 +90,7 @@ def _warn_stale(buffers: list[Buffer], name: str) -> None:
             )
 
 
-def run(f, u, p, t, *, inplace: bool, duplicate_closure: bool):
+def run(f, u, p, t, *, inplace: bool, duplicate_closure: bool, reads: list | None = None):
     """Execute ``f`` once on traced ``u``, ``p``, ``t``; return ``du`` as a JAX array.
 
     Parameters
@@ -96,6 +104,8 @@ def run(f, u, p, t, *, inplace: bool, duplicate_closure: bool):
     duplicate_closure : bool
         Shadow closure arrays with private traced buffers (True) or keep them as
         read-only constants (False).
+    reads : list, optional
+        Extended with the :class:`ConstantRead` records of this trace.
 
     Returns
     -------
@@ -134,15 +144,21 @@ def run(f, u, p, t, *, inplace: bool, duplicate_closure: bool):
                 f"shape {u_traced.shape}"
             )
     _warn_stale(shadows.buffers, name)
+    if reads is not None:
+        reads.extend(shadows.constant_reads(0))
     return jnp.asarray(result, dtype=u_traced.dtype)
 
 
-def call(fn, args: tuple, *, duplicate_closure: bool = True):
+def call(fn, args: tuple, *, duplicate_closure: bool = True, reads: list | None = None,
+         owner: int = 1):
     """Execute a NumPy function (a loss) on traced stand-ins for the JAX ``args``.
 
     Closure arrays are shadowed as for :func:`run`; returns the result as a JAX value.
+    ``reads`` is extended with the constants read (as callable number ``owner``).
     """
     shadows = _Shadows(SHADOW if duplicate_closure else FROZEN)
     result = operand(copy_structure(fn, shadows)(*jax.tree_util.tree_map(_input, args)))
     _warn_stale(shadows.buffers, getattr(fn, "__qualname__", type(fn).__qualname__))
+    if reads is not None:
+        reads.extend(shadows.constant_reads(owner))
     return result

@@ -1,0 +1,360 @@
+"""Compiled programs, reused within a process and across processes.
+
+Every compiled JAX program dxdt builds (``solve(backend="jax")``, each sensitivity
+operator) goes through :func:`lookup`. A program is found again under a key that covers
+everything its result depends on:
+
+- what it is and its static options (operator, strategy, method, tolerances, shapes,
+  dtypes and container structure of ``u0`` and ``p``, number of save times ...);
+- the code of ``f``, of the loss and of every helper they reach, and the Python values
+  they read (:func:`._fingerprint.reach` walks them as the translation does);
+- dxdt, JAX, jaxlib, diffrax, equinox and NumPy versions and the platform;
+
+and, checked after the key matches, the content of the closure arrays the trace read
+before writing (:class:`ConstantRead`): an array the user changed in place misses, so
+the next call traces again and never sees a stale constant.
+
+Programs live in memory (the last :data:`MEMORY_SIZE`) and on disk, as serialised XLA
+executables (``jax.experimental.serialize_executable``), so that a rerun script skips
+tracing and compiling. The disk cache:
+
+- lives in ``DXDT_CACHE_DIR`` or the user's cache directory (``~/.cache/dxdt`` on
+  Linux, ``~/Library/Caches/dxdt`` on macOS, ``%LOCALAPPDATA%\\dxdt\\Cache`` on Windows);
+  ``DXDT_CACHE=0`` turns it off; :func:`clear_cache` empties it;
+- holds at most ``DXDT_CACHE_MAX_MB`` megabytes (default 1024), least recently used
+  entries evicted first;
+- writes each entry to a temporary file renamed into place, so two processes writing the
+  same entry are safe; an entry that cannot be read (truncated, corrupt, from another
+  version) is ignored with a warning and removed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import pickle
+import platform
+import sys
+import tempfile
+import warnings
+from collections import OrderedDict
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from .translate._fingerprint import Reach, reach
+
+MEMORY_SIZE = 64  # compiled programs kept in memory (least recently used dropped first)
+FORMAT = 1  # version of the on-disk layout
+_MAGIC = b"DXDTPRG1"
+DEFAULT_MAX_MB = 1024
+
+
+@dataclass
+class Program:
+    """A compiled program and what its reuse depends on.
+
+    Attributes
+    ----------
+    executable : callable
+        The compiled XLA executable (``jax.stages.Compiled``).
+    reads : tuple of ConstantRead
+        Closure-array content the trace baked in.
+    meta : dict
+        Small, picklable facts about the build (e.g. the dense step buffer size).
+    traces : int
+        Executions of ``f`` that built it (1, also when loaded from disk).
+    key : str
+        The cache key (set by :func:`lookup`).
+    """
+
+    executable: Any
+    reads: tuple = ()
+    meta: dict = field(default_factory=dict)
+    traces: int = 1
+    key: str = ""
+    from_disk: bool = False
+
+    def matches(self, reaches: Sequence[Reach]) -> bool:
+        return all(read.matches(reaches) for read in self.reads)
+
+
+_MEMORY: OrderedDict[str, list[Program]] = OrderedDict()
+_COUNTS = {"memory_hits": 0, "disk_hits": 0, "builds": 0}
+_LAST_BUILD: dict = {}
+
+
+def cache_info() -> dict:
+    """What the compiled-code cache has done in this process.
+
+    Returns
+    -------
+    dict
+        ``memory_hits``, ``disk_hits``, ``builds`` (programs traced and compiled),
+        ``in_memory`` (programs held), ``directory`` (of the disk cache, None when off)
+        and ``last_build`` (``kind`` and the seconds of ``trace_s`` and ``compile_s``).
+    """
+    directory = _directory_setting()
+    return {**_COUNTS, "in_memory": sum(len(v) for v in _MEMORY.values()),
+            "directory": None if directory is None else str(directory), "last_build": dict(_LAST_BUILD)}
+
+
+def lookup(kind: str, static: tuple, callables: Sequence[Callable], build: Callable[[], Program], *,
+           constant_arrays: Sequence[bool] | None = None, disk: bool = True) -> Program:
+    """The program for ``(kind, static, callables)``: from memory, from disk, or ``build()``.
+
+    Parameters
+    ----------
+    kind : str
+        What the program is (``"solve"``, ``"operator"``).
+    static : tuple
+        Every option the program was compiled for (hashable, with a stable ``repr``).
+    callables : sequence of callable
+        The user's functions traced into it (``f``, then the loss).
+    build : callable
+        Traces and compiles; returns a :class:`Program` with its ``reads``.
+    constant_arrays : sequence of bool, optional
+        Per callable: read all of its arrays as constants (a loss in ``jax.numpy``).
+    disk : bool
+        Use the disk cache (programs with host callbacks cannot be serialised).
+    """
+    flags = constant_arrays or [False] * len(callables)
+    reaches = [reach(fn, constant_arrays=flag) for fn, flag in zip(callables, flags)]
+    key = _key(kind, static, reaches)
+    for program in _MEMORY.get(key, ()):
+        if program.matches(reaches):
+            _MEMORY.move_to_end(key)
+            _COUNTS["memory_hits"] += 1
+            return program
+    directory = cache_dir() if disk and all(r.portable for r in reaches) else None
+    program = _load(directory, key, reaches) if directory is not None else None
+    if program is not None:
+        _COUNTS["disk_hits"] += 1
+    else:
+        with without_host_callbacks():
+            program = build()
+        _COUNTS["builds"] += 1
+        _LAST_BUILD.clear()
+        _LAST_BUILD.update(kind=kind, trace_s=program.meta.get("trace_s"), compile_s=program.meta.get("compile_s"))
+        program.key = key
+        if directory is not None:
+            _store(directory, program)
+    remember(program)
+    return program
+
+
+def compile_function(fn: Callable, *example, **example_kwargs) -> tuple[Any, dict]:
+    """``jax.jit(fn)`` traced, lowered and compiled for the example arguments.
+
+    Returns the executable and the seconds spent tracing and lowering (``"trace_s"``) and
+    in XLA's compiler (``"compile_s"``), kept in :attr:`Program.meta`.
+    """
+    import time
+
+    import jax
+
+    start = time.perf_counter()
+    lowered = jax.jit(fn).lower(*example, **example_kwargs)
+    traced = time.perf_counter()
+    executable = lowered.compile()
+    return executable, {"trace_s": traced - start, "compile_s": time.perf_counter() - traced}
+
+
+@contextmanager
+def without_host_callbacks():
+    """Trace equinox's runtime checks (diffrax's checks of ``saveat.ts``) as NaN outputs.
+
+    By default they are host callbacks, which make an executable impossible to
+    serialise; dxdt's own inputs never trip them (save times are checked beforehand).
+    A check already traced elsewhere in this process may keep its callback; such a
+    program then stays in the memory cache only.
+    """
+    import equinox._errors as errors
+
+    previous = errors.EQX_ON_ERROR
+    errors.EQX_ON_ERROR = "nan"
+    try:
+        yield
+    finally:
+        errors.EQX_ON_ERROR = previous
+
+
+def remember(program: Program, *, disk: bool = False) -> None:
+    """Keep ``program`` in memory in front of older programs of its key (and on disk)."""
+    programs = _MEMORY.setdefault(program.key, [])
+    programs.insert(0, program)
+    del programs[4:]
+    _MEMORY.move_to_end(program.key)
+    while len(_MEMORY) > MEMORY_SIZE:
+        _MEMORY.popitem(last=False)
+    directory = cache_dir() if disk else None
+    if directory is not None:
+        _store(directory, program)
+
+
+def clear_cache(*, memory: bool = True, disk: bool = True) -> None:
+    """Forget compiled programs: those in memory and/or the disk cache's entries."""
+    if memory:
+        _MEMORY.clear()
+    directory = _directory_setting()
+    if disk and directory is not None and directory.exists():
+        for path in directory.glob("*.dxdt"):
+            _remove(path)
+
+
+def _directory_setting() -> Path | None:
+    if os.environ.get("DXDT_CACHE", "1").strip().lower() in ("0", "false", "off", "no"):
+        return None
+    explicit = os.environ.get("DXDT_CACHE_DIR")
+    if explicit:
+        return Path(explicit).expanduser()
+    if sys.platform == "win32":
+        return Path(os.environ.get("LOCALAPPDATA", Path.home())) / "dxdt" / "Cache"
+    if sys.platform == "darwin":
+        return Path.home() / "Library" / "Caches" / "dxdt"
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "dxdt"
+
+
+def cache_dir() -> Path | None:
+    """The disk cache's directory (created), or None when it is off or cannot be made."""
+    directory = _directory_setting()
+    if directory is None:
+        return None
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        _warn_once(f"dxdt: the compiled-code cache directory {directory} cannot be created "
+                   f"({err}); set DXDT_CACHE_DIR to a writable directory or DXDT_CACHE=0")
+        return None
+    return directory
+
+
+@cache
+def _environment() -> tuple:
+    """Versions and platform: a program compiled under others is never loaded."""
+    from importlib.metadata import version
+
+    import jax
+
+    from .. import __version__
+
+    device = jax.devices()[0]
+    packages = tuple((name, version(name)) for name in ("jax", "jaxlib", "diffrax", "equinox", "numpy"))
+    return (FORMAT, __version__, packages, sys.version_info[:2], platform.machine(),
+            device.platform, getattr(device, "device_kind", ""), jax.config.jax_enable_x64)
+
+
+def _key(kind: str, static: tuple, reaches: Sequence[Reach]) -> str:
+    text = repr((kind, static, [r.digest for r in reaches], _environment()))
+    return hashlib.blake2b(text.encode(), digest_size=20).hexdigest()
+
+
+def _variant(reads) -> str:
+    text = repr([(r.owner, r.label, None if r.index is None else r.index.tolist(), r.digest) for r in reads])
+    return hashlib.blake2b(text.encode(), digest_size=8).hexdigest()
+
+
+def _store(directory: Path, program: Program) -> None:
+    """Serialise ``program`` into ``directory`` (silently skipped if it cannot be)."""
+    try:
+        from jax.experimental import serialize_executable
+
+        payload = pickle.dumps(serialize_executable.serialize(program.executable), protocol=5)
+    except Exception:  # e.g. host callbacks (a progress bar): memory cache only
+        return
+    header = pickle.dumps({
+        "format": FORMAT, "key": program.key, "reads": [r.for_disk() for r in program.reads],
+        "meta": program.meta, "traces": program.traces,
+        "payload_digest": hashlib.blake2b(payload, digest_size=16).hexdigest(),
+    }, protocol=5)
+    final = directory / f"{program.key}-{_variant(program.reads)}.dxdt"
+    try:
+        with tempfile.NamedTemporaryFile(dir=directory, prefix=".tmp-", delete=False) as tmp:
+            tmp.write(_MAGIC + len(header).to_bytes(8, "little") + header + payload)
+        os.replace(tmp.name, final)
+    except OSError as err:
+        _remove(Path(tmp.name))
+        _warn_once(f"dxdt: could not write to the compiled-code cache {directory} ({err})")
+        return
+    _evict(directory)
+
+
+def _load(directory: Path, key: str, reaches: Sequence[Reach]) -> Program | None:
+    for path in sorted(directory.glob(f"{key}-*.dxdt")):
+        try:
+            with open(path, "rb") as stream:
+                header = _read_header(stream)
+                if header["key"] != key:
+                    raise ValueError("its key does not match its file name")
+                if not all(read.matches(reaches) for read in header["reads"]):
+                    continue
+                payload = stream.read()
+            if hashlib.blake2b(payload, digest_size=16).hexdigest() != header["payload_digest"]:
+                raise ValueError("its content is truncated or corrupt")
+            from jax.experimental import serialize_executable
+
+            executable = serialize_executable.deserialize_and_load(*pickle.loads(payload))
+        except FileNotFoundError:
+            continue  # removed meanwhile by another process
+        except Exception as err:
+            warnings.warn(f"dxdt: ignoring the unreadable compiled-code cache entry {path} "
+                          f"({type(err).__name__}: {err}); it is removed and rebuilt.",
+                          RuntimeWarning, stacklevel=4)
+            _remove(path)
+            continue
+        try:
+            os.utime(path)  # least recently used eviction reads the modification time
+        except OSError:
+            pass
+        return Program(executable, tuple(header["reads"]), header["meta"], header["traces"], key, True)
+    return None
+
+
+def _read_header(stream: io.BufferedReader) -> dict:
+    if stream.read(len(_MAGIC)) != _MAGIC:
+        raise ValueError("it is not a dxdt cache entry of this format")
+    size = int.from_bytes(stream.read(8), "little")
+    header = pickle.loads(stream.read(size))
+    if header.get("format") != FORMAT:
+        raise ValueError("it has another format")
+    return header
+
+
+def _evict(directory: Path) -> None:
+    """Remove least recently used entries until the cache fits ``DXDT_CACHE_MAX_MB``."""
+    try:
+        limit = float(os.environ.get("DXDT_CACHE_MAX_MB", DEFAULT_MAX_MB)) * 2**20
+    except ValueError:
+        limit = DEFAULT_MAX_MB * 2**20
+    entries = []
+    for path in directory.glob("*.dxdt"):
+        try:
+            info = path.stat()
+        except OSError:
+            continue
+        entries.append((info.st_mtime, info.st_size, path))
+    total = sum(size for _, size, _ in entries)
+    for _, size, path in sorted(entries):
+        if total <= limit:
+            break
+        _remove(path)
+        total -= size
+
+
+def _remove(path: Path) -> None:
+    try:
+        path.unlink()
+    except OSError:
+        pass
+
+
+_WARNED: set[str] = set()
+
+
+def _warn_once(message: str) -> None:
+    if message not in _WARNED:
+        _WARNED.add(message)
+        warnings.warn(message, RuntimeWarning, stacklevel=4)
