@@ -2,7 +2,9 @@
 
 Operators (each is prepare + call; see :func:`prepare`): :func:`gradient`,
 :func:`value_and_gradient`, :func:`jacobian`, :func:`hvp`, :func:`hessian`; the mode
-rule :func:`choose_mode`; the translation :func:`to_jax` and :func:`duplicate`.
+rule :func:`choose_mode`; the translation :func:`to_jax` and :func:`duplicate`; the
+solve as a JAX function :func:`jax_solve`; the compiled-code cache :func:`cache_info`
+and :func:`clear_cache`.
 
 ``import dxdt.sensitivity`` does not import JAX; JAX loads when a JAX path is used.
 """
@@ -15,6 +17,8 @@ _LAZY = {  # name -> module; these import JAX, so only on first use
     "gradient": "_operators", "value_and_gradient": "_operators", "jacobian": "_operators",
     "hvp": "_operators", "hessian": "_operators", "prepare": "_operators",
     "PreparedOperator": "_operators", "choose_mode": "_mode",
+    "clear_cache": "_compiled", "cache_info": "_compiled",
+    "jax_solve": "_jax_solve",
 }
 
 __all__ = ["TranslationError", "duplicate", "to_jax", *_LAZY]

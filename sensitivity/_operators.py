@@ -2,28 +2,30 @@
 
 ``prepare`` translates ``f`` (and a NumPy loss) to JAX, picks the strategy, and traces
 and compiles the operator once; the prepared operator is then called with new target
-values. The unprepared operators prepare and call once.
+values. The unprepared operators prepare and call once. Compiled operators are
+:class:`._compiled.Program` objects: the same ``f``, loss, shapes and options find the
+compiled code again (in memory, or on disk in a later process) instead of tracing and
+compiling, unless a closure array they read has changed.
 """
 
 from __future__ import annotations
 
 import warnings
-from dataclasses import replace
 from typing import Any, Callable
 
 import numpy as np
 
 from .. import _checks
+from .._backend_jax import structure
 from .._problem import ODEProblem
 from .._solution import SolverError
 from ..solvers import Tsit5
-from . import _strategies as strategies
-from ._adjoint import BACKSOLVE_MISMATCH
+from . import _compiled
 from ._jax import load_jax
 from ._loss import translate_loss
 from ._mode import choose_mode
-from ._ode import SolveOptions, raise_on_failure
-from ._target import Target, as_jax_tree, check_wrt, describe, to_numpy
+from ._options import BACKSOLVE_MISMATCH, SolveOptions, raise_on_failure
+from ._target import Target, check_wrt, describe, to_numpy
 
 jax, jnp = load_jax()
 
@@ -37,7 +39,9 @@ CHECKPOINT_STIFFNESS = 0.3  # h_mean * rho(J) / stability boundary above which t
 class PreparedOperator:
     """A sensitivity operator traced and compiled for one problem, target and options.
 
-    Call it with new values of the target (``prep(p)``; ``prep(p, v)`` for ``hvp``).
+    Call it with new values of the target (``prep(p)``; ``prep(p, v)`` for ``hvp``). The
+    rest of the problem (``u0`` or ``p`` when not differentiated, ``tspan``, ``saveat``)
+    and the closure arrays of ``f`` keep the values they had when it was prepared.
 
     Attributes
     ----------
@@ -50,39 +54,48 @@ class PreparedOperator:
     adjoint : str or None
         The reverse strategy, when reverse mode is used.
     n_traces : int
-        How many times ``f`` has been traced; stays 1 across calls with same shapes.
+        How many times the operator (with ``f`` in it) was traced to build its compiled
+        code; stays 1 across calls with same shapes (a program loaded from the disk cache
+        counts the trace that built it).
     """
 
-    def __init__(self, op, build: Callable, setup, mode, reason, adjoint):
+    def __init__(self, op, mode, reason, adjoint, program, context, target, rebuild):
         self.op, self.mode, self.reason = op, mode, reason
         self.adjoint = adjoint if "reverse" in mode else None
-        self._build = build
-        theta0 = setup.target.select(setup.u0, setup.p)
+        self._program, self._rebuild = program, rebuild
+        self._host_context = context
+        self._context = jax.device_put(context)  # on the device once, not on every call
+        self._target, self._dtype = target, context[0].dtype
+        theta0 = target.select(context[0], context[1])
         self._signature = describe(theta0)
-        self._dtype = setup.u0.dtype
-        self._traces = 0
-        self._compile(setup)
+        self._fast = isinstance(theta0, np.ndarray) and (theta0.shape, theta0.dtype)
 
-    def _compile(self, setup) -> None:
-        """Trace and compile for ``setup`` (again only if the dense step buffer overflows)."""
-        self._setup = setup
-        run = self._build(setup)
+    @classmethod
+    def from_build(cls, op, build: Callable, setup, mode, reason, adjoint) -> PreparedOperator:
+        """Compile ``build(setup)`` directly (not through the compiled-code cache).
 
-        def counted(*args):
-            self._traces += 1
-            return run(*args)
+        For strategies whose setup is planned on the host per problem (events).
+        """
+        u0, p = np.asarray(setup.u0), to_numpy(setup.p)
+        theta0 = to_numpy(setup.target.select(u0, p))
+        fn = build(setup)
+        example = (theta0, theta0, (u0, p)) if op == "hvp" else (theta0, (u0, p))
+        executable, timings = _compiled.compile_function(lambda *args: fn(*args[:-1]), *example)
+        program = _compiled.Program(executable, (), {"dense_steps": 0, **timings}, traces=1)
 
-        theta0 = setup.target.select(setup.u0, setup.p)
-        example = (theta0, theta0) if self.op == "hvp" else (theta0,)
-        self._compiled = jax.jit(counted).lower(*example).compile()
+        def rebuild(dense_steps):
+            raise SolverError(f"{op}: the dense step buffer overflowed; increase max_steps")
+        return cls(op, mode, reason, adjoint, program, (u0, p), setup.target, rebuild)
 
     @property
     def n_traces(self) -> int:
-        return self._traces
+        return self._program.traces
 
     def _as_target(self, value, argument: str):
         """``value`` as NumPy leaves of the problem's dtype (the compiled call transfers them)."""
-        self._setup.target.check(value, self._signature, argument)
+        if self._fast and isinstance(value, np.ndarray) and (value.shape, value.dtype) == self._fast:
+            return value
+        self._target.check(value, self._signature, argument)
         return jax.tree_util.tree_map(lambda x: np.asarray(x, dtype=self._dtype), value)
 
     def __call__(self, target, v=None):
@@ -93,10 +106,10 @@ class PreparedOperator:
             args += (self._as_target(v, "v"),)
         elif v is not None:
             raise TypeError(f"a prepared {self.op} takes only the target")
-        result, aux = jax.device_get(self._compiled(*args))  # one transfer to the host
+        result, aux = jax.device_get(self._program.executable(*args, self._context))  # one transfer
         while bool(aux["dense_overflow"]):
-            self._compile(replace(self._setup, dense_steps=4 * self._setup.dense_steps))
-            result, aux = jax.device_get(self._compiled(*args))
+            self._program = self._rebuild(4 * self._program.meta["dense_steps"])
+            result, aux = jax.device_get(self._program.executable(*args, self._context))
         self._check(aux)
         return self._to_user(result)
 
@@ -128,9 +141,7 @@ class PreparedOperator:
         if self.op == "value_and_gradient":
             value, grad = result
             return float(value), to_numpy(grad)
-        if self.op == "gradient":
-            return to_numpy(result[1])
-        if self.op == "hvp":
+        if self.op in ("gradient", "hvp"):
             return to_numpy(result[1])
         return to_numpy(result)
 
@@ -145,7 +156,7 @@ def _options(method, rtol, atol, max_steps, u0_shape) -> SolveOptions:
     rtol, atol = _checks.check_tolerances(rtol, atol, u0_shape)
     if np.ndim(atol):
         raise ValueError("sensitivity operators take a scalar atol")
-    return SolveOptions(method, rtol, atol, _checks.check_max_steps(max_steps))
+    return SolveOptions(method, float(rtol), float(atol), _checks.check_max_steps(max_steps))
 
 
 def _resolve_mode(op, prob, wrt, mode, adjoint, n_outputs) -> tuple[str, str]:
@@ -168,14 +179,24 @@ def _resolve_mode(op, prob, wrt, mode, adjoint, n_outputs) -> tuple[str, str]:
     return chosen, reason
 
 
+def _numpy_tree(tree: Any, dtype) -> Any:
+    """Leaves as NumPy arrays, non-floating ones cast to the problem's floating dtype."""
+    def leaf(x):
+        x = np.asarray(x)
+        return x if np.issubdtype(x.dtype, np.inexact) else x.astype(dtype)
+    return jax.tree_util.tree_map(leaf, tree)
+
+
 def prepare(op: str, *args, method=None, saveat=None, rtol=1e-6, atol=1e-8,
             max_steps=100_000, wrt="p", mode="auto", adjoint="interpolating",
-            duplicate_closure=True, **kwargs) -> PreparedOperator:
+            duplicate_closure=True, events=None, **kwargs) -> PreparedOperator:
     """Trace and compile a sensitivity operator once, for repeated calls.
 
     ``prepare("gradient", loss, prob, method, ...)``; ``prepare("jacobian", prob, method,
     ...)``; likewise ``"value_and_gradient"``, ``"hvp"`` (without ``v``) and ``"hessian"``.
-    Takes the keyword arguments of the operator.
+    Takes the keyword arguments of the operator. Compiled code is reused from the
+    compiled-code cache (memory and disk) when ``f``, the loss, shapes and options match
+    a previous preparation (see :mod:`dxdt.sensitivity._compiled`).
 
     Returns
     -------
@@ -210,31 +231,72 @@ def prepare(op: str, *args, method=None, saveat=None, rtol=1e-6, atol=1e-8,
     duplicate_closure = _checks.check_flag("duplicate_closure", duplicate_closure)
     n_outputs = len(saveat) * prob.u0.size if op == "jacobian" else 1
     chosen, reason = _resolve_mode(op, prob, target.wrt, mode, adjoint, n_outputs)
+    if events is not None:
+        from ._events import prepare_with_events
+
+        return prepare_with_events(op, loss, prob, events, options, saveat, target, chosen, reason,
+                                   adjoint, duplicate_closure)
 
     from .translate import to_jax
 
     g = to_jax(prob.f, prob.u0, prob.p, duplicate_closure=duplicate_closure)
+    L = None if loss is None else translate_loss(loss, duplicate_closure)
     dtype = prob.u0.dtype
-    setup = strategies.Setup(
-        g=g, loss=None if loss is None else translate_loss(loss, duplicate_closure),
-        target=target, u0=jnp.asarray(prob.u0), p=as_jax_tree(prob.p, dtype),
-        t0=prob.tspan[0], t1=prob.tspan[1], saveat=jnp.asarray(saveat), options=options,
-        dense_steps=_dense_steps(prob, options) if "reverse" in chosen and adjoint == "interpolating" else 0,
-    )
+    f64 = np.float64
+    context = (np.asarray(prob.u0), _numpy_tree(prob.p, dtype), f64(prob.tspan[0]),
+               f64(prob.tspan[1]), np.asarray(saveat, f64))
+    theta0 = target.select(context[0], context[1])
+    dense = "reverse" in chosen and adjoint == "interpolating"
     inner = "forward" if chosen.endswith("forward") else "reverse"
-    return PreparedOperator(op, _builder(op, inner, adjoint), setup, chosen, reason, adjoint)
+    static = (op, chosen, adjoint if "reverse" in chosen else None, target.wrt, repr(options.method),
+              options.rtol, options.atol, options.max_steps, structure(prob.u0), structure(context[1]),
+              len(saveat), duplicate_closure, None if L is None else (L.n_args, L.pure_jax))
+
+    def build(dense_steps: int | None = None) -> _compiled.Program:
+        steps = dense_steps or (_dense_steps(prob, options) if dense else 0)
+        reads = len(g.constant_reads)
+        run = _builder(op, inner, adjoint, g, L, target, options, steps)
+        example = (theta0, theta0, context) if op == "hvp" else (theta0, context)
+        executable, timings = _compiled.compile_function(run, *example)
+        loss_reads = tuple(L.constant_reads) if L is not None else ()
+        return _compiled.Program(executable, tuple(g.constant_reads[reads:]) + loss_reads,
+                                 {"dense_steps": steps, **timings}, traces=1)
+
+    callables = (prob.f,) if L is None else (prob.f, loss)
+    flags = (False,) if L is None else (False, L.pure_jax)
+    program = _compiled.lookup("operator", static, callables, build, constant_arrays=flags)
+
+    def rebuild(dense_steps: int) -> _compiled.Program:
+        with _compiled.without_host_callbacks():
+            larger = build(dense_steps)
+        larger.key = program.key
+        _compiled.remember(larger, disk=True)
+        return larger
+
+    return PreparedOperator(op, chosen, reason, adjoint, program, context, target, rebuild)
 
 
-def _builder(op: str, inner: str, adjoint: str) -> Callable:
-    """``setup -> run``: the pure function of the target that the operator compiles."""
-    def build(setup):
+def _builder(op: str, inner: str, adjoint: str, g, loss, target, options, dense_steps) -> Callable:
+    """The pure function ``(theta, [v,] context) -> (result, aux)`` that is compiled."""
+    from . import _strategies as strategies
+
+    g_once = jax.jit(g)  # solves evaluate the field at several places: trace f once
+
+    def setup_for(context):
+        u0, p, t0, t1, saveat = context
+        return strategies.Setup(g=g_once, loss=loss, target=target, u0=u0, p=p, t0=t0, t1=t1,
+                                saveat=saveat, options=options, dense_steps=dense_steps)
+
+    def run(*args):
+        *thetas, context = args
+        setup = setup_for(context)
         if op == "jacobian":
             if inner == "forward":
-                return lambda th: strategies.jacobian_forward(setup, th)
-            return lambda th: strategies.jacobian_reverse(setup, th, adjoint)
+                return strategies.jacobian_forward(setup, *thetas)
+            return strategies.jacobian_reverse(setup, *thetas, adjoint)
         first = strategies.value_and_gradient(setup, inner, adjoint)
-        return {"hvp": strategies.hvp, "hessian": strategies.hessian}.get(op, lambda fn: fn)(first)
-    return build
+        return {"hvp": strategies.hvp, "hessian": strategies.hessian}.get(op, lambda fn: fn)(first)(*thetas)
+    return run
 
 
 def _dense_steps(prob, options: SolveOptions) -> int:
@@ -244,8 +306,10 @@ def _dense_steps(prob, options: SolveOptions) -> int:
     buffers dominate the cost of the interpolating adjoint.
     """
     from .._solve import solve
+    from .translate import duplicate
 
-    sol = solve(prob, options.method, rtol=options.rtol, atol=options.atol, max_steps=options.max_steps)
+    private = ODEProblem(duplicate(prob.f), prob.u0, prob.tspan, prob.p)  # never the user's buffers
+    sol = solve(private, options.method, rtol=options.rtol, atol=options.atol, max_steps=options.max_steps)
     if not sol.success:
         return options.max_steps
     steps = sol.stats["naccept"] + sol.stats["nreject"]
@@ -254,14 +318,14 @@ def _dense_steps(prob, options: SolveOptions) -> int:
 
 def _call(op: str, args, options: dict, v=None):
     prep = prepare(op, *args, **options)
-    setup = prep._setup
-    target = setup.target.select(setup.u0, setup.p)
+    u0, p = prep._host_context[:2]
+    target = prep._target.select(u0, p)
     return prep(target) if v is None else prep(target, v)
 
 
 def gradient(loss: Callable, prob: ODEProblem, method=None, *, saveat=None, rtol: float = 1e-6,
              atol: float = 1e-8, max_steps: int = 100_000, wrt="p", mode: str = "auto",
-             adjoint: str = "interpolating", duplicate_closure: bool = True) -> Any:
+             adjoint: str = "interpolating", duplicate_closure: bool = True, events=None) -> Any:
     """Gradient of ``loss(u)`` (or ``loss(u, p)``) of the trajectory ``u`` at ``saveat``.
 
     Parameters
@@ -287,6 +351,9 @@ def gradient(loss: Callable, prob: ODEProblem, method=None, *, saveat=None, rtol
         Reverse strategy (see :mod:`dxdt.sensitivity`).
     duplicate_closure : bool
         Give work buffers reachable from ``f`` (and the loss) private copies while tracing.
+    events : list of Event or TimeEvent, optional
+        Differentiate through event times (implicit function theorem) and affects (jump
+        conditions); the loss may then take ``t_events`` as a keyword-only parameter.
 
     Returns
     -------
@@ -305,14 +372,14 @@ def gradient(loss: Callable, prob: ODEProblem, method=None, *, saveat=None, rtol
 def value_and_gradient(loss: Callable, prob: ODEProblem, method=None, *, saveat=None,
                        rtol: float = 1e-6, atol: float = 1e-8, max_steps: int = 100_000, wrt="p",
                        mode: str = "auto", adjoint: str = "interpolating",
-                       duplicate_closure: bool = True):
+                       duplicate_closure: bool = True, events=None):
     """``(loss value as float, gradient)``; arguments as :func:`gradient`."""
     return _call("value_and_gradient", (loss, prob, method), _keywords(locals()))
 
 
 def jacobian(prob: ODEProblem, method=None, *, saveat=None, rtol: float = 1e-6, atol: float = 1e-8,
              max_steps: int = 100_000, wrt="p", mode: str = "auto", adjoint: str = "interpolating",
-             duplicate_closure: bool = True):
+             duplicate_closure: bool = True, events=None):
     """``d u(saveat) / d target`` of shape ``(len(saveat), *u0.shape, *target.shape)``.
 
     For a tuple or dict target each leaf gets its own block of that form. Arguments as
@@ -323,7 +390,7 @@ def jacobian(prob: ODEProblem, method=None, *, saveat=None, rtol: float = 1e-6, 
 
 def hvp(loss: Callable, prob: ODEProblem, v, method=None, *, saveat=None, rtol: float = 1e-6,
         atol: float = 1e-8, max_steps: int = 100_000, wrt="p", mode: str = "auto",
-        adjoint: str = "interpolating", duplicate_closure: bool = True):
+        adjoint: str = "interpolating", duplicate_closure: bool = True, events=None):
     """Hessian of the loss times ``v`` (shaped like the target).
 
     Forward-over-reverse or forward-over-forward (see :func:`choose_mode`); arguments as
@@ -334,7 +401,7 @@ def hvp(loss: Callable, prob: ODEProblem, v, method=None, *, saveat=None, rtol: 
 
 def hessian(loss: Callable, prob: ODEProblem, method=None, *, saveat=None, rtol: float = 1e-6,
             atol: float = 1e-8, max_steps: int = 100_000, wrt="p", mode: str = "auto",
-            adjoint: str = "interpolating", duplicate_closure: bool = True):
+            adjoint: str = "interpolating", duplicate_closure: bool = True, events=None):
     """Hessian of the loss: ``(n, n)`` for a target of ``n`` entries (flattened in order).
 
     Arguments as :func:`gradient`.
@@ -342,7 +409,7 @@ def hessian(loss: Callable, prob: ODEProblem, method=None, *, saveat=None, rtol:
     return _call("hessian", (loss, prob, method), _keywords(locals()))
 
 
-_KEYWORDS = ("saveat", "rtol", "atol", "max_steps", "wrt", "mode", "adjoint", "duplicate_closure")
+_KEYWORDS = ("saveat", "rtol", "atol", "max_steps", "wrt", "mode", "adjoint", "duplicate_closure", "events")
 
 
 def _keywords(arguments: dict) -> dict:
