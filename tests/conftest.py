@@ -1,9 +1,16 @@
 """Shared fixtures."""
 
+import os
+import tempfile
+
 import numpy as np
 import pytest
 
 from references import kepler, kepler_exact
+
+# Each test process gets its own compiled-code cache: runs are hermetic and never touch the
+# user's ~/.cache/dxdt (tests of the cache itself point DXDT_CACHE_DIR elsewhere).
+os.environ["DXDT_CACHE_DIR"] = tempfile.mkdtemp(prefix="dxdt-test-cache-")
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,242 @@
+"""The compiled-code cache (``sensitivity/_compiled.py``): reuse across calls and processes,
+never a stale constant, and a disk cache that survives corrupt entries, concurrent writers
+and its size cap. API.md, "Compiled-operator caching"."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import dxdt
+from dxdt import sensitivity as sens
+from dxdt.solvers import Tsit5
+
+compiled = pytest.importorskip("dxdt.sensitivity._compiled")
+T1 = 1.5
+TOL = dict(rtol=1e-10, atol=1e-12)
+
+
+def counts():
+    info = sens.cache_info()
+    return info["builds"], info["memory_hits"], info["disk_hits"]
+
+
+def decay_problem(rates):
+    """du/dt = -rates * u with ``rates`` read from the closure: u(T1) = exp(-rates T1) u0."""
+    def f(du, u, p, t):
+        np.multiply(rates, u, out=du)
+        np.negative(du, out=du)
+
+    return dxdt.ODEProblem(f, np.ones(rates.size), (0.0, T1), p=np.ones(1))
+
+
+def total(u):
+    return np.sum(u[-1])
+
+
+def test_second_unprepared_call_reuses_the_compiled_operator():
+    prob = decay_problem(np.array([0.5, 1.0]))
+    first = sens.gradient(total, prob, Tsit5(), wrt="u0", **TOL)
+    builds, hits, _ = counts()
+    second = sens.gradient(total, prob, Tsit5(), wrt="u0", **TOL)
+    assert counts()[:2] == (builds, hits + 1)
+    np.testing.assert_array_equal(first, second)
+    np.testing.assert_allclose(first, np.exp(-np.array([0.5, 1.0]) * T1), rtol=1e-8)
+    # a new u0 of the same shape reuses it too (u0 is an argument, not a constant)
+    third = sens.gradient(total, prob.remake(u0=np.array([2.0, 3.0])), Tsit5(), wrt="u0", **TOL)
+    assert counts()[0] == builds
+    np.testing.assert_allclose(third, first, rtol=1e-8)
+
+
+def test_closure_array_changed_in_place_is_seen_by_operators_and_jax_solve():
+    rates = np.array([0.5, 1.0])
+    prob = decay_problem(rates)
+    sens.gradient(total, prob, Tsit5(), wrt="u0", **TOL)
+    dxdt.solve(prob, Tsit5(), saveat=[T1], backend="jax", **TOL)
+    rates *= 2.0  # the user scales the rate vector in place between calls
+    grad = sens.gradient(total, prob, Tsit5(), wrt="u0", **TOL)
+    np.testing.assert_allclose(grad, np.exp(-rates * T1), rtol=1e-8)
+    sol = dxdt.solve(prob, Tsit5(), saveat=[T1], backend="jax", **TOL)
+    np.testing.assert_allclose(sol.u[0], np.exp(-rates * T1), rtol=1e-8)
+
+
+GLOBAL_RATES = np.array([0.3, 0.6])
+
+
+def global_rhs(du, u, p, t):
+    du[:] = -GLOBAL_RATES * u
+
+
+def test_global_array_changed_in_place_is_seen():
+    prob = dxdt.ODEProblem(global_rhs, np.ones(2), (0.0, T1))
+    before = dxdt.solve(prob, Tsit5(), saveat=[T1], backend="jax", **TOL).u[0]
+    np.testing.assert_allclose(before, np.exp(-GLOBAL_RATES * T1), rtol=1e-8)
+    GLOBAL_RATES[:] = [0.9, 1.2]
+    try:
+        after = dxdt.solve(prob, Tsit5(), saveat=[T1], backend="jax", **TOL).u[0]
+        grad = sens.gradient(total, prob, Tsit5(), wrt="u0", **TOL)
+    finally:
+        GLOBAL_RATES[:] = [0.3, 0.6]
+    np.testing.assert_allclose(after, np.exp(-np.array([0.9, 1.2]) * T1), rtol=1e-8)
+    np.testing.assert_allclose(grad, np.exp(-np.array([0.9, 1.2]) * T1), rtol=1e-8)
+
+
+@pytest.mark.parametrize("flavour", ["numpy", "jax"])
+def test_loss_data_changed_in_place_is_seen(flavour):
+    prob = decay_problem(np.array([1.0]))
+    data = np.array([0.1])
+    if flavour == "numpy":
+        def loss(u):
+            return np.sum((u[-1] - data) ** 2)
+    else:
+        import jax.numpy as jnp
+
+        def loss(u):
+            return jnp.sum((u[-1] - data) ** 2)
+    u1 = np.exp(-T1)
+    for target in (0.1, 0.4):
+        data[:] = target
+        value, grad = sens.value_and_gradient(loss, prob, Tsit5(), wrt="u0", **TOL)
+        assert value == pytest.approx((u1 - target) ** 2, rel=1e-8)
+        np.testing.assert_allclose(grad, 2 * (u1 - target) * u1, rtol=1e-7)
+
+
+def test_closure_scalar_rebound_is_seen():
+    rate = 0.5
+
+    def f(du, u, p, t):
+        du[:] = -rate * u
+
+    prob = dxdt.ODEProblem(f, np.ones(1), (0.0, T1))
+    first = dxdt.solve(prob, Tsit5(), saveat=[T1], backend="jax", **TOL).u[0, 0]
+    rate = 2.0  # rebinds the closure cell
+    second = dxdt.solve(prob, Tsit5(), saveat=[T1], backend="jax", **TOL).u[0, 0]
+    assert first == pytest.approx(np.exp(-0.5 * T1), rel=1e-8)
+    assert second == pytest.approx(np.exp(-2.0 * T1), rel=1e-8)
+
+
+def test_work_buffers_written_by_a_numpy_solve_do_not_force_a_rebuild():
+    prob = dxdt.problems.gray_scott(n=8, tspan=(0.0, 5.0))
+    dxdt.solve(prob, Tsit5(), saveat=[5.0], backend="jax")
+    builds = counts()[0]
+    dxdt.solve(prob, Tsit5(), saveat=[5.0])  # NumPy backend: fills f's scratch buffers
+    dxdt.solve(prob, Tsit5(), saveat=[5.0], backend="jax")
+    assert counts()[0] == builds
+    # an identical problem built anew (new closure, same code and constants) shares it
+    dxdt.solve(dxdt.problems.gray_scott(n=8, tspan=(0.0, 5.0)), Tsit5(), saveat=[5.0], backend="jax")
+    assert counts()[0] == builds
+
+
+# -- the disk cache, across processes ------------------------------------------------------
+
+SCRIPT = """
+import json, sys
+import numpy as np
+import dxdt
+from dxdt import sensitivity as sens
+RATES = np.array([{rates}])
+def f(du, u, p, t):
+    du[:] = -{factor} * RATES * u * p[0]
+prob = dxdt.ODEProblem(f, np.ones(2), (0.0, 1.5), p=np.array([1.0]))
+sol = dxdt.solve(prob, saveat=[1.5], backend="jax", rtol=1e-10, atol=1e-12)
+grad = sens.gradient(lambda u: np.sum(u[-1]), prob, rtol=1e-10, atol=1e-12)
+info = sens.cache_info()
+print(json.dumps({{"u": sol.u[0].tolist(), "grad": grad.tolist(), "builds": info["builds"],
+                   "disk_hits": info["disk_hits"]}}))
+"""
+
+
+def run_script(tmp_path, cache, rates="0.5, 1.0", factor="1.0", **env):
+    path = tmp_path / "model.py"
+    path.write_text(textwrap.dedent(SCRIPT.format(rates=rates, factor=factor)))
+    environment = {**os.environ, "DXDT_CACHE_DIR": str(cache), **env}
+    out = subprocess.run([sys.executable, str(path)], capture_output=True, text=True, env=environment,
+                         cwd=tmp_path, timeout=600)
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def expected(rates, factor=1.0):
+    rates = np.asarray(rates) * factor
+    return np.exp(-rates * 1.5), -1.5 * np.sum(rates * np.exp(-rates * 1.5))
+
+
+def test_disk_cache_across_processes(tmp_path):
+    cache = tmp_path / "cache"
+    first = run_script(tmp_path, cache)
+    assert first["builds"] == 2 and first["disk_hits"] == 0
+    assert len(list(cache.glob("*.dxdt"))) == 2
+    second = run_script(tmp_path, cache)  # a rerun: neither traced nor compiled
+    assert second["builds"] == 0 and second["disk_hits"] == 2
+    assert second["u"] == first["u"] and second["grad"] == first["grad"]
+    u, grad = expected([0.5, 1.0])
+    np.testing.assert_allclose(first["u"], u, rtol=1e-8)
+    np.testing.assert_allclose(first["grad"], grad, rtol=1e-7)
+    changed_line = run_script(tmp_path, cache, factor="2.0")  # a changed line of f misses
+    assert changed_line["builds"] == 2
+    np.testing.assert_allclose(changed_line["u"], expected([0.5, 1.0], 2.0)[0], rtol=1e-8)
+    changed_constant = run_script(tmp_path, cache, rates="0.25, 1.0")  # a changed constant misses
+    assert changed_constant["builds"] == 2
+    np.testing.assert_allclose(changed_constant["grad"], expected([0.25, 1.0])[1], rtol=1e-7)
+    off = run_script(tmp_path, tmp_path / "unused", DXDT_CACHE="0")
+    assert off["disk_hits"] == 0 and not (tmp_path / "unused").exists()
+
+
+@pytest.fixture
+def private_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("DXDT_CACHE_DIR", str(tmp_path))
+    compiled.clear_cache(disk=False)
+    yield tmp_path
+    compiled.clear_cache(disk=False)
+
+
+def test_corrupt_or_foreign_entries_are_ignored_with_a_warning(private_cache):
+    prob = decay_problem(np.array([0.7]))
+    good = dxdt.solve(prob, Tsit5(), saveat=[T1], backend="jax", **TOL).u
+    (entry,) = private_cache.glob("*.dxdt")
+    for damage in (lambda b: b[: len(b) // 2], lambda b: b"not a dxdt entry at all"):
+        entry.write_bytes(damage(entry.read_bytes()))
+        compiled.clear_cache(disk=False)
+        with pytest.warns(RuntimeWarning, match="unreadable compiled-code cache entry"):
+            again = dxdt.solve(prob, Tsit5(), saveat=[T1], backend="jax", **TOL).u
+        np.testing.assert_array_equal(again, good)
+        assert entry.exists()  # rebuilt and written again
+    compiled.clear_cache(disk=False)
+    dxdt.solve(prob, Tsit5(), saveat=[T1], backend="jax", **TOL)
+    assert counts()[2] >= 1  # the rewritten entry loads
+
+
+def test_concurrent_writers_and_the_size_cap(private_cache, monkeypatch):
+    prob = decay_problem(np.array([0.7, 0.1, 0.2]))
+    dxdt.solve(prob, Tsit5(), saveat=[T1], backend="jax", **TOL)
+    (entry,) = private_cache.glob("*.dxdt")
+    (program,) = [p for programs in compiled._MEMORY.values() for p in programs if entry.name.startswith(p.key)]
+    entry.unlink()
+    threads = [threading.Thread(target=compiled._store, args=(private_cache, program)) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert [p.name for p in private_cache.iterdir()] == [entry.name]  # no temporary files left
+    compiled.clear_cache(disk=False)
+    dxdt.solve(prob, Tsit5(), saveat=[T1], backend="jax", **TOL)
+    assert counts()[2] >= 1
+    size = entry.stat().st_size
+    monkeypatch.setenv("DXDT_CACHE_MAX_MB", str(1.5 * size / 2**20))  # room for one entry
+    dxdt.solve(decay_problem(np.array([0.3, 0.4])), Tsit5(), saveat=[T1], backend="jax", **TOL)
+    remaining = list(private_cache.glob("*.dxdt"))
+    assert len(remaining) == 1 and remaining[0] != entry  # the least recently used went
+
+
+def test_clear_cache_empties_the_directory(private_cache):
+    dxdt.solve(decay_problem(np.array([0.5])), Tsit5(), saveat=[T1], backend="jax")
+    assert list(private_cache.glob("*.dxdt"))
+    sens.clear_cache()
+    assert not list(private_cache.glob("*.dxdt")) and sens.cache_info()["in_memory"] == 0
+    assert sens.cache_info()["directory"] == str(private_cache)
