@@ -15,7 +15,9 @@ Solvers: dxdt RKC, RKL2, ROCK2 (NumPy, and the JAX backend at one tolerance), dx
 (stability-bound: run once per problem), scipy ``solve_ivp`` BDF and Radau with
 ``jac_sparsity``, LSODA (banded Jacobian on heat1d). Error: max |u - ref| / max |ref| at
 t1. One timed run per point (the machine is shared; the load average is recorded).
-Also: the gradient through a ROCK2 solve (forward mode, JAX) against its primal solve.
+Also: the gradient through a ROCK2 solve (JAX; forward mode and the interpolating adjoint)
+against its primal JAX solve, medians of 9 interleaved calls after compilation
+(``--gradient-only`` reruns just this part and replaces it in the JSON).
 
 Run: ``.venv/bin/python benchmarks/bench_stiff.py [--quick]``; writes
 ``benchmarks/results/stiff.json``.
@@ -24,11 +26,12 @@ Run: ``.venv/bin/python benchmarks/bench_stiff.py [--quick]``; writes
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 
 from _common import (RESULTS_DIR, add_blas_threads_option, blas_threads_from_argv,
-                     format_table, load_average, write_json)
+                     format_table, load_average, time_interleaved, write_json)
 
 blas_threads_from_argv()
 
@@ -171,31 +174,40 @@ def gradient_cost(records):
     prob = dxdt.ODEProblem(rhs, np.sin(np.pi * x) + 0.3 * np.sin(5 * np.pi * x), (0.0, 0.1),
                            np.array([1.0, 0.5]))
     loss = lambda u: np.sum(u[-1] ** 2)  # noqa: E731
+    primal = lambda: dxdt.solve(prob, ROCK2(), rtol=1e-6, saveat=[0.1], backend="jax")  # noqa: E731
+    candidates = {"primal": primal}
     for mode in ("forward", "reverse"):
         prep = sens.prepare("gradient", loss, prob, ROCK2(), saveat=[0.1], rtol=1e-6, mode=mode)
-        prep(prob.p)
-        start = time.perf_counter()
-        prep(prob.p)
-        grad_s = time.perf_counter() - start
-        dxdt.solve(prob, ROCK2(), rtol=1e-6, saveat=[0.1], backend="jax")
-        start = time.perf_counter()
-        dxdt.solve(prob, ROCK2(), rtol=1e-6, saveat=[0.1], backend="jax")
-        primal_s = time.perf_counter() - start
+        candidates[mode] = lambda prep=prep: prep(prob.p)
+    timings = time_interleaved(candidates, repeats=9)  # first calls compile (warm-up)
+    primal_s = timings["primal"].median
+    for mode in ("forward", "reverse"):
+        grad_s = timings[mode].median
         records.append(dict(problem="grad-heat200", solver=f"ROCK2 gradient ({mode})",
                             seconds=grad_s, primal_seconds=primal_s, ratio=grad_s / primal_s,
+                            iqr_s=timings[mode].iqr, primal_iqr_s=timings["primal"].iqr,
                             load=load_average()))
-        print(f"  gradient ({mode}) {grad_s:.3f} s, primal {primal_s:.3f} s, "
+        print(f"  gradient ({mode}) {grad_s:.3f} s, primal {primal_s:.3f} s (medians of 9), "
               f"ratio {grad_s / primal_s:.2f}", flush=True)
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="rtol 1e-3 and 1e-6 only")
+    parser.add_argument("--gradient-only", action="store_true",
+                        help="rerun the gradient cost and replace it in stiff.json")
     add_blas_threads_option(parser)
     args = parser.parse_args(argv)
     rtols = (1e-3, 1e-6) if args.quick else RTOLS
     load_start = load_average()
     records: list[dict] = []
+    if args.gradient_only:
+        doc = json.loads((RESULTS_DIR / "stiff.json").read_text())
+        gradient_cost(records)
+        doc["records"] = [r for r in doc["records"] if r["problem"] != "grad-heat200"] + records
+        doc["gradient_load"] = [load_start, load_average()]
+        (RESULTS_DIR / "stiff.json").write_text(json.dumps(doc, indent=1) + "\n")
+        return 0
 
     prob, exact, jac, band = heat1d()
     print("heat1d N=1000", flush=True)

@@ -111,7 +111,8 @@ class StabilizedSolver(diffrax.AbstractAdaptiveSolver):
             index = jnp.asarray(0)
         else:
             sigma, v = _power_iteration(f, t0, jax.lax.stop_gradient(flat),
-                                        jax.lax.stop_gradient(f0), v, STEP_ITERATIONS)
+                                        jax.lax.stop_gradient(f0), jax.lax.stop_gradient(v),
+                                        STEP_ITERATIONS)
             h_rho = jax.lax.stop_gradient(jnp.abs(h) * SAFETY * sigma)
             index = jnp.minimum(jnp.searchsorted(tables["beta"], h_rho), len(tables["beta"]) - 1)
         y_last, length = _recurrence(f, tables, index, t0, h, flat, f0)
