@@ -290,3 +290,30 @@ def test_bad_condition_or_affect_names_the_event(make, error, match):
 def test_bad_event_arguments(call, error, match):
     with pytest.raises(error, match=match):
         call()
+
+
+def test_stepping_between_events_does_not_allocate():
+    import tracemalloc
+
+    n = 4_000  # one stray temporary state (32 kB) would stand out
+
+    def rotation_n(du, u, p, t):
+        half = u.shape[0] // 2
+        np.multiply(u[half:], -p, out=du[:half])
+        np.multiply(u[:half], p, out=du[half:])
+
+    never = dxdt.Event(lambda u, p, t: u[0] - 100.0)  # checked every step, never fires
+
+    def peak(t1):
+        prob = dxdt.ODEProblem(rotation_n, np.linspace(1.0, 2.0, n), (0.0, t1), 10.0)
+        tracemalloc.start()
+        try:
+            sol = dxdt.solve(prob, Tsit5(), dt=0.01, saveat=[0.0, t1], events=[never])
+            return tracemalloc.get_traced_memory()[1], sol.stats["naccept"]
+        finally:
+            tracemalloc.stop()
+
+    short, n_short = peak(0.5)
+    long, n_long = peak(5.0)
+    assert n_long > 5 * n_short
+    assert long - short < 16_384
