@@ -43,7 +43,7 @@ SOLVERS_COLUMNS = [
 # (column title, key path) for latency.json (time to first result in a fresh process)
 LATENCY_COLUMNS = [
     ("case", "case"), ("variant", "variant"), ("mode", "mode"), ("import", "import_s"),
-    ("first result", "first_result_s"), ("min", "first_result_min_s"), ("runs", "runs"),
+    ("problems import", "import_problems_s"), ("first result", "first_result_s"), ("min", "first_result_min_s"), ("runs", "runs"),
     ("/hand", "vs_hand"), ("rel diff vs hand", "rel_diff_vs_hand"),
     ("diffrax import", "import_diffrax_s"), ("cache as expected", "cache_as_expected"),
     ("load (1 min)", "load_1min"),
