@@ -151,7 +151,20 @@ def models(make_gs_vf: Callable[[], Callable]) -> list[RhsModel]:
 
 
 def _primitives(fn, *args) -> collections.Counter:
-    return collections.Counter(e.primitive.name for e in jax.make_jaxpr(fn)(*args).jaxpr.eqns)
+    """Primitive counts of the jaxpr of ``fn(*args)``, sub-jaxprs (``jnp.roll``'s) included."""
+    counts: collections.Counter = collections.Counter()
+
+    def walk(jaxpr):
+        for eqn in jaxpr.eqns:
+            counts[eqn.primitive.name] += 1
+            for value in eqn.params.values():
+                for sub in value if isinstance(value, (tuple, list)) else (value,):
+                    inner = getattr(sub, "jaxpr", sub)
+                    if hasattr(inner, "eqns"):
+                        walk(inner)
+
+    walk(jax.make_jaxpr(fn)(*args).jaxpr)
+    return counts
 
 
 def _fusions(jitted, *args) -> int:

@@ -26,7 +26,7 @@ Increments (``out[1:] += a[:-1]``, ``np.add(out, work, out=out)``) are deferred 
 so that a chain of them becomes one expression. On the next read or write they are
 applied in *layers*: an increment goes one layer above the highest earlier increment it
 overlaps, so increments of one layer are disjoint and every element receives its
-increments in program order (the sums are those NumPy computes, to the last bit). A
+increments in program order (the additions NumPy makes, in its order). A
 layer whose boxes tile their bounding box is added at once, its boxes joined like
 pieces: the four edge increments of the Laplacian above become two layers,
 ``concatenate([a[-1:], a[:-1]])`` and ``concatenate([a[1:], a[:1]])``, which is
@@ -50,6 +50,9 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from ._views import is_concrete, jax, jnp
+
+MAX_PARTS = 64  # pieces or pending increments kept before joining: bounds the trace-time
+# bookkeeping (quadratic in their number) of loops that write a buffer row by row
 
 
 class _Piece(NamedTuple):
@@ -187,6 +190,8 @@ class Tiling:
     def increment(self, lo: tuple[int, ...], hi: tuple[int, ...], value) -> None:
         """Add ``value`` (shape ``hi - lo``, the buffer's dtype) to the box ``[lo, hi)``."""
         self._increments.append(_Piece(lo, hi, value, lo))
+        if len(self._increments) > MAX_PARTS:
+            self._apply_increments()
 
     def _read(self, lo, hi):
         parts = [p.clip(lo, hi) for p in self._pieces if p.meets(lo, hi)]
@@ -198,6 +203,8 @@ class Tiling:
             pieces.extend(_outside(piece, lo, hi) if piece.meets(lo, hi) else (piece,))
         pieces.append(_Piece(lo, hi, value, lo))
         self._pieces = pieces
+        if len(pieces) > MAX_PARTS:
+            self.__init__(self._read((0,) * len(self.shape), self.shape))
 
     def _apply_increments(self) -> None:
         """Add the deferred increments, layer by layer (see the module docstring)."""

@@ -332,7 +332,10 @@ class TracedArray:
         if isinstance(pos, np.ndarray) and np.may_share_memory(pos, self._buf.positions):
             return TracedArray(self._buf, self._steps + (IndexStep(key),), pos)
         self._note_read(key)
-        return wrap(self._raw()[key])
+        box = None if self._buf.concrete else self._buf.box(pos)
+        if box is None:
+            return wrap(self._raw()[key])
+        return wrap(self._buf.read_box(*box).reshape(np.shape(pos)))  # e.g. an element
 
     def __setitem__(self, key, value) -> None:
         key, static = normalize_key(key)
