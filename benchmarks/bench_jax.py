@@ -228,17 +228,31 @@ class _HandField:
 def build_dxdt_solve(prob, static: dict, args: dict, vf: Callable | None = None) -> Callable:
     """dxdt's compiled solve (``_backend_jax._build``) for ``prob``; around ``vf(t, y, p)`` if given.
 
-    With ``vf``, a stand-in problem whose translation is the hand-written field is built
-    (``_build`` reads the translation of ``prob.f`` from ``_TRANSLATIONS``).
+    With ``vf``, ``_build`` gets a stand-in problem whose translation (``to_jax``, which
+    ``_build`` looks up in ``dxdt.sensitivity`` when it runs) is the hand-written field.
     """
-    if vf is not None:
-        def stand_in_f(du, u, p, t):
-            raise AssertionError("the hand-written field replaces this f")
-        prob = dxdt.ODEProblem(stand_in_f, prob.u0, prob.tspan, prob.p)
-        key = (dxdt_backend_jax._callable_key(prob.f), prob.u0.shape, str(prob.u0.dtype),
-               dxdt_backend_jax.structure(prob.p))
-        dxdt_backend_jax._TRANSLATIONS[key] = _HandField(vf)
-    return dxdt_backend_jax._build(prob, Tsit5(), static, args).executable
+    if vf is None:
+        return dxdt_backend_jax._build(prob, Tsit5(), static, args).executable
+
+    def stand_in_f(du, u, p, t):
+        raise AssertionError("the hand-written field replaces this f")
+
+    stand_in = dxdt.ODEProblem(stand_in_f, prob.u0, prob.tspan, prob.p)
+    original = dxdt.sensitivity.to_jax
+
+    def to_jax_or_hand(f, *args, **kwargs):
+        return _HandField(vf) if f is stand_in_f else original(f, *args, **kwargs)
+
+    dxdt.sensitivity.to_jax = to_jax_or_hand
+    try:
+        return dxdt_backend_jax._build(stand_in, Tsit5(), static, args).executable
+    finally:
+        dxdt.sensitivity.to_jax = original
+
+
+def program_traces() -> list[int]:
+    """How often ``f`` was traced to build each compiled program now in dxdt's memory cache."""
+    return [program.traces for programs in dxdt_compiled._MEMORY.values() for program in programs]
 
 
 def time_interleaved_warm(fns: dict[str, Callable[[], Any]], repeats: int,
@@ -491,7 +505,7 @@ def bench_case(case: Case, repeats: int, first_repeats: int, min_total_s: float,
     clear_all_caches()
     hand = make_handwritten_solve(case, t0, t1)
     t_first_dxdt, sol_jax = timed_once(lambda: dxdt.solve(prob, Tsit5(), backend="jax", **kw))
-    g_traces = [getattr(g, "n_traces", None) for g in dxdt_backend_jax._TRANSLATIONS.values()]
+    g_traces = program_traces()
     t_first_hand, sol_hand = timed_once(lambda: jax.block_until_ready(hand(u0j, pj, tsj)))
     log(f"[{case.name}]   first calls (untimed warm-up): dxdt jax {fmt_time(t_first_dxdt)}, "
         f"handwritten {fmt_time(t_first_hand)}; f traced {g_traces} time(s) by dxdt's compile")
@@ -568,7 +582,7 @@ def bench_case(case: Case, repeats: int, first_repeats: int, min_total_s: float,
     for _ in range(first_repeats):
         clear_all_caches()
         first[DXDT_JAX].times.append(timed_once(first_dxdt)[0])
-        n_traces += [getattr(g, "n_traces", None) for g in dxdt_backend_jax._TRANSLATIONS.values()]
+        n_traces += program_traces()
         clear_all_caches()
         first[HAND].times.append(timed_once(first_hand)[0])
 
