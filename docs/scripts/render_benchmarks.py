@@ -10,8 +10,8 @@ Each results file is ``{"benchmark", "meta", "settings", "records": [...], "goal
 as written by ``benchmarks/_common.py:write_json``. Records are rendered generically:
 short text columns identify a row (problem, solver, ...); numeric columns that are the
 same for every row of a problem (tolerances, sizes) go into a per-problem table, and the
-others, the measurements, into the main table. ``solvers`` and ``latency`` have a fixed
-column choice matching ``benchmarks/README.md``.
+others, the measurements, into the main table. ``solvers``, ``jax`` and ``latency`` have
+a fixed column choice matching ``benchmarks/README.md``.
 
 Run from anywhere (``mkdocs build`` runs it as a hook, before every build)::
 
@@ -48,7 +48,15 @@ LATENCY_COLUMNS = [
     ("diffrax import", "import_diffrax_s"), ("cache as expected", "cache_as_expected"),
     ("load (1 min)", "load_1min"),
 ]  # fmt: skip
-FIXED_COLUMNS = {"solvers": SOLVERS_COLUMNS, "latency": LATENCY_COLUMNS}
+# (column title, key path) for jax.json: per solve, per step and first call vs hand-written
+JAX_COLUMNS = [
+    ("problem", "problem"), ("solver", "solver"), ("time", "time_median_s"), ("min", "time.min_s"),
+    ("runs", "time.n"), ("per step", "time_per_step_s"), ("/hand", "ratio_vs_handwritten"),
+    ("per step /hand", "per_step_ratio_vs_handwritten"), ("1st call", "first_call_median_s"),
+    ("1st call /hand", "first_call_ratio_vs_handwritten"), ("steps", "naccept"), ("rej", "nreject"),
+    ("max diff vs hand", "max_abs_diff_vs_handwritten"),
+]  # fmt: skip
+FIXED_COLUMNS = {"solvers": SOLVERS_COLUMNS, "latency": LATENCY_COLUMNS, "jax": JAX_COLUMNS}
 
 
 def fmt_seconds(x: float) -> str:
