@@ -200,19 +200,12 @@ class Locator:
             values[m + 1] = check_condition_value(event, g)
         values[-1] = self.g_end[j] = check_condition_value(event, event.condition(u_new, self.p, t_new))
         nodes = np.concatenate(([left_theta], theta))
-        for m in range(len(nodes) - 1):
-            ga, gb = values[m], values[m + 1]
-            up = ga < 0 <= gb and event.direction >= 0
-            down = ga > 0 >= gb and event.direction <= 0
-            if up or down:
-                if gb == 0:
-                    theta_root = nodes[m + 1]
-                else:
-                    h = lambda th: self._g_at(event, t, dt, th)  # noqa: E731
-                    tol = 2 * _EPS * max(abs(t), abs(t_new), abs(dt)) / abs(dt)
-                    theta_root = _illinois(h, nodes[m], nodes[m + 1], ga, gb, tol)
-                return t_new if theta_root == 1.0 else t + theta_root * dt
-        return None
+        tol = 2 * _EPS * max(abs(t), abs(t_new), abs(dt)) / abs(dt)
+        theta_root = first_crossing(values, nodes, event.direction,
+                                    lambda th: self._g_at(event, t, dt, th), tol)
+        if theta_root is None:
+            return None
+        return t_new if theta_root == 1.0 else t + theta_root * dt
 
     def fire(self, t_event: float) -> tuple[str, float]:
         """Record and apply the events in ``firing`` at ``t_event``; returns (status, t_clip)."""
@@ -255,9 +248,7 @@ class Locator:
         return self.status, self.t_clip
 
     def _zeno(self) -> bool:
-        gaps = np.abs(np.diff(np.array(self.recent)))
-        return (len(gaps) == ZENO_COUNT and bool(np.all(gaps[1:] < gaps[:-1]))
-                and gaps[-1] <= ZENO_GAP * self.span)
+        return is_zeno(self.recent, self.span)
 
     def _save_post_affect(self, t_event: float) -> None:
         """Add the post-affect row (every step saved) or overwrite ``saveat`` rows at ``t_event``."""
@@ -277,6 +268,26 @@ class Locator:
         u_events = [np.array(us).reshape((len(us),) + self.shape) if us else
                     np.empty((0,) + self.shape, self.ws.u.dtype) for us in self.u_events]
         return t_events, u_events
+
+
+def first_crossing(values: np.ndarray, nodes: np.ndarray, direction: int, h, tol: float) -> float | None:
+    """The earliest root in ``nodes`` (sample positions with condition ``values``), or None.
+
+    A crossing lies in the first interval whose ends change sign in ``direction``
+    (a zero at the left end gives no sign; a zero at the right end is the root);
+    ``h(theta)`` evaluates the condition for the root finder.
+    """
+    for m in range(len(nodes) - 1):
+        ga, gb = values[m], values[m + 1]
+        if (ga < 0 <= gb and direction >= 0) or (ga > 0 >= gb and direction <= 0):
+            return nodes[m + 1] if gb == 0 else _illinois(h, nodes[m], nodes[m + 1], ga, gb, tol)
+    return None
+
+
+def is_zeno(recent, span: float) -> bool:
+    """Whether the last event times shrank ``ZENO_COUNT`` times in a row to a tiny gap."""
+    gaps = np.abs(np.diff(np.array(recent)))
+    return len(gaps) == ZENO_COUNT and bool(np.all(gaps[1:] < gaps[:-1])) and gaps[-1] <= ZENO_GAP * span
 
 
 def _illinois(h, a: float, b: float, ha: float, hb: float, tol: float) -> float:

@@ -127,10 +127,11 @@ def solve(
 
 
 def _solve_with_events(prob, method, f, k0, backend, events, options):
-    """Solve with events on the NumPy executor."""
+    """Solve with events: the NumPy executor, or compiled JAX chunks (:mod:`._events_jax`)."""
     if backend == "jax":
-        raise ValueError("events=... needs backend='numpy' (the JAX backend does not locate events yet); "
-                         "sensitivities through events are computed in JAX by dxdt.sensitivity")
+        from ._events_jax import integrate_jax_events
+
+        return integrate_jax_events(prob, method, events, **options)
     from ._backend_numpy import integrate_numpy
 
     return integrate_numpy(prob, method, f, k0=k0, events=events, **options)

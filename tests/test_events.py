@@ -317,3 +317,21 @@ def test_stepping_between_events_does_not_allocate():
     long, n_long = peak(5.0)
     assert n_long > 5 * n_short
     assert long - short < 16_384
+
+
+def test_jax_backend_matches_numpy_backend():
+    def kick(u, p, t):
+        u[1] += 2.0
+
+    events = [dxdt.Event(floor, make_bounce(0.8), direction=-1, name="floor"),
+              dxdt.TimeEvent([1.0, 2.0], kick, name="kick")]
+    prob = dxdt.ODEProblem(fall, [1.0, 0.0], (0.0, 3.0))
+    ts = np.linspace(0.0, 3.0, 13)
+    by = {b: dxdt.solve(prob, Tsit5(), **TIGHT, events=events, saveat=ts, backend=b) for b in ("numpy", "jax")}
+    for i in range(2):
+        np.testing.assert_allclose(by["jax"].t_events[i], by["numpy"].t_events[i], atol=1e-9)
+        np.testing.assert_allclose(by["jax"].u_events[i], by["numpy"].u_events[i], atol=1e-8)
+    np.testing.assert_allclose(by["jax"].u, by["numpy"].u, atol=1e-8)
+    assert by["jax"].status == "success" and len(by["jax"].t_events[0]) >= 4
+    with pytest.raises(ValueError, match="adaptive"):
+        dxdt.solve(prob, RK4(), dt=0.1, events=events, backend="jax")
