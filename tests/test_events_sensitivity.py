@@ -89,10 +89,9 @@ def central_gradient(fn, x, h=1e-5):
     return out
 
 
-@pytest.mark.parametrize("mode", ["forward", "reverse"])
-def test_bolus_dose_time_and_amount_derivatives(bolus_problem, mode):
+def test_bolus_dose_time_and_amount_derivatives(bolus_problem):
     prob, dose = bolus_problem
-    g = sens.gradient(lambda u: u[-1, 0], prob, events=[dose], mode=mode, **TIGHT)
+    g = sens.gradient(lambda u: u[-1, 0], prob, events=[dose], mode="reverse", **TIGHT)
     np.testing.assert_allclose(g, central_gradient(bolus, prob.p), rtol=1e-7)
 
 
