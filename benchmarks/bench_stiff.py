@@ -4,6 +4,8 @@ Problems (reference solutions in brackets):
 
 - ``heat1d``: ``u_t = u_xx`` on (0, 1), Dirichlet ends, N = 1000 interior points,
   ``u0 = sin(pi x)``, t in [0, 0.1] [exact: ``exp(lambda_1 t) sin(pi x_i)``];
+- ``heat2d``: ``u_t = lap u`` on the unit square, Dirichlet walls, 128 x 128 interior
+  points, ``u0 = sin(pi x) sin(pi y)``, t in [0, 0.1] [exact, as for heat1d];
 - ``bruss2d-N``: the 2-D Brusselator of Hairer & Wanner II (BRUSS-2D as used by the ROCK
   papers): ``u_t = 1 + u^2 v - 4.4 u + alpha lap u``, ``v_t = 3.4 u - u^2 v + alpha lap v``,
   ``alpha = 0.1``, no-flux boundaries, ``u0 = 0.5 + y``, ``v0 = 1 + 5 x``, t in [0, 1.5],
@@ -13,11 +15,11 @@ Problems (reference solutions in brackets):
 
 Solvers: dxdt RKC, RKL2, ROCK2 (NumPy, and the JAX backend at one tolerance), dxdt Tsit5
 (stability-bound: run once per problem), scipy ``solve_ivp`` BDF and Radau with
-``jac_sparsity``, LSODA (banded Jacobian on heat1d). Error: max |u - ref| / max |ref| at
+``jac_sparsity`` (or the exact sparse Jacobian), LSODA (banded Jacobian, heat1d only). Error: max |u - ref| / max |ref| at
 t1. One timed run per point (the machine is shared; the load average is recorded).
 Also: the gradient through a ROCK2 solve (JAX; forward mode and the interpolating adjoint)
 against its primal JAX solve, medians of 9 interleaved calls after compilation
-(``--gradient-only`` reruns just this part and replaces it in the JSON).
+(``--only PART ...`` reruns some parts and replaces their records in the JSON).
 
 Run: ``.venv/bin/python benchmarks/bench_stiff.py [--quick]``; writes
 ``benchmarks/results/stiff.json``.
@@ -63,6 +65,31 @@ def heat1d(n=1000):
     prob = dxdt.ODEProblem(rhs, np.sin(np.pi * x), (0.0, 0.1))
     jac = sp.diags([np.ones(n - 1), -2 * np.ones(n), np.ones(n - 1)], [-1, 0, 1]) * scale
     return prob, np.exp(lam * 0.1) * np.sin(np.pi * x), jac.tocsc(), dict(lband=1, uband=1)
+
+
+def heat2d(n=128):
+    """``u_t = lap u`` on the unit square, Dirichlet walls, ``n x n`` interior points."""
+    scale = (n + 1) ** 2
+    padded = np.zeros((n + 2, n + 2))  # the walls stay 0
+    inner = padded[1:-1, 1:-1]
+    work = np.empty((n, n))
+
+    def rhs(du, u, p, t):
+        inner[...] = u
+        np.add(padded[:-2, 1:-1], padded[2:, 1:-1], out=du)
+        du += padded[1:-1, :-2]
+        du += padded[1:-1, 2:]
+        np.multiply(u, 4.0, out=work)
+        du -= work
+        du *= scale
+
+    x = np.arange(1, n + 1) / (n + 1)
+    mode = np.outer(np.sin(np.pi * x), np.sin(np.pi * x))
+    lam = -8 * scale * np.sin(np.pi / (2 * (n + 1))) ** 2
+    prob = dxdt.ODEProblem(rhs, mode, (0.0, 0.1))
+    d1 = sp.diags([np.ones(n - 1), -2 * np.ones(n), np.ones(n - 1)], [-1, 0, 1]) * scale
+    jac = (sp.kron(d1, sp.identity(n)) + sp.kron(sp.identity(n), d1)).tocsc()
+    return prob, np.exp(lam * 0.1) * mode, jac
 
 
 def _neumann_laplacian(n):
@@ -191,24 +218,7 @@ def gradient_cost(records):
               f"ratio {grad_s / primal_s:.2f}", flush=True)
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--quick", action="store_true", help="rtol 1e-3 and 1e-6 only")
-    parser.add_argument("--gradient-only", action="store_true",
-                        help="rerun the gradient cost and replace it in stiff.json")
-    add_blas_threads_option(parser)
-    args = parser.parse_args(argv)
-    rtols = (1e-3, 1e-6) if args.quick else RTOLS
-    load_start = load_average()
-    records: list[dict] = []
-    if args.gradient_only:
-        doc = json.loads((RESULTS_DIR / "stiff.json").read_text())
-        gradient_cost(records)
-        doc["records"] = [r for r in doc["records"] if r["problem"] != "grad-heat200"] + records
-        doc["gradient_load"] = [load_start, load_average()]
-        (RESULTS_DIR / "stiff.json").write_text(json.dumps(doc, indent=1) + "\n")
-        return 0
-
+def _heat1d_part(rtols, records):
     prob, exact, jac, band = heat1d()
     print("heat1d N=1000", flush=True)
     run_problem("heat1d", prob, exact,
@@ -217,6 +227,17 @@ def main(argv=None):
                  ("Radau sparse", dict(method="Radau", jac=jac))],
                 rtols, 1e-6, 1e-6, records)
 
+
+def _heat2d_part(rtols, records):
+    prob, exact, jac = heat2d()
+    print("heat2d N=128", flush=True)
+    run_problem("heat2d", prob, exact,
+                [("BDF sparse", dict(method="BDF", jac=jac)),
+                 ("Radau sparse", dict(method="Radau", jac=jac))],
+                rtols, 1e-6, None, records)
+
+
+def _bruss2d_part(rtols, records):
     for n in (32, 64):
         prob, sparsity = bruss2d(n)
         _, ref, _, _ = _scipy(prob, "BDF", 1e-10, 1e-12, jac_sparsity=sparsity)
@@ -226,14 +247,51 @@ def main(argv=None):
                      ("Radau sparse", dict(method="Radau", jac_sparsity=sparsity))],
                     rtols, 1e-6 if n == 32 else None, 1e-6 if n == 32 else None, records)
 
+
+def _brusselator_part(rtols, records):
     prob = brusselator()
     _, ref, _, _ = _dxdt(prob, RKC(), 1e-9, 1e-11)
     print("dxdt brusselator (defaults)", flush=True)
     run_problem("brusselator", prob, ref, [], tuple(r for r in rtols if r >= 1e-5), None, None,
                 records)
 
+
+def _gradient_part(rtols, records):
     print("gradient through ROCK2 vs primal (JAX)", flush=True)
     gradient_cost(records)
+
+
+PARTS = {"heat1d": _heat1d_part, "heat2d": _heat2d_part, "bruss2d": _bruss2d_part,
+         "brusselator": _brusselator_part, "gradient": _gradient_part}
+
+
+def _part(problem: str) -> str:
+    """The part a record's problem belongs to."""
+    return "gradient" if problem.startswith("grad") else problem.split("-")[0]
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="rtol 1e-3 and 1e-6 only")
+    parser.add_argument("--only", nargs="+", choices=list(PARTS),
+                        help="run these parts and replace their records in stiff.json")
+    add_blas_threads_option(parser)
+    args = parser.parse_args(argv)
+    rtols = (1e-3, 1e-6) if args.quick else RTOLS
+    load_start = load_average()
+    records: list[dict] = []
+    parts = args.only or list(PARTS)
+    for part in parts:
+        PARTS[part](rtols, records)
+    if args.only:  # replace those parts' records in the existing results
+        doc = json.loads((RESULTS_DIR / "stiff.json").read_text())
+        kept = [r for r in doc["records"] if _part(r["problem"]) not in parts]
+        records = kept + records
+        doc["records"] = records
+        doc.setdefault("reruns", []).append(dict(parts=parts, load_start=load_start,
+                                                 load_end=load_average()))
+        (RESULTS_DIR / "stiff.json").write_text(json.dumps(doc, indent=1) + "\n")
+        return 0
 
     rows = [(r["problem"], r["solver"], f"{r.get('rtol', float('nan')):.0e}",
              f"{r['seconds']:.3f}", f"{r.get('error', float('nan')):.1e}", r.get("nfev"))

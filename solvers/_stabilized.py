@@ -94,8 +94,8 @@ class AbstractStabilized:
 
     Contract for a new method (one small module per method): set ``order``,
     ``error_order``, ``fewest_stages``, ``most_stages`` and ``supported_stages``; implement
-    :meth:`recurrence` (cached per ``s``), :meth:`stability_polynomial` and, if it has
-    its own finishing stages or error estimate, :meth:`finish`.
+    :meth:`recurrence` (cached per ``s``) and, if it has its own finishing stages or
+    error estimate, :meth:`finish`, :meth:`finish_polynomial` and :meth:`finish_jax`.
     """
 
     min_stages: int = 2
@@ -107,6 +107,7 @@ class AbstractStabilized:
     fewest_stages: ClassVar[int]
     most_stages: ClassVar[int]
     own_error: ClassVar[bool] = False  # False: the error estimate of Sommeijer et al.
+    finish_evaluates_f_new: ClassVar[bool] = False  # the finish computes f(u_{n+1}) itself
     supported_stages: ClassVar[str]  # in words, for messages
 
     def __post_init__(self):
@@ -182,6 +183,11 @@ class AbstractStabilized:
     def finish_polynomial(self, s: int, y: np.ndarray, z: np.ndarray) -> np.ndarray:
         """The finishing procedure applied to ``u' = lambda u`` (none by default)."""
         return y
+
+    def finish_jax(self, f, y, t_m, t1, h, finish):
+        """The finishing procedure on JAX arrays: ``(u_{n+1}, error or None, f(u_{n+1}) or
+        None)`` from the recurrence's last stage ``y`` at time ``t_m``; ``f(t, y)``."""
+        return y, None, None
 
     def stability_boundary(self, s: int) -> float:
         """``beta(s)``: ``|R_s(z)| <= 1`` for ``-beta(s) <= z <= 0``, computed from ``R_s``."""

@@ -1,4 +1,4 @@
-"""The stabilized methods (RKC, RKL2, ROCK2) as a diffrax solver, for every JAX path.
+"""The stabilized methods (RKC, RKL2, ROCK2, ROCK4) as a diffrax solver, for every JAX path.
 
 The same recurrence coefficients as the NumPy executor (the method modules' cached
 :class:`~dxdt.solvers._stabilized.Recurrence` per stage count), stacked for all stage
@@ -45,7 +45,7 @@ def coefficient_tables(method: AbstractStabilized) -> dict[str, np.ndarray]:
     longest = int(lengths.max())
     rows = np.zeros((len(counts), max(longest - 1, 0), 5))
     c = np.zeros((len(counts), longest + 1))
-    finish = np.zeros((len(counts), 2))
+    finish = np.zeros((len(counts), max(len(r.finish) for r in recurrences)))
     for i, rec in enumerate(recurrences):
         rows[i, : len(rec.rows)] = rec.rows
         c[i, : len(rec.c)] = rec.c
@@ -116,18 +116,11 @@ class StabilizedSolver(diffrax.AbstractAdaptiveSolver):
             h_rho = jax.lax.stop_gradient(jnp.abs(h) * SAFETY * sigma)
             index = jnp.minimum(jnp.searchsorted(tables["beta"], h_rho), len(tables["beta"]) - 1)
         y_last, length = _recurrence(f, tables, index, t0, h, flat, f0)
-        if self.method.own_error:  # ROCK2's two finishing stages and embedded estimate
-            sigma_h, tau_h = h * tables["finish"][index, 0], h * tables["finish"][index, 1]
-            t_m = t0 + tables["c"][index, length] * h
-            k = f(t_m, y_last)
-            y_mid = y_last + sigma_h * k
-            k2 = f(t_m + sigma_h, y_mid)
-            err = tau_h * (k2 - k)
-            y1 = y_mid + sigma_h * k2 + err
-        else:
-            y1 = y_last
-        f1 = f(t1, y1)
-        if not self.method.own_error:  # (12 (u_n - u_{n+1}) + 6 h (F_0 + F_1)) / 15, rkc.f
+        t_m = t0 + tables["c"][index, length] * h
+        y1, err, f1 = self.method.finish_jax(f, y_last, t_m, t1, h, tables["finish"][index])
+        if f1 is None:
+            f1 = f(t1, y1)
+        if err is None:  # (12 (u_n - u_{n+1}) + 6 h (F_0 + F_1)) / 15, rkc.f
             err = 0.8 * (flat - y1) + 0.4 * h * (f0 + f1)
         dense_info = dict(y0=y0, y1=unravel(y1), k0=unravel(h * f0), k1=unravel(h * f1))
         return unravel(y1), unravel(err), dense_info, (f1, v), diffrax.RESULTS.successful

@@ -61,6 +61,7 @@ class _Workspace:
         self.scratch_view = self.scratch.reshape(shape)
         self.u_new = np.empty(n, dtype)
         self.f_new = np.empty(n, dtype)
+        self.u_new_view, self.f_new_view = self.u_new.reshape(shape), self.f_new.reshape(shape)
         self.err = np.empty(n, dtype)
         self.abs_u = np.abs(self.u)
         self.abs_new = np.empty(n, self.abs_u.dtype)
@@ -203,7 +204,9 @@ def integrate(
         else:
             s, covered = choose_stages(counts, beta, abs(dt) * rho)
             if not covered:
-                if not warned_stiff and abs(dt) * rho > STIFF_MARGIN * beta[-1]:
+                # (not for the first step's size: a guess, not the controller's choice)
+                if (not warned_stiff and abs(dt) * rho > STIFF_MARGIN * beta[-1]
+                        and (naccept > 0 or not adaptive)):
                     warned_stiff = True
                     _warn(f"at t={t:.6g} the step {abs(dt):.3g} needs h*rho={abs(dt) * rho:.3g} "
                           f"but {method!r} reaches only {beta[-1]:.3g} with max_stages="
@@ -215,7 +218,7 @@ def integrate(
         steps += 1
         max_used = max(max_used, s)
         nfev += _stages(method, ws, f, p, t, dt, s)
-        if not method.own_error or not adaptive:
+        if not method.finish_evaluates_f_new and (not method.own_error or not adaptive):
             f(f_new_view, u_new_view, p, t + dt)
             nfev += 1
 
@@ -256,7 +259,7 @@ def integrate(
             rejected_last = False
             dt_next = dt * factor
             ws.abs_u, ws.abs_new = ws.abs_new, ws.abs_u
-            if method.own_error:
+            if method.own_error and not method.finish_evaluates_f_new:
                 f(f_new_view, u_new_view, p, t + dt)
                 nfev += 1
         else:

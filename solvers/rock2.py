@@ -252,6 +252,14 @@ class ROCK2(AbstractStabilized):
         sigma, tau = self.recurrence(s).finish
         return y * (1.0 + 2.0 * sigma * z + (sigma * sigma + sigma * tau) * z * z)
 
+    def finish_jax(self, f, y, t_m, t1, h, finish):
+        sigma, tau = h * finish[0], h * finish[1]
+        k = f(t_m, y)
+        y_mid = y + sigma * k
+        k2 = f(t_m + sigma, y_mid)
+        err = tau * (k2 - k)
+        return y_mid + sigma * k2 + err, err, None
+
     def finish(self, ws, f, p, t: float, h: float, s: int, last: int) -> int:
         """Two finishing stages into ``ws.u_new`` and the embedded error into ``ws.err``."""
         rec = self.recurrence(s)
