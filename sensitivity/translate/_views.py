@@ -3,7 +3,9 @@
 A traced view is a base buffer plus a chain of steps (basic index, reshape, axis
 permutation, or a general gather). Reading applies the steps to the base value; writing
 rebuilds the base functionally, step by step from the innermost view outwards, with
-``.at[...].set`` (slice updates, which XLA lowers to in-place window updates).
+``.at[...].set`` (slice updates, which XLA lowers to in-place window updates). Views
+whose elements form a box of the base (``out[1:]``, ``du[0]``) skip the steps: their
+reads and writes go to the box directly (see :mod:`._tiling`).
 
 Which operations make views, and which make copies, is decided by NumPy itself: every
 traced view keeps an integer array of the flat positions of its elements in the base,
