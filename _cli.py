@@ -14,7 +14,7 @@ import numpy as np
 
 PROBLEMS = ("lotka_volterra", "lorenz", "fitzhugh_nagumo", "gray_scott", "brusselator",
             "gierer_meinhardt", "heat_1d")
-METHODS = ("Euler", "Heun", "RK4", "BS3", "DP5", "Tsit5", "Vern7", "RKC", "RKL2", "ROCK2")
+METHODS = ("Euler", "Heun", "RK4", "BS3", "DP5", "Tsit5", "Vern7", "RKC", "RKL2", "ROCK2", "ROCK4")
 
 
 class _UsageError(Exception):

@@ -1,7 +1,7 @@
 """Draw the pictures of ``docs/stiff.md``.
 
 - ``docs/img/stability_polynomials.png``: ``|R_s(z)|`` on the negative real axis for RKC,
-  RKL2 and ROCK2 at several stage counts, with ``beta(s)`` marked (computed by dxdt);
+  RKL2, ROCK2 and ROCK4 at several stage counts, with ``beta(s)`` marked (computed by dxdt);
 - ``docs/img/stiff_work_precision.png``: error against wall time from
   ``benchmarks/results/stiff.json`` (run ``benchmarks/bench_stiff.py`` first).
 
@@ -19,16 +19,16 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from dxdt.solvers import RKC, RKL2, ROCK2  # noqa: E402
+from dxdt.solvers import RKC, RKL2, ROCK2, ROCK4  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 IMG = ROOT / "docs" / "img"
 
 
 def stability_polynomials() -> None:
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6), sharey=True)
+    fig, axes = plt.subplots(1, 4, figsize=(16, 3.6), sharey=True)
     for ax, method, counts in ((axes[0], RKC(), (3, 5, 9)), (axes[1], RKL2(), (3, 5, 9)),
-                               (axes[2], ROCK2(), (3, 5, 9))):
+                               (axes[2], ROCK2(), (3, 5, 9)), (axes[3], ROCK4(), (5, 9, 13))):
         reach = 1.15 * method.stability_boundary(max(counts))
         z = -np.linspace(0, reach, 4000)
         for s in counts:
