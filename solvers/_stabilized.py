@@ -78,7 +78,7 @@ class StageSummary:
     real_stability_boundary: float
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class AbstractStabilized:
     """A stabilized explicit Runge-Kutta method (RKC, RKL2, ROCK2).
 

@@ -54,7 +54,7 @@ def rkc_recurrence(s: int) -> tuple[Recurrence, float, float]:
     return recurrence_from(b[1] * w1, mu, nu, mu_tilde, -a[j - 1] * mu_tilde), w0, w1
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class RKC(AbstractStabilized):
     """Runge-Kutta-Chebyshev, order 2, damped (``eps = 2/13``), any ``s >= 2``.
 

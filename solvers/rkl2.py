@@ -31,7 +31,7 @@ def rkl2_recurrence(s: int) -> Recurrence:
     return recurrence_from(b[1] * w1, mu, nu, mu_tilde, -a[j - 1] * mu_tilde)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class RKL2(AbstractStabilized):
     """Runge-Kutta-Legendre, order 2, odd ``s >= 3`` only.
 

@@ -216,7 +216,7 @@ def rock2_recurrence(s: int) -> Recurrence:
                            finish=FINISH[i])
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class ROCK2(AbstractStabilized):
     """ROCK2, order 2, with ``s = 3..22`` or ``24`` stages (the degrees transcribed).
 

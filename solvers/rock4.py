@@ -232,7 +232,7 @@ def finish_arrays(f, y, t_m: float, t1: float, h, finish):
     return u1, error, k5
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class ROCK4(AbstractStabilized):
     """ROCK4, order 4, with ``s = 5..22`` stages (the degrees transcribed).
 

@@ -337,6 +337,8 @@ def test_methods_are_hashable_values_and_accepted_by_solve():
     assert RKC() == RKC() and hash(ROCK2(min_stages=5)) == hash(ROCK2(min_stages=5))
     assert isinstance(RKL2(), AbstractStabilized)
     assert RKC(eigen_est=3).eigen_est == 3.0
+    with pytest.raises(TypeError):
+        RKC(5)  # keyword-only arguments
     prob = dxdt.ODEProblem(lambda u, p, t: -u, np.ones(2), (0.0, 1.0))
     assert dxdt.solve(prob, RKC).success  # the class is accepted like Tsit5
 
