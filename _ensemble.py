@@ -32,7 +32,7 @@ class EnsembleProblem:
 
     Member ``i`` is ``prob.remake(u0=u0[i], p=p_i, tspan=tspan[i])`` with the fields whose
     batch is given (``p_i`` takes index ``i`` of every leaf of the ``p`` pytree), then
-    ``prob_func(member, i)`` when given.
+    ``prob_func(member, i)`` when given. Batches are copied.
 
     Parameters
     ----------
@@ -58,6 +58,12 @@ class EnsembleProblem:
     ValueError
         Batches with different leading axes (naming them), a batch leaf without a member
         axis, no batch and no ``n``.
+
+    References
+    ----------
+    C. Rackauckas and Q. Nie, "DifferentialEquations.jl -- a performant and feature-rich
+    ecosystem for solving differential equations in Julia", J. Open Res. Softw. 5 (2017);
+    its ``EnsembleProblem`` (``prob_func``, ``reduction``, ensemble algorithms) is the model.
     """
 
     def __init__(self, prob: ODEProblem, *, u0: Any = None, p: Any = None, tspan: Any = None,
@@ -224,7 +230,7 @@ def tree_leaves(tree: Any) -> list:
 
 def _batch_array(value: Any, name: str) -> np.ndarray:
     try:
-        array = np.asarray(value)
+        array = np.array(value)  # a copy, like ODEProblem's u0
     except (TypeError, ValueError) as err:
         raise TypeError(f"{name} batch must be an array of numbers, got {type(value).__name__}") from err
     if array.dtype == object or array.dtype.kind not in "biufc":

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import multiprocessing
 import pickle
+import sys
 import threading
 import uuid
 from collections import OrderedDict, deque
@@ -167,7 +168,12 @@ def _payload_batch(token: str, blob: bytes | None, idx) -> list:
 
 
 def _process_pool(payload: tuple[str, bytes], workers: int) -> ProcessPoolExecutor:
-    if "forkserver" in multiprocessing.get_all_start_methods():
+    """Workers forked when that is safe (one thread, JAX not loaded: starts in milliseconds),
+    else from a forkserver with dxdt preloaded (or spawned where there is none)."""
+    methods = multiprocessing.get_all_start_methods()
+    if "fork" in methods and threading.active_count() == 1 and "jax" not in sys.modules:
+        context = multiprocessing.get_context("fork")
+    elif "forkserver" in methods:
         context = multiprocessing.get_context("forkserver")
         context.set_forkserver_preload(["dxdt"])  # workers fork with NumPy and dxdt imported
     else:
