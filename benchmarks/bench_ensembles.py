@@ -13,7 +13,10 @@ Issue 12's benchmark. Two sweeps:
 
 Plus memory: the peak traced allocation (``tracemalloc``) of a serial Lotka-Volterra
 ensemble (batches of 20) with a ``reduction`` (sum of final states) and without one (all
-members kept), at a quarter of and at the full member count.
+members kept), at 1/20 and 1/5 of the member count.
+
+Order: the loop and the NumPy executors run first, in a process without threads or JAX
+(as a plain script: process workers are then forked), then Dask, then JAX.
 
 Times are wall-clock medians of ``--repeats`` runs after one warm-up run (for JAX the
 warm-up includes compilation, reported as ``first``). Goals (from the issue): jax >= 5x
@@ -107,41 +110,59 @@ def timed(name: str, fn, repeats: int, records: list, sweep: str, members: int, 
     return result
 
 
-def run_lv(n: int, repeats: int, client, records: list) -> None:
-    prob, P = lv_sweep(n)
-    ens = dxdt.EnsembleProblem(prob, p=P)
-    kw = dict(saveat=LV_TS, **LV_TOL)
-    reference = timed("python loop", lambda: loop(prob, P, **kw), repeats, records, "lotka-volterra", n)
-    runners = {
-        "ensemble serial": lambda: dxdt.solve(ens, Tsit5(), **kw),
-        "ensemble threads": lambda: dxdt.solve(ens, Tsit5(), executor="threads", **kw),
-        "ensemble processes": lambda: dxdt.solve(ens, Tsit5(), executor="processes", **kw),
-        "ensemble dask": lambda: dxdt.solve(ens, Tsit5(), executor=client, **kw),
-        "ensemble jax": lambda: dxdt.solve(ens, Tsit5(), backend="jax", **kw),
-        "handwritten vmap": handwritten_vmap(prob, P),
-    }
-    for name, fn in runners.items():
-        out = timed(name, fn, repeats, records, "lotka-volterra", n)
-        if isinstance(out, dxdt.EnsembleSolution):
-            error = float(np.max(np.abs(out.u - np.stack([r.u for r in reference]))))
-            records[-1]["max_abs_diff_vs_loop"] = error
-            records[-1]["lockstep"] = out.stats.get("lockstep")
+NUMPY_EXECUTORS = {"ensemble serial": None, "ensemble threads": "threads", "ensemble processes": "processes"}
 
 
-def run_gs(n: int, repeats: int, client, records: list) -> None:
-    prob, P = gs_sweep(n)
-    ens = dxdt.EnsembleProblem(prob, p=P)
-    kw = dict(saveat=[GS_T1], **GS_TOL)
-    timed("python loop", lambda: loop(prob, P, **kw), repeats, records, "gray-scott", n)
-    runners = {
-        "ensemble serial": lambda: dxdt.solve(ens, Tsit5(), **kw),
-        "ensemble threads": lambda: dxdt.solve(ens, Tsit5(), executor="threads", **kw),
-        "ensemble processes": lambda: dxdt.solve(ens, Tsit5(), executor="processes", **kw),
-        "ensemble dask": lambda: dxdt.solve(ens, Tsit5(), executor=client, **kw),
-        "ensemble jax": lambda: dxdt.solve(ens, Tsit5(), backend="jax", **kw),
+def sweeps(args) -> dict:
+    """Per sweep: the ensemble, the loop's arguments and the solve options."""
+    lv_prob, lv_P = lv_sweep(args.lv_members)
+    gs_prob, gs_P = gs_sweep(args.gs_members)
+    return {
+        "lotka-volterra": (lv_prob, lv_P, dict(saveat=LV_TS, **LV_TOL)),
+        "gray-scott": (gs_prob, gs_P, dict(saveat=[GS_T1], **GS_TOL)),
     }
-    for name, fn in runners.items():
-        timed(name, fn, repeats, records, "gray-scott", n)
+
+
+def run_numpy(cases: dict, repeats: int, records: list, references: dict) -> None:
+    """Loop and the NumPy executors, first: workers fork only from a process without threads
+    (Dask's client) or JAX, as in a plain script."""
+    for sweep, (prob, P, kw) in cases.items():
+        ens = dxdt.EnsembleProblem(prob, p=P)
+        references[sweep] = timed("python loop", lambda: loop(prob, P, **kw), repeats, records, sweep, len(P))
+        for name, executor in NUMPY_EXECUTORS.items():
+            timed(name, lambda: dxdt.solve(ens, Tsit5(), executor=executor, **kw), repeats, records, sweep, len(P))
+
+
+def run_dask(cases: dict, repeats: int, records: list) -> float:
+    """The ensembles on a Dask LocalCluster (2 worker processes, one thread each)."""
+    from distributed import Client, LocalCluster
+
+    started = time.perf_counter()
+    cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0")
+    client = Client(cluster)
+    cluster_start_s = time.perf_counter() - started
+    try:
+        for sweep, (prob, P, kw) in cases.items():
+            ens = dxdt.EnsembleProblem(prob, p=P)
+            timed("ensemble dask", lambda: dxdt.solve(ens, Tsit5(), executor=client, **kw), repeats, records,
+                  sweep, len(P))
+    finally:
+        client.close()
+        cluster.close()
+    return cluster_start_s
+
+
+def run_jax(cases: dict, repeats: int, records: list, references: dict) -> None:
+    """``backend="jax"`` ensembles, and the hand-written vmap on Lotka-Volterra."""
+    for sweep, (prob, P, kw) in cases.items():
+        ens = dxdt.EnsembleProblem(prob, p=P)
+        out = timed("ensemble jax", lambda: dxdt.solve(ens, Tsit5(), backend="jax", **kw), repeats, records,
+                    sweep, len(P))
+        loop_u = np.stack([r.u for r in references[sweep]])
+        records[-1]["max_abs_diff_vs_loop"] = float(np.max(np.abs(out.u - loop_u)))
+        records[-1]["lockstep"] = out.stats["lockstep"]
+        if sweep == "lotka-volterra":
+            timed("handwritten vmap", handwritten_vmap(prob, P), repeats, records, sweep, len(P))
 
 
 def reduction_memory(counts: list[int]) -> list[dict]:
@@ -200,20 +221,11 @@ def main(argv=None) -> None:
         args.lv_members, args.gs_members, args.repeats = 200, 16, 1
     load_start = load_average()
     print(f"load average at start: {load_start}")
-    from distributed import Client, LocalCluster
-
-    started = time.perf_counter()
-    cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0")
-    client = Client(cluster)
-    cluster_start_s = time.perf_counter() - started
-    records: list = []
-    try:
-        run_lv(args.lv_members, args.repeats, client, records)
-        run_gs(args.gs_members, args.repeats, client, records)
-    finally:
-        client.close()
-        cluster.close()
-    memory = reduction_memory([args.lv_members // 4, args.lv_members])
+    cases, records, references = sweeps(args), [], {}
+    run_numpy(cases, args.repeats, records, references)
+    memory = reduction_memory([max(40, args.lv_members // 20), max(160, args.lv_members // 5)])
+    cluster_start_s = run_dask(cases, args.repeats, records)
+    run_jax(cases, args.repeats, records, references)
     load_end = load_average()
     rows = [(r["sweep"], r["runner"], r["members"], fmt_time(r["first_s"]), fmt_time(r["median_s"]),
              r.get("lockstep") and f"{r['lockstep']:.2f}") for r in records]
