@@ -330,6 +330,7 @@ def _collect(ens: EnsembleProblem, batches, saveat, reduction, progress: bool) -
             if bar is not None:
                 bar.update(len(index))
     finally:
+        batches.close()  # stops an executor's workers at once if a reduction raised
         if bar is not None:
             bar.close()
     stats["n_failed"] = int(sum(s != "success" for s in statuses))
