@@ -21,6 +21,8 @@ FIGURES = {
     "heat_inverse.py": ["heat_inverse.png"],
     "gray_scott_sensitivity.py": ["gray_scott_sensitivity.png"],
     "closure_caches.py": ["closure_caches.png"],
+    "optax_fit.py": ["optax_fit.png"],
+    "optimal_design.py": ["optimal_design.png"],
     "multi_experiment_fit.py": ["multi_experiment_fit.png"],
 }
 

@@ -1,0 +1,114 @@
+"""The solves behind :func:`dxdt.sensitivity.jax_solve`, as pure JAX functions of ``(u0, p)``.
+
+``primal`` is ``F(x) = u(saveat)``, ``x = (u0, p)``; ``tangent`` its forward sensitivity
+``F'(x) v`` (state and tangent solved together, the tangent inside the error norm, as in
+:mod:`._forward`); ``adjoint`` its transpose ``F'(x)^T w`` by the chosen adjoint (the
+continuous adjoints of :mod:`._adjoint`, or the discrete one by reverse-mode AD of the
+steps); ``second_tangent`` and ``second_adjoint`` are the forward derivatives in ``x`` of
+the last two (forward mode through plain diffrax solves). Each returns NaN where one of its
+solves failed, so a failure inside a trace never gives a finite wrong value.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+from ._adjoint import BACKSOLVE_MISMATCH, adjoint_pass
+from ._jax import load_jax
+from ._ode import SolveOptions, odeint
+
+jax, jnp = load_jax()
+
+
+@dataclass(frozen=True, eq=False)
+class SolveSpec:
+    """Everything fixed when ``jax_solve`` builds ``F`` (hashed by identity: a static argument)."""
+
+    g: Callable  # g(u, p, t) -> du, pure JAX
+    t0: float
+    t1: float
+    saveat: np.ndarray  # (n_save,)
+    options: SolveOptions
+    adjoint: str  # "interpolating", "checkpoint" or "backsolve"
+    dense_steps: int  # step buffer of the interpolating adjoint's dense forward solve
+    n_x: int  # leaves of x = (u0, p): the leading arguments of every linear map
+
+    @property
+    def n_save(self) -> int:
+        return self.saveat.shape[0]
+
+    def rhs(self, t, u, p):
+        return self.g(u, p, t)
+
+
+def _nan_unless(ok, tree):
+    return jax.tree_util.tree_map(lambda x: jnp.where(ok, x, jnp.nan), tree)
+
+
+def primal_with_code(spec: SolveSpec, u0, p):
+    """``(u(saveat), status code)``; the states are NaN unless the code is 0."""
+    sol, code = odeint(spec.rhs, u0, p, spec.t0, spec.t1, spec.options, ts=jnp.asarray(spec.saveat))
+    return _nan_unless(code == 0, sol.ys[:-1]), code
+
+
+def primal(spec: SolveSpec, u0, p):
+    return primal_with_code(spec, u0, p)[0]
+
+
+def _tangent_with_code(spec: SolveSpec, u0, p, v0, vp):
+    def field(t, z, args):
+        u, s = z
+        q, dq = args
+        return jax.jvp(lambda uu, qq: spec.g(uu, qq, t), (u, q), (s, dq))
+
+    sol, code = odeint(field, (u0, v0), (p, vp), spec.t0, spec.t1, spec.options,
+                       ts=jnp.asarray(spec.saveat))
+    return sol.ys[1][:-1], code
+
+
+def tangent(spec: SolveSpec, u0, p, v0, vp):
+    """``F'(x) v``, shape ``(n_save, *u0.shape)``."""
+    S, code = _tangent_with_code(spec, u0, p, v0, vp)
+    return _nan_unless(code == 0, S)
+
+
+def _adjoint_with_code(spec: SolveSpec, u0, p, w):
+    """``((dL/du0, dL/dp), ok)`` for the cotangent ``w = dL/du(saveat)``."""
+    saveat = jnp.asarray(spec.saveat)
+    if spec.adjoint == "checkpoint":
+        def states(a, b):
+            sol, code = odeint(spec.rhs, a, b, spec.t0, spec.t1, spec.options, ts=saveat,
+                               differentiable="reverse")
+            return sol.ys[:-1], code
+
+        _, vjp, code = jax.vjp(states, u0, p, has_aux=True)
+        return vjp(w), code == 0
+    dense = spec.adjoint == "interpolating"
+    fwd, code = odeint(spec.rhs, u0, p, spec.t0, spec.t1, spec.options, ts=saveat, dense=dense,
+                       max_steps=spec.dense_steps if dense else None)
+    lam, mu, code_adj, mismatch = adjoint_pass(spec.g, w, fwd.ys, u0, p, spec.t0, spec.t1, saveat,
+                                               spec.options, kind=spec.adjoint, dense=fwd)
+    return (lam, mu), (code == 0) & (code_adj == 0) & (mismatch <= BACKSOLVE_MISMATCH)
+
+
+def adjoint(spec: SolveSpec, u0, p, w):
+    """``F'(x)^T w`` as ``(cotangent of u0, cotangent of p)``."""
+    grads, ok = _adjoint_with_code(spec, u0, p, w)
+    return _nan_unless(ok, grads)
+
+
+def second_tangent(spec: SolveSpec, u0, p, v0, vp, d0, dp):
+    """``F''(x)[v, d]``: the tangent solve differentiated forward in ``x`` along ``d``."""
+    _, dS, code = jax.jvp(lambda a, b: _tangent_with_code(spec, a, b, v0, vp), (u0, p), (d0, dp),
+                          has_aux=True)
+    return _nan_unless(code == 0, dS)
+
+
+def second_adjoint(spec: SolveSpec, u0, p, w, d0, dp):
+    """``(d/dx F'(x)^T w) d``: the adjoint solve differentiated forward in ``x`` along ``d``."""
+    _, d_grads, ok = jax.jvp(lambda a, b: _adjoint_with_code(spec, a, b, w), (u0, p), (d0, dp),
+                             has_aux=True)
+    return _nan_unless(ok, d_grads)

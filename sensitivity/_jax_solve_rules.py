@@ -1,0 +1,288 @@
+"""The four linear maps of an ODE solve ``F(x) = u(saveat)``, ``x = (u0, p)``, as JAX
+primitives whose derivative and transpose rules call one another.
+
+=============================  ===================================  =========================
+primitive                      value                                computed by
+=============================  ===================================  =========================
+``tangent_p(x; v)``            ``T = F'(x) v``                      forward sensitivities
+``adjoint_p(x; w)``            ``A = F'(x)^T w``                    the chosen adjoint
+``second_tangent_p(x; v, d)``  ``B = F''(x)[v, d]``                 forward mode of ``T``
+``second_adjoint_p(x; w, d)``  ``C = (d/dx F'(x)^T w) d``           forward mode of ``A``
+=============================  ===================================  =========================
+
+Each is linear in the arguments after the semicolon. The rules close the family under
+every first and second derivative JAX asks for:
+
+- derivatives (JVP): ``T' = T(x; v') + B(x; v, x')``, ``A' = A(x; w') + C(x; w, x')``;
+- transposes: ``T^T = A``, ``A^T = T``; ``B`` transposed in ``d`` is ``C(x; ct, v)`` (in
+  ``v``: ``C(x; ct, d)``, ``B`` being symmetric); ``C`` transposed in ``d`` is
+  ``C(x; w, ct)`` (the Hessian of ``<w, F>`` is symmetric), in ``w`` it is ``B(x; d, ct)``.
+
+So ``jax.grad`` transposes ``T`` into the adjoint solve, and every second derivative
+(``hessian``, ``jacrev(jacfwd)``, ``grad(grad)``, ...) ends in ``B`` or ``C``: forward
+derivatives of the tangent or adjoint solves, which are plain forward-differentiable
+diffrax solves. No rule ever transposes a solve (no reverse-over-reverse). Batching
+(``vmap``) is inherited by vmapping the rules (``equinox.internal.create_vprim``), so a
+``vmap`` over directions only (``jacfwd``, ``jacrev``) shares whatever does not depend on
+them, e.g. the forward solve of the adjoint. Third derivatives in ``x`` are not provided.
+
+Each value is NaN where one of its solves failed (status code not 0): never a finite
+wrong value inside a trace.
+
+References
+----------
+J. Bradbury et al., "How JAX primitives work" (JAX documentation); P. Kidger, lineax
+``linear_solve_p`` (a primitive whose JVP and transpose rules call each other).
+"""
+
+from __future__ import annotations
+
+import functools
+
+import equinox.internal as eqxi
+
+from ._jax import load_jax
+from ._jax_solve_passes import SolveSpec, adjoint, second_adjoint, second_tangent, tangent
+
+jax, jnp = load_jax()
+ad = jax.interpreters.ad
+batching = jax.interpreters.batching
+
+
+def _is_undefined(x) -> bool:
+    return isinstance(x, ad.UndefinedPrimal)
+
+
+def _nonzero(tangent_tree) -> bool:
+    """Whether a tangent pytree (``None`` leaves for symbolic zeros) has a nonzero part."""
+    return any(t is not None for t in jax.tree_util.tree_leaves(tangent_tree, is_leaf=lambda t: t is None))
+
+
+def _materialise(primal, tangent_tree):
+    return jax.tree_util.tree_map(eqxi.materialise_zeros, primal, tangent_tree, is_leaf=lambda t: t is None)
+
+
+def _add(a, b):
+    if a is None:
+        return b
+    return a if b is None else jax.tree_util.tree_map(jnp.add, a, b)
+
+
+def _keep_undefined(inputs, cts):
+    """Cotangents for the undefined (linear) inputs only; ``None`` for the known ones."""
+    return jax.tree_util.tree_map(lambda i, c: c if _is_undefined(i) else None, inputs, cts,
+                                  is_leaf=_is_undefined)
+
+
+def _none(tree):
+    return jax.tree_util.tree_map(lambda _: None, tree, is_leaf=_is_undefined)
+
+
+def _check_known(tree) -> None:
+    if any(_is_undefined(x) for x in jax.tree_util.tree_leaves(tree, is_leaf=_is_undefined)):
+        raise NotImplementedError("jax_solve: a linear map of the solve was transposed with respect "
+                                  "to the point of linearisation (third-order derivative)")
+
+
+def _third_order() -> None:
+    raise NotImplementedError(
+        "jax_solve provides first and second derivatives (hessian, jacrev(jacfwd), grad of grad, "
+        "...); a third derivative with respect to (u0, p) is not supported")
+
+
+def _trajectory_shape(spec, u0):
+    return jax.core.ShapedArray((spec.n_save,) + tuple(u0.shape), u0.dtype)
+
+
+def _like(tree):
+    return jax.tree_util.tree_map(lambda x: jax.core.ShapedArray(x.shape, x.dtype), tree)
+
+
+def _cotangent(like, ct):
+    """``ct`` with zeros where a cotangent is missing (``None``: a symbolic zero under vmap)."""
+    return jax.tree_util.tree_map(lambda x, c: jnp.zeros(x.shape, x.dtype) if c is None else c,
+                                  like, ct, is_leaf=lambda c: c is None)
+
+
+def _trajectory_cotangent(spec, u0, ct):
+    return jnp.zeros((spec.n_save,) + jnp.shape(u0), u0.dtype) if ct is None else ct
+
+
+def _bind(prim, *args):
+    return eqxi.filter_primitive_bind(prim, *args)
+
+
+# --- T(x; v) ------------------------------------------------------------------------------
+
+@eqxi.filter_primitive_def
+def _tangent_abstract(spec, u0, p, v0, vp):
+    return _trajectory_shape(spec, u0)
+
+
+@eqxi.filter_primitive_jvp
+def _tangent_jvp(primals, tangents):
+    spec, u0, p, v0, vp = primals
+    _, tu0, tp, tv0, tvp = tangents
+    out, t_out = _bind(tangent_p, spec, u0, p, v0, vp), None
+    if _nonzero((tv0, tvp)):
+        t_out = _bind(tangent_p, spec, u0, p, *_materialise((v0, vp), (tv0, tvp)))
+    if _nonzero((tu0, tp)):
+        d0, dp = _materialise((u0, p), (tu0, tp))
+        t_out = _add(t_out, _bind(second_tangent_p, spec, u0, p, v0, vp, d0, dp))
+    return out, t_out
+
+
+@eqxi.filter_primitive_transpose(materialise_zeros=True)
+def _tangent_transpose(inputs, ct):
+    spec, u0, p, v0, vp = inputs
+    _check_known((u0, p))
+    lam, mu = _bind(adjoint_p, spec, u0, p, _trajectory_cotangent(spec, u0, ct))
+    return (None, _none(u0), _none(p)) + _keep_undefined((v0, vp), (lam, mu))
+
+
+# --- A(x; w) ------------------------------------------------------------------------------
+
+@eqxi.filter_primitive_def
+def _adjoint_abstract(spec, u0, p, w):
+    return _like((u0, p))
+
+
+@eqxi.filter_primitive_jvp
+def _adjoint_jvp(primals, tangents):
+    spec, u0, p, w = primals
+    _, tu0, tp, tw = tangents
+    out, t_out = _bind(adjoint_p, spec, u0, p, w), None
+    if _nonzero(tw):
+        t_out = _bind(adjoint_p, spec, u0, p, _materialise(w, tw))
+    if _nonzero((tu0, tp)):
+        if spec.adjoint == "checkpoint":
+            raise ValueError(
+                "adjoint='checkpoint' (the discrete adjoint) cannot be differentiated again: "
+                "second derivatives (hessian, jvp/grad of a gradient) need "
+                "adjoint='interpolating' or adjoint='backsolve'")
+        d0, dp = _materialise((u0, p), (tu0, tp))
+        t_out = _add(t_out, _bind(second_adjoint_p, spec, u0, p, w, d0, dp))
+    return out, t_out
+
+
+@eqxi.filter_primitive_transpose(materialise_zeros=True)
+def _adjoint_transpose(inputs, ct):
+    spec, u0, p, w = inputs
+    _check_known((u0, p))
+    S = _bind(tangent_p, spec, u0, p, *_cotangent((u0, p), ct))
+    return (None, _none(u0), _none(p), _keep_undefined(w, S))
+
+
+# --- B(x; v, d) ---------------------------------------------------------------------------
+
+@eqxi.filter_primitive_def
+def _second_tangent_abstract(spec, u0, p, v0, vp, d0, dp):
+    return _trajectory_shape(spec, u0)
+
+
+@eqxi.filter_primitive_jvp
+def _second_tangent_jvp(primals, tangents):
+    spec, u0, p, v0, vp, d0, dp = primals
+    _, tu0, tp, tv0, tvp, td0, tdp = tangents
+    if _nonzero((tu0, tp)):
+        _third_order()
+    out, t_out = _bind(second_tangent_p, *primals), None
+    if _nonzero((tv0, tvp)):
+        t_out = _bind(second_tangent_p, spec, u0, p, *_materialise((v0, vp), (tv0, tvp)), d0, dp)
+    if _nonzero((td0, tdp)):
+        t_out = _add(t_out, _bind(second_tangent_p, spec, u0, p, v0, vp,
+                                  *_materialise((d0, dp), (td0, tdp))))
+    return out, t_out
+
+
+@eqxi.filter_primitive_transpose(materialise_zeros=True)
+def _second_tangent_transpose(inputs, ct):
+    spec, u0, p, v0, vp, d0, dp = inputs
+    _check_known((u0, p))
+    ct = _trajectory_cotangent(spec, u0, ct)
+    v_undefined = any(map(_is_undefined, jax.tree_util.tree_leaves((v0, vp), is_leaf=_is_undefined)))
+    if v_undefined:  # B is symmetric in (v, d): transpose in v is C(x; ct, d)
+        ct_v = _bind(second_adjoint_p, spec, u0, p, ct, d0, dp)
+        return (None, _none(u0), _none(p)) + _keep_undefined((v0, vp), ct_v) + (_none(d0), _none(dp))
+    ct_d = _bind(second_adjoint_p, spec, u0, p, ct, v0, vp)
+    return (None, _none(u0), _none(p), _none(v0), _none(vp)) + _keep_undefined((d0, dp), ct_d)
+
+
+# --- C(x; w, d) ---------------------------------------------------------------------------
+
+@eqxi.filter_primitive_def
+def _second_adjoint_abstract(spec, u0, p, w, d0, dp):
+    return _like((u0, p))
+
+
+@eqxi.filter_primitive_jvp
+def _second_adjoint_jvp(primals, tangents):
+    spec, u0, p, w, d0, dp = primals
+    _, tu0, tp, tw, td0, tdp = tangents
+    if _nonzero((tu0, tp)):
+        _third_order()
+    out, t_out = _bind(second_adjoint_p, *primals), None
+    if _nonzero(tw):
+        t_out = _bind(second_adjoint_p, spec, u0, p, _materialise(w, tw), d0, dp)
+    if _nonzero((td0, tdp)):
+        t_out = _add(t_out, _bind(second_adjoint_p, spec, u0, p, w,
+                                  *_materialise((d0, dp), (td0, tdp))))
+    return out, t_out
+
+
+@eqxi.filter_primitive_transpose(materialise_zeros=True)
+def _second_adjoint_transpose(inputs, ct):
+    spec, u0, p, w, d0, dp = inputs
+    _check_known((u0, p))
+    ct = _cotangent((u0, p), ct)
+    if any(map(_is_undefined, jax.tree_util.tree_leaves(w, is_leaf=_is_undefined))):
+        ct_w = _bind(second_tangent_p, spec, u0, p, d0, dp, *ct)  # <ct, C(w) d> = <w, B(d, ct)>
+        return (None, _none(u0), _none(p), _keep_undefined(w, ct_w), _none(d0), _none(dp))
+    ct_d = _bind(second_adjoint_p, spec, u0, p, w, *ct)  # the Hessian of <w, F> is symmetric
+    return (None, _none(u0), _none(p), _none(w)) + _keep_undefined((d0, dp), ct_d)
+
+
+def _impl(pass_):
+    jitted = jax.jit(pass_, static_argnums=0)
+
+    @functools.wraps(pass_)
+    def run(spec, *args):
+        return jitted(spec, *args)
+    return eqxi.filter_primitive_def(run)
+
+
+def _primitive(name, pass_, abstract, jvp, transpose):
+    """A vmappable primitive whose linear arguments are batched whenever any argument is.
+
+    ``vmap`` of a transpose must return an unbatched cotangent for an unbatched linear
+    input, which ``create_vprim`` does not do; broadcasting the linear inputs first makes
+    JAX sum their cotangents over the batch (the transpose of the broadcast).
+    """
+    prim = eqxi.create_vprim(name, _impl(pass_), abstract, jvp, transpose)
+    batch_all = batching.fancy_primitive_batchers[prim]
+
+    def batch_rule(axis_data, inputs, batch_axes, **params):
+        if any(b is not None for b in batch_axes):
+            spec = next(s for s in params["static"] if isinstance(s, SolveSpec))
+            inputs, batch_axes = list(inputs), list(batch_axes)
+            for i in range(spec.n_x, len(inputs)):
+                if batch_axes[i] is None:
+                    inputs[i] = jnp.broadcast_to(inputs[i], (axis_data.size,) + jnp.shape(inputs[i]))
+                    batch_axes[i] = 0
+        return batch_all(axis_data, tuple(inputs), tuple(batch_axes), **params)
+
+    batching.fancy_primitive_batchers[prim] = batch_rule
+    return prim
+
+
+tangent_p = _primitive("dxdt_tangent", tangent, _tangent_abstract, _tangent_jvp, _tangent_transpose)
+adjoint_p = _primitive("dxdt_adjoint", adjoint, _adjoint_abstract, _adjoint_jvp, _adjoint_transpose)
+second_tangent_p = _primitive("dxdt_second_tangent", second_tangent, _second_tangent_abstract,
+                              _second_tangent_jvp, _second_tangent_transpose)
+second_adjoint_p = _primitive("dxdt_second_adjoint", second_adjoint, _second_adjoint_abstract,
+                              _second_adjoint_jvp, _second_adjoint_transpose)
+
+
+def apply_tangent(spec, u0, p, v0, vp):
+    """``F'(x) v`` with ``v = (v0, vp)``."""
+    return _bind(tangent_p, spec, u0, p, v0, vp)

@@ -1,0 +1,290 @@
+"""``sens.jax_solve``: a dxdt solve inside JAX under every transformation.
+
+References are independent of dxdt: closed forms (scalar decay), ``expm``,
+``expm_frechet`` and block-triangular matrix exponentials (linear ODE), finite
+differences of exact gradients. Problems are built once per module and derivatives are
+mostly evaluated eagerly: each solve of ``jax_solve``'s rules is then compiled once (per
+batching) and shared by every composition, which keeps compile time down.
+"""
+
+import numpy as np
+import pytest
+from scipy.linalg import expm, expm_frechet
+
+import dxdt
+from dxdt import sensitivity as sens
+from dxdt.solvers import Tsit5
+
+jax = pytest.importorskip("jax")
+jnp = jax.numpy
+
+RTOL, ATOL = 1e-10, 1e-12
+TS = np.array([0.5, 1.5])  # save times of the scalar decay
+Y0, Z = 2.0, 0.7
+
+
+def decay(du, u, p, t):
+    du[0] = -p[0] * u[0]
+
+
+def decay_exact(y0, z):
+    """``L = sum_k U_k^2`` with ``U_k = y0 exp(-z t_k)``: value, gradient, Hessian in (y0, z)."""
+    e = np.exp(-2 * z * TS)
+    value = y0**2 * e.sum()
+    grad = np.array([2 * y0 * e.sum(), -2 * y0**2 * (TS * e).sum()])
+    hess = np.array([[2 * e.sum(), -4 * y0 * (TS * e).sum()],
+                     [-4 * y0 * (TS * e).sum(), 4 * y0**2 * (TS**2 * e).sum()]])
+    return value, grad, hess
+
+
+@pytest.fixture(scope="module")
+def decay_F():
+    prob = dxdt.ODEProblem(decay, np.array([Y0]), (0.0, 1.5), np.array([Z]))
+    return sens.jax_solve(prob, Tsit5(), saveat=TS, rtol=RTOL, atol=ATOL, max_steps=2000)
+
+
+def _decay_loss(F):
+    def L(x):  # x = (y0, z)
+        return jnp.sum(F(x[:1], x[1:]) ** 2)
+    return L
+
+
+def test_decay_solution_eager_and_jit(decay_F):
+    expected = Y0 * np.exp(-Z * TS)[:, None]
+    u0, p = jnp.array([Y0]), jnp.array([Z])
+    np.testing.assert_allclose(decay_F(u0, p), expected, rtol=1e-9)
+    np.testing.assert_allclose(jax.jit(decay_F)(u0, p), expected, rtol=1e-9)
+    assert decay_F(np.array([Y0]), np.array([Z])).dtype == jnp.float64
+
+
+@pytest.fixture(scope="module")
+def decay_derivatives(decay_F):
+    """Every first and second derivative composition, evaluated eagerly: each solve of the
+    rules is compiled once (per batching) and shared by all compositions."""
+    L = _decay_loss(decay_F)
+    grad = jax.grad(L)
+    e = jnp.array([0.3, -1.1])
+
+    def nested(x):  # a function that itself calls jax.grad of F
+        return jnp.sum(grad(x) ** 2)
+
+    def everything(x):
+        U, vjp = jax.vjp(lambda x: decay_F(x[:1], x[1:]), x)
+        return {
+            "grad": grad(x), "vjp": vjp(jnp.ones_like(U))[0],
+            "jvp": jax.jvp(L, (x,), (e,))[1], "jacfwd": jax.jacfwd(L)(x), "jacrev": jax.jacrev(L)(x),
+            "hessian": jax.hessian(L)(x),  # jax.hessian is jacfwd(jacrev)
+            "jacrev(jacfwd)": jax.jacrev(jax.jacfwd(L))(x), "jvp(grad)": jax.jvp(grad, (x,), (e,))[1],
+            "grad(grad)": jax.grad(lambda x: grad(x) @ e)(x), "nested": jax.grad(nested)(x),
+        }
+
+    return everything(jnp.array([Y0, Z])), e
+
+
+def test_decay_first_derivatives(decay_derivatives):
+    out, e = decay_derivatives
+    _, grad, _ = decay_exact(Y0, Z)
+    for name in ("grad", "jacfwd", "jacrev"):
+        np.testing.assert_allclose(out[name], grad, rtol=1e-7, err_msg=name)
+    np.testing.assert_allclose(out["jvp"], grad @ np.asarray(e), rtol=1e-7)
+    U = Y0 * np.exp(-Z * TS)  # vjp with ones: sum_k dU_k/dx
+    np.testing.assert_allclose(out["vjp"], [np.exp(-Z * TS).sum(), -(Y0 * TS * np.exp(-Z * TS)).sum()],
+                               rtol=1e-7)
+    assert U.shape == (2,)
+
+
+def test_decay_second_and_nested_derivatives(decay_derivatives):
+    out, e = decay_derivatives
+    _, grad, hess = decay_exact(Y0, Z)
+    for name in ("hessian", "jacrev(jacfwd)"):
+        np.testing.assert_allclose(out[name], hess, rtol=1e-6, err_msg=name)
+    np.testing.assert_allclose(out["jvp(grad)"], hess @ np.asarray(e), rtol=1e-6)
+    np.testing.assert_allclose(out["grad(grad)"], hess @ np.asarray(e), rtol=1e-6)
+    np.testing.assert_allclose(out["nested"], 2 * hess @ grad, rtol=1e-6)
+
+
+def test_nested_gradient_matches_finite_differences_of_exact_gradient(decay_derivatives):
+    out, _ = decay_derivatives
+
+    def nested_exact(x):
+        return np.sum(decay_exact(*x)[1] ** 2)
+
+    x, h = np.array([Y0, Z]), 1e-5
+    fd = [(nested_exact(x + h * d) - nested_exact(x - h * d)) / (2 * h) for d in np.eye(2)]
+    np.testing.assert_allclose(out["nested"], fd, rtol=1e-6)
+
+
+def test_second_derivatives_are_forward_over_reverse(decay_F):
+    """No solve is ever transposed twice: second derivatives end in the forward derivatives
+    of the tangent or adjoint solves (the primitives below), not in a reverse pass."""
+    L = _decay_loss(decay_F)
+    x = jnp.array([Y0, Z])
+
+    assert "dxdt_second_adjoint" in str(jax.make_jaxpr(jax.hessian(L))(x))
+    assert "dxdt_second_adjoint" in str(jax.make_jaxpr(jax.grad(lambda x: jax.grad(L)(x)[1]))(x))
+    assert "dxdt_second_tangent" in str(jax.make_jaxpr(jax.jacfwd(jax.jacfwd(L)))(x))
+    first = str(jax.make_jaxpr(jax.grad(L))(x))
+    assert "dxdt_adjoint" in first and "dxdt_second" not in first
+
+
+@pytest.mark.parametrize("adjoint", ["checkpoint", "backsolve"])
+def test_other_adjoints_gradient(adjoint):
+    prob = dxdt.ODEProblem(decay, np.array([Y0]), (0.0, 1.5), np.array([Z]))
+    F = sens.jax_solve(prob, Tsit5(), saveat=TS, rtol=RTOL, atol=ATOL, adjoint=adjoint, max_steps=200)
+    L = _decay_loss(F)
+    x = jnp.array([Y0, Z])
+    np.testing.assert_allclose(jax.grad(L)(x), decay_exact(Y0, Z)[1], rtol=1e-6)
+    if adjoint == "checkpoint":
+        with pytest.raises(ValueError, match="adjoint='interpolating'"):
+            jax.hessian(L)(x)
+
+
+def test_vmap_equals_loop_and_failing_member_is_nan(decay_F):
+    u0 = jnp.array([Y0])
+    zs = jnp.array([[0.3], [0.7], [1e5], [1.2]])  # z = 1e5 is stiff: over max_steps
+    batch = jax.jit(jax.vmap(decay_F, in_axes=(None, 0)))(u0, zs)
+    assert np.all(np.isnan(batch[2]))
+    for i in (0, 1, 3):
+        np.testing.assert_allclose(batch[i], decay_F(u0, zs[i]), rtol=1e-12, atol=0)
+    with pytest.raises(dxdt.SolverError, match="max_steps"):
+        decay_F(u0, zs[2])
+    grads = jax.vmap(jax.grad(lambda p: jnp.sum(decay_F(u0, p))))(zs)
+    grads = np.asarray(grads)
+    assert np.all(np.isnan(grads[2])) and np.all(np.isfinite(grads[[0, 1, 3]]))
+
+
+# --- linear ODE u' = A u: exact first and second derivatives ------------------------------
+
+A = np.array([[-0.5, 1.0, 0.0], [-1.0, -0.3, 0.2], [0.1, 0.0, -0.8]])
+U0 = np.array([1.0, -0.5, 0.25])
+T1 = 1.2
+W = np.array([0.7, -1.3, 0.4])  # L = <W, u(T1)> (first order), 0.5 |u(T1)|^2 (Hessian in u0)
+
+
+def _frechet(X, E):
+    return expm_frechet(X, E, compute_expm=False)
+
+
+def _second_frechet(X, E1, E2):
+    """``D^2 expm(X)[E1, E2]`` from block-triangular exponentials (Najfeld & Havel 1995)."""
+    n = X.shape[0]
+
+    def block(Ea, Eb):
+        M = np.zeros((3 * n, 3 * n))
+        for i in range(3):
+            M[i * n:(i + 1) * n, i * n:(i + 1) * n] = X
+        M[:n, n:2 * n], M[n:2 * n, 2 * n:] = Ea, Eb
+        return expm(M)[:n, 2 * n:]
+    return block(E1, E2) + block(E2, E1)
+
+
+def _basis(shape):
+    return [e.reshape(shape) for e in np.eye(int(np.prod(shape)))]
+
+
+def linear_matrix_exact():
+    """Gradient and Hessian of ``<W, expm(A T1) U0>`` with respect to ``A``."""
+    E = _basis(A.shape)
+    grad = np.array([W @ _frechet(A * T1, e * T1) @ U0 for e in E]).reshape(A.shape)
+    hess = np.array([[W @ _second_frechet(A * T1, a * T1, b * T1) @ U0 for b in E] for a in E])
+    return grad, hess
+
+
+def lin_array(du, u, p, t):
+    np.matmul(p, u, out=du)
+
+
+def lin_tuple(du, u, p, t):  # A = p[0] + p[1] I
+    np.matmul(p[0], u, out=du)
+    du += p[1] * u
+
+
+def lin_dict(du, u, p, t):  # A = p["A"] + p["s"] I
+    np.matmul(p["A"], u, out=du)
+    du += p["s"] * u
+
+
+@pytest.fixture(scope="module")
+def linear_F():
+    prob = dxdt.ODEProblem(lin_array, U0, (0.0, T1), A.copy())
+    return sens.jax_solve(prob, Tsit5(), rtol=RTOL, atol=ATOL)
+
+
+def test_linear_gradient_and_hessian_in_matrix(linear_F):
+    grad_ex, hess_ex = linear_matrix_exact()
+    L = lambda p: jnp.asarray(W) @ linear_F(jnp.asarray(U0), p)[0]  # noqa: E731
+    grad, hess = jax.grad(L)(jnp.asarray(A)), jax.hessian(L)(jnp.asarray(A))
+    np.testing.assert_allclose(grad, grad_ex, rtol=1e-7, atol=1e-9)
+    np.testing.assert_allclose(np.asarray(hess).reshape(9, 9), hess_ex, rtol=1e-6, atol=1e-8)
+
+
+def test_linear_hessian_in_u0_is_phi_t_phi(linear_F):
+    Phi = expm(A * T1)
+    L = lambda u0: 0.5 * jnp.sum(linear_F(u0, jnp.asarray(A))[0] ** 2)  # noqa: E731
+    np.testing.assert_allclose(jax.hessian(L)(jnp.asarray(U0)), Phi.T @ Phi, rtol=1e-7, atol=1e-9)
+
+
+def test_dot_product_jvp_vjp(linear_F):
+    """``<w, J v> = <J^T w, v>`` between forward sensitivities and the adjoint."""
+    rng = np.random.default_rng(1)
+    x = (jnp.asarray(U0), jnp.asarray(A))
+    v = (jnp.asarray(rng.normal(size=3)), jnp.asarray(rng.normal(size=(3, 3))))
+    w = jnp.asarray(rng.normal(size=(1, 3)))
+
+    def both(x, v, w):
+        Jv = jax.jvp(linear_F, x, v)[1]
+        JTw = jax.vjp(linear_F, *x)[1](w)
+        return jnp.sum(w * Jv), sum(jnp.sum(a * b) for a, b in zip(JTw, v))
+
+    lhs, rhs = both(x, v, w)
+    np.testing.assert_allclose(lhs, rhs, rtol=1e-7)
+
+
+@pytest.mark.parametrize("kind", ["tuple", "dict"])
+def test_linear_pytree_parameters(kind):
+    shift = -0.2
+    if kind == "tuple":
+        f, p = lin_tuple, (A - shift * np.eye(3), np.array(shift))
+    else:
+        f, p = lin_dict, {"A": A - shift * np.eye(3), "s": np.array(shift)}
+    F = sens.jax_solve(dxdt.ODEProblem(f, U0, (0.0, T1), p), Tsit5(), rtol=RTOL, atol=ATOL)
+    L = lambda p: jnp.asarray(W) @ F(jnp.asarray(U0), p)[0]  # noqa: E731
+    grad = jax.grad(L)(jax.tree_util.tree_map(jnp.asarray, p))
+    grad_A, _ = linear_matrix_exact()
+    grad_s = W @ _frechet(A * T1, np.eye(3) * T1) @ U0
+    leaves = grad if kind == "tuple" else (grad["A"], grad["s"])
+    np.testing.assert_allclose(leaves[0], grad_A, rtol=1e-7, atol=1e-9)
+    np.testing.assert_allclose(leaves[1], grad_s, rtol=1e-7)
+
+
+# --- closure buffers and failures -------------------------------------------------------
+
+def test_closure_buffers_unchanged_gierer_meinhardt():
+    prob = dxdt.problems.gierer_meinhardt(n=4, tspan=(0.0, 0.01))
+    ref = dxdt.solve(prob, Tsit5(), rtol=1e-10, atol=1e-12, saveat=[0.01]).u  # writes the buffers
+    cells = [c.cell_contents for c in prob.f.__closure__ if isinstance(c.cell_contents, np.ndarray)]
+    before = [c.copy() for c in cells]
+    u0_before, p_before = prob.u0.copy(), np.array(prob.p, dtype=float)
+    F = sens.jax_solve(prob, Tsit5(), rtol=1e-6, atol=1e-8)
+    u0, p = jnp.asarray(prob.u0), jnp.asarray(np.asarray(prob.p, dtype=float))
+    U, dU = jax.jvp(lambda p: F(u0, p), (p,), (jnp.ones_like(p),))
+    np.testing.assert_allclose(U, ref, rtol=1e-5)
+    assert np.all(np.isfinite(dU)) and np.any(dU != 0)  # derivatives flow through the buffers
+    assert len(cells) >= 6
+    assert all(a.tobytes() == b.tobytes() for a, b in zip(cells, before))
+    assert np.array_equal(prob.u0, u0_before) and np.array_equal(np.asarray(prob.p, dtype=float), p_before)
+
+
+def test_bad_arguments_raise():
+    prob = dxdt.ODEProblem(decay, np.array([Y0]), (0.0, 1.5), np.array([Z]))
+    with pytest.raises(ValueError, match="adjoint"):
+        sens.jax_solve(prob, adjoint="reverse")
+    with pytest.raises(NotImplementedError, match="events"):
+        sens.jax_solve(prob, events=[object()])
+    with pytest.raises(ValueError, match="saveat"):
+        sens.jax_solve(prob, saveat=[3.0])
+    F = sens.jax_solve(prob, adjoint="backsolve")
+    with pytest.raises(ValueError, match="u0"):
+        F(jnp.ones(2), jnp.array([Z]))
+    with pytest.raises(ValueError, match="p "):
+        F(jnp.ones(1), (jnp.array([Z]),))
