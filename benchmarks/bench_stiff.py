@@ -13,7 +13,8 @@ Problems (reference solutions in brackets):
 - ``brusselator``: dxdt's own ``dxdt.problems.brusselator()`` at its defaults
   [dxdt RKC at rtol 1e-9].
 
-Solvers: dxdt RKC, RKL2, ROCK2 (NumPy, and the JAX backend at one tolerance), dxdt Tsit5
+Solvers: dxdt RKC, RKL2, ROCK2, ROCK4 (NumPy; RKC and ROCK4 also on the JAX backend at
+one tolerance), dxdt Tsit5
 (stability-bound: run once per problem), scipy ``solve_ivp`` BDF and Radau with
 ``jac_sparsity`` (or the exact sparse Jacobian), LSODA (banded Jacobian, heat1d only). Error: max |u - ref| / max |ref| at
 t1. One timed run per point (the machine is shared; the load average is recorded).
@@ -43,7 +44,7 @@ from scipy.integrate import solve_ivp  # noqa: E402
 
 import dxdt  # noqa: E402
 from dxdt.problems import brusselator  # noqa: E402
-from dxdt.solvers import RKC, RKL2, ROCK2, Tsit5  # noqa: E402
+from dxdt.solvers import RKC, RKL2, ROCK2, ROCK4, Tsit5  # noqa: E402
 
 RTOLS = (1e-3, 1e-4, 1e-5, 1e-6, 1e-7)
 ATOL_FACTOR = 1e-3  # atol = rtol * ATOL_FACTOR * max|u0|
@@ -158,7 +159,8 @@ def run_problem(name, prob, ref, scipy_options, rtols, tsit5_rtol, jax_rtol, rec
     amp = float(np.max(np.abs(prob.u0)))
     candidates = [("dxdt RKC", lambda r, a: _dxdt(prob, RKC(), r, a)),
                   ("dxdt RKL2", lambda r, a: _dxdt(prob, RKL2(), r, a)),
-                  ("dxdt ROCK2", lambda r, a: _dxdt(prob, ROCK2(), r, a))]
+                  ("dxdt ROCK2", lambda r, a: _dxdt(prob, ROCK2(), r, a)),
+                  ("dxdt ROCK4", lambda r, a: _dxdt(prob, ROCK4(), r, a))]
     for label, options in scipy_options:
         candidates.append((f"scipy {label}", lambda r, a, o=options: _scipy(prob, rtol=r, atol=a, **o)))
     for rtol in rtols:
@@ -170,7 +172,7 @@ def run_problem(name, prob, ref, scipy_options, rtols, tsit5_rtol, jax_rtol, rec
             seconds, u, nfev, ok = _dxdt(prob, Tsit5(), rtol, atol)
             _record(records, name, "dxdt Tsit5", rtol, seconds, u, ref, scale, nfev, ok)
         if rtol == jax_rtol:
-            for label, method in (("dxdt RKC jax", RKC()), ("dxdt ROCK2 jax", ROCK2())):
+            for label, method in (("dxdt RKC jax", RKC()), ("dxdt ROCK4 jax", ROCK4())):
                 _dxdt(prob, method, rtol, atol, "jax")  # compile
                 seconds, u, nfev, ok = _dxdt(prob, method, rtol, atol, "jax")
                 _record(records, name, label, rtol, seconds, u, ref, scale, None, ok)
@@ -248,12 +250,23 @@ def _bruss2d_part(rtols, records):
                     rtols, 1e-6 if n == 32 else None, 1e-6 if n == 32 else None, records)
 
 
+def _periodic_sparsity(n):
+    """Jacobian pattern of dxdt's brusselator: periodic 5-point stencil, species coupled."""
+    ring = sp.diags([1.0, 1.0, 1.0], [-1, 0, 1], shape=(n, n)).tolil()
+    ring[0, n - 1] = ring[n - 1, 0] = 1
+    eye = sp.identity(n)
+    block = (sp.kron(ring, eye) + sp.kron(eye, ring)) != 0
+    same = sp.identity(n * n)
+    return sp.bmat([[block, same], [same, block]]) != 0
+
+
 def _brusselator_part(rtols, records):
     prob = brusselator()
     _, ref, _, _ = _dxdt(prob, RKC(), 1e-9, 1e-11)
     print("dxdt brusselator (defaults)", flush=True)
-    run_problem("brusselator", prob, ref, [], tuple(r for r in rtols if r >= 1e-5), None, None,
-                records)
+    run_problem("brusselator", prob, ref,
+                [("BDF sparse", dict(method="BDF", jac_sparsity=_periodic_sparsity(32)))],
+                tuple(r for r in rtols if r >= 1e-5), None, None, records)
 
 
 def _gradient_part(rtols, records):
