@@ -80,16 +80,33 @@ class _Piece(NamedTuple):
         return jax.lax.slice(self.source, start, stop)
 
 
+def fit(value, shape: tuple[int, ...], dtype, box) -> Any:
+    """``value`` as the content of ``box = (lo, hi)``, written through a view of ``shape``.
+
+    Cast to ``dtype``, broadcast to ``shape`` as NumPy assignment does (leading unit
+    dimensions of ``value`` dropped), reshaped to ``hi - lo``. NumPy data is copied, so
+    that later changes of the caller's array do not reach the buffer.
+    """
+    xp = np if is_concrete(value) else jnp
+    value = xp.asarray(value).astype(dtype)
+    extra = value.ndim - len(shape)
+    if extra > 0 and all(n == 1 for n in value.shape[:extra]):
+        value = value.reshape(value.shape[extra:])
+    return xp.broadcast_to(value, shape).reshape(tuple(b - a for a, b in zip(*box)))
+
+
 def _outside(piece: _Piece, lo, hi) -> list[_Piece]:
     """The part of ``piece`` outside the box ``[lo, hi)``, as at most ``2 ndim`` boxes."""
     rest = []
     p_lo, p_hi = list(piece.lo), list(piece.hi)
     for axis, (a, b) in enumerate(zip(lo, hi)):
         if p_lo[axis] < a:
-            rest.append(_Piece(tuple(p_lo), tuple(p_hi[:axis] + [a] + p_hi[axis + 1:]), piece.source, piece.origin))
+            below = p_hi[:axis] + [a] + p_hi[axis + 1:]
+            rest.append(piece._replace(lo=tuple(p_lo), hi=tuple(below)))
             p_lo[axis] = a
         if p_hi[axis] > b:
-            rest.append(_Piece(tuple(p_lo[:axis] + [b] + p_lo[axis + 1:]), tuple(p_hi), piece.source, piece.origin))
+            above = p_lo[:axis] + [b] + p_lo[axis + 1:]
+            rest.append(piece._replace(lo=tuple(above), hi=tuple(p_hi)))
             p_hi[axis] = b
     return rest
 

@@ -18,6 +18,7 @@ import numpy as np
 from . import _dispatch
 from ._buffer import DU, FROZEN, INPUT, Buffer
 from ._errors import conversion_error, translation_error, user_source_line
+from ._tiling import fit
 from ._views import IndexStep, infer_step, is_concrete, jnp, read_through, write_through
 
 _UNKNOWN = object()  # a view's box, not yet computed
@@ -105,19 +106,6 @@ def _has_traced_mask(key) -> bool:
     return any(not is_concrete(part) and jnp.issubdtype(part.dtype, jnp.bool_) for part in parts)
 
 
-def _fit(value, shape: tuple[int, ...], dtype, box_shape):
-    """``value`` cast to ``dtype``, broadcast to ``shape`` as NumPy assignment does, reshaped.
-
-    NumPy data is copied, so that later changes of the caller's array do not reach it.
-    """
-    xp = np if is_concrete(value) else jnp
-    value = xp.asarray(value).astype(dtype)
-    extra = value.ndim - len(shape)
-    if extra > 0 and all(n == 1 for n in value.shape[:extra]):  # NumPy drops leading 1s
-        value = value.reshape(value.shape[extra:])
-    return xp.broadcast_to(value, shape).reshape(tuple(box_shape))
-
-
 def _defers(other) -> bool:
     """NumPy's rule: binary operators give way to operands with ``__array_ufunc__ = None``."""
     return getattr(type(other), "__array_ufunc__", False) is None
@@ -197,7 +185,8 @@ class TracedArray:
     def _region(self):
         """``(lo, hi)`` if this view is the box ``[lo, hi)`` of its buffer, else None."""
         if self._box is _UNKNOWN:
-            self._box = self._buf.box(self._positions()) if self._steps else ((0,) * len(self._buf.shape), self._buf.shape)
+            shape = self._buf.shape
+            self._box = self._buf.box(self._positions()) if self._steps else ((0,) * len(shape), shape)
         return self._box
 
     def _raw(self):
@@ -257,7 +246,7 @@ class TracedArray:
         if box is None or (buf.concrete and is_concrete(value)):
             buf.value = write_through(buf.value, self._steps, key, value)
         else:
-            buf.write_box(*box, _fit(value, shape, buf.dtype, np.subtract(box[1], box[0])))
+            buf.write_box(*box, fit(value, shape, buf.dtype, box))
 
     def _increment(self, value, sign: int) -> bool:
         """``self += sign * value``, deferred (see :mod:`._tiling`), if this view is a box.
@@ -275,7 +264,7 @@ class TracedArray:
         self._note_read()
         self._mark_written(value, self._positions())
         value = -value if sign < 0 else value
-        self._buf.increment_box(*box, _fit(value, self.shape, self.dtype, np.subtract(box[1], box[0])))
+        self._buf.increment_box(*box, fit(value, self.shape, self.dtype, box))
         return True
 
     def _same_view(self, other) -> bool:
