@@ -51,24 +51,31 @@ def work_precision() -> None:
     doc = json.loads(path.read_text())
     records = [r for r in doc["records"] if "error" in r]
     problems = list(dict.fromkeys(r["problem"] for r in records))
-    fig, axes = plt.subplots(1, len(problems), figsize=(4.3 * len(problems), 3.8))
-    for ax, problem in zip(np.atleast_1d(axes), problems):
-        rows = [r for r in records if r["problem"] == problem and r["success"]]
-        for solver in dict.fromkeys(r["solver"] for r in rows):
+    solvers = list(dict.fromkeys(r["solver"] for r in records))
+    colors = {name: plt.get_cmap("tab10")(i % 10) for i, name in enumerate(solvers)}
+    columns = 3
+    rows = -(-len(problems) // columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(5 * columns, 4 * rows), squeeze=False)
+    for ax, problem in zip(axes.flat, problems):
+        done = [r for r in records if r["problem"] == problem and r["success"]]
+        for solver in dict.fromkeys(r["solver"] for r in done):
             pts = [(r["seconds"], r["error"]) for r in
-                   sorted((r for r in rows if r["solver"] == solver), key=lambda r: -r["rtol"])]
+                   sorted((r for r in done if r["solver"] == solver), key=lambda r: -r["rtol"])]
             style = "o-" if solver.startswith("dxdt") else "s--"
             ax.loglog([p[0] for p in pts], [max(p[1], 1e-16) for p in pts], style, ms=4,
-                      label=solver)
+                      color=colors[solver], label=solver)
         ax.set_title(problem)
         ax.set_xlabel("wall time (s)")
+        ax.set_ylabel("relative error at t1")
         ax.grid(True, which="both", lw=0.3)
         ax.legend(fontsize=7)
-    np.atleast_1d(axes)[0].set_ylabel("relative error at t1 (points: rtol 1e-3 ... 1e-7)")
-    fig.suptitle(f"load average {doc['load_start'][0]:.1f} (start) to {doc['load_end'][0]:.1f} "
-                 "(end) on 2 shared cores: compare within a panel, not absolute times", fontsize=9)
+    for ax in list(axes.flat)[len(problems):]:
+        ax.axis("off")
+    fig.suptitle(f"points: rtol 1e-3 ... 1e-7; load average {doc['load_start'][0]:.1f} (start) "
+                 f"to {doc['load_end'][0]:.1f} (end) on 2 shared cores: compare within a panel",
+                 fontsize=10)
     fig.tight_layout()
-    fig.savefig(IMG / "stiff_work_precision.png", dpi=110)
+    fig.savefig(IMG / "stiff_work_precision.png", dpi=100)
 
 
 if __name__ == "__main__":
