@@ -208,11 +208,13 @@ def integrate(
                 if (not warned_stiff and abs(dt) * rho > STIFF_MARGIN * beta[-1]
                         and (naccept > 0 or not adaptive)):
                     warned_stiff = True
+                    more = ("raise max_stages" if method.max_stages < method.most_stages
+                            else "use RKC() or RKL2(), which take any number of stages")
                     _warn(f"at t={t:.6g} the step {abs(dt):.3g} needs h*rho={abs(dt) * rho:.3g} "
                           f"but {method!r} reaches only {beta[-1]:.3g} with max_stages="
-                          f"{method.max_stages}: the problem is too stiff for a stabilized "
-                          "explicit method here; steps are limited to the stability interval "
-                          "(raise max_stages, or use an implicit method such as scipy BDF/Radau)")
+                          f"{method.max_stages}: the problem is too stiff for this stabilized "
+                          f"explicit method here; steps are limited to the stability interval "
+                          f"({more}, or use an implicit method such as scipy BDF/Radau)")
                 if adaptive and rho > 0:
                     dt = direction * min(abs(dt), beta[-1] / rho)
         steps += 1
