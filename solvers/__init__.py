@@ -12,7 +12,7 @@ Tsit5      5      7       yes   4            Tsitouras free interpolant (4)
 Vern7      7      10      no    6            Verner, 6 lazy extra stages (7)
 RKC        2      s>=2    yes   2 (1)        cubic Hermite (3)
 RKL2       2      odd s   yes   2 (1)        cubic Hermite (3)
-ROCK2      2      3..24   yes   1            cubic Hermite (3)
+ROCK2      2      3..45   yes   1            cubic Hermite (3)
 ROCK4      4      5..22   yes   3            cubic Hermite (3)
 =========  =====  ======  ====  ===========  ===============================
 

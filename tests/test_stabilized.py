@@ -124,9 +124,18 @@ def test_stability_interval(method_type, s):
     assert abs(dxdt.solve(prob_out, method, dt=dt, adaptive=False).u[-1, 0]) > 1.0
 
 
-def test_rock_intervals_grow_like_s_squared():
-    assert ROCK2().stability_boundary(22) / 22**2 == pytest.approx(0.81, abs=0.01)
-    assert ROCK4().stability_boundary(22) / 22**2 == pytest.approx(0.35, abs=0.01)
+@pytest.mark.parametrize("method_type, ratio", [(ROCK2, 0.81), (ROCK4, 0.35)])
+def test_every_tabulated_rock_member_is_consistent(method_type, ratio):
+    """Each transcribed degree: R_s matches exp to the method's order and the interval
+    grows like ratio * s^2 (a wrong coefficient breaks these)."""
+    method = method_type()
+    z = np.array([0.02, 0.01])
+    for s in method.stage_counts():
+        err = np.abs(method.stability_polynomial(s, z) - np.exp(z))
+        assert err[0] / err[1] == pytest.approx(2 ** (method.order + 1), rel=0.05), s
+        if s >= 12:
+            assert method.stability_boundary(s) / s**2 == pytest.approx(ratio, abs=0.03), s
+    assert method.stage_counts()[-1] == method.most_stages
 
 
 # ------------------------------------------------------------------ convergence
@@ -329,7 +338,7 @@ def test_bad_arguments_raise_naming_them(method_type, kwargs, error, name):
 
 
 @pytest.mark.parametrize("method_type, s", [(RKC, 1), (RKL2, 4), (RKL2, 1), (ROCK2, 2), (ROCK2, 23),
-                                           (ROCK4, 4), (ROCK4, 23)])
+                                           (ROCK2, 44), (ROCK4, 4), (ROCK4, 23)])
 def test_unsupported_forced_stage_count_raises(method_type, s):
     with pytest.raises(ValueError, match="stage count"):
         forced(method_type, s)
