@@ -83,6 +83,20 @@ def test_grouping_by_pilot_step_counts_cuts_the_lockstep_cost(ensemble, batched)
     assert 1.0 <= batched.stats["lockstep"] < in_index_order
 
 
+def test_tspan_batches_shared_p_and_prob_func():
+    prob = dxdt.ODEProblem(logistic_decay, [1.0], (0.0, 1.0), p=np.array([2.0, 0.0]))
+    spans = np.array([[0.0, 1.0], [0.0, 0.5], [1.0, 0.0]])  # forwards, shorter, backwards
+    ens = dxdt.EnsembleProblem(prob, tspan=spans)  # p shared by every lane
+    sol = dxdt.solve(ens, Tsit5(), backend="jax", saveat=[0.5], rtol=1e-9, atol=1e-12)
+    exact = np.exp(-2.0 * (0.5 - spans[:, 0]))  # backwards from t0=1 the decay grows
+    np.testing.assert_allclose(sol.u[:, 0, 0], exact, rtol=1e-7)
+    solo = dxdt.solve(ens.member(2), Tsit5(), backend="jax", saveat=[0.5], rtol=1e-9, atol=1e-12)
+    assert sol.members[2].stats == solo.stats and sol.members[2].message == solo.message
+    scaled = dxdt.EnsembleProblem(prob, tspan=spans, prob_func=lambda m, i: m.remake(u0=m.u0 * (i + 1)))
+    by_member = dxdt.solve(scaled, Tsit5(), backend="jax", saveat=[0.5], rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(by_member.u[:, 0, 0], exact * np.arange(1, 4), rtol=1e-7)
+
+
 def test_bad_input_for_the_jax_backend(ensemble):
     ens, _ = ensemble
     with pytest.raises(ValueError, match="need saveat"):
