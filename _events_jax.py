@@ -86,10 +86,10 @@ class _Solve:
     """The host loop: chunks, event location, jumps, saving."""
 
     def __init__(self, prob, method, events, rtol, atol, dt, saveat, max_steps, bar):
-        self.chunk, self.evaluate, self.status_of, jnp, jax = _runner(prob, method, rtol, atol)
+        self.chunk, self.evaluate, self.status_of, jnp, self.jax = _runner(prob, method, rtol, atol)
         self.spec = EventSet(events, prob.u0, prob.p, prob.tspan)
         self.events, self.p, self.shape = events, prob.p, prob.u0.shape
-        self.p_device = jax.tree_util.tree_map(jnp.asarray, prob.p)
+        self.p_device = self.jax.tree_util.tree_map(jnp.asarray, prob.p)
         self.jnp, self.bar, self.saveat, self.max_steps = jnp, bar, saveat, max_steps
         self.t0, self.t1 = prob.tspan
         self.direction = 1.0 if self.t1 > self.t0 else -1.0
@@ -183,11 +183,14 @@ class _Solve:
                 break
             t_clip = self._clip()
             sol = self.chunk(t, t_clip, jnp.asarray(self.u), self.p_device, self.direction * abs(dt0))
-            result = self.status_of(sol.result)
-            steps += int(sol.stats["num_steps"])
-            naccept += int(sol.stats["num_accepted_steps"])
-            nreject += int(sol.stats["num_rejected_steps"])
-            step_ts = np.asarray(sol.interpolation.ts[: int(sol.interpolation.ts_size)])
+            host = self.jax.device_get((sol.result, sol.stats, sol.interpolation.ts, sol.interpolation.ts_size,
+                                        sol.ys[-1]))  # one transfer per chunk
+            result, stats, all_ts, ts_size, u_reached = host
+            result = self.status_of(result)
+            steps += int(stats["num_steps"])
+            naccept += int(stats["num_accepted_steps"])
+            nreject += int(stats["num_rejected_steps"])
+            step_ts = np.asarray(all_ts[: int(ts_size)])
             if len(step_ts) < 2:
                 self.status = "dt_min" if result == "dt_min" else "nonfinite"
                 self.message = failure_message(self.status, t, None, self.max_steps, self.t1)
@@ -206,7 +209,7 @@ class _Solve:
                 self.us += list(evaluate(np.append(inner, t_end)))
             else:
                 self._save_until(t_end, evaluate, inclusive=True)
-            self.u = evaluate([t_end])[0].copy() if t_end != t_reached else np.asarray(sol.ys[-1]).copy()
+            self.u = evaluate([t_end])[0].copy() if t_end != t_reached else np.array(u_reached)
             if self.bar is not None:
                 self.bar.update(t_end - t)
             dt0 = max(abs(step_ts[-1] - step_ts[-2]), 16 * _EPS * abs(t_end))

@@ -42,7 +42,7 @@ def test_bouncing_ball_bounce_time_and_velocity_derivatives():
     def loss(u, *, t_events):  # second bounce time + final velocity
         return t_events[0][1] + u[-1, 1]
 
-    value, (g_u0, g_p) = sens.value_and_gradient(loss, prob, events=[ev], mode="reverse",
+    value, (g_u0, g_p) = sens.value_and_gradient(loss, prob, events=[ev], mode="forward",
                                                  wrt=("u0", "p"), **TIGHT)
     t1 = math.sqrt(2 * h0 / G)
     t2 = t1 + 2 * e * t1  # v1 = G t1, flight 2 e v1 / G
