@@ -57,6 +57,7 @@ class _SolveFunction:
         self._u0_shape, self._dtype = u0.shape, u0.dtype
         self._p_signature = describe(p)
         self._p_tree = jax.tree_util.tree_structure(p)
+        self._p_dtypes = [leaf.dtype for leaf in jax.tree_util.tree_leaves(p)]
         self._eager = jax.jit(primal_with_code, static_argnums=0)
         compiled_primal = jax.jit(primal, static_argnums=0)
 
@@ -77,7 +78,8 @@ class _SolveFunction:
         if jax.tree_util.tree_structure(p) != self._p_tree or describe(p) != self._p_signature:
             raise ValueError(f"p has structure/shapes {describe(p)} but F was built for "
                              f"{self._p_signature}")
-        return jnp.asarray(u0, dtype=self._dtype), as_jax_tree(p, self._dtype)
+        leaves = [jnp.asarray(x, dtype=d) for x, d in zip(jax.tree_util.tree_leaves(p), self._p_dtypes)]
+        return jnp.asarray(u0, dtype=self._dtype), jax.tree_util.tree_unflatten(self._p_tree, leaves)
 
     def __call__(self, u0, p):
         u0, p = self._inputs(u0, p)

@@ -2,9 +2,8 @@
 
 References are independent of dxdt: closed forms (scalar decay), ``expm``,
 ``expm_frechet`` and block-triangular matrix exponentials (linear ODE), finite
-differences of exact gradients. Problems are built once per module and derivatives are
-mostly evaluated eagerly: each solve of ``jax_solve``'s rules is then compiled once (per
-batching) and shared by every composition, which keeps compile time down.
+differences of exact gradients. Problems are built once per module; the scalar-decay
+compositions are compiled together in one program.
 """
 
 import numpy as np
@@ -59,8 +58,7 @@ def test_decay_solution_eager_and_jit(decay_F):
 
 @pytest.fixture(scope="module")
 def decay_derivatives(decay_F):
-    """Every first and second derivative composition, evaluated eagerly: each solve of the
-    rules is compiled once (per batching) and shared by all compositions."""
+    """Every first and second derivative composition, in one compiled program."""
     L = _decay_loss(decay_F)
     grad = jax.grad(L)
     e = jnp.array([0.3, -1.1])
@@ -68,6 +66,7 @@ def decay_derivatives(decay_F):
     def nested(x):  # a function that itself calls jax.grad of F
         return jnp.sum(grad(x) ** 2)
 
+    @jax.jit
     def everything(x):
         U, vjp = jax.vjp(lambda x: decay_F(x[:1], x[1:]), x)
         return {
@@ -87,10 +86,14 @@ def test_decay_first_derivatives(decay_derivatives):
     for name in ("grad", "jacfwd", "jacrev"):
         np.testing.assert_allclose(out[name], grad, rtol=1e-7, err_msg=name)
     np.testing.assert_allclose(out["jvp"], grad @ np.asarray(e), rtol=1e-7)
-    U = Y0 * np.exp(-Z * TS)  # vjp with ones: sum_k dU_k/dx
     np.testing.assert_allclose(out["vjp"], [np.exp(-Z * TS).sum(), -(Y0 * TS * np.exp(-Z * TS)).sum()],
-                               rtol=1e-7)
-    assert U.shape == (2,)
+                               rtol=1e-7)  # vjp with ones: sum_k dU_k/dx
+
+
+def test_float32_arguments_are_cast_to_the_problem_dtype(decay_F):
+    L = _decay_loss(decay_F)
+    grad = jax.grad(L)(jnp.array([Y0, Z], dtype=jnp.float32))
+    np.testing.assert_allclose(grad, decay_exact(Y0, Z)[1], rtol=1e-6)
 
 
 def test_decay_second_and_nested_derivatives(decay_derivatives):
