@@ -35,9 +35,6 @@ from ._target import as_jax_tree, describe
 
 jax, jnp = load_jax()
 
-DENSE_MARGIN = 4  # the interpolating adjoint's step buffer: this many times the steps that a
-# NumPy solve at the problem's (u0, p) takes (rounded up); more steps at other (u0, p) give NaN
-
 _HINTS = {
     "max_steps": "increase max_steps, or loosen rtol/atol",
     "dt_min": "the step size underflowed: the problem may be singular or too stiff",
@@ -163,9 +160,12 @@ def jax_solve(prob: ODEProblem, method=None, *, saveat=None, rtol: float = 1e-6,
 
     g = to_jax(prob.f, prob.u0, prob.p, duplicate_closure=duplicate_closure)
     dense_steps = 0
-    if adjoint == "interpolating":  # counted by a NumPy solve of a copy: f's buffers stay untouched
+    if adjoint == "interpolating":
+        # the dense-output buffer (its size is static): 2-4 times the steps of a NumPy solve at
+        # prob's (u0, p), run on a copy of f so that f's buffers stay untouched; a solve at other
+        # (u0, p) that needs more steps gives NaN. A larger buffer costs time in every step.
         private = ODEProblem(duplicate(prob.f), prob.u0, prob.tspan, prob.p)
-        dense_steps = min(options.max_steps, DENSE_MARGIN * _dense_steps(private, options))
+        dense_steps = _dense_steps(private, options)
     p = as_jax_tree(prob.p, prob.u0.dtype)
     spec = SolveSpec(g=g, t0=prob.tspan[0], t1=prob.tspan[1], saveat=np.asarray(saveat),
                      options=options, adjoint=adjoint, dense_steps=dense_steps,
