@@ -7,7 +7,8 @@ code as fast as the same model written with ``jnp.roll`` and slicing? For each m
 - ``rhs``: one call of ``jax.jit(to_jax(f, u0, p))`` against the jitted hand-written
   field, per call (blocks of calls timed round-robin, median and min over the blocks);
   the jaxpr's count of ``dynamic_update_slice``/``scatter`` (write chains XLA does not
-  fuse) and ``concatenate``; the fusions of the optimized HLO;
+  fuse) and ``concatenate``; the fusions of the optimized HLO and its census of
+  elementwise, slice, concatenate, update and copy ops (``HLO ops``);
 - ``solve``: time per step of a full ``Tsit5`` solve: the hand-written
   ``diffrax.diffeqsolve`` around ``to_jax(f)`` and ``dxdt.solve(backend="jax")``, both
   against the same ``diffeqsolve`` around the hand-written field (steps = accepted +
@@ -38,6 +39,8 @@ jax, jnp = load_jax()
 import diffrax  # noqa: E402
 
 WRITE_CHAINS = ("dynamic_update_slice", "scatter", "scatter-add")
+HLO_OPS = ("add", "subtract", "negate", "multiply", "divide", "slice", "concatenate",
+           "dynamic-update-slice", "scatter", "copy")  # counted in the optimized HLO
 MAX_STEPS = 100_000
 
 
@@ -167,9 +170,10 @@ def _primitives(fn, *args) -> collections.Counter:
     return counts
 
 
-def _fusions(jitted, *args) -> int:
-    text = jitted.lower(*args).compile().as_text()
-    return sum(1 for line in text.splitlines() if " fusion(" in line and "=" in line)
+def _hlo_ops(jitted, *args) -> dict[str, int]:
+    """Counts of fusions and of the :data:`HLO_OPS` in the optimized HLO of ``jitted(*args)``."""
+    lines = [line for line in jitted.lower(*args).compile().as_text().splitlines() if " = " in line]
+    return {op: sum(1 for line in lines if f" {op}(" in line) for op in ("fusion",) + HLO_OPS}
 
 
 def _per_call(fns: dict[str, Callable[[], Any]], rounds: int, block_s: float) -> dict[str, list[float]]:
@@ -227,7 +231,7 @@ def bench_model(model: RhsModel, rounds: int, block_s: float, pcoeff: float, ico
         "write_chains": sum(counts[name] for name in WRITE_CHAINS),
         "concatenate": counts["concatenate"],
         "concatenate_hand": _primitives(lambda u: vf(t0, u, p), u0)["concatenate"],
-        "fusions": _fusions(jg, u0, p, t0), "fusions_hand": _fusions(jv, u0, p, t0),
+        "hlo": _hlo_ops(jg, u0, p, t0), "hlo_hand": _hlo_ops(jv, u0, p, t0),
     }
     rhs = _per_call({"translated": lambda: jg(u0, p, t0), "hand": lambda: jv(u0, p, t0)}, rounds, block_s)
     record["rhs_translated"], record["rhs_hand"] = _summary(rhs["translated"]), _summary(rhs["hand"])
@@ -269,15 +273,17 @@ def bench(make_gs_vf: Callable, rounds: int, block_s: float, pcoeff: float, icoe
 
 def table(records: list[dict], fmt_time: Callable[[float], str], format_table: Callable) -> str:
     header = ["problem", "rhs dxdt", "rhs hand", "x hand", "x hand min", "dus+scatter",
-              "concat (hand)", "fusions (hand)", "step g/hand", "step dxdt.solve/hand", "steps",
-              "max|g-f|/max|f|"]
+              "concat (hand)", "fusions (hand)", "HLO ops (hand)", "step g/hand",
+              "step dxdt.solve/hand", "steps", "max|g-f|/max|f|"]
     rows = []
     for r in records:
         rows.append([
             r["problem"], fmt_time(r["rhs_translated"]["median_s"]), fmt_time(r["rhs_hand"]["median_s"]),
             f"{r['rhs_ratio']:.3f}", f"{r['rhs_ratio_min']:.3f}", r["write_chains"],
-            f"{r['concatenate']} ({r['concatenate_hand']})", f"{r['fusions']} ({r['fusions_hand']})",
+            f"{r['concatenate']} ({r['concatenate_hand']})",
+            f"{r['hlo']['fusion']} ({r['hlo_hand']['fusion']})",
+            f"{sum(r['hlo'][op] for op in HLO_OPS)} ({sum(r['hlo_hand'][op] for op in HLO_OPS)})",
             f"{r['step_ratio_translated']:.3f}", f"{r['step_ratio_dxdt_solve']:.3f}",
             r["step_hand"]["steps"], f"{r['translated_vs_numpy']:.1e}",
         ])
-    return format_table(rows, header, align="lrrrrrrrrrrr")
+    return format_table(rows, header, align="lrrrrrrrrrrrr")

@@ -104,6 +104,6 @@ class Buffer:
         """Set the box ``[lo, hi)`` to ``value`` (shaped ``hi - lo``, of the buffer's dtype)."""
         self._tiling.write(lo, hi, value)
 
-    def increment_box(self, lo: tuple[int, ...], hi: tuple[int, ...], value) -> None:
-        """Add ``value`` (shaped ``hi - lo``, of the buffer's dtype) to the box ``[lo, hi)``."""
-        self._tiling.increment(lo, hi, value)
+    def increment_box(self, lo: tuple[int, ...], hi: tuple[int, ...], value, sign: int = 1) -> None:
+        """Add (``sign`` 1) or subtract (-1) ``value`` (shaped ``hi - lo``) to the box ``[lo, hi)``."""
+        self._tiling.increment(lo, hi, value, sign)

@@ -62,12 +62,13 @@ class _Piece(NamedTuple):
     hi: tuple[int, ...]
     source: Any
     origin: tuple[int, ...]
+    sign: int = 1  # of an increment: added (1) or subtracted (-1)
 
     def meets(self, lo, hi) -> bool:
         return all(a < d and c < b for a, b, c, d in zip(self.lo, self.hi, lo, hi))
 
     def clip(self, lo, hi) -> _Piece:
-        return _Piece(tuple(map(max, self.lo, lo)), tuple(map(min, self.hi, hi)), self.source, self.origin)
+        return self._replace(lo=tuple(map(max, self.lo, lo)), hi=tuple(map(min, self.hi, hi)))
 
     def take(self):
         """The content of the box: a slice of the source (the source itself if it fits)."""
@@ -115,8 +116,11 @@ def _volume(lo, hi) -> int:
     return int(np.prod(np.subtract(hi, lo)))
 
 
-def _add(a, b):
-    return a + b if is_concrete(a) and is_concrete(b) else jnp.add(a, b)
+def _combine(a, b, sign: int):
+    """``a + b`` or ``a - b`` (NumPy if both are NumPy data)."""
+    if is_concrete(a) and is_concrete(b):
+        return a + b if sign > 0 else a - b
+    return jnp.add(a, b) if sign > 0 else jnp.subtract(a, b)
 
 
 def _concatenate(blocks: list, axis: int):
@@ -204,9 +208,9 @@ class Tiling:
         self._apply_increments()
         self._write(lo, hi, value)
 
-    def increment(self, lo: tuple[int, ...], hi: tuple[int, ...], value) -> None:
-        """Add ``value`` (shape ``hi - lo``, the buffer's dtype) to the box ``[lo, hi)``."""
-        self._increments.append(_Piece(lo, hi, value, lo))
+    def increment(self, lo: tuple[int, ...], hi: tuple[int, ...], value, sign: int = 1) -> None:
+        """Add (``sign`` 1) or subtract (-1) ``value`` (shape ``hi - lo``, the buffer's dtype)."""
+        self._increments.append(_Piece(lo, hi, value, lo, sign))
         if len(self._increments) > MAX_PARTS:
             self._apply_increments()
 
@@ -239,7 +243,9 @@ class Tiling:
             lo = tuple(map(min, *(p.lo for p in layer))) if len(layer) > 1 else layer[0].lo
             hi = tuple(map(max, *(p.hi for p in layer))) if len(layer) > 1 else layer[0].hi
             if sum(_volume(p.lo, p.hi) for p in layer) == _volume(lo, hi):
-                self._write(lo, hi, _add(self._read(lo, hi), _join(lo, hi, layer, self.dtype)))
+                sign = -1 if all(p.sign < 0 for p in layer) else 1
+                terms = [p if p.sign == sign else p._replace(source=-p.source, sign=sign) for p in layer]
+                self._write(lo, hi, _combine(self._read(lo, hi), _join(lo, hi, terms, self.dtype), sign))
                 continue
             for p in layer:
-                self._write(p.lo, p.hi, _add(self._read(p.lo, p.hi), p.source))
+                self._write(p.lo, p.hi, _combine(self._read(p.lo, p.hi), p.source, p.sign))

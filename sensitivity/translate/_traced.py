@@ -263,8 +263,7 @@ class TracedArray:
             return False
         self._note_read()
         self._mark_written(value, self._positions())
-        value = -value if sign < 0 else value
-        self._buf.increment_box(*box, fit(value, self.shape, self.dtype, box))
+        self._buf.increment_box(*box, fit(value, self.shape, self.dtype, box), sign)
         return True
 
     def _same_view(self, other) -> bool:
