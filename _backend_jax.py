@@ -110,8 +110,8 @@ def _build(prob: ODEProblem, method, static: dict, args: dict):
         outputs = (sol.ts, sol.ys, code, counts)
         return outputs + ((sol,) if static["dense"] else ())
 
-    executable, timings = compile_function(run, **args)
-    return Program(executable, tuple(g.constant_reads), timings, traces=g.n_traces)
+    executable, meta = compile_function(run, *args.values(), flat=not static["dense"])
+    return Program(executable, tuple(g.constant_reads), meta, traces=g.n_traces)
 
 
 def _program(prob: ODEProblem, method, static: dict, args: dict):
@@ -151,10 +151,9 @@ def integrate_jax(
         static = dict(save=save_mode, n_save=0 if saveat is None else len(saveat),
                       dense=dense and save_mode != "t1", adaptive=adaptive,
                       auto_dt=dt is None and adaptive, max_steps=steps, progress=progress)
-        call_args = {**args, **overrides}
-        outputs = _program(prob, method, static, call_args).executable(**call_args)
-        host = jax.device_get(outputs[:4])  # one transfer to the host
-        return host + tuple(outputs[4:])
+        call_args = {**args, **overrides}  # in the order of run's parameters
+        outputs = _program(prob, method, static, call_args)(*call_args.values())
+        return tuple(outputs[:4]) + tuple(outputs[4:])  # the dense solution stays a JAX pytree
 
     if save == "count":
         ts, _, code, counts = run("t1", max_steps)

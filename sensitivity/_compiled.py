@@ -81,6 +81,17 @@ class Program:
     def matches(self, reaches: Sequence[Reach]) -> bool:
         return all(read.matches(reaches) for read in self.reads)
 
+    def __call__(self, *args):
+        """Run on NumPy arguments; NumPy results (one transfer each way when flat)."""
+        import numpy as np
+
+        inputs = self.meta.get("inputs")
+        if inputs is None:
+            import jax
+
+            return jax.device_get(self.executable(*args))
+        return self.meta["outputs"].unpack(np.asarray(self.executable(inputs.pack(args))))
+
 
 _MEMORY: OrderedDict[str, list[Program]] = OrderedDict()
 _COUNTS = {"memory_hits": 0, "disk_hits": 0, "builds": 0}
@@ -146,21 +157,100 @@ def lookup(kind: str, static: tuple, callables: Sequence[Callable], build: Calla
     return program
 
 
-def compile_function(fn: Callable, *example, **example_kwargs) -> tuple[Any, dict]:
+@dataclass(frozen=True)
+class FlatLayout:
+    """A pytree of arrays as one flat vector: one host transfer instead of one per leaf.
+
+    Leaves are raveled and cast to a common dtype (float64, or complex128 when a leaf is
+    complex; integers and booleans are exact in float64 up to 2**53), and cast back when
+    unpacked.
+    """
+
+    treedef: Any
+    shapes: tuple
+    dtypes: tuple
+    dtype: str
+
+    @classmethod
+    def of(cls, tree) -> FlatLayout:
+        import jax
+        import numpy as np
+
+        leaves, treedef = jax.tree_util.tree_flatten(tree)
+        dtypes = tuple(np.dtype(getattr(leaf, "dtype", None) or np.asarray(leaf).dtype).str for leaf in leaves)
+        complex_ = any(np.dtype(d).kind == "c" for d in dtypes)
+        return cls(treedef, tuple(tuple(np.shape(leaf)) for leaf in leaves), dtypes,
+                   "<c16" if complex_ else "<f8")
+
+    def _bounds(self):
+        import math
+
+        start = 0
+        for shape in self.shapes:
+            size = math.prod(shape)
+            yield start, start + size
+            start += size
+
+    def pack(self, tree):
+        """The leaves of ``tree`` (NumPy) as one vector."""
+        import jax
+        import numpy as np
+
+        leaves = jax.tree_util.tree_leaves(tree)
+        return np.concatenate([np.ravel(leaf) for leaf in leaves]).astype(self.dtype, copy=False) \
+            if leaves else np.zeros(0, self.dtype)
+
+    def pack_traced(self, tree):
+        import jax
+        import jax.numpy as jnp
+
+        leaves = jax.tree_util.tree_leaves(tree)
+        return jnp.concatenate([jnp.ravel(leaf).astype(self.dtype) for leaf in leaves]) \
+            if leaves else jnp.zeros(0, self.dtype)
+
+    def unpack(self, flat):
+        """The tree back from its vector (NumPy on the host, ``jax.numpy`` inside a trace)."""
+        import jax
+        import numpy as np
+
+        complex_ = np.dtype(self.dtype).kind == "c"
+        leaves = []
+        for (start, stop), shape, dtype in zip(self._bounds(), self.shapes, self.dtypes):
+            leaf = flat[start:stop].reshape(shape)
+            leaves.append((leaf.real if complex_ and np.dtype(dtype).kind != "c" else leaf).astype(dtype))
+        return jax.tree_util.tree_unflatten(self.treedef, leaves)
+
+
+def compile_function(fn: Callable, *example, flat: bool = True) -> tuple[Any, dict]:
     """``jax.jit(fn)`` traced, lowered and compiled for the example arguments.
 
-    Returns the executable and the seconds spent tracing and lowering (``"trace_s"``) and
-    in XLA's compiler (``"compile_s"``), kept in :attr:`Program.meta`.
+    With ``flat=True`` the executable takes and returns one vector each
+    (:class:`FlatLayout`, kept in the metadata as ``"inputs"``/``"outputs"``; call it
+    through :meth:`Program.__call__`). Returns the executable and the metadata, with the
+    seconds spent tracing and lowering (``"trace_s"``) and in XLA's compiler
+    (``"compile_s"``).
     """
     import time
 
     import jax
 
     start = time.perf_counter()
-    lowered = jax.jit(fn).lower(*example, **example_kwargs)
+    meta: dict = {}
+    if flat:
+        inputs = FlatLayout.of(example)
+        outputs = FlatLayout.of(jax.eval_shape(fn, *example))
+        meta.update(inputs=inputs, outputs=outputs)
+
+        def flat_fn(vector):
+            return outputs.pack_traced(fn(*inputs.unpack(vector)))
+
+        lowered = jax.jit(flat_fn).lower(inputs.pack(example))
+    else:
+        lowered = jax.jit(fn).lower(*example)
     traced = time.perf_counter()
     executable = lowered.compile()
-    return executable, {"trace_s": traced - start, "compile_s": time.perf_counter() - traced}
+    meta.update(trace_s=traced - start, compile_s=time.perf_counter() - traced)
+    return executable, meta
 
 
 @contextmanager
@@ -196,7 +286,16 @@ def remember(program: Program, *, disk: bool = False) -> None:
 
 
 def clear_cache(*, memory: bool = True, disk: bool = True) -> None:
-    """Forget compiled programs: those in memory and/or the disk cache's entries."""
+    """Forget compiled programs.
+
+    Parameters
+    ----------
+    memory : bool
+        Drop the programs held in this process.
+    disk : bool
+        Delete the entries of the disk cache (``DXDT_CACHE_DIR`` or the user's cache
+        directory); other processes then rebuild what they need.
+    """
     if memory:
         _MEMORY.clear()
     directory = _directory_setting()

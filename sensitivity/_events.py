@@ -349,9 +349,9 @@ class EventOperator:
         return self._traces + (self._prepared.n_traces if self._prepared is not None else 0)
 
     @property
-    def _context(self):
+    def _host_context(self):
         """The compiled operator's context (``u0``, ``p``, ...), as ``PreparedOperator``."""
-        return self._prepared._context
+        return self._prepared._host_context
 
     def _ensure(self, prob) -> None:
         """(Re)build the compiled operator if the event sequence at ``prob`` differs."""

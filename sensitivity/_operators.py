@@ -64,7 +64,6 @@ class PreparedOperator:
         self.adjoint = adjoint if "reverse" in mode else None
         self._program, self._rebuild = program, rebuild
         self._host_context = context
-        self._context = jax.device_put(context)  # on the device once, not on every call
         self._target, self._dtype = target, context[0].dtype
         theta0 = target.select(context[0], context[1])
         self._signature = describe(theta0)
@@ -80,8 +79,8 @@ class PreparedOperator:
         theta0 = to_numpy(setup.target.select(u0, p))
         fn = build(setup)
         example = (theta0, theta0, (u0, p)) if op == "hvp" else (theta0, (u0, p))
-        executable, timings = _compiled.compile_function(lambda *args: fn(*args[:-1]), *example)
-        program = _compiled.Program(executable, (), {"dense_steps": 0, **timings}, traces=1)
+        executable, meta = _compiled.compile_function(lambda *args: fn(*args[:-1]), *example)
+        program = _compiled.Program(executable, (), {"dense_steps": 0, **meta}, traces=1)
 
         def rebuild(dense_steps):
             raise SolverError(f"{op}: the dense step buffer overflowed; increase max_steps")
@@ -106,10 +105,10 @@ class PreparedOperator:
             args += (self._as_target(v, "v"),)
         elif v is not None:
             raise TypeError(f"a prepared {self.op} takes only the target")
-        result, aux = jax.device_get(self._program.executable(*args, self._context))  # one transfer
+        result, aux = self._program(*args, self._host_context)  # one transfer each way
         while bool(aux["dense_overflow"]):
             self._program = self._rebuild(4 * self._program.meta["dense_steps"])
-            result, aux = jax.device_get(self._program.executable(*args, self._context))
+            result, aux = self._program(*args, self._host_context)
         self._check(aux)
         return self._to_user(result)
 
@@ -257,10 +256,10 @@ def prepare(op: str, *args, method=None, saveat=None, rtol=1e-6, atol=1e-8,
         reads = len(g.constant_reads)
         run = _builder(op, inner, adjoint, g, L, target, options, steps)
         example = (theta0, theta0, context) if op == "hvp" else (theta0, context)
-        executable, timings = _compiled.compile_function(run, *example)
+        executable, meta = _compiled.compile_function(run, *example)
         loss_reads = tuple(L.constant_reads) if L is not None else ()
         return _compiled.Program(executable, tuple(g.constant_reads[reads:]) + loss_reads,
-                                 {"dense_steps": steps, **timings}, traces=1)
+                                 {"dense_steps": steps, **meta}, traces=1)
 
     callables = (prob.f,) if L is None else (prob.f, loss)
     flags = (False,) if L is None else (False, L.pure_jax)

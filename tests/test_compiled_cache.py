@@ -240,3 +240,16 @@ def test_clear_cache_empties_the_directory(private_cache):
     sens.clear_cache()
     assert not list(private_cache.glob("*.dxdt")) and sens.cache_info()["in_memory"] == 0
     assert sens.cache_info()["directory"] == str(private_cache)
+
+
+@pytest.mark.parametrize("op", ["gradient", "hessian"])
+def test_f_is_traced_once_per_compilation(op):
+    calls = []
+
+    def f(du, u, p, t):
+        calls.append(1)  # runs once per trace (the translation executes f on traced arrays)
+        du[:] = -p * u
+
+    prob = dxdt.ODEProblem(f, np.ones(2), (0.0, 1.0), p=np.array([0.5, 0.25]))
+    getattr(sens, op)(total, prob, Tsit5(), mode="forward")
+    assert len(calls) == 1
