@@ -858,6 +858,7 @@ def rhs_only_main(args) -> int:
     """``--rhs-only``: the translated right-hand side alone vs hand-written JAX (issue 8)."""
     import _rhs_only
 
+    os.environ["DXDT_CACHE"] = "0"  # as in main: dxdt.solve builds its program, no disk cache
     if args.wait_load is not None:
         wait_for_low_load(args.wait_load)
     rounds = min(args.repeats, 3) if args.quick else max(args.repeats, 9)
