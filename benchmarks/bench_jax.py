@@ -228,11 +228,14 @@ class _HandField:
 def build_dxdt_solve(prob, static: dict, args: dict, vf: Callable | None = None) -> Callable:
     """dxdt's compiled solve (``_backend_jax._build``) for ``prob``; around ``vf(t, y, p)`` if given.
 
+    Returns ``call()``: the compiled program run on ``args`` (its ``Program.__call__``: NumPy
+    outputs ``(ts, ys, code, counts)``), with the program as ``call.program``.
+
     With ``vf``, ``_build`` gets a stand-in problem whose translation (``to_jax``, which
     ``_build`` looks up in ``dxdt.sensitivity`` when it runs) is the hand-written field.
     """
     if vf is None:
-        return dxdt_backend_jax._build(prob, Tsit5(), static, args).executable
+        return program_call(dxdt_backend_jax._build(prob, Tsit5(), static, args), args)
 
     def stand_in_f(du, u, p, t):
         raise AssertionError("the hand-written field replaces this f")
@@ -245,9 +248,19 @@ def build_dxdt_solve(prob, static: dict, args: dict, vf: Callable | None = None)
 
     dxdt.sensitivity.to_jax = to_jax_or_hand
     try:
-        return dxdt_backend_jax._build(stand_in, Tsit5(), static, args).executable
+        return program_call(dxdt_backend_jax._build(stand_in, Tsit5(), static, args), args)
     finally:
         dxdt.sensitivity.to_jax = original
+
+
+def program_call(program, args: dict) -> Callable[[], tuple]:
+    """``program(*args)`` as ``dxdt.solve`` calls it (flat input packed, outputs unpacked)."""
+    values = tuple(args.values())
+
+    def call():
+        return program(*values)
+    call.program = program
+    return call
 
 
 def program_traces() -> list[int]:
@@ -318,11 +331,12 @@ def first_call_stages(make: Callable[[], Any], args: tuple, kwargs: dict) -> dic
             "stablehlo_lines": len(lowered.as_text().splitlines())}
 
 
-def dxdt_build_stages(build: Callable[[], Callable], kwargs: dict) -> dict[str, Any]:
-    """:func:`first_call_stages` for dxdt's solve build (``build()`` calls ``_backend_jax._build``).
+def dxdt_build_stages(build: Callable[[], Callable]) -> dict[str, Any]:
+    """:func:`first_call_stages` for dxdt's solve build (``build()``: :func:`build_dxdt_solve`).
 
-    ``_build`` compiles with ``jax.jit(run).lower(**args).compile()``; that one ``jax.jit`` is
-    replaced by a wrapper timing trace, lower and compile separately.
+    ``_build`` compiles with ``jax.jit(fn).lower(...).compile()`` (``fn`` its ``run``, or the
+    flat-vector wrapper of ``_compiled.compile_function``); that one ``jax.jit`` is replaced
+    by a wrapper timing trace, lower and compile separately.
     """
     clear_all_caches()
     original, stages = jax.jit, {}
@@ -351,24 +365,27 @@ def dxdt_build_stages(build: Callable[[], Callable], kwargs: dict) -> dict[str, 
             return Lowered(lowered)
 
     def jit(fn, *args, **kw):
-        if getattr(fn, "__qualname__", "") == "_build.<locals>.run":
+        if getattr(fn, "__qualname__", "") in COMPILED_SOLVE_FUNCTIONS:
             return Staged(original(fn, *args, **kw))
         return original(fn, *args, **kw)
 
     jax.jit = jit
     try:
         with gc_disabled():
-            executable = build()
+            call = build()
     finally:
         jax.jit = original
     if "compile_s" not in stages:
         raise RuntimeError("dxdt's solve build no longer compiles through jax.jit(run).lower().compile()")
     with gc_disabled():
         start = time.perf_counter()
-        jax.block_until_ready(executable(**kwargs))
+        jax.block_until_ready(call())
         stages["run_s"] = time.perf_counter() - start
-    stages["hlo_lines"] = len(executable.as_text().splitlines())
+    stages["hlo_lines"] = len(call.program.executable.as_text().splitlines())
     return stages
+
+
+COMPILED_SOLVE_FUNCTIONS = ("_build.<locals>.run", "compile_function.<locals>.flat_fn")
 
 
 def median_stages(samples: list[dict[str, Any]]) -> dict[str, Any]:
@@ -541,13 +558,13 @@ def bench_case(case: Case, repeats: int, first_repeats: int, min_total_s: float,
     finally:
         restore()
     (program, static, recorded), = seen
-    compiled = program.executable
+    compiled = program_call(program, recorded)
 
     # the 2 x 2 of (dxdt's compiled solve | handwritten solve) x (to_jax(f) | hand vf)
     dx_hand = build_dxdt_solve(prob, static, recorded, vf=case.make_vf())
     g_diag = to_jax(prob.f, prob.u0, prob.p)
     hand_g = make_handwritten_solve(case, t0, t1, vf=lambda t, y, q: g_diag(y, q, t))
-    for name, out in ((DX_HARNESS_HAND_VF, dx_hand(**recorded)), (HAND_HARNESS_DX_G, hand_g(u0j, pj, tsj))):
+    for name, out in ((DX_HARNESS_HAND_VF, dx_hand()), (HAND_HARNESS_DX_G, hand_g(u0j, pj, tsj))):
         ys = saved_states(out)[:case.nsave]  # dxdt's compiled solve adds a t1 row
         stats[name] = (ys.reshape(case.nsave, -1), None, *accepted_rejected(out))
     stats[COMPILED_ONLY] = stats[DXDT_JAX]
@@ -559,8 +576,8 @@ def bench_case(case: Case, repeats: int, first_repeats: int, min_total_s: float,
         DXDT_NP: lambda: dxdt.solve(prob, Tsit5(), **kw),
         SCIPY: lambda: solve_ivp(rhs, (t0, t1), prob.u0.ravel(), method="RK45", t_eval=saveat,
                                  rtol=case.rtol, atol=case.atol),
-        COMPILED_ONLY: lambda: saved_states(compiled(**recorded)),
-        DX_HARNESS_HAND_VF: lambda: saved_states(dx_hand(**recorded)),
+        COMPILED_ONLY: lambda: saved_states(compiled()),
+        DX_HARNESS_HAND_VF: lambda: saved_states(dx_hand()),
         HAND_HARNESS_DX_G: lambda: np.asarray(hand_g(u0j, pj, tsj).ys),
     }
     log(f"[{case.name}]   steady state: {len(fns)} candidates, >= {repeats} rounds ...")
@@ -591,10 +608,10 @@ def bench_case(case: Case, repeats: int, first_repeats: int, min_total_s: float,
     log(f"[{case.name}]   first-call stages: {first_repeats} rounds ...")
     stage_samples: dict[str, list] = {DXDT_JAX: [], HAND: [], DX_HARNESS_HAND_VF: []}
     makers = {
-        DXDT_JAX: lambda: dxdt_build_stages(lambda: build_dxdt_solve(prob, static, recorded), recorded),
+        DXDT_JAX: lambda: dxdt_build_stages(lambda: build_dxdt_solve(prob, static, recorded)),
         HAND: lambda: first_call_stages(lambda: make_handwritten_solve(case, t0, t1), (u0j, pj, tsj), {}),
         DX_HARNESS_HAND_VF: lambda: dxdt_build_stages(
-            lambda: build_dxdt_solve(prob, static, recorded, vf=case.make_vf()), recorded),
+            lambda: build_dxdt_solve(prob, static, recorded, vf=case.make_vf())),
     }
     for _ in range(first_repeats if diagnostics else 0):
         for name, measure in makers.items():
