@@ -57,7 +57,9 @@ def main(argv=None):
     import jax.numpy as jnp
     import optax
 
-    prob = dxdt.ODEProblem(absorption_scaled, U0, (0.0, 1.0), np.array([*THETA, 1.0]))
+    # p holds the longest horizon the design may reach: jax_solve sizes the interpolating
+    # adjoint's step buffer from a solve at prob's p (a longer horizon would need more steps)
+    prob = dxdt.ODEProblem(absorption_scaled, U0, (0.0, 1.0), np.array([*THETA, T_MAX]))
     F = sens.jax_solve(prob, Tsit5(), rtol=RTOL, atol=ATOL)
     u0, theta = jnp.asarray(U0), jnp.asarray(THETA)
 
