@@ -5,10 +5,23 @@ from __future__ import annotations
 from typing import Any, Callable
 
 import numpy as np
-from scipy.linalg import expm, expm_frechet
 
 from .._problem import _UNSET, ODEProblem
 from ._checks import as_float_array, check_time
+
+
+def expm(matrix):
+    """``scipy.linalg.expm``, imported on first use (``import dxdt.problems`` stays light)."""
+    from scipy.linalg import expm as scipy_expm
+
+    return scipy_expm(matrix)
+
+
+def expm_frechet(matrix, direction, compute_expm=True):
+    """``scipy.linalg.expm_frechet``, imported on first use."""
+    from scipy.linalg import expm_frechet as scipy_expm_frechet
+
+    return scipy_expm_frechet(matrix, direction, compute_expm=compute_expm)
 
 
 def linear_rhs(du: np.ndarray, u: np.ndarray, p: np.ndarray, t: float) -> None:
