@@ -84,6 +84,8 @@ class TimeEvent:
     name : str, optional
         Used in messages; defaults to the affect's ``__name__``.
 
+    Notes
+    -----
     The solver steps exactly to every time (no root finding).
     """
 

@@ -92,6 +92,8 @@ class AbstractStabilized:
         iteration on ``f``, refreshed as the solve goes), a positive float, or
         ``eigen_est(u, p, t) -> float``. Every estimate gets the safety factor 1.2.
 
+    Notes
+    -----
     Contract for a new method (one small module per method): set ``order``,
     ``error_order``, ``fewest_stages``, ``most_stages`` and ``supported_stages``; implement
     :meth:`recurrence` (cached per ``s``) and, if it has its own finishing stages or
