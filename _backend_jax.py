@@ -129,7 +129,7 @@ def integrate_jax(
     """Solve ``prob`` with diffrax on the translated right-hand side."""
     from .sensitivity._jax import load_jax
 
-    jax, _ = load_jax()
+    load_jax()  # float64 on before the cache key is computed (it records the x64 flag)
     u0, (t0, t1) = prob.u0, prob.tspan
     n_stages = method.tableau.total_stages if dense else method.tableau.stages
     bytes_per_step = u0.nbytes * (1 + (n_stages if dense else 0))
@@ -152,8 +152,7 @@ def integrate_jax(
                       dense=dense and save_mode != "t1", adaptive=adaptive,
                       auto_dt=dt is None and adaptive, max_steps=steps, progress=progress)
         call_args = {**args, **overrides}  # in the order of run's parameters
-        outputs = _program(prob, method, static, call_args)(*call_args.values())
-        return tuple(outputs[:4]) + tuple(outputs[4:])  # the dense solution stays a JAX pytree
+        return _program(prob, method, static, call_args)(*call_args.values())
 
     if save == "count":
         ts, _, code, counts = run("t1", max_steps)

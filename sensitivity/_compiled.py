@@ -45,6 +45,8 @@ from functools import cache
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+import numpy as np
+
 from .translate._fingerprint import Reach, reach
 
 MEMORY_SIZE = 64  # compiled programs kept in memory (least recently used dropped first)
@@ -83,8 +85,6 @@ class Program:
 
     def __call__(self, *args):
         """Run on NumPy arguments; NumPy results (one transfer each way when flat)."""
-        import numpy as np
-
         inputs = self.meta.get("inputs")
         if inputs is None:
             import jax
@@ -174,7 +174,6 @@ class FlatLayout:
     @classmethod
     def of(cls, tree) -> FlatLayout:
         import jax
-        import numpy as np
 
         leaves, treedef = jax.tree_util.tree_flatten(tree)
         dtypes = tuple(np.dtype(getattr(leaf, "dtype", None) or np.asarray(leaf).dtype).str for leaf in leaves)
@@ -194,7 +193,6 @@ class FlatLayout:
     def pack(self, tree):
         """The leaves of ``tree`` (NumPy) as one vector."""
         import jax
-        import numpy as np
 
         leaves = jax.tree_util.tree_leaves(tree)
         return np.concatenate([np.ravel(leaf) for leaf in leaves]).astype(self.dtype, copy=False) \
@@ -211,7 +209,6 @@ class FlatLayout:
     def unpack(self, flat):
         """The tree back from its vector (NumPy on the host, ``jax.numpy`` inside a trace)."""
         import jax
-        import numpy as np
 
         complex_ = np.dtype(self.dtype).kind == "c"
         leaves = []
