@@ -65,7 +65,8 @@ def structure(p: Any):
         return (type(p).__name__, tuple(structure(v) for v in p))
     if p is None:
         return None
-    return (np.shape(p), str(np.asarray(p).dtype))
+    array = p if type(p) is np.ndarray else np.asarray(p)
+    return (array.shape, array.dtype.str)
 
 
 def as_numpy(p: Any):
@@ -77,13 +78,15 @@ def as_numpy(p: Any):
     return None if p is None else np.asarray(p)
 
 
-def _build(prob: ODEProblem, method, static: dict, args: dict):
+def _build(prob: ODEProblem, method, static: dict, args: dict, check: Callable | None):
     """Trace and compile the solve for ``static`` options; a :class:`Program`."""
     from .sensitivity._compiled import Program, compile_function
     from .sensitivity._jax import load_jax
     from .sensitivity._ode import odeint
     from .sensitivity._options import SolveOptions
 
+    if check is not None:
+        check()  # the input checks of solve() that call f (see integrate_jax)
     jax, jnp = load_jax()
     import diffrax
 
@@ -114,19 +117,24 @@ def _build(prob: ODEProblem, method, static: dict, args: dict):
     return Program(executable, tuple(g.constant_reads), meta, traces=g.n_traces)
 
 
-def _program(prob: ODEProblem, method, static: dict, args: dict):
+def _program(prob: ODEProblem, method, static: dict, args: dict, check: Callable | None = None):
     from .sensitivity._compiled import lookup
 
-    key = (structure(prob.u0), structure(prob.p), repr(method), tuple(sorted(static.items())))
-    return lookup("solve", key, (prob.f,), lambda: _build(prob, method, static, args),
+    key = (structure(prob.u0), structure(args["p"]), repr(method), tuple(static.items()))
+    return lookup("solve", key, (prob.f,), lambda: _build(prob, method, static, args, check),
                   disk=not (static["dense"] or static["progress"]))
 
 
 def integrate_jax(
     prob: ODEProblem, method: AbstractRungeKutta, *, rtol: float, atol, dt: float | None,
     adaptive: bool, saveat: np.ndarray | None, dense: bool, max_steps: int, progress: bool,
+    check: Callable | None = None,
 ) -> RawSolution:
-    """Solve ``prob`` with diffrax on the translated right-hand side."""
+    """Solve ``prob`` with diffrax on the translated right-hand side.
+
+    ``check`` runs before a program is built (the input checks that evaluate ``f``): a
+    program found in the cache was built for the same code of ``f`` and the same shapes.
+    """
     from .sensitivity._jax import load_jax
 
     load_jax()  # float64 on before the cache key is computed (it records the x64 flag)
@@ -152,7 +160,7 @@ def integrate_jax(
                       dense=dense and save_mode != "t1", adaptive=adaptive,
                       auto_dt=dt is None and adaptive, max_steps=steps, progress=progress)
         call_args = {**args, **overrides}  # in the order of run's parameters
-        return _program(prob, method, static, call_args)(*call_args.values())
+        return _program(prob, method, static, call_args, check)(*call_args.values())
 
     if save == "count":
         ts, _, code, counts = run("t1", max_steps)

@@ -42,14 +42,18 @@ def check_positive(name: str, value: Any, *, allow_zero: bool = False) -> float:
     return value
 
 
+_EPS = float(np.finfo(np.float64).eps)
+_TINY = float(np.finfo(np.float64).tiny)
+
+
 def check_tolerances(rtol: Any, atol: Any, shape: tuple[int, ...]):
     """``rtol`` a positive float; ``atol`` a non-negative float or array broadcastable to u0."""
     rtol = check_positive("rtol", rtol)
-    if rtol < 10 * np.finfo(np.float64).eps:
+    if rtol < 10 * _EPS:
         raise ValueError(f"rtol={rtol} is below 10 machine epsilons; use rtol >= 1e-14")
-    if np.ndim(atol) == 0:
+    if isinstance(atol, numbers.Real) or np.ndim(atol) == 0:
         atol = check_positive("atol", atol, allow_zero=True)
-        return rtol, atol if atol > 0 else np.finfo(np.float64).tiny
+        return rtol, atol if atol > 0 else _TINY
     atol = np.asarray(atol, dtype=np.float64)
     try:
         np.broadcast_to(atol, shape)
@@ -57,7 +61,7 @@ def check_tolerances(rtol: Any, atol: Any, shape: tuple[int, ...]):
         raise ValueError(f"atol of shape {atol.shape} does not broadcast to u0's shape {shape}") from None
     if not np.all(np.isfinite(atol)) or np.any(atol < 0):
         raise ValueError("atol must be finite and >= 0 everywhere")
-    return rtol, np.maximum(atol, np.finfo(np.float64).tiny)
+    return rtol, np.maximum(atol, _TINY)
 
 
 def check_max_steps(max_steps: Any) -> int:
@@ -82,18 +86,20 @@ def check_saveat(saveat: Any, tspan: tuple[float, float]) -> np.ndarray | None:
         raise TypeError(f"saveat must be an array of times, got {type(saveat).__name__}") from err
     if ts.ndim != 1 or ts.size == 0:
         raise ValueError(f"saveat must be a non-empty 1-D array of times, got shape {ts.shape}")
-    if not np.all(np.isfinite(ts)):
+    first, last = ts.min(), ts.max()  # NaN if any time is NaN
+    if not (math.isfinite(first) and math.isfinite(last)):
         raise ValueError("saveat contains non-finite times")
     t0, t1 = tspan
     lo, hi = min(t0, t1), max(t0, t1)
     slack = 1e-12 * max(abs(lo), abs(hi), hi - lo)
-    if np.any(ts < lo - slack) or np.any(ts > hi + slack):
+    if first < lo - slack or last > hi + slack:
         bad = ts[(ts < lo - slack) | (ts > hi + slack)][0]
         raise ValueError(f"saveat time {bad} is outside tspan {tspan}; all saveat times must lie in tspan")
-    ts = np.clip(ts, lo, hi)
-    direction = 1.0 if t1 > t0 else -1.0
-    if np.any(np.diff(ts) * direction < 0):
-        order = "increasing" if direction > 0 else "decreasing (t1 < t0)"
+    if first < lo or last > hi:
+        ts = np.clip(ts, lo, hi)
+    steps = ts[1:] - ts[:-1]
+    if ((steps < 0) if t1 > t0 else (steps > 0)).any():
+        order = "increasing" if t1 > t0 else "decreasing (t1 < t0)"
         raise ValueError(f"saveat must be sorted in the direction of integration ({order})")
     return ts
 

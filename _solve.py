@@ -104,7 +104,9 @@ def solve(
         raise ValueError("adaptive=False needs a fixed step size: pass dt=...")
 
     f = _checks.inplace_rhs(prob)
-    k0 = _checks.first_derivative(f, prob)  # same input checks on both backends
+    # the same input checks on both backends; the JAX backend runs them when it builds a
+    # program (a cached one was built for this code of f and these shapes)
+    k0 = None if backend == "jax" and not events else _checks.first_derivative(f, prob)
     options = dict(rtol=rtol, atol=atol, dt=dt, adaptive=adaptive, saveat=saveat, dense=dense,
                    max_steps=max_steps, progress=progress)
     if events:
@@ -112,7 +114,7 @@ def solve(
     elif backend == "jax":
         from ._backend_jax import integrate_jax
 
-        raw = integrate_jax(prob, method, **options)
+        raw = integrate_jax(prob, method, check=lambda: _checks.first_derivative(f, prob), **options)
     else:
         from ._backend_numpy import integrate_numpy
 

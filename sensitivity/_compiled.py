@@ -41,7 +41,7 @@ import warnings
 from collections import OrderedDict
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from functools import cache
+from functools import cache, cached_property
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -181,22 +181,31 @@ class FlatLayout:
         return cls(treedef, tuple(tuple(np.shape(leaf)) for leaf in leaves), dtypes,
                    "<c16" if complex_ else "<f8")
 
-    def _bounds(self):
+    @cached_property
+    def bounds(self) -> tuple:
+        """``(start, stop)`` of each leaf in the vector."""
         import math
 
-        start = 0
+        bounds, start = [], 0
         for shape in self.shapes:
-            size = math.prod(shape)
-            yield start, start + size
-            start += size
+            bounds.append((start, start + math.prod(shape)))
+            start += math.prod(shape)
+        return tuple(bounds)
 
     def pack(self, tree):
         """The leaves of ``tree`` (NumPy) as one vector."""
         import jax
 
-        leaves = jax.tree_util.tree_leaves(tree)
-        return np.concatenate([np.ravel(leaf) for leaf in leaves]).astype(self.dtype, copy=False) \
-            if leaves else np.zeros(0, self.dtype)
+        bounds, leaves = self.bounds, jax.tree_util.tree_leaves(tree)
+        if len(leaves) != len(bounds):
+            raise ValueError(f"expected {len(bounds)} arrays, got {len(leaves)}")
+        flat = np.empty(bounds[-1][1] if bounds else 0, self.dtype)
+        for (start, stop), leaf in zip(bounds, leaves):
+            if stop - start == 1:
+                flat[start] = leaf if np.ndim(leaf) == 0 else np.ravel(leaf)[0]
+            else:
+                flat[start:stop] = np.ravel(leaf)
+        return flat
 
     def pack_traced(self, tree):
         import jax
@@ -212,9 +221,9 @@ class FlatLayout:
 
         complex_ = np.dtype(self.dtype).kind == "c"
         leaves = []
-        for (start, stop), shape, dtype in zip(self._bounds(), self.shapes, self.dtypes):
+        for (start, stop), shape, dtype in zip(self.bounds, self.shapes, self.dtypes):
             leaf = flat[start:stop].reshape(shape)
-            leaves.append((leaf.real if complex_ and np.dtype(dtype).kind != "c" else leaf).astype(dtype))
+            leaves.append((leaf.real if complex_ and np.dtype(dtype).kind != "c" else leaf).astype(dtype, copy=False))
         return jax.tree_util.tree_unflatten(self.treedef, leaves)
 
 
@@ -343,9 +352,24 @@ def _environment() -> tuple:
             device.platform, getattr(device, "device_kind", ""), jax.config.jax_enable_x64)
 
 
+_KEYS: dict = {}  # (kind, static, digests) -> key, so that a warm call hashes no text
+
+
 def _key(kind: str, static: tuple, reaches: Sequence[Reach]) -> str:
+    memo_key = (kind, static, tuple(r.digest for r in reaches))
+    try:
+        return _KEYS[memo_key]
+    except (KeyError, TypeError):  # TypeError: an unhashable static option
+        pass
     text = repr((kind, static, [r.digest for r in reaches], _environment()))
-    return hashlib.blake2b(text.encode(), digest_size=20).hexdigest()
+    key = hashlib.blake2b(text.encode(), digest_size=20).hexdigest()
+    if len(_KEYS) > 4096:
+        _KEYS.clear()
+    try:
+        _KEYS[memo_key] = key
+    except TypeError:
+        pass
+    return key
 
 
 def _variant(reads) -> str:
