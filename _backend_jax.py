@@ -15,7 +15,6 @@ a second fills a buffer rounded up to a power of two (so at most a few compilati
 from __future__ import annotations
 
 import math
-from collections import OrderedDict
 from typing import Any, Callable
 
 import numpy as np
@@ -25,36 +24,6 @@ from ._problem import ODEProblem
 from .solvers import AbstractRungeKutta
 
 BUFFER_BUDGET_BYTES = 256 * 2**20  # above this, count the steps first (two passes)
-CACHE_SIZE = 32  # translations kept (least recently used dropped first)
-
-
-class _Cache(OrderedDict):
-    def lookup(self, key, build: Callable):
-        if key in self:
-            self.move_to_end(key)
-            return self[key]
-        value = self[key] = build()
-        while len(self) > CACHE_SIZE:
-            self.popitem(last=False)
-        return value
-
-
-_TRANSLATIONS = _Cache()
-
-
-def _callable_key(f: Callable):
-    """Bound methods are new objects on every attribute access: key them by their parts."""
-    if hasattr(f, "__self__") and hasattr(f, "__func__"):
-        return ("method", id(f.__self__), f.__func__)
-    return f
-
-
-def translate(prob: ODEProblem) -> Callable:
-    """``g(u, p, t)`` for ``prob.f``, translated once per right-hand side and shapes."""
-    from .sensitivity import to_jax
-
-    key = (_callable_key(prob.f), prob.u0.shape, str(prob.u0.dtype), structure(prob.p))
-    return _TRANSLATIONS.lookup(key, lambda: to_jax(prob.f, prob.u0, prob.p))
 
 
 def structure(p: Any):

@@ -16,6 +16,12 @@ composition; grouping only changes which members run together).
 
 Devices. With several local devices the member axis is sharded over them with
 ``jax.shard_map``: each device runs its own loop over its own lanes.
+
+Compiled batches are :class:`~dxdt.sensitivity._compiled.Program` objects found again
+through :func:`~dxdt.sensitivity._compiled.lookup` (in memory, or on disk in a later
+process), keyed by the code of ``f`` and the values it reads, the shapes of a batch's
+arguments and the options; a closure array ``f`` reads and the user changed in place
+misses, so the next solve traces ``f`` again and never sees a stale constant.
 """
 
 from __future__ import annotations
@@ -36,7 +42,6 @@ PILOT_LOOSEN = 1e3  # the pilot's tolerances are this much looser (capped at rto
 PILOT_MAX_STEPS = 256  # pilot steps per member at most: stiff members saturate it
 GROUPING_GAIN = 0.95  # group by the pilot's estimate when it saves >= 5% of the lane-steps (the
 # pilot is paid by then and reordering costs nothing; the margin absorbs the estimate's noise)
-_COMPILED: dict = {}
 
 
 @dataclass
@@ -140,23 +145,21 @@ def _signature(prob) -> tuple:
 
 
 def _run(lanes: _Lanes, method, opts: dict, width: int) -> Iterator:
-    from ._backend_jax import translate
     from .sensitivity._jax import load_jax
 
     jax, _ = load_jax()
-    g = translate(lanes.template)
     n_dev = jax.local_device_count()
     width = n_dev * math.ceil(min(width, len(lanes)) / n_dev)
     order = np.arange(len(lanes))
     if len(lanes) > width and opts["adaptive"]:
-        order = _group_order(lanes, method, opts, width, g, jax)
+        order = _group_order(lanes, method, opts, width)
     grouped = bool(np.any(order != np.arange(len(lanes))))
-    solve = _compiled(lanes, method, opts, width, len(opts["saveat"]), opts["max_steps"], g, jax)
     lane_steps = useful = 0
     for start in range(0, len(lanes), width):
         idx = order[start:start + width]
         padded = np.concatenate([idx, np.repeat(idx[-1:], width - len(idx))])  # pad the last batch
-        out = jax.device_get(solve(*_arguments(lanes, padded, opts)))
+        out = _solve_batch(lanes, method, opts, _arguments(lanes, padded, opts), len(opts["saveat"]),
+                           opts["max_steps"])
         steps = out[3][: len(idx), 0]
         lane_steps, useful = lane_steps + width * int(steps.max()), useful + int(steps.sum())
         by_index = np.argsort(idx, kind="stable")
@@ -172,15 +175,14 @@ def _arguments(lanes: _Lanes, idx: np.ndarray, opts: dict) -> tuple:
             np.asarray(opts["atol"], np.float64), opts["saveat"])
 
 
-def _group_order(lanes: _Lanes, method, opts, width, g, jax) -> np.ndarray:
+def _group_order(lanes: _Lanes, method, opts, width) -> np.ndarray:
     """Member order by a pilot estimate of their step counts, if grouping pays."""
     pilot_opts = dict(opts, rtol=min(opts["rtol"] * PILOT_LOOSEN, 1e-2), atol=np.asarray(opts["atol"]) * PILOT_LOOSEN)
-    pilot = _compiled(lanes, method, opts, width, 0, PILOT_MAX_STEPS, g, jax)
     estimate = np.empty(len(lanes))
     for start in range(0, len(lanes), width):
         idx = np.arange(start, min(start + width, len(lanes)))
         padded = np.concatenate([idx, np.repeat(idx[-1:], width - len(idx))])
-        out = jax.device_get(pilot(*_arguments(lanes, padded, pilot_opts)))
+        out = _solve_batch(lanes, method, opts, _arguments(lanes, padded, pilot_opts), 0, PILOT_MAX_STEPS)
         estimate[idx] = out[3][: len(idx), 0]
     sorted_order = np.argsort(-estimate, kind="stable")  # the partial last batch gets the cheapest
     if _lane_steps(estimate[sorted_order], width) < GROUPING_GAIN * _lane_steps(estimate, width):
@@ -192,29 +194,46 @@ def _lane_steps(steps: np.ndarray, width: int) -> float:
     return sum(width * steps[i:i + width].max() for i in range(0, len(steps), width))
 
 
-def _compiled(lanes: _Lanes, method, opts, width: int, n_save: int, max_steps: int, g, jax):
-    """The jitted, vmapped (and sharded) diffrax solve for one batch width and options."""
-    from ._backend_jax import _callable_key
+def _solve_batch(lanes: _Lanes, method, opts, args: tuple, n_save: int, max_steps: int) -> tuple:
+    """Run one batch's compiled solve on ``args``: NumPy ``(ts, ys, codes, counts)`` per lane."""
+    from ._backend_jax import structure
+    from .sensitivity._compiled import lookup
 
     prob = lanes.template
-    key = (_callable_key(prob.f), _signature(prob), lanes.p_batched, method, opts["adaptive"],
-           opts["dt"] is None, width, n_save, max_steps, jax.local_device_count())
-    if key not in _COMPILED:
-        _COMPILED[key] = _build(method, opts["adaptive"], opts["dt"] is None, n_save, max_steps,
-                                lanes.p_batched, g, jax)
-    return _COMPILED[key]
+    auto_dt = opts["dt"] is None
+    static = (structure(args), lanes.p_batched, prob.inplace, repr(method), opts["adaptive"], auto_dt,
+              n_save, max_steps, _local_device_count())
+    program = lookup("ensemble", static, (prob.f,),
+                     lambda: _build(prob, method, opts["adaptive"], auto_dt, n_save, max_steps,
+                                    lanes.p_batched, args))
+    return program(*args)
 
 
-def _build(method, adaptive: bool, auto_dt: bool, n_save: int, max_steps: int, p_batched: bool, g, jax):
-    """One member's solve, exactly as a solo JAX solve runs it (:func:`~dxdt.sensitivity._ode.odeint`)."""
+def _local_device_count() -> int:
+    from .sensitivity._jax import load_jax
+
+    return load_jax()[0].local_device_count()
+
+
+def _build(prob: ODEProblem, method, adaptive: bool, auto_dt: bool, n_save: int, max_steps: int,
+           p_batched: bool, args: tuple):
+    """One member's solve, exactly as a solo JAX solve runs it (:func:`~dxdt.sensitivity._ode.odeint`),
+    vmapped over the lanes (sharded over the local devices), traced and compiled for ``args``."""
+    from .sensitivity import to_jax
+    from .sensitivity._compiled import Program, compile_function
+    from .sensitivity._jax import load_jax
     from .sensitivity._ode import SolveOptions, odeint
 
-    jnp = jax.numpy
+    jax, jnp = load_jax()
+    # a fresh translation: JAX caches traces per function object, and a rebuild after a
+    # closure array changed must trace f again, not reuse the old trace's constants
+    g = to_jax(prob.f, prob.u0, prob.p)
+    g_once = jax.jit(g)  # diffrax evaluates the field at several places: trace f once
     fixed = {} if adaptive and auto_dt else {"adaptive": adaptive}
 
     def one(u0, p, t0, t1, dt0, rtol, atol, ts):
         step = {} if auto_dt else {"dt0": dt0}
-        sol, code = odeint(lambda t, y, a: g(y, a, t), u0, p, t0, t1,
+        sol, code = odeint(lambda t, y, a: g_once(y, a, t), u0, p, t0, t1,
                            SolveOptions(method, rtol, atol, max_steps), ts=ts if n_save else None,
                            **fixed, **step)
         counts = jnp.stack([sol.stats["num_steps"], sol.stats["num_accepted_steps"],
@@ -231,7 +250,8 @@ def _build(method, adaptive: bool, auto_dt: bool, n_save: int, max_steps: int, p
                                 in_specs=(lanes, lanes if p_batched else shared, lanes, lanes, lanes,
                                           shared, shared, shared),
                                 out_specs=lanes, check_vma=False)
-    return jax.jit(batched)
+    executable, meta = compile_function(batched, *args)
+    return Program(executable, tuple(g.constant_reads), meta, traces=g.n_traces)
 
 
 def _to_solutions(lanes: _Lanes, idx, method, opts, ts, ys, codes, counts) -> list[Solution]:

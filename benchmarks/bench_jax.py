@@ -294,12 +294,11 @@ def time_interleaved_warm(fns: dict[str, Callable[[], Any]], repeats: int,
 
 
 def clear_all_caches() -> None:
-    """Forget every compilation: dxdt's programs and translations and all of JAX's caches.
+    """Forget every compilation: dxdt's programs and all of JAX's caches.
 
     ``main`` turns dxdt's disk cache off (``DXDT_CACHE=0``): a first call traces and compiles.
     """
     dxdt_compiled.clear_cache(disk=False)
-    dxdt_backend_jax._TRANSLATIONS.clear()
     jax.clear_caches()
 
 
@@ -856,7 +855,7 @@ def main(argv=None) -> int:
                 "quick": args.quick, "stages": not args.no_stages, "blas_threads": args.blas_threads,
                 "max_steps": MAX_STEPS,
                 "pid": {"pcoeff": PCOEFF, "icoeff": ICOEFF}, "dt0": None,
-                "first_call": "jax.clear_caches() + dxdt's programs in memory and _TRANSLATIONS cleared "
+                "first_call": "jax.clear_caches() + dxdt's programs in memory cleared "
                               "before each; disk cache off (DXDT_CACHE=0)",
                 "handwritten": "jax.jit(diffeqsolve(ODETerm(vf), Tsit5(), t0, t1, None, y0, args=p, "
                                "saveat=SaveAt(ts=ts), PIDController(rtol, atol, pcoeff, icoeff)))",

@@ -108,6 +108,29 @@ def test_bad_input_for_the_jax_backend(ensemble):
         dxdt.solve(mixed, Tsit5(), backend="jax", saveat=TS)
 
 
+def test_a_closure_array_changed_in_place_is_seen_and_an_identical_solve_does_not_rebuild():
+    rates = np.array([1.0, 2.0])
+
+    def scaled_decay(du, u, p, t):
+        du[:] = -p * rates * u
+
+    prob = dxdt.ODEProblem(scaled_decay, np.ones(2), (0.0, 1.0), p=1.0)
+    ens = dxdt.EnsembleProblem(prob, p=np.array([0.5, 1.0, 2.0]))
+    options = dict(saveat=[0.5, 1.0], rtol=1e-9, atol=1e-12)
+    first = dxdt.solve(ens, Tsit5(), backend="jax", **options)
+    builds = dxdt.sensitivity.cache_info()["builds"]
+    again = dxdt.solve(ens, Tsit5(), backend="jax", **options)
+    assert dxdt.sensitivity.cache_info()["builds"] == builds  # the compiled batch is found again
+    np.testing.assert_array_equal(again.u, first.u)
+    rates *= 3.0  # in place: same object, same code of f, new values
+    scaled = dxdt.solve(ens, Tsit5(), backend="jax", **options)
+    assert dxdt.sensitivity.cache_info()["builds"] == builds + 1
+    exact = np.exp(-np.multiply.outer(np.outer([0.5, 1.0, 2.0], [0.5, 1.0]), rates))
+    np.testing.assert_allclose(scaled.u, exact, rtol=1e-7)
+    np.testing.assert_allclose(scaled.u, dxdt.solve(ens, Tsit5(), **options).u, rtol=1e-7)
+    np.testing.assert_allclose(first.u, exact ** (1 / 3), rtol=1e-7)  # before: the old rates
+
+
 SHARDED = textwrap.dedent("""
     import numpy as np, jax, dxdt
     from dxdt.solvers import Tsit5
