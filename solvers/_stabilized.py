@@ -123,8 +123,8 @@ class AbstractStabilized:
         if self.min_stages < 1:
             raise ValueError(f"{name}: min_stages must be >= 1, got {self.min_stages}")
         if hi > self.most_stages:
-            raise ValueError(f"{name}: max_stages={hi} exceeds the largest stage count it "
-                             f"supports ({self.most_stages})")
+            raise ValueError(f"{name}: max_stages={hi} exceeds {self.most_stages}, the most "
+                             f"stages it has ({self.supported_stages})")
         if self.min_stages > hi:
             raise ValueError(f"{name}: min_stages={self.min_stages} exceeds max_stages={hi}")
         if self.min_stages == hi and not self.supports(hi):
@@ -202,24 +202,53 @@ class AbstractStabilized:
         return 0
 
 
-@lru_cache(maxsize=None)
+NEAR_ORIGIN = 40.0  # [-NEAR_ORIGIN, 0] gets a grid of spacing 0.01 (finishing-stage bumps)
+GRID_PER_STAGE = 100  # points per stage on the rest of [-(1.2 s^2 + 4), 0]
+REFINEMENTS = 5  # rounds of 64 subintervals: the grid spacing shrinks 64**5 ~ 1e9 times
+
+
 def _stability_boundary(method: AbstractStabilized, s: int) -> float:
-    """First ``z < 0`` where ``|R_s(z)|`` exceeds 1, located on a fine grid then bisected."""
+    """First ``z < 0`` where ``|R_s(z)|`` exceeds 1, located on a grid then refined.
+
+    ``R_s`` depends on the method's class and ``s`` only, so the result is cached per class.
+    """
+    return _boundary(type(method), s)
+
+
+@lru_cache(maxsize=None)
+def _boundary(method_type: type, s: int) -> float:
+    method = method_type(min_stages=s, max_stages=s)
     reach = 1.2 * s * s + 4.0
-    z = -np.linspace(0.0, reach, 400 * s + 400)
-    bad = np.abs(method.stability_polynomial(s, z)) > 1.0 + 1e-12
-    bad[0] = False
-    if not bad.any():
+    z = -np.concatenate([np.linspace(0.0, min(NEAR_ORIGIN, reach), 4001),
+                         np.linspace(min(NEAR_ORIGIN, reach), reach, GRID_PER_STAGE * s + 2)[1:]])
+
+    def first_outside(z):
+        bad = np.abs(method.stability_polynomial(s, z)) > 1.0 + 1e-12
+        bad[0] = False
+        return int(np.argmax(bad)) if bad.any() else None
+
+    i = first_outside(z)
+    if i is None:
         return reach
-    i = int(np.argmax(bad))
     lo, hi = z[i - 1], z[i]  # |R(lo)| <= 1 < |R(hi)|
-    for _ in range(60):
-        mid = 0.5 * (lo + hi)
-        if abs(method.stability_polynomial(s, np.array([mid]))[0]) > 1.0 + 1e-12:
-            hi = mid
-        else:
-            lo = mid
+    for _ in range(REFINEMENTS):
+        z = np.linspace(lo, hi, 65)
+        i = first_outside(z)
+        lo, hi = z[i - 1], z[i]
     return float(-lo)
+
+
+def describe_counts(counts) -> str:
+    """``(3, 4, 5, 7, 9)`` as ``"3..5, 7, 9"`` (for messages and docstrings)."""
+    parts, i = [], 0
+    while i < len(counts):
+        j = i
+        while j + 1 < len(counts) and counts[j + 1] == counts[j] + 1:
+            j += 1
+        parts.append(f"{counts[i]}..{counts[j]}" if j - i >= 2 else
+                     ", ".join(str(c) for c in counts[i: j + 1]))
+        i = j + 1
+    return ", ".join(parts)
 
 
 def stage_table(method: AbstractStabilized) -> tuple[np.ndarray, np.ndarray]:
