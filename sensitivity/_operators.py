@@ -301,8 +301,12 @@ def _builder(op: str, inner: str, adjoint: str, g, loss, target, options, dense_
 def _dense_steps(prob, options: SolveOptions) -> int:
     """Step buffer for dense forward solves: a NumPy solve counts the steps, with margin.
 
-    diffrax sizes dense output by its ``max_steps``; sized by a default of 100 000 the
-    buffers dominate the cost of the interpolating adjoint.
+    diffrax sizes dense output by its ``max_steps``, and every pass over the buffer (its
+    initialisation, the copies at the loop's boundary) costs in proportion to its size:
+    sized by a default of 100 000 the buffers dominate the cost of the interpolating
+    adjoint. The size is the step count plus 25% and 16 (the JAX solve's steps differ a
+    little from the NumPy solve's), rounded up to an eighth of a power of two, so that
+    few sizes get compiled; a buffer that still overflows is rebuilt larger.
     """
     from .._solve import solve
     from .translate import duplicate
@@ -312,7 +316,13 @@ def _dense_steps(prob, options: SolveOptions) -> int:
     if not sol.success:
         return options.max_steps
     steps = sol.stats["naccept"] + sol.stats["nreject"]
-    return min(options.max_steps, 1 << (2 * steps + 16).bit_length())
+    return min(options.max_steps, _round_up(steps + steps // 4 + 16))
+
+
+def _round_up(n: int) -> int:
+    """``n`` rounded up to a multiple of ``2**(k - 3)`` where ``2**(k - 1) <= n < 2**k``."""
+    quantum = 1 << max(n.bit_length() - 3, 0)
+    return -(-n // quantum) * quantum
 
 
 def _call(op: str, args, options: dict, v=None):

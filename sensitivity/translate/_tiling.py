@@ -78,7 +78,43 @@ class _Piece(NamedTuple):
             return self.source
         if is_concrete(self.source):
             return self.source[tuple(map(slice, start, stop))]
-        return jax.lax.slice(self.source, start, stop)
+        return traced_slice(self.source, start, stop)
+
+
+_SLICES: dict = {}  # (id(source), start, stop) -> (source, slice), for one trace
+
+
+def traced_slice(source, start: tuple[int, ...], stop: tuple[int, ...]):
+    """``lax.slice(source, start, stop)``, the same value each time within a trace.
+
+    NumPy code reads the same window many times (``u[0]`` in every term); one slice per
+    window makes reverse mode add the cotangents of its uses before padding them back
+    into the source (a transposed slice is a full-size ``pad``), instead of padding each.
+    """
+    key = (id(source), start, stop)
+    hit = _SLICES.get(key)
+    if hit is not None and hit[0] is source:
+        return hit[1]
+    partial = [axis for axis, (a, b, n) in enumerate(zip(start, stop, source.shape)) if (a, b) != (0, n)]
+    if len(partial) > 1 and stop[partial[0]] - start[partial[0]] == 1:
+        # a window of one field (u[0, 1:, :]): slice the field first, shared by all the
+        # windows of that field, so that their transposes pad into the field, not into u
+        axis = partial[0]
+        outer_start = tuple(a if i == axis else 0 for i, a in enumerate(start))
+        outer_stop = tuple(b if i == axis else n for i, (b, n) in enumerate(zip(stop, source.shape)))
+        field = traced_slice(source, outer_start, outer_stop)
+        inner_start = tuple(0 if i == axis else a for i, a in enumerate(start))
+        inner_stop = tuple(1 if i == axis else b for i, b in enumerate(stop))
+        value = traced_slice(field, inner_start, inner_stop)
+    else:
+        value = jax.lax.slice(source, start, stop)
+    _SLICES[key] = (source, value)
+    return value
+
+
+def forget_slices() -> None:
+    """Drop the slices of the trace that ended (they hold its tracers)."""
+    _SLICES.clear()
 
 
 def fit(value, shape: tuple[int, ...], dtype, box) -> Any:

@@ -14,6 +14,7 @@ from ._errors import TranslationError
 from ._fingerprint import ConstantRead
 from ._replace import AbstractArrayReplacer, is_sparse
 from ._sparse import SparseOperator
+from ._tiling import forget_slices
 from ._traced import TracedArray, operand
 from ._views import jax, jnp, view_step
 
@@ -118,6 +119,13 @@ def run(f, u, p, t, *, inplace: bool, duplicate_closure: bool, reads: list | Non
         If ``f`` does something that cannot be translated, or leaves part of ``du``
         unwritten.
     """
+    try:
+        return _run(f, u, p, t, inplace, duplicate_closure, reads)
+    finally:
+        forget_slices()
+
+
+def _run(f, u, p, t, inplace, duplicate_closure, reads):
     shadows = _Shadows(SHADOW if duplicate_closure else FROZEN)
     g = copy_structure(f, shadows)
     u_traced = _input(u)
@@ -157,7 +165,10 @@ def call(fn, args: tuple, *, duplicate_closure: bool = True, reads: list | None 
     ``reads`` is extended with the constants read (as callable number ``owner``).
     """
     shadows = _Shadows(SHADOW if duplicate_closure else FROZEN)
-    result = operand(copy_structure(fn, shadows)(*jax.tree_util.tree_map(_input, args)))
+    try:
+        result = operand(copy_structure(fn, shadows)(*jax.tree_util.tree_map(_input, args)))
+    finally:
+        forget_slices()
     _warn_stale(shadows.buffers, getattr(fn, "__qualname__", type(fn).__qualname__))
     if reads is not None:
         reads.extend(shadows.constant_reads(owner))
