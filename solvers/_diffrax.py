@@ -6,7 +6,7 @@ solver (Tsit5, DP5 -> ``Dopri5``, BS3 -> ``Bosh3``, Euler); the others become an
 polynomials as the local interpolation. Verner's interpolation-only stages cannot be
 evaluated lazily inside diffrax's step, so for dense output they become ordinary
 stages (weight 0 in ``b`` and ``b_err``), computed on every step. The stabilized methods
-(RKC, RKL2, ROCK2) become a :class:`~dxdt.solvers._stabilized_diffrax.StabilizedSolver`.
+(RKC, RKL2, ROCK2, ROCK4) become a :class:`~dxdt.solvers._stabilized_diffrax.StabilizedSolver`.
 
 Imported only on a JAX path, after :func:`dxdt.sensitivity._jax.load_jax`.
 """
@@ -25,16 +25,19 @@ from ._tableau import ButcherTableau
 _BUILTIN = {"Tsit5": "Tsit5", "DP5": "Dopri5", "BS3": "Bosh3", "Euler": "Euler"}
 
 
-def diffrax_solver(method: AbstractRungeKutta, with_interpolant: bool = True):
+def diffrax_solver(method: AbstractRungeKutta, with_interpolant: bool = True, *,
+                   spectral_radius=None):
     """A diffrax solver with ``method``'s coefficients.
 
     ``with_interpolant=False`` skips interpolation-only stages (for solves that save
-    only step ends).
+    only step ends). ``spectral_radius(t, y, args)``: for a stabilized method, the bound
+    of the spectral radius to use instead of its power iteration (in the solve's time
+    unit; see :class:`~dxdt.solvers._stabilized_diffrax.StabilizedSolver`).
     """
     if isinstance(method, AbstractStabilized):
         from ._stabilized_diffrax import StabilizedSolver
 
-        return StabilizedSolver(method)
+        return StabilizedSolver(method, spectral_radius)
     name = type(method).__name__
     if name in _BUILTIN:
         import diffrax
