@@ -1,4 +1,4 @@
-"""The ``dxdt`` command: ``dxdt demo | problems | solve NAME | sensitivity NAME``.
+"""The ``dxdt`` command: ``dxdt demo | problems | solve NAME | compare NAME | sensitivity NAME``.
 
 Bad arguments print one line and exit with status 2.
 """
@@ -15,6 +15,7 @@ import numpy as np
 PROBLEMS = ("lotka_volterra", "lorenz", "fitzhugh_nagumo", "gray_scott", "brusselator",
             "gierer_meinhardt", "heat_1d")
 METHODS = ("Euler", "Heun", "RK4", "BS3", "DP5", "Tsit5", "Vern7", "RKC", "RKL2", "ROCK2", "ROCK4")
+COMPARED = ("Tsit5", "RKC", "ROCK2", "ROCK4")  # an explicit method and the stabilized ones
 
 
 class _UsageError(Exception):
@@ -60,6 +61,25 @@ def _build_parser() -> argparse.ArgumentParser:
     solve.add_argument("--n", type=int, default=None, help="grid size of PDE problems")
     solve.add_argument("--plot", default=None, metavar="FILE", help="plot the solution to FILE")
     solve.add_argument("--progress", action="store_true", help="show a progress bar")
+    solve.add_argument("--max-steps", type=int, default=100_000, metavar="N",
+                       help="stop after N steps (default 100000)")
+
+    compare = sub.add_parser(
+        "compare", help="solve with several methods and compare steps, f evaluations and time",
+        description="Solve one problem with each method (each stopped after --max-steps steps, "
+                    "so a stability-bound explicit method cannot take minutes) and print steps, "
+                    "f evaluations, stage counts, time and the difference of the final states. "
+                    "Example: dxdt compare brusselator --t1 1.5")
+    compare.add_argument("name", choices=PROBLEMS, metavar="NAME")
+    compare.add_argument("--methods", nargs="+", choices=METHODS, default=list(COMPARED),
+                         metavar="METHOD", help=f"default: {' '.join(COMPARED)}")
+    compare.add_argument("--backend", choices=("numpy", "jax"), default="numpy")
+    compare.add_argument("--rtol", type=float, default=1e-4)
+    compare.add_argument("--atol", type=float, default=1e-6)
+    compare.add_argument("--t1", type=float, default=None, help="final time (default: the problem's)")
+    compare.add_argument("--n", type=int, default=None, help="grid size of PDE problems")
+    compare.add_argument("--max-steps", type=int, default=2000, metavar="N",
+                         help="steps per method before it is stopped (default 2000)")
 
     sens = sub.add_parser("sensitivity", help="gradient of a default loss, with the mode chosen and why")
     sens.add_argument("name", choices=PROBLEMS, metavar="NAME")
@@ -107,6 +127,8 @@ def _cmd_problems(args) -> int:
 def _cmd_solve(args) -> int:
     from . import solve, solvers
 
+    if args.max_steps < 1:
+        raise _UsageError(f"--max-steps must be at least 1, got {args.max_steps}")
     prob = _problem(args.name, args.n)
     if args.t1 is not None:
         prob = prob.remake(tspan=(prob.tspan[0], args.t1))
@@ -115,7 +137,7 @@ def _cmd_solve(args) -> int:
     dt = None if method.adaptive else abs(prob.tspan[1] - prob.tspan[0]) / 1000
     start = time.perf_counter()
     sol = solve(prob, method, rtol=args.rtol, atol=args.atol, dt=dt, saveat=saveat,
-                backend=args.backend, progress=args.progress)
+                backend=args.backend, progress=args.progress, max_steps=args.max_steps)
     elapsed = time.perf_counter() - start
     print(f"{args.name}: {sol.status} - {sol.message}")
     print(f"  {args.method} ({args.backend}), {elapsed:.3f} s, stats {sol.stats}")
@@ -125,6 +147,64 @@ def _cmd_solve(args) -> int:
         _plot(sol, args.plot, args.name)
         print(f"  saved {args.plot}")
     return 0 if sol.success else 1
+
+
+def _compare(prob, methods, *, rtol: float, atol: float, backend: str, max_steps: int) -> list[dict]:
+    """Solve ``prob`` with each method; a row of statistics per method."""
+    from . import solve, solvers
+
+    t0, t1 = prob.tspan
+    rows = []
+    for name in methods:
+        method = getattr(solvers, name)()
+        dt = None if method.adaptive else abs(t1 - t0) / 1000
+        start = time.perf_counter()
+        sol = solve(prob, method, rtol=rtol, atol=atol, dt=dt, backend=backend, max_steps=max_steps)
+        rows.append(dict(method=name, sol=sol, time=time.perf_counter() - start, **sol.stats))
+    return rows
+
+
+def _print_comparison(prob, rows) -> None:
+    t0, t1 = prob.tspan
+    done = [row for row in rows if row["sol"].success]
+    reference = done[0] if done else None
+    header = (f"{'method':8s} {'status':10s} {'t reached':>10s} {'steps':>7s} {'rejected':>8s} "
+              f"{'f evals':>9s} {'stages':>6s} {'time':>8s}  max |u - u_ref| / max |u_ref|")
+    print(header)
+    for row in rows:
+        sol = row["sol"]
+        if reference is None or not sol.success:
+            diff = "-"
+        elif row is reference:
+            diff = f"(u_ref: {reference['method']})"
+        else:
+            u_ref = reference["sol"].u[-1]
+            diff = f"{np.max(np.abs(sol.u[-1] - u_ref)) / np.max(np.abs(u_ref)):.1e}"
+        stages = row.get("max_stages_used", "-")
+        print(f"{row['method']:8s} {sol.status:10s} {sol.t[-1]:10.4g} {row['naccept']:7d} "
+              f"{row['nreject']:8d} {row['nfev']:9d} {stages!s:>6s} {row['time']:7.2f}s  {diff}")
+    for row in rows:
+        reached = row["sol"].t[-1] - t0
+        if not row["sol"].success and row["naccept"] and reached != 0:
+            scale = (t1 - t0) / reached
+            print(f"{row['method']} stopped at t={row['sol'].t[-1]:.4g} after {row['naccept']} steps "
+                  f"({row['sol'].status}); at that pace t={t1:g} needs about "
+                  f"{row['naccept'] * scale:,.0f} steps and {row['time'] * scale:,.0f} s.")
+
+
+def _cmd_compare(args) -> int:
+    if args.max_steps < 1:
+        raise _UsageError(f"--max-steps must be at least 1, got {args.max_steps}")
+    prob = _problem(args.name, args.n)
+    if args.t1 is not None:
+        prob = prob.remake(tspan=(prob.tspan[0], args.t1))
+    print(f"{args.name}: {prob.u0.size} states, t = {prob.tspan[0]:g}..{prob.tspan[1]:g}, "
+          f"rtol={args.rtol:g}, atol={args.atol:g}, {args.backend} backend, at most "
+          f"{args.max_steps} steps per method")
+    rows = _compare(prob, args.methods, rtol=args.rtol, atol=args.atol, backend=args.backend,
+                    max_steps=args.max_steps)
+    _print_comparison(prob, rows)
+    return 0 if any(row["sol"].success for row in rows) else 1
 
 
 def _default_loss(u):
@@ -177,6 +257,13 @@ def _cmd_demo(args) -> int:
     print(f"  mode {prep.mode}: {prep.reason}")
     print(f"  first call (trace + compile) {first:.2f} s, prepared call {again * 1e3:.1f} ms")
 
+    stiff = problems.brusselator(n=min(n, 32), tspan=(0.0, 1.5))
+    side = stiff.u0.shape[-1]
+    print(f"Stiff PDE: Brusselator {side}x{side} ({stiff.u0.size} states), t = 0..1.5, rtol=1e-4; "
+          "explicit Tsit5 against the stabilized ROCK2 (more: dxdt compare brusselator --t1 1.5)")
+    _print_comparison(stiff, _compare(stiff, ("Tsit5", "ROCK2"), rtol=1e-4, atol=1e-6,
+                                      backend="numpy", max_steps=1000))
+
     import matplotlib
 
     matplotlib.use("Agg")
@@ -201,7 +288,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"dxdt: error: --n must be at least 3, got {args.n}", file=sys.stderr)
         return 2
     commands = {"demo": _cmd_demo, "problems": _cmd_problems, "solve": _cmd_solve,
-                "sensitivity": _cmd_sensitivity}
+                "compare": _cmd_compare, "sensitivity": _cmd_sensitivity}
     try:
         return commands[args.command](args)
     except _UsageError as err:

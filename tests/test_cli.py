@@ -28,6 +28,40 @@ def test_solve_grid_problem_on_jax_backend(capsys):
     assert "success" in capsys.readouterr().out
 
 
+def _table(out: str) -> dict:
+    """The rows of ``dxdt compare``'s table by method: the columns after the name."""
+    rows = {}
+    for line in out.splitlines():
+        words = line.split()
+        if len(words) > 1 and words[1] in ("success", "max_steps", "dt_min", "nonfinite"):
+            rows[words[0]] = words[1:]
+    return rows
+
+
+def test_compare_shows_the_stabilized_methods_advantage(capsys):
+    """Brusselator 16x16 (rho ~ 1.8e4) to t = 0.5: Tsit5 is stopped by --max-steps
+    (stability-bound) and its full cost extrapolated; RKC and ROCK2 finish with far fewer f
+    evaluations than Tsit5 would need and agree with each other to about the tolerance."""
+    argv = ["compare", "brusselator", "--n", "16", "--t1", "0.5", "--methods", "Tsit5", "RKC",
+            "ROCK2", "--max-steps", "200"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    rows = _table(out)
+    assert rows["Tsit5"][0] == "max_steps"
+    tsit5_full = int(rows["Tsit5"][4]) * 0.5 / float(rows["Tsit5"][1])  # f evaluations to t1
+    for name in ("RKC", "ROCK2"):
+        status, reached, steps, rejected, nfev, stages = rows[name][:6]
+        assert status == "success" and float(reached) == 0.5
+        assert int(stages) > 10 and int(nfev) < tsit5_full / 5
+    assert rows["RKC"][-1] == "RKC)" and float(rows["ROCK2"][-1]) < 1e-3
+    assert "Tsit5 stopped at t=" in out and "t=0.5 needs about" in out
+
+
+def test_solve_max_steps(capsys):
+    assert main(["solve", "brusselator", "--n", "16", "--max-steps", "50"]) == 1
+    assert "max_steps" in capsys.readouterr().out
+
+
 def test_sensitivity_reports_mode_and_reason(capsys):
     assert main(["sensitivity", "heat_1d", "--n", "16"]) == 0
     out = capsys.readouterr().out
@@ -41,6 +75,9 @@ def test_demo_writes_image(tmp_path, capsys):
     assert main(["demo", "--n", "16", "--out", str(image)]) == 0
     out = capsys.readouterr().out
     assert "Gray-Scott 16x16" in out and "Sensitivity" in out and "Saved" in out
+    assert "Stiff PDE: Brusselator 16x16" in out
+    rows = _table(out)
+    assert rows["ROCK2"][0] == "success" and int(rows["ROCK2"][4]) > 0
     assert image.stat().st_size > 1000
 
 
@@ -52,6 +89,9 @@ def test_demo_writes_image(tmp_path, capsys):
         (["solve", "lotka_volterra", "--n", "8"], "--n applies to grid problems"),
         (["demo", "--n", "1"], "--n must be at least 3"),
         (["sensitivity", "lorenz", "--mode", "sideways"], "invalid choice"),
+        (["compare", "heat_1d", "--methods", "Nope"], "invalid choice"),
+        (["compare", "heat_1d", "--max-steps", "0"], "--max-steps must be at least 1"),
+        (["solve", "heat_1d", "--max-steps", "-3"], "--max-steps must be at least 1"),
         ([], "required"),
     ],
 )
