@@ -204,6 +204,9 @@ def _cmd_compare(args) -> int:
     rows = _compare(prob, args.methods, rtol=args.rtol, atol=args.atol, backend=args.backend,
                     max_steps=args.max_steps)
     _print_comparison(prob, rows)
+    if args.backend == "jax":
+        print("(JAX backend: each time includes tracing and compiling its program, unless an "
+              "earlier run left it in the compiled-code cache)")
     return 0 if any(row["sol"].success for row in rows) else 1
 
 
