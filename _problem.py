@@ -4,11 +4,25 @@ from __future__ import annotations
 
 import inspect
 import math
+import types
 from typing import Any, Callable
 
 import numpy as np
 
 _UNSET = object()
+
+
+def signature_key(f: Callable):
+    """What the positional parameters of a function or bound method depend on (its code
+    and how many defaults it has), to memoise signature inspection; None otherwise."""
+    bound = isinstance(f, types.MethodType)
+    fn = f.__func__ if bound else f
+    if not isinstance(fn, types.FunctionType):
+        return None
+    return (bound, fn.__code__, len(fn.__defaults__ or ()))
+
+
+_INPLACE: dict = {}
 
 
 def is_inplace(f: Callable) -> bool:
@@ -22,6 +36,16 @@ def is_inplace(f: Callable) -> bool:
     TypeError
         If ``f`` cannot be called with 4 or 3 positional arguments.
     """
+    key = signature_key(f)
+    if key is not None and key in _INPLACE:
+        return _INPLACE[key]
+    inplace = _is_inplace(f)
+    if key is not None:
+        _INPLACE[key] = inplace
+    return inplace
+
+
+def _is_inplace(f: Callable) -> bool:
     try:
         parameters = list(inspect.signature(f).parameters.values())
     except (TypeError, ValueError):

@@ -92,6 +92,39 @@ class Program:
             return jax.device_get(self.executable(*args))
         return self.meta["outputs"].unpack(np.asarray(self.executable(inputs.pack(args))))
 
+    def bind(self, *tail) -> Callable:
+        """``run(*head)``: the program called as ``self(*head, *tail)``, ``tail`` packed now.
+
+        For a prepared operator, whose context (``u0``, ``p``, times) is fixed: a call then
+        writes only the target into a copy of the packed input vector (and later changes
+        of the arrays in ``tail`` are not seen).
+        """
+        inputs = self.meta.get("inputs")
+        if inputs is None:
+            import copy
+
+            tail = copy.deepcopy(tail)
+            return lambda *head: self(*head, *tail)
+        import jax
+
+        tail_leaves = jax.tree_util.tree_leaves(tail)
+        n_head = len(inputs.bounds) - len(tail_leaves)
+        packed = np.zeros(inputs.bounds[-1][1], inputs.dtype)
+        for (start, stop), leaf in zip(inputs.bounds[n_head:], tail_leaves):
+            packed[start:stop] = np.ravel(leaf)
+        head_bounds = inputs.bounds[:n_head]
+        outputs = self.meta["outputs"]
+
+        def run(*head):
+            leaves = jax.tree_util.tree_leaves(head)
+            if len(leaves) != n_head:
+                raise ValueError(f"expected {n_head} arrays, got {len(leaves)}")
+            flat = packed.copy()
+            for (start, stop), leaf in zip(head_bounds, leaves):
+                flat[start:stop] = np.ravel(leaf)
+            return outputs.unpack(np.asarray(self.executable(flat)))
+        return run
+
 
 _MEMORY: OrderedDict[str, list[Program]] = OrderedDict()
 _COUNTS = {"memory_hits": 0, "disk_hits": 0, "builds": 0}

@@ -11,6 +11,7 @@ import inspect
 import types
 from typing import Callable
 
+from .._problem import signature_key
 from ._jax import load_jax
 from .translate._trace import call
 
@@ -58,9 +59,22 @@ def translate_loss(loss: Callable, duplicate_closure: bool = True) -> Translated
     return TranslatedLoss(loss, duplicate_closure)
 
 
+_REQUIRED: dict = {}
+
+
 def _required_positional(fn: Callable) -> int | None:
     """Positional parameters of ``fn`` without defaults (``loss(u, w=weights)`` is
     ``loss(u)``); ``None`` for ``*args`` or a signature that cannot be inspected."""
+    key = signature_key(fn)
+    if key is not None and key in _REQUIRED:
+        return _REQUIRED[key]
+    n = _count_required(fn)
+    if key is not None:
+        _REQUIRED[key] = n
+    return n
+
+
+def _count_required(fn: Callable) -> int | None:
     try:
         parameters = inspect.signature(fn).parameters.values()
     except (TypeError, ValueError):

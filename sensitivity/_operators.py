@@ -63,6 +63,7 @@ class PreparedOperator:
         self.op, self.mode, self.reason = op, mode, reason
         self.adjoint = adjoint if "reverse" in mode else None
         self._program, self._rebuild = program, rebuild
+        self._run = program.bind(context)  # the context packed once, as it is now
         self._host_context = context
         self._target, self._dtype = target, context[0].dtype
         theta0 = target.select(context[0], context[1])
@@ -105,10 +106,11 @@ class PreparedOperator:
             args += (self._as_target(v, "v"),)
         elif v is not None:
             raise TypeError(f"a prepared {self.op} takes only the target")
-        result, aux = self._program(*args, self._host_context)  # one transfer each way
+        result, aux = self._run(*args)  # one transfer each way
         while bool(aux["dense_overflow"]):
             self._program = self._rebuild(4 * self._program.meta["dense_steps"])
-            result, aux = self._program(*args, self._host_context)
+            self._run = self._program.bind(self._host_context)
+            result, aux = self._run(*args)
         self._check(aux)
         return self._to_user(result)
 
@@ -179,9 +181,9 @@ def _resolve_mode(op, prob, wrt, mode, adjoint, n_outputs) -> tuple[str, str]:
 
 
 def _numpy_tree(tree: Any, dtype) -> Any:
-    """Leaves as NumPy arrays, non-floating ones cast to the problem's floating dtype."""
+    """Leaves as NumPy copies, non-floating ones cast to the problem's floating dtype."""
     def leaf(x):
-        x = np.asarray(x)
+        x = np.array(x)
         return x if np.issubdtype(x.dtype, np.inexact) else x.astype(dtype)
     return jax.tree_util.tree_map(leaf, tree)
 
@@ -238,11 +240,10 @@ def prepare(op: str, *args, method=None, saveat=None, rtol=1e-6, atol=1e-8,
 
     from .translate import to_jax
 
-    g = to_jax(prob.f, prob.u0, prob.p, duplicate_closure=duplicate_closure)
     L = None if loss is None else translate_loss(loss, duplicate_closure)
     dtype = prob.u0.dtype
     f64 = np.float64
-    context = (np.asarray(prob.u0), _numpy_tree(prob.p, dtype), f64(prob.tspan[0]),
+    context = (np.array(prob.u0), _numpy_tree(prob.p, dtype), f64(prob.tspan[0]),
                f64(prob.tspan[1]), np.asarray(saveat, f64))
     theta0 = target.select(context[0], context[1])
     dense = "reverse" in chosen and adjoint == "interpolating"
@@ -253,6 +254,7 @@ def prepare(op: str, *args, method=None, saveat=None, rtol=1e-6, atol=1e-8,
 
     def build(dense_steps: int | None = None) -> _compiled.Program:
         steps = dense_steps or (_dense_steps(prob, options) if dense else 0)
+        g = to_jax(prob.f, prob.u0, prob.p, duplicate_closure=duplicate_closure)
         reads = len(g.constant_reads)
         run = _builder(op, inner, adjoint, g, L, target, options, steps)
         example = (theta0, theta0, context) if op == "hvp" else (theta0, context)
