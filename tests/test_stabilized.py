@@ -135,7 +135,8 @@ def taylor_coefficients(method, s, n=64, radius=0.5):
 @pytest.mark.parametrize("method_type", METHODS)
 def test_every_member_matches_exp_to_its_order(method_type):
     """R_s(z) = 1 + z + ... + z^q/q! + O(z^(q+1)) to 1e-12 for every tabulated ROCK member
-    (a wrong digit in any transcribed coefficient breaks it) and a spread of RKC/RKL2."""
+    (a transcribed coefficient off by more than about 1e-9 relative breaks it) and a spread
+    of RKC/RKL2."""
     method = method_type()
     counts = method.stage_counts()
     if method_type in (RKC, RKL2):
@@ -477,7 +478,8 @@ def test_unsupported_forced_stage_count_raises(method_type, s):
         forced(method_type, s)
 
 
-@pytest.mark.parametrize("method_type, max_stages", [(RKC, 1001), (RKL2, 1000), (ROCK2, 201), (ROCK4, 153)])
+@pytest.mark.parametrize("method_type, max_stages",
+                         [(RKC, 1001), (RKL2, 1000), (ROCK2, 201), (ROCK4, 153)])
 def test_max_stages_beyond_the_table_raises_naming_it(method_type, max_stages):
     method_type(max_stages=max_stages - 1)
     with pytest.raises(ValueError, match=f"max_stages={max_stages} exceeds"):
@@ -615,3 +617,41 @@ def test_accuracy_bound_solve_gets_no_note():
 
     sol = dxdt.solve(lorenz(), rtol=1e-8)
     assert sol.success and sol.stats["naccept"] > 500 and "stability" not in sol.message
+
+
+# ------------------------------------------------------------------ the transcription tool
+
+
+def test_transcription_tool_parses_julia_tables_and_rejects_a_wrong_digit():
+    """tools/transcribe_rock_tables.py on a Julia source written like OrdinaryDiffEq.jl's
+    (first 4 ROCK2 degrees): the numbers come back as printed; one digit of one coefficient
+    changed in the 8th significant place fails the order check, naming the degree."""
+    import importlib.util
+    from pathlib import Path
+
+    from dxdt.solvers import _rock_tables as tables
+
+    path = Path(__file__).resolve().parents[1] / "tools" / "transcribe_rock_tables.py"
+    spec = importlib.util.spec_from_file_location("transcribe_rock_tables", path)
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+
+    degrees = tables.ROCK2_DEGREES[:4]
+    recf = [x for row in tables.ROCK2_RECURRENCE[:4] for x in row]
+    def column(values, suffix=""):
+        return "".join(f"        {x!r}{suffix},\n" for x in values)
+
+    sigma, tau = zip(*tables.ROCK2_FINISH[:4])
+    source = ("function ROCK2ConstantCache(::Type{T}, ::Type{T2}, zprev) where {T, T2}\n"
+              f"    ms = (\n        {', '.join(map(str, degrees))},\n    )\n"
+              f"    fp1 = (\n{column(sigma, 'e+0')}    )\n    fp2 = (\n{column(tau, 'e+0')}    )\n"
+              f"    recf = [\n{column(recf)}    ]\nend\n")
+    parsed = tool.rock2_tables(source)
+    assert parsed["ROCK2_DEGREES"] == degrees
+    assert parsed["ROCK2_RECURRENCE"] == tables.ROCK2_RECURRENCE[:4]
+    assert parsed["ROCK2_FINISH"] == tables.ROCK2_FINISH[:4]
+    printed = repr(recf[5])  # 0.07776456841673993, of degree 3
+    wrong = printed[:10] + str((int(printed[10]) + 1) % 10) + printed[11:]
+    assert 1e-9 < abs(float(wrong) / recf[5] - 1) < 1e-7
+    with pytest.raises(ValueError, match="ROCK2 degree 3"):
+        tool.rock2_tables(source.replace(repr(recf[5]), wrong))
