@@ -39,6 +39,22 @@ def test_prepared_calls_are_identical_and_pure(lv_prepared):
     assert first[1].dtype == np.float64
 
 
+def test_prepared_keeps_the_context_it_was_prepared_with():
+    """The rest of the problem (p when the target is u0) keeps its value at preparation:
+    the user's p array changed in place afterwards changes nothing."""
+    p = np.array([1.5, 1.0, 3.0, 1.0])
+    prob = dxdt.ODEProblem(problems.lotka_volterra().f, [1.0, 1.0], (0.0, 5.0), p)
+    assert prob.p is p
+    prep = sens.prepare("value_and_gradient", weighted_loss, prob, Tsit5(), wrt="u0", **TIGHT)
+    before = prep(prob.u0)
+    p *= 1.1  # the user's array, which the problem holds
+    after = prep(prob.u0)
+    assert after[0] == before[0]
+    np.testing.assert_array_equal(after[1], before[1])
+    fresh = sens.value_and_gradient(weighted_loss, prob, Tsit5(), wrt="u0", **TIGHT)
+    assert fresh[0] != pytest.approx(before[0])  # an unprepared call sees the new p
+
+
 def test_prepared_rejects_other_shapes(lv_prepared):
     prob, prep = lv_prepared
     with pytest.raises(ValueError, match="shape"):
