@@ -203,8 +203,8 @@ def record_solve_programs() -> tuple[Callable[[], None], list]:
     """Patch ``dxdt._backend_jax._program`` to record ``(program, static, args)`` of each solve."""
     original, seen = dxdt_backend_jax._program, []
 
-    def recording(prob, method, static, args):
-        program = original(prob, method, static, args)
+    def recording(prob, method, static, args, *rest):
+        program = original(prob, method, static, args, *rest)
         seen.append((program, dict(static), dict(args)))
         return program
 

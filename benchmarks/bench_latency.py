@@ -274,6 +274,38 @@ def _rel_diff(a, b) -> float:
     return float(np.linalg.norm(a - b) / max(np.linalg.norm(b), 1e-300))
 
 
+def _directional_reference(case: str):
+    """``(v, dL/dp . v)`` by central differences of NumPy solves at rtol 1e-12 (gradient
+    cases; None otherwise): an independent check of both dxdt's and diffrax's gradients."""
+    import numpy as np
+
+    import dxdt
+    from dxdt.solvers import DP5
+
+    problem, what = CASES[case][:2]
+    if what != "gradient":
+        return None
+    prob = _problem(problem)
+    loss = _numpy_loss(TARGET_SCALE * prob.u0)
+    p = np.asarray(prob.p, float)
+    v = np.random.default_rng(0).standard_normal(p.shape)
+    h = 1e-6 * max(1.0, float(np.linalg.norm(p))) / float(np.linalg.norm(v))
+
+    def value(q):
+        sol = dxdt.solve(prob.remake(p=q), DP5(), rtol=1e-12, atol=1e-14)
+        return loss(sol.u)
+    return v, (value(p + h * v) - value(p - h * v)) / (2 * h)
+
+
+def _directional_error(result, reference) -> float | None:
+    import numpy as np
+
+    if reference is None:
+        return None
+    v, exact = reference
+    return float(abs(np.dot(np.ravel(result), np.ravel(v)) - exact) / max(abs(exact), 1e-300))
+
+
 def first_results(cases: list[str], repeats: int, blas_threads: int, timeout: float) -> list[dict]:
     """Part 1: every case, cold / warm / hand, round-robin, ``repeats`` times."""
     samples: dict[tuple[str, str], list[dict]] = {(c, v): [] for c in cases for v in VARIANTS}
@@ -299,6 +331,7 @@ def first_results(cases: list[str], repeats: int, blas_threads: int, timeout: fl
         problem, what, call, hand_call = CASES[case]
         hand = samples[(case, HAND)]
         hand_med = statistics.median(s["first_result_s"] for s in hand)
+        reference = _directional_reference(case)
         for variant in VARIANTS:
             runs = samples[(case, variant)]
             times = [s["first_result_s"] for s in runs]
@@ -310,6 +343,7 @@ def first_results(cases: list[str], repeats: int, blas_threads: int, timeout: fl
                 "import_problems_s": statistics.median(s["import_problems_s"] for s in runs),
                 "vs_hand": med / hand_med, "runs": len(runs), "times_s": times, "call": hand_call if variant == HAND else call,
             }
+            rec["rel_err_vs_fd"] = _directional_error(runs[0]["result"], reference)
             if variant == HAND:
                 rec["import_diffrax_s"] = statistics.median(s["import_diffrax_s"] for s in runs)
             else:
@@ -331,8 +365,8 @@ def _record_program_calls() -> tuple[Callable, list]:
 
     original, seen = backend._program, []
 
-    def recording(prob, method, static, args):
-        program = original(prob, method, static, args)
+    def recording(prob, method, static, args, *rest):
+        program = original(prob, method, static, args, *rest)
         seen.append((program, dict(args)))
         return program
 
@@ -456,13 +490,15 @@ def first_table(records: list[dict]) -> str:
                      fmt_time(r["import_problems_s"]), fmt_time(r["first_result_s"]), fmt_time(r["first_result_min_s"]), r["runs"],
                      f"{r['vs_hand']:.2f}",
                      "" if r["variant"] == HAND else f"{r['rel_diff_vs_hand']:.1e}",
+                     "-" if r.get("rel_err_vs_fd") is None else f"{r['rel_err_vs_fd']:.1e}",
                      fmt_time(r.get("import_diffrax_s")) if r["variant"] == HAND else
                      ("ok" if r["cache_as_expected"] else f"UNEXPECTED {r['cache']}"),
                      "-" if r["load_1min"] is None else r["load_1min"]])
         last = r["case"]
     return format_table(rows, ["case", "variant", "import", "problems import", "1st result", "min",
-                               "runs", "/hand", "rel diff vs hand", "cache / diffrax import", "load"],
-                        align="llrrrrrrrll")
+                               "runs", "/hand", "rel diff vs hand", "err vs FD", "cache / diffrax import",
+                               "load"],
+                        align="llrrrrrrrrll")
 
 
 def main(argv=None) -> int:
