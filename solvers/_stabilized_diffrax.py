@@ -42,17 +42,20 @@ INIT_ITERATIONS = 20  # power iterations before the first step
 STEP_ITERATIONS = 2  # per step, from the previous step's direction
 POWER_SEED = 20260101
 COUNTERS = ("nfev", "max_stages_used", "n_eigen_est")  # the last entry of the solver state
+CHUNK = 16  # recurrence stages per inner scan (see _recurrence)
 
 
 @lru_cache(maxsize=None)
 def coefficient_tables(method: AbstractStabilized) -> dict[str, np.ndarray]:
-    """The recurrences of every stage count in range, zero-padded to the longest."""
+    """The recurrences of every stage count in range, zero-padded to the longest (rounded
+    up to whole chunks of :data:`CHUNK` rows)."""
     counts, beta = stage_table(method)
     recurrences = [method.recurrence(int(s)) for s in counts]
     lengths = np.array([len(r.c) - 1 for r in recurrences])
     longest = int(lengths.max())
-    rows = np.zeros((len(counts), max(longest - 1, 0), 5))
-    c = np.zeros((len(counts), longest + 1))
+    padded = -(-max(longest - 1, 0) // CHUNK) * CHUNK  # rows, a whole number of chunks
+    rows = np.zeros((len(counts), padded, 5))
+    c = np.zeros((len(counts), padded + 2))
     finish = np.zeros((len(counts), max(len(r.finish) for r in recurrences)))
     for i, rec in enumerate(recurrences):
         rows[i, : len(rec.rows)] = rec.rows
@@ -227,7 +230,12 @@ def _flat_field(terms, args, unravel):
 
 
 def _recurrence(f, tables, index, t0, h, y, f0):
-    """``(Y_m, m)``: the three-term recurrence of the chosen stage count."""
+    """``(Y_m, m)``: the three-term recurrence of the chosen stage count.
+
+    Stages run in chunks of ``CHUNK`` (an outer scan over chunks, each skipped with one
+    test once past the chosen count, an inner scan over its stages), so a step with few
+    stages does not pay a test per row of the longest recurrence.
+    """
     length = tables["lengths"][index]
     rows, c = tables["rows"][index], tables["c"][index]
 
@@ -239,6 +247,11 @@ def _recurrence(f, tables, index, t0, h, y, f0):
             return y_cur, w[0] * y_cur + w[1] * y + (w[2] * h) * f0 + (w[3] * h) * k + w[4] * y_prev
         return jax.lax.cond(j + 2 <= length, run, lambda carry: carry, carry), None
 
+    def chunk(carry, first):
+        def run(carry):
+            return jax.lax.scan(stage, carry, first + jnp.arange(CHUNK))[0]
+        return jax.lax.cond(first + 2 <= length, run, lambda carry: carry, carry), None
+
     y1 = y + (h * tables["mu1"][index]) * f0
-    (_, y_last), _ = jax.lax.scan(stage, (y, y1), jnp.arange(rows.shape[0]))
+    (_, y_last), _ = jax.lax.scan(chunk, (y, y1), jnp.arange(0, rows.shape[0], CHUNK))
     return y_last, length

@@ -591,7 +591,8 @@ def rd_gradient_reference(rd_problem):
 @pytest.mark.parametrize("method, options", [
     (ROCK2(), dict(mode="forward")),
     (RKC(max_stages=30), dict(mode="reverse", adjoint="interpolating")),
-], ids=["ROCK2-forward", "RKC-interpolating"])
+    (ROCK4(), dict(mode="reverse", adjoint="checkpoint")),  # reverse through the chunked scan
+], ids=["ROCK2-forward", "RKC-interpolating", "ROCK4-checkpoint"])
 def test_gradient_through_stabilized_solve_matches_finite_differences(
         method, options, rd_problem, rd_gradient_reference):
     from dxdt import sensitivity as sens
