@@ -87,6 +87,32 @@ def test_global_array_changed_in_place_is_seen():
     np.testing.assert_allclose(grad, np.exp(-np.array([0.9, 1.2]) * T1), rtol=1e-8)
 
 
+def test_user_module_attribute_changed_or_rebound_is_seen(tmp_path, monkeypatch):
+    """``f`` reading ``config.RATES`` of a user module: an in-place change and a rebinding
+    of the attribute are both seen by the next compiled solve and operator."""
+    (tmp_path / "dxdt_test_config.py").write_text("import numpy as np\nRATES = np.array([0.3, 0.6])\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import dxdt_test_config as config
+
+    def f(du, u, p, t):
+        du[:] = -config.RATES * u
+
+    prob = dxdt.ODEProblem(f, np.ones(2), (0.0, T1))
+
+    def solve_and_gradient():
+        u = dxdt.solve(prob, Tsit5(), saveat=[T1], backend="jax", **TOL).u[0]
+        return u, sens.gradient(total, prob, Tsit5(), wrt="u0", **TOL)
+
+    for rates in ([0.3, 0.6], [0.9, 1.2], [2.0, 0.1]):
+        if rates == [0.9, 1.2]:
+            config.RATES[:] = rates  # in place
+        elif rates == [2.0, 0.1]:
+            config.RATES = np.array(rates)  # rebound
+        u, grad = solve_and_gradient()
+        np.testing.assert_allclose(u, np.exp(-np.array(rates) * T1), rtol=1e-8)
+        np.testing.assert_allclose(grad, np.exp(-np.array(rates) * T1), rtol=1e-8)
+
+
 @pytest.mark.parametrize("flavour", ["numpy", "jax"])
 def test_loss_data_changed_in_place_is_seen(flavour):
     prob = decay_problem(np.array([1.0]))

@@ -68,6 +68,16 @@ def _code_digest(code: types.CodeType) -> str:
     return digest
 
 
+def _code_names(code: types.CodeType) -> set[str]:
+    """Global and attribute names used by ``code`` and the code nested in it."""
+    names, stack = set(), [code]
+    while stack:
+        current = stack.pop()
+        names.update(current.co_names)
+        stack.extend(c for c in current.co_consts if isinstance(c, types.CodeType))
+    return names
+
+
 class _Recorder(AbstractArrayReplacer):
     """Walk policy: note every leaf (arrays by root, numbers, library objects) in order."""
 
@@ -76,6 +86,8 @@ class _Recorder(AbstractArrayReplacer):
         self.items: list = []
         self.roots: dict[str, np.ndarray] = {}
         self.constant_arrays = constant_arrays
+        self.names: set[str] = set()  # every name the user code reached uses
+        self.modules: list = []  # user modules reached: their attributes are read as they are
 
     def replace_root(self, array, label):
         self.roots[str(label)] = array
@@ -93,6 +105,7 @@ class _Recorder(AbstractArrayReplacer):
         if isinstance(obj, types.FunctionType):
             if _user_function(obj):
                 self.items.append(("function", str(label), _code_digest(obj.__code__)))
+                self.names.update(_code_names(obj.__code__))
                 return None
             return self._library(obj, label)
         if isinstance(obj, _SCALARS):
@@ -108,12 +121,33 @@ class _Recorder(AbstractArrayReplacer):
         if isinstance(obj, np.ndarray) or isinstance(obj, np.generic):
             self.items.append(("value", str(label), repr(np.asarray(obj).tolist())))
             return obj
+        if isinstance(obj, types.ModuleType) and not _is_library(obj.__name__):
+            self.modules.append((obj, label))
         if isinstance(obj, (types.ModuleType, types.BuiltinFunctionType, np.ufunc)):
             return self._library(obj, label)
         module = getattr(type(obj), "__module__", "") or ""
         if _is_library(module) and not isinstance(obj, (tuple, list, dict, type)):
             return self._library(obj, label)
         return None
+
+    def module_attributes(self) -> None:
+        """Digest the attributes of user modules that the code names (``config.K``).
+
+        The translation reads them as they are (constants of the trace, not shadowed), so
+        their content is part of what a compiled program depends on: an array changed in
+        place or rebound must miss.
+        """
+        for module, label in self.modules:
+            for name in sorted(self.names):
+                value = getattr(module, name, None)
+                where = f"{label}.{name}"
+                if isinstance(value, np.ndarray):
+                    self.items.append(("module array", where, content_digest(value)))
+                elif isinstance(value, _SCALARS) or isinstance(value, np.generic):
+                    self.items.append(("module value", where, type(value).__name__, repr(value)))
+                elif isinstance(value, types.FunctionType) and _user_function(value):
+                    self.items.append(("module function", where, _code_digest(value.__code__)))
+                    self.names.update(_code_names(value.__code__))
 
     def _library(self, obj, label):
         name = getattr(obj, "__qualname__", None) or getattr(obj, "__name__", None)
@@ -148,6 +182,7 @@ def reach(fn, *, constant_arrays: bool = False) -> Reach:
     """
     recorder = _Recorder(constant_arrays)
     _StructuralCopy(recorder).explore(fn, _root_label(fn))
+    recorder.module_attributes()
     text = repr(recorder.items).encode()
     portable = b"'id:" not in text
     return Reach(hashlib.blake2b(text, digest_size=20).hexdigest(), recorder.roots, portable)
