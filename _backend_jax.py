@@ -21,7 +21,7 @@ import numpy as np
 
 from ._backend_numpy import RawSolution
 from ._problem import ODEProblem
-from .solvers import AbstractRungeKutta
+from .solvers import AbstractRungeKutta, AbstractStabilized
 
 BUFFER_BUDGET_BYTES = 256 * 2**20  # above this, count the steps first (two passes)
 
@@ -50,6 +50,7 @@ def as_numpy(p: Any):
 def _build(prob: ODEProblem, method, static: dict, args: dict, check: Callable | None):
     """Trace and compile the solve for ``static`` options; a :class:`Program`."""
     from .sensitivity._compiled import Program, compile_function
+    from .sensitivity._estimate import translate_eigen_est
     from .sensitivity._jax import load_jax
     from .sensitivity._ode import odeint
     from .sensitivity._options import SolveOptions
@@ -64,6 +65,7 @@ def _build(prob: ODEProblem, method, static: dict, args: dict, check: Callable |
     # a fresh translation: JAX caches traces per function object, and a rebuild after a
     # closure array changed must trace f again, not reuse the old trace's constants
     g = to_jax(prob.f, prob.u0, prob.p)
+    rho = translate_eigen_est(method)  # None: the power iteration of a stabilized method
     meter = diffrax.TqdmProgressMeter(refresh_steps=50) if static["progress"] else None
 
     g_once = jax.jit(g)  # diffrax evaluates the field at several places: trace f once
@@ -75,22 +77,29 @@ def _build(prob: ODEProblem, method, static: dict, args: dict, check: Callable |
             lambda t, y, a: g_once(y, a, t), u0, p, t0, t1, options,
             ts=ts if save == "ts" else None, save_steps=save == "steps", dense=static["dense"],
             dt0=None if static["auto_dt"] else dt0, adaptive=static["adaptive"],
-            progress_meter=meter,
+            progress_meter=meter, spectral_radius=rho,
         )
         counts = jnp.stack([sol.stats["num_steps"], sol.stats["num_accepted_steps"],
                             sol.stats["num_rejected_steps"]])
+        if isinstance(method, AbstractStabilized):
+            from .solvers._stabilized_diffrax import stabilized_counters
+
+            counts = jnp.concatenate([counts, stabilized_counters(sol.sol).astype(counts.dtype)])
         outputs = (sol.ts, sol.ys, code, counts)
         return outputs + ((sol,) if static["dense"] else ())
 
     executable, meta = compile_function(run, *args.values(), flat=not static["dense"])
-    return Program(executable, tuple(g.constant_reads), meta, traces=g.n_traces)
+    reads = tuple(g.constant_reads) + (() if rho is None else tuple(rho.constant_reads))
+    return Program(executable, reads, meta, traces=g.n_traces)
 
 
 def _program(prob: ODEProblem, method, static: dict, args: dict, check: Callable | None = None):
     from .sensitivity._compiled import lookup
+    from .sensitivity._estimate import estimate_callables
 
     key = (structure(prob.u0), structure(args["p"]), repr(method), tuple(static.items()))
-    return lookup("solve", key, (prob.f,), lambda: _build(prob, method, static, args, check),
+    return lookup("solve", key, (prob.f,) + estimate_callables(method),
+                  lambda: _build(prob, method, static, args, check),
                   disk=not (static["dense"] or static["progress"]))
 
 
@@ -163,8 +172,13 @@ def _to_numpy(prob, method, saveat, dense, ts, ys, code, counts, sol, auto_dt, m
     status = STATUS_CODES[code]
     tab = method.tableau
     per_step = tab.stages - 1 if tab.fsal else tab.stages
-    steps, accepted, rejected = (int(c) for c in counts)
+    steps, accepted, rejected = (int(c) for c in counts[:3])
     stats = {"nfev": 1 + 2 * auto_dt + steps * per_step, "naccept": accepted, "nreject": rejected}
+    if isinstance(method, AbstractStabilized):
+        from .solvers._stabilized_diffrax import solve_stats
+
+        stats.update(solve_stats(method, counts[3:], accepted, rejected, method.eigen_est is not None))
+        stats["nfev"] += 2 * auto_dt
     message = "" if status == "success" else failure_message(status, t_end, None, max_steps, prob.tspan[1])
     dense_out = _DiffraxDense(sol[0], prob.tspan[0], t_end, prob.u0.shape, prob.u0.dtype) if dense else None
     return RawSolution(t, u, stats, status, message, dense_out)

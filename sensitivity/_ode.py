@@ -32,6 +32,7 @@ jax, jnp = load_jax()
 import diffrax  # noqa: E402  (after load_jax: float64 on)
 import equinox as eqx  # noqa: E402
 
+from ..solvers import AbstractStabilized  # noqa: E402
 from ..solvers._diffrax import diffrax_solver, pid_coefficients  # noqa: E402
 from ..solvers._diffrax_controller import GuardedController  # noqa: E402
 
@@ -78,7 +79,8 @@ class Solved(eqx.Module):
 
 def odeint(vector_field, y0, args, t0, t1, options: SolveOptions, *, ts=None, dense=False,
            differentiable: str = "forward", max_steps: int | None = None,
-           save_steps: bool = False, dt0=None, adaptive: bool = True, progress_meter=None):
+           save_steps: bool = False, dt0=None, adaptive: bool = True, progress_meter=None,
+           spectral_radius=None):
     """Solve ``dy/dt = vector_field(t, y, args)`` from ``t0`` to ``t1`` (either direction).
 
     Parameters
@@ -96,6 +98,10 @@ def odeint(vector_field, y0, args, t0, t1, options: SolveOptions, *, ts=None, de
         Size of diffrax's step buffers (default ``options.max_steps``).
     dt0 : float, optional
         First step (or the fixed step when ``adaptive=False``), in physical time.
+    spectral_radius : callable, optional
+        ``spectral_radius(t, y, args)``: a bound of the spectral radius of
+        ``d vector_field / dy`` in physical time, for a stabilized method instead of its
+        power iteration (the user's ``eigen_est``).
 
     Returns
     -------
@@ -120,16 +126,20 @@ def odeint(vector_field, y0, args, t0, t1, options: SolveOptions, *, ts=None, de
                                        jnp.where(span == 0, 0.0, floor))
     else:
         controller = diffrax.ConstantStepSize()
+    rho = None if spectral_radius is None else (
+        lambda s, y, a: jnp.abs(span) * spectral_radius(t0 + s * span, y, a))
+    # a stabilized method counts its f evaluations and stage counts in its solver state
+    counting = dict(controller_state=adaptive, solver_state=isinstance(method, AbstractStabilized))
     if ts is not None:
         s_save = jnp.clip((jnp.asarray(ts, dtype) - t0) / scale, 0.0, 1.0)
-        saveat = diffrax.SaveAt(ts=s_save, t1=True, dense=dense, controller_state=adaptive)
+        saveat = diffrax.SaveAt(ts=s_save, t1=True, dense=dense, **counting)
     elif save_steps:
-        saveat = diffrax.SaveAt(t0=True, steps=True, dense=dense, controller_state=adaptive)
+        saveat = diffrax.SaveAt(t0=True, steps=True, dense=dense, **counting)
     else:
-        saveat = diffrax.SaveAt(t1=True, dense=dense, controller_state=adaptive)
+        saveat = diffrax.SaveAt(t1=True, dense=dense, **counting)
     adjoint = diffrax.ForwardMode() if differentiable == "forward" else diffrax.RecursiveCheckpointAdjoint()
     sol = diffrax.diffeqsolve(
-        diffrax.ODETerm(field), diffrax_solver(method, ts is not None or dense), 0.0, 1.0,
+        diffrax.ODETerm(field), diffrax_solver(method, ts is not None or dense, spectral_radius=rho), 0.0, 1.0,
         None if dt0 is None else dt0 / scale, y0, args=args, saveat=saveat,
         stepsize_controller=controller, max_steps=max_steps or options.max_steps, throw=False,
         adjoint=adjoint, progress_meter=progress_meter or diffrax.NoProgressMeter(),
