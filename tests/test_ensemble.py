@@ -4,6 +4,7 @@ References are closed forms (exponential decays, the blow-up of y' = y^2) and th
 ``dxdt.solve`` of each member (bitwise: same values, same ``nfev``).
 """
 
+import multiprocessing
 import os
 import signal
 import threading
@@ -101,7 +102,12 @@ def test_every_member_equals_its_solo_solve(decays, executor, batch_size):
         assert sol.stats["n_batches"] == -(-len(RATES) // batch_size)
 
 
-@pytest.mark.parametrize("make_pool", [ThreadPoolExecutor, ProcessPoolExecutor])
+def forkserver_pool(workers: int) -> ProcessPoolExecutor:
+    # not the default fork: JAX may be loaded (by other tests), and forking its threads can deadlock
+    return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("forkserver"))
+
+
+@pytest.mark.parametrize("make_pool", [ThreadPoolExecutor, forkserver_pool], ids=["threads", "processes"])
 def test_user_executors(decays, make_pool):
     ens, solos = decays
     with make_pool(2) as pool:
