@@ -69,10 +69,55 @@ def _tangent_with_code(spec: SolveSpec, u0, p, v0, vp):
     return sol.ys[1][:-1], code
 
 
+def _stacked_tangents(spec: SolveSpec, u0, p, V0, Vp):
+    """``F'(x) v_j`` for the ``m`` directions stacked on the leading axis of ``(V0, Vp)``.
+
+    One solve of the state and all ``m`` tangents (the state shared, ``f`` linearised once
+    per stage and pushed along every direction, all tangents inside the error norm, as in
+    :mod:`._forward`); shape ``(m, n_save, *u0.shape)``, NaN where the solve failed.
+    """
+    def field(t, z, q):
+        u, S = z
+        du, push = jax.linearize(lambda uu, qq: spec.g(uu, qq, t), u, q)
+        return du, jax.vmap(push)(S, Vp)
+
+    sol, code = odeint(field, (u0, V0), p, spec.t0, spec.t1, spec.options, ts=jnp.asarray(spec.saveat))
+    return _nan_unless(code == 0, jnp.swapaxes(sol.ys[1][:-1], 0, 1))
+
+
+def _tangents(spec: SolveSpec, u0, p, V0, Vp):
+    """:func:`_stacked_tangents` whose ``vmap`` over directions only (``jax.jacfwd``: ``x``
+    unbatched) stacks the mapped directions into the same solve, instead of one solve per
+    direction run in lockstep (each repeating the state, with its own step sequence);
+    a ``vmap`` that maps ``x`` too maps the stacked solve (one solve per member).
+    """
+    @jax.custom_batching.custom_vmap
+    def stacked(u0, p, V0, Vp):
+        return _stacked_tangents(spec, u0, p, V0, Vp)
+
+    @stacked.def_vmap
+    def rule(axis_size, in_batched, u0, p, V0, Vp):
+        x_batched, v_batched = in_batched[:2], in_batched[2:]
+        if any(jax.tree_util.tree_leaves(x_batched)):
+            in_axes = jax.tree_util.tree_map(lambda b: 0 if b else None, tuple(in_batched))
+            return jax.vmap(lambda *a: _stacked_tangents(spec, *a), in_axes=in_axes)(u0, p, V0, Vp), True
+
+        def merge(x, b):  # (axis_size, m, ...) -> (axis_size * m, ...)
+            x = x if b else jnp.broadcast_to(x, (axis_size,) + x.shape)
+            return x.reshape((-1,) + x.shape[2:])
+
+        V0, Vp = jax.tree_util.tree_map(merge, (V0, Vp), tuple(v_batched))
+        S = _tangents(spec, u0, p, V0, Vp)
+        return S.reshape((axis_size, -1) + S.shape[1:]), True
+
+    return stacked(u0, p, V0, Vp)
+
+
 def tangent(spec: SolveSpec, u0, p, v0, vp):
-    """``F'(x) v``, shape ``(n_save, *u0.shape)``."""
-    S, code = _tangent_with_code(spec, u0, p, v0, vp)
-    return _nan_unless(code == 0, S)
+    """``F'(x) v``, shape ``(n_save, *u0.shape)``; under ``jax.jacfwd`` one solve carries
+    every direction (see :func:`_tangents`)."""
+    V0, Vp = jax.tree_util.tree_map(lambda a: a[None], (v0, vp))
+    return _tangents(spec, u0, p, V0, Vp)[0]
 
 
 def _adjoint_with_code(spec: SolveSpec, u0, p, w):
