@@ -768,8 +768,9 @@ def current_constants() -> dict | None:
     try:
         from dxdt.sensitivity import _mode
 
-        return {"FORWARD_COST_PER_DIRECTION": _mode.FORWARD_COST_PER_DIRECTION,
-                "REVERSE_COST": _mode.REVERSE_COST, "CROSSOVER": _mode.CROSSOVER}
+        return {"REVERSE_COST": _mode.REVERSE_COST, "FORWARD_COST_SMALL": _mode.FORWARD_COST_SMALL,
+                "FORWARD_COST_LARGE": _mode.FORWARD_COST_LARGE, "STATE_SCALE": _mode.STATE_SCALE,
+                "crossover": _mode.crossover}
     except Exception:  # noqa: BLE001
         return None
 
@@ -784,7 +785,14 @@ def calibrate(records: list[dict]) -> dict:
         out["note"] = "no grid point with both forward and reverse timings"
         return out
     out["m_star_heat"] = measured_crossover(pairs)
-    out["rule"] = rule_scan(pairs, current and current["CROSSOVER"])
+    out["rule"] = rule_scan(pairs, None)
+    if current:  # the state-size rule of _mode.py on this grid
+        rule = current.pop("crossover")
+        decisions = [{"problem": p["problem"], "m": p["m"], "n_state": p["n_state"],
+                      "crossover": rule(p["n_state"]), "forward": p["m"] <= rule(p["n_state"]),
+                      "right": (p["m"] <= rule(p["n_state"])) == p["forward_faster"]} for p in pairs]
+        out["state_rule"] = {"right": sum(d["right"] for d in decisions), "of": len(decisions),
+                             "decisions": decisions}
     primary = out["by_unit"]["x_primal"]
     rc = primary["REVERSE_COST_median"]
     cross = out["rule"]["recommended_crossover"]
@@ -847,8 +855,13 @@ def print_calibration(cal: dict) -> None:
     print(format_table(rows, ["CROSSOVER", "right", "worst", "geomean", ""], align="lrrrl"))
     c = cal["calibrated"]
     print(f"calibrated: FORWARD_COST_PER_DIRECTION = {c['FORWARD_COST_PER_DIRECTION']:.3f}, "
-          f"REVERSE_COST = {c['REVERSE_COST']:.2f}, CROSSOVER = {c['CROSSOVER']:.1f}   (current _mode.py: "
-          f"{cur.get('FORWARD_COST_PER_DIRECTION')}, {cur.get('REVERSE_COST')}, {cur.get('CROSSOVER')})")
+          f"REVERSE_COST = {c['REVERSE_COST']:.2f}, CROSSOVER = {c['CROSSOVER']:.1f}  (one crossover for all sizes)")
+    if "state_rule" in cal:
+        st = cal["state_rule"]
+        print(f"current _mode.py (crossover by state size, {cur}): right on {st['right']}/{st['of']}: "
+              + ", ".join(f"{d['problem']} m={d['m']} vs {d['crossover']:.1f} -> "
+                          f"{'forward' if d['forward'] else 'reverse'}{'' if d['right'] else ' (WRONG)'}"
+                          for d in st["decisions"]))
 
 
 # --------------------------------------------------------------------------- report

@@ -1,19 +1,23 @@
 """``choose_mode``: forward or reverse by problem dimensions, with the reason shown.
 
-Cost model (one "solve" = one forward solve of the problem):
+Cost model (one "solve" = one forward solve of the problem, ``n`` states):
 
-* forward sensitivities cost about ``1 + m * FORWARD_COST_PER_DIRECTION`` solves for a
-  target of ``m`` entries, whatever the number of outputs;
+* forward sensitivities cost about ``1 + m * c_F(n)`` solves for a target of ``m``
+  entries, whatever the number of outputs. The cost of a direction grows with the state
+  size: with few states a step is dominated by fixed per-step work that the directions
+  share (vectorised), with many states each direction costs about a Jacobian-vector
+  product of ``f`` per stage,
+
+  .. math:: c_F(n) = c_0 + c_1 \frac{n}{n + n_{1/2}};
+
 * the continuous adjoint costs about ``REVERSE_COST`` solves per output (a dense forward
   solve, then a backward solve with vector-Jacobian products), whatever ``m``.
 
-Forward wins when ``m <= crossover * n_outputs`` with ``crossover = (REVERSE_COST - 1) /
-FORWARD_COST_PER_DIRECTION``. Second order (Hessian-vector products) nests the same
-choice inside an outer forward pass: forward-over-forward for small targets,
-forward-over-reverse otherwise; never reverse-over-reverse. The number of states does
-not enter the rule: both strategies scale linearly with it (unlike the fixed rule
-"forward when states + parameters <= 100", which sends a 4-parameter PDE with thousands
-of states to reverse mode although forward is faster there).
+Forward wins when ``m <= crossover(n) * n_outputs`` with ``crossover(n) = (REVERSE_COST -
+1) / c_F(n)``: about 25 target entries for a few states, 16 for 32 states, 5 for 256,
+1.5 for 2048. Second order (Hessian-vector products) nests the same choice inside an outer
+forward pass: forward-over-forward for small targets, forward-over-reverse otherwise;
+never reverse-over-reverse.
 
 The constants are measured by ``benchmarks/bench_sensitivity.py`` (see docs).
 """
@@ -23,13 +27,26 @@ from __future__ import annotations
 from .._checks import check_problem
 from ._target import check_wrt
 
-# Calibrated by benchmarks/bench_sensitivity.py (2026-11-22, Tsit5, rtol 1e-6, 2-core CPU):
-# reverse-interpolating costs a median 3.2 primal solves over the grid; the crossover in
-# target size that minimises the worst slowdown of the rule over the grid is m ~ 11
-# (heat_1d: forward 1.2x / reverse 0.8x the primal at m = 32, 4.1x / 1.05x at m = 64).
-REVERSE_COST = 3.2  # solves per adjoint (dense forward + backward vjp solve)
-FORWARD_COST_PER_DIRECTION = 0.195  # extra solves per forward direction (vmapped jvp)
-CROSSOVER = (REVERSE_COST - 1.0) / FORWARD_COST_PER_DIRECTION  # ~11.3 target entries per output
+# Calibrated by benchmarks/bench_sensitivity.py (2026-12-01, Tsit5, rtol 1e-6, 2-core CPU,
+# load ~3): reverse-interpolating costs a median 3.56 primal solves over the grid; the
+# extra cost of a forward direction, (forward/primal - 1) / m, was 0.02-0.23 for 2-256
+# states (Lotka-Volterra, Lorenz, heat_1d 32-128), 0.57 at 256, 1.6 at 2048 and 2.7 at
+# 8192 (Gray-Scott 32 and 64). With these constants the rule picks the faster strategy on
+# all eight problems of the grid.
+REVERSE_COST = 3.56  # solves per adjoint (dense forward + backward vjp solve)
+FORWARD_COST_SMALL = 0.1  # c_0: extra solves per forward direction with few states
+FORWARD_COST_LARGE = 2.7  # c_1: the part that grows with the number of states
+STATE_SCALE = 1500  # n_1/2: states at which half of c_1 applies
+
+
+def forward_cost_per_direction(n_states: int) -> float:
+    """``c_F(n)``: extra forward solves per target entry for a state of ``n`` entries."""
+    return FORWARD_COST_SMALL + FORWARD_COST_LARGE * n_states / (n_states + STATE_SCALE)
+
+
+def crossover(n_states: int) -> float:
+    """Target entries per output up to which forward mode is cheaper, for ``n`` states."""
+    return (REVERSE_COST - 1.0) / forward_cost_per_direction(n_states)
 
 
 def target_size(prob, wrt) -> int:
@@ -70,14 +87,15 @@ def choose_mode(prob, wrt="p", n_outputs: int = 1, order: int = 1) -> tuple[str,
     if order not in (1, 2):
         raise ValueError(f"order must be 1 or 2, got {order!r}")
     m = target_size(prob, wrt)
-    limit = CROSSOVER * n_outputs
+    cross = crossover(prob.u0.size)
+    limit = cross * n_outputs
     forward = m <= limit
     inner = "forward" if forward else "reverse"
     mode = inner if order == 1 else f"forward-over-{inner}"
     relation = "<=" if forward else ">"
     reason = (
-        f"{m} target entries {relation} {limit:.3g} (= {CROSSOVER:.3g} x {n_outputs} outputs, the "
-        f"measured forward/reverse crossover) with {prob.u0.size} states: {inner} mode "
+        f"{m} target entries {relation} {limit:.3g} (= {cross:.3g} x {n_outputs} outputs, the "
+        f"measured forward/reverse crossover for {prob.u0.size} states): {inner} mode "
         + ("costs grow with the target size, which is small here"
            if forward else "cost is independent of the target size, which is large here")
     )

@@ -254,6 +254,7 @@ def prepare(op: str, *args, method=None, saveat=None, rtol=1e-6, atol=1e-8,
 
     def build(dense_steps: int | None = None) -> _compiled.Program:
         steps = dense_steps or (_dense_steps(prob, options) if dense else 0)
+        _check_dense_memory(steps, options, prob.u0)
         g = to_jax(prob.f, prob.u0, prob.p, duplicate_closure=duplicate_closure)
         reads = len(g.constant_reads)
         run = _builder(op, inner, adjoint, g, L, target, options, steps)
@@ -319,6 +320,22 @@ def _dense_steps(prob, options: SolveOptions) -> int:
         return options.max_steps
     steps = sol.stats["naccept"] + sol.stats["nreject"]
     return min(options.max_steps, _round_up(steps + steps // 4 + 16))
+
+
+DENSE_BUDGET_BYTES = 2 * 2**30  # dense output of the interpolating adjoint's forward solve
+
+
+def _check_dense_memory(steps: int, options: SolveOptions, u0) -> None:
+    """Refuse a dense forward solve whose step buffer would not fit in memory."""
+    tableau = getattr(options.method, "tableau", None)
+    vectors = tableau.total_stages + 2 if tableau is not None else 4  # stages, or Hermite data
+    per_step = vectors * u0.nbytes
+    if steps * per_step > DENSE_BUDGET_BYTES:
+        raise SolverError(
+            f"adjoint='interpolating' would keep the dense output of {steps} steps "
+            f"({steps * per_step / 2**30:.1f} GiB, above {DENSE_BUDGET_BYTES / 2**30:.0f} GiB): use "
+            "mode='forward' for a small target, adjoint='backsolve' or 'checkpoint', fewer steps "
+            "(looser rtol, a stabilized method such as ROCK2 for a stiff PDE), or a shorter tspan.")
 
 
 def _round_up(n: int) -> int:

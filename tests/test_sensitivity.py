@@ -80,13 +80,32 @@ def test_prepared_hvp_and_jacobian_modes():
 # --- mode choice ----------------------------------------------------------------------------
 
 def test_choose_mode_by_dimensions():
+    # few states: a forward direction is cheap (vectorised with the primal)
+    mode, reason = sens.choose_mode(problems.lotka_volterra(), wrt="p")
+    assert mode == "forward" and "4 target entries" in reason and "2 states" in reason
+    # many states: each forward direction costs about a solve, the adjoint wins at m = 4
     mode, reason = sens.choose_mode(problems.gray_scott(n=64), wrt="p")
-    assert mode == "forward" and "4 target entries" in reason and "8192 states" in reason
+    assert mode == "reverse" and "4 target entries" in reason and "8192 states" in reason
+    assert sens.choose_mode(problems.gray_scott(n=64), wrt="p", n_outputs=4)[0] == "forward"
     mode, reason = sens.choose_mode(problems.heat_1d(n=256), wrt="p")
     assert mode == "reverse" and "256 target entries" in reason
+    # the crossover falls with the state size, as measured
+    sizes = [2, 32, 256, 2048, 8192]
+    from dxdt.sensitivity._mode import crossover
+    crossovers = [crossover(n) for n in sizes]
+    assert all(a > b for a, b in zip(crossovers, crossovers[1:]))
+    assert crossovers[0] > 20 and crossovers[-1] < 2
     assert sens.choose_mode(problems.heat_1d(n=256), wrt="p", order=2)[0] == "forward-over-reverse"
     assert sens.choose_mode(problems.lorenz(), wrt="u0", order=2)[0] == "forward-over-forward"
     assert sens.choose_mode(problems.heat_1d(n=256), n_outputs=256)[0] == "forward"
+
+def test_interpolating_adjoint_refuses_a_dense_output_that_does_not_fit(monkeypatch):
+    from dxdt.sensitivity import _operators
+
+    monkeypatch.setattr(_operators, "DENSE_BUDGET_BYTES", 1000)
+    prob = problems.heat_1d(n=16, tspan=(0.0, 0.05))
+    with pytest.raises(dxdt.SolverError, match="GiB.*mode='forward'"):
+        sens.gradient(weighted_loss, prob, Tsit5(), mode="reverse", adjoint="interpolating", rtol=1e-4)
 
 # --- failures and bad input ------------------------------------------------------------------
 
