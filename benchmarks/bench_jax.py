@@ -235,7 +235,7 @@ def build_dxdt_solve(prob, static: dict, args: dict, vf: Callable | None = None)
     ``_build`` looks up in ``dxdt.sensitivity`` when it runs) is the hand-written field.
     """
     if vf is None:
-        return program_call(dxdt_backend_jax._build(prob, Tsit5(), static, args), args)
+        return program_call(dxdt_backend_jax._build(prob, Tsit5(), static, args, None), args)
 
     def stand_in_f(du, u, p, t):
         raise AssertionError("the hand-written field replaces this f")
@@ -248,7 +248,7 @@ def build_dxdt_solve(prob, static: dict, args: dict, vf: Callable | None = None)
 
     dxdt.sensitivity.to_jax = to_jax_or_hand
     try:
-        return program_call(dxdt_backend_jax._build(stand_in, Tsit5(), static, args), args)
+        return program_call(dxdt_backend_jax._build(stand_in, Tsit5(), static, args, None), args)
     finally:
         dxdt.sensitivity.to_jax = original
 
