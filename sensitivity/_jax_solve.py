@@ -161,11 +161,12 @@ def jax_solve(prob: ODEProblem, method=None, *, saveat=None, rtol: float = 1e-6,
     g = to_jax(prob.f, prob.u0, prob.p, duplicate_closure=duplicate_closure)
     dense_steps = 0
     if adjoint == "interpolating":
-        # the dense-output buffer (its size is static): 2-4 times the steps of a NumPy solve at
-        # prob's (u0, p), run on a copy of f so that f's buffers stay untouched; a solve at other
-        # (u0, p) that needs more steps gives NaN. A larger buffer costs time in every step.
+        # the dense-output buffer (its size is static and cannot grow inside a trace): about
+        # 4 times the steps of a NumPy solve at prob's (u0, p), run on a copy of f so that f's
+        # buffers stay untouched, so that an optimiser can move (u0, p) to where more steps are
+        # needed; a solve that needs still more gives NaN. A larger buffer costs time per step.
         private = ODEProblem(duplicate(prob.f), prob.u0, prob.tspan, prob.p)
-        dense_steps = _dense_steps(private, options)
+        dense_steps = min(options.max_steps, 3 * _dense_steps(private, options))
     p = as_jax_tree(prob.p, prob.u0.dtype)
     spec = SolveSpec(g=g, t0=prob.tspan[0], t1=prob.tspan[1], saveat=np.asarray(saveat),
                      options=options, adjoint=adjoint, dense_steps=dense_steps,

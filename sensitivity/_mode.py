@@ -14,8 +14,8 @@ Cost model (one "solve" = one forward solve of the problem, ``n`` states):
   solve, then a backward solve with vector-Jacobian products), whatever ``m``.
 
 Forward wins when ``m <= crossover(n) * n_outputs`` with ``crossover(n) = (REVERSE_COST -
-1) / c_F(n)``: about 25 target entries for a few states, 16 for 32 states, 5 for 256,
-1.5 for 2048. Second order (Hessian-vector products) nests the same choice inside an outer
+1) / c_F(n)``: about 25 target entries for a few states, 15 for 256 states, 7 for 2048
+and 5 for very large states. Second order (Hessian-vector products) nests the same choice inside an outer
 forward pass: forward-over-forward for small targets, forward-over-reverse otherwise;
 never reverse-over-reverse.
 
@@ -29,13 +29,18 @@ from ._target import check_wrt
 
 # Calibrated by benchmarks/bench_sensitivity.py (2026-12-01, Tsit5, rtol 1e-6, 2-core CPU,
 # load ~3): reverse-interpolating costs a median 3.56 primal solves over the grid; the
-# extra cost of a forward direction, (forward/primal - 1) / m, was 0.02-0.23 for 2-256
-# states (Lotka-Volterra, Lorenz, heat_1d 32-128), 0.57 at 256, 1.6 at 2048 and 2.7 at
-# 8192 (Gray-Scott 32 and 64). With these constants the rule picks the faster strategy on
-# all eight problems of the grid.
+# extra cost of a forward direction, (forward/primal - 1) / m, was 0.02-0.23 for 2-128
+# states (Lotka-Volterra, Lorenz, heat_1d), 0.57 at 256, 1.6 at 2048 and 2.7 at 8192
+# (Gray-Scott 32 and 64, 30 steps). FORWARD_COST_LARGE is deliberately lower than those
+# last two: the adjoint's dense forward pass costs O(steps^2 n) on XLA's CPU backend (its
+# step buffer is rewritten in full every step, see docs/compiled.md), so the adjoint's
+# advantage at m = 4 on a 30-step Gray-Scott solve turns into a large loss on long solves
+# of large states. The crossover therefore stays above 5 target entries for any state
+# size (a few-parameter PDE keeps forward mode), and falls from 25 for a few states to 15
+# at 256 states (right on 6 of the 8 grid problems: not on the two short Gray-Scott runs).
 REVERSE_COST = 3.56  # solves per adjoint (dense forward + backward vjp solve)
 FORWARD_COST_SMALL = 0.1  # c_0: extra solves per forward direction with few states
-FORWARD_COST_LARGE = 2.7  # c_1: the part that grows with the number of states
+FORWARD_COST_LARGE = 0.47  # c_1: the part that grows with the number of states (capped, above)
 STATE_SCALE = 1500  # n_1/2: states at which half of c_1 applies
 
 
