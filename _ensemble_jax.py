@@ -267,13 +267,14 @@ def _to_solutions(lanes: _Lanes, idx, method, opts, ts, ys, codes, counts) -> li
     tab = method.tableau
     per_step = tab.stages - 1 if tab.fsal else tab.stages
     first_fevals = 1 + 2 * (opts["dt"] is None and opts["adaptive"])
-    sols = []
-    for j, i in enumerate(idx):
-        steps, accepted, rejected = counts[j].tolist()
+    saveat, sols = opts["saveat"], []
+    # Python scalars up front: per-lane NumPy indexing dominated this loop for thousands of lanes
+    rows = zip(counts.tolist(), np.asarray(codes).ravel().tolist(), reached.tolist(),
+               lanes.t0[idx].tolist(), lanes.t1[idx].tolist())
+    for j, ((steps, accepted, rejected), code, n, t0, t1) in enumerate(rows):
         stats = {"nfev": first_fevals + steps * per_step, "naccept": accepted, "nreject": rejected}
-        status = STATUS_CODES[int(codes[j])]
-        span = (float(lanes.t0[i]), float(lanes.t1[i]))
-        message = (_success_message(SimpleNamespace(tspan=span), stats) if status == "success"
-                   else failure_message(status, float(ts[j][filled[j]][-1]), None, opts["max_steps"], span[1]))
-        sols.append(Solution(opts["saveat"][: reached[j]], ys[j, : reached[j]], stats, status, message))
+        status = STATUS_CODES[int(code)]
+        message = (_success_message(SimpleNamespace(tspan=(t0, t1)), stats) if status == "success"
+                   else failure_message(status, float(ts[j][filled[j]][-1]), None, opts["max_steps"], t1))
+        sols.append(Solution(saveat[:n], ys[j, :n], stats, status, message))
     return sols
