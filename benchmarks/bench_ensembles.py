@@ -19,7 +19,15 @@ Order: the loop and the NumPy executors run first, in a process without threads 
 (as a plain script: process workers are then forked), then Dask, then JAX.
 
 Times are wall-clock medians of ``--repeats`` runs after one warm-up run (for JAX the
-warm-up includes compilation, reported as ``first``). Goals (from the issue): jax >= 5x
+warm-up includes compilation, reported as ``first``).
+
+``--interleaved`` measures only the pairs the goals compare, each timed round-robin so
+that a change of the machine's load during the run affects both alike (in the full run
+they are minutes apart): serial, processes and Dask on the Gray-Scott sweep (``--repeats``
+rounds, one ``LocalCluster`` for all; processes then start from a forkserver, since the
+Dask client runs threads in this process, as in any program that holds a client), then
+``backend="jax"`` and the hand-written vmap on Lotka-Volterra (15 rounds). Written to
+``results/ensembles_interleaved.json``. Goals (from the issue): jax >= 5x
 faster than the loop on Lotka-Volterra and within 1.3x of the hand-written vmap;
 processes on 2 cores >= 1.6x serial on Gray-Scott; Dask within 1.2x of processes;
 reduction memory flat in the member count.
@@ -36,7 +44,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (  # noqa: E402
     RESULTS_DIR, blas_threads_from_argv, add_blas_threads_option, fmt_time, format_table,
-    load_average, time_median, write_json,
+    load_average, time_interleaved, time_median, write_json,
 )
 
 if __name__ == "__main__":  # before NumPy loads OpenBLAS
@@ -208,6 +216,48 @@ def goals(records: list, memory: list) -> list[tuple[str, bool, str]]:
     return out
 
 
+def interleaved_executors(args) -> None:
+    """Round-robin timings of what the goals compare: serial / processes / Dask on Gray-Scott,
+    ``backend="jax"`` / the hand-written vmap on Lotka-Volterra."""
+    from distributed import Client, LocalCluster
+
+    load_start = load_average()
+    print(f"load average at start: {load_start}")
+    prob, P = gs_sweep(args.gs_members)
+    ens, kw = dxdt.EnsembleProblem(prob, p=P), dict(saveat=[GS_T1], **GS_TOL)
+    cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0")
+    client = Client(cluster)
+    try:
+        runners = {name: (lambda executor=executor: dxdt.solve(ens, Tsit5(), executor=executor, **kw))
+                   for name, executor in [("ensemble serial", None), ("ensemble processes", "processes"),
+                                          ("ensemble dask", client)]}
+        timings = time_interleaved(runners, repeats=args.repeats, warmup=1)
+    finally:
+        client.close()
+        cluster.close()
+    records = [{"sweep": "gray-scott", "runner": name, "members": len(P), "first_s": t.warmup, **t.summary()}
+               for name, t in timings.items()]
+    lv_prob, lv_P = lv_sweep(args.lv_members)
+    lv_ens = dxdt.EnsembleProblem(lv_prob, p=lv_P)
+    timings = time_interleaved({
+        "ensemble jax": lambda: dxdt.solve(lv_ens, Tsit5(), backend="jax", saveat=LV_TS, **LV_TOL),
+        "handwritten vmap": handwritten_vmap(lv_prob, lv_P)}, repeats=15, warmup=2)
+    records += [{"sweep": "lotka-volterra", "runner": name, "members": len(lv_P), "first_s": t.warmup,
+                 **t.summary()} for name, t in timings.items()]
+    load_end = load_average()
+    for r in records:
+        print(f"  {r['sweep']:>14} {r['runner']:<20} median {fmt_time(r['median_s']):>9}  "
+              f"min {fmt_time(r['min_s']):>9}")
+    results = goals(records, [])
+    for text, ok, value in results:
+        print(f"[{'PASS' if ok else 'FAIL'}] {text}: {value}")
+    print(f"load average: start {load_start}, end {load_end}")
+    write_json(RESULTS_DIR / "ensembles_interleaved.json", records, benchmark="ensembles_interleaved",
+               settings={"gs_members": args.gs_members, "lv_members": args.lv_members, "rounds": args.repeats,
+                         "lv_rounds": 15}, load_start=load_start,
+               load_end=load_end, goals=[{"goal": g, "pass": ok, "value": v} for g, ok, v in results])
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--lv-members", type=int, default=2000)
@@ -215,8 +265,12 @@ def main(argv=None) -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--quick", action="store_true", help="200 LV members, 16 GS members, 1 repeat")
     parser.add_argument("--out", default=str(RESULTS_DIR / "ensembles.json"))
+    parser.add_argument("--interleaved", action="store_true",
+                        help="only serial / processes / Dask on Gray-Scott, timed round-robin")
     add_blas_threads_option(parser)
     args = parser.parse_args(argv)
+    if args.interleaved:
+        return interleaved_executors(args)
     if args.quick:
         args.lv_members, args.gs_members, args.repeats = 200, 16, 1
     load_start = load_average()
