@@ -12,17 +12,32 @@ import numpy as np
 _UNSET = object()
 
 
-def signature_key(f: Callable):
-    """What the positional parameters of a function or bound method depend on (its code
-    and how many defaults it has), to memoise signature inspection; None otherwise."""
+_SIGNATURES: dict = {}  # (bound, code, number of defaults) -> positional_parameters(f)
+
+
+def positional_parameters(f: Callable) -> tuple[int, int] | None:
+    """``(required, total)`` positional parameters of ``f`` (those without and with
+    defaults); None for ``*args`` or a signature that cannot be inspected.
+
+    Memoised for functions and bound methods by their code and number of defaults (what
+    the answer depends on): ``inspect.signature`` costs tens of microseconds per call.
+    """
     bound = isinstance(f, types.MethodType)
     fn = f.__func__ if bound else f
-    if not isinstance(fn, types.FunctionType):
-        return None
-    return (bound, fn.__code__, len(fn.__defaults__ or ()))
-
-
-_INPLACE: dict = {}
+    key = (bound, fn.__code__, len(fn.__defaults__ or ())) if isinstance(fn, types.FunctionType) else None
+    if key is not None and key in _SIGNATURES:
+        return _SIGNATURES[key]
+    try:
+        parameters = list(inspect.signature(f).parameters.values())
+    except (TypeError, ValueError):
+        counts = None
+    else:
+        positional = [p for p in parameters if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+        counts = None if any(p.kind == p.VAR_POSITIONAL for p in parameters) else (
+            sum(p.default is p.empty for p in positional), len(positional))
+    if key is not None:
+        _SIGNATURES[key] = counts
+    return counts
 
 
 def is_inplace(f: Callable) -> bool:
@@ -36,31 +51,17 @@ def is_inplace(f: Callable) -> bool:
     TypeError
         If ``f`` cannot be called with 4 or 3 positional arguments.
     """
-    key = signature_key(f)
-    if key is not None and key in _INPLACE:
-        return _INPLACE[key]
-    inplace = _is_inplace(f)
-    if key is not None:
-        _INPLACE[key] = inplace
-    return inplace
-
-
-def _is_inplace(f: Callable) -> bool:
-    try:
-        parameters = list(inspect.signature(f).parameters.values())
-    except (TypeError, ValueError):
+    counts = positional_parameters(f)
+    if counts is None:
         return True
-    if any(p.kind == p.VAR_POSITIONAL for p in parameters):
+    required, total = counts
+    if required <= 4 <= total:
         return True
-    positional = [p for p in parameters if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
-    required = sum(p.default is p.empty for p in positional)
-    if required <= 4 <= len(positional):
-        return True
-    if required <= 3 <= len(positional):
+    if required <= 3 <= total:
         return False
     raise TypeError(
         f"f must take 4 positional parameters f(du, u, p, t) (in place) or 3 f(u, p, t) "
-        f"(out of place); {getattr(f, '__name__', f)!s} takes {len(positional)}"
+        f"(out of place); {getattr(f, '__name__', f)!s} takes {total}"
     )
 
 

@@ -7,12 +7,12 @@ is; any other loss is translated exactly like ``f`` (NumPy calls on traced array
 
 from __future__ import annotations
 
-import inspect
 import types
 from typing import Callable
 
-from .._problem import signature_key
+from .._problem import positional_parameters
 from ._jax import load_jax
+from .translate._closure import _global_names
 from .translate._trace import call
 
 jax, jnp = load_jax()
@@ -59,30 +59,11 @@ def translate_loss(loss: Callable, duplicate_closure: bool = True) -> Translated
     return TranslatedLoss(loss, duplicate_closure)
 
 
-_REQUIRED: dict = {}
-
-
 def _required_positional(fn: Callable) -> int | None:
     """Positional parameters of ``fn`` without defaults (``loss(u, w=weights)`` is
     ``loss(u)``); ``None`` for ``*args`` or a signature that cannot be inspected."""
-    key = signature_key(fn)
-    if key is not None and key in _REQUIRED:
-        return _REQUIRED[key]
-    n = _count_required(fn)
-    if key is not None:
-        _REQUIRED[key] = n
-    return n
-
-
-def _count_required(fn: Callable) -> int | None:
-    try:
-        parameters = inspect.signature(fn).parameters.values()
-    except (TypeError, ValueError):
-        return None
-    if any(p.kind == p.VAR_POSITIONAL for p in parameters):
-        return None
-    positional = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
-    return sum(p.kind in positional and p.default is p.empty for p in parameters)
+    counts = positional_parameters(fn)
+    return None if counts is None else counts[0]
 
 
 def _refers_to_jax(fn: Callable) -> bool:
@@ -90,12 +71,7 @@ def _refers_to_jax(fn: Callable) -> bool:
     code = getattr(fn, "__code__", None)
     if code is None:
         return False
-    names, stack = set(), [code]
-    while stack:
-        current = stack.pop()
-        names.update(current.co_names)
-        stack.extend(c for c in current.co_consts if isinstance(c, types.CodeType))
-    values = [fn.__globals__.get(name) for name in names]
+    values = [fn.__globals__.get(name) for name in _global_names(code)]
     values += [cell.cell_contents for cell in (fn.__closure__ or ()) if _filled(cell)]
     return any(_module_of(value).split(".")[0] in ("jax", "jaxlib") for value in values)
 

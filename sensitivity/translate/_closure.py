@@ -88,7 +88,8 @@ class _OverlayGlobals(dict):
 
 
 def _global_names(code: types.CodeType) -> set[str]:
-    """Names a code object (and the code nested in it) may look up as globals."""
+    """Names a code object (and the code nested in it) uses: the globals it may look up
+    and the attributes it reads (``co_names`` holds both)."""
     names = set(code.co_names)
     for const in code.co_consts:
         if isinstance(const, types.CodeType):

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ._closure import _StructuralCopy, _is_library, _root_label, _user_function
+from ._closure import _global_names, _is_library, _root_label, _StructuralCopy, _user_function
 from ._replace import AbstractArrayReplacer, is_sparse
 
 _PICKLE_LIMIT = 1 << 20  # library objects larger than this are keyed by identity
@@ -68,16 +68,6 @@ def _code_digest(code: types.CodeType) -> str:
     return digest
 
 
-def _code_names(code: types.CodeType) -> set[str]:
-    """Global and attribute names used by ``code`` and the code nested in it."""
-    names, stack = set(), [code]
-    while stack:
-        current = stack.pop()
-        names.update(current.co_names)
-        stack.extend(c for c in current.co_consts if isinstance(c, types.CodeType))
-    return names
-
-
 class _Recorder(AbstractArrayReplacer):
     """Walk policy: note every leaf (arrays by root, numbers, library objects) in order."""
 
@@ -105,7 +95,7 @@ class _Recorder(AbstractArrayReplacer):
         if isinstance(obj, types.FunctionType):
             if _user_function(obj):
                 self.items.append(("function", str(label), _code_digest(obj.__code__)))
-                self.names.update(_code_names(obj.__code__))
+                self.names.update(_global_names(obj.__code__))
                 return None
             return self._library(obj, label)
         if isinstance(obj, _SCALARS):
@@ -147,7 +137,7 @@ class _Recorder(AbstractArrayReplacer):
                     self.items.append(("module value", where, type(value).__name__, repr(value)))
                 elif isinstance(value, types.FunctionType) and _user_function(value):
                     self.items.append(("module function", where, _code_digest(value.__code__)))
-                    self.names.update(_code_names(value.__code__))
+                    self.names.update(_global_names(value.__code__))
 
     def _library(self, obj, label):
         name = getattr(obj, "__qualname__", None) or getattr(obj, "__name__", None)
