@@ -124,14 +124,20 @@ def _cmd_problems(args) -> int:
     return 0
 
 
-def _cmd_solve(args) -> int:
-    from . import solve, solvers
-
+def _problem_from_args(args):
+    """The named problem with the ``--n``, ``--t1`` and ``--max-steps`` of ``solve``/``compare``."""
     if args.max_steps < 1:
         raise _UsageError(f"--max-steps must be at least 1, got {args.max_steps}")
     prob = _problem(args.name, args.n)
     if args.t1 is not None:
         prob = prob.remake(tspan=(prob.tspan[0], args.t1))
+    return prob
+
+
+def _cmd_solve(args) -> int:
+    from . import solve, solvers
+
+    prob = _problem_from_args(args)
     saveat = None if args.saveat is None else np.linspace(*prob.tspan, args.saveat)
     method = getattr(solvers, args.method)()
     dt = None if method.adaptive else abs(prob.tspan[1] - prob.tspan[0]) / 1000
@@ -193,11 +199,7 @@ def _print_comparison(prob, rows) -> None:
 
 
 def _cmd_compare(args) -> int:
-    if args.max_steps < 1:
-        raise _UsageError(f"--max-steps must be at least 1, got {args.max_steps}")
-    prob = _problem(args.name, args.n)
-    if args.t1 is not None:
-        prob = prob.remake(tspan=(prob.tspan[0], args.t1))
+    prob = _problem_from_args(args)
     print(f"{args.name}: {prob.u0.size} states, t = {prob.tspan[0]:g}..{prob.tspan[1]:g}, "
           f"rtol={args.rtol:g}, atol={args.atol:g}, {args.backend} backend, at most "
           f"{args.max_steps} steps per method")
