@@ -109,19 +109,12 @@ class Program:
 
         tail_leaves = jax.tree_util.tree_leaves(tail)
         n_head = len(inputs.bounds) - len(tail_leaves)
-        packed = np.zeros(inputs.bounds[-1][1], inputs.dtype)
-        for (start, stop), leaf in zip(inputs.bounds[n_head:], tail_leaves):
-            packed[start:stop] = np.ravel(leaf)
+        packed = _fill(np.zeros(inputs.bounds[-1][1], inputs.dtype), inputs.bounds[n_head:], tail_leaves)
         head_bounds = inputs.bounds[:n_head]
         outputs = self.meta["outputs"]
 
         def run(*head):
-            leaves = jax.tree_util.tree_leaves(head)
-            if len(leaves) != n_head:
-                raise ValueError(f"expected {n_head} arrays, got {len(leaves)}")
-            flat = packed.copy()
-            for (start, stop), leaf in zip(head_bounds, leaves):
-                flat[start:stop] = np.ravel(leaf)
+            flat = _fill(packed.copy(), head_bounds, jax.tree_util.tree_leaves(head))
             return outputs.unpack(np.asarray(self.executable(flat)))
         return run
 
@@ -229,16 +222,9 @@ class FlatLayout:
         """The leaves of ``tree`` (NumPy) as one vector."""
         import jax
 
-        bounds, leaves = self.bounds, jax.tree_util.tree_leaves(tree)
-        if len(leaves) != len(bounds):
-            raise ValueError(f"expected {len(bounds)} arrays, got {len(leaves)}")
-        flat = np.empty(bounds[-1][1] if bounds else 0, self.dtype)
-        for (start, stop), leaf in zip(bounds, leaves):
-            if stop - start == 1:
-                flat[start] = leaf if np.ndim(leaf) == 0 else np.ravel(leaf)[0]
-            else:
-                flat[start:stop] = np.ravel(leaf)
-        return flat
+        bounds = self.bounds
+        return _fill(np.empty(bounds[-1][1] if bounds else 0, self.dtype), bounds,
+                     jax.tree_util.tree_leaves(tree))
 
     def pack_traced(self, tree):
         import jax
@@ -258,6 +244,18 @@ class FlatLayout:
             leaf = flat[start:stop].reshape(shape)
             leaves.append((leaf.real if complex_ and np.dtype(dtype).kind != "c" else leaf).astype(dtype, copy=False))
         return jax.tree_util.tree_unflatten(self.treedef, leaves)
+
+
+def _fill(flat: np.ndarray, bounds, leaves) -> np.ndarray:
+    """``flat`` with each leaf (raveled) written at its ``(start, stop)``."""
+    if len(leaves) != len(bounds):
+        raise ValueError(f"expected {len(bounds)} arrays, got {len(leaves)}")
+    for (start, stop), leaf in zip(bounds, leaves):
+        if stop - start == 1:
+            flat[start] = leaf if np.ndim(leaf) == 0 else np.ravel(leaf)[0]
+        else:
+            flat[start:stop] = np.ravel(leaf)
+    return flat
 
 
 def compile_function(fn: Callable, *example, flat: bool = True) -> tuple[Any, dict]:
