@@ -7,19 +7,36 @@ index chosen inside the step: ``s`` = the fewest stages with ``beta(s) >= h rho`
 recurrence runs as a ``lax.scan`` over the longest recurrence whose body evaluates ``f``
 under ``lax.cond`` only for the stages of the chosen ``s``: it costs ``s`` evaluations and
 stays differentiable in forward and reverse mode (the checkpoint adjoint differentiates
-it). The spectral radius comes from the nonlinear power iteration of the NumPy side,
-carried in the solver state: ``INIT_ITERATIONS`` at the start, ``STEP_ITERATIONS``
-warm-started ones per step; or, when the caller passes ``spectral_radius`` (the JAX
-backend does for a user's ``eigen_est``, see :mod:`dxdt.sensitivity._estimate`), from
-that function, every step; a value that is not finite and >= 0 takes the most stages. Either way outside the derivative (``stop_gradient``: the stage
-count is not differentiated). The error estimate and the cubic Hermite dense output are
-those of the NumPy executor.
+it). The spectral radius comes from the nonlinear power iteration of the NumPy side (the
+same start vector, at most ``POWER_ITERATIONS`` iterations until the estimate changes by
+less than ``POWER_TOLERANCE``, as a ``lax.while_loop``), or, when the caller passes
+``spectral_radius`` (the JAX backend does for a user's ``eigen_est``, see
+:mod:`dxdt.sensitivity._estimate`), from that function; a value that is not finite and
+>= 0 takes the most stages. Either way outside the derivative (``stop_gradient``: the
+stage count is not differentiated). The error estimate and the cubic Hermite dense output
+are those of the NumPy executor.
+
+The estimate follows the NumPy executor's refresh rule (rkc.f): one before the first step,
+then again once ``REFRESH_STEPS`` steps were accepted since the last, or after a rejected
+step. The solver state keeps the last estimate, its direction, the accepted steps since it
+and the last accepted step size. diffrax drops a rejected step's solver state, so a retry
+is recognised by its step: dxdt's controller (and diffrax's ``PIDController``) never
+shrinks the step after an accepted one, so an attempt shorter than the last accepted step
+follows a rejection (or is the last step, cut at ``t1``; it refreshes too). A retry that
+is still longer than the last accepted step (the rejected step had grown by more than the
+rejection shrank it) keeps the old estimate, where the NumPy executor refreshes.
 
 The solver state also counts, over the accepted steps, the ``f`` evaluations (power
 iterations included), the largest stage count and the spectral-radius estimates
-(:data:`COUNTERS`); diffrax discards a rejected step's solver state, so
-:func:`solve_stats` adds the rejected steps: exactly for their power iterations, finishing
-stages and estimates, and at the largest stage count used for their recurrence stages.
+(:data:`COUNTERS`); :func:`solve_stats` adds the rejected steps: exactly for their
+finishing stages, at the largest stage count used for their recurrence stages, and
+without power iterations or estimates (a rejected attempt estimates only when the
+refresh was due or it was itself a retry).
+
+References
+----------
+B. P. Sommeijer, L. F. Shampine, J. G. Verwer, "RKC: an explicit solver for parabolic
+PDEs", J. Comput. Appl. Math. 88 (1997) 315-326 (rkc.f: power iteration, refresh rule).
 
 Imported only on a JAX path.
 """
@@ -37,10 +54,10 @@ import numpy as np
 from jax.flatten_util import ravel_pytree
 
 from ._stabilized import SAFETY, AbstractStabilized, stage_table
+from ._stabilized_executor import (POWER_ITERATIONS, POWER_TOLERANCE, REFRESH_STEPS,
+                                   start_direction)
 
-INIT_ITERATIONS = 20  # power iterations before the first step
-STEP_ITERATIONS = 2  # per step, from the previous step's direction
-POWER_SEED = 20260101
+RETRY_RATIO = 1 - 1e-6  # a step this much shorter than the last accepted one is a retry
 COUNTERS = ("nfev", "max_stages_used", "n_eigen_est")  # the last entry of the solver state
 CHUNK = 16  # recurrence stages per inner scan (see _recurrence)
 
@@ -65,23 +82,40 @@ def coefficient_tables(method: AbstractStabilized) -> dict[str, np.ndarray]:
                 mu1=np.array([r.mu1 for r in recurrences]), rows=rows, c=c, finish=finish)
 
 
-def _power_iteration(f, t, y, fy, v, iterations: int):
-    """``(sigma, v)``: ``|J v|`` for the unit ``v`` after ``iterations`` steps of rkc.f's
-    nonlinear power iteration ``J v ~ (f(y + d v) - f(y)) / d``, ``d = sqrt(eps) ||y||``."""
+def _power_iteration(f, t, y, fy, v, run):
+    """``(sigma, v, iterations)``: ``|J v|`` for the dominant direction ``v`` of
+    ``J = df/du`` at ``y``, by rkc.f's nonlinear power iteration
+    ``J v ~ (f(y + d v) - f(y)) / d``, ``d = sqrt(eps) ||y||``, from the direction ``v``,
+    until the estimate changes by at most ``POWER_TOLERANCE`` (relative) or after
+    ``POWER_ITERATIONS``; the operations of the NumPy executor's ``_power_iteration``.
+    ``run`` false: no evaluation, ``(0, v, 0)``. Not differentiated: ``f``'s values pass
+    ``stop_gradient`` (a reverse-differentiated ``while_loop`` must carry no tangents).
+    """
     eps = jnp.finfo(y.dtype).eps
     y_norm = jnp.linalg.norm(y)
     d = jnp.sqrt(eps) * jnp.where(y_norm > 0, y_norm, 1.0)
+    v_norm = jnp.linalg.norm(v)
+    pert = jnp.where(v_norm > 0, v * (d / jnp.where(v_norm > 0, v_norm, 1.0)),
+                     d / np.sqrt(y.size)) + y
 
-    def body(_, carry):
-        v, sigma = carry
-        v_norm = jnp.linalg.norm(v)
-        unit = jnp.where(v_norm > 0, v / jnp.where(v_norm > 0, v_norm, 1.0), 1.0 / jnp.sqrt(v.size))
-        jv = (f(t, y + d * unit) - fy) / d
-        finite = jnp.all(jnp.isfinite(jv))
-        return jnp.where(finite, jv, unit), jnp.where(finite, jnp.linalg.norm(jv), jnp.inf)
+    def going(carry):
+        i, _, _, stop = carry
+        return run & ~stop & (i < POWER_ITERATIONS)
 
-    v, sigma = jax.lax.fori_loop(0, iterations, body, (v, jnp.zeros((), y.dtype)))
-    return sigma, v
+    def body(carry):
+        i, pert, sigma_last, _ = carry
+        df = jax.lax.stop_gradient(f(t, pert)) - fy  # ~ d J v
+        df_norm = jnp.linalg.norm(df)
+        sigma = df_norm / d
+        stop = (~jnp.isfinite(sigma) | (df_norm == 0)
+                | ((i >= 1) & (jnp.abs(sigma - sigma_last) <= POWER_TOLERANCE * sigma)))
+        pert = jnp.where(stop, pert, df * (d / jnp.where(df_norm > 0, df_norm, 1.0)) + y)
+        return i + 1, pert, sigma, stop
+
+    start = (jnp.asarray(0), pert, jnp.zeros((), d.dtype), jnp.asarray(False))
+    iterations, pert, sigma, _ = jax.lax.while_loop(going, body, start)
+    found = run & jnp.isfinite(sigma) & (sigma > 0)
+    return sigma, jnp.where(found, pert - y, v), iterations
 
 
 class StabilizedSolver(diffrax.AbstractAdaptiveSolver):
@@ -90,9 +124,10 @@ class StabilizedSolver(diffrax.AbstractAdaptiveSolver):
     ``spectral_radius(t, y, args)``, when given, is an upper bound of the spectral radius
     of the vector field's Jacobian at ``(t, y)`` in the solve's own time unit (before the
     safety factor); otherwise (and unless the stage count is forced) the power iteration
-    estimates it. State: ``(F_0, v, counters)``, the derivative at the step's start
-    (FSAL), the last power-iteration direction and the integer :data:`COUNTERS` of the
-    accepted steps.
+    estimates it. State: ``(F_0, v, sigma, since, h, counters)``: the derivative at the
+    step's start (FSAL), the last power-iteration direction, the last estimate, the
+    accepted steps since it, the last accepted ``|h|`` and the integer :data:`COUNTERS` of
+    the accepted steps.
     """
 
     method: Any = eqx.field(static=True)
@@ -117,35 +152,48 @@ class StabilizedSolver(diffrax.AbstractAdaptiveSolver):
         flat, unravel = ravel_pytree(y0)
         f = _flat_field(terms, args, unravel)
         f0 = f(t0, flat)
-        v = jax.random.normal(jax.random.PRNGKey(POWER_SEED), flat.shape, flat.dtype)
-        nfev = 1
+        v = jnp.asarray(start_direction(flat.size, flat.dtype))
+        sigma, iterations = jnp.zeros((), _real(flat)), 0
+        if self._estimating is not None:  # the estimate before the first step
+            sigma, v, iterations = self._estimate(f, t0, y0, f0, v, sigma, jnp.asarray(True), args)
+        counters = jnp.stack([1 + jnp.asarray(iterations), 0, int(self._estimating is not None)])
+        h = jax.lax.stop_gradient(jnp.abs(t1 - t0)).astype(sigma.dtype)  # the first attempt's
+        return f0, v, sigma, jnp.zeros((), counters.dtype), h, counters
+
+    def _estimate(self, f, t, y, fy, v, sigma, refresh, args):
+        """``(sigma, v, power iterations)``: a new estimate where ``refresh``, else the
+        given ``sigma`` and ``v``; outside the derivative."""
+        stop = jax.lax.stop_gradient
         if self._estimating == "power":
-            _, v = _power_iteration(f, t0, flat, f0, v, INIT_ITERATIONS)
-            nfev += INIT_ITERATIONS
-        return f0, v, jnp.array([nfev, 0, 0])
+            fresh, v, iterations = _power_iteration(f, stop(t), stop(ravel_pytree(y)[0]), stop(fy),
+                                                    stop(v), refresh)
+        else:
+            def given():
+                rho = stop(self.spectral_radius(stop(t), stop(y), stop(args)))
+                return jnp.asarray(rho, sigma.dtype)
+            fresh, iterations = jax.lax.cond(refresh, given, lambda: sigma), 0
+        fresh = jnp.where(jnp.isfinite(fresh) & (fresh >= 0), fresh, jnp.inf)
+        return jnp.where(refresh, fresh, sigma), v, iterations
 
     def step(self, terms, t0, t1, y0, args, solver_state, made_jump):
         flat, unravel = ravel_pytree(y0)
         f = _flat_field(terms, args, unravel)
-        f0, v, counters = solver_state
+        f0, v, sigma, since, h_last, counters = solver_state
         f0 = jax.lax.cond(made_jump, lambda: f(t0, flat), lambda: f0)
         h = t1 - t0
+        h_abs = jax.lax.stop_gradient(jnp.abs(h)).astype(h_last.dtype)
         tables = {k: jnp.asarray(a, flat.dtype if a.dtype.kind == "f" else a.dtype)
                   for k, a in coefficient_tables(self.method).items()}
         estimating = self._estimating
+        refresh, iterations = jnp.asarray(False), 0
         if estimating is None:
             index = jnp.asarray(0)
         else:
-            if estimating == "power":
-                sigma, v = _power_iteration(f, t0, jax.lax.stop_gradient(flat),
-                                            jax.lax.stop_gradient(f0), jax.lax.stop_gradient(v),
-                                            STEP_ITERATIONS)
-            else:
-                sigma = jax.lax.stop_gradient(
-                    self.spectral_radius(t0, jax.lax.stop_gradient(y0), args))
-                sigma = jnp.where(jnp.isfinite(sigma) & (sigma >= 0), sigma, jnp.inf)
-            h_rho = jax.lax.stop_gradient(jnp.abs(h) * SAFETY * sigma)
-            index = jnp.minimum(jnp.searchsorted(tables["beta"], h_rho), len(tables["beta"]) - 1)
+            refresh = (since >= REFRESH_STEPS) | (h_abs < RETRY_RATIO * h_last)
+            sigma, v, iterations = self._estimate(f, t0, y0, f0, v, sigma, refresh, args)
+            h_rho = h_abs * SAFETY * sigma
+            beta = jnp.asarray(coefficient_tables(self.method)["beta"], h_rho.dtype)
+            index = jnp.minimum(jnp.searchsorted(beta, h_rho), len(beta) - 1)
         y_last, length = _recurrence(f, tables, index, t0, h, flat, f0)
         t_m = t0 + tables["c"][index, length] * h
         calls = []  # the finishing stages' f evaluations, counted while tracing
@@ -159,22 +207,18 @@ class StabilizedSolver(diffrax.AbstractAdaptiveSolver):
             f1 = f_counted(t1, y1)
         if err is None:  # (12 (u_n - u_{n+1}) + 6 h (F_0 + F_1)) / 15, rkc.f
             err = 0.8 * (flat - y1) + 0.4 * h * (f0 + f1)
-        spent = (per_attempt_calls(estimating, len(calls)) + (length - 1)
+        spent = (jnp.asarray(iterations, counters.dtype) + len(calls) + (length - 1)
                  + jnp.asarray(made_jump, counters.dtype))
         counters = jnp.stack([counters[0] + spent,
                               jnp.maximum(counters[1], tables["counts"][index]),
-                              counters[2] + (estimating is not None)])
+                              counters[2] + refresh.astype(counters.dtype)])
+        since = jnp.where(refresh, 0, since) + 1  # kept only if this step is accepted
         dense_info = dict(y0=y0, y1=unravel(y1), k0=unravel(h * f0), k1=unravel(h * f1))
-        return unravel(y1), unravel(err), dense_info, (f1, v, counters), diffrax.RESULTS.successful
+        state = (f1, v, sigma, since, h_abs, counters)
+        return unravel(y1), unravel(err), dense_info, state, diffrax.RESULTS.successful
 
     def func(self, terms, t0, y0, args):
         return terms.vf(t0, y0, args)
-
-
-def per_attempt_calls(estimating: str | None, finishing: int) -> int:
-    """``f`` evaluations of every step attempt besides the recurrence's ``m - 1``: the power
-    iteration's and the ``finishing`` ones (``f(u_{n+1})`` included)."""
-    return (STEP_ITERATIONS if estimating == "power" else 0) + finishing
 
 
 def finishing_calls(method: AbstractStabilized) -> int:
@@ -193,7 +237,7 @@ def finishing_calls(method: AbstractStabilized) -> int:
 
 def stabilized_counters(solution) -> jax.Array:
     """The :data:`COUNTERS` of a diffrax solution saved with ``SaveAt(solver_state=True)``."""
-    return solution.solver_state[2]
+    return solution.solver_state[-1]
 
 
 def solve_stats(method: AbstractStabilized, counters, accepted: int, rejected: int,
@@ -202,25 +246,20 @@ def solve_stats(method: AbstractStabilized, counters, accepted: int, rejected: i
     steps' ``counters`` and the number of ``rejected`` steps (see the module docstring).
 
     ``given_estimate``: the solve used a ``spectral_radius`` (a callable ``eigen_est``
-    counts as an estimate per step, a float does not).
+    counts as an estimate, a float does not).
     """
     nfev, largest, estimates = (int(c) for c in counters)
-    if method.forced:
-        estimating = None
-    elif given_estimate:
-        estimating = "given"
-    else:
-        estimating = "power"
     if rejected:
         recurrence = method.recurrence(max(largest, method.stage_counts()[0]))
-        nfev += rejected * (per_attempt_calls(estimating, finishing_calls(method))
-                            + len(recurrence.rows))
-        estimates += rejected * (estimating is not None)
-    if estimating == "power":
-        estimates += 1  # the power iteration before the first step
-    elif not callable(method.eigen_est):
+        nfev += rejected * (finishing_calls(method) + len(recurrence.rows))
+    if given_estimate and not callable(method.eigen_est):
         estimates = 0  # a float eigen_est is not an estimate
     return {"nfev": nfev, "max_stages_used": largest, "n_eigen_est": estimates}
+
+
+def _real(y: jax.Array):
+    """The real dtype of ``y``'s entries (``y`` may be complex)."""
+    return jnp.finfo(y.dtype).dtype
 
 
 def _flat_field(terms, args, unravel):

@@ -72,10 +72,16 @@ class _Workspace:
             self.pert, self.f_pert = np.empty(n, dtype), np.empty(n, dtype)
             # a start with a component along every eigenvector (F_0 may be an eigenvector
             # of the smallest eigenvalue, as for heat with u0 = sin(pi x))
-            self.direction = np.random.default_rng(POWER_SEED).standard_normal(n).astype(dtype, copy=False)
+            self.direction = start_direction(n, dtype)
         if hermite:  # [u_n, F_0, F_1, (u_{n+1} - u_n)/h] and the weights on them
             self.hermite = np.empty((4, n), dtype)
             self.weights = np.empty(4, dtype)
+
+
+def start_direction(n: int, dtype) -> np.ndarray:
+    """The power iteration's first start vector (both backends): standard normal entries
+    from ``POWER_SEED``, reproducible and with a component along every eigenvector."""
+    return np.random.default_rng(POWER_SEED).standard_normal(n).astype(dtype, copy=False)
 
 
 def _power_iteration(f, ws: _Workspace, p, t: float, shape) -> tuple[float, float, bool, int]:
