@@ -13,14 +13,17 @@ Problems (reference solutions in brackets):
 - ``brusselator``: dxdt's own ``dxdt.problems.brusselator()`` at its defaults
   [dxdt RKC at rtol 1e-9].
 
-Solvers: dxdt RKC, RKL2, ROCK2, ROCK4 (NumPy; RKC and ROCK4 also on the JAX backend at
-one tolerance), dxdt Tsit5
+Solvers: dxdt RKC, RKL2, ROCK2, ROCK4 (NumPy; RKC and ROCK4 also on the JAX backend, at
+every tolerance on heat1d, at rtol 1e-6 on bruss2d-32), dxdt Tsit5
 (stability-bound: run once per problem), scipy ``solve_ivp`` BDF and Radau with
 ``jac_sparsity`` (or the exact sparse Jacobian), LSODA (banded Jacobian, heat1d only). Error: max |u - ref| / max |ref| at
 t1. One timed run per point (the machine is shared; the load average is recorded).
 Also: the gradient through a ROCK2 solve (JAX; forward mode and the interpolating adjoint)
 against its primal JAX solve, medians of 9 interleaved calls after compilation
 (``--only PART ...`` reruns some parts and replaces their records in the JSON).
+
+The goals of issue 11 that these problems measure are evaluated from the records
+(:func:`goals`) and written with them.
 
 Run: ``.venv/bin/python benchmarks/bench_stiff.py [--quick]``; writes
 ``benchmarks/results/stiff.json``.
@@ -30,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 
@@ -37,6 +41,9 @@ from _common import (RESULTS_DIR, add_blas_threads_option, blas_threads_from_arg
                      format_table, load_average, time_interleaved, write_json)
 
 blas_threads_from_argv()
+# no compiled programs from the disk cache: its key has dxdt's version, not its source, so a
+# program compiled by an earlier checkout would be timed (compilation is excluded anyway)
+os.environ.setdefault("DXDT_CACHE", "0")
 
 import numpy as np  # noqa: E402
 import scipy.sparse as sp  # noqa: E402
@@ -154,7 +161,7 @@ def _dxdt(prob, method, rtol, atol, backend="numpy"):
     return time.perf_counter() - start, sol.u[-1], sol.stats["nfev"], sol.success
 
 
-def run_problem(name, prob, ref, scipy_options, rtols, tsit5_rtol, jax_rtol, records):
+def run_problem(name, prob, ref, scipy_options, rtols, tsit5_rtol, jax_rtols, records):
     scale = max(float(np.max(np.abs(ref))), 1e-300)
     amp = float(np.max(np.abs(prob.u0)))
     candidates = [("dxdt RKC", lambda r, a: _dxdt(prob, RKC(), r, a)),
@@ -171,11 +178,11 @@ def run_problem(name, prob, ref, scipy_options, rtols, tsit5_rtol, jax_rtol, rec
         if rtol == tsit5_rtol:
             seconds, u, nfev, ok = _dxdt(prob, Tsit5(), rtol, atol)
             _record(records, name, "dxdt Tsit5", rtol, seconds, u, ref, scale, nfev, ok)
-        if rtol == jax_rtol:
+        if rtol in jax_rtols:
             for label, method in (("dxdt RKC jax", RKC()), ("dxdt ROCK4 jax", ROCK4())):
-                _dxdt(prob, method, rtol, atol, "jax")  # compile
+                _dxdt(prob, method, rtol, atol, "jax")  # warm-up (compiles at the first rtol)
                 seconds, u, nfev, ok = _dxdt(prob, method, rtol, atol, "jax")
-                _record(records, name, label, rtol, seconds, u, ref, scale, None, ok)
+                _record(records, name, label, rtol, seconds, u, ref, scale, nfev, ok)
 
 
 def _record(records, problem, solver, rtol, seconds, u, ref, scale, nfev, ok):
@@ -227,7 +234,7 @@ def _heat1d_part(rtols, records):
                 [("LSODA banded", dict(method="LSODA", **band)),
                  ("BDF sparse", dict(method="BDF", jac=jac)),
                  ("Radau sparse", dict(method="Radau", jac=jac))],
-                rtols, 1e-6, 1e-6, records)
+                rtols, 1e-6, RTOLS, records)  # JAX at every rtol: the LSODA goal
 
 
 def _heat2d_part(rtols, records):
@@ -236,7 +243,7 @@ def _heat2d_part(rtols, records):
     run_problem("heat2d", prob, exact,
                 [("BDF sparse", dict(method="BDF", jac=jac)),
                  ("Radau sparse", dict(method="Radau", jac=jac))],
-                rtols, 1e-6, None, records)
+                rtols, 1e-6, (), records)
 
 
 def _bruss2d_part(rtols, records):
@@ -247,7 +254,7 @@ def _bruss2d_part(rtols, records):
         run_problem(f"bruss2d-{n}", prob, ref,
                     [("BDF sparse", dict(method="BDF", jac_sparsity=sparsity)),
                      ("Radau sparse", dict(method="Radau", jac_sparsity=sparsity))],
-                    rtols, 1e-6 if n == 32 else None, 1e-6 if n == 32 else None, records)
+                    rtols, 1e-6 if n == 32 else None, (1e-6,) if n == 32 else (), records)
 
 
 def _periodic_sparsity(n):
@@ -266,12 +273,76 @@ def _brusselator_part(rtols, records):
     print("dxdt brusselator (defaults)", flush=True)
     run_problem("brusselator", prob, ref,
                 [("BDF sparse", dict(method="BDF", jac_sparsity=_periodic_sparsity(32)))],
-                tuple(r for r in rtols if r >= 1e-5), None, None, records)
+                tuple(r for r in rtols if r >= 1e-5), None, (), records)
 
 
 def _gradient_part(rtols, records):
     print("gradient through ROCK2 vs primal (JAX)", flush=True)
     gradient_cost(records)
+
+
+STABILIZED = ("dxdt RKC", "dxdt RKL2", "dxdt ROCK2", "dxdt ROCK4")
+
+
+def _fastest(records, problem, solvers, max_error=float("inf")):
+    """The fastest successful record of ``problem`` by one of ``solvers`` (labels, or
+    labels followed by " jax") with error <= ``max_error``; None if there is none."""
+    found = [r for r in records if r["problem"] == problem and r.get("success")
+             and r.get("error", float("inf")) <= max_error
+             and any(r["solver"] in (s, s + " jax") for s in solvers)]
+    return min(found, key=lambda r: r["seconds"], default=None)
+
+
+def _at(records, problem, solver, rtol):
+    return next((r for r in records if r["problem"] == problem and r["solver"] == solver
+                 and r.get("rtol") == rtol), None)
+
+
+def _describe(r) -> str:
+    return (f"{r['solver']} rtol {r['rtol']:.0e}: {r['seconds']:.3f} s, error {r['error']:.1e}"
+            + (f", {r['nfev']:,} f" if r.get("nfev") is not None else ""))
+
+
+def goals(records) -> list[dict]:
+    """The goals of issue 11 that these records measure (``pass`` from one timed run each)."""
+    out = []
+    tsit5 = _at(records, "heat1d", "dxdt Tsit5", 1e-6)
+    best = min((r for r in records if r["problem"] == "heat1d" and r.get("rtol") == 1e-6
+                and r["solver"] in STABILIZED and r.get("nfev")), key=lambda r: r["nfev"],
+               default=None)
+    if tsit5 and best:
+        ratio = tsit5["nfev"] / best["nfev"]
+        out.append(dict(goal=">= 10x fewer f evaluations than Tsit5, heat 1-D N=1000, rtol 1e-6",
+                        value=f"{ratio:.0f}x ({_describe(best)}; Tsit5 {tsit5['nfev']:,} f)",
+                        ratio=ratio, **{"pass": ratio >= 10}))
+    pairs = []  # (ours / LSODA, ours, LSODA) at equal or better error, per LSODA point
+    for lsoda in (r for r in records if r["problem"] == "heat1d" and r["solver"] == "scipy LSODA banded"):
+        ours = _fastest(records, "heat1d", STABILIZED, lsoda["error"])
+        if ours:
+            pairs.append((ours["seconds"] / lsoda["seconds"], ours, lsoda))
+    if pairs:
+        ratio, ours, lsoda = min(pairs, key=lambda pair: pair[0])
+        out.append(dict(goal="heat 1-D N=1000 within 2x of LSODA (banded) at equal or better "
+                             "error (the best ratio over LSODA's tolerances)",
+                        value=f"{ratio:.1f}x slower ({_describe(ours)}; {_describe(lsoda)})",
+                        ratio=ratio, **{"pass": ratio <= 2}))
+    for problem in ("bruss2d-32", "bruss2d-64", "heat2d"):
+        scipy_best = _fastest([r for r in records if r.get("rtol") == 1e-6], problem,
+                              ("scipy BDF sparse", "scipy Radau sparse"))
+        if not scipy_best:
+            continue
+        ours = _fastest(records, problem, STABILIZED, scipy_best["error"])
+        if ours:
+            ratio = scipy_best["seconds"] / ours["seconds"]
+            out.append(dict(goal=f">= 3x faster than the fastest SciPy stiff method (at rtol 1e-6)"
+                                 f" at equal or better error, {problem}",
+                            value=f"{ratio:.1f}x ({_describe(ours)}; {_describe(scipy_best)})",
+                            ratio=ratio, **{"pass": ratio >= 3}))
+    for r in records:
+        if r["problem"].startswith("grad"):
+            out.append(dict(goal=f"{r['solver']} <= 4x its primal", value=f"{r['ratio']:.2f}x",
+                            ratio=r["ratio"], **{"pass": r["ratio"] <= 4}))
+    return out
 
 
 PARTS = {"heat1d": _heat1d_part, "heat2d": _heat2d_part, "bruss2d": _bruss2d_part,
@@ -301,6 +372,7 @@ def main(argv=None):
         kept = [r for r in doc["records"] if _part(r["problem"]) not in parts]
         records = kept + records
         doc["records"] = records
+        doc["goals"] = goals(records)
         doc.setdefault("reruns", []).append(dict(parts=parts, load_start=load_start,
                                                  load_end=load_average()))
         (RESULTS_DIR / "stiff.json").write_text(json.dumps(doc, indent=1) + "\n")
@@ -310,9 +382,12 @@ def main(argv=None):
              f"{r['seconds']:.3f}", f"{r.get('error', float('nan')):.1e}", r.get("nfev"))
             for r in records]
     print(format_table(rows, ("problem", "solver", "rtol", "s", "error", "nfev")))
+    found = goals(records)
+    for goal in found:
+        print(f"{'pass' if goal['pass'] else 'FAIL'}  {goal['goal']}: {goal['value']}")
     path = write_json(RESULTS_DIR / "stiff.json", records, benchmark="stiff",
                       settings=dict(rtols=rtols, atol_factor=ATOL_FACTOR),
-                      load_start=load_start, load_end=load_average())
+                      load_start=load_start, load_end=load_average(), goals=found)
     print(f"wrote {path}")
 
 
