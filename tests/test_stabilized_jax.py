@@ -1,11 +1,13 @@
-"""Stabilized methods on the JAX side: f evaluations and stage counts, and ``eigen_est``.
+"""Stabilized methods on the JAX side: f evaluations, stage counts, spectral-radius
+estimates and ``eigen_est``.
 
 The diffrax solver counts its f evaluations, largest stage count and spectral-radius
 estimates in its solver state; these tests count the evaluations independently (a host
-callback in the vector field) and compare. ``solve(..., backend="jax")`` reports them in
-``sol.stats`` and honours ``eigen_est`` once the JAX backend passes them through (the
-change to ``_backend_jax.py`` and ``sensitivity/_ode.py`` described in issue 11): until
-then those tests are expected to fail.
+callback in the vector field) and compare. It refreshes the estimate by the NumPy
+executor's rule (before the first step, every 25 accepted steps, after a rejection): on
+the same steps both backends report the same stats. ``solve(..., backend="jax")`` reports
+them in ``sol.stats`` and honours ``eigen_est`` (the tests marked ``needs_backend_change``
+check that the backend passes them through).
 """
 
 import inspect
@@ -311,3 +313,27 @@ def test_eigen_est_closure_change_rebuilds_the_program(problem):
     factor[0] = 25.0
     after = dxdt.solve(problem, method, **fixed).stats["max_stages_used"]
     assert after > before
+
+
+def test_hessian_through_the_power_iterations_while_loop():
+    """Second order (the operator's default mode) through ROCK2 solves whose power
+    iteration is a lax.while_loop: against central differences of RKC gradients at tight
+    tolerance."""
+    from dxdt import sensitivity as sens
+
+    def loss(u):
+        return np.sum(u[-1] ** 2)
+
+    u0 = U0 + 0.2 * np.sin(3 * np.pi * np.arange(1, N + 1) / (N + 1))  # two modes
+
+    def problem(p):
+        return dxdt.ODEProblem(heat, u0, (0.0, T1), p)
+
+    hessian = sens.hessian(loss, problem(P), ROCK2(), saveat=[T1], rtol=1e-8, atol=1e-10)
+
+    def gradient(p):
+        return sens.gradient(loss, problem(p), RKC(), saveat=[T1], rtol=1e-10, atol=1e-12)
+
+    eps = 1e-5
+    reference = np.array([(gradient(P + e) - gradient(P - e)) / (2 * eps) for e in np.eye(2) * eps])
+    np.testing.assert_allclose(hessian, reference, rtol=1e-5, atol=1e-8)
