@@ -57,3 +57,18 @@ def test_hessian_wrt_u0_is_exact(linear):
     E = linear.exact.jacobian_u0(1.5)
     H = sens.hessian(sq_norm_final, linear, Tsit5(), wrt="u0", **TIGHT)
     np.testing.assert_allclose(H, 2 * E.T @ E, rtol=1e-8)
+
+
+@pytest.mark.parametrize("adjoint", ["interpolating", "backsolve"])
+def test_adjoint_jumps_at_every_save_time(linear, adjoint):
+    """A loss reading ``u`` at t0, at a repeated interior time, at others and at t1: the
+    adjoint's jumps (one backward solve stepping onto each save time for the
+    interpolating adjoint) against the exact Jacobians."""
+    ts = np.array([0.0, 0.3, 0.3, 0.9, 1.2, 1.5])
+    w = np.linspace(-1.0, 1.0, ts.size * 3).reshape(ts.size, 3)
+    g_u0, g_A = sens.gradient(lambda U: np.sum(w * U), linear, Tsit5(), wrt=("u0", "p"),
+                              saveat=ts, mode="reverse", adjoint=adjoint, **TIGHT)
+    exact_u0 = np.einsum("ki,kij->j", w, linear.exact.jacobian_u0(ts))
+    exact_A = np.einsum("ki,kiab->ab", w, linear.exact.jacobian_A(ts))
+    np.testing.assert_allclose(g_u0, exact_u0, rtol=1e-7, atol=1e-9)
+    np.testing.assert_allclose(g_A, exact_A, rtol=1e-7, atol=1e-9)
