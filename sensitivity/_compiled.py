@@ -8,7 +8,9 @@ everything its result depends on:
   dtypes and container structure of ``u0`` and ``p``, number of save times ...);
 - the code of ``f``, of the loss and of every helper they reach, and the Python values
   they read (:func:`._fingerprint.reach` walks them as the translation does);
-- dxdt, JAX, jaxlib, diffrax, equinox and NumPy versions and the platform;
+- dxdt, JAX, jaxlib, diffrax, equinox and NumPy versions and the platform, and the
+  size and modification time of each of dxdt's own modules (an edited checkout of dxdt
+  misses even when its version number did not change);
 
 and, checked after the key matches, the content of the closure arrays the trace read
 before writing (:class:`ConstantRead`): an array the user changed in place misses, so
@@ -379,8 +381,24 @@ def _environment() -> tuple:
 
     device = jax.devices()[0]
     packages = tuple((name, version(name)) for name in ("jax", "jaxlib", "diffrax", "equinox", "numpy"))
-    return (FORMAT, __version__, packages, sys.version_info[:2], platform.machine(),
+    return (FORMAT, __version__, _source_stamp(), packages, sys.version_info[:2], platform.machine(),
             device.platform, getattr(device, "device_kind", ""), jax.config.jax_enable_x64)
+
+
+def _source_stamp() -> str:
+    """A digest of the name, size and modification time of every module of dxdt's packages
+    (a ``stat`` each, not a read)."""
+    stamp = hashlib.blake2b(digest_size=16)
+    folders = [os.path.dirname(os.path.dirname(os.path.abspath(__file__)))]
+    while folders:
+        with os.scandir(folders.pop()) as entries:
+            for entry in sorted(entries, key=lambda e: e.name):
+                if entry.is_dir() and os.path.isfile(os.path.join(entry.path, "__init__.py")):
+                    folders.append(entry.path)
+                elif entry.name.endswith(".py"):
+                    info = entry.stat()
+                    stamp.update(f"{entry.path}:{info.st_size}:{info.st_mtime_ns};".encode())
+    return stamp.hexdigest()
 
 
 _KEYS: dict = {}  # (kind, static, digests) -> key, so that a warm call hashes no text

@@ -279,3 +279,17 @@ def test_f_is_traced_once_per_compilation(op):
     prob = dxdt.ODEProblem(f, np.ones(2), (0.0, 1.0), p=np.array([0.5, 0.25]))
     getattr(sens, op)(total, prob, Tsit5(), mode="forward")
     assert len(calls) == 1
+
+
+def test_an_edited_dxdt_module_changes_the_cache_key():
+    """Programs compiled by another state of dxdt's own code are never loaded, even when
+    the version number is unchanged (an edited checkout): the key stamps every module."""
+    module = Path(compiled.__file__)
+    before = compiled._source_stamp()
+    info = module.stat()
+    try:
+        os.utime(module, ns=(info.st_atime_ns, info.st_mtime_ns + 1_000_000_000))
+        assert compiled._source_stamp() != before
+    finally:
+        os.utime(module, ns=(info.st_atime_ns, info.st_mtime_ns))
+    assert compiled._source_stamp() == before
