@@ -36,6 +36,7 @@ import numpy as np
 from ._ensemble import tree_leaves, tree_map
 from ._problem import ODEProblem, as_state
 from ._solution import Solution
+from .solvers import AbstractStabilized
 
 DEFAULT_JAX_BATCH = 4096  # members per compiled batch by default
 PILOT_LOOSEN = 1e3  # the pilot's tolerances are this much looser (capped at rtol 1e-2)
@@ -238,6 +239,10 @@ def _build(prob: ODEProblem, method, adaptive: bool, auto_dt: bool, n_save: int,
                            **fixed, **step)
         counts = jnp.stack([sol.stats["num_steps"], sol.stats["num_accepted_steps"],
                             sol.stats["num_rejected_steps"]])
+        if isinstance(method, AbstractStabilized):  # its solver state counts f, stages, estimates
+            from .solvers._stabilized_diffrax import stabilized_counters
+
+            counts = jnp.concatenate([counts, stabilized_counters(sol.sol).astype(counts.dtype)])
         return sol.ts, sol.ys, code, counts
 
     p_axis = 0 if p_batched else None
@@ -264,17 +269,41 @@ def _to_solutions(lanes: _Lanes, idx, method, opts, ts, ys, codes, counts) -> li
     ys = np.asarray(ys, dtype=dtype).reshape(ys.shape[:2] + shape)  # the problem's dtype
     filled = np.isfinite(ts)
     reached = filled.sum(axis=1) - 1  # as a solo solve: the last filled row tells where it stopped
-    tab = method.tableau
-    per_step = tab.stages - 1 if tab.fsal else tab.stages
-    first_fevals = 1 + 2 * (opts["dt"] is None and opts["adaptive"])
+    member_stats = _stats_rule(method, opts)
     saveat, sols = opts["saveat"], []
     # Python scalars up front: per-lane NumPy indexing dominated this loop for thousands of lanes
     rows = zip(counts.tolist(), np.asarray(codes).ravel().tolist(), reached.tolist(),
                lanes.t0[idx].tolist(), lanes.t1[idx].tolist())
-    for j, ((steps, accepted, rejected), code, n, t0, t1) in enumerate(rows):
-        stats = {"nfev": first_fevals + steps * per_step, "naccept": accepted, "nreject": rejected}
+    for j, (lane_counts, code, n, t0, t1) in enumerate(rows):
+        stats = member_stats(*lane_counts)
         status = STATUS_CODES[int(code)]
         message = (_success_message(SimpleNamespace(tspan=(t0, t1)), stats) if status == "success"
                    else failure_message(status, float(ts[j][filled[j]][-1]), None, opts["max_steps"], t1))
         sols.append(Solution(saveat[:n], ys[j, :n], stats, status, message))
     return sols
+
+
+def _stats_rule(method, opts: dict):
+    """``stats(steps, accepted, rejected, *counters)`` of one lane, as its solo JAX solve
+    (:func:`~dxdt._backend_jax.integrate_jax`) reports them: a Runge-Kutta method's ``nfev``
+    from its step count; a stabilized method's from the ``counters`` its solver state kept
+    (:func:`~dxdt.solvers._stabilized_diffrax.solve_stats`, which adds ``max_stages_used`` and
+    ``n_eigen_est``). Either way plus diffrax's initial step selection (two evaluations) when
+    no ``dt`` is given."""
+    selection = 2 * (opts["dt"] is None and opts["adaptive"])
+    if isinstance(method, AbstractStabilized):
+        from .solvers._stabilized_diffrax import solve_stats
+
+        given = method.eigen_est is not None
+
+        def stabilized(steps, accepted, rejected, *counters):
+            counted = solve_stats(method, counters, accepted, rejected, given)
+            return {"nfev": counted.pop("nfev") + selection, "naccept": accepted, "nreject": rejected,
+                    **counted}
+        return stabilized
+    tab = method.tableau
+    per_step = tab.stages - 1 if tab.fsal else tab.stages
+
+    def runge_kutta(steps, accepted, rejected):
+        return {"nfev": 1 + selection + steps * per_step, "naccept": accepted, "nreject": rejected}
+    return runge_kutta

@@ -1,8 +1,9 @@
 """Ensembles on ``backend="jax"``: vectorised batches equal solo JAX solves, member by member.
 
-References: closed forms (exponential decay, the blow-up of y' = y^2) and each member's
-solo ``dxdt.solve(member, backend="jax")`` (same status and step counts; values to
-rounding, since vectorised arithmetic may round differently).
+References: closed forms (exponential decay, the blow-up of y' = y^2, a cosine mode of the
+heat equation) and each member's solo ``dxdt.solve(member, backend="jax")`` (same status and
+stats, a stabilized method's stage counts and estimates included; values to rounding, since
+vectorised arithmetic may round differently).
 """
 
 import os
@@ -17,7 +18,7 @@ import pytest
 pytest.importorskip("diffrax")
 
 import dxdt  # noqa: E402
-from dxdt.solvers import Tsit5  # noqa: E402
+from dxdt.solvers import RKC, ROCK2, Tsit5  # noqa: E402
 
 TS = np.linspace(0.0, 1.0, 11)
 OPTIONS = dict(rtol=1e-8, atol=1e-10, saveat=TS)
@@ -81,6 +82,49 @@ def test_grouping_by_pilot_step_counts_cuts_the_lockstep_cost(ensemble, batched)
     steps = np.array([s.stats["naccept"] + s.stats["nreject"] for s in solos])
     in_index_order = sum(3 * steps[i:i + 3].max() for i in range(0, len(steps), 3)) / steps.sum()
     assert 1.0 <= batched.stats["lockstep"] < in_index_order
+
+
+# the heat equation u_t = D u_xx with no-flux walls (dxdt.problems.heat_1d, D constant per member)
+# from 1 + cos(pi x): stiff enough (spectral radius ~ 4 D n^2) for stabilized methods to take
+# several stages; batches of 2 lanes, so the pilot runs and the last batch is padded
+HEAT_N = 32
+HEAT_X = (np.arange(HEAT_N) + 0.5) / HEAT_N
+HEAT_D = np.array([0.5, 1.0, 2.0])
+HEAT_TS = np.linspace(0.0, 0.2, 5)
+HEAT_OPTIONS = dict(rtol=1e-5, atol=1e-8, saveat=HEAT_TS)
+
+
+@pytest.fixture(scope="module", params=[RKC(), ROCK2()], ids=["RKC", "ROCK2"])
+def heat_ensemble(request):
+    method = request.param
+    prob = dxdt.problems.heat_1d(n=HEAT_N, p=np.ones(HEAT_N), u0=1.0 + np.cos(np.pi * HEAT_X),
+                                 tspan=(0.0, 0.2))
+    ens = dxdt.EnsembleProblem(prob, p=np.outer(HEAT_D, np.ones(HEAT_N)))
+    sol = dxdt.solve(ens, method, backend="jax", batch_size=2, **HEAT_OPTIONS)
+    solos = [dxdt.solve(ens.member(i), method, backend="jax", **HEAT_OPTIONS) for i in range(len(ens))]
+    return sol, solos
+
+
+def test_stabilized_members_report_their_solo_stats(heat_ensemble):
+    sol, solos = heat_ensemble
+    assert sol.stats["n_batches"] == 2
+    for i, solo in enumerate(solos):
+        member = sol.members[i]
+        assert solo.status == "success" and solo.stats["max_stages_used"] > 2, solo.stats
+        assert member.status == solo.status and member.stats == solo.stats, (i, member.stats, solo.stats)
+        np.testing.assert_allclose(member.u, solo.u, rtol=1e-12, atol=1e-300)
+
+
+def test_stabilized_members_follow_the_heat_equation(heat_ensemble):
+    sol, _ = heat_ensemble
+    # the cosine mode is an eigenvector of the discrete Laplacian: exact for the ODE,
+    # and within the discretisation error (dx^2) of the PDE's exp(-pi^2 D t)
+    rate = 4.0 * HEAT_N**2 * np.sin(np.pi / (2 * HEAT_N)) ** 2
+    decay = np.exp(-np.outer(HEAT_D, HEAT_TS) * rate)
+    exact = 1.0 + decay[:, :, None] * np.cos(np.pi * HEAT_X)
+    np.testing.assert_allclose(sol.u, exact, rtol=0, atol=1e-4)
+    pde = 1.0 + np.exp(-np.pi**2 * np.outer(HEAT_D, HEAT_TS))[:, :, None] * np.cos(np.pi * HEAT_X)
+    np.testing.assert_allclose(sol.u, pde, rtol=0, atol=1e-3)
 
 
 def test_tspan_batches_shared_p_and_prob_func():
