@@ -199,12 +199,13 @@ def _solve_batch(lanes: _Lanes, method, opts, args: tuple, n_save: int, max_step
     """Run one batch's compiled solve on ``args``: NumPy ``(ts, ys, codes, counts)`` per lane."""
     from ._backend_jax import structure
     from .sensitivity._compiled import lookup
+    from .sensitivity._estimate import estimate_callables
 
     prob = lanes.template
     auto_dt = opts["dt"] is None
     static = (structure(args), lanes.p_batched, prob.inplace, repr(method), opts["adaptive"], auto_dt,
               n_save, max_steps, _local_device_count())
-    program = lookup("ensemble", static, (prob.f,),
+    program = lookup("ensemble", static, (prob.f,) + estimate_callables(method),
                      lambda: _build(prob, method, opts["adaptive"], auto_dt, n_save, max_steps,
                                     lanes.p_batched, args))
     return program(*args)
@@ -222,6 +223,7 @@ def _build(prob: ODEProblem, method, adaptive: bool, auto_dt: bool, n_save: int,
     vmapped over the lanes (sharded over the local devices), traced and compiled for ``args``."""
     from .sensitivity import to_jax
     from .sensitivity._compiled import Program, compile_function
+    from .sensitivity._estimate import translate_eigen_est
     from .sensitivity._jax import load_jax
     from .sensitivity._ode import SolveOptions, odeint
 
@@ -229,6 +231,7 @@ def _build(prob: ODEProblem, method, adaptive: bool, auto_dt: bool, n_save: int,
     # a fresh translation: JAX caches traces per function object, and a rebuild after a
     # closure array changed must trace f again, not reuse the old trace's constants
     g = to_jax(prob.f, prob.u0, prob.p)
+    rho = translate_eigen_est(method)  # None: the power iteration of a stabilized method
     g_once = jax.jit(g)  # diffrax evaluates the field at several places: trace f once
     fixed = {} if adaptive and auto_dt else {"adaptive": adaptive}
 
@@ -236,7 +239,7 @@ def _build(prob: ODEProblem, method, adaptive: bool, auto_dt: bool, n_save: int,
         step = {} if auto_dt else {"dt0": dt0}
         sol, code = odeint(lambda t, y, a: g_once(y, a, t), u0, p, t0, t1,
                            SolveOptions(method, rtol, atol, max_steps), ts=ts if n_save else None,
-                           **fixed, **step)
+                           spectral_radius=rho, **fixed, **step)
         counts = jnp.stack([sol.stats["num_steps"], sol.stats["num_accepted_steps"],
                             sol.stats["num_rejected_steps"]])
         if isinstance(method, AbstractStabilized):  # its solver state counts f, stages, estimates
@@ -256,7 +259,8 @@ def _build(prob: ODEProblem, method, adaptive: bool, auto_dt: bool, n_save: int,
                                           shared, shared, shared),
                                 out_specs=lanes, check_vma=False)
     executable, meta = compile_function(batched, *args)
-    return Program(executable, tuple(g.constant_reads), meta, traces=g.n_traces)
+    reads = tuple(g.constant_reads) + (() if rho is None else tuple(rho.constant_reads))
+    return Program(executable, reads, meta, traces=g.n_traces)
 
 
 def _to_solutions(lanes: _Lanes, idx, method, opts, ts, ys, codes, counts) -> list[Solution]:

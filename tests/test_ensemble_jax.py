@@ -94,7 +94,12 @@ HEAT_TS = np.linspace(0.0, 0.2, 5)
 HEAT_OPTIONS = dict(rtol=1e-5, atol=1e-8, saveat=HEAT_TS)
 
 
-@pytest.fixture(scope="module", params=[RKC(), ROCK2()], ids=["RKC", "ROCK2"])
+def heat_gershgorin(u, p, t):
+    return 4.0 * np.max(p) * HEAT_N**2  # row sums of |df/du| bound its spectral radius
+
+
+@pytest.fixture(scope="module", params=[RKC(), ROCK2(), RKC(eigen_est=heat_gershgorin)],
+                ids=["RKC", "ROCK2", "RKC-eigen_est"])
 def heat_ensemble(request):
     method = request.param
     prob = dxdt.problems.heat_1d(n=HEAT_N, p=np.ones(HEAT_N), u0=1.0 + np.cos(np.pi * HEAT_X),
