@@ -32,9 +32,10 @@ from ._target import check_wrt
 # extra cost of a forward direction, (forward/primal - 1) / m, was 0.02-0.23 for 2-128
 # states (Lotka-Volterra, Lorenz, heat_1d), 0.57 at 256, 1.6 at 2048 and 2.7 at 8192
 # (Gray-Scott 32 and 64, 30 steps). FORWARD_COST_LARGE is deliberately lower than those
-# last two: the adjoint's dense forward pass costs O(steps^2 n) on XLA's CPU backend (its
-# step buffer is rewritten in full every step, see docs/compiled.md), so the adjoint's
-# advantage at m = 4 on a 30-step Gray-Scott solve turns into a large loss on long solves
+# last two: the adjoint's dense forward pass stores every step, and above 32 MiB XLA's
+# fresh buffer costs page faults on every call (~0.65 ms per MiB here, linear in steps x
+# n; see docs/compiled.md), so the adjoint's advantage at m = 4 on a 30-step Gray-Scott
+# solve shrinks or turns into a loss on long solves
 # of large states. The crossover therefore stays above 5 target entries for any state
 # size (a few-parameter PDE keeps forward mode), and falls from 25 for a few states to 15
 # at 256 states (right on 6 of the 8 grid problems: not on the two short Gray-Scott runs).
