@@ -94,7 +94,8 @@ def _interpolating_pass(g, state_cotangents, u0, p, t0, t1, saveat, options, *, 
         return d_lam, d_mu
 
     start = (_zeros(u0), _zeros(p) if need_mu else None)
-    sol, code = odeint(field, start, p, t1, t0, options, jumps=saveat)
+    estimate = options.spectral_radius(lambda t, y, a: (t, dense.evaluate(t), a))
+    sol, code = odeint(field, start, p, t1, t0, options, jumps=saveat, spectral_radius=estimate)
     lam_tilde, mu = jax.tree_util.tree_map(lambda y: y[-1], sol.ys)
     total = jax.tree_util.tree_map(lambda ct: jnp.sum(ct, axis=0), state_cotangents)
     lam = jax.tree_util.tree_map(jnp.add, lam_tilde, total)
@@ -114,6 +115,8 @@ def _backsolve_pass(g, state_cotangents, u_states, u0, p, t0, t1, saveat, option
         u, lam, mu = a
         return _field_parts(g, u, lam, p_arg, t, need_mu)
 
+    estimate = options.spectral_radius(lambda t, y, a: (t, y[0], a))
+
     def scaled_error(u, reference):
         scale = options.atol + options.rtol * jnp.abs(reference)
         return jnp.max(jnp.abs(u - reference) / scale)
@@ -121,7 +124,7 @@ def _backsolve_pass(g, state_cotangents, u_states, u0, p, t0, t1, saveat, option
     def segment(carry, k):
         lam, mu, u, tau, code, mismatch = carry
         s_k = saveat[k]
-        sol, c = odeint(field, (u, lam, mu), p, tau, s_k, options)
+        sol, c = odeint(field, (u, lam, mu), p, tau, s_k, options, spectral_radius=estimate)
         u, lam, mu = jax.tree_util.tree_map(lambda y: y[-1], sol.ys)
         mismatch = jnp.maximum(mismatch, scaled_error(u, u_states[k]))
         u = u_states[k]  # restart from the forward state: errors do not accumulate
@@ -133,7 +136,7 @@ def _backsolve_pass(g, state_cotangents, u_states, u0, p, t0, t1, saveat, option
     init = (lam0, mu0, u_states[-1], jnp.asarray(t1, dtype=jnp.result_type(float)), jnp.asarray(0), jnp.asarray(0.0))
     n_save = saveat.shape[0]
     (lam, mu, u, tau, code, mismatch), _ = jax.lax.scan(segment, init, jnp.arange(n_save - 1, -1, -1))
-    sol, c = odeint(field, (u, lam, mu), p, tau, t0, options)
+    sol, c = odeint(field, (u, lam, mu), p, tau, t0, options, spectral_radius=estimate)
     u, lam, mu = jax.tree_util.tree_map(lambda y: y[-1], sol.ys)
     mismatch = jnp.maximum(mismatch, scaled_error(u, u0))
     return lam, mu, jnp.maximum(code, c), mismatch

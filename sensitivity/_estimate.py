@@ -31,8 +31,8 @@ class TranslatedEstimate:
         Closure arrays of a NumPy ``eigen_est`` read by the traces.
     """
 
-    def __init__(self, eigen_est: Any):
-        self.eigen_est = eigen_est
+    def __init__(self, eigen_est: Any, owner: int = OWNER):
+        self.eigen_est, self.owner = eigen_est, owner
         self.pure_jax = callable(eigen_est) and _refers_to_jax(eigen_est)
         self.constant_reads: list = []
 
@@ -44,7 +44,7 @@ class TranslatedEstimate:
             value = self.eigen_est(u, p, t)
         else:
             value = call(self.eigen_est, (u, p, t), duplicate_closure=False,
-                         reads=self.constant_reads, owner=OWNER)
+                         reads=self.constant_reads, owner=self.owner)
         value = jnp.asarray(value)
         if value.shape != () or value.dtype.kind not in "biuf":
             raise TypeError(f"eigen_est(u, p, t) must return a real scalar, got "
@@ -52,12 +52,13 @@ class TranslatedEstimate:
         return value.astype(jnp.result_type(float))
 
 
-def translate_eigen_est(method) -> TranslatedEstimate | None:
+def translate_eigen_est(method, owner: int = OWNER) -> TranslatedEstimate | None:
     """``rho(t, u, p)`` for a stabilized ``method`` with an ``eigen_est``; None otherwise
-    (the solver then runs its power iteration)."""
+    (the solver then runs its power iteration). ``owner``: its position among the
+    callables of the program's cache key."""
     if not isinstance(method, AbstractStabilized) or method.eigen_est is None:
         return None
-    return TranslatedEstimate(method.eigen_est)
+    return TranslatedEstimate(method.eigen_est, owner)
 
 
 def estimate_callables(method) -> tuple[Callable, ...]:

@@ -36,7 +36,7 @@ equations", ICLR (2021).
 from __future__ import annotations
 
 import inspect
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Callable
 
 import numpy as np
@@ -46,6 +46,7 @@ from .._events import Event, TimeEvent
 from .._solution import SolverError
 from ._jax import load_jax
 from ._loss import _refers_to_jax, _required_positional, translate_loss
+from ._estimate import translate_eigen_est
 from ._ode import SolveOptions, odeint
 from .translate import duplicate, to_jax
 from .translate._trace import call
@@ -194,8 +195,12 @@ def _segment(setup: EventSetup, u, p, t_start, t_stop: float, ts, differentiable
         return span * setup.g(y, pp, start + s * span)
 
     s_save = None if len(ts) == 0 else (jnp.asarray(ts) - t_start) / (t_stop - t_start)
+    estimate = setup.options.spectral_radius(  # in the segment's time s: scaled by its span
+        lambda s, y, args: (args[1] + s * (t_stop - args[1]), y, args[0]))
+    rho = None if estimate is None else (
+        lambda s, y, args: jnp.abs(t_stop - args[1]) * estimate(s, y, args))
     sol, code = odeint(field, u, (p, t_start), 0.0, 1.0, setup.options, ts=s_save,
-                       differentiable=differentiable)
+                       differentiable=differentiable, spectral_radius=rho)
     return sol.ys[-1], sol.ys[:-1], code
 
 
@@ -339,6 +344,7 @@ class EventOperator:
         self._target, self._inner = target, "forward" if chosen.endswith("forward") else "reverse"
         self._signature = describe(target.select(prob.u0, prob.p))
         self._g = to_jax(prob.f, prob.u0, prob.p, duplicate_closure=duplicate_closure)
+        self._estimate = translate_eigen_est(options.method)
         self._loss = None if loss is None else translate_event_loss(loss, duplicate_closure)
         self._conditions, self._affects = translate_events(events, prob.u0, prob.p, duplicate_closure)
         self._plan, self._prepared, self._traces = None, None, 0
@@ -366,7 +372,7 @@ class EventOperator:
         setup = EventSetup(
             g=self._g, loss=self._loss, target=self._target, u0=jnp.asarray(prob.u0),
             p=as_jax_tree(prob.p, prob.u0.dtype), t0=prob.tspan[0], saveat=np.asarray(self._saveat[:n_rows]),
-            options=self._options, events=self._events, conditions=self._conditions,
+            options=replace(self._options, estimate=self._estimate), events=self._events, conditions=self._conditions,
             affects=self._affects, boundaries=boundaries, t_end=t_end,
         )
         op, inner = self.op, self._inner

@@ -41,7 +41,8 @@ def trajectory_tangents(g, target, theta, u0, p, t0, t1, saveat, options):
         du, push = jax.linearize(lambda uu, pp: g(uu, pp, t), u, p_arg)
         return du, jax.vmap(push)(S, p_dots)
 
-    sol, code = odeint(field, (u0_, u0_dots), p_, t0, t1, options, ts=saveat)
+    sol, code = odeint(field, (u0_, u0_dots), p_, t0, t1, options, ts=saveat,
+                       spectral_radius=options.spectral_radius(lambda t, y, a: (t, y[0], a)))
     U, S = sol.ys
     return U[:-1], S[:-1], code
 

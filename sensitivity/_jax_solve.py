@@ -19,6 +19,7 @@ differentiation", NeurIPS (2022) (custom JVPs with transposable tangents).
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any, Callable
 
 import numpy as np
@@ -156,9 +157,11 @@ def jax_solve(prob: ODEProblem, method=None, *, saveat=None, rtol: float = 1e-6,
     saveat = _checks.check_saveat([prob.tspan[1]] if saveat is None else saveat, prob.tspan)
     duplicate_closure = _checks.check_flag("duplicate_closure", duplicate_closure)
 
+    from ._estimate import translate_eigen_est
     from .translate import duplicate, to_jax
 
     g = to_jax(prob.f, prob.u0, prob.p, duplicate_closure=duplicate_closure)
+    options = replace(options, estimate=translate_eigen_est(options.method))
     dense_steps = 0
     if adjoint == "interpolating":
         # the dense-output buffer (its size is static and cannot grow inside a trace): about

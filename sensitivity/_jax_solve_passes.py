@@ -50,7 +50,8 @@ def _nan_unless(ok, tree):
 
 def primal_with_code(spec: SolveSpec, u0, p):
     """``(u(saveat), status code)``; the states are NaN unless the code is 0."""
-    sol, code = odeint(spec.rhs, u0, p, spec.t0, spec.t1, spec.options, ts=jnp.asarray(spec.saveat))
+    sol, code = odeint(spec.rhs, u0, p, spec.t0, spec.t1, spec.options, ts=jnp.asarray(spec.saveat),
+                       spectral_radius=spec.options.spectral_radius())
     return _nan_unless(code == 0, sol.ys[:-1]), code
 
 
@@ -65,7 +66,8 @@ def _tangent_with_code(spec: SolveSpec, u0, p, v0, vp):
         return jax.jvp(lambda uu, qq: spec.g(uu, qq, t), (u, q), (s, dq))
 
     sol, code = odeint(field, (u0, v0), (p, vp), spec.t0, spec.t1, spec.options,
-                       ts=jnp.asarray(spec.saveat))
+                       ts=jnp.asarray(spec.saveat),
+                       spectral_radius=spec.options.spectral_radius(lambda t, z, a: (t, z[0], a[0])))
     return sol.ys[1][:-1], code
 
 
@@ -81,7 +83,8 @@ def _stacked_tangents(spec: SolveSpec, u0, p, V0, Vp):
         du, push = jax.linearize(lambda uu, qq: spec.g(uu, qq, t), u, q)
         return du, jax.vmap(push)(S, Vp)
 
-    sol, code = odeint(field, (u0, V0), p, spec.t0, spec.t1, spec.options, ts=jnp.asarray(spec.saveat))
+    sol, code = odeint(field, (u0, V0), p, spec.t0, spec.t1, spec.options, ts=jnp.asarray(spec.saveat),
+                       spectral_radius=spec.options.spectral_radius(lambda t, z, a: (t, z[0], a)))
     return _nan_unless(code == 0, jnp.swapaxes(sol.ys[1][:-1], 0, 1))
 
 
@@ -126,14 +129,15 @@ def _adjoint_with_code(spec: SolveSpec, u0, p, w):
     if spec.adjoint == "checkpoint":
         def states(a, b):
             sol, code = odeint(spec.rhs, a, b, spec.t0, spec.t1, spec.options, ts=saveat,
-                               differentiable="reverse")
+                               differentiable="reverse", spectral_radius=spec.options.spectral_radius())
             return sol.ys[:-1], code
 
         _, vjp, code = jax.vjp(states, u0, p, has_aux=True)
         return vjp(w), code == 0
     dense = spec.adjoint == "interpolating"
     fwd, code = odeint(spec.rhs, u0, p, spec.t0, spec.t1, spec.options, ts=saveat, dense=dense,
-                       max_steps=spec.dense_steps if dense else None)
+                       max_steps=spec.dense_steps if dense else None,
+                       spectral_radius=spec.options.spectral_radius())
     lam, mu, code_adj, mismatch = adjoint_pass(spec.g, w, fwd.ys, u0, p, spec.t0, spec.t1, saveat,
                                                spec.options, kind=spec.adjoint, dense=fwd)
     return (lam, mu), (code == 0) & (code_adj == 0) & (mismatch <= BACKSOLVE_MISMATCH)

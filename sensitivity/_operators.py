@@ -11,6 +11,7 @@ compiling, unless a closure array they read has changed.
 from __future__ import annotations
 
 import warnings
+from dataclasses import replace
 from typing import Any, Callable
 
 import numpy as np
@@ -238,6 +239,7 @@ def prepare(op: str, *args, method=None, saveat=None, rtol=1e-6, atol=1e-8,
         return prepare_with_events(op, loss, prob, events, options, saveat, target, chosen, reason,
                                    adjoint, duplicate_closure)
 
+    from ._estimate import estimate_callables, translate_eigen_est
     from .translate import to_jax
 
     L = None if loss is None else translate_loss(loss, duplicate_closure)
@@ -257,15 +259,18 @@ def prepare(op: str, *args, method=None, saveat=None, rtol=1e-6, atol=1e-8,
         _check_dense_memory(steps, options, prob.u0)
         g = to_jax(prob.f, prob.u0, prob.p, duplicate_closure=duplicate_closure)
         reads = len(g.constant_reads)
-        run = _builder(op, inner, adjoint, g, L, target, options, steps)
+        estimate = translate_eigen_est(options.method, owner=len(callables) - 1)
+        run = _builder(op, inner, adjoint, g, L, target, replace(options, estimate=estimate), steps)
         example = (theta0, theta0, context) if op == "hvp" else (theta0, context)
         executable, meta = _compiled.compile_function(run, *example)
         loss_reads = tuple(L.constant_reads) if L is not None else ()
-        return _compiled.Program(executable, tuple(g.constant_reads[reads:]) + loss_reads,
+        estimate_reads = tuple(estimate.constant_reads) if estimate is not None else ()
+        return _compiled.Program(executable, tuple(g.constant_reads[reads:]) + loss_reads + estimate_reads,
                                  {"dense_steps": steps, **meta}, traces=1)
 
-    callables = (prob.f,) if L is None else (prob.f, loss)
-    flags = (False,) if L is None else (False, L.pure_jax)
+    # the user's functions traced into the program, in the order of their ``owner`` number
+    callables = ((prob.f,) if L is None else (prob.f, loss)) + estimate_callables(options.method)
+    flags = ((False,) if L is None else (False, L.pure_jax)) + (False,) * len(estimate_callables(options.method))
     program = _compiled.lookup("operator", static, callables, build, constant_arrays=flags)
 
     def rebuild(dense_steps: int) -> _compiled.Program:

@@ -7,6 +7,7 @@ their results needs these, not the solver: diffrax is imported when a program is
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, Callable
 
 import numpy as np
 
@@ -25,6 +26,21 @@ class SolveOptions:
     rtol: float
     atol: float
     max_steps: int
+    estimate: Any = None  # rho(t, u, p) from a stabilized method's eigen_est, or None
+
+    def spectral_radius(self, read: Callable | None = None) -> Callable | None:
+        """The user's ``eigen_est`` as :func:`._ode.odeint`'s ``spectral_radius(t, y,
+        args)``, ``read(t, y, args) -> (t, u, p)`` finding the physical time, the state
+        and the parameters in a pass's augmented system (default: ``y`` is ``u``). An
+        augmented system (tangents, adjoints) has the spectrum of ``df/du`` (its
+        Jacobian is block-triangular with ``df/du`` or ``-(df/du)^T`` on the diagonal),
+        so the same bound serves every pass. None without an ``eigen_est``.
+        """
+        if self.estimate is None:
+            return None
+        if read is None:
+            return self.estimate
+        return lambda t, y, a: self.estimate(*read(t, y, a))
 
 
 def raise_on_failure(codes, what: str, hint: str = "") -> None:

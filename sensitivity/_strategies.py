@@ -73,7 +73,8 @@ def _state_solve(setup: Setup, u0, p, kind: str):
     dense = kind == "interpolating"
     steps = min(setup.dense_steps, setup.options.max_steps) if dense else None
     fwd, code = odeint(setup.rhs, u0, p, setup.t0, setup.t1, setup.options,
-                       ts=setup.saveat, dense=dense, max_steps=steps)
+                       ts=setup.saveat, dense=dense, max_steps=steps,
+                       spectral_radius=setup.options.spectral_radius())
     overflow = jnp.asarray(dense and setup.dense_steps < setup.options.max_steps) & (code == 1)
     return fwd, jnp.where(overflow, 0, code), overflow
 
@@ -126,7 +127,8 @@ def value_and_gradient_checkpoint(setup: Setup, theta):
     def value(theta):
         u0, p = setup.target.merge(theta, setup.u0, setup.p)
         fwd, code = odeint(setup.rhs, u0, p, setup.t0, setup.t1, setup.options,
-                           ts=setup.saveat, differentiable="reverse")
+                           ts=setup.saveat, differentiable="reverse",
+                           spectral_radius=setup.options.spectral_radius())
         L = setup.loss(fwd.ys[:-1], p)
         stats = {"code": code, "naccept": fwd.stats["num_accepted_steps"],
                  "nreject": fwd.stats["num_rejected_steps"], "u1": fwd.ys[-1]}
