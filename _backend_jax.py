@@ -170,18 +170,38 @@ def _to_numpy(prob, method, saveat, dense, ts, ys, code, counts, sol, auto_dt, m
     elif code == 0:
         t[-1] = prob.tspan[1]  # t0 + 1 * (t1 - t0) may round
     status = STATUS_CODES[code]
-    tab = method.tableau
-    per_step = tab.stages - 1 if tab.fsal else tab.stages
     steps, accepted, rejected = (int(c) for c in counts[:3])
-    stats = {"nfev": 1 + 2 * auto_dt + steps * per_step, "naccept": accepted, "nreject": rejected}
-    if isinstance(method, AbstractStabilized):
-        from .solvers._stabilized_diffrax import solve_stats
-
-        stats.update(solve_stats(method, counts[3:], accepted, rejected, method.eigen_est is not None))
-        stats["nfev"] += 2 * auto_dt
+    stats = stats_rule(method, auto_dt)(steps, accepted, rejected, *counts[3:])
     message = "" if status == "success" else failure_message(status, t_end, None, max_steps, prob.tspan[1])
     dense_out = _DiffraxDense(sol[0], prob.tspan[0], t_end, prob.u0.shape, prob.u0.dtype) if dense else None
     return RawSolution(t, u, stats, status, message, dense_out)
+
+
+def stats_rule(method, auto_dt: bool):
+    """``stats(steps, accepted, rejected, *counters)`` of a JAX solve (one ensemble lane or
+    a solo solve
+    with :func:`integrate_jax`): a Runge-Kutta method's ``nfev``
+    from its step count; a stabilized method's from the ``counters`` its solver state kept
+    (:func:`~dxdt.solvers._stabilized_diffrax.solve_stats`, which adds ``max_stages_used`` and
+    ``n_eigen_est``). Either way plus diffrax's initial step selection (two evaluations) when
+    no ``dt`` is given."""
+    selection = 2 * auto_dt
+    if isinstance(method, AbstractStabilized):
+        from .solvers._stabilized_diffrax import solve_stats
+
+        given = method.eigen_est is not None
+
+        def stabilized(steps, accepted, rejected, *counters):
+            counted = solve_stats(method, counters, accepted, rejected, given)
+            return {"nfev": counted.pop("nfev") + selection, "naccept": accepted, "nreject": rejected,
+                    **counted}
+        return stabilized
+    tab = method.tableau
+    per_step = tab.stages - 1 if tab.fsal else tab.stages
+
+    def runge_kutta(steps, accepted, rejected, *_):
+        return {"nfev": 1 + selection + steps * per_step, "naccept": accepted, "nreject": rejected}
+    return runge_kutta
 
 
 class _DiffraxDense:

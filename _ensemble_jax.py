@@ -265,6 +265,7 @@ def _build(prob: ODEProblem, method, adaptive: bool, auto_dt: bool, n_save: int,
 
 def _to_solutions(lanes: _Lanes, idx, method, opts, ts, ys, codes, counts) -> list[Solution]:
     """Each lane's outcome as the :class:`Solution` its solo JAX solve gives."""
+    from ._backend_jax import stats_rule
     from ._solve import _success_message
     from .sensitivity._ode import STATUS_CODES
     from .solvers._numpy_executor import failure_message
@@ -273,7 +274,7 @@ def _to_solutions(lanes: _Lanes, idx, method, opts, ts, ys, codes, counts) -> li
     ys = np.asarray(ys, dtype=dtype).reshape(ys.shape[:2] + shape)  # the problem's dtype
     filled = np.isfinite(ts)
     reached = filled.sum(axis=1) - 1  # as a solo solve: the last filled row tells where it stopped
-    member_stats = _stats_rule(method, opts)
+    member_stats = stats_rule(method, opts["dt"] is None and opts["adaptive"])
     saveat, sols = opts["saveat"], []
     # Python scalars up front: per-lane NumPy indexing dominated this loop for thousands of lanes
     rows = zip(counts.tolist(), np.asarray(codes).ravel().tolist(), reached.tolist(),
@@ -287,27 +288,3 @@ def _to_solutions(lanes: _Lanes, idx, method, opts, ts, ys, codes, counts) -> li
     return sols
 
 
-def _stats_rule(method, opts: dict):
-    """``stats(steps, accepted, rejected, *counters)`` of one lane, as its solo JAX solve
-    (:func:`~dxdt._backend_jax.integrate_jax`) reports them: a Runge-Kutta method's ``nfev``
-    from its step count; a stabilized method's from the ``counters`` its solver state kept
-    (:func:`~dxdt.solvers._stabilized_diffrax.solve_stats`, which adds ``max_stages_used`` and
-    ``n_eigen_est``). Either way plus diffrax's initial step selection (two evaluations) when
-    no ``dt`` is given."""
-    selection = 2 * (opts["dt"] is None and opts["adaptive"])
-    if isinstance(method, AbstractStabilized):
-        from .solvers._stabilized_diffrax import solve_stats
-
-        given = method.eigen_est is not None
-
-        def stabilized(steps, accepted, rejected, *counters):
-            counted = solve_stats(method, counters, accepted, rejected, given)
-            return {"nfev": counted.pop("nfev") + selection, "naccept": accepted, "nreject": rejected,
-                    **counted}
-        return stabilized
-    tab = method.tableau
-    per_step = tab.stages - 1 if tab.fsal else tab.stages
-
-    def runge_kutta(steps, accepted, rejected):
-        return {"nfev": 1 + selection + steps * per_step, "naccept": accepted, "nreject": rejected}
-    return runge_kutta

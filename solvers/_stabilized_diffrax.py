@@ -221,6 +221,7 @@ class StabilizedSolver(diffrax.AbstractAdaptiveSolver):
         return terms.vf(t0, y0, args)
 
 
+@lru_cache(maxsize=64)  # per method instance: ensembles ask once per member
 def finishing_calls(method: AbstractStabilized) -> int:
     """``f`` evaluations of a step's finishing stages and ``f(u_{n+1})``, counted by running
     :meth:`~AbstractStabilized.finish_jax` once on NumPy values (it has no branches)."""
