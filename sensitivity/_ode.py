@@ -72,6 +72,12 @@ class Solved(eqx.Module):
     def stats(self):
         return self.sol.stats
 
+    @property
+    def next_step(self):
+        """The step size (physical, positive) the controller proposed after the last step:
+        where a following solve can start instead of choosing its first step afresh."""
+        return jnp.abs(self.sol.controller_state[2] * self.span)
+
     def evaluate(self, t):
         """The dense output at physical time ``t``."""
         return self.sol.evaluate((t - self.t0) / self.span)
@@ -80,7 +86,7 @@ class Solved(eqx.Module):
 def odeint(vector_field, y0, args, t0, t1, options: SolveOptions, *, ts=None, dense=False,
            differentiable: str = "forward", max_steps: int | None = None,
            save_steps: bool = False, dt0=None, adaptive: bool = True, progress_meter=None,
-           spectral_radius=None, jumps=None):
+           spectral_radius=None):
     """Solve ``dy/dt = vector_field(t, y, args)`` from ``t0`` to ``t1`` (either direction).
 
     Parameters
@@ -102,13 +108,6 @@ def odeint(vector_field, y0, args, t0, t1, options: SolveOptions, *, ts=None, de
         ``spectral_radius(t, y, args)``: a bound of the spectral radius of
         ``d vector_field / dy`` in physical time, for a stabilized method instead of its
         power iteration (the user's ``eigen_est``).
-    jumps : array, optional
-        Times in ``(t0, t1)`` where the vector field jumps (a piecewise-defined input).
-        Steps end just before each and restart just after it (diffrax's
-        ``ClipStepSizeController``; FSAL is not reused across a jump), and the field is
-        called as ``vector_field(t, y, args, i)`` with ``i`` the number of jump times
-        passed, counted in the solver's own (normalised) time, so that every stage sees
-        the side of the jump its step lies on. Times outside ``(t0, t1)`` are ignored.
 
     Returns
     -------
@@ -122,15 +121,8 @@ def odeint(vector_field, y0, args, t0, t1, options: SolveOptions, *, ts=None, de
     span = jnp.asarray(span, dtype)
     scale = jnp.where(span == 0, 1, span)  # a zero-length solve has a zero field
 
-    if jumps is not None:
-        s_jumps = (jnp.asarray(jumps, dtype) - t0) / scale
-        s_jumps = jnp.sort(jnp.where((s_jumps > 0) & (s_jumps < 1), s_jumps, 2.0))  # 2: never reached
-
     def field(s, y, a):
-        if jumps is None:
-            dy = vector_field(t0 + s * span, y, a)
-        else:
-            dy = vector_field(t0 + s * span, y, a, jnp.searchsorted(s_jumps, s, side="right"))
+        dy = vector_field(t0 + s * span, y, a)
         return jax.tree_util.tree_map(lambda d: d * span.astype(d.dtype), dy)
 
     if adaptive:
@@ -138,8 +130,6 @@ def odeint(vector_field, y0, args, t0, t1, options: SolveOptions, *, ts=None, de
         floor = 16 * _EPS * jnp.maximum(jnp.abs(t0), jnp.abs(t0 + span)) / jnp.abs(scale)
         controller = GuardedController(options.rtol, options.atol, pcoeff, icoeff,
                                        jnp.where(span == 0, 0.0, floor))
-        if jumps is not None:
-            controller = diffrax.ClipStepSizeController(controller, jump_ts=s_jumps)
     else:
         controller = diffrax.ConstantStepSize()
     rho = None if spectral_radius is None else (
@@ -160,8 +150,5 @@ def odeint(vector_field, y0, args, t0, t1, options: SolveOptions, *, ts=None, de
         stepsize_controller=controller, max_steps=max_steps or options.max_steps, throw=False,
         adjoint=adjoint, progress_meter=progress_meter or diffrax.NoProgressMeter(),
     )
-    state = sol.controller_state
-    if adaptive and jumps is not None:
-        state = state.inner_state  # the ClipStepSizeController's wrapped state
-    nonfinite = state[1] if adaptive else jnp.asarray(False)
+    nonfinite = sol.controller_state[1] if adaptive else jnp.asarray(False)
     return Solved(sol, t0, span), status_code(sol.result, nonfinite)

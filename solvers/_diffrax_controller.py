@@ -40,7 +40,9 @@ from ._controller import PIController
 class GuardedController(diffrax.AbstractAdaptiveStepSizeController):
     """A PI controller that rejects non-finite steps and reports step-size underflow.
 
-    The state is ``(1 / e of the last accepted step, last rejection non-finite)``.
+    The state is ``(1 / e of the last accepted step, last rejection non-finite, the step
+    proposed next)``: the last, read after a solve, starts the next of a chain of solves
+    (the adjoint's save intervals) where this one ended, instead of choosing afresh.
     """
 
     rtol: float
@@ -59,10 +61,10 @@ class GuardedController(diffrax.AbstractAdaptiveStepSizeController):
     def init(self, terms, t0, t1, y0, dt0, args, func, error_order):
         pid = diffrax.PIDController(rtol=self.rtol, atol=self.atol, pcoeff=self.pcoeff, icoeff=self.icoeff)
         t_next, (inv, _, _) = pid.init(terms, t0, t1, y0, dt0, args, func, error_order)
-        return t_next, (inv, jnp.asarray(False))
+        return t_next, (inv, jnp.asarray(False), t_next - t0)
 
     def adapt_step_size(self, t0, t1, y0, y1_candidate, args, y_error, error_order, controller_state):
-        prev_inv, _ = controller_state
+        prev_inv, _, _ = controller_state
 
         def scaled(u0, u1, err):
             # (u1 - u1) is NaN where u1 is not finite: such a step is rejected as well
@@ -79,4 +81,4 @@ class GuardedController(diffrax.AbstractAdaptiveStepSizeController):
         next_t0 = jnp.where(keep, t1, t0)
         inv = jnp.where(keep & (inv != 0) & jnp.isfinite(inv), inv, jnp.where(keep, 1.0, prev_inv))
         result = diffrax.RESULTS.where(dt < self.dt_floor, diffrax.RESULTS.dt_min_reached, diffrax.RESULTS.successful)
-        return keep, next_t0, next_t0 + dt, False, (inv, ~finite), result
+        return keep, next_t0, next_t0 + dt, False, (inv, ~finite, dt), result

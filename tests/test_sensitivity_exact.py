@@ -62,8 +62,8 @@ def test_hessian_wrt_u0_is_exact(linear):
 @pytest.mark.parametrize("adjoint", ["interpolating", "backsolve"])
 def test_adjoint_jumps_at_every_save_time(linear, adjoint):
     """A loss reading ``u`` at t0, at a repeated interior time, at others and at t1: the
-    adjoint's jumps (one backward solve stepping onto each save time for the
-    interpolating adjoint) against the exact Jacobians."""
+    adjoint's jumps (and its skipped zero-length intervals, at t1 and between the
+    repeated times) against the exact Jacobians."""
     ts = np.array([0.0, 0.3, 0.3, 0.9, 1.2, 1.5])
     w = np.linspace(-1.0, 1.0, ts.size * 3).reshape(ts.size, 3)
     g_u0, g_A = sens.gradient(lambda U: np.sum(w * U), linear, Tsit5(), wrt=("u0", "p"),
