@@ -178,10 +178,9 @@ def _to_numpy(prob, method, saveat, dense, ts, ys, code, counts, sol, auto_dt, m
 
 
 def stats_rule(method, auto_dt: bool):
-    """``stats(steps, accepted, rejected, *counters)`` of a JAX solve (one ensemble lane or
-    a solo solve
-    with :func:`integrate_jax`): a Runge-Kutta method's ``nfev``
-    from its step count; a stabilized method's from the ``counters`` its solver state kept
+    """``stats(steps, accepted, rejected, *counters)`` of a JAX solve, solo
+    (:func:`integrate_jax`) or one ensemble lane: a Runge-Kutta method's ``nfev`` from its
+    step count; a stabilized method's from the ``counters`` its solver state kept
     (:func:`~dxdt.solvers._stabilized_diffrax.solve_stats`, which adds ``max_stages_used`` and
     ``n_eigen_est``). Either way plus diffrax's initial step selection (two evaluations) when
     no ``dt`` is given."""

@@ -36,20 +36,21 @@ def _zeros(tree):
     return jax.tree_util.tree_map(jnp.zeros_like, tree)
 
 
-def adjoint_pass(g, state_cotangents, u_states, u0, p, t0, t1, saveat, options, *,
-                 kind: str, first_step, dense=None, need_mu: bool = True):
+def adjoint_pass(g, state_cotangents, forward, u0, p, t0, t1, saveat, options, *,
+                 kind: str, need_mu: bool = True):
     """``(lambda(t0), mu(t0), codes, mismatch)`` for cotangents ``dL/dU`` at ``saveat``.
+
+    ``forward`` is the forward solve (:class:`._ode.Solved`) saving at ``saveat`` and
+    then at ``t1``, with dense output for ``kind="interpolating"``, which reads ``u(t)``
+    from it; ``"backsolve"`` integrates ``u`` backwards from its last row and restarts it
+    from the saved states at each save time (errors do not accumulate).
 
     One backward solve per save interval, from ``t1`` to the last save time, then to the
     one before, ..., then to ``t0``, adding ``dL/dU_k`` to ``lambda`` between them; an
     interval of zero length (a save time at ``t1`` or repeated) is skipped, not solved.
-    The first solve starts with the step ``first_step`` (the forward solve's last proposed
-    step: :attr:`._ode.Solved.next_step`), each next one with the step its predecessor
+    The first solve starts with the step the forward solve proposed last
+    (:attr:`._ode.Solved.next_step`), each next one with the step its predecessor
     proposed, so that the controller's state carries across the save times.
-    ``kind="interpolating"`` needs ``dense`` (the forward diffrax solution with dense
-    output); ``"backsolve"`` needs the forward states ``u_states`` at ``saveat`` and
-    ``u_end = u(t1)`` (last row of ``u_states``: pass ``U`` with ``u(t1)`` appended); it
-    restarts ``u`` from the forward state at each save time (errors do not accumulate).
     ``mismatch`` is the largest scaled error of the backwards-reconstructed state (0 for
     ``"interpolating"``).
 
@@ -59,6 +60,7 @@ def adjoint_pass(g, state_cotangents, u_states, u0, p, t0, t1, saveat, options, 
     state slower (Gray-Scott 64: adjoint pass 41 ms against 33 ms with one save time).
     """
     backsolve = kind == "backsolve"
+    u_states, dense = forward.ys, forward
     if backsolve:
         estimate = options.spectral_radius(lambda t, y, a: (t, y[0], a))
     else:
@@ -106,7 +108,7 @@ def adjoint_pass(g, state_cotangents, u_states, u0, p, t0, t1, saveat, options, 
     u_end = u_states[-1] if backsolve else lam0
     # a failed forward solve may leave no usable step: then a thousandth of the span
     span = jnp.abs(jnp.asarray(t1 - t0, dtype))
-    h0 = jax.lax.stop_gradient(jnp.asarray(first_step, dtype))
+    h0 = jax.lax.stop_gradient(jnp.asarray(forward.next_step, dtype))
     h0 = jnp.where(jnp.isfinite(h0) & (h0 > 0), h0, jnp.where(span > 0, 1e-3 * span, 1.0))
     init = (lam0, mu0, u_end, h0, jnp.asarray(t1, dtype), jnp.asarray(0), jnp.asarray(0.0, dtype))
     n_save = saveat.shape[0]

@@ -45,8 +45,8 @@ from jax.flatten_util import ravel_pytree
 from .._events import Event, TimeEvent
 from .._solution import SolverError
 from ._jax import load_jax
-from ._loss import _refers_to_jax, _required_positional, translate_loss
 from ._estimate import translate_eigen_est
+from ._loss import _refers_to_jax, _required_positional, translate_loss
 from ._ode import SolveOptions, odeint
 from .translate import duplicate, to_jax
 from .translate._trace import call
@@ -372,8 +372,8 @@ class EventOperator:
         setup = EventSetup(
             g=self._g, loss=self._loss, target=self._target, u0=jnp.asarray(prob.u0),
             p=as_jax_tree(prob.p, prob.u0.dtype), t0=prob.tspan[0], saveat=np.asarray(self._saveat[:n_rows]),
-            options=replace(self._options, estimate=self._estimate), events=self._events, conditions=self._conditions,
-            affects=self._affects, boundaries=boundaries, t_end=t_end,
+            options=replace(self._options, estimate=self._estimate), events=self._events,
+            conditions=self._conditions, affects=self._affects, boundaries=boundaries, t_end=t_end,
         )
         op, inner = self.op, self._inner
 

@@ -138,9 +138,8 @@ def _adjoint_with_code(spec: SolveSpec, u0, p, w):
     fwd, code = odeint(spec.rhs, u0, p, spec.t0, spec.t1, spec.options, ts=saveat, dense=dense,
                        max_steps=spec.dense_steps if dense else None,
                        spectral_radius=spec.options.spectral_radius())
-    lam, mu, code_adj, mismatch = adjoint_pass(spec.g, w, fwd.ys, u0, p, spec.t0, spec.t1, saveat,
-                                               spec.options, kind=spec.adjoint, dense=fwd,
-                                               first_step=fwd.next_step)
+    lam, mu, code_adj, mismatch = adjoint_pass(spec.g, w, fwd, u0, p, spec.t0, spec.t1, saveat,
+                                               spec.options, kind=spec.adjoint)
     return (lam, mu), (code == 0) & (code_adj == 0) & (mismatch <= BACKSOLVE_MISMATCH)
 
 

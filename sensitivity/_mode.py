@@ -35,10 +35,10 @@ from ._target import check_wrt
 # last two: the adjoint's dense forward pass stores every step, and above 32 MiB XLA's
 # fresh buffer costs page faults on every call (~0.65 ms per MiB here, linear in steps x
 # n; see docs/compiled.md), so the adjoint's advantage at m = 4 on a 30-step Gray-Scott
-# solve shrinks or turns into a loss on long solves
-# of large states. The crossover therefore stays above 5 target entries for any state
-# size (a few-parameter PDE keeps forward mode), and falls from 25 for a few states to 15
-# at 256 states (right on 6 of the 8 grid problems: not on the two short Gray-Scott runs).
+# solve shrinks or turns into a loss on long solves of large states. The crossover
+# therefore stays above 5 target entries for any state size (a few-parameter PDE keeps
+# forward mode), and falls from 25 for a few states to 15 at 256 states (right on 6 of
+# the 8 grid problems: not on the two short Gray-Scott runs).
 REVERSE_COST = 3.56  # solves per adjoint (dense forward + backward vjp solve)
 FORWARD_COST_SMALL = 0.1  # c_0: extra solves per forward direction with few states
 FORWARD_COST_LARGE = 0.47  # c_1: the part that grows with the number of states (capped, above)

@@ -265,12 +265,13 @@ def prepare(op: str, *args, method=None, saveat=None, rtol=1e-6, atol=1e-8,
         executable, meta = _compiled.compile_function(run, *example)
         loss_reads = tuple(L.constant_reads) if L is not None else ()
         estimate_reads = tuple(estimate.constant_reads) if estimate is not None else ()
-        return _compiled.Program(executable, tuple(g.constant_reads[reads:]) + loss_reads + estimate_reads,
-                                 {"dense_steps": steps, **meta}, traces=1)
+        all_reads = tuple(g.constant_reads[reads:]) + loss_reads + estimate_reads
+        return _compiled.Program(executable, all_reads, {"dense_steps": steps, **meta}, traces=1)
 
     # the user's functions traced into the program, in the order of their ``owner`` number
-    callables = ((prob.f,) if L is None else (prob.f, loss)) + estimate_callables(options.method)
-    flags = ((False,) if L is None else (False, L.pure_jax)) + (False,) * len(estimate_callables(options.method))
+    estimates = estimate_callables(options.method)
+    callables = ((prob.f,) if L is None else (prob.f, loss)) + estimates
+    flags = ((False,) if L is None else (False, L.pure_jax)) + (False,) * len(estimates)
     program = _compiled.lookup("operator", static, callables, build, constant_arrays=flags)
 
     def rebuild(dense_steps: int) -> _compiled.Program:

@@ -94,8 +94,8 @@ def value_and_gradient_adjoint(setup: Setup, theta, kind: str):
     U = fwd.ys[:-1]
     L, dU, dtheta = _loss_cotangents(setup, U, theta)
     lam, mu, code_adj, mismatch = adjoint_pass(
-        setup.g, dU, fwd.ys, u0, p, setup.t0, setup.t1, setup.saveat, setup.options,
-        kind=kind, first_step=fwd.next_step, dense=fwd, need_mu=setup.target.wrt != "u0")
+        setup.g, dU, fwd, u0, p, setup.t0, setup.t1, setup.saveat, setup.options,
+        kind=kind, need_mu=setup.target.wrt != "u0")
     grad = _tree_add(_from_adjoint(setup, lam, mu), dtheta)
     aux = {**_no_aux(), "code": jnp.maximum(code, code_adj), "mismatch": mismatch,
            "dense_overflow": overflow}
@@ -196,8 +196,8 @@ def jacobian_reverse(setup: Setup, theta, kind: str):
 
     def row(seed):
         lam, mu, c, mismatch = adjoint_pass(
-            setup.g, seed, fwd.ys, u0, p, setup.t0, setup.t1, setup.saveat, setup.options,
-            kind=kind, first_step=fwd.next_step, dense=fwd, need_mu=setup.target.wrt != "u0")
+            setup.g, seed, fwd, u0, p, setup.t0, setup.t1, setup.saveat, setup.options,
+            kind=kind, need_mu=setup.target.wrt != "u0")
         return ravel_pytree(_from_adjoint(setup, lam, mu))[0], c, mismatch
 
     rows, codes, mismatch = jax.vmap(row)(seeds)  # (n_out, m)
