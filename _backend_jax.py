@@ -14,6 +14,7 @@ a second fills a buffer rounded up to a power of two (so at most a few compilati
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any, Callable
 
@@ -21,7 +22,12 @@ import numpy as np
 
 from ._backend_numpy import RawSolution
 from ._problem import ODEProblem
+from .sensitivity._compiled import lookup
+from .sensitivity._estimate import estimate_callables
+from .sensitivity._jax import load_jax
+from .sensitivity._options import STATUS_CODES
 from .solvers import AbstractRungeKutta, AbstractStabilized
+from .solvers._numpy_executor import failure_message
 
 BUFFER_BUDGET_BYTES = 256 * 2**20  # above this, count the steps first (two passes)
 
@@ -94,9 +100,6 @@ def _build(prob: ODEProblem, method, static: dict, args: dict, check: Callable |
 
 
 def _program(prob: ODEProblem, method, static: dict, args: dict, check: Callable | None = None):
-    from .sensitivity._compiled import lookup
-    from .sensitivity._estimate import estimate_callables
-
     key = (structure(prob.u0), structure(args["p"]), repr(method), tuple(static.items()))
     return lookup("solve", key, (prob.f,) + estimate_callables(method),
                   lambda: _build(prob, method, static, args, check),
@@ -113,8 +116,6 @@ def integrate_jax(
     ``check`` runs before a program is built (the input checks that evaluate ``f``): a
     program found in the cache was built for the same code of ``f`` and the same shapes.
     """
-    from .sensitivity._jax import load_jax
-
     load_jax()  # float64 on before the cache key is computed (it records the x64 flag)
     u0, (t0, t1) = prob.u0, prob.tspan
     n_stages = method.tableau.total_stages if dense else method.tableau.stages
@@ -156,28 +157,36 @@ def _last_finite(ts, default: float) -> float:
 
 
 def _to_numpy(prob, method, saveat, dense, ts, ys, code, counts, sol, auto_dt, max_steps) -> RawSolution:
-    from .sensitivity._options import STATUS_CODES
-    from .solvers._numpy_executor import failure_message
-
-    ts = np.asarray(ts, dtype=np.float64)
     filled = np.isfinite(ts)
-    # diffrax promotes a float32 state against float64 times; return the problem's dtype
-    u = np.asarray(ys, dtype=prob.u0.dtype)[filled].reshape((-1,) + prob.u0.shape)
-    t = ts[filled]
+    if code == 0 and saveat is not None:  # every row filled
+        t, u = ts, ys
+    else:
+        t, u = ts[filled], ys[filled]
+    # diffrax promotes a float32 state against float64 times; return the problem's dtype, in
+    # a writable array of its own (not a view of the read-only transfer buffer)
+    u = np.array(u.reshape((-1,) + prob.u0.shape), dtype=prob.u0.dtype)
     t_end = float(t[-1])
     if saveat is not None:  # the t1 row (the time reached) follows the saveat rows filled
-        t, u = np.asarray(saveat, np.float64)[: len(t) - 1], u[:-1]
+        t, u = saveat[: len(t) - 1], u[:-1]
     elif code == 0:
         t[-1] = prob.tspan[1]  # t0 + 1 * (t1 - t0) may round
     status = STATUS_CODES[code]
-    steps, accepted, rejected = (int(c) for c in counts[:3])
-    stats = stats_rule(method, auto_dt)(steps, accepted, rejected, *counts[3:])
+    stats = stats_rule(method, auto_dt)(*np.asarray(counts).astype(np.int64).tolist())
     message = "" if status == "success" else failure_message(status, t_end, None, max_steps, prob.tspan[1])
     dense_out = _DiffraxDense(sol[0], prob.tspan[0], t_end, prob.u0.shape, prob.u0.dtype) if dense else None
     return RawSolution(t, u, stats, status, message, dense_out)
 
 
 def stats_rule(method, auto_dt: bool):
+    """``stats(steps, accepted, rejected, *counters)`` of a JAX solve (see :func:`_stats_rule`),
+    made once per method."""
+    try:
+        return _cached_stats_rule(method, auto_dt)
+    except TypeError:  # a method with an unhashable option
+        return _stats_rule(method, auto_dt)
+
+
+def _stats_rule(method, auto_dt: bool):
     """``stats(steps, accepted, rejected, *counters)`` of a JAX solve, solo
     (:func:`integrate_jax`) or one ensemble lane: a Runge-Kutta method's ``nfev`` from its
     step count; a stabilized method's from the ``counters`` its solver state kept
@@ -201,6 +210,9 @@ def stats_rule(method, auto_dt: bool):
     def runge_kutta(steps, accepted, rejected, *_):
         return {"nfev": 1 + selection + steps * per_step, "naccept": accepted, "nreject": rejected}
     return runge_kutta
+
+
+_cached_stats_rule = functools.lru_cache(maxsize=64)(_stats_rule)
 
 
 class _DiffraxDense:

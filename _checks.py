@@ -86,10 +86,15 @@ def check_saveat(saveat: Any, tspan: tuple[float, float]) -> np.ndarray | None:
         raise TypeError(f"saveat must be an array of times, got {type(saveat).__name__}") from err
     if ts.ndim != 1 or ts.size == 0:
         raise ValueError(f"saveat must be a non-empty 1-D array of times, got shape {ts.shape}")
+    t0, t1 = tspan
+    # the common case in a few NumPy calls: sorted (a NaN fails the comparison), inside tspan
+    steps = ts[1:] - ts[:-1]
+    first, last = (ts[0], ts[-1]) if t1 > t0 else (ts[-1], ts[0])
+    if ((steps >= 0) if t1 > t0 else (steps <= 0)).all() and min(t0, t1) <= first and last <= max(t0, t1):
+        return ts
     first, last = ts.min(), ts.max()  # NaN if any time is NaN
     if not (math.isfinite(first) and math.isfinite(last)):
         raise ValueError("saveat contains non-finite times")
-    t0, t1 = tspan
     lo, hi = min(t0, t1), max(t0, t1)
     slack = 1e-12 * max(abs(lo), abs(hi), hi - lo)
     if first < lo - slack or last > hi + slack:

@@ -253,8 +253,8 @@ def _fill(flat: np.ndarray, bounds, leaves) -> np.ndarray:
     if len(leaves) != len(bounds):
         raise ValueError(f"expected {len(bounds)} arrays, got {len(leaves)}")
     for (start, stop), leaf in zip(bounds, leaves):
-        if stop - start == 1:
-            flat[start] = leaf if np.ndim(leaf) == 0 else np.ravel(leaf)[0]
+        if isinstance(leaf, (float, np.float64)):  # a time or tolerance (the common scalar)
+            flat[start] = leaf
         else:
             flat[start:stop] = np.ravel(leaf)
     return flat

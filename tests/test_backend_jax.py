@@ -127,6 +127,37 @@ def test_problem_untouched_by_jax_backend(lv):
     np.testing.assert_array_equal(lv.p, p)
 
 
+@pytest.mark.parametrize("saveat", [None, np.linspace(0.0, 10.0, 6)], ids=["every step", "saveat"])
+def test_results_are_writable_arrays_of_their_own(lv, saveat):
+    """Like the NumPy backend's: writing into one solution changes neither the user's saveat
+    nor a later solution (the JAX results are copied out of the transfer buffer)."""
+    given = None if saveat is None else saveat.copy()
+    first = dxdt.solve(lv, Tsit5(), saveat=given, backend="jax")
+    assert first.u.flags.writeable and first.t.flags.writeable
+    expected_u, expected_t = first.u.copy(), first.t.copy()
+    first.u[...] = -1.0
+    first.t[...] = -1.0
+    if saveat is not None:
+        np.testing.assert_array_equal(given, saveat)
+    second = dxdt.solve(lv, Tsit5(), saveat=given, backend="jax")
+    np.testing.assert_array_equal(second.u, expected_u)
+    np.testing.assert_array_equal(second.t, expected_t)
+
+
+def test_saveat_checks_name_the_problem():
+    """The fast path of the saveat check falls back to the full one with its messages."""
+    prob = problems.lotka_volterra(tspan=(0.0, 2.0))
+    for bad, match in [([0.0, np.nan, 1.0], "sorted|non-finite"), ([0.0, np.inf], "non-finite"),
+                       ([0.0, 3.0], "outside tspan"), ([1.0, 0.5], "sorted"), ([], "non-empty")]:
+        with pytest.raises(ValueError, match=match):
+            dxdt.solve(prob, Tsit5(), saveat=bad, backend="jax")
+    back = problems.lotka_volterra(tspan=(2.0, 0.0))
+    sol = dxdt.solve(back, Tsit5(), saveat=[2.0, 1.0, 2e-13 * -1], backend="jax")  # clipped into tspan
+    np.testing.assert_array_equal(sol.t, [2.0, 1.0, 0.0])
+    with pytest.raises(ValueError, match="sorted"):
+        dxdt.solve(back, Tsit5(), saveat=[0.0, 1.0], backend="jax")
+
+
 def nan_after_one(du, u, p, t):
     """du = -u until t = 1, then NaN: the NumPy backend reports "nonfinite" at t = 1."""
     du[:] = np.where(t < 1.0, -u, np.nan)

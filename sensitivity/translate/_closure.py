@@ -87,14 +87,16 @@ class _OverlayGlobals(dict):
         return self._module[name]
 
 
-def _global_names(code: types.CodeType) -> set[str]:
-    """Names a code object (and the code nested in it) uses: the globals it may look up
-    and the attributes it reads (``co_names`` holds both)."""
+@functools.lru_cache(maxsize=4096)
+def _global_names(code: types.CodeType) -> tuple[str, ...]:
+    """Names a code object (and the code nested in it) uses, sorted: the globals it may
+    look up and the attributes it reads (``co_names`` holds both). Cached per code object
+    (the cache keeps it alive, so its identity is not reused)."""
     names = set(code.co_names)
     for const in code.co_consts:
         if isinstance(const, types.CodeType):
-            names |= _global_names(const)
-    return names
+            names.update(_global_names(const))
+    return tuple(sorted(names))
 
 
 def _user_function(obj) -> bool:
@@ -143,7 +145,7 @@ def _children(obj, label: Label):
         code, owner = obj.__code__, _name(obj)
         for name, cell in zip(code.co_freevars, obj.__closure__ or ()):
             yield cell, Label("closure variable", name, owner)
-        for name in sorted(_global_names(code)):  # classes named by f are used as they are
+        for name in _global_names(code):  # classes named by f are used as they are
             if name in obj.__globals__ and not isinstance(obj.__globals__[name], type):
                 yield obj.__globals__[name], Label("global variable", name, owner)
         defaults = obj.__defaults__ or ()

@@ -80,9 +80,10 @@ class _Recorder(AbstractArrayReplacer):
         self.modules: list = []  # user modules reached: their attributes are read as they are
 
     def replace_root(self, array, label):
-        self.roots[str(label)] = array
+        where = str(label)
+        self.roots[where] = array
         summary = content_digest(array) if self.constant_arrays else None
-        self.items.append(("array", str(label), array.shape, array.dtype.str, summary))
+        self.items.append(("array", where, array.shape, array.dtype.str, summary))
         return array
 
     def replace_view(self, root, offset, strides, shape):
@@ -140,7 +141,9 @@ class _Recorder(AbstractArrayReplacer):
                     self.names.update(_global_names(value.__code__))
 
     def _library(self, obj, label):
-        name = getattr(obj, "__qualname__", None) or getattr(obj, "__name__", None)
+        # a module's name directly: numpy's module __getattr__ makes a failed lookup slow
+        name = obj.__name__ if isinstance(obj, types.ModuleType) else \
+            getattr(obj, "__qualname__", None) or getattr(obj, "__name__", None)
         if isinstance(obj, (types.ModuleType, types.BuiltinFunctionType, types.FunctionType, np.ufunc)):
             self.items.append(("library", str(label), getattr(obj, "__module__", None), name))
             return obj
