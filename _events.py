@@ -195,3 +195,28 @@ def apply_affect(event, u: np.ndarray, buffer: np.ndarray, p, t: float) -> None:
     if not np.all(np.isfinite(buffer)):
         raise ValueError(f"{event._label()}: affect at t={t:.6g} made the state non-finite")
     np.copyto(u, buffer)
+
+
+def condition_inplace(condition, label, out, u, p, t):
+    """``condition`` as an in-place function writing its value into ``out`` (what the
+    translation to JAX takes, as ``functools.partial(condition_inplace, condition, label)``: the
+    closure walk then reaches the user's function), the value checked while tracing."""
+    value = condition(u, p, t)
+    if np.ndim(value) != 0 or isinstance(value, (str, bytes)):
+        raise TypeError(f"{label}: condition(u, p, t) must return a scalar, got shape {np.shape(value)}")
+    out[...] = value
+
+
+def affect_inplace(affect, label, out, u, p, t):
+    """``affect`` as an in-place function for :func:`to_jax` writing ``u_new`` into ``out``."""
+    out[...] = u
+    try:
+        result = affect(out, p, t)
+    except AttributeError as err:  # a traced state's shape and dtype cannot be set
+        if "shape" in str(err) or "dtype" in str(err):
+            raise ValueError(f"{label}: affect cannot change the state's shape/dtype (expected "
+                             f"{out.shape} {out.dtype}): {err}") from err
+        raise
+    if result is not None:
+        raise TypeError(f"{label}: affect(u, p, t) must change u in place and return None, "
+                        f"got a {type(result).__name__}; write u[...] = ... instead of returning")

@@ -34,7 +34,7 @@ from types import SimpleNamespace
 import numpy as np
 
 from ._backend_numpy import RawSolution, progress_bar
-from ._events import Event, TimeEvent
+from ._events import Event, TimeEvent, affect_inplace, condition_inplace
 from ._events_numpy import INTERIOR_POINTS, PROBE, SIMULTANEOUS, ZENO_COUNT, first_crossing, is_zeno
 from .solvers._numpy_executor import failure_message
 
@@ -102,29 +102,6 @@ def _runner(prob, method, rtol, atol):
     return _RUNNERS[key]
 
 
-def _condition_inplace(condition, label, out, u, p, t):
-    """``condition`` as an in-place function for :func:`to_jax`, its value checked while tracing."""
-    value = condition(u, p, t)
-    if np.ndim(value) != 0 or isinstance(value, (str, bytes)):
-        raise TypeError(f"{label}: condition(u, p, t) must return a scalar, got shape {np.shape(value)}")
-    out[...] = value
-
-
-def _affect_inplace(affect, label, out, u, p, t):
-    """``affect`` as an in-place function for :func:`to_jax` writing ``u_new`` into ``out``."""
-    out[...] = u
-    try:
-        result = affect(out, p, t)
-    except AttributeError as err:  # a traced state's shape and dtype cannot be set
-        if "shape" in str(err) or "dtype" in str(err):
-            raise ValueError(f"{label}: affect cannot change the state's shape/dtype (expected "
-                             f"{out.shape} {out.dtype}): {err}") from err
-        raise
-    if result is not None:
-        raise TypeError(f"{label}: affect(u, p, t) must change u in place and return None, "
-                        f"got a {type(result).__name__}; write u[...] = ... instead of returning")
-
-
 def _event_code(prob, events: tuple):
     """The compiled conditions and affects of ``events``.
 
@@ -148,8 +125,8 @@ def _event_code(prob, events: tuple):
 
     for event in events:
         if isinstance(event, Event):
-            conditions.append(translate(_condition_inplace, event.condition, event))
-        affects.append(None if event.affect is None else jax.jit(translate(_affect_inplace, event.affect, event)))
+            conditions.append(translate(condition_inplace, event.condition, event))
+        affects.append(None if event.affect is None else jax.jit(translate(affect_inplace, event.affect, event)))
 
     def values(u, p, t):
         return jnp.stack([jnp.real(c(u, p, t).reshape(-1)[0]) for c in conditions])

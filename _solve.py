@@ -104,9 +104,18 @@ def solve(
         raise ValueError("adaptive=False needs a fixed step size: pass dt=...")
 
     f = _checks.inplace_rhs(prob)
-    # the same input checks on both backends; the JAX backend runs them when it builds a
-    # program (a cached one was built for this code of f and these shapes)
-    k0 = None if backend == "jax" and not events else _checks.first_derivative(f, prob)
+    # the same input checks on both backends. The JAX backend runs them on a duplicate of f
+    # (never writing the user's closure buffers, which a NumPy solve in another thread may be
+    # using), when it builds a program (a cached one was built for this code of f and these
+    # shapes), or before the event loop
+    k0 = None if backend == "jax" else _checks.first_derivative(f, prob)
+    if backend == "jax":
+        from .sensitivity.translate import duplicate
+
+        def check() -> None:
+            _checks.first_derivative(duplicate(f), prob)
+        if events:
+            check()
     options = dict(rtol=rtol, atol=atol, dt=dt, adaptive=adaptive, saveat=saveat, dense=dense,
                    max_steps=max_steps, progress=progress)
     if events:
@@ -114,7 +123,7 @@ def solve(
     elif backend == "jax":
         from ._backend_jax import integrate_jax
 
-        raw = integrate_jax(prob, method, check=lambda: _checks.first_derivative(f, prob), **options)
+        raw = integrate_jax(prob, method, check=check, **options)
     else:
         from ._backend_numpy import integrate_numpy
 

@@ -35,6 +35,7 @@ equations", ICLR (2021).
 
 from __future__ import annotations
 
+import functools
 import inspect
 from dataclasses import dataclass, replace
 from typing import Any, Callable
@@ -42,7 +43,7 @@ from typing import Any, Callable
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
-from .._events import Event, TimeEvent
+from .._events import Event, TimeEvent, affect_inplace, condition_inplace
 from .._solution import SolverError
 from ._jax import load_jax
 from ._estimate import translate_eigen_est
@@ -140,17 +141,16 @@ def translate_events(events: tuple, u0, p, duplicate_closure: bool) -> tuple[tup
     for event in events:
         condition = None
         if isinstance(event, Event):
-            def cond_inplace(out, u, p, t, _c=event.condition):
-                out[...] = _c(u, p, t)
-            translated = to_jax(cond_inplace, u0, p, duplicate_closure=duplicate_closure)
+            # a partial (not a closure over the user's function): the closure walk reaches the
+            # user's condition and duplicates the work buffers it writes
+            translated = to_jax(functools.partial(condition_inplace, event.condition, event._label()), u0, p,
+                                duplicate_closure=duplicate_closure)
             condition = lambda u, p, t, _g=translated: _g(u, p, t).reshape(-1)[0]  # noqa: E731
         conditions.append(condition)
         affect = None
         if event.affect is not None:
-            def affect_inplace(out, u, p, t, _a=event.affect):
-                out[...] = u
-                _a(out, p, t)
-            affect = to_jax(affect_inplace, u0, p, duplicate_closure=duplicate_closure)
+            affect = to_jax(functools.partial(affect_inplace, event.affect, event._label()), u0, p,
+                            duplicate_closure=duplicate_closure)
         affects.append(affect)
     return tuple(conditions), tuple(affects)
 

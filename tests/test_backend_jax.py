@@ -158,6 +158,22 @@ def test_saveat_checks_name_the_problem():
         dxdt.solve(back, Tsit5(), saveat=[0.0, 1.0], backend="jax")
 
 
+def test_closure_work_buffers_untouched_by_jax_backend():
+    """Gray-Scott's f writes four closure work buffers; the JAX backend (its input check
+    included, with and without events) never writes them: a NumPy solve of the same model
+    in another thread would race with it."""
+    prob = problems.gray_scott(n=8, tspan=(0.0, 2.0))
+    cells = [c.cell_contents for c in prob.f.__closure__ if isinstance(c.cell_contents, np.ndarray)]
+    assert len(cells) >= 4
+    for buffer in cells:
+        buffer[...] = 7.0
+    dxdt.solve(prob, Tsit5(), saveat=[2.0], backend="jax")
+    tick = dxdt.TimeEvent([1.0], lambda u, p, t: None)
+    dxdt.solve(prob, Tsit5(), saveat=[2.0], backend="jax", events=[tick])
+    for buffer in cells:
+        assert np.all(buffer == 7.0)
+
+
 def nan_after_one(du, u, p, t):
     """du = -u until t = 1, then NaN: the NumPy backend reports "nonfinite" at t = 1."""
     du[:] = np.where(t < 1.0, -u, np.nan)
