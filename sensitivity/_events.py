@@ -46,6 +46,7 @@ from jax.flatten_util import ravel_pytree
 from .._events import Event, TimeEvent, affect_inplace, condition_inplace
 from .._solution import SolverError
 from ._jax import load_jax
+from ._adjoint import adjoint_pass
 from ._estimate import translate_eigen_est
 from ._loss import _refers_to_jax, _required_positional, translate_loss
 from ._ode import SolveOptions, odeint
@@ -129,6 +130,32 @@ def _private(events: tuple) -> list:
 
 def _time_position(event: TimeEvent, p, time: float) -> int:
     return int(np.flatnonzero(event.resolve_times(p) == time)[0])
+
+
+def segment_steps(prob, events: tuple, options: SolveOptions, boundaries: tuple, t_end: float) -> int:
+    """Step buffer of the interpolating adjoint's dense segment solves.
+
+    diffrax sizes a dense output by its ``max_steps``, statically. A NumPy solve with the
+    events, saving every step, counts the steps of each segment; the buffer is the most
+    of any segment, plus the rejected steps of the whole solve, a quarter and 16 (the JAX
+    solve's steps differ a little), rounded up to a power of two. A buffer that still
+    overflows is reported (``aux["dense_overflow"]``) and the operator rebuilt 4x larger.
+    """
+    from .._problem import ODEProblem
+    from .._solve import solve
+
+    private = ODEProblem(duplicate(prob.f), prob.u0, prob.tspan, prob.p)
+    sol = solve(private, options.method, rtol=options.rtol, atol=options.atol,
+                max_steps=options.max_steps, events=_private(events))
+    if not sol.success:
+        return options.max_steps
+    direction = np.sign(t_end - prob.tspan[0]) or 1.0
+    t = (np.asarray(sol.t) - prob.tspan[0]) * direction
+    edges = [(e - prob.tspan[0]) * direction for e in (prob.tspan[0], *(b.time for b in boundaries), t_end)]
+    counts = [int(np.count_nonzero((t > a) & (t <= b))) for a, b in zip(edges[:-1], edges[1:])]
+    n = max(counts, default=0) + int(sol.stats["nreject"])
+    n = n + n // 4 + 16
+    return min(options.max_steps, 1 << (n - 1).bit_length())
 
 
 def translate_events(events: tuple, u0, p, duplicate_closure: bool) -> tuple[tuple, tuple]:
@@ -229,19 +256,104 @@ def _joint(setup: EventSetup, boundary: Boundary, u_star, p):
     return t_star + delta, state_at(delta)
 
 
-def trajectory(setup: EventSetup, theta, differentiable: str):
-    """``(U, t_events, code)``: the saved states, the event times per event, the status."""
+def _segment_adjoint(setup: EventSetup, u, p, t_start, t_stop: float, ts, probe):
+    """:func:`_segment` differentiated in reverse by the interpolating adjoint.
+
+    A ``jax.custom_vjp`` of ``(u, p, t_start, probe) -> (u(t_stop), u(ts), code,
+    overflow)``. The forward solve runs in physical time with dense output (a step buffer
+    of ``setup.dense_steps``, see :func:`segment_steps`) and saves at ``ts`` then at
+    ``t_stop``; the reverse pass is :func:`._adjoint.adjoint_pass` from ``t_stop`` back
+    to ``t_start`` with the cotangents of the rows at their save times and that of the end
+    state at ``t_stop``. It gives ``lambda(t_start) = dL/du(t_start)`` and ``mu =
+    dL/dp``; the start time moves the whole solution along the flow, so that
+    ``dL/dt_start = -lambda(t_start) . f(u(t_start), p, t_start)`` (a save time on the
+    start, at an event, included: ``lambda`` holds its cotangent there). The save times
+    themselves are fixed physical times: they do not depend on ``t_start``.
+
+    ``probe`` is a zero that the operator differentiates along with the target: its
+    cotangent carries the adjoint solve's status code out of the reverse pass (a
+    ``custom_vjp`` has no other way out).
+    """
+    options = setup.options
+    ts = np.asarray(ts, np.float64)
+    n = len(ts)
+    save = np.append(ts, t_stop)
+    steps = min(setup.dense_steps, options.max_steps)
+    need_mu = setup.target.wrt != "u0"
+
+    def rhs(t, y, q):
+        return setup.g(y, q, t)
+
+    def solve(u, p, t_start):
+        fwd, code = odeint(rhs, u, p, t_start, t_stop, options, ts=save, dense=True, max_steps=steps,
+                           spectral_radius=options.spectral_radius())
+        overflow = jnp.asarray(steps < options.max_steps) & (code == 1)  # rebuilt with a larger buffer
+        return fwd, (fwd.ys[-1], fwd.ys[:n], jnp.where(overflow, 0, code), overflow)
+
+    @jax.custom_vjp
+    def segment(u, p, t_start, probe):
+        return solve(u, p, t_start)[1]
+
+    def forward(u, p, t_start, probe):
+        fwd, out = solve(u, p, t_start)
+        return out, (fwd, u, p, t_start)
+
+    def backward(residuals, cotangents):
+        fwd, u, p, t_start = residuals
+        w_end, w_rows = cotangents[:2]
+        span = t_stop - t_start
+        # the rows the forward solve saved, clipped to the segment as it clipped them: a save
+        # time on the event (where t_start differs from it by rounding) is the start itself
+        s = jnp.clip((jnp.asarray(ts) - t_start) / span, 0.0, 1.0)
+        saveat = jnp.concatenate([t_start + s * span, jnp.full((1,), t_stop, span.dtype)])
+        lam, mu, code, _ = adjoint_pass(setup.g, jnp.concatenate([w_rows, w_end[None]]), fwd, u, p,
+                                        t_start, t_stop, saveat, options, kind="interpolating",
+                                        need_mu=need_mu)
+        if not need_mu:
+            mu = jax.tree_util.tree_map(jnp.zeros_like, p)
+        d_start = -jnp.vdot(lam, setup.g(u, p, t_start))
+        return lam, mu, d_start.astype(jnp.result_type(t_start)), code.astype(jnp.result_type(float))
+
+    segment.defvjp(forward, backward)
+    return segment(u, p, t_start, probe)
+
+
+def n_segments(setup: EventSetup) -> int:
+    """How many segment solves :func:`trajectory` chains."""
+    starts = (setup.t0,) + tuple(b.time for b in setup.boundaries)
+    stops = tuple(b.time for b in setup.boundaries) + (setup.t_end,)
+    return sum(a != b for a, b in zip(starts, stops))
+
+
+def trajectory(setup: EventSetup, theta, differentiable: str, probes=None):
+    """``(U, t_events, code, overflow)``: the saved states, the event times per event, the
+    status and whether a dense step buffer overflowed.
+
+    ``differentiable``: ``"forward"`` or ``"reverse"`` (diffrax's adjoints in every
+    segment), or ``"interpolating"`` (:func:`_segment_adjoint`, one entry of ``probes``
+    per segment).
+    """
     u, p = setup.target.merge(theta, setup.u0, setup.p)
     saveat, direction = setup.saveat, np.sign(setup.t_end - setup.t0) or 1.0
     t_start, t_start_star = jnp.asarray(setup.t0, jnp.result_type(float)), setup.t0
     rows, times = [], [[] for _ in setup.events]
-    code = jnp.asarray(0)
+    code, overflow = jnp.asarray(0), jnp.asarray(False)
+
+    def segment(u, t_start, t_stop, ts):
+        nonlocal code, overflow
+        if differentiable == "interpolating":
+            u, seg_rows, c, o = _segment_adjoint(setup, u, p, t_start, t_stop, ts, probes[len(rows)])
+            overflow = overflow | o
+        else:
+            u, seg_rows, c = _segment(setup, u, p, t_start, t_stop, ts, differentiable)
+        rows.append(seg_rows)
+        code = jnp.maximum(code, c)
+        return u
+
     for boundary in setup.boundaries:
         if boundary.time != t_start_star:
             inside = ((saveat - t_start_star) * direction >= 0) & ((saveat - boundary.time) * direction < 0)
-            u, seg_rows, c = _segment(setup, u, p, t_start, boundary.time, saveat[inside], differentiable)
-            rows.append(seg_rows)
-            code = jnp.maximum(code, c)
+            u = segment(u, t_start, boundary.time, saveat[inside])
         t_k, u = _joint(setup, boundary, u, p)
         for i in boundary.events:
             times[i].append(t_k)
@@ -250,56 +362,77 @@ def trajectory(setup: EventSetup, theta, differentiable: str):
         t_start, t_start_star = t_k, boundary.time
     last = (saveat - t_start_star) * direction >= 0
     if setup.t_end != t_start_star:
-        u, seg_rows, c = _segment(setup, u, p, t_start, setup.t_end, saveat[last], differentiable)
-        rows.append(seg_rows)
-        code = jnp.maximum(code, c)
+        u = segment(u, t_start, setup.t_end, saveat[last])
     else:  # a terminal event ended the solve: rows at its time show the post-affect state
         rows.append(jnp.broadcast_to(u, (int(last.sum()),) + u.shape))
     t_events = tuple(jnp.stack(ts) if ts else jnp.zeros((0,), jnp.result_type(float)) for ts in times)
-    return jnp.concatenate(rows), t_events, code
+    return jnp.concatenate(rows), t_events, code, overflow
 
 
-def _no_aux(code):
+def _no_aux(code, overflow=False):
     zero = jnp.asarray(0.0)
-    return {"code": code, "mismatch": zero, "dense_overflow": jnp.asarray(False),
+    return {"code": code, "mismatch": zero, "dense_overflow": jnp.asarray(overflow),
             "naccept": jnp.asarray(0), "nreject": jnp.asarray(0), "stiffness": zero}
 
 
-def value_and_gradient(setup: EventSetup, inner: str) -> Callable:
-    """``theta -> ((L, grad), aux)``, forward (tangents pushed per target entry) or reverse."""
-    def loss_of(theta, differentiable):
-        U, t_events, code = trajectory(setup, theta, differentiable)
+def _adjoint_code(code, probe_cotangents):
+    """The forward codes with the adjoint solves' codes, read off the probes' cotangents."""
+    worst = jnp.max(probe_cotangents, initial=0.0)
+    return jnp.maximum(code, jnp.where(jnp.isfinite(worst), worst, 3).astype(code.dtype))
+
+
+def value_and_gradient(setup: EventSetup, inner: str, adjoint: str = "checkpoint") -> Callable:
+    """``theta -> ((L, grad), aux)``: forward (tangents pushed per target entry), or reverse
+    by the discrete adjoint (``adjoint="checkpoint"``) or the interpolating one."""
+    def loss_of(theta, differentiable, probes=None):
+        U, t_events, code, overflow = trajectory(setup, theta, differentiable, probes)
         p = setup.target.merge(theta, setup.u0, setup.p)[1]
-        return setup.loss(U, p, t_events), code
+        return setup.loss(U, p, t_events), (code, overflow)
+
+    if inner == "reverse" and adjoint == "interpolating":
+        def run(theta):
+            probes = jnp.zeros(n_segments(setup), jnp.result_type(float))
+            (L, (code, overflow)), (grad, codes) = jax.value_and_grad(
+                lambda th, pr: loss_of(th, "interpolating", pr), argnums=(0, 1), has_aux=True)(theta, probes)
+            return (L, grad), _no_aux(_adjoint_code(code, codes), overflow)
+        return run
 
     if inner == "reverse":
         def run(theta):
-            (L, code), grad = jax.value_and_grad(lambda th: loss_of(th, "reverse"), has_aux=True)(theta)
+            (L, (code, _)), grad = jax.value_and_grad(lambda th: loss_of(th, "reverse"), has_aux=True)(theta)
             return (L, grad), _no_aux(code)
         return run
 
     def run(theta):
         flat, unravel = ravel_pytree(theta)
         push = lambda v: jax.jvp(lambda x: loss_of(unravel(x), "forward"), (flat,), (v,), has_aux=True)  # noqa: E731
-        L, dL, code = jax.vmap(push)(jnp.eye(flat.size, dtype=flat.dtype))
+        L, dL, (code, _) = jax.vmap(push)(jnp.eye(flat.size, dtype=flat.dtype))
         return (L[0], unravel(dL)), _no_aux(code.max())
     return run
 
 
-def jacobian(setup: EventSetup, inner: str) -> Callable:
+def jacobian(setup: EventSetup, inner: str, adjoint: str = "checkpoint") -> Callable:
     """``theta -> (dU/dtheta, aux)`` shaped ``(n_save, *u0.shape, *leaf.shape)`` per leaf."""
-    def states(theta, differentiable):
-        U, _, code = trajectory(setup, theta, differentiable)
-        return U, code
+    def states(theta, differentiable, probes=None):
+        U, _, code, overflow = trajectory(setup, theta, differentiable, probes)
+        return U, (code, overflow)
+
+    if inner == "reverse" and adjoint == "interpolating":
+        def run(theta):
+            probes = jnp.zeros(n_segments(setup), jnp.result_type(float))
+            (J, codes), (code, overflow) = jax.jacrev(
+                lambda th, pr: states(th, "interpolating", pr), argnums=(0, 1), has_aux=True)(theta, probes)
+            return J, _no_aux(_adjoint_code(code, codes), overflow)
+        return run
 
     if inner == "reverse":
         def run(theta):
-            J, code = jax.jacrev(lambda th: states(th, "reverse"), has_aux=True)(theta)
+            J, (code, _) = jax.jacrev(lambda th: states(th, "reverse"), has_aux=True)(theta)
             return J, _no_aux(code)
         return run
 
     def run(theta):
-        J, code = jax.jacfwd(lambda th: states(th, "forward"), has_aux=True)(theta)
+        J, (code, _) = jax.jacfwd(lambda th: states(th, "forward"), has_aux=True)(theta)
         return J, _no_aux(code)
     return run
 
@@ -318,6 +451,8 @@ def prepare_with_events(op: str, loss, prob, events, options: SolveOptions, save
         )
     if chosen == "forward-over-reverse":  # diffrax's checkpointed reverse pass is not jvp-able
         chosen, reason = "forward-over-forward", f"{reason}; through events second order is forward-over-forward"
+    if chosen == "reverse" and adjoint == "backsolve":  # no jumps: the state is continuous
+        adjoint, reason = "checkpoint", f"{reason}; through events adjoint='backsolve' is the discrete adjoint"
     return EventOperator(op, loss, prob, events, options, saveat, target, chosen, reason, adjoint,
                          duplicate_closure)
 
@@ -362,25 +497,31 @@ class EventOperator:
     def _ensure(self, prob) -> None:
         """(Re)build the compiled operator if the event sequence at ``prob`` differs."""
         from . import _strategies as strategies
-        from ._operators import PreparedOperator
+        from ._operators import PreparedOperator, _check_dense_memory
         from ._target import as_jax_tree
 
         planned = plan(prob, self._events, self._options, self._saveat)
         if planned == self._plan:
             return
         boundaries, t_end, n_rows = planned
+        steps = 0
+        if self._inner == "reverse" and self.adjoint == "interpolating":
+            steps = segment_steps(prob, self._events, self._options, boundaries, t_end)
+            n_seg = len(boundaries) + 1
+            _check_dense_memory(steps * n_seg, self._options, prob.u0)  # every segment's buffer is live
         setup = EventSetup(
             g=self._g, loss=self._loss, target=self._target, u0=jnp.asarray(prob.u0),
             p=as_jax_tree(prob.p, prob.u0.dtype), t0=prob.tspan[0], saveat=np.asarray(self._saveat[:n_rows]),
             options=replace(self._options, estimate=self._estimate), events=self._events,
             conditions=self._conditions, affects=self._affects, boundaries=boundaries, t_end=t_end,
+            dense_steps=steps,
         )
-        op, inner = self.op, self._inner
+        op, inner, adjoint = self.op, self._inner, self.adjoint
 
         def build(setup):
             if op == "jacobian":
-                return jacobian(setup, inner)
-            first = value_and_gradient(setup, inner)
+                return jacobian(setup, inner, adjoint)
+            first = value_and_gradient(setup, inner, adjoint)
             return {"hvp": strategies.hvp, "hessian": strategies.hessian}.get(op, lambda fn: fn)(first)
 
         if self._prepared is not None:

@@ -79,14 +79,25 @@ class PreparedOperator:
         """
         u0, p = np.asarray(setup.u0), to_numpy(setup.p)
         theta0 = to_numpy(setup.target.select(u0, p))
-        fn = build(setup)
         example = (theta0, theta0, (u0, p)) if op == "hvp" else (theta0, (u0, p))
-        executable, meta = _compiled.compile_function(lambda *args: fn(*args[:-1]), *example)
-        program = _compiled.Program(executable, (), {"dense_steps": 0, **meta}, traces=1)
+
+        def compile_for(setup, traces):
+            fn = build(setup)
+            executable, meta = _compiled.compile_function(lambda *args: fn(*args[:-1]), *example)
+            steps = getattr(setup, "dense_steps", 0)
+            return _compiled.Program(executable, (), {"dense_steps": steps, **meta}, traces=traces)
+
+        program = compile_for(setup, 1)
 
         def rebuild(dense_steps):
-            raise SolverError(f"{op}: the dense step buffer overflowed; increase max_steps")
-        return cls(op, mode, reason, adjoint, program, (u0, p), setup.target, rebuild)
+            """A setup with a dense step buffer (``setup.dense_steps``) is rebuilt larger."""
+            if not getattr(setup, "dense_steps", 0):
+                raise SolverError(f"{op}: the dense step buffer overflowed; increase max_steps")
+            traces = prepared._program.traces + 1
+            return compile_for(replace(setup, dense_steps=dense_steps), traces)
+
+        prepared = cls(op, mode, reason, adjoint, program, (u0, p), setup.target, rebuild)
+        return prepared
 
     @property
     def n_traces(self) -> int:

@@ -17,7 +17,10 @@ def decay(du, u, p, t):
     du[0] = -p[0] * u[0]
 
 
-@pytest.mark.parametrize("mode, adjoint", [("forward", "interpolating"), ("reverse", "checkpoint")])
+MODES = [("forward", "interpolating"), ("reverse", "interpolating")]
+
+
+@pytest.mark.parametrize("mode, adjoint", MODES + [("reverse", "checkpoint")])
 def test_threshold_time_derivatives(mode, adjoint):
     k, y0, c = 0.7, 2.0, 0.5
     prob = dxdt.ODEProblem(decay, [y0], (0.0, 5.0), p=np.array([k, c]))
@@ -59,7 +62,8 @@ def fall(du, u, p, t):
     du[1] = -G
 
 
-def test_bouncing_ball_bounce_time_and_velocity_derivatives():
+@pytest.mark.parametrize("mode, adjoint", MODES)
+def test_bouncing_ball_bounce_time_and_velocity_derivatives(mode, adjoint):
     h0, e = 1.0, 0.8
     prob = dxdt.ODEProblem(fall, [h0, 0.0], (0.0, 1.5), p=np.array([e]))
     ev = dxdt.Event(lambda u, p, t: u[0], lambda u, p, t: u.__setitem__(1, -p[0] * u[1]), direction=-1)
@@ -67,7 +71,7 @@ def test_bouncing_ball_bounce_time_and_velocity_derivatives():
     def loss(u, *, t_events):  # second bounce time + final velocity
         return t_events[0][1] + u[-1, 1]
 
-    value, (g_u0, g_p) = sens.value_and_gradient(loss, prob, events=[ev], mode="forward",
+    value, (g_u0, g_p) = sens.value_and_gradient(loss, prob, events=[ev], mode=mode, adjoint=adjoint,
                                                  wrt=("u0", "p"), **TIGHT)
     t1 = math.sqrt(2 * h0 / G)
     t2 = t1 + 2 * e * t1  # v1 = G t1, flight 2 e v1 / G
@@ -81,13 +85,14 @@ def test_bouncing_ball_bounce_time_and_velocity_derivatives():
     np.testing.assert_allclose(g_p, [dt2_de + 2 * e * G * t1 + G * dt2_de], rtol=1e-7)
 
 
-def test_reset_at_parameter_dependent_time():
+@pytest.mark.parametrize("mode, adjoint", MODES)
+def test_reset_at_parameter_dependent_time(mode, adjoint):
     # u' = a, reset to 0 when u = b: u(T) = a T - b. Without the event-time term the
     # derivative in b would be 0 (the reset value does not depend on b).
     a, b, T = 2.0, 3.0, 2.5
     prob = dxdt.ODEProblem(lambda du, u, p, t: du.__setitem__(0, p[0]), [0.0], (0.0, T), p=np.array([a, b]))
     ev = dxdt.Event(lambda u, p, t: u[0] - p[1], lambda u, p, t: u.__setitem__(0, 0.0))
-    J = sens.jacobian(prob, events=[ev], mode="forward", saveat=[1.0, T], **TIGHT)
+    J = sens.jacobian(prob, events=[ev], mode=mode, adjoint=adjoint, saveat=[1.0, T], **TIGHT)
     np.testing.assert_allclose(J[:, 0, :], [[1.0, 0.0], [T, -1.0]], atol=1e-9)
 
 
@@ -114,9 +119,10 @@ def central_gradient(fn, x, h=1e-5):
     return out
 
 
-def test_bolus_dose_time_and_amount_derivatives(bolus_problem):
+@pytest.mark.parametrize("mode, adjoint", MODES + [("reverse", "checkpoint")])
+def test_bolus_dose_time_and_amount_derivatives(bolus_problem, mode, adjoint):
     prob, dose = bolus_problem
-    g = sens.gradient(lambda u: u[-1, 0], prob, events=[dose], mode="reverse", **TIGHT)
+    g = sens.gradient(lambda u: u[-1, 0], prob, events=[dose], mode=mode, adjoint=adjoint, **TIGHT)
     np.testing.assert_allclose(g, central_gradient(bolus, prob.p), rtol=1e-7)
 
 
@@ -140,10 +146,11 @@ def bateman(ka, ke, t=30.0, doses=(0.0, 12.0, 24.0), amount=100.0):
                for td in doses if td <= t)
 
 
-def test_oral_dosing_gradient():
+@pytest.mark.parametrize("mode, adjoint", MODES)
+def test_oral_dosing_gradient(mode, adjoint):
     prob = dxdt.ODEProblem(oral, np.zeros(2), (0.0, 30.0), p=np.array([1.2, 0.15]))
     dose = dxdt.TimeEvent([0.0, 12.0, 24.0], lambda u, p, t: u.__setitem__(0, u[0] + 100.0))
-    g = sens.gradient(lambda u: u[-1, 1], prob, events=[dose], mode="forward", **TIGHT)
+    g = sens.gradient(lambda u: u[-1, 1], prob, events=[dose], mode=mode, adjoint=adjoint, **TIGHT)
     np.testing.assert_allclose(g, central_gradient(bateman, prob.p, h=1e-6), rtol=1e-6)
 
 
