@@ -79,8 +79,20 @@ class Solved(eqx.Module):
         return jnp.abs(self.sol.controller_state[2] * self.span)
 
     def evaluate(self, t):
-        """The dense output at physical time ``t``."""
-        return self.sol.evaluate((t - self.t0) / self.span)
+        """The dense output at physical time ``t`` (in the solved span; just outside it, the
+        nearest step's interpolant).
+
+        diffrax's ``DenseInterpolation.evaluate`` written without its ``lax.cond`` (a NaN for
+        times out of bounds) and its zero-length case (impossible in normalised time): 0.2-0.3
+        against 1-1.9 us an evaluation on XLA's CPU backend, and the interpolating adjoint
+        evaluates at every stage of every backward step.
+        """
+        interp = self.sol.interpolation
+        s = (t - self.t0) / self.span
+        ts = interp.ts
+        index = jnp.clip(jnp.searchsorted(ts, s, side="left") - 1, 0, interp.ts_size - 2)
+        infos = jax.tree_util.tree_map(lambda x: x[index], interp.infos)
+        return interp.interpolation_cls(t0=ts[index], t1=ts[index + 1], **infos).evaluate(s)
 
 
 def odeint(vector_field, y0, args, t0, t1, options: SolveOptions, *, ts=None, dense=False,

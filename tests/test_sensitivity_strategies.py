@@ -183,3 +183,33 @@ def test_loss_with_a_default_argument_is_loss_of_u():
     got = sens.gradient(weighted, prob, Tsit5(), **TIGHT)
     want = sens.gradient(lambda u: np.sum(weights * u[-1] ** 2), prob, Tsit5(), **TIGHT)
     np.testing.assert_allclose(got, want, rtol=1e-12)
+
+
+# --- the dense output the interpolating adjoint reads ---------------------------------------
+
+
+@pytest.mark.parametrize("method", ["Tsit5", "ROCK2"])
+def test_dense_evaluate_equals_diffrax_interpolation(method):
+    """``Solved.evaluate`` (diffrax's dense interpolation without its bounds ``cond``) gives
+    diffrax's values everywhere in the span, step ends and both end points included, in
+    physical time on a backward span."""
+    from dxdt.sensitivity._jax import load_jax
+    from dxdt.sensitivity._ode import odeint
+    from dxdt.sensitivity._options import SolveOptions
+
+    jax, jnp = load_jax()
+    m = getattr(dxdt.solvers, method)()
+    k = jnp.array([1.0, 3.0])
+    options = SolveOptions(m, 1e-5, 1e-8, 4096)
+    t0, t1 = 2.0, 0.5  # backward, as in an adjoint pass
+    sol, code = jax.jit(lambda y0: odeint(lambda t, y, a: -a * y + jnp.sin(t), y0, k, t0, t1, options,
+                                          dense=True))(jnp.array([1.0, -2.0]))
+    assert int(code) == 0
+    steps = np.asarray(sol.sol.interpolation.ts)
+    steps = steps[np.isfinite(steps)]
+    times = np.concatenate([[t0, t1], t0 + steps * (t1 - t0), np.linspace(t0, t1, 37)])
+    ours = np.stack([np.asarray(sol.evaluate(t)) for t in times])
+    theirs = np.stack([np.asarray(sol.sol.evaluate((t - t0) / (t1 - t0))) for t in times])
+    np.testing.assert_allclose(ours, theirs, rtol=1e-13, atol=1e-14)
+    exact_end = np.asarray(sol.ys)[-1]
+    np.testing.assert_allclose(ours[1], exact_end, rtol=1e-13)
