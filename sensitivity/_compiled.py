@@ -277,13 +277,14 @@ def compile_function(fn: Callable, *example, flat: bool = True) -> tuple[Any, di
     meta: dict = {}
     if flat:
         inputs = FlatLayout.of(example)
-        outputs = FlatLayout.of(jax.eval_shape(fn, *example))
-        meta.update(inputs=inputs, outputs=outputs)
 
-        def flat_fn(vector):
-            return outputs.pack_traced(fn(*inputs.unpack(vector)))
+        def flat_fn(vector):  # the output layout is read off the one trace (not a second one)
+            out = fn(*inputs.unpack(vector))
+            meta["outputs"] = FlatLayout.of(out)
+            return meta["outputs"].pack_traced(out)
 
         lowered = jax.jit(flat_fn).lower(inputs.pack(example))
+        meta["inputs"] = inputs
     else:
         lowered = jax.jit(fn).lower(*example)
     traced = time.perf_counter()
