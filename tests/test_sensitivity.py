@@ -83,7 +83,8 @@ def test_choose_mode_by_dimensions():
     # few states: a forward direction is cheap (vectorised with the primal)
     mode, reason = sens.choose_mode(problems.lotka_volterra(), wrt="p")
     assert mode == "forward" and "4 target entries" in reason and "2 states" in reason
-    # many states but few parameters: forward (the adjoint's dense pass grows as steps^2)
+    # many states but few parameters: forward (the adjoint's dense buffer of a long solve of a
+    # large state costs page faults on every call: docs/sensitivity.md)
     mode, reason = sens.choose_mode(problems.gray_scott(n=64), wrt="p")
     assert mode == "forward" and "4 target entries" in reason and "8192 states" in reason
     assert sens.choose_mode(problems.gray_scott(n=64), wrt="u0")[0] == "reverse"
