@@ -19,11 +19,27 @@ is then a chain of segment solves ``t_{k-1} -> t*_k`` joined at every event by
   segment starts at the traced ``t_k``.
 
 The chain is differentiated forward (diffrax ``ForwardMode`` in every segment: forward
-sensitivities, and forward-over-forward second order) or in reverse (the discrete
-adjoint of every segment with checkpointing, and at the joints the transposed jump
-conditions ``lambda^- = (da/du)^T lambda^+ + ...`` that reverse-mode AD of the joint
-produces). The event sequence itself is piecewise constant in ``theta``: derivatives
-hold while no event appears, disappears or changes order.
+sensitivities, and forward-over-forward second order) or in reverse. In reverse the
+joints are differentiated by reverse-mode AD (the transposed jump conditions
+``lambda^- = (da/du)^T lambda^+ + ...`` and the event-time terms), and every segment by
+the adjoint asked for:
+
+* ``adjoint="interpolating"`` (the default): the continuous adjoint of
+  :func:`._adjoint.adjoint_pass`, error-controlled, over the segment's dense forward
+  solve (:func:`_segment_adjoint`, a ``jax.custom_vjp``). The segment runs in physical
+  time from the traced ``t_k`` with its save times fixed, and its start-time cotangent
+  is ``-lambda(t_k^+) . f(u(t_k^+), p, t_k)``. The dense step buffer is static: sized per
+  event sequence from the planning NumPy solve (:func:`segment_steps`), and the operator
+  rebuilt four times larger when a segment overflows it;
+* ``adjoint="checkpoint"``: the discrete adjoint (reverse-mode AD of diffrax's
+  ``RecursiveCheckpointAdjoint`` in every segment, in rescaled time), exact for the
+  discrete scheme but not error-controlled where stability sets the steps;
+* ``adjoint="backsolve"``: refused with an event that changes the state (the jump cannot
+  be integrated backwards); without one, the discrete adjoint (reported as
+  ``"checkpoint"``).
+
+The event sequence itself is piecewise constant in ``theta``: derivatives hold while no
+event appears, disappears or changes order.
 
 References
 ----------
@@ -296,21 +312,26 @@ def _segment_adjoint(setup: EventSetup, u, p, t_start, t_stop: float, ts, probe)
 
     def forward(u, p, t_start, probe):
         fwd, out = solve(u, p, t_start)
-        return out, (fwd, u, p, t_start)
+        return out, (fwd, u, p, t_start, out[3])
 
     def backward(residuals, cotangents):
-        fwd, u, p, t_start = residuals
+        fwd, u, p, t_start, overflow = residuals
         w_end, w_rows = cotangents[:2]
         span = t_stop - t_start
         # the rows the forward solve saved, clipped to the segment as it clipped them: a save
         # time on the event (where t_start differs from it by rounding) is the start itself
         s = jnp.clip((jnp.asarray(ts) - t_start) / span, 0.0, 1.0)
         saveat = jnp.concatenate([t_start + s * span, jnp.full((1,), t_stop, span.dtype)])
-        lam, mu, code, _ = adjoint_pass(setup.g, jnp.concatenate([w_rows, w_end[None]]), fwd, u, p,
-                                        t_start, t_stop, saveat, options, kind="interpolating",
-                                        need_mu=need_mu)
-        if not need_mu:
-            mu = jax.tree_util.tree_map(jnp.zeros_like, p)
+
+        def adjoint(w):
+            lam, mu, code, _ = adjoint_pass(setup.g, w, fwd, u, p, t_start, t_stop, saveat, options,
+                                            kind="interpolating", need_mu=need_mu)
+            return lam, mu if need_mu else jax.tree_util.tree_map(jnp.zeros_like, p), code
+
+        def skipped(w):  # a truncated dense output: the operator is rebuilt and called again
+            return jnp.zeros_like(u), jax.tree_util.tree_map(jnp.zeros_like, p), jnp.asarray(0)
+
+        lam, mu, code = jax.lax.cond(overflow, skipped, adjoint, jnp.concatenate([w_rows, w_end[None]]))
         d_start = -jnp.vdot(lam, setup.g(u, p, t_start))
         return lam, mu, d_start.astype(jnp.result_type(t_start)), code.astype(jnp.result_type(float))
 

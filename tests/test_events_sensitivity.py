@@ -173,3 +173,51 @@ def test_prepared_operator_replans_when_event_times_move():
     assert prep.mode == "forward" and prep.n_traces == 2
     with pytest.raises(ValueError, match="shape"):
         prep(np.ones(3))
+
+
+def test_reverse_reports_the_adjoint_it_uses():
+    prob = dxdt.ODEProblem(decay, [2.0], (0.0, 5.0), p=np.array([0.7, 0.5]))
+    ev = dxdt.Event(lambda u, p, t: u[0] - p[1], terminal=True)  # changes no state
+    loss = lambda u, *, t_events: t_events[0][0]  # noqa: E731
+    assert sens.prepare("gradient", loss, prob, events=[ev], mode="reverse").adjoint == "interpolating"
+    prep = sens.prepare("gradient", loss, prob, events=[ev], mode="reverse", adjoint="backsolve")
+    assert prep.adjoint == "checkpoint" and "discrete adjoint" in prep.reason
+    np.testing.assert_allclose(prep(prob.p), [-math.log(4) / 0.7**2, -1 / (0.5 * 0.7)], rtol=1e-5)
+
+
+def test_interpolating_dense_buffer_overflow_rebuilds(monkeypatch):
+    """A segment that outgrows the dense step buffer sized by the planning solve makes the
+    operator recompile with a buffer four times larger, and the answer is unchanged."""
+    from dxdt.sensitivity import _events
+
+    monkeypatch.setattr(_events, "segment_steps", lambda *args: 32)
+    k, y0, c = 0.7, 2.0, 0.5
+    prob = dxdt.ODEProblem(decay, [y0], (0.0, 5.0), p=np.array([k, c]))
+    ev = dxdt.Event(lambda u, p, t: u[0] - p[1], terminal=True)
+    prep = sens.prepare("gradient", lambda u, *, t_events: t_events[0][0], prob, events=[ev],
+                        mode="reverse", **TIGHT)
+    t_event = math.log(y0 / c) / k
+    np.testing.assert_allclose(prep(prob.p), [-t_event / k, -1 / (c * k)], rtol=1e-7)
+    assert prep._prepared._program.meta["dense_steps"] > 32 and prep.n_traces == 2
+
+
+def test_interpolating_adjoint_accurate_where_stability_sets_the_steps():
+    """Diffusion (Tsit5 at its stability limit) with a dose at t = 0.5: at default
+    tolerances the interpolating adjoint through the dose is error-controlled, while the
+    discrete adjoint differentiates steps chosen for stability and is 2000x less accurate."""
+    from dxdt import problems
+
+    n = 256
+    prob = problems.heat_1d(n=n)
+    data = np.sin(3 * np.linspace(0, 1, n))
+    dose = dxdt.TimeEvent([0.5], lambda u, p, t: u.__setitem__(n // 3, u[n // 3] + 1.0))
+
+    def loss(u):
+        return np.sum((u[-1] - data) ** 2)
+
+    reference = sens.gradient(loss, prob, events=[dose], mode="reverse", rtol=1e-11, atol=1e-13)
+    error = {adjoint: np.linalg.norm(sens.gradient(loss, prob, events=[dose], mode="reverse", adjoint=adjoint)
+                                     - reference) / np.linalg.norm(reference)
+             for adjoint in ("interpolating", "checkpoint")}
+    assert error["interpolating"] < 1e-6
+    assert error["checkpoint"] > 5e-5
