@@ -33,7 +33,7 @@ def check_method(method: Any) -> AbstractRungeKutta | AbstractStabilized:
 
 
 def check_positive(name: str, value: Any, *, allow_zero: bool = False) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+    if type(value) is not float and (isinstance(value, bool) or not isinstance(value, numbers.Real)):
         raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
     value = float(value)
     if not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
@@ -51,7 +51,7 @@ def check_tolerances(rtol: Any, atol: Any, shape: tuple[int, ...]):
     rtol = check_positive("rtol", rtol)
     if rtol < 10 * _EPS:
         raise ValueError(f"rtol={rtol} is below 10 machine epsilons; use rtol >= 1e-14")
-    if isinstance(atol, numbers.Real) or np.ndim(atol) == 0:
+    if type(atol) is float or isinstance(atol, numbers.Real) or np.ndim(atol) == 0:
         atol = check_positive("atol", atol, allow_zero=True)
         return rtol, atol if atol > 0 else _TINY
     atol = np.asarray(atol, dtype=np.float64)
@@ -65,7 +65,8 @@ def check_tolerances(rtol: Any, atol: Any, shape: tuple[int, ...]):
 
 
 def check_max_steps(max_steps: Any) -> int:
-    if isinstance(max_steps, bool) or not isinstance(max_steps, numbers.Integral) or max_steps < 1:
+    if type(max_steps) is not int and (isinstance(max_steps, bool) or not isinstance(max_steps, numbers.Integral)) \
+            or max_steps < 1:
         raise ValueError(f"max_steps must be a positive integer, got {max_steps!r}")
     return int(max_steps)
 
