@@ -244,7 +244,7 @@ def _segment(setup: EventSetup, u, p, t_start, t_stop: float, ts, differentiable
         lambda s, y, args: jnp.abs(t_stop - args[1]) * estimate(s, y, args))
     sol, code = odeint(field, u, (p, t_start), 0.0, 1.0, setup.options, ts=s_save,
                        differentiable=differentiable, spectral_radius=rho)
-    return sol.ys[-1], sol.ys[:-1], code
+    return sol.ys[-1], sol.ys[:-1], code, sol.stats["num_accepted_steps"]
 
 
 def _joint(setup: EventSetup, boundary: Boundary, u_star, p):
@@ -347,8 +347,9 @@ def n_segments(setup: EventSetup) -> int:
 
 
 def trajectory(setup: EventSetup, theta, differentiable: str, probes=None):
-    """``(U, t_events, code, overflow)``: the saved states, the event times per event, the
-    status and whether a dense step buffer overflowed.
+    """``(U, t_events, code, overflow, naccept)``: the saved states, the event times per
+    event, the status, whether a dense step buffer overflowed and the accepted steps of all
+    segments (0 with ``"interpolating"``).
 
     ``differentiable``: ``"forward"`` or ``"reverse"`` (diffrax's adjoints in every
     segment), or ``"interpolating"`` (:func:`_segment_adjoint`, one entry of ``probes``
@@ -358,15 +359,16 @@ def trajectory(setup: EventSetup, theta, differentiable: str, probes=None):
     saveat, direction = setup.saveat, np.sign(setup.t_end - setup.t0) or 1.0
     t_start, t_start_star = jnp.asarray(setup.t0, jnp.result_type(float)), setup.t0
     rows, times = [], [[] for _ in setup.events]
-    code, overflow = jnp.asarray(0), jnp.asarray(False)
+    code, overflow, naccept = jnp.asarray(0), jnp.asarray(False), jnp.asarray(0)
 
     def segment(u, t_start, t_stop, ts):
-        nonlocal code, overflow
+        nonlocal code, overflow, naccept
         if differentiable == "interpolating":
             u, seg_rows, c, o = _segment_adjoint(setup, u, p, t_start, t_stop, ts, probes[len(rows)])
             overflow = overflow | o
         else:
-            u, seg_rows, c = _segment(setup, u, p, t_start, t_stop, ts, differentiable)
+            u, seg_rows, c, steps = _segment(setup, u, p, t_start, t_stop, ts, differentiable)
+            naccept = naccept + steps
         rows.append(seg_rows)
         code = jnp.maximum(code, c)
         return u
@@ -387,13 +389,26 @@ def trajectory(setup: EventSetup, theta, differentiable: str, probes=None):
     else:  # a terminal event ended the solve: rows at its time show the post-affect state
         rows.append(jnp.broadcast_to(u, (int(last.sum()),) + u.shape))
     t_events = tuple(jnp.stack(ts) if ts else jnp.zeros((0,), jnp.result_type(float)) for ts in times)
-    return jnp.concatenate(rows), t_events, code, overflow
+    return jnp.concatenate(rows), t_events, code, overflow, naccept
 
 
 def _no_aux(code, overflow=False):
     zero = jnp.asarray(0.0)
     return {"code": code, "mismatch": zero, "dense_overflow": jnp.asarray(overflow),
             "naccept": jnp.asarray(0), "nreject": jnp.asarray(0), "stiffness": zero}
+
+
+def _stiffness(setup: EventSetup, theta, naccept, u_last):
+    """``h_mean rho(J) / boundary`` of the discrete adjoint's segments, as
+    :func:`._strategies.value_and_gradient_checkpoint` reports it (near 1: stability, not
+    accuracy, set the steps, and the operator warns)."""
+    from ._strategies import spectral_radius
+
+    u0, p = jax.lax.stop_gradient(setup.target.merge(theta, setup.u0, setup.p))
+    u_last = jax.lax.stop_gradient(u_last)
+    rho = jnp.maximum(spectral_radius(setup.g, u0, p, setup.t0), spectral_radius(setup.g, u_last, p, setup.t_end))
+    h_mean = abs(setup.t_end - setup.t0) / jnp.maximum(naccept, 1)
+    return h_mean * rho / setup.options.method.tableau.real_stability_boundary
 
 
 def _adjoint_code(code, probe_cotangents):
@@ -406,28 +421,30 @@ def value_and_gradient(setup: EventSetup, inner: str, adjoint: str = "checkpoint
     """``theta -> ((L, grad), aux)``: forward (tangents pushed per target entry), or reverse
     by the discrete adjoint (``adjoint="checkpoint"``) or the interpolating one."""
     def loss_of(theta, differentiable, probes=None):
-        U, t_events, code, overflow = trajectory(setup, theta, differentiable, probes)
+        U, t_events, code, overflow, naccept = trajectory(setup, theta, differentiable, probes)
         p = setup.target.merge(theta, setup.u0, setup.p)[1]
-        return setup.loss(U, p, t_events), (code, overflow)
+        u_last = U[-1] if U.shape[0] else setup.u0  # the last saved state (for the stiffness)
+        return setup.loss(U, p, t_events), (code, overflow, naccept, u_last)
 
     if inner == "reverse" and adjoint == "interpolating":
         def run(theta):
             probes = jnp.zeros(n_segments(setup), jnp.result_type(float))
-            (L, (code, overflow)), (grad, codes) = jax.value_and_grad(
+            (L, (code, overflow, _, _)), (grad, codes) = jax.value_and_grad(
                 lambda th, pr: loss_of(th, "interpolating", pr), argnums=(0, 1), has_aux=True)(theta, probes)
             return (L, grad), _no_aux(_adjoint_code(code, codes), overflow)
         return run
 
     if inner == "reverse":
         def run(theta):
-            (L, (code, _)), grad = jax.value_and_grad(lambda th: loss_of(th, "reverse"), has_aux=True)(theta)
-            return (L, grad), _no_aux(code)
+            (L, (code, _, naccept, u_last)), grad = jax.value_and_grad(
+                lambda th: loss_of(th, "reverse"), has_aux=True)(theta)
+            return (L, grad), {**_no_aux(code), "stiffness": _stiffness(setup, theta, naccept, u_last)}
         return run
 
     def run(theta):
         flat, unravel = ravel_pytree(theta)
         push = lambda v: jax.jvp(lambda x: loss_of(unravel(x), "forward"), (flat,), (v,), has_aux=True)  # noqa: E731
-        L, dL, (code, _) = jax.vmap(push)(jnp.eye(flat.size, dtype=flat.dtype))
+        L, dL, (code, _, _, _) = jax.vmap(push)(jnp.eye(flat.size, dtype=flat.dtype))
         return (L[0], unravel(dL)), _no_aux(code.max())
     return run
 
@@ -435,7 +452,7 @@ def value_and_gradient(setup: EventSetup, inner: str, adjoint: str = "checkpoint
 def jacobian(setup: EventSetup, inner: str, adjoint: str = "checkpoint") -> Callable:
     """``theta -> (dU/dtheta, aux)`` shaped ``(n_save, *u0.shape, *leaf.shape)`` per leaf."""
     def states(theta, differentiable, probes=None):
-        U, _, code, overflow = trajectory(setup, theta, differentiable, probes)
+        U, _, code, overflow, _ = trajectory(setup, theta, differentiable, probes)
         return U, (code, overflow)
 
     if inner == "reverse" and adjoint == "interpolating":
