@@ -157,10 +157,10 @@ def _last_finite(ts, default: float) -> float:
 
 
 def _to_numpy(prob, method, saveat, dense, ts, ys, code, counts, sol, auto_dt, max_steps) -> RawSolution:
-    filled = np.isfinite(ts)
     if code == 0 and saveat is not None:  # every row filled
         t, u = ts, ys
     else:
+        filled = np.isfinite(ts)
         t, u = ts[filled], ys[filled]
     # diffrax promotes a float32 state against float64 times; return the problem's dtype, in
     # a writable array of its own (not a view of the read-only transfer buffer)

@@ -253,7 +253,7 @@ def _fill(flat: np.ndarray, bounds, leaves) -> np.ndarray:
     if len(leaves) != len(bounds):
         raise ValueError(f"expected {len(bounds)} arrays, got {len(leaves)}")
     for (start, stop), leaf in zip(bounds, leaves):
-        if isinstance(leaf, (float, np.float64)):  # a time or tolerance (the common scalar)
+        if isinstance(leaf, float):  # a time or tolerance (np.float64 is a float too)
             flat[start] = leaf
         else:
             flat[start:stop] = np.ravel(leaf)
