@@ -35,7 +35,8 @@ import numpy as np
 
 from ._backend_numpy import RawSolution, progress_bar
 from ._events import Event, TimeEvent, affect_inplace, condition_inplace
-from ._events_numpy import INTERIOR_POINTS, PROBE, SIMULTANEOUS, ZENO_COUNT, first_crossing, is_zeno
+from ._events_numpy import (INTERIOR_POINTS, PROBE, SIMULTANEOUS, ZENO_COUNT, first_crossing, is_zeno, next_clip,
+                            schedule)
 from .solvers._numpy_executor import failure_message
 
 CHUNK_STEPS = 1024  # steps per compiled call: bounds the dense-output buffers diffrax allocates
@@ -147,19 +148,6 @@ def _padded(times) -> np.ndarray:
     return np.concatenate([times, np.full(n - len(times), times[-1])])
 
 
-def _schedule(events: tuple, p, t0: float, t1: float) -> tuple[list, dict]:
-    """The state events' indices and each ``TimeEvent``'s times inside ``tspan`` in solve order
-    (as :class:`._events_numpy.EventSet`, which would call the NumPy conditions)."""
-    lo, hi = min(t0, t1), max(t0, t1)
-    times = {}
-    for i, event in enumerate(events):
-        if isinstance(event, TimeEvent):
-            ts = event.resolve_times(p)
-            ts = np.unique(ts[(ts >= lo) & (ts <= hi)])
-            times[i] = ts if t1 > t0 else ts[::-1]
-    return [i for i, e in enumerate(events) if isinstance(e, Event)], times
-
-
 def integrate_jax_events(prob, method, events: tuple, *, rtol, atol, dt, adaptive, saveat, dense,
                          max_steps, progress) -> RawSolution:
     """Solve ``prob`` with ``events`` on the JAX backend (see the module docstring)."""
@@ -182,7 +170,7 @@ class _Solve:
         self.runner = _runner(prob, method, rtol, atol)
         self.code = _event_code(prob, events)
         self.t0, self.t1 = prob.tspan
-        self.continuous, self.times = _schedule(events, prob.p, self.t0, self.t1)
+        self.continuous, self.times = schedule(events, prob.p, prob.tspan)
         self.events, self.shape = events, prob.u0.shape
         self.p_device = self.jax.tree_util.tree_map(self.jnp.asarray, prob.p)
         self.bar, self.saveat, self.max_steps = bar, saveat, max_steps
@@ -208,10 +196,7 @@ class _Solve:
         return [i for i, ts in self.times.items() if self.next_time[i] < len(ts) and ts[self.next_time[i]] == t]
 
     def _clip(self) -> float:
-        pending = [ts[k] for i, ts in self.times.items() if (k := self.next_time[i]) < len(ts)]
-        if not pending:
-            return self.t1
-        return min(pending) if self.direction > 0 else max(pending)
+        return next_clip(self.times, self.next_time, self.direction, self.t1)
 
     def _conditions(self, t: float) -> np.ndarray:
         """The state events' conditions at the current state (compiled)."""

@@ -44,6 +44,29 @@ ZENO_GAP = 1e-8  # ... the last below ZENO_GAP * |t1 - t0|: a Zeno accumulation,
 _EPS = float(np.finfo(np.float64).eps)
 
 
+def schedule(events: tuple, p, tspan: tuple[float, float]) -> tuple[list, dict]:
+    """The state events' indices, and each ``TimeEvent``'s times inside ``tspan`` in the
+    order the solve meets them (``times(p)`` resolved), by index."""
+    t0, t1 = tspan
+    lo, hi = min(t0, t1), max(t0, t1)
+    times = {}
+    for i, event in enumerate(events):
+        if isinstance(event, TimeEvent):
+            ts = event.resolve_times(p)
+            ts = np.unique(ts[(ts >= lo) & (ts <= hi)])
+            times[i] = ts if t1 > t0 else ts[::-1]
+    return [i for i, e in enumerate(events) if isinstance(e, Event)], times
+
+
+def next_clip(times: dict, next_time: dict, direction: float, t1: float) -> float:
+    """The next time a solve must step onto exactly: the earliest ``TimeEvent`` time not
+    yet fired (``next_time[i]`` counts those fired of event ``i``), else ``t1``."""
+    pending = [ts[k] for i, ts in times.items() if (k := next_time[i]) < len(ts)]
+    if not pending:
+        return t1
+    return min(pending) if direction > 0 else max(pending)
+
+
 class EventSet:
     """The events of one solve, checked against the problem (times resolved with ``p``).
 
@@ -54,18 +77,10 @@ class EventSet:
     """
 
     def __init__(self, events: tuple, u0: np.ndarray, p, tspan: tuple[float, float]):
-        t0, t1 = tspan
-        lo, hi = min(t0, t1), max(t0, t1)
         self.events = events
-        self.continuous = [i for i, e in enumerate(events) if isinstance(e, Event)]
-        self.times = {}
-        for i, event in enumerate(events):
-            if isinstance(event, TimeEvent):
-                ts = event.resolve_times(p)
-                ts = np.unique(ts[(ts >= lo) & (ts <= hi)])
-                self.times[i] = ts if t1 > t0 else ts[::-1]
-            else:
-                check_condition_value(event, event.condition(u0.copy(), p, t0))
+        self.continuous, self.times = schedule(events, p, tspan)
+        for i in self.continuous:
+            check_condition_value(events[i], events[i].condition(u0.copy(), p, tspan[0]))
 
     def start(self, ws, saver, f, p, t0: float, t1: float, tableau) -> "Locator":
         """A locator bound to one run of the executor (fires events due at ``t0``)."""
@@ -123,10 +138,7 @@ class Locator:
         return k < len(ts) and ts[k] == t
 
     def _next_clip(self) -> float:
-        pending = [ts[k] for i, ts in self.spec.times.items() if (k := self.next_time[i]) < len(ts)]
-        if not pending:
-            return self.t1
-        return min(pending) if self.direction > 0 else max(pending)
+        return next_clip(self.spec.times, self.next_time, self.direction, self.t1)
 
     def _condition_values(self, t: float, out: np.ndarray) -> None:
         for j, i in enumerate(self.spec.continuous):
