@@ -61,11 +61,12 @@ from jax.flatten_util import ravel_pytree
 
 from .._events import Event, TimeEvent, affect_inplace, condition_inplace
 from .._solution import SolverError
-from ._jax import load_jax
 from ._adjoint import adjoint_pass
 from ._estimate import translate_eigen_est
+from ._jax import load_jax
 from ._loss import _refers_to_jax, _required_positional, translate_loss
 from ._ode import SolveOptions, odeint
+from ._strategies import checkpoint_stiffness
 from .translate import duplicate, to_jax
 from .translate._trace import call
 
@@ -110,12 +111,7 @@ def plan(prob, events: tuple, options: SolveOptions, saveat: np.ndarray) -> tupl
     SolverError
         The NumPy solve with the events failed (its message says why).
     """
-    from .._problem import ODEProblem
-    from .._solve import solve
-
-    private = ODEProblem(duplicate(prob.f), prob.u0, prob.tspan, prob.p)  # never the user's buffers
-    sol = solve(private, options.method, rtol=options.rtol, atol=options.atol,
-                max_steps=options.max_steps, saveat=saveat, events=_private(events))
+    sol = _numpy_solve(prob, events, options, saveat)
     if not sol.success:
         raise SolverError(f"the solve with events failed: {sol.message}", sol)
     fired = sorted(((float(t), i) for i, ts in enumerate(sol.t_events) for t in ts),
@@ -131,6 +127,18 @@ def plan(prob, events: tuple, options: SolveOptions, saveat: np.ndarray) -> tupl
         boundaries.append(Boundary(time, tuple(group), timed))
     t_end = boundaries[-1].time if sol.status == "event" else prob.tspan[1]
     return tuple(boundaries), t_end, len(sol.t)
+
+
+def _numpy_solve(prob, events: tuple, options: SolveOptions, saveat=None):
+    """The NumPy solve with ``events`` that plans an operator (every step without
+    ``saveat``), on private copies of ``f`` and the events' functions: never the user's
+    buffers."""
+    from .._problem import ODEProblem
+    from .._solve import solve
+
+    private = ODEProblem(duplicate(prob.f), prob.u0, prob.tspan, prob.p)
+    return solve(private, options.method, rtol=options.rtol, atol=options.atol,
+                 max_steps=options.max_steps, saveat=saveat, events=_private(events))
 
 
 def _private(events: tuple) -> list:
@@ -157,12 +165,7 @@ def segment_steps(prob, events: tuple, options: SolveOptions, boundaries: tuple,
     solve's steps differ a little), rounded up to a power of two. A buffer that still
     overflows is reported (``aux["dense_overflow"]``) and the operator rebuilt 4x larger.
     """
-    from .._problem import ODEProblem
-    from .._solve import solve
-
-    private = ODEProblem(duplicate(prob.f), prob.u0, prob.tspan, prob.p)
-    sol = solve(private, options.method, rtol=options.rtol, atol=options.atol,
-                max_steps=options.max_steps, events=_private(events))
+    sol = _numpy_solve(prob, events, options)
     if not sol.success:
         return options.max_steps
     direction = np.sign(t_end - prob.tspan[0]) or 1.0
@@ -398,19 +401,6 @@ def _no_aux(code, overflow=False):
             "naccept": jnp.asarray(0), "nreject": jnp.asarray(0), "stiffness": zero}
 
 
-def _stiffness(setup: EventSetup, theta, naccept, u_last):
-    """``h_mean rho(J) / boundary`` of the discrete adjoint's segments, as
-    :func:`._strategies.value_and_gradient_checkpoint` reports it (near 1: stability, not
-    accuracy, set the steps, and the operator warns)."""
-    from ._strategies import spectral_radius
-
-    u0, p = jax.lax.stop_gradient(setup.target.merge(theta, setup.u0, setup.p))
-    u_last = jax.lax.stop_gradient(u_last)
-    rho = jnp.maximum(spectral_radius(setup.g, u0, p, setup.t0), spectral_radius(setup.g, u_last, p, setup.t_end))
-    h_mean = abs(setup.t_end - setup.t0) / jnp.maximum(naccept, 1)
-    return h_mean * rho / setup.options.method.tableau.real_stability_boundary
-
-
 def _adjoint_code(code, probe_cotangents):
     """The forward codes with the adjoint solves' codes, read off the probes' cotangents."""
     worst = jnp.max(probe_cotangents, initial=0.0)
@@ -438,7 +428,10 @@ def value_and_gradient(setup: EventSetup, inner: str, adjoint: str = "checkpoint
         def run(theta):
             (L, (code, _, naccept, u_last)), grad = jax.value_and_grad(
                 lambda th: loss_of(th, "reverse"), has_aux=True)(theta)
-            return (L, grad), {**_no_aux(code), "stiffness": _stiffness(setup, theta, naccept, u_last)}
+            u0, p = setup.target.merge(theta, setup.u0, setup.p)
+            stiffness = checkpoint_stiffness(setup.g, p, (u0, setup.t0), (u_last, setup.t_end), naccept,
+                                             setup.options.method)
+            return (L, grad), {**_no_aux(code), "stiffness": stiffness}
         return run
 
     def run(theta):

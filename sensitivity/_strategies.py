@@ -135,12 +135,21 @@ def value_and_gradient_checkpoint(setup: Setup, theta):
         return L, stats
 
     (L, stats), grad = jax.value_and_grad(value, has_aux=True)(theta)
-    u0, p = jax.lax.stop_gradient(setup.target.merge(theta, setup.u0, setup.p))
-    rho = jnp.maximum(spectral_radius(setup.g, u0, p, setup.t0),
-                      spectral_radius(setup.g, stats.pop("u1"), p, setup.t1))
-    h_mean = abs(setup.t1 - setup.t0) / jnp.maximum(stats["naccept"], 1)
-    boundary = setup.options.method.tableau.real_stability_boundary
-    return (L, grad), {**_no_aux(), **stats, "stiffness": h_mean * rho / boundary}
+    u0, p = setup.target.merge(theta, setup.u0, setup.p)
+    stiffness = checkpoint_stiffness(setup.g, p, (u0, setup.t0), (stats.pop("u1"), setup.t1),
+                                     stats["naccept"], setup.options.method)
+    return (L, grad), {**_no_aux(), **stats, "stiffness": stiffness}
+
+
+def checkpoint_stiffness(g, p, start, end, naccept, method):
+    """``h_mean rho(J) / boundary`` of a discrete adjoint's forward solve from ``start`` to
+    ``end`` (each ``(u, t)``; ``rho`` the larger at the two): near 1 the step size was set by
+    stability rather than accuracy, where the derivative of the steps is unreliable."""
+    (u0, t0), (u1, t1) = jax.lax.stop_gradient((start, end))
+    p = jax.lax.stop_gradient(p)
+    rho = jnp.maximum(spectral_radius(g, u0, p, t0), spectral_radius(g, u1, p, t1))
+    h_mean = abs(t1 - t0) / jnp.maximum(naccept, 1)
+    return h_mean * rho / method.tableau.real_stability_boundary
 
 
 def value_and_gradient(setup: Setup, mode: str, adjoint: str) -> Callable:
