@@ -36,6 +36,8 @@ from ._target import as_jax_tree, describe
 
 jax, jnp = load_jax()
 
+_MAX_CHUNKS = 64  # checkpoints (one state each) of the interpolating adjoint's forward sweep
+
 _HINTS = {
     "max_steps": "increase max_steps, or loosen rtol/atol",
     "dt_min": "the step size underflowed: the problem may be singular or too stiff",
@@ -162,16 +164,18 @@ def jax_solve(prob: ODEProblem, method=None, *, saveat=None, rtol: float = 1e-6,
 
     g = to_jax(prob.f, prob.u0, prob.p, duplicate_closure=duplicate_closure)
     options = replace(options, estimate=translate_eigen_est(options.method))
-    dense_steps = 0
+    dense_steps = max_chunks = 0
     if adjoint == "interpolating":
         # the dense-output buffer (its size is static and cannot grow inside a trace): about
         # 4 times the steps of a NumPy solve at prob's (u0, p), run on a copy of f so that f's
-        # buffers stay untouched, so that an optimiser can move (u0, p) to where more steps are
-        # needed; a solve that needs still more gives NaN. A larger buffer costs time per step.
+        # buffers stay untouched (a larger buffer costs time per step). An (u0, p) that needs
+        # more steps is solved in chunks of that many (chunked_interpolating_adjoint), at the
+        # cost of one more forward solve, up to max_steps; past that, NaN.
         private = ODEProblem(duplicate(prob.f), prob.u0, prob.tspan, prob.p)
         dense_steps = min(options.max_steps, 3 * _dense_steps(private, options))
+        max_chunks = min(_MAX_CHUNKS, -(-options.max_steps // max(1, (3 * dense_steps) // 4)))
     p = as_jax_tree(prob.p, prob.u0.dtype)
     spec = SolveSpec(g=g, t0=prob.tspan[0], t1=prob.tspan[1], saveat=np.asarray(saveat),
                      options=options, adjoint=adjoint, dense_steps=dense_steps,
-                     n_x=1 + len(jax.tree_util.tree_leaves(p)))
+                     n_x=1 + len(jax.tree_util.tree_leaves(p)), max_chunks=max_chunks)
     return _SolveFunction(spec, jnp.asarray(prob.u0), p)

@@ -16,7 +16,7 @@ from typing import Callable
 
 import numpy as np
 
-from ._adjoint import BACKSOLVE_MISMATCH, adjoint_pass
+from ._adjoint import BACKSOLVE_MISMATCH, adjoint_pass, chunked_interpolating_adjoint
 from ._jax import load_jax
 from ._ode import SolveOptions, odeint
 
@@ -33,8 +33,9 @@ class SolveSpec:
     saveat: np.ndarray  # (n_save,)
     options: SolveOptions
     adjoint: str  # "interpolating", "checkpoint" or "backsolve"
-    dense_steps: int  # step buffer of the interpolating adjoint's dense forward solve
+    dense_steps: int  # step buffer of the interpolating adjoint's dense forward solve (a chunk)
     n_x: int  # leaves of x = (u0, p): the leading arguments of every linear map
+    max_chunks: int = 1  # checkpoints of the interpolating adjoint's chunked forward sweep
 
     @property
     def n_save(self) -> int:
@@ -134,9 +135,11 @@ def _adjoint_with_code(spec: SolveSpec, u0, p, w):
 
         _, vjp, code = jax.vjp(states, u0, p, has_aux=True)
         return vjp(w), code == 0
-    dense = spec.adjoint == "interpolating"
-    fwd, code = odeint(spec.rhs, u0, p, spec.t0, spec.t1, spec.options, ts=saveat, dense=dense,
-                       max_steps=spec.dense_steps if dense else None,
+    if spec.adjoint == "interpolating":  # the dense forward solve in chunks of spec.dense_steps
+        lam, mu, code = chunked_interpolating_adjoint(spec.g, w, u0, p, spec.t0, spec.t1, saveat, spec.options,
+                                                      chunk_steps=spec.dense_steps, max_chunks=spec.max_chunks)
+        return (lam, mu), code == 0
+    fwd, code = odeint(spec.rhs, u0, p, spec.t0, spec.t1, spec.options, ts=saveat,
                        spectral_radius=spec.options.spectral_radius())
     lam, mu, code_adj, mismatch = adjoint_pass(spec.g, w, fwd, u0, p, spec.t0, spec.t1, saveat,
                                                spec.options, kind=spec.adjoint)

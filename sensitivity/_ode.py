@@ -52,6 +52,40 @@ def status_code(result, nonfinite) -> jnp.ndarray:
     )
 
 
+def _normalised(vector_field, t0, t1):
+    """``(field(s, y, a), t0, span, scale)``: the vector field in normalised time ``s``."""
+    dtype = jnp.result_type(float)
+    t0 = jnp.asarray(t0, dtype)
+    span = jnp.asarray(t1 - t0, dtype)
+    scale = jnp.where(span == 0, 1, span)  # a zero-length solve has a zero field
+
+    def field(s, y, a):
+        dy = vector_field(t0 + s * span, y, a)
+        return jax.tree_util.tree_map(lambda d: d * span.astype(d.dtype), dy)
+
+    return field, t0, span, scale
+
+
+def _normalised_radius(spectral_radius, t0, span):
+    """The spectral-radius bound ``spectral_radius(t, y, a)`` in normalised time (or None)."""
+    if spectral_radius is None:
+        return None
+    return lambda s, y, a: jnp.abs(span) * spectral_radius(t0 + s * span, y, a)
+
+
+def initial_step(vector_field, y0, args, t0, t1, options: SolveOptions, spectral_radius=None):
+    """The first step (physical, positive) that :func:`odeint` chooses when given no ``dt0``
+    (Hairer & Wanner's selection, by diffrax's ``PIDController``), for a solve that must
+    start with an explicit one (a chain of solves whose first link chooses afresh)."""
+    field, t0, span, scale = _normalised(vector_field, t0, t1)
+    rho = _normalised_radius(spectral_radius, t0, span)
+    terms = diffrax.ODETerm(field)
+    solver = diffrax_solver(options.method, False, spectral_radius=rho)
+    pid = diffrax.PIDController(rtol=options.rtol, atol=options.atol)
+    s_next, _ = pid.init(terms, 0.0, 1.0, y0, None, args, solver.func, solver.error_order(terms))
+    return jnp.abs(s_next * scale)
+
+
 class Solved(eqx.Module):
     """A diffrax solution in normalised time, read in physical time ``t = t0 + s T``."""
 
@@ -127,16 +161,8 @@ def odeint(vector_field, y0, args, t0, t1, options: SolveOptions, *, ts=None, de
         The solution and its status code (0 success, see ``STATUS_CODES``).
     """
     method = options.method
-    span = t1 - t0
     dtype = jnp.result_type(float)
-    t0 = jnp.asarray(t0, dtype)
-    span = jnp.asarray(span, dtype)
-    scale = jnp.where(span == 0, 1, span)  # a zero-length solve has a zero field
-
-    def field(s, y, a):
-        dy = vector_field(t0 + s * span, y, a)
-        return jax.tree_util.tree_map(lambda d: d * span.astype(d.dtype), dy)
-
+    field, t0, span, scale = _normalised(vector_field, t0, t1)
     if adaptive:
         pcoeff, icoeff = pid_coefficients(method)
         floor = 16 * _EPS * jnp.maximum(jnp.abs(t0), jnp.abs(t0 + span)) / jnp.abs(scale)
@@ -144,8 +170,7 @@ def odeint(vector_field, y0, args, t0, t1, options: SolveOptions, *, ts=None, de
                                        jnp.where(span == 0, 0.0, floor))
     else:
         controller = diffrax.ConstantStepSize()
-    rho = None if spectral_radius is None else (
-        lambda s, y, a: jnp.abs(span) * spectral_radius(t0 + s * span, y, a))
+    rho = _normalised_radius(spectral_radius, t0, span)
     # a stabilized method counts its f evaluations and stage counts in its solver state
     counting = dict(controller_state=adaptive, solver_state=isinstance(method, AbstractStabilized))
     if ts is not None:

@@ -156,6 +156,22 @@ def test_vmap_equals_loop_and_failing_member_is_nan(decay_F):
     assert np.all(np.isnan(grads[2])) and np.all(np.isfinite(grads[[0, 1, 3]]))
 
 
+def test_parameters_needing_more_steps_than_the_dense_buffer(decay_F):
+    """The interpolating adjoint's dense buffer is sized at the problem's p (z = 0.7); at
+    z = 15 the solve needs nine times more steps, more than the buffer holds: the forward
+    sweep runs in two chunks (the first solved again in the backward sweep) and the
+    gradient and Hessian stay exact (they were NaN)."""
+    z = 15.0
+    steps = dxdt.solve(dxdt.ODEProblem(decay, np.array([Y0]), (0.0, 1.5), np.array([z])), Tsit5(),
+                       rtol=RTOL, atol=ATOL).stats["naccept"]
+    assert steps > decay_F.spec.dense_steps
+    L = _decay_loss(decay_F)
+    x = jnp.array([Y0, z])
+    _, grad, hess = decay_exact(Y0, z)
+    np.testing.assert_allclose(jax.grad(L)(x), grad, rtol=1e-7)
+    np.testing.assert_allclose(jax.hessian(L)(x), hess, rtol=1e-6)
+
+
 # --- linear ODE u' = A u: exact first and second derivatives ------------------------------
 
 A = np.array([[-0.5, 1.0, 0.0], [-1.0, -0.3, 0.2], [0.1, 0.0, -0.8]])
