@@ -32,8 +32,28 @@ jax, jnp = load_jax()
 
 
 
-def _zeros(tree):
-    return jax.tree_util.tree_map(jnp.zeros_like, tree)
+def _zeros(tree, anchor=None):
+    """Zeros shaped like ``tree``; plus ``anchor`` (see :func:`_tangent_anchor`) if given."""
+    if anchor is None:
+        return jax.tree_util.tree_map(jnp.zeros_like, tree)
+    return jax.tree_util.tree_map(lambda x: jnp.zeros_like(x) + anchor.astype(jnp.result_type(x)), tree)
+
+
+def _tangent_anchor(*trees):
+    """``0.0`` that carries a tangent wherever a leaf of ``trees`` does (under ``jax.jvp``).
+
+    JAX differentiates a loop forward by iterating to a fixed point of which carries have
+    nonzero tangents: a carry starting at zeros (the adjoint) whose tangent becomes
+    nonzero costs a second pass over the loop body (and, for a loop nested in a loop, a
+    pass of the inner loop per outer pass). Adding this anchor to such a carry's start
+    makes its tangent nonzero from the start: one pass. ``where``, not ``0 * x``, so that
+    an infinite ``x`` gives 0, not NaN.
+    """
+    leaves = [jnp.real(jnp.ravel(x)[0]) for x in jax.tree_util.tree_leaves(trees)
+              if jnp.size(x) and jnp.issubdtype(jnp.result_type(x), jnp.inexact)]
+    if not leaves:
+        return None
+    return jnp.where(False, sum(leaves), 0.0)
 
 
 def adjoint_pass(g, state_cotangents, forward, u0, p, t0, t1, saveat, options, *,
@@ -125,7 +145,10 @@ def _backward(g, state_cotangents, forward, u0, p, t0, t1, saveat, options, *, k
         return (lam, mu, u, h, s_k, jnp.maximum(code, c), mismatch), None
 
     dtype = jnp.result_type(float)
-    lam0, mu0, h0 = start if start is not None else (_zeros(u0), _zeros(p) if need_mu else None, jnp.nan)
+    if start is None:
+        anchor = _tangent_anchor(u0, p)
+        start = (_zeros(u0, anchor), _zeros(p, anchor) if need_mu else None, jnp.nan)
+    lam0, mu0, h0 = start
     u_end = u_states[-1] if backsolve else lam0
     # a failed forward solve may leave no usable step: then a thousandth of the span
     span = jnp.abs(jnp.asarray(t1 - t0, dtype))
@@ -178,8 +201,9 @@ def chunked_interpolating_adjoint(g, state_cotangents, u0, p, t0, t1, saveat, op
     estimate = options.spectral_radius()
     h_first = jax.lax.stop_gradient(initial_step(rhs, u0, p, t0, t1, options, estimate))
     n = max_chunks + 1
+    anchor = _tangent_anchor(u0, p)
     marks_t = jnp.full((n,), t0)
-    marks_u = jax.tree_util.tree_map(lambda x: jnp.zeros((n,) + jnp.shape(x), x.dtype).at[0].set(x), u0)
+    marks_u = jax.tree_util.tree_map(lambda x: _zeros(jnp.zeros((n,) + jnp.shape(x), x.dtype), anchor).at[0].set(x), u0)
     marks_h = jnp.zeros((n,), dtype).at[0].set(h_first)
 
     def body(carry):
@@ -217,8 +241,8 @@ def chunked_interpolating_adjoint(g, state_cotangents, u0, p, t0, t1, saveat, op
         branch = jnp.where(split, 0, jnp.where(fcode == 0, 1, 2))
         return jax.lax.switch(branch, (checkpoint, adjoin, fail), None)
 
-    init = (jnp.asarray(0), jnp.asarray(False), marks_t, marks_u, marks_h, _zeros(u0),
-            _zeros(p) if need_mu else None, jnp.asarray(jnp.nan, dtype), jnp.asarray(0), jnp.asarray(0))
+    init = (jnp.asarray(0), jnp.asarray(False), marks_t, marks_u, marks_h, _zeros(u0, anchor),
+            _zeros(p, anchor) if need_mu else None, jnp.asarray(jnp.nan, dtype), jnp.asarray(0), jnp.asarray(0))
     out = jax.lax.while_loop(lambda carry: carry[0] >= 0, body, init)
     return out[5], out[6], out[8]
 
