@@ -88,11 +88,12 @@ def check_saveat(saveat: Any, tspan: tuple[float, float]) -> np.ndarray | None:
     if ts.ndim != 1 or ts.size == 0:
         raise ValueError(f"saveat must be a non-empty 1-D array of times, got shape {ts.shape}")
     t0, t1 = tspan
-    # the common case in a few NumPy calls: sorted (a NaN fails the comparison), inside tspan
-    steps = ts[1:] - ts[:-1]
-    first, last = (ts[0], ts[-1]) if t1 > t0 else (ts[-1], ts[0])
-    if ((steps >= 0) if t1 > t0 else (steps <= 0)).all() and min(t0, t1) <= first and last <= max(t0, t1):
-        return ts
+    # the common case in two NumPy calls: ends inside tspan, sorted (a NaN fails a comparison)
+    first, last = float(ts[0]), float(ts[-1])
+    if t0 <= first <= last <= t1 if t1 > t0 else t0 >= first >= last >= t1:
+        order = np.less_equal if t1 > t0 else np.greater_equal
+        if ts.size < 3 or order(ts[:-1], ts[1:]).all():
+            return ts
     first, last = ts.min(), ts.max()  # NaN if any time is NaN
     if not (math.isfinite(first) and math.isfinite(last)):
         raise ValueError("saveat contains non-finite times")

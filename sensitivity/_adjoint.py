@@ -117,8 +117,10 @@ def _backward(g, state_cotangents, forward, u0, p, t0, t1, saveat, options, *, k
     def solve(state, h, start, stop):
         """``(state at stop, next step, code)``; unchanged if the interval is empty."""
         def run(state):
+            # an empty interval runs too where the test is batched (vmap turns the cond into a
+            # select): one whole step then ends it, not max_steps steps of size 0
             sol, code = odeint(field, state, p, start, stop, options, spectral_radius=estimate,
-                               dt0=jnp.sign(stop - start) * h)
+                               dt0=jnp.where(start == stop, 1.0, jnp.sign(stop - start) * h))
             h_next = jax.lax.stop_gradient(sol.next_step)
             h_next = jnp.where(jnp.isfinite(h_next) & (h_next > 0), h_next, h)
             return jax.tree_util.tree_map(lambda y: y[-1], sol.ys), h_next, code
@@ -170,8 +172,9 @@ def _backward(g, state_cotangents, forward, u0, p, t0, t1, saveat, options, *, k
 
 def chunked_interpolating_adjoint(g, state_cotangents, u0, p, t0, t1, saveat, options, *,
                                   chunk_steps: int, max_chunks: int, need_mu: bool = True):
-    """``(lambda(t0), mu(t0), code)``: the interpolating adjoint with its dense forward
-    solve in chunks of at most ``chunk_steps`` steps (checkpointing).
+    """``(lambda(t0), mu(t0), code)``: the interpolating adjoint, its dense forward solve
+    in chunks of at most ``chunk_steps`` steps when one buffer of that size does not hold
+    it (checkpointing).
 
     A dense step buffer has a static size, which a traced ``(u0, p)`` needing more steps
     than planned would overflow. Here the forward sweep solves from the last checkpoint
@@ -181,10 +184,15 @@ def chunked_interpolating_adjoint(g, state_cotangents, u0, p, t0, t1, saveat, op
     that reaches ``t1`` is followed at once by the adjoint over it; every earlier chunk is
     solved again, densely, from its checkpoint, last first, each followed by the adjoint
     over it (:func:`_backward`, with ``lambda``, ``mu`` and the step carried across
-    chunks). With one chunk this is the dense forward solve and :func:`adjoint_pass`;
-    every further chunk costs one more forward solve of its steps, and ``max_chunks``
-    checkpoints are held (one state each). More chunks than that, or more steps than
-    ``options.max_steps`` in the sweep, give code 1 (``"max_steps"``).
+    chunks). With one chunk this is the dense forward solve and :func:`adjoint_pass`
+    (the first chunk starts with the step :func:`odeint` would choose); every further
+    chunk costs one more forward solve of its steps, and ``max_chunks`` checkpoints are
+    held (one state each). More chunks than that, or more steps than ``options.max_steps``
+    in the sweep, give code 1 (``"max_steps"``).
+
+    One loop with one dense solve and one adjoint in its body: a first pass outside the
+    loop (so that the common case runs without it) made the first call 45% slower to
+    compile (the solves compiled twice).
 
     References: Y. Cao, S. Li, L. Petzold, R. Serban (2003), cited above; A. C.
     Hindmarsh et al., "SUNDIALS", ACM TOMS 31 (2005), section 4 (CVODES's checkpointed
@@ -199,12 +207,28 @@ def chunked_interpolating_adjoint(g, state_cotangents, u0, p, t0, t1, saveat, op
     t0, t1 = jnp.asarray(t0, dtype), jnp.asarray(t1, dtype)
     direction = jnp.where(t1 >= t0, 1.0, -1.0)
     estimate = options.spectral_radius()
-    h_first = jax.lax.stop_gradient(initial_step(rhs, u0, p, t0, t1, options, estimate))
     n = max_chunks + 1
     anchor = _tangent_anchor(u0, p)
     marks_t = jnp.full((n,), t0)
     marks_u = jax.tree_util.tree_map(lambda x: _zeros(jnp.zeros((n,) + jnp.shape(x), x.dtype), anchor).at[0].set(x), u0)
-    marks_h = jnp.zeros((n,), dtype).at[0].set(h_first)
+    first_step = jax.lax.stop_gradient(initial_step(rhs, u0, p, t0, t1, options, estimate))
+    marks_h = jnp.zeros((n,), dtype).at[0].set(first_step)
+
+    def checkpoint(fwd, c, split, marks_t, marks_u, marks_h):
+        """The marks with ``(t, u, h)`` at 3/4 of ``fwd``'s accepted steps set at ``c + 1``."""
+        interp = fwd.sol.interpolation
+        naccept = interp.ts_size - 1
+        k = jnp.clip((3 * naccept) // 4, 1, jnp.maximum(naccept - 1, 1))
+        t_k = jax.lax.stop_gradient(fwd.t0 + interp.ts[k] * fwd.span)
+        h_k = jax.lax.stop_gradient(jnp.abs((interp.ts[k + 1] - interp.ts[k]) * fwd.span))
+        u_k = fwd.evaluate(t_k)
+        at = jnp.minimum(c + 1, n - 1)
+        return (jnp.where(split, marks_t.at[at].set(t_k), marks_t),
+                jax.tree_util.tree_map(lambda m, x: jnp.where(split, m.at[at].set(x), m), marks_u, u_k),
+                jnp.where(split, marks_h.at[at].set(h_k), marks_h))
+
+    def can_split(fwd, fcode, c, steps):
+        return (fcode == 1) & (c + 1 < n) & (fwd.sol.interpolation.ts_size >= 3) & (steps < options.max_steps)
 
     def body(carry):
         c, back, marks_t, marks_u, marks_h, lam, mu, h, code, steps = carry
@@ -213,33 +237,21 @@ def chunked_interpolating_adjoint(g, state_cotangents, u0, p, t0, t1, saveat, op
         stop = jnp.where(back, marks_t[jnp.minimum(c + 1, n - 1)], t1)
         fwd, fcode = odeint(rhs, start_u, p, start_t, stop, options, dense=True, max_steps=chunk_steps,
                             dt0=direction * marks_h[c], spectral_radius=estimate)
-        interp = fwd.sol.interpolation
-        naccept = interp.ts_size - 1
         steps = steps + jnp.where(back, 0, fwd.stats["num_steps"])
-        split = ~back & (fcode == 1) & (c + 1 < n) & (naccept >= 2) & (steps < options.max_steps)
+        split = ~back & can_split(fwd, fcode, c, steps)
+        marks_t, marks_u, marks_h = checkpoint(fwd, c, split, marks_t, marks_u, marks_h)
 
-        def checkpoint(_):
-            k = jnp.clip((3 * naccept) // 4, 1, naccept - 1)
-            t_k = jax.lax.stop_gradient(fwd.t0 + interp.ts[k] * fwd.span)
-            h_k = jax.lax.stop_gradient(jnp.abs((interp.ts[k + 1] - interp.ts[k]) * fwd.span))
-            u_k = fwd.evaluate(t_k)
-            return (c + 1, back, marks_t.at[c + 1].set(t_k),
-                    jax.tree_util.tree_map(lambda m, x: m.at[c + 1].set(x), marks_u, u_k),
-                    marks_h.at[c + 1].set(h_k), lam, mu, h, code, steps)
+        def adjoin(lam, mu, h):
+            lam, mu, h, code, _ = _backward(g, state_cotangents, fwd, start_u, p, start_t, stop, saveat,
+                                            options, kind="interpolating", need_mu=need_mu,
+                                            window=(direction, c == 0), start=(lam, mu, h))
+            return lam, mu, h, code
 
-        def adjoin(_):
-            lam_, mu_, h_, code_, _ = _backward(g, state_cotangents, fwd, start_u, p, start_t, stop, saveat,
-                                                options, kind="interpolating", need_mu=need_mu,
-                                                window=(direction, c == 0), start=(lam, mu, h))
-            return (c - 1, jnp.asarray(True), marks_t, marks_u, marks_h, lam_, mu_, h_,
-                    jnp.maximum(code, code_), steps)
-
-        def fail(_):
-            return (jnp.asarray(-1), back, marks_t, marks_u, marks_h, lam, mu, h,
-                    jnp.maximum(jnp.maximum(code, fcode), 1), steps)
-
-        branch = jnp.where(split, 0, jnp.where(fcode == 0, 1, 2))
-        return jax.lax.switch(branch, (checkpoint, adjoin, fail), None)
+        reached = fcode == 0
+        lam, mu, h, code_adj = jax.lax.cond(reached, adjoin, lambda lam, mu, h: (lam, mu, h, 0), lam, mu, h)
+        code = jnp.maximum(code, jnp.where(reached, code_adj, jnp.where(split, 0, jnp.maximum(fcode, 1))))
+        c = jnp.where(split, c + 1, jnp.where(reached, c - 1, -1))
+        return c, back | reached, marks_t, marks_u, marks_h, lam, mu, h, code, steps
 
     init = (jnp.asarray(0), jnp.asarray(False), marks_t, marks_u, marks_h, _zeros(u0, anchor),
             _zeros(p, anchor) if need_mu else None, jnp.asarray(jnp.nan, dtype), jnp.asarray(0), jnp.asarray(0))

@@ -160,7 +160,8 @@ def test_parameters_needing_more_steps_than_the_dense_buffer(decay_F):
     """The interpolating adjoint's dense buffer is sized at the problem's p (z = 0.7); at
     z = 15 the solve needs nine times more steps, more than the buffer holds: the forward
     sweep runs in two chunks (the first solved again in the backward sweep) and the
-    gradient and Hessian stay exact (they were NaN)."""
+    gradient and Hessian stay exact (they were NaN), also in a ``vmap`` with a member that
+    needs no chunking."""
     z = 15.0
     steps = dxdt.solve(dxdt.ODEProblem(decay, np.array([Y0]), (0.0, 1.5), np.array([z])), Tsit5(),
                        rtol=RTOL, atol=ATOL).stats["naccept"]
@@ -168,7 +169,10 @@ def test_parameters_needing_more_steps_than_the_dense_buffer(decay_F):
     L = _decay_loss(decay_F)
     x = jnp.array([Y0, z])
     _, grad, hess = decay_exact(Y0, z)
-    np.testing.assert_allclose(jax.grad(L)(x), grad, rtol=1e-7)
+    # in a vmap with a member that fits the buffer (each keeps its own chunking)
+    grads = jax.vmap(jax.grad(L))(jnp.array([[Y0, Z], [Y0, z]]))
+    np.testing.assert_allclose(grads[0], decay_exact(Y0, Z)[1], rtol=1e-7)
+    np.testing.assert_allclose(grads[1], grad, rtol=1e-7)
     np.testing.assert_allclose(jax.hessian(L)(x), hess, rtol=1e-6)
 
 
