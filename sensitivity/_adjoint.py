@@ -214,22 +214,6 @@ def chunked_interpolating_adjoint(g, state_cotangents, u0, p, t0, t1, saveat, op
     first_step = jax.lax.stop_gradient(initial_step(rhs, u0, p, t0, t1, options, estimate))
     marks_h = jnp.zeros((n,), dtype).at[0].set(first_step)
 
-    def checkpoint(fwd, c, split, marks_t, marks_u, marks_h):
-        """The marks with ``(t, u, h)`` at 3/4 of ``fwd``'s accepted steps set at ``c + 1``."""
-        interp = fwd.sol.interpolation
-        naccept = interp.ts_size - 1
-        k = jnp.clip((3 * naccept) // 4, 1, jnp.maximum(naccept - 1, 1))
-        t_k = jax.lax.stop_gradient(fwd.t0 + interp.ts[k] * fwd.span)
-        h_k = jax.lax.stop_gradient(jnp.abs((interp.ts[k + 1] - interp.ts[k]) * fwd.span))
-        u_k = fwd.evaluate(t_k)
-        at = jnp.minimum(c + 1, n - 1)
-        return (jnp.where(split, marks_t.at[at].set(t_k), marks_t),
-                jax.tree_util.tree_map(lambda m, x: jnp.where(split, m.at[at].set(x), m), marks_u, u_k),
-                jnp.where(split, marks_h.at[at].set(h_k), marks_h))
-
-    def can_split(fwd, fcode, c, steps):
-        return (fcode == 1) & (c + 1 < n) & (fwd.sol.interpolation.ts_size >= 3) & (steps < options.max_steps)
-
     def body(carry):
         c, back, marks_t, marks_u, marks_h, lam, mu, h, code, steps = carry
         start_t = marks_t[c]
@@ -237,9 +221,19 @@ def chunked_interpolating_adjoint(g, state_cotangents, u0, p, t0, t1, saveat, op
         stop = jnp.where(back, marks_t[jnp.minimum(c + 1, n - 1)], t1)
         fwd, fcode = odeint(rhs, start_u, p, start_t, stop, options, dense=True, max_steps=chunk_steps,
                             dt0=direction * marks_h[c], spectral_radius=estimate)
+        interp = fwd.sol.interpolation
+        naccept = interp.ts_size - 1
         steps = steps + jnp.where(back, 0, fwd.stats["num_steps"])
-        split = ~back & can_split(fwd, fcode, c, steps)
-        marks_t, marks_u, marks_h = checkpoint(fwd, c, split, marks_t, marks_u, marks_h)
+        split = ~back & (fcode == 1) & (c + 1 < n) & (naccept >= 2) & (steps < options.max_steps)
+        # the checkpoint (t, u, h) at 3/4 of the chunk's accepted steps, set at c + 1 on a split
+        k = jnp.clip((3 * naccept) // 4, 1, jnp.maximum(naccept - 1, 1))
+        t_k = jax.lax.stop_gradient(fwd.t0 + interp.ts[k] * fwd.span)
+        h_k = jax.lax.stop_gradient(jnp.abs((interp.ts[k + 1] - interp.ts[k]) * fwd.span))
+        at = jnp.minimum(c + 1, n - 1)
+        marks_t = jnp.where(split, marks_t.at[at].set(t_k), marks_t)
+        marks_u = jax.tree_util.tree_map(lambda m, x: jnp.where(split, m.at[at].set(x), m), marks_u,
+                                         fwd.evaluate(t_k))
+        marks_h = jnp.where(split, marks_h.at[at].set(h_k), marks_h)
 
         def adjoin(lam, mu, h):
             lam, mu, h, code, _ = _backward(g, state_cotangents, fwd, start_u, p, start_t, stop, saveat,
