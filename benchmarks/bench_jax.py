@@ -344,9 +344,9 @@ def dxdt_build_stages(build: Callable[[], Callable]) -> dict[str, Any]:
         def __init__(self, lowered):
             self.lowered = lowered
 
-        def compile(self):
+        def compile(self, *options):  # dxdt's compiler options (_compiled.compiler_options)
             start = time.perf_counter()
-            compiled = self.lowered.compile()
+            compiled = self.lowered.compile(*options)
             stages["compile_s"] = time.perf_counter() - start
             return compiled
 

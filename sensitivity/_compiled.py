@@ -288,9 +288,45 @@ def compile_function(fn: Callable, *example, flat: bool = True) -> tuple[Any, di
     else:
         lowered = jax.jit(fn).lower(*example)
     traced = time.perf_counter()
-    executable = lowered.compile()
+    executable = _compile(lowered)
     meta.update(trace_s=traced - start, compile_s=time.perf_counter() - traced)
     return executable, meta
+
+
+# XLA:CPU's fusion emitters (its default code generator in jaxlib 0.10) take a third
+# more time to compile dxdt's programs than the classic elemental emitters, and the code
+# runs no faster (docs/compiled.md, "Compile options"): dxdt compiles its own programs with
+# the classic ones. A program inside the user's jax.jit (jax_solve) compiles with the
+# user's options.
+CPU_COMPILER_OPTIONS = {"xla_cpu_use_fusion_emitters": False}
+_OPTIONS_REFUSED: list = []  # set when this jaxlib does not know an option: compile without
+
+
+@cache
+def compiler_options() -> dict | None:
+    """XLA options for dxdt's own programs on this process's default backend (None: XLA's
+    defaults, on other backends or with ``DXDT_XLA_DEFAULTS=1``). Part of the cache key."""
+    import jax
+
+    if jax.default_backend() != "cpu" or os.environ.get("DXDT_XLA_DEFAULTS") == "1":
+        return None
+    return dict(CPU_COMPILER_OPTIONS)
+
+
+def _compile(lowered):
+    """``lowered.compile`` with :func:`compiler_options`, or with XLA's defaults where this
+    jaxlib refuses an option (once per process; the key still names the options, as it
+    does in every process with this jaxlib)."""
+    options = None if _OPTIONS_REFUSED else compiler_options()
+    if options is None:
+        return lowered.compile()
+    try:
+        return lowered.compile(options)
+    except Exception as err:  # jaxlib's JaxRuntimeError: "No such compile option: ..."
+        if "compile option" not in str(err):
+            raise
+        _OPTIONS_REFUSED.append(str(err))
+        return lowered.compile()
 
 
 @contextmanager
@@ -383,7 +419,8 @@ def _environment() -> tuple:
     device = jax.devices()[0]
     packages = tuple((name, version(name)) for name in ("jax", "jaxlib", "diffrax", "equinox", "numpy"))
     return (FORMAT, __version__, _source_stamp(), packages, sys.version_info[:2], platform.machine(),
-            device.platform, getattr(device, "device_kind", ""), jax.config.jax_enable_x64)
+            device.platform, getattr(device, "device_kind", ""), jax.config.jax_enable_x64,
+            sorted((compiler_options() or {}).items()))
 
 
 def _source_stamp() -> str:

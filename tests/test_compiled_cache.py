@@ -293,3 +293,46 @@ def test_an_edited_dxdt_module_changes_the_cache_key():
     finally:
         os.utime(module, ns=(info.st_atime_ns, info.st_mtime_ns))
     assert compiled._source_stamp() == before
+
+
+def test_programs_compile_with_dxdts_options_which_the_key_names(monkeypatch):
+    """On a CPU dxdt's programs use XLA's classic emitters (docs/compiled.md, "Compile
+    options"); DXDT_XLA_DEFAULTS=1 turns that off, changes the key (programs compiled
+    either way are never mixed) and gives the same solution."""
+    import jax
+
+    prob = decay_problem(np.array([0.7, 0.2]))
+    key_of = lambda: compiled._key("solve", ("static",), [])  # noqa: E731
+    compiled._KEYS.clear()
+    ours = dxdt.solve(prob, Tsit5(), saveat=[T1], backend="jax", **TOL).u
+    if jax.default_backend() == "cpu":
+        assert compiled.compiler_options() == {"xla_cpu_use_fusion_emitters": False}
+        assert not compiled._OPTIONS_REFUSED  # this jaxlib knows the option
+    key_ours = key_of()
+    monkeypatch.setenv("DXDT_XLA_DEFAULTS", "1")
+    for memo in (compiled.compiler_options, compiled._environment):
+        memo.cache_clear()
+    compiled._KEYS.clear()
+    try:
+        assert compiled.compiler_options() is None
+        assert key_of() != key_ours or jax.default_backend() != "cpu"
+        builds = counts()[0]
+        defaults = dxdt.solve(prob, Tsit5(), saveat=[T1], backend="jax", **TOL).u
+        assert counts()[0] == builds + (jax.default_backend() == "cpu")
+    finally:
+        monkeypatch.delenv("DXDT_XLA_DEFAULTS")
+        for memo in (compiled.compiler_options, compiled._environment):
+            memo.cache_clear()
+        compiled._KEYS.clear()
+    np.testing.assert_allclose(defaults, ours, rtol=1e-13, atol=0)
+    np.testing.assert_allclose(ours[-1], np.exp(-np.array([0.7, 0.2]) * T1), rtol=1e-9)
+
+
+def test_a_refused_compile_option_falls_back_to_xla_defaults(monkeypatch):
+    import jax
+
+    monkeypatch.setattr(compiled, "_OPTIONS_REFUSED", [])
+    monkeypatch.setattr(compiled, "compiler_options", lambda: {"xla_no_such_option_at_all": True})
+    executable = compiled._compile(jax.jit(lambda x: 2 * x).lower(np.ones(3)))
+    np.testing.assert_array_equal(np.asarray(executable(np.ones(3))), 2 * np.ones(3))
+    assert compiled._OPTIONS_REFUSED and "xla_no_such_option_at_all" in compiled._OPTIONS_REFUSED[0]
