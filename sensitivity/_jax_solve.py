@@ -58,11 +58,7 @@ class _SolveFunction:
         self._p_signature = describe(p)
         self._p_tree = jax.tree_util.tree_structure(p)
         self._p_dtypes = [leaf.dtype for leaf in jax.tree_util.tree_leaves(p)]
-        from ._compiled import compiler_options
-
-        # called eagerly, F compiles its own program (dxdt's options); inside the user's jit,
-        # its primal is part of the user's program
-        self._eager = jax.jit(primal_with_code, static_argnums=0, compiler_options=compiler_options())
+        self._eager = jax.jit(primal_with_code, static_argnums=0)
         compiled_primal = jax.jit(primal, static_argnums=0)
 
         @jax.custom_jvp
