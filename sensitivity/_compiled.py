@@ -420,7 +420,7 @@ def _environment() -> tuple:
     packages = tuple((name, version(name)) for name in ("jax", "jaxlib", "diffrax", "equinox", "numpy"))
     return (FORMAT, __version__, _source_stamp(), packages, sys.version_info[:2], platform.machine(),
             device.platform, getattr(device, "device_kind", ""), jax.config.jax_enable_x64,
-            sorted((compiler_options() or {}).items()))
+            sorted((compiler_options() or {}).items()), os.environ.get("XLA_FLAGS", ""))
 
 
 def _source_stamp() -> str:

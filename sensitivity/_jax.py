@@ -3,23 +3,60 @@
 ``import dxdt`` and ``import dxdt.sensitivity`` stay light; every JAX code path calls
 :func:`load_jax` first, which imports JAX and switches on 64-bit floats so that float64
 problems give float64 results.
+
+Before JAX's CPU backend starts, :func:`load_jax` also raises XLA:CPU's threshold for
+compiling a small ``while`` loop into one kernel (:data:`SMALL_WHILE_LOOP_BYTES`, see
+``docs/compiled.md``, "Small loops"): above the threshold XLA runs every operation of
+every iteration of a loop as a separate task, which on the small states of an ODE step
+cost more than the arithmetic (a Lotka-Volterra gradient 4.8x slower). The setting is
+one option in ``XLA_FLAGS`` (process-wide: JAX programs of your own compiled afterwards
+get it too); ``DXDT_XLA_DEFAULTS=1``, or a threshold of your own in ``XLA_FLAGS``, keeps
+XLA's.
 """
 
 from __future__ import annotations
 
 import functools
+import os
+import re
+import sys
 from types import ModuleType
+
+SMALL_WHILE_LOOP_BYTES = 4 * 2**20
+_OPTION = "xla_cpu_small_while_loop_byte_threshold"
+
+
+def xla_flags_with_small_loops(flags: str) -> str:
+    """``flags`` (the value of ``XLA_FLAGS``) with :data:`SMALL_WHILE_LOOP_BYTES` among its
+    ``--xla_backend_extra_options`` (unchanged if it already sets the threshold)."""
+    if _OPTION in flags:
+        return flags
+    option = f"{_OPTION}={SMALL_WHILE_LOOP_BYTES}"
+    extra = re.search(r"--xla_backend_extra_options=(\S*)", flags)
+    if extra is None:
+        return f"{flags} --xla_backend_extra_options={option}".strip()
+    merged = f"{extra.group(1)},{option}" if extra.group(1) else option
+    return flags[:extra.start()] + f"--xla_backend_extra_options={merged}" + flags[extra.end():]
+
+
+def _backend_started() -> bool:
+    """Whether JAX has created its backends (after which ``XLA_FLAGS`` is not read again)."""
+    bridge = sys.modules.get("jax._src.xla_bridge")
+    return bool(getattr(bridge, "_backends", None))
 
 
 @functools.cache
 def load_jax() -> tuple[ModuleType, ModuleType]:
-    """Import JAX with 64-bit floats enabled.
+    """Import JAX with 64-bit floats enabled (and XLA:CPU's small-loop threshold, see the
+    module's docstring).
 
     Returns
     -------
     jax, jnp : module
         The ``jax`` and ``jax.numpy`` modules.
     """
+    if os.environ.get("DXDT_XLA_DEFAULTS") != "1" and not _backend_started():
+        os.environ["XLA_FLAGS"] = xla_flags_with_small_loops(os.environ.get("XLA_FLAGS", ""))
     import jax
 
     jax.config.update("jax_enable_x64", True)

