@@ -11,12 +11,14 @@ solves failed, so a failure inside a trace never gives a finite wrong value.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
 
-from ._adjoint import BACKSOLVE_MISMATCH, adjoint_pass, chunked_interpolating_adjoint
+from ._adjoint import (BACKSOLVE_MISMATCH, SecondOrderSystem, StackedAdjointSystem, adjoint_pass,
+                       chunked_interpolating_adjoint)
 from ._jax import load_jax
 from ._ode import SolveOptions, odeint
 
@@ -89,37 +91,66 @@ def _stacked_tangents(spec: SolveSpec, u0, p, V0, Vp):
     return _nan_unless(code == 0, jnp.swapaxes(sol.ys[1][:-1], 0, 1))
 
 
-def _tangents(spec: SolveSpec, u0, p, V0, Vp):
-    """:func:`_stacked_tangents` whose ``vmap`` over directions only (``jax.jacfwd``: ``x``
-    unbatched) stacks the mapped directions into the same solve, instead of one solve per
-    direction run in lockstep (each repeating the state, with its own step sequence);
-    a ``vmap`` that maps ``x`` too maps the stacked solve (one solve per member).
+def _stacking(stacked, n_shared: int):
+    """``stacked(*shared, *directions)``, whose ``n_shared`` leading arguments are shared
+    and whose others carry ``m`` directions on a leading axis (the result too), with a
+    ``vmap`` rule that keeps one solve for all of them.
+
+    A ``vmap`` over directions only (``jax.jacfwd``, ``jax.jacrev``, ``jax.hessian``:
+    the shared arguments unbatched) merges the mapped directions into the stacked axis:
+    one solve carries them all, instead of one solve per direction run in lockstep (each
+    repeating the shared parts, with its own step sequence, and slow to trace: ``vmap``
+    of a whole solve). A ``vmap`` of size 1 (``jax.jacrev`` of a scalar) is removed. A
+    ``vmap`` that maps a shared argument maps the stacked solve (one per member).
     """
     @jax.custom_batching.custom_vmap
-    def stacked(u0, p, V0, Vp):
-        return _stacked_tangents(spec, u0, p, V0, Vp)
+    def run(*args):
+        return stacked(*args)
 
-    @stacked.def_vmap
-    def rule(axis_size, in_batched, u0, p, V0, Vp):
-        x_batched, v_batched = in_batched[:2], in_batched[2:]
-        if any(jax.tree_util.tree_leaves(x_batched)):
-            in_axes = jax.tree_util.tree_map(lambda b: 0 if b else None, tuple(in_batched))
-            return jax.vmap(lambda *a: _stacked_tangents(spec, *a), in_axes=in_axes)(u0, p, V0, Vp), True
+    @run.def_vmap
+    def rule(axis_size, in_batched, *args):
+        batched = tuple(in_batched)
+        if axis_size == 1:
+            args = jax.tree_util.tree_map(lambda a, b: a[0] if b else a, args, batched)
+            return _all_batched(jax.tree_util.tree_map(lambda a: a[None], run(*args)))
+        if any(jax.tree_util.tree_leaves(batched[:n_shared])):
+            in_axes = jax.tree_util.tree_map(lambda b: 0 if b else None, batched)
+            return _all_batched(jax.vmap(stacked, in_axes=in_axes)(*args))
 
         def merge(x, b):  # (axis_size, m, ...) -> (axis_size * m, ...)
             x = x if b else jnp.broadcast_to(x, (axis_size,) + x.shape)
             return x.reshape((-1,) + x.shape[2:])
 
-        V0, Vp = jax.tree_util.tree_map(merge, (V0, Vp), tuple(v_batched))
-        S = _tangents(spec, u0, p, V0, Vp)
-        return S.reshape((axis_size, -1) + S.shape[1:]), True
+        directions = jax.tree_util.tree_map(merge, args[n_shared:], batched[n_shared:])
+        out = run(*args[:n_shared], *directions)
+        return _all_batched(jax.tree_util.tree_map(lambda c: c.reshape((axis_size, -1) + c.shape[1:]), out))
 
-    return stacked(u0, p, V0, Vp)
+    return run
+
+
+@functools.cache
+def _traced_once(stacked_pass):
+    """``stacked_pass`` jitted (``spec`` static): ``custom_vmap`` traces its function at
+    every level of ``vmap`` it meets (``jax.hessian``: three), and a pass traced again for
+    the same shapes is then found in JAX's cache instead (a chunked adjoint costs 1-3 s
+    to trace)."""
+    return jax.jit(stacked_pass, static_argnums=0)
+
+
+def _all_batched(tree):
+    """A ``custom_vmap`` rule's result: ``tree`` and its batching spec (every leaf mapped)."""
+    return tree, jax.tree_util.tree_map(lambda _: True, tree)
+
+
+def _tangents(spec: SolveSpec, u0, p, V0, Vp):
+    """:func:`_stacked_tangents`, one solve for every direction under ``jax.jacfwd``
+    (:func:`_stacking`)."""
+    return _stacking(functools.partial(_traced_once(_stacked_tangents), spec), 2)(u0, p, V0, Vp)
 
 
 def tangent(spec: SolveSpec, u0, p, v0, vp):
     """``F'(x) v``, shape ``(n_save, *u0.shape)``; under ``jax.jacfwd`` one solve carries
-    every direction (see :func:`_tangents`)."""
+    every direction (see :func:`_stacking`)."""
     V0, Vp = jax.tree_util.tree_map(lambda a: a[None], (v0, vp))
     return _tangents(spec, u0, p, V0, Vp)[0]
 
@@ -146,10 +177,29 @@ def _adjoint_with_code(spec: SolveSpec, u0, p, w):
     return (lam, mu), (code == 0) & (code_adj == 0) & (mismatch <= BACKSOLVE_MISMATCH)
 
 
+def _stacked_adjoints(spec: SolveSpec, u0, p, W):
+    """``F'(x)^T w_j`` for the ``m`` cotangents stacked on the leading axis of ``W``; more
+    than one by the interpolating adjoint of :class:`._adjoint.StackedAdjointSystem` (one
+    forward and one backward solve for all)."""
+    m = W.shape[0]
+    if m == 1:  # the plain adjoint (jax.grad)
+        grads, ok = _adjoint_with_code(spec, u0, p, W[0])
+        return jax.tree_util.tree_map(lambda a: a[None], _nan_unless(ok, grads))
+    lam, mu, code = chunked_interpolating_adjoint(
+        spec.g, jnp.swapaxes(W, 0, 1), u0, p, spec.t0, spec.t1, jnp.asarray(spec.saveat), spec.options,
+        chunk_steps=spec.dense_steps, max_chunks=spec.max_chunks, system=StackedAdjointSystem(spec.g, m))
+    return _nan_unless(code == 0, (lam, mu))
+
+
 def adjoint(spec: SolveSpec, u0, p, w):
-    """``F'(x)^T w`` as ``(cotangent of u0, cotangent of p)``."""
-    grads, ok = _adjoint_with_code(spec, u0, p, w)
-    return _nan_unless(ok, grads)
+    """``F'(x)^T w`` as ``(cotangent of u0, cotangent of p)``; under ``jax.jacrev`` (or a
+    forward derivative of a gradient) one interpolating adjoint solve carries every
+    cotangent (:func:`_stacking`)."""
+    if spec.adjoint != "interpolating":
+        grads, ok = _adjoint_with_code(spec, u0, p, w)
+        return _nan_unless(ok, grads)
+    stacked = _stacking(functools.partial(_traced_once(_stacked_adjoints), spec), 2)(u0, p, w[None])
+    return jax.tree_util.tree_map(lambda c: c[0], stacked)
 
 
 def second_tangent(spec: SolveSpec, u0, p, v0, vp, d0, dp):
@@ -159,8 +209,30 @@ def second_tangent(spec: SolveSpec, u0, p, v0, vp, d0, dp):
     return _nan_unless(code == 0, dS)
 
 
+def _stacked_second_adjoints(spec: SolveSpec, u0, p, w, D0, Dp):
+    """``C(x; w, d_j)`` for the ``m`` directions stacked on the leading axis of ``(D0, Dp)``
+    (the interpolating adjoint): one solve of :class:`._adjoint.SecondOrderSystem`,
+    ``(dL/du0, dL/dp)``-shaped with a leading axis ``m``, NaN where a solve failed."""
+    w_aug = (w, jnp.zeros(w.shape[:1] + D0.shape, w.dtype))  # the jumps act on lambda only
+    (_, Lam), (_, M), code = chunked_interpolating_adjoint(
+        spec.g, w_aug, (u0, D0), (p, Dp), spec.t0, spec.t1, jnp.asarray(spec.saveat), spec.options,
+        chunk_steps=spec.dense_steps, max_chunks=spec.max_chunks, system=SecondOrderSystem(spec.g))
+    return _nan_unless(code == 0, (Lam, M))
+
+
+def _second_adjoints(spec: SolveSpec, u0, p, w, D0, Dp):
+    """:func:`_stacked_second_adjoints`, one solve for every direction under
+    ``jax.hessian`` (:func:`_stacking`; ``w`` shared)."""
+    return _stacking(functools.partial(_traced_once(_stacked_second_adjoints), spec), 3)(u0, p, w, D0, Dp)
+
+
 def second_adjoint(spec: SolveSpec, u0, p, w, d0, dp):
-    """``(d/dx F'(x)^T w) d``: the adjoint solve differentiated forward in ``x`` along ``d``."""
+    """``(d/dx F'(x)^T w) d``: the adjoint solve differentiated forward in ``x`` along ``d``
+    (the interpolating adjoint: :func:`_second_adjoints`, whose ``jax.hessian`` carries
+    every direction in one solve; backsolve: forward mode through its solves)."""
+    if spec.adjoint == "interpolating":
+        D0, Dp = jax.tree_util.tree_map(lambda a: a[None], (d0, dp))
+        return jax.tree_util.tree_map(lambda c: c[0], _second_adjoints(spec, u0, p, w, D0, Dp))
     _, d_grads, ok = jax.jvp(lambda a, b: _adjoint_with_code(spec, a, b, w), (u0, p), (d0, dp),
                              has_aux=True)
     return _nan_unless(ok, d_grads)

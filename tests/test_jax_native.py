@@ -303,6 +303,37 @@ def test_linear_pytree_parameters(kind):
     leaves = grad if kind == "tuple" else (grad["A"], grad["s"])
     np.testing.assert_allclose(leaves[0], grad_A, rtol=1e-7, atol=1e-9)
     np.testing.assert_allclose(leaves[1], grad_s, rtol=1e-7)
+    # the stacked second adjoint carries pytree directions: d^2/ds^2 <W, expm(A T) U0>
+    # = T^2 <W, expm(A T) U0> (A = A' + s I), and the A-block is the matrix case's
+    H = jax.hessian(L)(jax.tree_util.tree_map(jnp.asarray, p))
+    H_ss, H_AA = (H[1][1], H[0][0]) if kind == "tuple" else (H["s"]["s"], H["A"]["A"])
+    np.testing.assert_allclose(H_ss, T1 ** 2 * W @ expm(A * T1) @ U0, rtol=1e-6)
+    np.testing.assert_allclose(np.asarray(H_AA).reshape(9, 9), linear_matrix_exact()[1], rtol=1e-6, atol=1e-8)
+
+
+def test_jacrev_and_hessian_are_one_solve_for_all_directions_and_exact(linear_F):
+    """``jax.jacrev`` of ``F`` (3 outputs) runs one adjoint solve for all its cotangents
+    and ``jax.hessian`` (9 directions in A) one solve of the second-order adjoint system
+    (``_stacking``): each equals that stacked solve to rounding (the Hessian's program
+    holds more solves, so XLA's rounding differs slightly), where per-direction solves
+    would differ at the tolerance, and matches ``expm`` / its second Frechet derivative."""
+    from dxdt.sensitivity._jax_solve_passes import _stacked_adjoints, _stacked_second_adjoints
+
+    spec, u0, a = linear_F.spec, jnp.asarray(U0), jnp.asarray(A)
+    J0, JA = jax.jit(jax.jacrev(lambda u0, p: linear_F(u0, p)[0], argnums=(0, 1)))(u0, a)
+    lam, mu = jax.jit(lambda u0, p: _stacked_adjoints(spec, u0, p, jnp.eye(3)[:, None, :]))(u0, a)
+    np.testing.assert_allclose(J0, lam, rtol=1e-13, atol=1e-15)
+    np.testing.assert_allclose(JA, mu, rtol=1e-13, atol=1e-15)
+    np.testing.assert_allclose(J0, expm(A * T1), rtol=1e-8, atol=1e-10)
+
+    L = lambda p: jnp.asarray(W) @ linear_F(u0, p)[0]  # noqa: E731 (w = W: H is C alone)
+    H = jax.jit(jax.hessian(L))(a).reshape(9, 9)
+    w = jnp.asarray(W)[None]
+    _, C = jax.jit(lambda u0, p: _stacked_second_adjoints(spec, u0, p, w, jnp.zeros((9, 3)),
+                                                          jnp.eye(9).reshape(9, 3, 3)))(u0, a)
+    # to rounding amplified by the step-size control (3e-13 here), not the tolerance
+    np.testing.assert_allclose(H, C.reshape(9, 9), rtol=0, atol=1e-11 * np.abs(H).max())
+    np.testing.assert_allclose(H, linear_matrix_exact()[1], rtol=1e-6, atol=1e-8)
 
 
 # --- closure buffers and failures -------------------------------------------------------
