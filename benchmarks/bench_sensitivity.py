@@ -138,12 +138,11 @@ def log(msg: str) -> None:
 
 
 def load_jax():
-    import jax
+    """dxdt's loader (float64, and XLA:CPU's small-loop threshold before the backend
+    starts: the hand-written programs of this process run under the same XLA settings)."""
+    from dxdt.sensitivity._jax import load_jax as dxdt_load_jax
 
-    jax.config.update("jax_enable_x64", True)
-    import jax.numpy as jnp
-
-    return jax, jnp
+    return dxdt_load_jax()
 
 
 # --------------------------------------------------------------------------- pieces
