@@ -45,7 +45,10 @@ class SolveOptions:
 
 def raise_on_failure(codes, what: str, hint: str = "") -> None:
     """Raise ``SolverError`` if any solve of a sensitivity computation failed."""
-    codes = np.atleast_1d(np.asarray(codes))
+    codes = np.asarray(codes)
+    if not codes.any():  # the common case, checked on every call of a prepared operator
+        return
+    codes = np.atleast_1d(codes)
     bad = codes[codes != 0]
     if bad.size:
         status = STATUS_CODES.get(int(bad[0]), "nonfinite")

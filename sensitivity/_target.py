@@ -38,6 +38,8 @@ def as_jax_tree(tree: Any, dtype) -> Any:
 
 def to_numpy(tree: Any) -> Any:
     """Leaves as NumPy arrays (float64 stays float64), containers kept."""
+    if type(tree) is np.ndarray:  # the common case: no tree to walk
+        return tree
     return jax.tree_util.tree_map(lambda x: np.asarray(x), tree)
 
 

@@ -336,3 +336,24 @@ def test_a_refused_compile_option_falls_back_to_xla_defaults(monkeypatch):
     executable = compiled._compile(jax.jit(lambda x: 2 * x).lower(np.ones(3)))
     np.testing.assert_array_equal(np.asarray(executable(np.ones(3))), 2 * np.ones(3))
     assert compiled._OPTIONS_REFUSED and "xla_no_such_option_at_all" in compiled._OPTIONS_REFUSED[0]
+
+
+@pytest.mark.parametrize("with_complex", [False, True])
+def test_flat_layout_round_trips_every_leaf_dtype(with_complex):
+    """One vector each way: float32, int, bool (and complex) leaves come back with their
+    values, shapes and dtypes (the cast plan is made once per layout)."""
+    import jax
+
+    tree = {"a": np.arange(6, dtype=np.float32).reshape(2, 3), "n": np.int64(7), "ok": np.array([True, False]),
+            "x": (np.linspace(0, 1, 4), np.float64(2.5))}
+    if with_complex:
+        tree["z"] = np.array([1 + 2j, -3j])
+    layout = compiled.FlatLayout.of(tree)
+    assert layout.dtype == ("<c16" if with_complex else "<f8")
+    back = layout.unpack(layout.pack(tree))
+    for _ in range(2):  # the plan is reused
+        flat_in, flat_back = jax.tree_util.tree_leaves(tree), jax.tree_util.tree_leaves(back)
+        assert [np.asarray(b).dtype for b in flat_back] == [np.asarray(a).dtype for a in flat_in]
+        for a, b in zip(flat_in, flat_back):
+            np.testing.assert_array_equal(b, a)
+        back = layout.unpack(layout.pack(back))
