@@ -264,7 +264,7 @@ def chunked_interpolating_adjoint(g, state_cotangents, u0, p, t0, t1, saveat, op
 
 
 class SecondOrderSystem:
-    """Forward-over-reverse of the interpolating adjoint, ``m`` directions in one system.
+    r"""Forward-over-reverse of the interpolating adjoint, ``m`` directions in one system.
 
     For ``F(x) = u(saveat)``, ``x = (u0, p)``, a cotangent ``w`` (independent of ``x``)
     and directions ``d_j = (d0_j, dp_j)``, the second adjoint
