@@ -100,6 +100,7 @@ def _backward(g, state_cotangents, forward, u0, p, t0, t1, saveat, options, *, k
     """
     backsolve = kind == "backsolve"
     u_states, dense = forward.ys, forward
+    parts = system.parts if system is not None else lambda *a: _field_parts(g, *a, need_mu)
     if backsolve:
         estimate = options.spectral_radius(lambda t, y, a: (t, y[0], a))
     else:
@@ -111,7 +112,6 @@ def _backward(g, state_cotangents, forward, u0, p, t0, t1, saveat, options, *, k
             u, lam, mu = a
         else:
             (lam, mu), u = a, dense.evaluate(t)
-        parts = system.parts if system is not None else lambda *a: _field_parts(g, *a, need_mu)
         du, d_lam, d_mu = parts(u, lam, p_arg, t)
         return (du, d_lam, d_mu) if backsolve else (d_lam, d_mu)
 
@@ -312,8 +312,7 @@ class SecondOrderSystem:
 
         (d_lam, d_mu), push = jax.linearize(pullback, u, p, lam)
         d_Lam, d_M = jax.vmap(push)(S, Dp, Lam)
-        negative = jax.tree_util.Partial(jax.tree_util.tree_map, jnp.negative)
-        return None, negative((d_lam, d_Lam)), negative((d_mu, d_M))
+        return None, (-d_lam, -d_Lam), jax.tree_util.tree_map(jnp.negative, (d_mu, d_M))
 
     @staticmethod
     def project(z, q):

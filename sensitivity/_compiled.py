@@ -49,6 +49,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from ._jax import xla_defaults_requested
 from .translate._fingerprint import Reach, reach
 
 MEMORY_SIZE = 64  # compiled programs kept in memory (least recently used dropped first)
@@ -323,7 +324,7 @@ def compiler_options() -> dict | None:
     defaults, on other backends or with ``DXDT_XLA_DEFAULTS=1``). Part of the cache key."""
     import jax
 
-    if jax.default_backend() != "cpu" or os.environ.get("DXDT_XLA_DEFAULTS") == "1":
+    if jax.default_backend() != "cpu" or xla_defaults_requested():
         return None
     return dict(CPU_COMPILER_OPTIONS)
 

@@ -39,6 +39,12 @@ def xla_flags_with_small_loops(flags: str) -> str:
     return flags[:extra.start()] + f"--xla_backend_extra_options={merged}" + flags[extra.end():]
 
 
+def xla_defaults_requested() -> bool:
+    """``DXDT_XLA_DEFAULTS=1``: XLA's own settings, none of dxdt's (the threshold here,
+    the compile options of :mod:`._compiled`)."""
+    return os.environ.get("DXDT_XLA_DEFAULTS") == "1"
+
+
 def _backend_started() -> bool:
     """Whether JAX has created its backends (after which ``XLA_FLAGS`` is not read again)."""
     bridge = sys.modules.get("jax._src.xla_bridge")
@@ -55,7 +61,7 @@ def load_jax() -> tuple[ModuleType, ModuleType]:
     jax, jnp : module
         The ``jax`` and ``jax.numpy`` modules.
     """
-    if os.environ.get("DXDT_XLA_DEFAULTS") != "1" and not _backend_started():
+    if not xla_defaults_requested() and not _backend_started():
         os.environ["XLA_FLAGS"] = xla_flags_with_small_loops(os.environ.get("XLA_FLAGS", ""))
     import jax
 

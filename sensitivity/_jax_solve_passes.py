@@ -91,10 +91,10 @@ def _stacked_tangents(spec: SolveSpec, u0, p, V0, Vp):
     return _nan_unless(code == 0, jnp.swapaxes(sol.ys[1][:-1], 0, 1))
 
 
-def _stacking(stacked, n_shared: int):
-    """``stacked(*shared, *directions)``, whose ``n_shared`` leading arguments are shared
-    and whose others carry ``m`` directions on a leading axis (the result too), with a
-    ``vmap`` rule that keeps one solve for all of them.
+def _stacking(stacked_pass, spec: SolveSpec, n_shared: int):
+    """``stacked_pass(spec, *shared, *directions)``, whose ``n_shared`` leading arguments
+    after ``spec`` are shared and whose others carry ``m`` directions on a leading axis
+    (the result too), with a ``vmap`` rule that keeps one solve for all of them.
 
     A ``vmap`` over directions only (``jax.jacfwd``, ``jax.jacrev``, ``jax.hessian``:
     the shared arguments unbatched) merges the mapped directions into the stacked axis:
@@ -103,6 +103,8 @@ def _stacking(stacked, n_shared: int):
     of a whole solve). A ``vmap`` of size 1 (``jax.jacrev`` of a scalar) is removed. A
     ``vmap`` that maps a shared argument maps the stacked solve (one per member).
     """
+    stacked = functools.partial(_traced_once(stacked_pass), spec)
+
     @jax.custom_batching.custom_vmap
     def run(*args):
         return stacked(*args)
@@ -142,17 +144,26 @@ def _all_batched(tree):
     return tree, jax.tree_util.tree_map(lambda _: True, tree)
 
 
-def _tangents(spec: SolveSpec, u0, p, V0, Vp):
-    """:func:`_stacked_tangents`, one solve for every direction under ``jax.jacfwd``
-    (:func:`_stacking`)."""
-    return _stacking(functools.partial(_traced_once(_stacked_tangents), spec), 2)(u0, p, V0, Vp)
+def _one_direction(stacked_pass, spec: SolveSpec, n_shared: int, *args):
+    """``stacked_pass`` (see :func:`_stacking`) for a single direction, given without
+    the stacked axis: a ``vmap`` over it stacks the mapped directions into one solve."""
+    shared, direction = args[:n_shared], jax.tree_util.tree_map(lambda a: a[None], args[n_shared:])
+    out = _stacking(stacked_pass, spec, n_shared)(*shared, *direction)
+    return jax.tree_util.tree_map(lambda c: c[0], out)
 
 
 def tangent(spec: SolveSpec, u0, p, v0, vp):
     """``F'(x) v``, shape ``(n_save, *u0.shape)``; under ``jax.jacfwd`` one solve carries
-    every direction (see :func:`_stacking`)."""
-    V0, Vp = jax.tree_util.tree_map(lambda a: a[None], (v0, vp))
-    return _tangents(spec, u0, p, V0, Vp)[0]
+    every direction (:func:`_stacked_tangents`, see :func:`_stacking`)."""
+    return _one_direction(_stacked_tangents, spec, 2, u0, p, v0, vp)
+
+
+def _interpolating(spec: SolveSpec, w, u0, p, system=None):
+    """``(lambda(t0), mu(t0), code)`` of the chunked interpolating adjoint of ``spec``'s
+    solve (of an augmented ``system`` of it if given)."""
+    return chunked_interpolating_adjoint(spec.g, w, u0, p, spec.t0, spec.t1, jnp.asarray(spec.saveat),
+                                         spec.options, chunk_steps=spec.dense_steps,
+                                         max_chunks=spec.max_chunks, system=system)
 
 
 def _adjoint_with_code(spec: SolveSpec, u0, p, w):
@@ -167,8 +178,7 @@ def _adjoint_with_code(spec: SolveSpec, u0, p, w):
         _, vjp, code = jax.vjp(states, u0, p, has_aux=True)
         return vjp(w), code == 0
     if spec.adjoint == "interpolating":  # the dense forward solve in chunks of spec.dense_steps
-        lam, mu, code = chunked_interpolating_adjoint(spec.g, w, u0, p, spec.t0, spec.t1, saveat, spec.options,
-                                                      chunk_steps=spec.dense_steps, max_chunks=spec.max_chunks)
+        lam, mu, code = _interpolating(spec, w, u0, p)
         return (lam, mu), code == 0
     fwd, code = odeint(spec.rhs, u0, p, spec.t0, spec.t1, spec.options, ts=saveat,
                        spectral_radius=spec.options.spectral_radius())
@@ -185,9 +195,7 @@ def _stacked_adjoints(spec: SolveSpec, u0, p, W):
     if m == 1:  # the plain adjoint (jax.grad)
         grads, ok = _adjoint_with_code(spec, u0, p, W[0])
         return jax.tree_util.tree_map(lambda a: a[None], _nan_unless(ok, grads))
-    lam, mu, code = chunked_interpolating_adjoint(
-        spec.g, jnp.swapaxes(W, 0, 1), u0, p, spec.t0, spec.t1, jnp.asarray(spec.saveat), spec.options,
-        chunk_steps=spec.dense_steps, max_chunks=spec.max_chunks, system=StackedAdjointSystem(spec.g, m))
+    lam, mu, code = _interpolating(spec, jnp.swapaxes(W, 0, 1), u0, p, StackedAdjointSystem(spec.g, m))
     return _nan_unless(code == 0, (lam, mu))
 
 
@@ -198,8 +206,7 @@ def adjoint(spec: SolveSpec, u0, p, w):
     if spec.adjoint != "interpolating":
         grads, ok = _adjoint_with_code(spec, u0, p, w)
         return _nan_unless(ok, grads)
-    stacked = _stacking(functools.partial(_traced_once(_stacked_adjoints), spec), 2)(u0, p, w[None])
-    return jax.tree_util.tree_map(lambda c: c[0], stacked)
+    return _one_direction(_stacked_adjoints, spec, 2, u0, p, w)
 
 
 def second_tangent(spec: SolveSpec, u0, p, v0, vp, d0, dp):
@@ -214,25 +221,17 @@ def _stacked_second_adjoints(spec: SolveSpec, u0, p, w, D0, Dp):
     (the interpolating adjoint): one solve of :class:`._adjoint.SecondOrderSystem`,
     ``(dL/du0, dL/dp)``-shaped with a leading axis ``m``, NaN where a solve failed."""
     w_aug = (w, jnp.zeros(w.shape[:1] + D0.shape, w.dtype))  # the jumps act on lambda only
-    (_, Lam), (_, M), code = chunked_interpolating_adjoint(
-        spec.g, w_aug, (u0, D0), (p, Dp), spec.t0, spec.t1, jnp.asarray(spec.saveat), spec.options,
-        chunk_steps=spec.dense_steps, max_chunks=spec.max_chunks, system=SecondOrderSystem(spec.g))
+    (_, Lam), (_, M), code = _interpolating(spec, w_aug, (u0, D0), (p, Dp), SecondOrderSystem(spec.g))
     return _nan_unless(code == 0, (Lam, M))
-
-
-def _second_adjoints(spec: SolveSpec, u0, p, w, D0, Dp):
-    """:func:`_stacked_second_adjoints`, one solve for every direction under
-    ``jax.hessian`` (:func:`_stacking`; ``w`` shared)."""
-    return _stacking(functools.partial(_traced_once(_stacked_second_adjoints), spec), 3)(u0, p, w, D0, Dp)
 
 
 def second_adjoint(spec: SolveSpec, u0, p, w, d0, dp):
     """``(d/dx F'(x)^T w) d``: the adjoint solve differentiated forward in ``x`` along ``d``
-    (the interpolating adjoint: :func:`_second_adjoints`, whose ``jax.hessian`` carries
-    every direction in one solve; backsolve: forward mode through its solves)."""
+    (the interpolating adjoint: :func:`_stacked_second_adjoints`, ``w`` shared, whose
+    ``jax.hessian`` carries every direction in one solve; backsolve: forward mode through
+    its solves)."""
     if spec.adjoint == "interpolating":
-        D0, Dp = jax.tree_util.tree_map(lambda a: a[None], (d0, dp))
-        return jax.tree_util.tree_map(lambda c: c[0], _second_adjoints(spec, u0, p, w, D0, Dp))
+        return _one_direction(_stacked_second_adjoints, spec, 3, u0, p, w, d0, dp)
     _, d_grads, ok = jax.jvp(lambda a, b: _adjoint_with_code(spec, a, b, w), (u0, p), (d0, dp),
                              has_aux=True)
     return _nan_unless(ok, d_grads)

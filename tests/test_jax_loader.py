@@ -42,25 +42,25 @@ LOOP_PROGRAM = textwrap.dedent("""
 """)
 
 
-def _run(environment):
+def _run(environment, program=LOOP_PROGRAM):
+    """``(kind, XLA_FLAGS)`` printed by ``program`` in a fresh process."""
     env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "DXDT_XLA_DEFAULTS")}
     env.update(environment)
-    out = subprocess.run([sys.executable, "-c", LOOP_PROGRAM], capture_output=True, text=True, env=env,
-                         timeout=300)
+    out = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, env=env, timeout=300)
     assert out.returncode == 0, out.stderr
-    return out.stdout.split(maxsplit=1) + [""]
+    return (out.stdout.split(maxsplit=1) + [""])[:2]
 
 
 def test_small_loops_compile_into_one_kernel_after_load_jax():
     """The option takes effect: XLA compiles the loop into one call (no ``while`` left in
     the entry computation), and ``XLA_FLAGS`` says so."""
-    kind, flags = _run({})[:2]
+    kind, flags = _run({})
     assert kind == "hoisted"
     assert OPTION in flags
 
 
 def test_dxdt_xla_defaults_keeps_xlas_threshold():
-    kind, flags = _run({"DXDT_XLA_DEFAULTS": "1"})[:2]
+    kind, flags = _run({"DXDT_XLA_DEFAULTS": "1"})
     assert kind == "loop"
     assert "small_while_loop" not in flags
 
@@ -68,8 +68,6 @@ def test_dxdt_xla_defaults_keeps_xlas_threshold():
 def test_a_backend_started_before_dxdt_is_left_alone():
     """Once JAX's backend exists ``XLA_FLAGS`` is not read again: dxdt does not pretend."""
     program = LOOP_PROGRAM.replace("import dxdt\n", "import dxdt, jax.numpy\njax_ = jax.numpy.ones(1)\n", 1)
-    env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "DXDT_XLA_DEFAULTS")}
-    out = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, env=env, timeout=300)
-    assert out.returncode == 0, out.stderr
-    kind, *flags = out.stdout.split(maxsplit=1)
+    assert program != LOOP_PROGRAM
+    kind, flags = _run({}, program)
     assert kind == "loop" and not flags
