@@ -349,6 +349,11 @@ def test_closure_buffers_unchanged_gierer_meinhardt():
     U, dU = jax.jvp(lambda p: F(u0, p), (p,), (jnp.ones_like(p),))
     np.testing.assert_allclose(U, ref, rtol=1e-5)
     assert np.all(np.isfinite(dU)) and np.any(dU != 0)  # derivatives flow through the buffers
+    # the stacked passes (jacrev: all adjoints in one solve; hessian: the second-order system)
+    J = jax.jacrev(lambda p: F(u0, p)[0, :2])(p)
+    H = jax.hessian(lambda p: jnp.sum(F(u0, p) ** 2))(p)
+    assert np.all(np.isfinite(J)) and np.all(np.isfinite(H)) and np.any(H != 0)
+    np.testing.assert_allclose(H, np.asarray(H).T, rtol=0, atol=1e-4 * np.abs(H).max())  # to the tolerance
     assert len(cells) >= 6
     assert all(a.tobytes() == b.tobytes() for a, b in zip(cells, before))
     assert np.array_equal(prob.u0, u0_before) and np.array_equal(np.asarray(prob.p, dtype=float), p_before)
