@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import functools
 import math
+import warnings
 from typing import Any, Callable
 
 import numpy as np
@@ -87,11 +88,13 @@ def _build(prob: ODEProblem, method, static: dict, args: dict, check: Callable |
         )
         counts = jnp.stack([sol.stats["num_steps"], sol.stats["num_accepted_steps"],
                             sol.stats["num_rejected_steps"]])
+        stiff = jnp.array([jnp.inf, 0.0, 0.0])
         if isinstance(method, AbstractStabilized):
-            from .solvers._stabilized_diffrax import stabilized_counters
+            from .solvers._stabilized_diffrax import stabilized_counters, stiff_record
 
             counts = jnp.concatenate([counts, stabilized_counters(sol.sol).astype(counts.dtype)])
-        outputs = (sol.ts, sol.ys, code, counts)
+            stiff = stiff_record(sol.sol)
+        outputs = (sol.ts, sol.ys, code, counts, stiff)
         return outputs + ((sol,) if static["dense"] else ())
 
     executable, meta = compile_function(run, *args.values(), flat=not static["dense"])
@@ -142,11 +145,19 @@ def integrate_jax(
         return _program(prob, method, static, call_args, check)(*call_args.values())
 
     if save == "count":
-        ts, _, code, counts = run("t1", max_steps)
+        ts, _, code, counts, stiff = run("t1", max_steps)
         reached = t1 if code == 0 else _last_finite(ts, t0)
-        ts, ys, _, _, *sol = run("steps", 1 << max(4, int(counts[0])).bit_length(), t1=f64(reached))
+        ts, ys, _, _, _, *sol = run("steps", 1 << max(4, int(counts[0])).bit_length(), t1=f64(reached))
     else:
-        ts, ys, code, counts, *sol = run(save, max_steps)
+        ts, ys, code, counts, stiff, *sol = run(save, max_steps)
+    if np.isfinite(stiff[0]):  # as the NumPy executor warns (in the solve's normalised time)
+        from .solvers._stabilized_executor import too_stiff_message
+
+        beta_max = method.stability_boundary(method.stage_counts()[-1])
+        span = t1 - t0
+        warnings.warn(too_stiff_message(method, t0 + stiff[0] * span, stiff[1] * abs(span),
+                                        stiff[2] * beta_max),
+                      RuntimeWarning, stacklevel=3)
     return _to_numpy(prob, method, saveat, dense, ts, ys, int(code), counts, sol, dt is None, max_steps)
 
 

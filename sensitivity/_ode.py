@@ -181,9 +181,10 @@ def odeint(vector_field, y0, args, t0, t1, options: SolveOptions, *, ts=None, de
     else:
         saveat = diffrax.SaveAt(t1=True, dense=dense, **counting)
     adjoint = diffrax.ForwardMode() if differentiable == "forward" else diffrax.RecursiveCheckpointAdjoint()
+    solver = diffrax_solver(method, ts is not None or dense, spectral_radius=rho, limited=adaptive)
     sol = diffrax.diffeqsolve(
-        diffrax.ODETerm(field), diffrax_solver(method, ts is not None or dense, spectral_radius=rho), 0.0, 1.0,
-        None if dt0 is None else dt0 / scale, y0, args=args, saveat=saveat,
+        diffrax.ODETerm(field), solver, 0.0, 1.0, None if dt0 is None else dt0 / scale, y0, args=args,
+        saveat=saveat,
         stepsize_controller=controller, max_steps=max_steps or options.max_steps, throw=False,
         adjoint=adjoint, progress_meter=progress_meter or diffrax.NoProgressMeter(),
     )

@@ -26,18 +26,20 @@ _BUILTIN = {"Tsit5": "Tsit5", "DP5": "Dopri5", "BS3": "Bosh3", "Euler": "Euler"}
 
 
 def diffrax_solver(method: AbstractRungeKutta, with_interpolant: bool = True, *,
-                   spectral_radius=None):
+                   spectral_radius=None, limited: bool = False):
     """A diffrax solver with ``method``'s coefficients.
 
     ``with_interpolant=False`` skips interpolation-only stages (for solves that save
     only step ends). ``spectral_radius(t, y, args)``: for a stabilized method, the bound
     of the spectral radius to use instead of its power iteration (in the solve's time
-    unit; see :class:`~dxdt.solvers._stabilized_diffrax.StabilizedSolver`).
+    unit; see :class:`~dxdt.solvers._stabilized_diffrax.StabilizedSolver`); ``limited``:
+    it reports its stability bound to dxdt's controller
+    (:class:`~dxdt.solvers._diffrax_controller.GuardedController`, which it then needs).
     """
     if isinstance(method, AbstractStabilized):
         from ._stabilized_diffrax import StabilizedSolver
 
-        return StabilizedSolver(method, spectral_radius)
+        return StabilizedSolver(method, spectral_radius, limited)
     name = type(method).__name__
     if name in _BUILTIN:
         import diffrax

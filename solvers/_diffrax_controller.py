@@ -11,7 +11,12 @@ NumPy executor where diffrax differs, at the cost of one scalar test per step:
 - a step size below ``dt_floor`` (16 eps |t|, in the solve's time unit) ends the solve with
   diffrax's ``dt_min_reached``; the controller state records whether the last rejection was
   non-finite, so that the caller reports ``"nonfinite"`` (f returned NaN/inf and no step
-  helped) rather than ``"dt_min"``, as the NumPy backend does.
+  helped) rather than ``"dt_min"``, as the NumPy backend does;
+- a solver whose stability bounds the step (a stabilized method at its largest stage
+  count) reports a :class:`StepReport` as its error: no step is proposed beyond its
+  stability interval ``h_stable``, an attempt beyond it is retried at ``h_stable`` (the
+  NumPy executor shortens such a step before taking it), and the work of rejected
+  attempts, which diffrax drops with the solver state, is counted here.
 
 With ``e = ||err / (atol + rtol max(|u_n|, |u_{n+1}|))||_RMS`` and ``q`` the error order
 (the method's order + 1), a step is accepted when ``e < 1`` and the next step is
@@ -27,22 +32,50 @@ algorithm). Imported only on a JAX path.
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import diffrax
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import optimistix as optx
 
 from ._controller import PIController
 
+STIFF_MARGIN = 1.05  # a proposal above this times h_stable is recorded (below: rounding of rho)
+
+
+class StepReport(eqx.Module):
+    """A solver's error estimate with what its stability says about the step.
+
+    ``error``: the error estimate (the state's structure); ``h_stable``: the longest step
+    the solver can take stably from here (``inf``: no bound); ``covered``: whether this
+    attempt was within it (if not, the solver did not take it and ``error`` is meaningless);
+    ``work``: the attempt's integer counters (f evaluations, stage count, estimates).
+    """
+
+    error: object
+    h_stable: jax.Array
+    covered: jax.Array
+    work: jax.Array
+
+
+class GuardedState(NamedTuple):
+    """:class:`GuardedController`'s state."""
+
+    inv: jax.Array  # 1 / e of the last accepted step
+    nonfinite: jax.Array  # the last rejection was non-finite
+    next_step: jax.Array  # the step proposed next
+    rejected_work: jax.Array  # StepReport.work summed (stage count: max) over rejected attempts
+    stiff: jax.Array  # [s, proposal, proposal / h_stable] where a proposal first exceeded the bound
+
 
 class GuardedController(diffrax.AbstractAdaptiveStepSizeController):
     """A PI controller that rejects non-finite steps and reports step-size underflow.
 
-    The state is ``(1 / e of the last accepted step, last rejection non-finite, the step
-    proposed next)``: the last, read after a solve, starts the next of a chain of solves
-    (the adjoint's save intervals) where this one ended, instead of choosing afresh.
+    The state is a :class:`GuardedState`; its ``next_step``, read after a solve, starts
+    the next of a chain of solves (the adjoint's save intervals) where this one ended,
+    instead of choosing afresh.
     """
 
     rtol: float
@@ -61,24 +94,51 @@ class GuardedController(diffrax.AbstractAdaptiveStepSizeController):
     def init(self, terms, t0, t1, y0, dt0, args, func, error_order):
         pid = diffrax.PIDController(rtol=self.rtol, atol=self.atol, pcoeff=self.pcoeff, icoeff=self.icoeff)
         t_next, (inv, _, _) = pid.init(terms, t0, t1, y0, dt0, args, func, error_order)
-        return t_next, (inv, jnp.asarray(False), t_next - t0)
+        dtype = jnp.result_type(t_next)
+        return t_next, GuardedState(inv, jnp.asarray(False), t_next - t0, jnp.zeros(3, int),
+                                    jnp.array([jnp.inf, 0.0, 0.0], dtype))
 
     def adapt_step_size(self, t0, t1, y0, y1_candidate, args, y_error, error_order, controller_state):
-        prev_inv, _, _ = controller_state
+        prev_inv, _, _, rejected_work, stiff = controller_state
+        report = y_error if isinstance(y_error, StepReport) else None
+        # (diffrax maps y_error's NaNs to inf, promoting its bool and int leaves to floats)
+        covered = jnp.asarray(True) if report is None else report.covered != 0
+        if report is not None:
+            y_error = report.error
 
         def scaled(u0, u1, err):
             # (u1 - u1) is NaN where u1 is not finite: such a step is rejected as well
             return err / (self.atol + jnp.maximum(jnp.abs(u0), jnp.abs(u1)) * self.rtol) + (u1 - u1)
 
         error = jax.lax.stop_gradient(self.norm(jax.tree_util.tree_map(scaled, y0, y1_candidate, y_error)))
-        finite = jnp.isfinite(error)
-        keep = finite & (error < 1)
+        finite = jnp.isfinite(error) | ~covered  # an attempt not taken is no NaN of f's
+        keep = finite & (error < 1) & covered
         inv = jnp.where(finite, 1 / error, 0.0)  # 0: shrink by factor_min
         factor = self.safety * inv ** ((self.pcoeff + self.icoeff) / error_order) \
             * prev_inv ** (-self.pcoeff / error_order)
         factor = jnp.clip(factor, jnp.where(keep, 1.0, self.factor_min), jnp.where(keep, self.factor_max, self.safety))
         dt = (t1 - t0) * jax.lax.stop_gradient(factor)
+        if report is not None:
+            dt, rejected_work, stiff = self._within_stability(t1, dt, keep, report, rejected_work, stiff)
         next_t0 = jnp.where(keep, t1, t0)
         inv = jnp.where(keep & (inv != 0) & jnp.isfinite(inv), inv, jnp.where(keep, 1.0, prev_inv))
         result = diffrax.RESULTS.where(dt < self.dt_floor, diffrax.RESULTS.dt_min_reached, diffrax.RESULTS.successful)
-        return keep, next_t0, next_t0 + dt, False, (inv, ~finite, dt), result
+        state = GuardedState(inv, ~finite, dt, rejected_work, stiff)
+        return keep, next_t0, next_t0 + dt, False, state, result
+
+    @staticmethod
+    def _within_stability(t1, dt, keep, report: StepReport, rejected_work, stiff):
+        """The proposal ``dt`` cut to the stability bound (an attempt beyond it is retried
+        at the bound), the rejected attempts' work, and where an accepted step's proposal
+        first exceeded the bound (the NumPy executor's "too stiff" warning)."""
+        stop = jax.lax.stop_gradient
+        h_stable = stop(report.h_stable).astype(dt.dtype)
+        proposal = jnp.abs(dt)
+        cut = jnp.where(report.covered != 0, jnp.minimum(proposal, h_stable), h_stable)
+        work = report.work.astype(rejected_work.dtype)
+        added = jnp.stack([rejected_work[0] + work[0], jnp.maximum(rejected_work[1], work[1]),
+                           rejected_work[2] + work[2]])
+        first = keep & (stiff[0] == jnp.inf) & (proposal > STIFF_MARGIN * h_stable)
+        record = jnp.stack([stop(t1), stop(proposal), stop(proposal / h_stable)]).astype(stiff.dtype)
+        stiff = jnp.where(first, record, stiff)
+        return jnp.sign(dt) * cut, jnp.where(keep, rejected_work, added), stiff

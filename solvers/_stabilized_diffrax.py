@@ -28,10 +28,15 @@ rejection shrank it) keeps the old estimate, where the NumPy executor refreshes.
 
 The solver state also counts, over the accepted steps, the ``f`` evaluations (power
 iterations included), the largest stage count and the spectral-radius estimates
-(:data:`COUNTERS`); :func:`solve_stats` adds the rejected steps: exactly for their
-finishing stages, at the largest stage count used for their recurrence stages, and
-without power iterations or estimates (a rejected attempt estimates only when the
-refresh was due or it was itself a retry).
+(:data:`COUNTERS`). Under dxdt's controller (``limited=True``, as every dxdt solve runs
+it) the step's error is a :class:`~dxdt.solvers._diffrax_controller.StepReport`: the
+controller then counts the rejected attempts' work exactly, never proposes a step beyond
+the stability interval of ``max_stages`` (``h_stable = beta(max_stages) / (1.2 rho)``, the
+NumPy executor's cut), and retries an attempt beyond it (the first step's guess, or a step
+after an estimate grew) at ``h_stable``; such an attempt runs only the fewest stages and
+counts as rejected. Under another controller, :func:`solve_stats` adds the rejected steps
+approximately: exactly for their finishing stages, at the largest stage count used for
+their recurrence stages, and without power iterations or estimates.
 
 References
 ----------
@@ -53,6 +58,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
+from ._diffrax_controller import GuardedState, StepReport
 from ._stabilized import SAFETY, AbstractStabilized, stage_table
 from ._stabilized_executor import (POWER_ITERATIONS, POWER_TOLERANCE, REFRESH_STEPS,
                                    start_direction)
@@ -132,6 +138,7 @@ class StabilizedSolver(diffrax.AbstractAdaptiveSolver):
 
     method: Any = eqx.field(static=True)
     spectral_radius: Callable | None = eqx.field(static=True, default=None)
+    limited: bool = eqx.field(static=True, default=False)  # report a StepReport (see the module)
     term_structure: ClassVar = diffrax.AbstractTerm
     interpolation_cls: ClassVar = diffrax.ThirdOrderHermitePolynomialInterpolation
 
@@ -186,6 +193,7 @@ class StabilizedSolver(diffrax.AbstractAdaptiveSolver):
                   for k, a in coefficient_tables(self.method).items()}
         estimating = self._estimating
         refresh, iterations = jnp.asarray(False), 0
+        h_stable, covered = jnp.asarray(jnp.inf, h_abs.dtype), jnp.asarray(True)
         if estimating is None:
             index = jnp.asarray(0)
         else:
@@ -194,6 +202,11 @@ class StabilizedSolver(diffrax.AbstractAdaptiveSolver):
             h_rho = h_abs * SAFETY * sigma
             beta = jnp.asarray(coefficient_tables(self.method)["beta"], h_rho.dtype)
             index = jnp.minimum(jnp.searchsorted(beta, h_rho), len(beta) - 1)
+            if self.limited:  # an infinite estimate keeps the most stages and error control
+                bounded = jnp.isfinite(sigma) & (sigma > 0)
+                h_stable = jnp.where(bounded, beta[-1] / (SAFETY * jnp.where(bounded, sigma, 1.0)), jnp.inf)
+                covered = ~bounded | (h_rho <= beta[-1] * (1 + 1e-9))
+                index = jnp.where(covered, index, 0)  # not taken: the fewest stages
         y_last, length = _recurrence(f, tables, index, t0, h, flat, f0)
         t_m = t0 + tables["c"][index, length] * h
         calls = []  # the finishing stages' f evaluations, counted while tracing
@@ -209,13 +222,17 @@ class StabilizedSolver(diffrax.AbstractAdaptiveSolver):
             err = 0.8 * (flat - y1) + 0.4 * h * (f0 + f1)
         spent = (jnp.asarray(iterations, counters.dtype) + len(calls) + (length - 1)
                  + jnp.asarray(made_jump, counters.dtype))
-        counters = jnp.stack([counters[0] + spent,
-                              jnp.maximum(counters[1], tables["counts"][index]),
-                              counters[2] + refresh.astype(counters.dtype)])
+        work = jnp.stack([spent, tables["counts"][index].astype(counters.dtype),
+                          refresh.astype(counters.dtype)])
+        counters = jnp.stack([counters[0] + work[0], jnp.maximum(counters[1], work[1]),
+                              counters[2] + work[2]])
         since = jnp.where(refresh, 0, since) + 1  # kept only if this step is accepted
         dense_info = dict(y0=y0, y1=unravel(y1), k0=unravel(h * f0), k1=unravel(h * f1))
         state = (f1, v, sigma, since, h_abs, counters)
-        return unravel(y1), unravel(err), dense_info, state, diffrax.RESULTS.successful
+        error = unravel(err)
+        if self.limited:
+            error = StepReport(error, h_stable, covered, work)
+        return unravel(y1), error, dense_info, state, diffrax.RESULTS.successful
 
     def func(self, terms, t0, y0, args):
         return terms.vf(t0, y0, args)
@@ -237,8 +254,26 @@ def finishing_calls(method: AbstractStabilized) -> int:
 
 
 def stabilized_counters(solution) -> jax.Array:
-    """The :data:`COUNTERS` of a diffrax solution saved with ``SaveAt(solver_state=True)``."""
-    return solution.solver_state[-1]
+    """The :data:`COUNTERS` of a diffrax solution saved with ``SaveAt(solver_state=True)``:
+    the accepted steps', plus the rejected attempts' where dxdt's controller counted them
+    (saved with ``controller_state=True``; then :func:`solve_stats` needs no ``rejected``)."""
+    counters = solution.solver_state[-1]
+    state = solution.controller_state
+    if not isinstance(state, GuardedState):
+        return counters
+    rejected = state.rejected_work.astype(counters.dtype)
+    return jnp.stack([counters[0] + rejected[0], jnp.maximum(counters[1], rejected[1]),
+                      counters[2] + rejected[2]])
+
+
+def stiff_record(solution):
+    """``[s, proposal, proposal / h_stable]`` where dxdt's controller first proposed a step
+    beyond the stability interval after an accepted step (in the solve's time; ``s = inf``
+    if never)."""
+    state = solution.controller_state
+    if not isinstance(state, GuardedState):
+        return jnp.array([jnp.inf, 0.0, 0.0])
+    return state.stiff
 
 
 def solve_stats(method: AbstractStabilized, counters, accepted: int, rejected: int,

@@ -214,13 +214,7 @@ def integrate(
                 if (not warned_stiff and abs(dt) * rho > STIFF_MARGIN * beta[-1]
                         and (naccept > 0 or not adaptive)):
                     warned_stiff = True
-                    more = ("raise max_stages" if method.max_stages < method.most_stages
-                            else "use RKC() or RKL2(), which take any number of stages")
-                    _warn(f"at t={t:.6g} the step {abs(dt):.3g} needs h*rho={abs(dt) * rho:.3g} "
-                          f"but {method!r} reaches only {beta[-1]:.3g} with max_stages="
-                          f"{method.max_stages}: the problem is too stiff for this stabilized "
-                          f"explicit method here; steps are limited to the stability interval "
-                          f"({more}, or use an implicit method such as scipy BDF/Radau)")
+                    _warn(too_stiff_message(method, t, abs(dt), abs(dt) * rho))
                 if adaptive and rho > 0:
                     dt = direction * min(abs(dt), beta[-1] / rho)
         steps += 1
@@ -294,6 +288,18 @@ def integrate(
     return StabilizedRaw(t_out, u_out, nfev, naccept, nreject, status.replace("_fixed", ""), message,
                          saver.dense, extra_stats={"max_stages_used": max_used,
                                                    "n_eigen_est": estimates})
+
+
+def too_stiff_message(method: AbstractStabilized, t: float, dt: float, h_rho: float) -> str:
+    """The warning for a step ``dt`` at ``t`` whose ``h rho`` exceeds ``beta(max_stages)``
+    (both backends)."""
+    more = ("raise max_stages" if method.max_stages < method.most_stages
+            else "use RKC() or RKL2(), which take any number of stages")
+    beta_max = method.stability_boundary(method.stage_counts()[-1])
+    return (f"at t={t:.6g} the step {dt:.3g} needs h*rho={h_rho:.3g} but {method!r} reaches "
+            f"only {beta_max:.3g} with max_stages={method.max_stages}: the problem is too stiff "
+            f"for this stabilized explicit method here; steps are limited to the stability "
+            f"interval ({more}, or use an implicit method such as scipy BDF/Radau)")
 
 
 def _warn(message: str) -> None:

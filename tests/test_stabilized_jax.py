@@ -111,7 +111,9 @@ def test_power_iteration_refreshes_every_25_accepted_steps(steps, estimates):
 
 
 def test_rejected_steps_are_counted_at_the_largest_stage_count():
-    """diffrax drops a rejected step's solver state: its finishing stages are counted
+    """Under diffrax's own controller (as the events path runs the solver; dxdt's
+    controller counts exactly, see the next tests), diffrax drops a rejected step's
+    solver state: its finishing stages are counted
     exactly, its recurrence stages as those of the largest stage count accepted (here the
     rejected first guesses were larger: nfev is then low), its power iterations not at
     all (the first attempt from a point keeps the estimate unless the refresh is due; a
@@ -127,6 +129,73 @@ def test_rejected_steps_are_counted_at_the_largest_stage_count():
     assert 0.85 * counted < stats["nfev"] <= counted
     assert stats["n_eigen_est"] == counters[2] >= 2  # before the first step, then the retry
     assert stats["n_eigen_est"] <= 1 + -(-accepted // 25) + rejected + 1  # + 1: the last step
+
+
+def _odeint_counted(method, dt0, p=P, rtol=1e-7):
+    """The heat problem through dxdt's own integration (:func:`odeint`: its controller and
+    the ``limited`` solver), counting every f evaluation on the host; ``(stats, counted,
+    accepted, rejected, h of each accepted step)``."""
+    from dxdt.sensitivity._jax import load_jax
+    from dxdt.sensitivity._ode import odeint
+    from dxdt.sensitivity._options import SolveOptions
+    from dxdt.solvers._stabilized_diffrax import solve_stats, stabilized_counters
+
+    jax, jnp = load_jax()
+    calls = []
+
+    def field(t, u, p):
+        jax.debug.callback(lambda: calls.append(None))
+        du = jnp.concatenate([u[1:2] - 2 * u[:1], u[2:] - 2 * u[1:-1] + u[:-2],
+                              u[-2:-1] - 2 * u[-1:]])
+        return du * (SCALE * p[0]) - p[1] * u**3
+
+    sol, code = odeint(field, jnp.asarray(U0), jnp.asarray(p), 0.0, T1,
+                       SolveOptions(method, rtol, 1e-9, 4096), save_steps=True, dt0=dt0)
+    jax.effects_barrier()
+    assert int(code) == 0
+    accepted, rejected = int(sol.stats["num_accepted_steps"]), int(sol.stats["num_rejected_steps"])
+    stats = solve_stats(method, np.asarray(stabilized_counters(sol.sol)), accepted, 0, False)
+    ts = np.asarray(sol.ts)
+    return stats, len(calls), accepted, rejected, np.diff(ts[np.isfinite(ts)])
+
+
+@pytest.mark.parametrize("method", [ROCK4(), RKC(max_stages=4)], ids=repr)
+def test_dxdt_controller_counts_rejected_attempts_exactly(method):
+    """Under dxdt's controller the rejected attempts' work (power iterations included) is
+    counted where diffrax drops it: nfev equals the evaluations counted on the host, with
+    rejections (the first guess is the whole interval)."""
+    stats, counted, accepted, rejected, _ = _odeint_counted(method, dt0=T1)
+    assert rejected >= 1
+    assert stats["nfev"] == counted
+
+
+def test_steps_stop_at_the_stability_interval_of_max_stages():
+    """ROCK4 with max_stages=6 cannot cover the steps the error allows: as the NumPy
+    executor, the JAX side proposes no step beyond ``beta(6) / (1.2 rho)`` and retries an
+    attempt beyond it there. (Before, such steps were taken with 6 stages and the error
+    control alone judged them: here 46 steps against NumPy's 33, and an error 20x the
+    NumPy backend's.) The accepted steps keep within the interval of the exact spectral
+    radius (the estimate's 1.2 safety factor), both backends warn, take the same number of
+    steps to 10% and have the same error to a factor 2."""
+    method, diffusivity = ROCK4(max_stages=6), 8.0
+    beta_max, rho = method.stability_boundary(6), diffusivity * RHO
+    stats, counted, accepted, rejected, steps = _odeint_counted(method, None, [diffusivity, 0.0], 1e-4)
+    assert stats["nfev"] == counted and rejected <= 3
+    assert steps.max() * rho <= beta_max  # the estimate is within 1.2 of rho
+    assert steps.max() * SAFETY * rho >= 0.9 * beta_max  # ... and the cap is what binds
+
+    linear = dxdt.ODEProblem(heat, U0, (0.0, T1), np.array([diffusivity, 0.0]))
+    exact = np.exp(diffusivity * LAMBDA_1 * T1) * U0
+    sols = {}
+    for backend in ("numpy", "jax"):
+        with pytest.warns(RuntimeWarning, match=r"max_stages=6: the problem is too stiff"):
+            sols[backend] = dxdt.solve(linear, method, rtol=1e-4, atol=1e-9, saveat=[T1], backend=backend)
+    errors = {}
+    for backend, sol in sols.items():
+        assert sol.success
+        errors[backend] = np.abs(sol.u[-1] - exact).max()
+    assert errors["jax"] <= 2 * errors["numpy"] <= 2e-7  # 5.5e-8 and 5.6e-8 seen
+    assert abs(sols["jax"].stats["naccept"] - sols["numpy"].stats["naccept"]) <= 0.1 * sols["numpy"].stats["naccept"]
 
 
 def test_each_lane_under_vmap_refreshes_as_its_solo_solve():
