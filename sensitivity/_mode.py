@@ -14,8 +14,8 @@ Cost model (one "solve" = one forward solve of the problem, ``n`` states):
   solve, then a backward solve with vector-Jacobian products), whatever ``m``.
 
 Forward wins when ``m <= crossover(n) * n_outputs`` with ``crossover(n) = (REVERSE_COST -
-1) / c_F(n)``: about 25 target entries for a few states, 15 for 256 states, 7 for 2048
-and 5 for very large states. Second order (Hessian-vector products) nests the same choice inside an outer
+1) / c_F(n)``: about 8 target entries for a few states, 5 for 256 states, 2 for 2048
+and 1.5 for very large states. Second order (Hessian-vector products) nests the same choice inside an outer
 forward pass: forward-over-forward for small targets, forward-over-reverse otherwise;
 never reverse-over-reverse.
 
@@ -27,21 +27,21 @@ from __future__ import annotations
 from .._checks import check_problem
 from ._target import check_wrt
 
-# Calibrated by benchmarks/bench_sensitivity.py (2026-12-01, Tsit5, rtol 1e-6, 2-core CPU,
-# load ~3): reverse-interpolating costs a median 3.56 primal solves over the grid; the
-# extra cost of a forward direction, (forward/primal - 1) / m, was 0.02-0.23 for 2-128
-# states (Lotka-Volterra, Lorenz, heat_1d), 0.57 at 256, 1.6 at 2048 and 2.7 at 8192
-# (Gray-Scott 32 and 64, 30 steps). FORWARD_COST_LARGE is deliberately lower than those
-# last two: the adjoint's dense forward pass stores every step, and above 32 MiB XLA's
-# fresh buffer costs page faults on every call (~0.65 ms per MiB here, linear in steps x
-# n; see docs/compiled.md), so the adjoint's advantage at m = 4 on a 30-step Gray-Scott
-# solve shrinks or turns into a loss on long solves of large states. The crossover
-# therefore stays above 5 target entries for any state size (a few-parameter PDE keeps
-# forward mode), and falls from 25 for a few states to 15 at 256 states (right on 6 of
-# the 8 grid problems: not on the two short Gray-Scott runs).
-REVERSE_COST = 3.56  # solves per adjoint (dense forward + backward vjp solve)
+# Calibrated by benchmarks/bench_sensitivity.py (2026-12-01/02, Tsit5, rtol 1e-6, 2-core CPU,
+# XLA's small-loop threshold raised as load_jax() does): reverse-interpolating costs a median
+# 1.81 primal solves over the grid (1.7-1.9 on Lotka-Volterra and Lorenz, 4.2-4.5 on
+# Gray-Scott 32/64, 0.6-3.1 on heat_1d, whose primal is dominated by the solve call's
+# Python); the extra cost of a forward direction, (forward/primal - 1) / m, was 0.00-0.11
+# up to 64 states, 0.29 at 128, 0.93 at 256, 2.1 at 2048 and 2.0 at 8192 (heat_1d with
+# m = n directions, Gray-Scott 32/64 with m = 4). Before the threshold the adjoint cost
+# 3.56 solves; with it, the four-parameter Gray-Scott gradients run 2.0-2.3x faster as
+# adjoints, so the crossover now falls below 4 target entries for large states. (Long
+# solves of large states pay page faults for the adjoint's dense buffer above 32 MiB, see
+# docs/compiled.md; measured on Gray-Scott 64 to t = 1000, before the threshold, the adjoint
+# was then 6% slower than forward mode, against 2x faster on the grid's short runs.)
+REVERSE_COST = 1.81  # solves per adjoint (dense forward + backward vjp solve)
 FORWARD_COST_SMALL = 0.1  # c_0: extra solves per forward direction with few states
-FORWARD_COST_LARGE = 0.47  # c_1: the part that grows with the number of states (capped, above)
+FORWARD_COST_LARGE = 0.47  # c_1: the part that grows with the number of states
 STATE_SCALE = 1500  # n_1/2: states at which half of c_1 applies
 
 
