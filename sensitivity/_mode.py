@@ -27,19 +27,22 @@ from __future__ import annotations
 from .._checks import check_problem
 from ._target import check_wrt
 
-# Calibrated by benchmarks/bench_sensitivity.py (2026-12-01/02, Tsit5, rtol 1e-6, 2-core CPU,
-# XLA's small-loop threshold raised as load_jax() does): reverse-interpolating costs a median
-# 1.81 primal solves over the grid (1.7-1.9 on Lotka-Volterra and Lorenz, 4.2-4.5 on
-# Gray-Scott 32/64, 0.6-3.1 on heat_1d, whose primal is dominated by the solve call's
-# Python); the extra cost of a forward direction, (forward/primal - 1) / m, was 0.00-0.11
-# up to 64 states, 0.29 at 128, 0.93 at 256, 2.1 at 2048 and 2.0 at 8192 (heat_1d with
-# m = n directions, Gray-Scott 32/64 with m = 4). Before the threshold the adjoint cost
-# 3.56 solves; with it, the four-parameter Gray-Scott gradients run 2.0-2.3x faster as
-# adjoints, so the crossover now falls below 4 target entries for large states. (Long
-# solves of large states pay page faults for the adjoint's dense buffer above 32 MiB, see
-# docs/compiled.md; measured on Gray-Scott 64 to t = 1000, before the threshold, the adjoint
-# was then 6% slower than forward mode, against 2x faster on the grid's short runs.)
-REVERSE_COST = 1.81  # solves per adjoint (dense forward + backward vjp solve)
+# Calibrated by benchmarks/bench_sensitivity.py (Tsit5, rtol 1e-6, 2-core CPU, XLA's
+# small-loop threshold raised as load_jax() does). What the rule needs is the crossover,
+# (reverse/primal - 1) / ((forward/primal - 1) / m), which each problem of a run implies:
+# 34 and 12 (two runs, 2026-12-01 and 12-02) for Lotka-Volterra, 9 or more for Lorenz,
+# 1.5 and 2.0 for Gray-Scott 32 and 1.8 for Gray-Scott 64 (four parameters; forward mode
+# 8.7-10 primal solves against the adjoint's 4.1-5.1), 1.3-2.3 for heat_1d(256) and
+# none (the adjoint always cheaper) for heat_1d 32-128. The constants give 8.05 for a few
+# states, 4.8 at 256, 2.18 at 2048 and 1.63 at 8192. The separate costs are noisier than
+# their ratio (the primal is one short call: the median adjoint cost was 1.81 primal
+# solves in the first run and 3.16 in the second): REVERSE_COST is the first run's. Before
+# the threshold the adjoint cost 3.56 solves of a slower primal and the crossover stayed
+# above 5 for every state size, so a four-parameter Gray-Scott gradient went forward and
+# ran 2x slower than its adjoint. (Long solves of large states pay page faults for the
+# adjoint's dense buffer above 32 MiB, see docs/compiled.md; measured on Gray-Scott 64 to
+# t = 1000, before the threshold, the adjoint was then 6% slower than forward mode.)
+REVERSE_COST = 1.81  # c_R: solves per adjoint (dense forward + backward vjp solve)
 FORWARD_COST_SMALL = 0.1  # c_0: extra solves per forward direction with few states
 FORWARD_COST_LARGE = 0.47  # c_1: the part that grows with the number of states
 STATE_SCALE = 1500  # n_1/2: states at which half of c_1 applies
