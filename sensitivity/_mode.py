@@ -71,6 +71,11 @@ def target_size(prob, wrt) -> int:
 def choose_mode(prob, wrt="p", n_outputs: int = 1, order: int = 1) -> tuple[str, str]:
     """The strategy ``mode="auto"`` applies, and why.
 
+    By dimensions alone. A prepared operator then knows its step count; where the adjoint
+    chosen here would keep more dense output than :data:`ADJOINT_DENSE_LIMIT` and forward
+    mode is not much dearer, it uses forward mode and says so in its ``reason`` (see
+    :func:`forward_instead_of_adjoint`).
+
     Parameters
     ----------
     prob : ODEProblem
@@ -109,3 +114,30 @@ def choose_mode(prob, wrt="p", n_outputs: int = 1, order: int = 1) -> tuple[str,
            if forward else "cost is independent of the target size, which is large here")
     )
     return mode, reason
+
+
+# Above this, the dense output the interpolating adjoint keeps costs page faults on every
+# call (glibc serves it with mmap, docs/compiled.md: ~0.65 ms per MiB on the 2-core test
+# machine): on Gray-Scott 64 to t = 1000 (222 MiB) forward mode was already as fast.
+ADJOINT_DENSE_LIMIT = 256 * 2**20
+FORWARD_FALLBACK_FACTOR = 4.0  # ... if forward mode costs at most this times the adjoint
+
+
+def forward_instead_of_adjoint(m: int, n_states: int, n_outputs: int, dense_bytes: int) -> str | None:
+    """Why ``mode="auto"`` should use forward mode after all, or None.
+
+    ``choose_mode`` decides by dimensions alone; once the step count is known (the
+    operator plans its dense step buffer with a NumPy solve) an adjoint whose dense
+    output would exceed :data:`ADJOINT_DENSE_LIMIT` gives way to forward mode when
+    forward mode's modelled cost, ``1 + m c_F(n)`` solves, is at most
+    :data:`FORWARD_FALLBACK_FACTOR` times the adjoint's (``c_R`` per output): a long
+    solve of a large model with a few parameters. A large target keeps the adjoint.
+    """
+    if dense_bytes <= ADJOINT_DENSE_LIMIT:
+        return None
+    forward = 1.0 + m * forward_cost_per_direction(n_states)
+    if forward > FORWARD_FALLBACK_FACTOR * REVERSE_COST * n_outputs:
+        return None
+    return (f"; but the adjoint would keep {dense_bytes / 2**20:.3g} MiB of dense output (above "
+            f"{ADJOINT_DENSE_LIMIT / 2**20:.3g} MiB: page faults on every call), so forward mode "
+            f"(about {forward:.3g} solves)")

@@ -24,7 +24,7 @@ from ..solvers import Tsit5
 from . import _compiled
 from ._jax import load_jax
 from ._loss import translate_loss
-from ._mode import choose_mode
+from ._mode import choose_mode, forward_instead_of_adjoint
 from ._options import BACKSOLVE_MISMATCH, SolveOptions, raise_on_failure
 from ._target import Target, check_wrt, describe, to_numpy
 
@@ -61,15 +61,23 @@ class PreparedOperator:
     """
 
     def __init__(self, op, mode, reason, adjoint, program, context, target, rebuild):
-        self.op, self.mode, self.reason = op, mode, reason
-        self.adjoint = adjoint if "reverse" in mode else None
-        self._program, self._rebuild = program, rebuild
-        self._run = program.bind(context)  # the context packed once, as it is now
-        self._host_context = context
+        self.op, self._chosen = op, (mode, reason, adjoint)
+        self._rebuild, self._host_context = rebuild, context
+        self._adopt(program)
         self._target, self._dtype = target, context[0].dtype
         theta0 = target.select(context[0], context[1])
         self._signature = describe(theta0)
         self._fast = isinstance(theta0, np.ndarray) and (theta0.shape, theta0.dtype)
+
+    def _adopt(self, program) -> None:
+        """Run ``program``; its strategy is the one chosen, unless ``mode="auto"`` switched
+        to forward mode when building it (``meta["mode"]``, see :func:`prepare`)."""
+        mode, reason, adjoint = self._chosen
+        self.mode = program.meta.get("mode", mode)
+        self.reason = reason + program.meta.get("reason_note", "")
+        self.adjoint = adjoint if "reverse" in self.mode else None
+        self._program = program
+        self._run = program.bind(self._host_context)  # the context packed once, as it is now
 
     @classmethod
     def from_build(cls, op, build: Callable, setup, mode, reason, adjoint) -> PreparedOperator:
@@ -120,8 +128,7 @@ class PreparedOperator:
             raise TypeError(f"a prepared {self.op} takes only the target")
         result, aux = self._run(*args)  # one transfer each way
         while bool(aux["dense_overflow"]):
-            self._program = self._rebuild(4 * self._program.meta["dense_steps"])
-            self._run = self._program.bind(self._host_context)
+            self._adopt(self._rebuild(4 * self._program.meta["dense_steps"]))
             result, aux = self._run(*args)
         self._check(aux)
         return self._to_user(result)
@@ -261,19 +268,28 @@ def prepare(op: str, *args, method=None, saveat=None, rtol=1e-6, atol=1e-8,
     theta0 = target.select(context[0], context[1])
     dense = "reverse" in chosen and adjoint == "interpolating"
     inner = "forward" if chosen.endswith("forward") else "reverse"
-    static = (op, chosen, adjoint if "reverse" in chosen else None, target.wrt, repr(options.method),
+    # (auto's programs apart: auto may build forward mode where an adjoint is too large)
+    static = (op, chosen, mode == "auto", adjoint if "reverse" in chosen else None, target.wrt, repr(options.method),
               options.rtol, options.atol, options.max_steps, structure(prob.u0), structure(context[1]),
               len(saveat), duplicate_closure, None if L is None else (L.n_args, L.pure_jax))
 
     def build(dense_steps: int | None = None) -> _compiled.Program:
         steps = dense_steps or (_dense_steps(prob, options) if dense else 0)
+        strategy, note = inner, None
+        if dense and mode == "auto":  # the adjoint auto chose: is its dense output too large?
+            m = int(sum(np.size(leaf) for leaf in jax.tree_util.tree_leaves(theta0)))
+            note = forward_instead_of_adjoint(m, prob.u0.size, n_outputs, _dense_bytes(steps, options, prob.u0))
+        if note is not None:
+            strategy, steps = "forward", 0
         _check_dense_memory(steps, options, prob.u0)
         g = to_jax(prob.f, prob.u0, prob.p, duplicate_closure=duplicate_closure)
         reads = len(g.constant_reads)
         estimate = translate_eigen_est(options.method, owner=len(callables) - 1)
-        run = _builder(op, inner, adjoint, g, L, target, replace(options, estimate=estimate), steps)
+        run = _builder(op, strategy, adjoint, g, L, target, replace(options, estimate=estimate), steps)
         example = (theta0, theta0, context) if op == "hvp" else (theta0, context)
         executable, meta = _compiled.compile_function(run, *example)
+        if note is not None:
+            meta.update(mode=chosen.replace("reverse", "forward"), reason_note=note)
         loss_reads = tuple(L.constant_reads) if L is not None else ()
         estimate_reads = tuple(estimate.constant_reads) if estimate is not None else ()
         all_reads = tuple(g.constant_reads[reads:]) + loss_reads + estimate_reads
@@ -342,11 +358,16 @@ def _dense_steps(prob, options: SolveOptions) -> int:
 DENSE_BUDGET_BYTES = 2 * 2**30  # dense output of the interpolating adjoint's forward solve
 
 
+def _dense_bytes(steps: int, options: SolveOptions, u0) -> int:
+    """Bytes of the dense output of ``steps`` steps (the stages, or the Hermite data)."""
+    tableau = getattr(options.method, "tableau", None)
+    vectors = tableau.total_stages + 2 if tableau is not None else 4
+    return steps * vectors * u0.nbytes
+
+
 def _check_dense_memory(steps: int, options: SolveOptions, u0) -> None:
     """Refuse a dense forward solve whose step buffer would not fit in memory."""
-    tableau = getattr(options.method, "tableau", None)
-    vectors = tableau.total_stages + 2 if tableau is not None else 4  # stages, or Hermite data
-    per_step = vectors * u0.nbytes
+    per_step = _dense_bytes(1, options, u0)
     if steps * per_step > DENSE_BUDGET_BYTES:
         raise SolverError(
             f"adjoint='interpolating' would keep the dense output of {steps} steps "

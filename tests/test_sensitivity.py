@@ -79,6 +79,30 @@ def test_prepared_hvp_and_jacobian_modes():
 
 # --- mode choice ----------------------------------------------------------------------------
 
+def test_auto_uses_forward_mode_when_the_adjoints_dense_output_is_large(monkeypatch):
+    """By dimensions a 4-parameter Gray-Scott gradient is an adjoint; once the planned dense
+    output exceeds ADJOINT_DENSE_LIMIT (lowered here to 64 KiB: this solve keeps about
+    3 MiB) mode="auto" builds forward mode instead and says why; the gradient agrees with the
+    adjoint's. A large target (wrt="u0", 512 entries) keeps the adjoint."""
+    from dxdt.sensitivity import _mode
+
+    prob = problems.gray_scott(n=16, tspan=(0.0, 20.0))
+    tol = dict(rtol=1e-7, atol=1e-9)  # options no other test uses: a fresh build
+
+    def loss(u):
+        return np.mean(u[-1, 1])
+
+    assert sens.choose_mode(prob)[0] == "reverse"
+    adjoint = sens.gradient(loss, prob, Tsit5(), mode="reverse", **tol)
+    monkeypatch.setattr(_mode, "ADJOINT_DENSE_LIMIT", 2**16)
+    prep = sens.prepare("gradient", loss, prob, Tsit5(), **tol)
+    assert prep.mode == "forward" and prep.adjoint is None
+    assert "MiB of dense output" in prep.reason and "forward mode" in prep.reason
+    np.testing.assert_allclose(prep(prob.p), adjoint, rtol=1e-5)
+    big = sens.prepare("gradient", loss, prob, Tsit5(), wrt="u0", **tol)
+    assert big.mode == "reverse" and "dense output" not in big.reason
+
+
 def test_choose_mode_by_dimensions():
     # few states: a forward direction is cheap (vectorised with the primal)
     mode, reason = sens.choose_mode(problems.lotka_volterra(), wrt="p")
