@@ -469,7 +469,8 @@ def jacobian(setup: EventSetup, inner: str, adjoint: str = "checkpoint") -> Call
 
 
 def prepare_with_events(op: str, loss, prob, events, options: SolveOptions, saveat: np.ndarray, target,
-                        chosen: str, reason: str, adjoint: str, duplicate_closure: bool) -> "EventOperator":
+                        chosen: str, reason: str, adjoint: str, duplicate_closure: bool,
+                        auto: bool = False) -> "EventOperator":
     """The prepared operator ``op`` differentiating through ``events`` (see the module)."""
     from .._events import check_events
 
@@ -485,7 +486,7 @@ def prepare_with_events(op: str, loss, prob, events, options: SolveOptions, save
     if chosen == "reverse" and adjoint == "backsolve":  # no jumps: the state is continuous
         adjoint, reason = "checkpoint", f"{reason}; through events adjoint='backsolve' is the discrete adjoint"
     return EventOperator(op, loss, prob, events, options, saveat, target, chosen, reason, adjoint,
-                         duplicate_closure)
+                         duplicate_closure, auto)
 
 
 class EventOperator:
@@ -501,10 +502,10 @@ class EventOperator:
     """
 
     def __init__(self, op, loss, prob, events, options, saveat, target, chosen, reason, adjoint,
-                 duplicate_closure):
+                 duplicate_closure, auto=False):
         from ._target import describe
 
-        self.op, self.mode, self.reason = op, chosen, reason
+        self.op, self.mode, self.reason, self._auto = op, chosen, reason, auto
         self.adjoint = adjoint if "reverse" in chosen else None
         self._prob, self._events, self._options, self._saveat = prob, events, options, saveat
         self._target, self._inner = target, "forward" if chosen.endswith("forward") else "reverse"
@@ -528,7 +529,8 @@ class EventOperator:
     def _ensure(self, prob) -> None:
         """(Re)build the compiled operator if the event sequence at ``prob`` differs."""
         from . import _strategies as strategies
-        from ._operators import PreparedOperator, _check_dense_memory
+        from ._mode import forward_instead_of_adjoint
+        from ._operators import PreparedOperator, _check_dense_memory, _dense_bytes
         from ._target import as_jax_tree
 
         planned = plan(prob, self._events, self._options, self._saveat)
@@ -539,7 +541,17 @@ class EventOperator:
         if self._inner == "reverse" and self.adjoint == "interpolating":
             steps = segment_steps(prob, self._events, self._options, boundaries, t_end)
             n_seg = len(boundaries) + 1
-            _check_dense_memory(steps * n_seg, self._options, prob.u0)  # every segment's buffer is live
+            note = None
+            if self._auto:  # as prepare(): a too large adjoint gives way to forward mode
+                m = int(sum(np.size(x) for x in jax.tree_util.tree_leaves(self._target.select(prob.u0, prob.p))))
+                n_out = len(self._saveat) * prob.u0.size if self.op == "jacobian" else 1
+                note = forward_instead_of_adjoint(m, prob.u0.size, n_out,
+                                                  _dense_bytes(steps * n_seg, self._options, prob.u0))
+            if note is not None:
+                self._inner, self.adjoint, steps = "forward", None, 0
+                self.mode, self.reason = self.mode.replace("reverse", "forward"), self.reason + note
+            else:
+                _check_dense_memory(steps * n_seg, self._options, prob.u0)  # every segment's buffer is live
         setup = EventSetup(
             g=self._g, loss=self._loss, target=self._target, u0=jnp.asarray(prob.u0),
             p=as_jax_tree(prob.p, prob.u0.dtype), t0=prob.tspan[0], saveat=np.asarray(self._saveat[:n_rows]),

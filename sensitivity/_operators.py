@@ -255,7 +255,7 @@ def prepare(op: str, *args, method=None, saveat=None, rtol=1e-6, atol=1e-8,
         from ._events import prepare_with_events
 
         return prepare_with_events(op, loss, prob, events, options, saveat, target, chosen, reason,
-                                   adjoint, duplicate_closure)
+                                   adjoint, duplicate_closure, auto=mode == "auto")
 
     from ._estimate import estimate_callables, translate_eigen_est
     from .translate import to_jax

@@ -227,3 +227,23 @@ def test_interpolating_adjoint_accurate_where_stability_sets_the_steps():
              for name, g in (("interpolating", interpolating), ("checkpoint", checkpoint))}
     assert error["interpolating"] < 1e-6
     assert error["checkpoint"] > 5e-5
+
+
+def test_auto_through_events_uses_forward_mode_when_the_adjoints_dense_output_is_large(monkeypatch):
+    """As without events: by dimensions a 4-parameter Gray-Scott gradient is an adjoint;
+    with every segment's dense output above ADJOINT_DENSE_LIMIT (lowered to 64 KiB) the
+    prepared operator uses forward mode, says why, and gives the adjoint's gradient."""
+    from dxdt import problems
+    from dxdt.sensitivity import _mode
+
+    prob = problems.gray_scott(n=16, tspan=(0.0, 10.0))
+    seed = dxdt.TimeEvent([4.0], lambda u, p, t: u.__setitem__((1, 8, 8), u[1, 8, 8] + 0.1))
+
+    def loss(u):
+        return np.mean(u[-1, 1])
+
+    adjoint = sens.gradient(loss, prob, events=[seed], mode="reverse", rtol=1e-8, atol=1e-10)
+    monkeypatch.setattr(_mode, "ADJOINT_DENSE_LIMIT", 2**16)
+    prep = sens.prepare("gradient", loss, prob, events=[seed], rtol=1e-8, atol=1e-10)
+    assert prep.mode == "forward" and prep.adjoint is None and "MiB of dense output" in prep.reason
+    np.testing.assert_allclose(prep(prob.p), adjoint, rtol=1e-5)
