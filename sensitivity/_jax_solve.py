@@ -152,7 +152,10 @@ def jax_solve(prob: ODEProblem, method=None, *, saveat=None, rtol: float = 1e-6,
     """
     prob = _checks.check_problem(prob)
     if events is not None:
-        raise NotImplementedError("jax_solve does not support events; pass events=None")
+        raise NotImplementedError(
+            "jax_solve does not support events yet; pass events=None. For derivatives through "
+            "events use the NumPy-facing operators (sens.gradient(loss, prob, events=[...]), "
+            "sens.jacobian, sens.hessian), which plan the event sequence on the host")
     if adjoint not in ADJOINTS:
         raise ValueError(f"adjoint must be one of {ADJOINTS}, got {adjoint!r}")
     options = _options(method, rtol, atol, max_steps, prob.u0.shape)
