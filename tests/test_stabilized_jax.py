@@ -54,6 +54,20 @@ P = np.array([1.0, 0.5])
 # ------------------------------------------------------------------ the solver's counters
 
 
+def _counted_heat(calls: list):
+    """The heat field in jax.numpy, appending to ``calls`` on the host at every evaluation."""
+    from dxdt.sensitivity._jax import load_jax
+
+    jax, jnp = load_jax()
+
+    def field(t, u, p):
+        jax.debug.callback(lambda: calls.append(None))
+        du = jnp.concatenate([u[1:2] - 2 * u[:1], u[2:] - 2 * u[1:-1] + u[:-2],
+                              u[-2:-1] - 2 * u[-1:]])
+        return du * (SCALE * p[0]) - p[1] * u**3
+    return field
+
+
 def _diffrax_solve(method, adaptive: bool, spectral_radius=None, dt0=T1 / 20):
     """Solve the heat problem with the stabilized diffrax solver directly, counting every
     f evaluation on the host; ``(stats from the solver state, evaluations counted,
@@ -66,13 +80,7 @@ def _diffrax_solve(method, adaptive: bool, spectral_radius=None, dt0=T1 / 20):
     from dxdt.solvers._stabilized_diffrax import StabilizedSolver, solve_stats, stabilized_counters
 
     calls = []
-
-    def field(t, u, p):
-        jax.debug.callback(lambda: calls.append(None))
-        du = jnp.concatenate([u[1:2] - 2 * u[:1], u[2:] - 2 * u[1:-1] + u[:-2],
-                              u[-2:-1] - 2 * u[-1:]])
-        return du * (SCALE * p[0]) - p[1] * u**3
-
+    field = _counted_heat(calls)
     controller = (diffrax.PIDController(rtol=1e-7, atol=1e-9) if adaptive
                   else diffrax.ConstantStepSize())
     sol = diffrax.diffeqsolve(
@@ -142,14 +150,7 @@ def _odeint_counted(method, dt0, p=P, rtol=1e-7):
 
     jax, jnp = load_jax()
     calls = []
-
-    def field(t, u, p):
-        jax.debug.callback(lambda: calls.append(None))
-        du = jnp.concatenate([u[1:2] - 2 * u[:1], u[2:] - 2 * u[1:-1] + u[:-2],
-                              u[-2:-1] - 2 * u[-1:]])
-        return du * (SCALE * p[0]) - p[1] * u**3
-
-    sol, code = odeint(field, jnp.asarray(U0), jnp.asarray(p), 0.0, T1,
+    sol, code = odeint(_counted_heat(calls), jnp.asarray(U0), jnp.asarray(p), 0.0, T1,
                        SolveOptions(method, rtol, 1e-9, 4096), save_steps=True, dt0=dt0)
     jax.effects_barrier()
     assert int(code) == 0
