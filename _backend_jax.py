@@ -211,7 +211,8 @@ def _stats_rule(method, auto_dt: bool):
         given = method.eigen_est is not None
 
         def stabilized(steps, accepted, rejected, *counters):
-            counted = solve_stats(method, counters, accepted, rejected, given)
+            # the counters hold the rejected attempts' work too (dxdt's controller counts it)
+            counted = solve_stats(method, counters, accepted, 0, given)
             return {"nfev": counted.pop("nfev") + selection, "naccept": accepted, "nreject": rejected,
                     **counted}
         return stabilized
