@@ -27,6 +27,7 @@ misses, so the next solve traces ``f`` again and never sees a stale constant.
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Any, Iterator
@@ -156,6 +157,7 @@ def _run(lanes: _Lanes, method, opts: dict, width: int) -> Iterator:
         order = _group_order(lanes, method, opts, width)
     grouped = bool(np.any(order != np.arange(len(lanes))))
     lane_steps = useful = 0
+    warned = False  # the "too stiff" warning, once per ensemble
     for start in range(0, len(lanes), width):
         idx = order[start:start + width]
         padded = np.concatenate([idx, np.repeat(idx[-1:], width - len(idx))])  # pad the last batch
@@ -164,8 +166,28 @@ def _run(lanes: _Lanes, method, opts: dict, width: int) -> Iterator:
         steps = out[3][: len(idx), 0]
         lane_steps, useful = lane_steps + width * int(steps.max()), useful + int(steps.sum())
         by_index = np.argsort(idx, kind="stable")
-        sols = _to_solutions(lanes, idx[by_index], method, opts, *(x[by_index] for x in out))
+        if not warned:
+            warned = _warn_too_stiff(lanes, idx, method, out[4][: len(idx)])
+        sols = _to_solutions(lanes, idx[by_index], method, opts, *(x[by_index] for x in out[:4]))
         yield idx[by_index], sols, {"lockstep": lane_steps / max(useful, 1), "grouped": grouped}
+
+
+def _warn_too_stiff(lanes: _Lanes, idx: np.ndarray, method, stiff: np.ndarray) -> bool:
+    """Warn, as a solo solve does, for the first member (of ``idx``, a batch) whose steps were
+    cut to the stability interval of ``max_stages`` (``stiff``: each lane's record, see
+    :func:`~dxdt.solvers._stabilized_diffrax.stiff_record`); whether it warned."""
+    hit = np.flatnonzero(np.isfinite(stiff[:, 0]))
+    if not hit.size:
+        return False
+    from .solvers._stabilized_executor import too_stiff_message
+
+    j = hit[0]
+    member, (s, proposal, ratio) = int(idx[j]), stiff[j]
+    t0, t1 = float(lanes.t0[member]), float(lanes.t1[member])
+    beta_max = method.stability_boundary(method.stage_counts()[-1])
+    message = too_stiff_message(method, t0 + s * (t1 - t0), proposal * abs(t1 - t0), ratio * beta_max)
+    warnings.warn(f"ensemble member {member}: {message}", RuntimeWarning, stacklevel=6)  # dxdt.solve's caller
+    return True
 
 
 def _arguments(lanes: _Lanes, idx: np.ndarray, opts: dict) -> tuple:
@@ -196,7 +218,7 @@ def _lane_steps(steps: np.ndarray, width: int) -> float:
 
 
 def _solve_batch(lanes: _Lanes, method, opts, args: tuple, n_save: int, max_steps: int) -> tuple:
-    """Run one batch's compiled solve on ``args``: NumPy ``(ts, ys, codes, counts)`` per lane."""
+    """Run one batch's compiled solve on ``args``: NumPy ``(ts, ys, codes, counts, stiff)`` per lane."""
     from ._backend_jax import structure
     from .sensitivity._compiled import lookup
     from .sensitivity._estimate import estimate_callables
@@ -242,11 +264,13 @@ def _build(prob: ODEProblem, method, adaptive: bool, auto_dt: bool, n_save: int,
                            spectral_radius=rho, **fixed, **step)
         counts = jnp.stack([sol.stats["num_steps"], sol.stats["num_accepted_steps"],
                             sol.stats["num_rejected_steps"]])
+        stiff = jnp.array([jnp.inf, 0.0, 0.0])
         if isinstance(method, AbstractStabilized):  # its solver state counts f, stages, estimates
-            from .solvers._stabilized_diffrax import stabilized_counters
+            from .solvers._stabilized_diffrax import stabilized_counters, stiff_record
 
             counts = jnp.concatenate([counts, stabilized_counters(sol.sol).astype(counts.dtype)])
-        return sol.ts, sol.ys, code, counts
+            stiff = stiff_record(sol.sol)
+        return sol.ts, sol.ys, code, counts, stiff
 
     p_axis = 0 if p_batched else None
     batched = jax.vmap(one, in_axes=(0, p_axis, 0, 0, 0, None, None, None))

@@ -202,6 +202,26 @@ def test_steps_stop_at_the_stability_interval_of_max_stages():
     assert abs(sols["jax"].stats["naccept"] - sols["numpy"].stats["naccept"]) <= 0.1 * sols["numpy"].stats["naccept"]
 
 
+def test_jax_ensemble_warns_too_stiff_once_naming_the_member():
+    """A JAX ensemble warns once, naming the first member whose solo JAX solve warns."""
+    import warnings
+
+    method, options = ROCK4(max_stages=6), dict(rtol=1e-4, atol=1e-9, saveat=[T1], backend="jax")
+    rows = np.array([[0.05, 0.0], [8.0, 0.0], [8.0, 0.5]])
+    solo = []
+    for p in rows:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            dxdt.solve(dxdt.ODEProblem(heat, U0, (0.0, T1), p), method, **options)
+        solo.append(any("too stiff" in str(w.message) for w in caught))
+    assert solo == [False, True, True]
+    ensemble = dxdt.EnsembleProblem(dxdt.ODEProblem(heat, U0, (0.0, T1), rows[0]), p=rows)
+    with pytest.warns(RuntimeWarning, match=r"ensemble member 1: .*max_stages=6: the problem is too stiff") as record:
+        sol = dxdt.solve(ensemble, method, **options)
+    assert sol.success.all()
+    assert sum("too stiff" in str(w.message) for w in record) == 1
+
+
 def test_each_lane_under_vmap_refreshes_as_its_solo_solve():
     """Under jax.vmap the lanes (diffusivities 1, 3 and 0.5 with a sink) take different
     steps and refresh at different times; each lane's result, counters and step counts
