@@ -29,6 +29,7 @@ from .sensitivity._jax import load_jax
 from .sensitivity._options import STATUS_CODES
 from .solvers import AbstractRungeKutta, AbstractStabilized
 from .solvers._numpy_executor import failure_message
+from .solvers._stabilized_executor import recorded_too_stiff
 
 BUFFER_BUDGET_BYTES = 256 * 2**20  # above this, count the steps first (two passes)
 
@@ -60,6 +61,7 @@ def _build(prob: ODEProblem, method, static: dict, args: dict, check: Callable |
     from .sensitivity._estimate import translate_eigen_est
     from .sensitivity._jax import load_jax
     from .sensitivity._ode import odeint
+    from .solvers._diffrax_controller import stiff_record
     from .sensitivity._options import SolveOptions
 
     if check is not None:
@@ -88,13 +90,11 @@ def _build(prob: ODEProblem, method, static: dict, args: dict, check: Callable |
         )
         counts = jnp.stack([sol.stats["num_steps"], sol.stats["num_accepted_steps"],
                             sol.stats["num_rejected_steps"]])
-        stiff = jnp.array([jnp.inf, 0.0, 0.0])
         if isinstance(method, AbstractStabilized):
-            from .solvers._stabilized_diffrax import stabilized_counters, stiff_record
+            from .solvers._stabilized_diffrax import stabilized_counters
 
             counts = jnp.concatenate([counts, stabilized_counters(sol.sol).astype(counts.dtype)])
-            stiff = stiff_record(sol.sol)
-        outputs = (sol.ts, sol.ys, code, counts, stiff)
+        outputs = (sol.ts, sol.ys, code, counts, stiff_record(sol.sol))
         return outputs + ((sol,) if static["dense"] else ())
 
     executable, meta = compile_function(run, *args.values(), flat=not static["dense"])
@@ -150,14 +150,9 @@ def integrate_jax(
         ts, ys, _, _, _, *sol = run("steps", 1 << max(4, int(counts[0])).bit_length(), t1=f64(reached))
     else:
         ts, ys, code, counts, stiff, *sol = run(save, max_steps)
-    if np.isfinite(stiff[0]):  # as the NumPy executor warns (in the solve's normalised time)
-        from .solvers._stabilized_executor import too_stiff_message
-
-        beta_max = method.stability_boundary(method.stage_counts()[-1])
-        span = t1 - t0
-        warnings.warn(too_stiff_message(method, t0 + stiff[0] * span, stiff[1] * abs(span),
-                                        stiff[2] * beta_max),
-                      RuntimeWarning, stacklevel=3)
+    too_stiff = recorded_too_stiff(method, stiff, t0, t1)  # as the NumPy executor warns
+    if too_stiff is not None:
+        warnings.warn(too_stiff, RuntimeWarning, stacklevel=3)
     return _to_numpy(prob, method, saveat, dense, ts, ys, int(code), counts, sol, dt is None, max_steps)
 
 

@@ -175,17 +175,14 @@ def _run(lanes: _Lanes, method, opts: dict, width: int) -> Iterator:
 def _warn_too_stiff(lanes: _Lanes, idx: np.ndarray, method, stiff: np.ndarray) -> bool:
     """Warn, as a solo solve does, for the first member (of ``idx``, a batch) whose steps were
     cut to the stability interval of ``max_stages`` (``stiff``: each lane's record, see
-    :func:`~dxdt.solvers._stabilized_diffrax.stiff_record`); whether it warned."""
+    :func:`~dxdt.solvers._diffrax_controller.stiff_record`); whether it warned."""
     hit = np.flatnonzero(np.isfinite(stiff[:, 0]))
     if not hit.size:
         return False
-    from .solvers._stabilized_executor import too_stiff_message
+    from .solvers._stabilized_executor import recorded_too_stiff
 
-    j = hit[0]
-    member, (s, proposal, ratio) = int(idx[j]), stiff[j]
-    t0, t1 = float(lanes.t0[member]), float(lanes.t1[member])
-    beta_max = method.stability_boundary(method.stage_counts()[-1])
-    message = too_stiff_message(method, t0 + s * (t1 - t0), proposal * abs(t1 - t0), ratio * beta_max)
+    member = int(idx[hit[0]])
+    message = recorded_too_stiff(method, stiff[hit[0]], float(lanes.t0[member]), float(lanes.t1[member]))
     warnings.warn(f"ensemble member {member}: {message}", RuntimeWarning, stacklevel=6)  # dxdt.solve's caller
     return True
 
@@ -248,6 +245,7 @@ def _build(prob: ODEProblem, method, adaptive: bool, auto_dt: bool, n_save: int,
     from .sensitivity._estimate import translate_eigen_est
     from .sensitivity._jax import load_jax
     from .sensitivity._ode import SolveOptions, odeint
+    from .solvers._diffrax_controller import stiff_record
 
     jax, jnp = load_jax()
     # a fresh translation: JAX caches traces per function object, and a rebuild after a
@@ -264,13 +262,11 @@ def _build(prob: ODEProblem, method, adaptive: bool, auto_dt: bool, n_save: int,
                            spectral_radius=rho, **fixed, **step)
         counts = jnp.stack([sol.stats["num_steps"], sol.stats["num_accepted_steps"],
                             sol.stats["num_rejected_steps"]])
-        stiff = jnp.array([jnp.inf, 0.0, 0.0])
         if isinstance(method, AbstractStabilized):  # its solver state counts f, stages, estimates
-            from .solvers._stabilized_diffrax import stabilized_counters, stiff_record
+            from .solvers._stabilized_diffrax import stabilized_counters
 
             counts = jnp.concatenate([counts, stabilized_counters(sol.sol).astype(counts.dtype)])
-            stiff = stiff_record(sol.sol)
-        return sol.ts, sol.ys, code, counts, stiff
+        return sol.ts, sol.ys, code, counts, stiff_record(sol.sol)
 
     p_axis = 0 if p_batched else None
     batched = jax.vmap(one, in_axes=(0, p_axis, 0, 0, 0, None, None, None))

@@ -43,6 +43,7 @@ import optimistix as optx
 from ._controller import PIController
 
 STIFF_MARGIN = 1.05  # a proposal above this times h_stable is recorded (below: rounding of rho)
+NO_STIFF_RECORD = (float("inf"), 0.0, 0.0)  # GuardedState.stiff before any proposal exceeded the bound
 
 
 class StepReport(eqx.Module):
@@ -96,7 +97,7 @@ class GuardedController(diffrax.AbstractAdaptiveStepSizeController):
         t_next, (inv, _, _) = pid.init(terms, t0, t1, y0, dt0, args, func, error_order)
         dtype = jnp.result_type(t_next)
         return t_next, GuardedState(inv, jnp.asarray(False), t_next - t0, jnp.zeros(3, int),
-                                    jnp.array([jnp.inf, 0.0, 0.0], dtype))
+                                    jnp.array(NO_STIFF_RECORD, dtype))
 
     def adapt_step_size(self, t0, t1, y0, y1_candidate, args, y_error, error_order, controller_state):
         prev_inv, _, _, rejected_work, stiff = controller_state
@@ -142,3 +143,12 @@ class GuardedController(diffrax.AbstractAdaptiveStepSizeController):
         record = jnp.stack([stop(t1), stop(proposal), stop(proposal / h_stable)]).astype(stiff.dtype)
         stiff = jnp.where(first, record, stiff)
         return jnp.sign(dt) * cut, jnp.where(keep, rejected_work, added), stiff
+
+
+def stiff_record(solution):
+    """``[s, proposal, proposal / h_stable]`` where :class:`GuardedController` first proposed
+    a step beyond a solver's stability interval after an accepted step (in the solve's
+    time; ``s = inf`` if never, or if the solve ran under another controller); see
+    :func:`~dxdt.solvers._stabilized_executor.recorded_too_stiff`."""
+    state = solution.controller_state
+    return state.stiff if isinstance(state, GuardedState) else jnp.array(NO_STIFF_RECORD)

@@ -266,16 +266,6 @@ def stabilized_counters(solution) -> jax.Array:
                       counters[2] + rejected[2]])
 
 
-def stiff_record(solution):
-    """``[s, proposal, proposal / h_stable]`` where dxdt's controller first proposed a step
-    beyond the stability interval after an accepted step (in the solve's time; ``s = inf``
-    if never)."""
-    state = solution.controller_state
-    if not isinstance(state, GuardedState):
-        return jnp.array([jnp.inf, 0.0, 0.0])
-    return state.stiff
-
-
 def solve_stats(method: AbstractStabilized, counters, accepted: int, rejected: int,
                 given_estimate: bool) -> dict:
     """``nfev``, ``max_stages_used`` and ``n_eigen_est`` of a solve, from the accepted

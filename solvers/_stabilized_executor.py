@@ -302,6 +302,17 @@ def too_stiff_message(method: AbstractStabilized, t: float, dt: float, h_rho: fl
             f"interval ({more}, or use an implicit method such as scipy BDF/Radau)")
 
 
+def recorded_too_stiff(method, record, t0: float, t1: float) -> str | None:
+    """:func:`too_stiff_message` for a JAX solve of ``[t0, t1]`` from its controller's
+    ``record`` ``[s, proposal, proposal / h_stable]`` in normalised time (see
+    :func:`~dxdt.solvers._diffrax_controller.stiff_record`); None if it never was too stiff."""
+    s, proposal, ratio = (float(x) for x in record)
+    if not math.isfinite(s):
+        return None
+    beta_max = method.stability_boundary(method.stage_counts()[-1])
+    return too_stiff_message(method, t0 + s * (t1 - t0), proposal * abs(t1 - t0), ratio * beta_max)
+
+
 def _warn(message: str) -> None:
     warnings.warn(message, RuntimeWarning, stacklevel=6)  # the caller of dxdt.solve
 
