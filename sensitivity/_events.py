@@ -529,8 +529,7 @@ class EventOperator:
     def _ensure(self, prob) -> None:
         """(Re)build the compiled operator if the event sequence at ``prob`` differs."""
         from . import _strategies as strategies
-        from ._mode import forward_instead_of_adjoint
-        from ._operators import PreparedOperator, _check_dense_memory, _dense_bytes
+        from ._operators import PreparedOperator, _auto_forward_note, _check_dense_memory
         from ._target import as_jax_tree
 
         planned = plan(prob, self._events, self._options, self._saveat)
@@ -543,10 +542,8 @@ class EventOperator:
             n_seg = len(boundaries) + 1
             note = None
             if self._auto:  # as prepare(): a too large adjoint gives way to forward mode
-                m = int(sum(np.size(x) for x in jax.tree_util.tree_leaves(self._target.select(prob.u0, prob.p))))
-                n_out = len(self._saveat) * prob.u0.size if self.op == "jacobian" else 1
-                note = forward_instead_of_adjoint(m, prob.u0.size, n_out,
-                                                  _dense_bytes(steps * n_seg, self._options, prob.u0))
+                note = _auto_forward_note(self.op, prob, self._target.wrt, len(self._saveat), steps * n_seg,
+                                          self._options)
             if note is not None:
                 self._inner, self.adjoint, steps = "forward", None, 0
                 self.mode, self.reason = self.mode.replace("reverse", "forward"), self.reason + note

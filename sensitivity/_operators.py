@@ -24,7 +24,7 @@ from ..solvers import Tsit5
 from . import _compiled
 from ._jax import load_jax
 from ._loss import translate_loss
-from ._mode import choose_mode, forward_instead_of_adjoint
+from ._mode import choose_mode, forward_instead_of_adjoint, target_size
 from ._options import BACKSOLVE_MISMATCH, SolveOptions, raise_on_failure
 from ._target import Target, check_wrt, describe, to_numpy
 
@@ -277,8 +277,7 @@ def prepare(op: str, *args, method=None, saveat=None, rtol=1e-6, atol=1e-8,
         steps = dense_steps or (_dense_steps(prob, options) if dense else 0)
         strategy, note = inner, None
         if dense and mode == "auto":  # the adjoint auto chose: is its dense output too large?
-            m = int(sum(np.size(leaf) for leaf in jax.tree_util.tree_leaves(theta0)))
-            note = forward_instead_of_adjoint(m, prob.u0.size, n_outputs, _dense_bytes(steps, options, prob.u0))
+            note = _auto_forward_note(op, prob, target.wrt, len(saveat), steps, options)
         if note is not None:
             strategy, steps = "forward", 0
         _check_dense_memory(steps, options, prob.u0)
@@ -356,6 +355,15 @@ def _dense_steps(prob, options: SolveOptions) -> int:
 
 
 DENSE_BUDGET_BYTES = 2 * 2**30  # dense output of the interpolating adjoint's forward solve
+
+
+def _auto_forward_note(op: str, prob, wrt, n_save: int, steps: int, options: SolveOptions) -> str | None:
+    """Why ``mode="auto"`` builds forward mode instead of the interpolating adjoint it chose
+    by dimensions, whose dense output would keep ``steps`` steps (None: keep the adjoint);
+    :func:`._mode.forward_instead_of_adjoint` for ``op`` on ``prob``."""
+    n_outputs = n_save * prob.u0.size if op == "jacobian" else 1
+    return forward_instead_of_adjoint(target_size(prob, wrt), prob.u0.size, n_outputs,
+                                      _dense_bytes(steps, options, prob.u0))
 
 
 def _dense_bytes(steps: int, options: SolveOptions, u0) -> int:
