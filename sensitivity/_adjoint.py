@@ -281,7 +281,10 @@ class SecondOrderSystem:
         M_j' = -\big(f_p^T \Lambda_j + \partial_u(f_p^T\lambda) S_j
                       + \partial_p(f_p^T\lambda)\, dp_j\big),
 
-    with ``Lambda_j = M_j = 0`` at ``t1`` and no jumps (``w`` does not depend on ``x``).
+    with ``Lambda_j = M_j = 0`` at ``t1``. Where the cotangent moves too (``w + e dw_j``:
+    ``jax.hessian``, ``jvp`` of a gradient), ``Lambda_j`` jumps by ``dw_j`` at the save
+    times: its equation being the adjoint equation plus sources, it then also carries
+    ``F'(x)^T dw_j``, in the same solve.
     Written as an augmented system: state ``z = (u, S)``, parameters ``q = (p, Dp)``,
     adjoint ``(lambda, Lambda)`` shaped like ``z`` and parameter integral ``(mu, M)``
     shaped like ``q``, so that :func:`chunked_interpolating_adjoint` solves it

@@ -216,22 +216,39 @@ def second_tangent(spec: SolveSpec, u0, p, v0, vp, d0, dp):
     return _nan_unless(code == 0, dS)
 
 
-def _stacked_second_adjoints(spec: SolveSpec, u0, p, w, D0, Dp):
-    """``C(x; w, d_j)`` for the ``m`` directions stacked on the leading axis of ``(D0, Dp)``
-    (the interpolating adjoint): one solve of :class:`._adjoint.SecondOrderSystem`,
+def _stacked_second_adjoints(spec: SolveSpec, u0, p, w, D0, Dp, DW=None):
+    """``D(x; w, d_j, dw_j) = C(x; w, d_j) + F'(x)^T dw_j`` for the ``m`` directions stacked
+    on the leading axis of ``(D0, Dp, DW)`` (the interpolating adjoint; ``DW=None``: no
+    ``dw``): one solve of :class:`._adjoint.SecondOrderSystem`, whose second adjoints
+    ``Lambda_j`` jump by ``dw_j`` at the save times (``lambda`` by ``w``), so that the
+    derivative of a gradient whose cotangent also moves (``jax.hessian``, ``jvp(grad)``)
+    costs one solve, not a second adjoint and a separate first one.
     ``(dL/du0, dL/dp)``-shaped with a leading axis ``m``, NaN where a solve failed."""
-    w_aug = (w, jnp.zeros(w.shape[:1] + D0.shape, w.dtype))  # the jumps act on lambda only
-    (_, Lam), (_, M), code = _interpolating(spec, w_aug, (u0, D0), (p, Dp), SecondOrderSystem(spec.g))
+    jumps = jnp.zeros(w.shape[:1] + D0.shape, w.dtype) if DW is None else jnp.swapaxes(DW, 0, 1)
+    (_, Lam), (_, M), code = _interpolating(spec, (w, jumps), (u0, D0), (p, Dp), SecondOrderSystem(spec.g))
     return _nan_unless(code == 0, (Lam, M))
 
 
-def second_adjoint(spec: SolveSpec, u0, p, w, d0, dp):
-    """``(d/dx F'(x)^T w) d``: the adjoint solve differentiated forward in ``x`` along ``d``
-    (the interpolating adjoint: :func:`_stacked_second_adjoints`, ``w`` shared, whose
+def _stacked_adjoint_derivatives(spec: SolveSpec, u0, p, w, D0, Dp, DW):
+    """:func:`_stacked_second_adjoints` with jumps ``DW`` (a pass of its own for
+    :func:`_stacking`, whose arguments are all arrays)."""
+    return _stacked_second_adjoints(spec, u0, p, w, D0, Dp, DW)
+
+
+def second_adjoint(spec: SolveSpec, u0, p, w, d0, dp, dw=None):
+    """``D(x; w, d, dw) = (d/dx F'(x)^T w) d + F'(x)^T dw``: the adjoint solve
+    differentiated forward along ``x -> x + e d``, ``w -> w + e dw`` (``dw=None``: zero;
+    the interpolating adjoint: :func:`_stacked_second_adjoints`, ``w`` shared, whose
     ``jax.hessian`` carries every direction in one solve; backsolve: forward mode through
     its solves)."""
     if spec.adjoint == "interpolating":
-        return _one_direction(_stacked_second_adjoints, spec, 3, u0, p, w, d0, dp)
-    _, d_grads, ok = jax.jvp(lambda a, b: _adjoint_with_code(spec, a, b, w), (u0, p), (d0, dp),
-                             has_aux=True)
+        if dw is None:
+            return _one_direction(_stacked_second_adjoints, spec, 3, u0, p, w, d0, dp)
+        return _one_direction(_stacked_adjoint_derivatives, spec, 3, u0, p, w, d0, dp, dw)
+    if dw is None:
+        _, d_grads, ok = jax.jvp(lambda a, b: _adjoint_with_code(spec, a, b, w), (u0, p), (d0, dp),
+                                 has_aux=True)
+    else:
+        _, d_grads, ok = jax.jvp(lambda a, b, c: _adjoint_with_code(spec, a, b, c), (u0, p, w),
+                                 (d0, dp, dw), has_aux=True)
     return _nan_unless(ok, d_grads)

@@ -7,16 +7,21 @@ primitive                      value                                computed by
 ``tangent_p(x; v)``            ``T = F'(x) v``                      forward sensitivities
 ``adjoint_p(x; w)``            ``A = F'(x)^T w``                    the chosen adjoint
 ``second_tangent_p(x; v, d)``  ``B = F''(x)[v, d]``                 forward mode of ``T``
-``second_adjoint_p(x; w, d)``  ``C = (d/dx F'(x)^T w) d``           forward mode of ``A``
+``second_adjoint_p(x; w, d, dw)`` ``D = (d/dx F'(x)^T w) d + A(x; dw)`` forward mode of ``A``
 =============================  ===================================  =========================
 
-Each is linear in the arguments after the semicolon. The rules close the family under
-every first and second derivative JAX asks for:
+Each is linear in the arguments after the semicolon, ``D`` in ``(d, dw)`` and, with
+``dw = None`` (zero), in ``w``: ``C(x; w, d) = D(x; w, d, None)``. The rules close the
+family under every first and second derivative JAX asks for:
 
-- derivatives (JVP): ``T' = T(x; v') + B(x; v, x')``, ``A' = A(x; w') + C(x; w, x')``;
+- derivatives (JVP): ``T' = T(x; v') + B(x; v, x')``, ``A' = D(x; w, x', w')``: the
+  derivative of a gradient whose cotangent moves too (``jax.hessian``, ``jvp(grad)``) is
+  one second-adjoint solve whose second adjoint jumps by ``w'`` (the interpolating
+  adjoint), not a second-adjoint solve plus a separate adjoint solve;
 - transposes: ``T^T = A``, ``A^T = T``; ``B`` transposed in ``d`` is ``C(x; ct, v)`` (in
-  ``v``: ``C(x; ct, d)``, ``B`` being symmetric); ``C`` transposed in ``d`` is
-  ``C(x; w, ct)`` (the Hessian of ``<w, F>`` is symmetric), in ``w`` it is ``B(x; d, ct)``.
+  ``v``: ``C(x; ct, d)``, ``B`` being symmetric); ``D`` transposed in ``d`` is
+  ``C(x; w, ct)`` (the Hessian of ``<w, F>`` is symmetric), in ``dw`` it is ``T(x; ct)``,
+  in ``w`` (``dw = None``) it is ``B(x; d, ct)``.
 
 So ``jax.grad`` transposes ``T`` into the adjoint solve, and every second derivative
 (``hessian``, ``jacrev(jacfwd)``, ``grad(grad)``, ...) ends in ``B`` or ``C``: forward
@@ -151,18 +156,17 @@ def _adjoint_abstract(spec, u0, p, w):
 def _adjoint_jvp(primals, tangents):
     spec, u0, p, w = primals
     _, tu0, tp, tw = tangents
-    out, t_out = _bind(adjoint_p, spec, u0, p, w), None
-    if _nonzero(tw):
-        t_out = _bind(adjoint_p, spec, u0, p, _materialise(w, tw))
-    if _nonzero((tu0, tp)):
-        if spec.adjoint == "checkpoint":
-            raise ValueError(
-                "adjoint='checkpoint' (the discrete adjoint) cannot be differentiated again: "
-                "second derivatives (hessian, jvp/grad of a gradient) need "
-                "adjoint='interpolating' or adjoint='backsolve'")
-        d0, dp = _materialise((u0, p), (tu0, tp))
-        t_out = _add(t_out, _bind(second_adjoint_p, spec, u0, p, w, d0, dp))
-    return out, t_out
+    out = _bind(adjoint_p, spec, u0, p, w)
+    dw = _materialise(w, tw) if _nonzero(tw) else None
+    if not _nonzero((tu0, tp)):
+        return out, None if dw is None else _bind(adjoint_p, spec, u0, p, dw)
+    if spec.adjoint == "checkpoint":
+        raise ValueError(
+            "adjoint='checkpoint' (the discrete adjoint) cannot be differentiated again: "
+            "second derivatives (hessian, jvp/grad of a gradient) need "
+            "adjoint='interpolating' or adjoint='backsolve'")
+    d0, dp = _materialise((u0, p), (tu0, tp))
+    return out, _bind(second_adjoint_p, spec, u0, p, w, d0, dp, dw)
 
 
 @eqxi.filter_primitive_transpose(materialise_zeros=True)
@@ -202,44 +206,55 @@ def _second_tangent_transpose(inputs, ct):
     ct = _trajectory_cotangent(spec, u0, ct)
     v_undefined = any(map(_is_undefined, jax.tree_util.tree_leaves((v0, vp), is_leaf=_is_undefined)))
     if v_undefined:  # B is symmetric in (v, d): transpose in v is C(x; ct, d)
-        ct_v = _bind(second_adjoint_p, spec, u0, p, ct, d0, dp)
+        ct_v = _bind(second_adjoint_p, spec, u0, p, ct, d0, dp, None)
         return (None, _none(u0), _none(p)) + _keep_undefined((v0, vp), ct_v) + (_none(d0), _none(dp))
-    ct_d = _bind(second_adjoint_p, spec, u0, p, ct, v0, vp)
+    ct_d = _bind(second_adjoint_p, spec, u0, p, ct, v0, vp, None)
     return (None, _none(u0), _none(p), _none(v0), _none(vp)) + _keep_undefined((d0, dp), ct_d)
 
 
-# --- C(x; w, d) ---------------------------------------------------------------------------
+# --- D(x; w, d, dw) ------------------------------------------------------------------------
 
 @eqxi.filter_primitive_def
-def _second_adjoint_abstract(spec, u0, p, w, d0, dp):
+def _second_adjoint_abstract(spec, u0, p, w, d0, dp, dw):
     return _like((u0, p))
 
 
 @eqxi.filter_primitive_jvp
 def _second_adjoint_jvp(primals, tangents):
-    spec, u0, p, w, d0, dp = primals
-    _, tu0, tp, tw, td0, tdp = tangents
+    spec, u0, p, w, d0, dp, dw = primals
+    _, tu0, tp, tw, td0, tdp, tdw = tangents
     if _nonzero((tu0, tp)):
         _third_order()
     out, t_out = _bind(second_adjoint_p, *primals), None
-    if _nonzero(tw):
-        t_out = _bind(second_adjoint_p, spec, u0, p, _materialise(w, tw), d0, dp)
+    tdw = _materialise(dw, tdw) if _nonzero(tdw) else None
+    if _nonzero(tw):  # C(x; tw, d) + A(x; tdw)
+        t_out = _bind(second_adjoint_p, spec, u0, p, _materialise(w, tw), d0, dp, tdw)
+    elif tdw is not None:
+        t_out = _bind(adjoint_p, spec, u0, p, tdw)
     if _nonzero((td0, tdp)):
         t_out = _add(t_out, _bind(second_adjoint_p, spec, u0, p, w,
-                                  *_materialise((d0, dp), (td0, tdp))))
+                                  *_materialise((d0, dp), (td0, tdp)), None))
     return out, t_out
 
 
 @eqxi.filter_primitive_transpose(materialise_zeros=True)
 def _second_adjoint_transpose(inputs, ct):
-    spec, u0, p, w, d0, dp = inputs
+    spec, u0, p, w, d0, dp, dw = inputs
     _check_known((u0, p))
     ct = _cotangent((u0, p), ct)
     if any(map(_is_undefined, jax.tree_util.tree_leaves(w, is_leaf=_is_undefined))):
+        if dw is not None:  # D is linear in w only without dw; the rules never bind it so
+            raise NotImplementedError("jax_solve: D(x; w, d, dw) transposed in w with dw given")
         ct_w = _bind(second_tangent_p, spec, u0, p, d0, dp, *ct)  # <ct, C(w) d> = <w, B(d, ct)>
-        return (None, _none(u0), _none(p), _keep_undefined(w, ct_w), _none(d0), _none(dp))
-    ct_d = _bind(second_adjoint_p, spec, u0, p, w, *ct)  # the Hessian of <w, F> is symmetric
-    return (None, _none(u0), _none(p), _none(w)) + _keep_undefined((d0, dp), ct_d)
+        return (None, _none(u0), _none(p), _keep_undefined(w, ct_w), _none(d0), _none(dp), None)
+    ct_d = ct_dw = None
+    if any(map(_is_undefined, jax.tree_util.tree_leaves((d0, dp), is_leaf=_is_undefined))):
+        ct_d = _bind(second_adjoint_p, spec, u0, p, w, *ct, None)  # the Hessian of <w, F> is symmetric
+    if any(map(_is_undefined, jax.tree_util.tree_leaves(dw, is_leaf=_is_undefined))):
+        ct_dw = _bind(tangent_p, spec, u0, p, *ct)  # <ct, A(x; dw)> = <T(x; ct), dw>
+    d_out = _none((d0, dp)) if ct_d is None else _keep_undefined((d0, dp), ct_d)
+    dw_out = _none(dw) if ct_dw is None else _keep_undefined(dw, ct_dw)
+    return (None, _none(u0), _none(p), _none(w)) + d_out + (dw_out,)
 
 
 def _impl(pass_):

@@ -6,6 +6,8 @@ differences of exact gradients. Problems are built once per module; the scalar-d
 compositions are compiled together in one program.
 """
 
+import re
+
 import numpy as np
 import pytest
 from scipy.linalg import expm, expm_frechet
@@ -130,16 +132,36 @@ def test_second_derivatives_are_forward_over_reverse(decay_F):
     assert "dxdt_adjoint" in first and "dxdt_second" not in first
 
 
+def test_hessian_with_a_moving_cotangent_is_one_second_adjoint_solve(decay_F):
+    """``L = sum F^2``: the gradient's cotangent ``w = 2F`` moves with ``x``, so the
+    derivative of the gradient is ``C(x; w, d) + A(x; w')``; both come from one solve of
+    the second-order system (``Lambda`` jumping by ``w'``), not from a second-adjoint solve
+    and a separate adjoint solve: the only ``dxdt_adjoint`` left is the gradient itself."""
+    L = _decay_loss(decay_F)
+    x = jnp.array([Y0, Z])
+    for program in (jax.make_jaxpr(jax.hessian(L))(x),
+                    jax.make_jaxpr(lambda x: jax.jvp(jax.grad(L), (x,), (x,)))(x)):
+        solves = re.findall(r"dxdt_\w+", str(program))
+        assert solves.count("dxdt_adjoint") == 1 and solves.count("dxdt_second_adjoint") == 1, solves
+
+
 @pytest.mark.parametrize("adjoint", ["checkpoint", "backsolve"])
 def test_other_adjoints_gradient(adjoint):
     prob = dxdt.ODEProblem(decay, np.array([Y0]), (0.0, 1.5), np.array([Z]))
     F = sens.jax_solve(prob, Tsit5(), saveat=TS, rtol=RTOL, atol=ATOL, adjoint=adjoint, max_steps=200)
     L = _decay_loss(F)
     x = jnp.array([Y0, Z])
-    np.testing.assert_allclose(jax.grad(L)(x), decay_exact(Y0, Z)[1], rtol=1e-6)
+    _, grad, hess = decay_exact(Y0, Z)
+    np.testing.assert_allclose(jax.grad(L)(x), grad, rtol=1e-6)
     if adjoint == "checkpoint":
         with pytest.raises(ValueError, match="adjoint='interpolating'"):
             jax.hessian(L)(x)
+    else:  # forward mode through the backsolve's solves, the moving cotangent included
+        np.testing.assert_allclose(jax.hessian(L)(x), hess, rtol=1e-6)
+        e = jnp.array([0.3, -1.1])
+        nested = jax.grad(lambda x: jnp.sum(jax.grad(L)(x) ** 2))(x)
+        np.testing.assert_allclose(nested, 2 * hess @ grad, rtol=1e-6)
+        np.testing.assert_allclose(jax.jvp(jax.grad(L), (x,), (e,))[1], hess @ np.asarray(e), rtol=1e-6)
 
 
 def test_vmap_equals_loop_and_failing_member_is_nan(decay_F):
