@@ -163,7 +163,7 @@ def jax_solve(prob: ODEProblem, method=None, *, saveat=None, rtol: float = 1e-6,
     duplicate_closure = _checks.check_flag("duplicate_closure", duplicate_closure)
 
     from ._estimate import translate_eigen_est
-    from .translate import duplicate, to_jax
+    from .translate import to_jax
 
     g = to_jax(prob.f, prob.u0, prob.p, duplicate_closure=duplicate_closure)
     options = replace(options, estimate=translate_eigen_est(options.method))
@@ -171,13 +171,12 @@ def jax_solve(prob: ODEProblem, method=None, *, saveat=None, rtol: float = 1e-6,
     if adjoint == "interpolating":
         # the dense-output buffer (its size is static and cannot grow inside a trace): the
         # prepared operators' size, the steps of a NumPy solve at prob's (u0, p) plus 25%
-        # (run on a copy of f so that f's buffers stay untouched). Every call pays for the
-        # buffer's size, not for the steps it holds (three times that size made jax.grad 45%
-        # slower on Gray-Scott 32). An (u0, p) that needs more steps is solved in chunks of
-        # that many (chunked_interpolating_adjoint), at the cost of solving the chunks but
-        # the last twice, up to max_steps; past that, NaN.
-        private = ODEProblem(duplicate(prob.f), prob.u0, prob.tspan, prob.p)
-        dense_steps = _dense_steps(private, options)
+        # (_dense_steps solves with a copy of f, whose buffers stay untouched). Every call
+        # pays for the buffer's size, not for the steps it holds (three times that size made
+        # jax.grad 45% slower on Gray-Scott 32). An (u0, p) that needs more steps is solved in
+        # chunks of that many (chunked_interpolating_adjoint), at the cost of solving the
+        # chunks but the last twice, up to max_steps; past that, NaN.
+        dense_steps = _dense_steps(prob, options)
         max_chunks = min(_MAX_CHUNKS, -(-options.max_steps // max(1, (3 * dense_steps) // 4)))
     p = as_jax_tree(prob.p, prob.u0.dtype)
     spec = SolveSpec(g=g, t0=prob.tspan[0], t1=prob.tspan[1], saveat=np.asarray(saveat),

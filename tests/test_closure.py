@@ -115,6 +115,49 @@ def test_closure_views_of_one_buffer_stay_views():
     assert not any(np.shares_memory(flux, c) for c in cells)
 
 
+def test_a_duplicate_of_a_duplicate_keeps_its_views():
+    """``duplicate`` builds its views with ``as_strided``, whose arrays hold their memory
+    through an object that is not an array (as ``sliding_window_view``'s do): a second
+    ``duplicate`` (and ``to_jax`` of a copy) must still see them as views of one buffer.
+    Before, the copy of a copy wrote into a buffer its other views no longer shared and
+    returned zeros (``jax_solve`` sized its adjoint's buffer from such a copy's solve)."""
+    f, flux = _make_views()
+    u = np.array([1.0, 3.0, 2.0, 5.0])
+    expected = np.zeros(4)
+    f(expected, u, None, 0.0)
+    twice = duplicate(duplicate(f))
+    du = np.zeros(4)
+    twice(du, u, None, 0.0)
+    np.testing.assert_array_equal(du, expected)
+    cells = [c.cell_contents for c in twice.__closure__]
+    assert all(np.shares_memory(cells[0], c) for c in cells[1:])
+    assert np.allclose(_jacobian_u(duplicate(f), u), _jacobian_u(f, u))
+
+
+def test_closure_views_made_with_as_strided_stay_views():
+    """A user's work buffer with windows made by ``sliding_window_view``/``as_strided``:
+    the translation writes through them into the one buffer, the copy too."""
+    from numpy.lib.stride_tricks import sliding_window_view
+
+    padded = np.zeros(6)
+    windows = sliding_window_view(padded, 3)  # (4, 3): each row a neighbourhood
+
+    def f(du, u, p, t):
+        padded[1:-1] = u
+        du[:] = windows @ np.array([1.0, -2.0, 1.0])
+
+    u = np.array([1.0, 3.0, 2.0, 5.0])
+    expected = np.array([1.0, -3.0, 4.0, -8.0])
+    g = to_jax(f, u, None)
+    np.testing.assert_allclose(g(u, None, 0.0), expected, rtol=1e-14)
+    laplacian = np.diag([-2.0] * 4) + np.diag([1.0] * 3, 1) + np.diag([1.0] * 3, -1)
+    np.testing.assert_allclose(jax.jacfwd(g)(u, None, 0.0), laplacian, rtol=1e-14)
+    du = np.zeros(4)
+    duplicate(f)(du, u, None, 0.0)
+    np.testing.assert_allclose(du, expected, rtol=1e-14)
+    assert not padded.any()
+
+
 def _make_fortran_views():
     r = np.zeros((3, 2), order="F")  # as ported from Julia: columns are contiguous
     first, second = r[:, 0], r[:, 1]

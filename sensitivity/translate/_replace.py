@@ -33,8 +33,13 @@ def _view_geometry(array: np.ndarray):
     be expressed that way (a different dtype, a root that is not contiguous).
     """
     root = array
-    while isinstance(root.base, np.ndarray):
-        root = root.base
+    while True:
+        base = root.base
+        if not isinstance(base, np.ndarray):  # as_strided's views (sliding_window_view's too,
+            base = getattr(base, "base", None)  # and duplicate's) hold an object holding the array
+        if not isinstance(base, np.ndarray):
+            break
+        root = base
     if root is array:
         return root, 0, None
     if root.dtype != array.dtype or not (root.flags.c_contiguous or root.flags.f_contiguous):
