@@ -29,7 +29,7 @@ from .sensitivity._jax import load_jax
 from .sensitivity._options import STATUS_CODES
 from .solvers import AbstractRungeKutta, AbstractStabilized
 from .solvers._numpy_executor import failure_message
-from .solvers._stabilized_executor import recorded_too_stiff
+from .solvers._stabilized_executor import recorded_warnings
 
 BUFFER_BUDGET_BYTES = 256 * 2**20  # above this, count the steps first (two passes)
 
@@ -61,8 +61,8 @@ def _build(prob: ODEProblem, method, static: dict, args: dict, check: Callable |
     from .sensitivity._estimate import translate_eigen_est
     from .sensitivity._jax import load_jax
     from .sensitivity._ode import odeint
-    from .solvers._diffrax_controller import stiff_record
     from .sensitivity._options import SolveOptions
+    from .solvers._stabilized_diffrax import warning_record
 
     if check is not None:
         check()  # the input checks of solve() that call f (see integrate_jax)
@@ -94,7 +94,7 @@ def _build(prob: ODEProblem, method, static: dict, args: dict, check: Callable |
             from .solvers._stabilized_diffrax import stabilized_counters
 
             counts = jnp.concatenate([counts, stabilized_counters(sol.sol).astype(counts.dtype)])
-        outputs = (sol.ts, sol.ys, code, counts, stiff_record(sol.sol))
+        outputs = (sol.ts, sol.ys, code, counts, warning_record(method, sol.sol))
         return outputs + ((sol,) if static["dense"] else ())
 
     executable, meta = compile_function(run, *args.values(), flat=not static["dense"])
@@ -145,14 +145,13 @@ def integrate_jax(
         return _program(prob, method, static, call_args, check)(*call_args.values())
 
     if save == "count":
-        ts, _, code, counts, stiff = run("t1", max_steps)
+        ts, _, code, counts, record = run("t1", max_steps)
         reached = t1 if code == 0 else _last_finite(ts, t0)
         ts, ys, _, _, _, *sol = run("steps", 1 << max(4, int(counts[0])).bit_length(), t1=f64(reached))
     else:
-        ts, ys, code, counts, stiff, *sol = run(save, max_steps)
-    too_stiff = recorded_too_stiff(method, stiff, t0, t1)  # as the NumPy executor warns
-    if too_stiff is not None:
-        warnings.warn(too_stiff, RuntimeWarning, stacklevel=3)
+        ts, ys, code, counts, record, *sol = run(save, max_steps)
+    for message in recorded_warnings(method, record, t0, t1):  # as the NumPy executor warns
+        warnings.warn(message, RuntimeWarning, stacklevel=3)
     return _to_numpy(prob, method, saveat, dense, ts, ys, int(code), counts, sol, dt is None, max_steps)
 
 

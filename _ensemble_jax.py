@@ -157,7 +157,7 @@ def _run(lanes: _Lanes, method, opts: dict, width: int) -> Iterator:
         order = _group_order(lanes, method, opts, width)
     grouped = bool(np.any(order != np.arange(len(lanes))))
     lane_steps = useful = 0
-    warned = False  # the "too stiff" warning, once per ensemble
+    warned = False  # the "too stiff"/"too oscillatory" warnings, once per ensemble
     for start in range(0, len(lanes), width):
         idx = order[start:start + width]
         padded = np.concatenate([idx, np.repeat(idx[-1:], width - len(idx))])  # pad the last batch
@@ -167,23 +167,24 @@ def _run(lanes: _Lanes, method, opts: dict, width: int) -> Iterator:
         lane_steps, useful = lane_steps + width * int(steps.max()), useful + int(steps.sum())
         by_index = np.argsort(idx, kind="stable")
         if not warned:
-            warned = _warn_too_stiff(lanes, idx, method, out[4][: len(idx)])
+            warned = _warn_stabilized(lanes, idx, method, out[4][: len(idx)])
         sols = _to_solutions(lanes, idx[by_index], method, opts, *(x[by_index] for x in out[:4]))
         yield idx[by_index], sols, {"lockstep": lane_steps / max(useful, 1), "grouped": grouped}
 
 
-def _warn_too_stiff(lanes: _Lanes, idx: np.ndarray, method, stiff: np.ndarray) -> bool:
+def _warn_stabilized(lanes: _Lanes, idx: np.ndarray, method, records: np.ndarray) -> bool:
     """Warn, as a solo solve does, for the first member (of ``idx``, a batch) whose steps were
-    cut to the stability interval of ``max_stages`` (``stiff``: each lane's record, see
-    :func:`~dxdt.solvers._diffrax_controller.stiff_record`); whether it warned."""
-    hit = np.flatnonzero(np.isfinite(stiff[:, 0]))
+    cut to the stability interval of ``max_stages`` or whose spectrum was found far from the
+    negative real axis (``records``: each lane's, see
+    :func:`~dxdt.solvers._stabilized_diffrax.warning_record`); whether it warned."""
+    hit = np.flatnonzero(np.isfinite(records[:, 0]) | np.isfinite(records[:, 4]))
     if not hit.size:
         return False
-    from .solvers._stabilized_executor import recorded_too_stiff
+    from .solvers._stabilized_executor import recorded_warnings
 
     member = int(idx[hit[0]])
-    message = recorded_too_stiff(method, stiff[hit[0]], float(lanes.t0[member]), float(lanes.t1[member]))
-    warnings.warn(f"ensemble member {member}: {message}", RuntimeWarning, stacklevel=6)  # dxdt.solve's caller
+    for message in recorded_warnings(method, records[hit[0]], float(lanes.t0[member]), float(lanes.t1[member])):
+        warnings.warn(f"ensemble member {member}: {message}", RuntimeWarning, stacklevel=6)  # dxdt.solve's caller
     return True
 
 
@@ -245,7 +246,7 @@ def _build(prob: ODEProblem, method, adaptive: bool, auto_dt: bool, n_save: int,
     from .sensitivity._estimate import translate_eigen_est
     from .sensitivity._jax import load_jax
     from .sensitivity._ode import SolveOptions, odeint
-    from .solvers._diffrax_controller import stiff_record
+    from .solvers._stabilized_diffrax import warning_record
 
     jax, jnp = load_jax()
     # a fresh translation: JAX caches traces per function object, and a rebuild after a
@@ -266,7 +267,7 @@ def _build(prob: ODEProblem, method, adaptive: bool, auto_dt: bool, n_save: int,
             from .solvers._stabilized_diffrax import stabilized_counters
 
             counts = jnp.concatenate([counts, stabilized_counters(sol.sol).astype(counts.dtype)])
-        return sol.ts, sol.ys, code, counts, stiff_record(sol.sol)
+        return sol.ts, sol.ys, code, counts, warning_record(method, sol.sol)
 
     p_axis = 0 if p_batched else None
     batched = jax.vmap(one, in_axes=(0, p_axis, 0, 0, 0, None, None, None))

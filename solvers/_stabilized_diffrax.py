@@ -26,6 +26,12 @@ follows a rejection (or is the last step, cut at ``t1``; it refreshes too). A re
 is still longer than the last accepted step (the rejected step had grown by more than the
 rejection shrank it) keeps the old estimate, where the NumPy executor refreshes.
 
+Each power iteration also gives the cosine between its direction ``v`` and ``J v`` (-1 on
+the negative real axis); two estimates in a row that settled off that axis on a fast
+scale (the NumPy executor's test, in normalised time, where a backward solve's flipped
+axis is part of the field) are recorded in the solver state: the JAX backend then warns
+"too oscillatory" as the NumPy executor does (:func:`oscillatory_record`).
+
 The solver state also counts, over the accepted steps, the ``f`` evaluations (power
 iterations included), the largest stage count and the spectral-radius estimates
 (:data:`COUNTERS`). Under dxdt's controller (``limited=True``, as every dxdt solve runs
@@ -58,13 +64,14 @@ import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
-from ._diffrax_controller import GuardedState, StepReport
+from ._diffrax_controller import GuardedState, StepReport, stiff_record
 from ._stabilized import SAFETY, AbstractStabilized, stage_table
-from ._stabilized_executor import (POWER_ITERATIONS, POWER_TOLERANCE, REFRESH_STEPS,
-                                   start_direction)
+from ._stabilized_executor import (OSCILLATORY_COSINE, OSCILLATORY_SPAN, POWER_ITERATIONS,
+                                   POWER_TOLERANCE, REFRESH_STEPS, start_direction)
 
 RETRY_RATIO = 1 - 1e-6  # a step this much shorter than the last accepted one is a retry
 COUNTERS = ("nfev", "max_stages_used", "n_eigen_est")  # the last entry of the solver state
+NO_OSCILLATORY_RECORD = (0.0, float("inf"), 0.0)  # [off-axis estimates in a row, s, sigma]
 CHUNK = 16  # recurrence stages per inner scan (see _recurrence)
 
 
@@ -89,12 +96,14 @@ def coefficient_tables(method: AbstractStabilized) -> dict[str, np.ndarray]:
 
 
 def _power_iteration(f, t, y, fy, v, run):
-    """``(sigma, v, iterations)``: ``|J v|`` for the dominant direction ``v`` of
+    """``(sigma, v, iterations, cosine, settled)``: ``|J v|`` for the dominant direction ``v`` of
     ``J = df/du`` at ``y``, by rkc.f's nonlinear power iteration
     ``J v ~ (f(y + d v) - f(y)) / d``, ``d = sqrt(eps) ||y||``, from the direction ``v``,
     until the estimate changes by at most ``POWER_TOLERANCE`` (relative) or after
     ``POWER_ITERATIONS``; the operations of the NumPy executor's ``_power_iteration``.
-    ``run`` false: no evaluation, ``(0, v, 0)``. Not differentiated: ``f``'s values pass
+    ``cosine`` is that between ``v`` and ``J v`` at the last iteration, ``settled`` whether
+    the estimate met the tolerance. ``run`` false: no evaluation, ``(0, v, 0, -1, False)``.
+    Not differentiated: ``f``'s values pass
     ``stop_gradient`` (a reverse-differentiated ``while_loop`` must carry no tangents).
     """
     eps = jnp.finfo(y.dtype).eps
@@ -105,23 +114,26 @@ def _power_iteration(f, t, y, fy, v, run):
                      d / np.sqrt(y.size)) + y
 
     def going(carry):
-        i, _, _, stop = carry
+        i, _, _, stop, _, _ = carry
         return run & ~stop & (i < POWER_ITERATIONS)
 
     def body(carry):
-        i, pert, sigma_last, _ = carry
+        i, pert, sigma_last, _, _, _ = carry
         df = jax.lax.stop_gradient(f(t, pert)) - fy  # ~ d J v
         df_norm = jnp.linalg.norm(df)
         sigma = df_norm / d
-        stop = (~jnp.isfinite(sigma) | (df_norm == 0)
-                | ((i >= 1) & (jnp.abs(sigma - sigma_last) <= POWER_TOLERANCE * sigma)))
+        cosine = jnp.where(df_norm > 0, jnp.real(jnp.vdot(pert - y, df)) / (d * jnp.where(df_norm > 0, df_norm, 1.0)),
+                           -1.0)
+        settled = (i >= 1) & (jnp.abs(sigma - sigma_last) <= POWER_TOLERANCE * sigma)
+        stop = ~jnp.isfinite(sigma) | (df_norm == 0) | settled
         pert = jnp.where(stop, pert, df * (d / jnp.where(df_norm > 0, df_norm, 1.0)) + y)
-        return i + 1, pert, sigma, stop
+        return i + 1, pert, sigma, stop, cosine.astype(sigma.dtype), settled
 
-    start = (jnp.asarray(0), pert, jnp.zeros((), d.dtype), jnp.asarray(False))
-    iterations, pert, sigma, _ = jax.lax.while_loop(going, body, start)
+    zero = jnp.zeros((), d.dtype)
+    start = (jnp.asarray(0), pert, zero, jnp.asarray(False), zero - 1, jnp.asarray(False))
+    iterations, pert, sigma, _, cosine, settled = jax.lax.while_loop(going, body, start)
     found = run & jnp.isfinite(sigma) & (sigma > 0)
-    return sigma, jnp.where(found, pert - y, v), iterations
+    return sigma, jnp.where(found, pert - y, v), iterations, cosine, settled
 
 
 class StabilizedSolver(diffrax.AbstractAdaptiveSolver):
@@ -132,8 +144,9 @@ class StabilizedSolver(diffrax.AbstractAdaptiveSolver):
     safety factor); otherwise (and unless the stage count is forced) the power iteration
     estimates it. State: ``(F_0, v, sigma, since, h, counters)``: the derivative at the
     step's start (FSAL), the last power-iteration direction, the last estimate, the
-    accepted steps since it, the last accepted ``|h|`` and the integer :data:`COUNTERS` of
-    the accepted steps.
+    accepted steps since it, the last accepted ``|h|``, the oscillatory record
+    ``[off-axis estimates in a row, s, sigma]`` (:func:`oscillatory_record`) and the
+    integer :data:`COUNTERS` of the accepted steps.
     """
 
     method: Any = eqx.field(static=True)
@@ -161,31 +174,41 @@ class StabilizedSolver(diffrax.AbstractAdaptiveSolver):
         f0 = f(t0, flat)
         v = jnp.asarray(start_direction(flat.size, flat.dtype))
         sigma, iterations = jnp.zeros((), _real(flat)), 0
+        oscillatory = jnp.asarray(NO_OSCILLATORY_RECORD, sigma.dtype)
         if self._estimating is not None:  # the estimate before the first step
-            sigma, v, iterations = self._estimate(f, t0, y0, f0, v, sigma, jnp.asarray(True), args)
+            sigma, v, iterations, oscillatory = self._estimate(f, t0, y0, f0, v, sigma, jnp.asarray(True),
+                                                               args, oscillatory)
         counters = jnp.stack([1 + jnp.asarray(iterations), 0, int(self._estimating is not None)])
         h = jax.lax.stop_gradient(jnp.abs(t1 - t0)).astype(sigma.dtype)  # the first attempt's
-        return f0, v, sigma, jnp.zeros((), counters.dtype), h, counters
+        return f0, v, sigma, jnp.zeros((), counters.dtype), h, oscillatory, counters
 
-    def _estimate(self, f, t, y, fy, v, sigma, refresh, args):
-        """``(sigma, v, power iterations)``: a new estimate where ``refresh``, else the
-        given ``sigma`` and ``v``; outside the derivative."""
+    def _estimate(self, f, t, y, fy, v, sigma, refresh, args, oscillatory):
+        """``(sigma, v, power iterations, oscillatory)``: a new estimate where ``refresh``,
+        else the given ``sigma`` and ``v``; outside the derivative. A power iteration that
+        settled off the negative real axis (``cosine > OSCILLATORY_COSINE``) on a fast scale
+        (``sigma > OSCILLATORY_SPAN`` in normalised time) extends the record's run of such
+        estimates; the second in a row records ``(s, sigma)``, once; any other resets the run."""
         stop = jax.lax.stop_gradient
         if self._estimating == "power":
-            fresh, v, iterations = _power_iteration(f, stop(t), stop(ravel_pytree(y)[0]), stop(fy),
-                                                    stop(v), refresh)
+            fresh, v, iterations, cosine, settled = _power_iteration(
+                f, stop(t), stop(ravel_pytree(y)[0]), stop(fy), stop(v), refresh)
+            off = settled & (cosine > OSCILLATORY_COSINE) & (fresh > OSCILLATORY_SPAN)
+            run = jnp.where(refresh, jnp.where(off, oscillatory[0] + 1, 0.0), oscillatory[0])
+            first = (run >= 2) & ~jnp.isfinite(oscillatory[1])
+            at = jnp.stack([run, stop(jnp.asarray(t, run.dtype)), fresh.astype(run.dtype)])
+            oscillatory = jnp.where(first, at, oscillatory.at[0].set(run))
         else:
             def given():
                 rho = stop(self.spectral_radius(stop(t), stop(y), stop(args)))
                 return jnp.asarray(rho, sigma.dtype)
             fresh, iterations = jax.lax.cond(refresh, given, lambda: sigma), 0
         fresh = jnp.where(jnp.isfinite(fresh) & (fresh >= 0), fresh, jnp.inf)
-        return jnp.where(refresh, fresh, sigma), v, iterations
+        return jnp.where(refresh, fresh, sigma), v, iterations, oscillatory
 
     def step(self, terms, t0, t1, y0, args, solver_state, made_jump):
         flat, unravel = ravel_pytree(y0)
         f = _flat_field(terms, args, unravel)
-        f0, v, sigma, since, h_last, counters = solver_state
+        f0, v, sigma, since, h_last, oscillatory, counters = solver_state
         f0 = jax.lax.cond(made_jump, lambda: f(t0, flat), lambda: f0)
         h = t1 - t0
         h_abs = jax.lax.stop_gradient(jnp.abs(h)).astype(h_last.dtype)
@@ -198,7 +221,8 @@ class StabilizedSolver(diffrax.AbstractAdaptiveSolver):
             index = jnp.asarray(0)
         else:
             refresh = (since >= REFRESH_STEPS) | (h_abs < RETRY_RATIO * h_last)
-            sigma, v, iterations = self._estimate(f, t0, y0, f0, v, sigma, refresh, args)
+            sigma, v, iterations, oscillatory = self._estimate(f, t0, y0, f0, v, sigma, refresh, args,
+                                                               oscillatory)
             h_rho = h_abs * SAFETY * sigma
             beta = jnp.asarray(coefficient_tables(self.method)["beta"], h_rho.dtype)
             index = jnp.minimum(jnp.searchsorted(beta, h_rho), len(beta) - 1)
@@ -228,7 +252,7 @@ class StabilizedSolver(diffrax.AbstractAdaptiveSolver):
                               counters[2] + work[2]])
         since = jnp.where(refresh, 0, since) + 1  # kept only if this step is accepted
         dense_info = dict(y0=y0, y1=unravel(y1), k0=unravel(h * f0), k1=unravel(h * f1))
-        state = (f1, v, sigma, since, h_abs, counters)
+        state = (f1, v, sigma, since, h_abs, oscillatory, counters)
         error = unravel(err)
         if self.limited:
             error = StepReport(error, h_stable, covered, work)
@@ -251,6 +275,28 @@ def finishing_calls(method: AbstractStabilized) -> int:
     finish = method.recurrence(method.stage_counts()[0]).finish
     _, _, f1 = method.finish_jax(f, np.zeros(1), 0.0, 1.0, 1.0, finish)
     return len(calls) + (f1 is None)
+
+
+def oscillatory_record(solution) -> jax.Array:
+    """``[off-axis estimates in a row, s, sigma]`` of a diffrax solution of
+    :class:`StabilizedSolver` saved with ``SaveAt(solver_state=True)`` (``s`` the normalised
+    time where a second power iteration in a row settled far from the negative real axis,
+    ``inf`` if none did; see :func:`~dxdt.solvers._stabilized_executor.recorded_too_oscillatory`).
+    Other solvers have none: :data:`NO_OSCILLATORY_RECORD` stands for it."""
+    return solution.solver_state[-2]
+
+
+def warning_record(method, solution) -> jax.Array:
+    """``[stiff record, oscillatory record]`` (6 numbers) of a dxdt solve by ``method``: the
+    controller's :func:`~dxdt.solvers._diffrax_controller.stiff_record` and the solver's
+    :func:`oscillatory_record`, which the host turns into the NumPy executor's warnings
+    (:func:`~dxdt.solvers._stabilized_executor.recorded_warnings`)."""
+    stiff = stiff_record(solution)
+    if isinstance(method, AbstractStabilized):
+        oscillatory = oscillatory_record(solution).astype(stiff.dtype)
+    else:
+        oscillatory = jnp.asarray(NO_OSCILLATORY_RECORD, stiff.dtype)
+    return jnp.concatenate([stiff, oscillatory])
 
 
 def stabilized_counters(solution) -> jax.Array:

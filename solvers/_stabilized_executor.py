@@ -190,10 +190,7 @@ def integrate(
                     oscillatory.clear()
                 if len(oscillatory) == 2 and not warned_oscillatory:  # at two times: not noise
                     warned_oscillatory = True
-                    _warn(f"the dominant eigenvalue of df/du at t={t:.6g} (modulus {sigma:.3g}) "
-                          "lies far from the negative real axis: the problem is too oscillatory "
-                          f"for a stabilized explicit method such as {method!r}; use Tsit5/DP5 "
-                          "for oscillatory problems or an implicit method (scipy BDF/Radau)")
+                    _warn(too_oscillatory_message(method, t, sigma))
             else:
                 sigma = check_estimate(method.eigen_est(u_view, p, t), f"t={t:.6g}")
             rho = SAFETY * sigma if math.isfinite(sigma) else math.inf
@@ -311,6 +308,35 @@ def recorded_too_stiff(method, record, t0: float, t1: float) -> str | None:
         return None
     beta_max = method.stability_boundary(method.stage_counts()[-1])
     return too_stiff_message(method, t0 + s * (t1 - t0), proposal * abs(t1 - t0), ratio * beta_max)
+
+
+def too_oscillatory_message(method: AbstractStabilized, t: float, sigma: float) -> str:
+    """The warning for power iterations that settled far from the negative real axis, the
+    second in a row at ``t`` with modulus ``sigma`` (both backends)."""
+    return (f"the dominant eigenvalue of df/du at t={t:.6g} (modulus {sigma:.3g}) "
+            "lies far from the negative real axis: the problem is too oscillatory "
+            f"for a stabilized explicit method such as {method!r}; use Tsit5/DP5 "
+            "for oscillatory problems or an implicit method (scipy BDF/Radau)")
+
+
+def recorded_too_oscillatory(method, record, t0: float, t1: float) -> str | None:
+    """:func:`too_oscillatory_message` for a JAX solve of ``[t0, t1]`` from its solver's
+    ``record`` ``[run, s, sigma]`` in normalised time (see
+    :func:`~dxdt.solvers._stabilized_diffrax.oscillatory_record`); None if no two
+    estimates in a row were off the axis."""
+    _, s, sigma = (float(x) for x in record)
+    if not math.isfinite(s):
+        return None
+    span = abs(t1 - t0)
+    return too_oscillatory_message(method, t0 + s * (t1 - t0), sigma / span if span else sigma)
+
+
+def recorded_warnings(method, record, t0: float, t1: float) -> list[str]:
+    """The NumPy executor's warnings ("too stiff", "too oscillatory") for a JAX solve of
+    ``[t0, t1]`` from its :func:`~dxdt.solvers._stabilized_diffrax.warning_record`."""
+    messages = (recorded_too_stiff(method, record[:3], t0, t1),
+                recorded_too_oscillatory(method, record[3:], t0, t1))
+    return [m for m in messages if m is not None]
 
 
 def _warn(message: str) -> None:

@@ -430,3 +430,50 @@ def test_hessian_through_the_power_iterations_while_loop():
     eps = 1e-5
     reference = np.array([(gradient(P + e) - gradient(P - e)) / (2 * eps) for e in np.eye(2) * eps])
     np.testing.assert_allclose(hessian, reference, rtol=1e-5, atol=1e-8)
+
+
+def rotation(du, u, p, t):
+    """``u' = p [[0, -1], [1, 0]] u``: eigenvalues ``+-p i``, on the imaginary axis."""
+    du[0] = -p[0] * u[1]
+    du[1] = p[0] * u[0]
+
+
+def test_jax_solve_warns_too_oscillatory_as_numpy_does():
+    """Power iterations settled on the imaginary axis twice in a row: both backends warn
+    "too oscillatory" at the same time and modulus; the solve does not succeed. A
+    diffusion problem, forward in time, warns nothing on either backend; run backward in
+    time (ill-posed: its spectrum flips to the positive axis) on a fast scale
+    (``rho |t1 - t0| > 100``) it warns on both."""
+    import re
+    import warnings
+
+    prob = dxdt.ODEProblem(rotation, np.array([1.0, 0.0]), (0.0, 1.0), np.array([1000.0]))
+    for method in (RKC(), ROCK2()):
+        found = {}
+        for backend in ("numpy", "jax"):
+            with pytest.warns(RuntimeWarning, match="too oscillatory") as record:
+                sol = dxdt.solve(prob, method, max_steps=2000, backend=backend)
+            assert not sol.success
+            message = next(str(w.message) for w in record if "too oscillatory" in str(w.message))
+            found[backend] = re.search(r"modulus (\S+)\)", message).group(1)
+        assert float(found["jax"]) == pytest.approx(1000.0, rel=0.02)
+        assert float(found["numpy"]) == pytest.approx(1000.0, rel=0.02)
+
+    forward = dxdt.ODEProblem(heat, U0, (0.0, T1), np.array([1.0, 0.0]))
+    backward = dxdt.ODEProblem(heat, U0, (T1, 0.0), np.array([8.0, 0.0]))  # rho |t1 - t0| = 270
+    for backend in ("numpy", "jax"):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            assert dxdt.solve(forward, RKC(), rtol=1e-4, backend=backend).success
+        with pytest.warns(RuntimeWarning, match="too oscillatory"):
+            dxdt.solve(backward, RKC(), rtol=1e-4, max_steps=300, backend=backend)
+
+
+def test_jax_ensemble_warns_too_oscillatory_once_naming_the_member():
+    rows = np.array([[0.5], [1000.0], [2000.0]])
+    ensemble = dxdt.EnsembleProblem(dxdt.ODEProblem(rotation, np.array([1.0, 0.0]), (0.0, 1.0), rows[0]),
+                                    p=rows)
+    with pytest.warns(RuntimeWarning, match=r"ensemble member 1: .*too oscillatory") as record:
+        sol = dxdt.solve(ensemble, RKC(), max_steps=2000, saveat=[1.0], backend="jax")
+    assert list(sol.success) == [True, False, False]
+    assert sum("too oscillatory" in str(w.message) for w in record) == 1
