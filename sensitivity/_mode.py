@@ -116,6 +116,29 @@ def choose_mode(prob, wrt="p", n_outputs: int = 1, order: int = 1) -> tuple[str,
     return mode, reason
 
 
+# A stabilized method's forward sensitivities cost far more than the rule above models:
+# the tangents inside the error norm about double its steps, each with its many stages.
+# benchmarks/bench_stiff.py (ROCK2, heat 1-D with 200 states and a cubic sink, two
+# parameters, rtol 1e-6): forward mode 6.64 primal solves, the interpolating adjoint 3.68.
+STABILIZED_FORWARD_COST = 2.82  # extra solves per forward direction: (6.64 - 1) / 2
+STABILIZED_REVERSE_COST = 3.68  # solves per adjoint
+
+
+def reverse_for_stabilized(m: int, n_outputs: int) -> str | None:
+    """Why ``mode="auto"`` should use the adjoint after all for a stabilized method (RKC,
+    RKL2, ROCK2, ROCK4), or None: when its measured adjoint cost,
+    :data:`STABILIZED_REVERSE_COST` solves per output, is below forward mode's
+    ``1 + m`` :data:`STABILIZED_FORWARD_COST`. ``choose_mode`` decides by dimensions; the
+    operators, which know the method, apply this after it."""
+    forward = 1.0 + m * STABILIZED_FORWARD_COST
+    reverse = STABILIZED_REVERSE_COST * n_outputs
+    if forward <= reverse:
+        return None
+    return (f"; but with a stabilized method forward mode costs about {forward:.3g} solves (its "
+            f"tangents inside the error norm about double the steps) against {reverse:.3g} for "
+            f"the adjoint, so reverse mode")
+
+
 # Above this, the dense output the interpolating adjoint keeps costs page faults on every
 # call (glibc serves it with mmap, docs/compiled.md: ~0.65 ms per MiB on the 2-core test
 # machine): on Gray-Scott 64 to t = 1000 (222 MiB) forward mode was already as fast.

@@ -20,11 +20,11 @@ from .. import _checks
 from .._backend_jax import structure
 from .._problem import ODEProblem
 from .._solution import SolverError
-from ..solvers import Tsit5
+from ..solvers import AbstractStabilized, Tsit5
 from . import _compiled
 from ._jax import load_jax
 from ._loss import translate_loss
-from ._mode import choose_mode, forward_instead_of_adjoint, target_size
+from ._mode import choose_mode, forward_instead_of_adjoint, reverse_for_stabilized, target_size
 from ._options import BACKSOLVE_MISMATCH, SolveOptions, raise_on_failure
 from ._target import Target, check_wrt, describe, to_numpy
 
@@ -251,6 +251,11 @@ def prepare(op: str, *args, method=None, saveat=None, rtol=1e-6, atol=1e-8,
     duplicate_closure = _checks.check_flag("duplicate_closure", duplicate_closure)
     n_outputs = len(saveat) * prob.u0.size if op == "jacobian" else 1
     chosen, reason = _resolve_mode(op, prob, target.wrt, mode, adjoint, n_outputs)
+    if (mode == "auto" and chosen.endswith("forward") and adjoint == "interpolating"
+            and isinstance(options.method, AbstractStabilized)):  # the adjoint it was measured with
+        note = reverse_for_stabilized(target_size(prob, target.wrt), n_outputs)
+        if note is not None:
+            chosen, reason = chosen[: -len("forward")] + "reverse", reason + note
     if events is not None:
         from ._events import prepare_with_events
 
@@ -367,10 +372,14 @@ def _auto_forward_note(op: str, prob, wrt, n_save: int, steps: int, options: Sol
 
 
 def _dense_bytes(steps: int, options: SolveOptions, u0) -> int:
-    """Bytes of the dense output of ``steps`` steps (the stages, or the Hermite data)."""
-    tableau = getattr(options.method, "tableau", None)
-    vectors = tableau.total_stages + 2 if tableau is not None else 4
-    return steps * vectors * u0.nbytes
+    """Bytes of the dense output of ``steps`` steps: ``y0``, ``y1`` and the stages of a
+    Runge-Kutta step; the cubic Hermite data ``y0, y1, k0, k1`` of a stabilized method's
+    (whatever its stage count: its ``tableau.total_stages`` is ``max_stages + 1``)."""
+    method = options.method
+    tableau = getattr(method, "tableau", None)
+    if isinstance(method, AbstractStabilized) or tableau is None:
+        return steps * 4 * u0.nbytes
+    return steps * (tableau.total_stages + 2) * u0.nbytes
 
 
 def _check_dense_memory(steps: int, options: SolveOptions, u0) -> None:

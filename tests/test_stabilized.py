@@ -603,6 +603,28 @@ def test_gradient_through_stabilized_solve_matches_finite_differences(
 
 
 
+def test_auto_mode_takes_the_adjoint_through_a_stabilized_method(rd_problem, rd_gradient_reference):
+    """Two parameters: by dimensions (``choose_mode``) forward mode, but a stabilized
+    method's forward sensitivities cost far more (``reverse_for_stabilized``): the
+    operator takes the adjoint, says why, and the gradient is accurate. Tsit5 keeps
+    forward mode; so does a Jacobian of the trajectory (many outputs)."""
+    from dxdt import sensitivity as sens
+
+    assert sens.choose_mode(rd_problem)[0] == "forward"
+    prep = sens.prepare("gradient", _sum_of_squares, rd_problem, ROCK2(), saveat=[0.05], rtol=1e-8,
+                        atol=1e-10)
+    assert prep.mode == "reverse" and "stabilized method" in prep.reason
+    # its dense output is cubic Hermite data (4 vectors a step), not max_stages + 1 stages:
+    # counted as stages, the memory guard saw 634 MiB here and went back to forward mode
+    assert "MiB" not in prep.reason
+    np.testing.assert_allclose(prep(rd_problem.p), rd_gradient_reference, rtol=1e-5)
+    assert sens.prepare("hvp", _sum_of_squares, rd_problem, ROCK2(), saveat=[0.05]).mode == "forward-over-reverse"
+    assert sens.prepare("gradient", _sum_of_squares, rd_problem, saveat=[0.05]).mode == "forward"
+    assert sens.prepare("jacobian", rd_problem, ROCK2(), saveat=[0.05]).mode == "forward"
+    explicit = sens.prepare("gradient", _sum_of_squares, rd_problem, ROCK2(), saveat=[0.05], mode="forward")
+    assert explicit.mode == "forward"
+
+
 @pytest.mark.parametrize("options", [dict(mode="forward"),
                                      dict(mode="reverse", adjoint="interpolating"),
                                      dict(mode="reverse", adjoint="checkpoint")],
