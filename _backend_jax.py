@@ -121,10 +121,7 @@ def integrate_jax(
     """
     load_jax()  # float64 on before the cache key is computed (it records the x64 flag)
     u0, (t0, t1) = prob.u0, prob.tspan
-    # a step's saved state, and with dense output its stages (a stabilized method's cubic
-    # Hermite data: four vectors, whatever its stage count)
-    n_stages = 4 if isinstance(method, AbstractStabilized) else method.tableau.total_stages
-    bytes_per_step = u0.nbytes * (1 + (n_stages if dense else 0))
+    bytes_per_step = u0.nbytes * (1 + (method.dense_vectors if dense else 0))  # the saved state, dense data
     if saveat is not None:
         save = "ts"
     elif (max_steps + 1) * bytes_per_step <= BUFFER_BUDGET_BYTES:

@@ -372,14 +372,8 @@ def _auto_forward_note(op: str, prob, wrt, n_save: int, steps: int, options: Sol
 
 
 def _dense_bytes(steps: int, options: SolveOptions, u0) -> int:
-    """Bytes of the dense output of ``steps`` steps: ``y0``, ``y1`` and the stages of a
-    Runge-Kutta step; the cubic Hermite data ``y0, y1, k0, k1`` of a stabilized method's
-    (whatever its stage count: its ``tableau.total_stages`` is ``max_stages + 1``)."""
-    method = options.method
-    tableau = getattr(method, "tableau", None)
-    if isinstance(method, AbstractStabilized) or tableau is None:
-        return steps * 4 * u0.nbytes
-    return steps * (tableau.total_stages + 2) * u0.nbytes
+    """Bytes of the dense output of ``steps`` steps (``method.dense_vectors`` a step)."""
+    return steps * options.method.dense_vectors * u0.nbytes
 
 
 def _check_dense_memory(steps: int, options: SolveOptions, u0) -> None:

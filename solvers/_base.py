@@ -36,5 +36,11 @@ class AbstractRungeKutta:
         """Whether the method has an embedded error estimate (adaptive stepping)."""
         return self.tableau.adaptive
 
+    @property
+    def dense_vectors(self) -> int:
+        """State-sized vectors a step of the JAX dense output keeps: ``y0``, ``y1`` and the
+        stages."""
+        return self.tableau.total_stages + 2
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"

@@ -153,6 +153,12 @@ class AbstractStabilized:
         return True
 
     @property
+    def dense_vectors(self) -> int:
+        """State-sized vectors a step of the JAX dense output keeps: the cubic Hermite data
+        ``y0, y1, k0, k1``, whatever the stage count (not ``tableau.total_stages``)."""
+        return 4
+
+    @property
     def forced(self) -> bool:
         """Whether the stage count is fixed (``min_stages == max_stages``)."""
         return self.min_stages == self.max_stages
