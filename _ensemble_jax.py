@@ -216,7 +216,7 @@ def _lane_steps(steps: np.ndarray, width: int) -> float:
 
 
 def _solve_batch(lanes: _Lanes, method, opts, args: tuple, n_save: int, max_steps: int) -> tuple:
-    """Run one batch's compiled solve on ``args``: NumPy ``(ts, ys, codes, counts, stiff)`` per lane."""
+    """Run one batch's compiled solve on ``args``: NumPy ``(ts, ys, codes, counts, warning records)`` per lane."""
     from ._backend_jax import structure
     from .sensitivity._compiled import lookup
     from .sensitivity._estimate import estimate_callables

@@ -216,23 +216,17 @@ def second_tangent(spec: SolveSpec, u0, p, v0, vp, d0, dp):
     return _nan_unless(code == 0, dS)
 
 
-def _stacked_second_adjoints(spec: SolveSpec, u0, p, w, D0, Dp, DW=None):
+def _stacked_second_adjoints(spec: SolveSpec, u0, p, w, D0, Dp, DW):
     """``D(x; w, d_j, dw_j) = C(x; w, d_j) + F'(x)^T dw_j`` for the ``m`` directions stacked
-    on the leading axis of ``(D0, Dp, DW)`` (the interpolating adjoint; ``DW=None``: no
-    ``dw``): one solve of :class:`._adjoint.SecondOrderSystem`, whose second adjoints
-    ``Lambda_j`` jump by ``dw_j`` at the save times (``lambda`` by ``w``), so that the
-    derivative of a gradient whose cotangent also moves (``jax.hessian``, ``jvp(grad)``)
-    costs one solve, not a second adjoint and a separate first one.
-    ``(dL/du0, dL/dp)``-shaped with a leading axis ``m``, NaN where a solve failed."""
-    jumps = jnp.zeros(w.shape[:1] + D0.shape, w.dtype) if DW is None else jnp.swapaxes(DW, 0, 1)
-    (_, Lam), (_, M), code = _interpolating(spec, (w, jumps), (u0, D0), (p, Dp), SecondOrderSystem(spec.g))
+    on the leading axis of ``(D0, Dp, DW)`` (the interpolating adjoint): one solve of
+    :class:`._adjoint.SecondOrderSystem`, whose second adjoints ``Lambda_j`` jump by
+    ``dw_j`` at the save times (``lambda`` by ``w``), so that the derivative of a gradient
+    whose cotangent also moves (``jax.hessian``, ``jvp(grad)``) costs one solve, not a
+    second adjoint and a separate first one. ``(dL/du0, dL/dp)``-shaped with a leading
+    axis ``m``, NaN where a solve failed."""
+    jumps = (w, jnp.swapaxes(DW, 0, 1))
+    (_, Lam), (_, M), code = _interpolating(spec, jumps, (u0, D0), (p, Dp), SecondOrderSystem(spec.g))
     return _nan_unless(code == 0, (Lam, M))
-
-
-def _stacked_adjoint_derivatives(spec: SolveSpec, u0, p, w, D0, Dp, DW):
-    """:func:`_stacked_second_adjoints` with jumps ``DW`` (a pass of its own for
-    :func:`_stacking`, whose arguments are all arrays)."""
-    return _stacked_second_adjoints(spec, u0, p, w, D0, Dp, DW)
 
 
 def second_adjoint(spec: SolveSpec, u0, p, w, d0, dp, dw=None):
@@ -241,14 +235,9 @@ def second_adjoint(spec: SolveSpec, u0, p, w, d0, dp, dw=None):
     the interpolating adjoint: :func:`_stacked_second_adjoints`, ``w`` shared, whose
     ``jax.hessian`` carries every direction in one solve; backsolve: forward mode through
     its solves)."""
+    dw = jnp.zeros_like(w) if dw is None else dw
     if spec.adjoint == "interpolating":
-        if dw is None:
-            return _one_direction(_stacked_second_adjoints, spec, 3, u0, p, w, d0, dp)
-        return _one_direction(_stacked_adjoint_derivatives, spec, 3, u0, p, w, d0, dp, dw)
-    if dw is None:
-        _, d_grads, ok = jax.jvp(lambda a, b: _adjoint_with_code(spec, a, b, w), (u0, p), (d0, dp),
-                                 has_aux=True)
-    else:
-        _, d_grads, ok = jax.jvp(lambda a, b, c: _adjoint_with_code(spec, a, b, c), (u0, p, w),
-                                 (d0, dp, dw), has_aux=True)
+        return _one_direction(_stacked_second_adjoints, spec, 3, u0, p, w, d0, dp, dw)
+    _, d_grads, ok = jax.jvp(lambda a, b, c: _adjoint_with_code(spec, a, b, c), (u0, p, w),
+                             (d0, dp, dw), has_aux=True)
     return _nan_unless(ok, d_grads)

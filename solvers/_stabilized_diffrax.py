@@ -142,7 +142,7 @@ class StabilizedSolver(diffrax.AbstractAdaptiveSolver):
     ``spectral_radius(t, y, args)``, when given, is an upper bound of the spectral radius
     of the vector field's Jacobian at ``(t, y)`` in the solve's own time unit (before the
     safety factor); otherwise (and unless the stage count is forced) the power iteration
-    estimates it. State: ``(F_0, v, sigma, since, h, counters)``: the derivative at the
+    estimates it. State: ``(F_0, v, sigma, since, h, oscillatory, counters)``: the derivative at the
     step's start (FSAL), the last power-iteration direction, the last estimate, the
     accepted steps since it, the last accepted ``|h|``, the oscillatory record
     ``[off-axis estimates in a row, s, sigma]`` (:func:`oscillatory_record`) and the

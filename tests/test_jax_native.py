@@ -352,7 +352,8 @@ def test_jacrev_and_hessian_are_one_solve_for_all_directions_and_exact(linear_F)
     H = jax.jit(jax.hessian(L))(a).reshape(9, 9)
     w = jnp.asarray(W)[None]
     _, C = jax.jit(lambda u0, p: _stacked_second_adjoints(spec, u0, p, w, jnp.zeros((9, 3)),
-                                                          jnp.eye(9).reshape(9, 3, 3)))(u0, a)
+                                                          jnp.eye(9).reshape(9, 3, 3),
+                                                          jnp.zeros((9,) + w.shape)))(u0, a)
     # to rounding amplified by the step-size control (3e-13 here), not the tolerance
     np.testing.assert_allclose(H, C.reshape(9, 9), rtol=0, atol=1e-11 * np.abs(H).max())
     np.testing.assert_allclose(H, linear_matrix_exact()[1], rtol=1e-6, atol=1e-8)
