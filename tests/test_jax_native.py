@@ -145,6 +145,17 @@ def test_hessian_with_a_moving_cotangent_is_one_second_adjoint_solve(decay_F):
         assert solves.count("dxdt_adjoint") == 1 and solves.count("dxdt_second_adjoint") == 1, solves
 
 
+def test_second_adjoint_with_a_moving_cotangent_is_not_transposed_in_w(decay_F):
+    """``D(x; w, d, dw)`` is linear in ``w`` only without ``dw`` (the rules never transpose
+    it in ``w`` otherwise); asked to, it raises rather than return a wrong cotangent."""
+    from dxdt.sensitivity._jax_solve_rules import _bind, second_adjoint_p
+
+    u0, p, w = jnp.array([Y0]), jnp.array([Z]), jnp.ones((len(TS), 1))
+    D = lambda w: _bind(second_adjoint_p, decay_F.spec, u0, p, w, u0, p, jnp.ones_like(w))  # noqa: E731
+    with pytest.raises(NotImplementedError, match="transposed in w with dw given"):
+        jax.linear_transpose(D, w)((u0, p))
+
+
 @pytest.mark.parametrize("adjoint", ["checkpoint", "backsolve"])
 def test_other_adjoints_gradient(adjoint):
     prob = dxdt.ODEProblem(decay, np.array([Y0]), (0.0, 1.5), np.array([Z]))
