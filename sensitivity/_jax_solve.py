@@ -28,6 +28,7 @@ from .. import _checks
 from .._problem import ODEProblem
 from .._solution import SolverError
 from ._jax import load_jax
+from ._jax_solve_events import build_chain, check_time_events, run_chain
 from ._jax_solve_passes import SolveSpec, primal, primal_with_code
 from ._jax_solve_rules import apply_tangent
 from ._ode import STATUS_CODES
@@ -49,27 +50,38 @@ def _is_traced(tree) -> bool:
     return any(isinstance(x, jax.core.Tracer) for x in jax.tree_util.tree_leaves(tree))
 
 
-class _SolveFunction:
-    """``F(u0, p) -> u(saveat)``: see :func:`jax_solve`."""
+def _differentiable(spec: SolveSpec) -> Callable:
+    """``(u0, p) -> u(spec.saveat)`` as a ``jax.custom_jvp`` whose tangent is the linear
+    primitive of :mod:`._jax_solve_rules` (forward sensitivities, transposed into the
+    adjoint, differentiated forward for second order)."""
+    compiled_primal = jax.jit(primal, static_argnums=0)
 
-    def __init__(self, spec: SolveSpec, u0, p):
-        self.spec = spec
+    @jax.custom_jvp
+    def solve(u0, p):
+        return compiled_primal(spec, u0, p)
+
+    @solve.defjvp
+    def solve_jvp(primals, tangents):
+        return solve(*primals), apply_tangent(spec, *primals, *tangents)
+
+    return solve
+
+
+class _SolveFunction:
+    """``F(u0, p) -> u(saveat)``: see :func:`jax_solve`.
+
+    ``solve(u0, p)`` is the differentiable function used inside a trace; ``eager(u0, p)``
+    gives ``(u, status code)`` for an eager call, which raises on a failure.
+    """
+
+    spec = None  # a single solve's SolveSpec (None for a chain of solves through events)
+
+    def __init__(self, solve: Callable, eager: Callable, u0, p, description: str):
+        self._solve, self._eager, self._description = solve, eager, description
         self._u0_shape, self._dtype = u0.shape, u0.dtype
         self._p_signature = describe(p)
         self._p_tree = jax.tree_util.tree_structure(p)
         self._p_dtypes = [leaf.dtype for leaf in jax.tree_util.tree_leaves(p)]
-        self._eager = jax.jit(primal_with_code, static_argnums=0)
-        compiled_primal = jax.jit(primal, static_argnums=0)
-
-        @jax.custom_jvp
-        def solve(u0, p):
-            return compiled_primal(spec, u0, p)
-
-        @solve.defjvp
-        def solve_jvp(primals, tangents):
-            return solve(*primals), apply_tangent(spec, *primals, *tangents)
-
-        self._solve = solve
 
     def _inputs(self, u0, p):
         if tuple(jnp.shape(u0)) != tuple(self._u0_shape):
@@ -85,7 +97,7 @@ class _SolveFunction:
         u0, p = self._inputs(u0, p)
         if _is_traced((u0, p)):
             return self._solve(u0, p)
-        U, code = self._eager(self.spec, u0, p)
+        U, code = self._eager(u0, p)
         code = int(code)
         if code:
             status = STATUS_CODES.get(code, "nonfinite")
@@ -93,8 +105,7 @@ class _SolveFunction:
         return U
 
     def __repr__(self) -> str:
-        return (f"jax_solve(F(u0, p) -> u, u0 shape {tuple(self._u0_shape)}, "
-                f"{self.spec.n_save} save times, adjoint={self.spec.adjoint!r})")
+        return f"jax_solve(F(u0, p) -> u, u0 shape {tuple(self._u0_shape)}, {self._description})"
 
 
 def jax_solve(prob: ODEProblem, method=None, *, saveat=None, rtol: float = 1e-6, atol: float = 1e-8,
@@ -125,8 +136,12 @@ def jax_solve(prob: ODEProblem, method=None, *, saveat=None, rtol: float = 1e-6,
     adjoint : {"interpolating", "checkpoint", "backsolve"}
         The reverse strategy of ``jax.grad``/``jax.vjp`` (see :mod:`dxdt.sensitivity`).
         ``"checkpoint"`` supports first derivatives only.
-    events : None
-        Events are not supported by ``jax_solve``; must be None.
+    events : list of TimeEvent, optional
+        Dosing events at fixed times: ``F`` chains the solves between them and the
+        affects at them (translated like ``f``; they may depend on ``p``), and every
+        transformation differentiates through the jumps (see "dxdt inside JAX"). State
+        events and ``times(p)`` move the event sequence with ``(u0, p)``: they raise
+        ``NotImplementedError`` (the NumPy-facing operators handle them).
     duplicate_closure : bool
         Give work buffers reachable from ``f`` private traced copies.
 
@@ -142,7 +157,7 @@ def jax_solve(prob: ODEProblem, method=None, *, saveat=None, rtol: float = 1e-6,
     ValueError, TypeError
         Bad arguments (each names the argument).
     NotImplementedError
-        ``events`` given.
+        ``events`` holds a state ``Event`` or a ``TimeEvent`` with ``times(p)``.
 
     Examples
     --------
@@ -151,35 +166,53 @@ def jax_solve(prob: ODEProblem, method=None, *, saveat=None, rtol: float = 1e-6,
     >>> jax.jit(jax.grad(loss))(p), jax.hessian(loss)(p)        # doctest: +SKIP
     """
     prob = _checks.check_problem(prob)
-    if events is not None:
-        raise NotImplementedError(
-            "jax_solve does not support events yet; pass events=None. For derivatives through "
-            "events use the NumPy-facing operators (sens.gradient(loss, prob, events=[...]), "
-            "sens.jacobian, sens.hessian), which plan the event sequence on the host")
     if adjoint not in ADJOINTS:
         raise ValueError(f"adjoint must be one of {ADJOINTS}, got {adjoint!r}")
     options = _options(method, rtol, atol, max_steps, prob.u0.shape)
     saveat = _checks.check_saveat([prob.tspan[1]] if saveat is None else saveat, prob.tspan)
     duplicate_closure = _checks.check_flag("duplicate_closure", duplicate_closure)
+    events = check_time_events(events)
 
     from ._estimate import translate_eigen_est
     from .translate import to_jax
 
     g = to_jax(prob.f, prob.u0, prob.p, duplicate_closure=duplicate_closure)
     options = replace(options, estimate=translate_eigen_est(options.method))
-    dense_steps = max_chunks = 0
-    if adjoint == "interpolating":
-        # the dense-output buffer (its size is static and cannot grow inside a trace): the
-        # prepared operators' size, the steps of a NumPy solve at prob's (u0, p) plus 25%
-        # (_dense_steps solves with a copy of f, whose buffers stay untouched). Every call
-        # pays for the buffer's size, not for the steps it holds (three times that size made
-        # jax.grad 45% slower on Gray-Scott 32). An (u0, p) that needs more steps is solved in
-        # chunks of that many (chunked_interpolating_adjoint), at the cost of solving the
-        # chunks but the last twice, up to max_steps; past that, NaN.
-        dense_steps = _dense_steps(prob, options)
-        max_chunks = min(_MAX_CHUNKS, -(-options.max_steps // max(1, (3 * dense_steps) // 4)))
     p = as_jax_tree(prob.p, prob.u0.dtype)
-    spec = SolveSpec(g=g, t0=prob.tspan[0], t1=prob.tspan[1], saveat=np.asarray(saveat),
-                     options=options, adjoint=adjoint, dense_steps=dense_steps,
-                     n_x=1 + len(jax.tree_util.tree_leaves(p)), max_chunks=max_chunks)
-    return _SolveFunction(spec, jnp.asarray(prob.u0), p)
+    u0 = jnp.asarray(prob.u0)
+
+    def make_spec(t0, t1, save, dense_steps):
+        # the interpolating adjoint's dense-output buffer is static (it cannot grow inside a
+        # trace): the steps of a NumPy solve at prob's (u0, p), with margin (see
+        # _operators._dense_steps). Every call pays for the buffer's size, not for the steps
+        # it holds (three times that size made jax.grad 45% slower on Gray-Scott 32). An
+        # (u0, p) that needs more steps is solved in chunks of that many
+        # (chunked_interpolating_adjoint), at the cost of solving the chunks but the last
+        # twice, up to max_steps; past that, NaN.
+        max_chunks = min(_MAX_CHUNKS, -(-options.max_steps // max(1, (3 * dense_steps) // 4))) \
+            if dense_steps else 0
+        return SolveSpec(g=g, t0=t0, t1=t1, saveat=np.asarray(save), options=options, adjoint=adjoint,
+                         dense_steps=dense_steps, n_x=1 + len(jax.tree_util.tree_leaves(p)),
+                         max_chunks=max_chunks)
+
+    if events:
+        links, _ = build_chain(prob, events, saveat, options, adjoint, duplicate_closure,
+                                   lambda a, b, save, steps: make_spec(a, b, np.append(save, b), steps))
+        solves = {id(link): _differentiable(link.spec) for link in links if link.kind == "solve"}
+        n_solves = len(solves)
+
+        def traced(u0, p):
+            return run_chain(links, u0, p, lambda link, u, q: (solves[id(link)](u, q), 0))[0]
+
+        eager = jax.jit(lambda u0, p: run_chain(links, u0, p, lambda link, u, q: primal_with_code(link.spec, u, q)))
+        description = (f"{len(saveat)} save times, {len(events)} events, {n_solves} segment solves, "
+                       f"adjoint={adjoint!r}")
+        return _SolveFunction(traced, eager, u0, p, description)
+
+    dense_steps = _dense_steps(prob, options) if adjoint == "interpolating" else 0
+    spec = make_spec(prob.tspan[0], prob.tspan[1], saveat, dense_steps)
+    eager = jax.jit(primal_with_code, static_argnums=0)
+    F = _SolveFunction(_differentiable(spec), lambda u0, p: eager(spec, u0, p), u0, p,
+                       f"{spec.n_save} save times, adjoint={adjoint!r}")
+    F.spec = spec  # the single solve's (tests and benchmarks bind its passes directly)
+    return F

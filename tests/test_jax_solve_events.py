@@ -1,0 +1,152 @@
+"""``sens.jax_solve`` through dosing events (``TimeEvent`` at fixed times).
+
+References are closed forms: intravenous bolus doses into a one-compartment model,
+``u(t) = u0 e^{-k t} + D sum_{tau_i <= t} e^{-k (t - tau_i)}``, with its first and second
+derivatives in ``(u0, k, D)``; and the NumPy backend with the same events. The
+derivatives are computed together in one compiled program (module fixture).
+"""
+
+import numpy as np
+import pytest
+
+import dxdt
+from dxdt import sensitivity as sens
+from dxdt.solvers import Tsit5
+
+jax = pytest.importorskip("jax")
+jnp = jax.numpy
+
+TAU = np.array([0.0, 1.0, 2.0])  # doses: at t0, inside, and at t1 (two segment solves)
+TS = np.array([0.0, 0.4, 1.0, 1.2, 2.0])  # rows at t0, between doses, on a dose, at t1
+U0, K, D = 1.0, 0.7, 0.5
+RTOL, ATOL = 1e-10, 1e-12
+
+
+def bolus_rhs(du, u, p, t):
+    du[:] = -p[0] * u
+
+
+def make_dose():
+    buffer = np.zeros(1)  # a work buffer in the affect's closure: must stay untouched
+
+    def dose(u, p, t):
+        buffer[:] = p[1]
+        u += buffer
+    return dose, buffer
+
+
+def exact(x, t):
+    """``U(t)`` and its gradient and Hessian in ``x = (u0, k, D)``."""
+    u0, k, dose = x
+    lags = t - TAU[TAU <= t]
+    e0, e = np.exp(-k * t), np.exp(-k * lags)
+    value = u0 * e0 + dose * e.sum()
+    grad = np.array([e0, -t * u0 * e0 - dose * (lags * e).sum(), e.sum()])
+    hess = np.array([[0.0, -t * e0, 0.0],
+                     [-t * e0, t**2 * u0 * e0 + dose * (lags**2 * e).sum(), -(lags * e).sum()],
+                     [0.0, -(lags * e).sum(), 0.0]])
+    return value, grad, hess
+
+
+def exact_loss(x):
+    """``L = sum_j U(t_j)^2``, its gradient and Hessian."""
+    parts = [exact(x, t) for t in TS]
+    value = sum(v**2 for v, _, _ in parts)
+    grad = sum(2 * v * g for v, g, _ in parts)
+    hess = sum(2 * (np.outer(g, g) + v * h) for v, g, h in parts)
+    return value, grad, hess
+
+
+@pytest.fixture(scope="module")
+def bolus():
+    dose, buffer = make_dose()
+    prob = dxdt.ODEProblem(bolus_rhs, np.array([U0]), (0.0, 2.0), np.array([K, D]))
+    F = sens.jax_solve(prob, Tsit5(), saveat=TS, rtol=RTOL, atol=ATOL, events=[dxdt.TimeEvent(TAU, dose)])
+    return F, prob, buffer
+
+
+@pytest.fixture(scope="module")
+def bolus_derivatives(bolus):
+    F, _, _ = bolus
+
+    def rows(x):
+        return F(x[:1], x[1:])[:, 0]
+
+    def loss(x):
+        return jnp.sum(rows(x) ** 2)
+
+    @jax.jit
+    def everything(x):
+        return {"U": rows(x), "grad": jax.grad(loss)(x), "jacfwd": jax.jacfwd(rows)(x),
+                "jacrev": jax.jacrev(rows)(x), "hessian": jax.hessian(loss)(x),
+                "jvp_grad": jax.jvp(jax.grad(loss), (x,), (jnp.array([0.3, -1.0, 2.0]),))[1]}
+
+    x = np.array([U0, K, D])
+    return x, {k: np.asarray(v) for k, v in everything(jnp.asarray(x)).items()}
+
+
+def test_rows_match_the_closed_form_eager_and_the_numpy_backend(bolus):
+    F, prob, _ = bolus
+    U = np.asarray(F(jnp.array([U0]), jnp.array([K, D])))[:, 0]
+    expected = np.array([exact((U0, K, D), t)[0] for t in TS])
+    np.testing.assert_allclose(U, expected, rtol=1e-8)
+    # a row on a dose time shows the post-dose state, one at t1 the state after the dose at t1
+    assert U[2] == pytest.approx(exact((U0, K, D), 1.0)[0], rel=1e-8)
+    dose, _ = make_dose()
+    sol = dxdt.solve(prob, Tsit5(), saveat=TS, rtol=RTOL, atol=ATOL, events=[dxdt.TimeEvent(TAU, dose)])
+    np.testing.assert_allclose(U, sol.u[:, 0], rtol=1e-8)
+    assert "2 segment solves" in repr(F)
+
+
+def test_first_derivatives_match_the_closed_form(bolus_derivatives):
+    x, out = bolus_derivatives
+    np.testing.assert_allclose(out["U"], [exact(x, t)[0] for t in TS], rtol=1e-8)
+    jac = np.array([exact(x, t)[1] for t in TS])
+    np.testing.assert_allclose(out["jacfwd"], jac, rtol=1e-6, atol=1e-9)
+    np.testing.assert_allclose(out["jacrev"], jac, rtol=1e-6, atol=1e-9)
+    np.testing.assert_allclose(out["grad"], exact_loss(x)[1], rtol=1e-6)
+
+
+def test_second_derivatives_match_the_closed_form(bolus_derivatives):
+    x, out = bolus_derivatives
+    hess = exact_loss(x)[2]
+    np.testing.assert_allclose(out["hessian"], hess, rtol=1e-6, atol=1e-8)
+    np.testing.assert_allclose(out["jvp_grad"], hess @ np.array([0.3, -1.0, 2.0]), rtol=1e-6)
+
+
+def test_vmap_equals_a_loop_and_buffers_stay_untouched(bolus):
+    F, prob, buffer = bolus
+    ps = jnp.array([[K, D], [0.3, 1.0], [1.5, 0.2]])
+    batched = jax.vmap(F, in_axes=(None, 0))(jnp.array([U0]), ps)
+    for p, rows in zip(ps, batched):
+        np.testing.assert_allclose(rows, F(jnp.array([U0]), p), rtol=1e-12, atol=1e-14)
+    assert buffer.tobytes() == np.zeros(1).tobytes()  # the user's affect buffer, never written
+    assert np.array_equal(prob.p, [K, D]) and np.array_equal(prob.u0, [U0])
+
+
+def test_a_failed_segment_raises_eagerly_and_is_nan_in_a_trace():
+    dose, _ = make_dose()
+    prob = dxdt.ODEProblem(bolus_rhs, np.array([U0]), (0.0, 2.0), np.array([K, D]))
+    F = sens.jax_solve(prob, Tsit5(), saveat=TS, events=[dxdt.TimeEvent(TAU, dose)], adjoint="checkpoint")
+    stiff = jnp.array([1e7, D])  # needs far more steps than the budget at this rate
+    F_small = sens.jax_solve(prob, Tsit5(), saveat=TS, events=[dxdt.TimeEvent(TAU, dose)],
+                             adjoint="checkpoint", max_steps=50)
+    with pytest.raises(dxdt.SolverError, match="max_steps"):
+        F_small(jnp.array([U0]), stiff)
+    rows = jax.jit(F_small)(jnp.array([U0]), stiff)
+    assert np.isnan(np.asarray(rows)[1:]).all()
+    # checkpoint: the discrete adjoint in every segment, first derivatives
+    g = jax.grad(lambda p: jnp.sum(F(jnp.array([U0]), p) ** 2))(jnp.array([K, D]))
+    np.testing.assert_allclose(g, exact_loss((U0, K, D))[1][1:], rtol=1e-4)
+
+
+def test_events_jax_solve_cannot_chain_raise_naming_the_alternative():
+    prob = dxdt.ODEProblem(bolus_rhs, np.array([U0]), (0.0, 2.0), np.array([K, D]))
+    state = dxdt.Event(lambda u, p, t: u[0] - 0.5, name="threshold")
+    with pytest.raises(NotImplementedError, match=r"Event 'threshold'.*sens.gradient\(loss, prob, events"):
+        sens.jax_solve(prob, events=[state])
+    moving = dxdt.TimeEvent(lambda p: [p[0]], make_dose()[0], name="moving")
+    with pytest.raises(NotImplementedError, match=r"TimeEvent 'moving' has times\(p\)"):
+        sens.jax_solve(prob, events=[moving])
+    with pytest.raises(TypeError, match=r"events\[0\]"):
+        sens.jax_solve(prob, events=[object()])
