@@ -29,7 +29,7 @@ from .._problem import ODEProblem
 from .._solution import SolverError
 from ._jax import load_jax
 from ._jax_solve_events import build_chain, check_time_events, run_chain
-from ._jax_solve_passes import SolveSpec, primal, primal_with_code
+from ._jax_solve_passes import SolveSpec, SolveStatic, jit_pass, primal, primal_with_code
 from ._jax_solve_rules import apply_tangent
 from ._ode import STATUS_CODES
 from ._operators import ADJOINTS, _dense_steps, _options
@@ -50,19 +50,23 @@ def _is_traced(tree) -> bool:
     return any(isinstance(x, jax.core.Tracer) for x in jax.tree_util.tree_leaves(tree))
 
 
-def _differentiable(spec: SolveSpec) -> Callable:
-    """``(u0, p) -> u(spec.saveat)`` as a ``jax.custom_jvp`` whose tangent is the linear
-    primitive of :mod:`._jax_solve_rules` (forward sensitivities, transposed into the
-    adjoint, differentiated forward for second order)."""
-    compiled_primal = jax.jit(primal, static_argnums=0)
+def _differentiable(static: SolveStatic) -> Callable:
+    """``(times, u0, p) -> u(saveat)`` for the solve ``SolveSpec(static, *times)``, as a
+    ``jax.custom_jvp`` whose tangent in ``(u0, p)`` is the linear primitive of
+    :mod:`._jax_solve_rules` (forward sensitivities, transposed into the adjoint,
+    differentiated forward for second order). The times are constants of ``F`` (the span,
+    the save times, fixed event times): they have no tangent."""
+    compiled_primal = jit_pass(primal)
 
     @jax.custom_jvp
-    def solve(u0, p):
-        return compiled_primal(spec, u0, p)
+    def solve(times, u0, p):
+        return compiled_primal(SolveSpec(static, *times), u0, p)
 
     @solve.defjvp
     def solve_jvp(primals, tangents):
-        return solve(*primals), apply_tangent(spec, *primals, *tangents)
+        times, u0, p = primals
+        _, tu0, tp = tangents
+        return solve(*primals), apply_tangent(SolveSpec(static, *times), u0, p, tu0, tp)
 
     return solve
 
@@ -181,7 +185,7 @@ def jax_solve(prob: ODEProblem, method=None, *, saveat=None, rtol: float = 1e-6,
     p = as_jax_tree(prob.p, prob.u0.dtype)
     u0 = jnp.asarray(prob.u0)
 
-    def make_spec(t0, t1, save, dense_steps):
+    def make_static(dense_steps):
         # the interpolating adjoint's dense-output buffer is static (it cannot grow inside a
         # trace): the steps of a NumPy solve at prob's (u0, p), with margin (see
         # _operators._dense_steps). Every call pays for the buffer's size, not for the steps
@@ -191,28 +195,27 @@ def jax_solve(prob: ODEProblem, method=None, *, saveat=None, rtol: float = 1e-6,
         # twice, up to max_steps; past that, NaN.
         max_chunks = min(_MAX_CHUNKS, -(-options.max_steps // max(1, (3 * dense_steps) // 4))) \
             if dense_steps else 0
-        return SolveSpec(g=g, t0=t0, t1=t1, saveat=np.asarray(save), options=options, adjoint=adjoint,
-                         dense_steps=dense_steps, n_x=1 + len(jax.tree_util.tree_leaves(p)),
-                         max_chunks=max_chunks)
+        return SolveStatic(g=g, options=options, adjoint=adjoint, dense_steps=dense_steps,
+                           n_x=1 + len(jax.tree_util.tree_leaves(p)), max_chunks=max_chunks)
 
     if events:
-        links, _ = build_chain(prob, events, saveat, options, adjoint, duplicate_closure,
-                                   lambda a, b, save, steps: make_spec(a, b, np.append(save, b), steps))
-        solves = {id(link): _differentiable(link.spec) for link in links if link.kind == "solve"}
-        n_solves = len(solves)
+        chain, steps = build_chain(prob, events, saveat, options, adjoint, duplicate_closure)
+        static = make_static(steps)
+        segment = _differentiable(static)
 
         def traced(u0, p):
-            return run_chain(links, u0, p, lambda link, u, q: (solves[id(link)](u, q), 0))[0]
+            return run_chain(chain, u0, p, lambda times, u, q: (segment(times, u, q), 0))[0]
 
-        eager = jax.jit(lambda u0, p: run_chain(links, u0, p, lambda link, u, q: primal_with_code(link.spec, u, q)))
-        description = (f"{len(saveat)} save times, {len(events)} events, {n_solves} segment solves, "
+        eager = jax.jit(lambda u0, p: run_chain(
+            chain, u0, p, lambda times, u, q: primal_with_code(SolveSpec(static, *times), u, q)))
+        description = (f"{len(saveat)} save times, {len(events)} events, {len(chain.starts)} segment solves, "
                        f"adjoint={adjoint!r}")
         return _SolveFunction(traced, eager, u0, p, description)
 
-    dense_steps = _dense_steps(prob, options) if adjoint == "interpolating" else 0
-    spec = make_spec(prob.tspan[0], prob.tspan[1], saveat, dense_steps)
-    eager = jax.jit(primal_with_code, static_argnums=0)
-    F = _SolveFunction(_differentiable(spec), lambda u0, p: eager(spec, u0, p), u0, p,
+    spec = SolveSpec.of(make_static(_dense_steps(prob, options) if adjoint == "interpolating" else 0),
+                        prob.tspan[0], prob.tspan[1], saveat)
+    solve, eager = _differentiable(spec.static), jit_pass(primal_with_code)
+    F = _SolveFunction(lambda u0, p: solve(spec.times, u0, p), lambda u0, p: eager(spec, u0, p), u0, p,
                        f"{spec.n_save} save times, adjoint={adjoint!r}")
     F.spec = spec  # the single solve's (tests and benchmarks bind its passes directly)
     return F

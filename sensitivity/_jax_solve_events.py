@@ -9,6 +9,8 @@ is a fixed chain
 where ``S_k`` is ``jax_solve``'s differentiable solve on ``[tau_{k-1}, tau_k]`` (saving
 the rows of ``saveat`` in ``[tau_{k-1}, tau_k)`` and its end) and ``a_k`` the events'
 affects at ``tau_k``, in list order, translated like ``f`` (they may depend on ``p``).
+The segments run in one ``lax.scan`` over their times: one solve in the compiled program
+whatever the number of events.
 Every transformation of ``F`` is then the one of the composition: each solve by its own
 rules (forward sensitivities, the chosen adjoint, forward-over-reverse second order), each
 affect by JAX's AD of its translation, the jump conditions of the tangents and adjoints
@@ -46,16 +48,28 @@ _ALTERNATIVE = ("use the NumPy-facing operators (sens.gradient(loss, prob, event
 
 
 @dataclass(frozen=True, eq=False)
-class Link:
-    """One link of the chain: a solve (``spec``, its rows then its end state), the
-    affects at ``time`` (in list order), or ``rows`` copies of the state (rows at ``t1``
-    after an event there)."""
+class Chain:
+    """``F`` through fixed-time events: the affects at ``t0``, then ``K`` segments, each a
+    solve from ``starts[k]`` to ``stops[k]`` saving its rows then its end, followed by the
+    affect set ``branches[which[k]]`` at ``stops[k]``; then ``hold`` copies of the final
+    state (rows at ``t1`` after an event there).
 
-    kind: str  # "solve", "affects" or "hold"
-    spec: object = None
-    affects: tuple = ()
-    time: float = 0.0
-    rows: int = 0
+    The segments run in one ``lax.scan`` (their solves share one static part, see
+    :class:`._jax_solve_passes.SolveSpec`), so the compiled program holds one solve
+    whatever the number of events. Every segment saves ``width`` times: its rows, then its
+    end time repeated (a zero-length interval, which no solve integrates); ``rows`` picks
+    the real rows out of the ``(K, width)`` stack.
+    """
+
+    t0: float
+    first: tuple  # affects at t0, in list order
+    starts: np.ndarray  # (K,)
+    stops: np.ndarray  # (K,)
+    saves: np.ndarray  # (K, width)
+    which: np.ndarray  # (K,) index into branches
+    branches: tuple  # affect sets, each a tuple of translated affects in list order
+    rows: np.ndarray  # flat indices into the (K * width) saved rows
+    hold: int
 
 
 def check_time_events(events) -> tuple:
@@ -75,12 +89,11 @@ def check_time_events(events) -> tuple:
 
 
 def build_chain(prob, events: tuple, saveat: np.ndarray, options: SolveOptions, adjoint: str,
-                duplicate_closure: bool, make_spec: Callable) -> tuple[tuple[Link, ...], int]:
-    """The links of ``F`` and the dense step buffer of its segments (0 unless the
+                duplicate_closure: bool) -> tuple[Chain, int]:
+    """The chain of ``F`` and the dense step buffer of its segments (0 unless the
     interpolating adjoint).
 
-    ``make_spec(t_start, t_stop, save, dense_steps)`` builds a segment's ``SolveSpec``. The
-    event sequence (which times, which events at each, in which order) is the NumPy
+    The event sequence (which times, which events at each, in which order) is the NumPy
     backend's: a NumPy solve with the events (on private copies of ``f`` and the affects)
     plans it, as for the operators.
     """
@@ -89,35 +102,63 @@ def build_chain(prob, events: tuple, saveat: np.ndarray, options: SolveOptions, 
     _, affects = translate_events(events, prob.u0, prob.p, duplicate_closure)
     t0, t1 = prob.tspan
     direction = np.sign(t1 - t0) or 1.0
-    links, start = [], t0
+    first, segments, start = (), [], t0
     for boundary in boundaries:
-        if boundary.time != start:
-            inside = ((saveat - start) * direction >= 0) & ((saveat - boundary.time) * direction < 0)
-            links.append(Link("solve", make_spec(start, boundary.time, saveat[inside], steps)))
-        fired = tuple(affects[i] for i in boundary.events if affects[i] is not None)
-        if fired:
-            links.append(Link("affects", affects=fired, time=boundary.time))
+        fired = tuple(i for i in boundary.events if affects[i] is not None)
+        if boundary.time == start:  # at t0 (before any solve): the affects come first
+            first = first + fired
+            continue
+        inside = ((saveat - start) * direction >= 0) & ((saveat - boundary.time) * direction < 0)
+        segments.append((start, boundary.time, saveat[inside], fired))
         start = boundary.time
     last = (saveat - start) * direction >= 0
+    hold = 0
     if start != t1:
-        links.append(Link("solve", make_spec(start, t1, saveat[last], steps)))
-    elif last.any():
-        links.append(Link("hold", rows=int(last.sum())))
-    return tuple(links), steps
+        segments.append((start, t1, saveat[last], ()))
+    else:
+        hold = int(last.sum())
+    width = 1 + max((len(rows) for _, _, rows, _ in segments), default=0)
+    saves = np.array([np.concatenate([rows, np.full(width - len(rows), b)]) for a, b, rows, _ in segments])
+    branches = sorted({fired for *_, fired in segments})
+    chain = Chain(
+        t0=t0, first=tuple(affects[i] for i in first),
+        starts=np.array([a for a, *_ in segments]), stops=np.array([b for _, b, *_ in segments]), saves=saves,
+        which=np.array([branches.index(fired) for *_, fired in segments]),
+        branches=tuple(tuple(affects[i] for i in fired) for fired in branches),
+        rows=np.concatenate([k * width + np.arange(len(rows)) for k, (_, _, rows, _) in enumerate(segments)]
+                            + [np.zeros(0, int)]).astype(int),
+        hold=hold,
+    )
+    return chain, steps
 
 
-def run_chain(links: tuple[Link, ...], u0, p, solve: Callable):
-    """``(rows, code)`` of the chain; ``solve(link, u, p) -> (rows then end state, code)``."""
-    u, rows, code = u0, [], jnp.asarray(0)
-    for link in links:
-        if link.kind == "solve":
-            ys, status = solve(link, u, p)
-            rows.append(ys[:-1])
-            u, code = ys[-1], jnp.where(code == 0, status, code)  # the first failure's status
-        elif link.kind == "affects":
-            t = jnp.asarray(link.time, jnp.result_type(float))
-            for affect in link.affects:
-                u = affect(u, p, t).astype(u.dtype)
+def _apply(affects: tuple, u, p, t):
+    for affect in affects:
+        u = affect(u, p, t).astype(u.dtype)
+    return u
+
+
+def run_chain(chain: Chain, u0, p, solve: Callable):
+    """``(rows, code)`` of the chain; ``solve(times, u, p) -> (saved rows, code)`` for a
+    segment with ``times = (t_start, t_stop, saves)``."""
+    dtype = jnp.result_type(float)
+    u = _apply(chain.first, u0, p, jnp.asarray(chain.t0, dtype))
+
+    def segment(carry, xs):
+        u, code = carry
+        t_start, t_stop, saves, which = xs
+        ys, status = solve((t_start, t_stop, saves), u, p)
+        u = ys[-1]
+        if len(chain.branches) == 1:
+            u = _apply(chain.branches[0], u, p, t_stop)
         else:
-            rows.append(jnp.broadcast_to(u, (link.rows,) + u.shape))
-    return jnp.concatenate(rows), code
+            u = jax.lax.switch(which, [lambda v, a=a: _apply(a, v, p, t_stop) for a in chain.branches], u)
+        return (u, jnp.where(code == 0, status, code)), ys  # the first failure's status
+
+    xs = (jnp.asarray(chain.starts, dtype), jnp.asarray(chain.stops, dtype), jnp.asarray(chain.saves, dtype),
+          jnp.asarray(chain.which))
+    (u, code), ys = jax.lax.scan(segment, (u, jnp.asarray(0)), xs)
+    rows = ys.reshape((-1,) + ys.shape[2:])[chain.rows]
+    if chain.hold:
+        rows = jnp.concatenate([rows, jnp.broadcast_to(u, (chain.hold,) + u.shape)])
+    return rows, code

@@ -26,18 +26,54 @@ jax, jnp = load_jax()
 
 
 @dataclass(frozen=True, eq=False)
-class SolveSpec:
-    """Everything fixed when ``jax_solve`` builds ``F`` (hashed by identity: a static argument)."""
+class SolveStatic:
+    """What ``jax_solve`` fixes when it builds ``F`` (hashed by identity: a static argument)."""
 
     g: Callable  # g(u, p, t) -> du, pure JAX
-    t0: float
-    t1: float
-    saveat: np.ndarray  # (n_save,)
     options: SolveOptions
     adjoint: str  # "interpolating", "checkpoint" or "backsolve"
     dense_steps: int  # step buffer of the interpolating adjoint's dense forward solve (a chunk)
     n_x: int  # leaves of x = (u0, p): the leading arguments of every linear map
     max_chunks: int = 1  # checkpoints of the interpolating adjoint's chunked forward sweep
+
+
+@jax.tree_util.register_pytree_node_class
+@dataclass(frozen=True, eq=False)
+class SolveSpec:
+    """One solve of ``F``: its :class:`SolveStatic` and its times, ``t0``, ``t1`` and the
+    save times, as arrays.
+
+    A pytree whose leaves are the static part (a non-array leaf: static wherever a
+    primitive is bound) and the three time arrays (operands, traced like any array): the
+    solves of a chain of segments (:mod:`._jax_solve_events`) share one static part and
+    so one trace and compilation of each pass, whatever their times.
+    """
+
+    static: SolveStatic
+    t0: jax.Array
+    t1: jax.Array
+    saveat: jax.Array  # (n_save,)
+
+    @classmethod
+    def of(cls, static: SolveStatic, t0, t1, saveat) -> SolveSpec:
+        dtype = jnp.result_type(float)
+        return cls(static, jnp.asarray(t0, dtype), jnp.asarray(t1, dtype), jnp.asarray(saveat, dtype))
+
+    def tree_flatten(self):
+        return (self.static, self.t0, self.t1, self.saveat), None
+
+    @classmethod
+    def tree_unflatten(cls, _, children):
+        return cls(*children)
+
+    @property
+    def times(self) -> tuple:
+        return self.t0, self.t1, self.saveat
+
+    def __getattr__(self, name):  # g, options, adjoint, dense_steps, n_x, max_chunks
+        if name.startswith("__"):
+            raise AttributeError(name)
+        return getattr(self.static, name)
 
     @property
     def n_save(self) -> int:
@@ -45,6 +81,17 @@ class SolveSpec:
 
     def rhs(self, t, u, p):
         return self.g(u, p, t)
+
+
+@functools.cache
+def jit_pass(pass_: Callable) -> Callable:
+    """``pass_(spec, *args)`` jitted with ``spec.static`` static and its times traced."""
+    jitted = jax.jit(lambda static, times, *args: pass_(SolveSpec(static, *times), *args), static_argnums=0)
+
+    @functools.wraps(pass_)
+    def run(spec, *args):
+        return jitted(spec.static, spec.times, *args)
+    return run
 
 
 def _nan_unless(ok, tree):
@@ -101,9 +148,11 @@ def _stacking(stacked_pass, spec: SolveSpec, n_shared: int):
     one solve carries them all, instead of one solve per direction run in lockstep (each
     repeating the shared parts, with its own step sequence, and slow to trace: ``vmap``
     of a whole solve). A ``vmap`` of size 1 (``jax.jacrev`` of a scalar) is removed. A
-    ``vmap`` that maps a shared argument maps the stacked solve (one per member).
+    ``vmap`` that maps a shared argument (or the solve's times) maps the stacked solve
+    (one per member).
     """
-    stacked = functools.partial(_traced_once(stacked_pass), spec)
+    stacked = functools.partial(_traced_once(stacked_pass), spec.static)
+    n_shared += 1  # the times come first
 
     @jax.custom_batching.custom_vmap
     def run(*args):
@@ -127,16 +176,18 @@ def _stacking(stacked_pass, spec: SolveSpec, n_shared: int):
         out = run(*args[:n_shared], *directions)
         return _all_batched(jax.tree_util.tree_map(lambda c: c.reshape((axis_size, -1) + c.shape[1:]), out))
 
-    return run
+    return lambda *args: run(spec.times, *args)
 
 
 @functools.cache
 def _traced_once(stacked_pass):
-    """``stacked_pass`` jitted (``spec`` static): ``custom_vmap`` traces its function at
-    every level of ``vmap`` it meets (``jax.hessian``: three), and a pass traced again for
-    the same shapes is then found in JAX's cache instead (a chunked adjoint costs 1-3 s
-    to trace)."""
-    return jax.jit(stacked_pass, static_argnums=0)
+    """``stacked_pass`` jitted (``static`` static, the times traced): ``custom_vmap``
+    traces its function at every level of ``vmap`` it meets (``jax.hessian``: three), and
+    a pass traced again for the same shapes is then found in JAX's cache instead (a
+    chunked adjoint costs 1-3 s to trace); so is the pass of another solve with the same
+    static part (a segment of a chain)."""
+    return jax.jit(lambda static, times, *args: stacked_pass(SolveSpec(static, *times), *args),
+                   static_argnums=0)
 
 
 def _all_batched(tree):

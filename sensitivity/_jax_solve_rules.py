@@ -47,7 +47,7 @@ import functools
 import equinox.internal as eqxi
 
 from ._jax import load_jax
-from ._jax_solve_passes import SolveSpec, adjoint, second_adjoint, second_tangent, tangent
+from ._jax_solve_passes import SolveSpec, SolveStatic, adjoint, jit_pass, second_adjoint, second_tangent, tangent
 
 jax, jnp = load_jax()
 ad = jax.interpreters.ad
@@ -142,7 +142,7 @@ def _tangent_transpose(inputs, ct):
     spec, u0, p, v0, vp = inputs
     _check_known((u0, p))
     lam, mu = _bind(adjoint_p, spec, u0, p, _trajectory_cotangent(spec, u0, ct))
-    return (None, _none(u0), _none(p)) + _keep_undefined((v0, vp), (lam, mu))
+    return (_none(spec), _none(u0), _none(p)) + _keep_undefined((v0, vp), (lam, mu))
 
 
 # --- A(x; w) ------------------------------------------------------------------------------
@@ -174,7 +174,7 @@ def _adjoint_transpose(inputs, ct):
     spec, u0, p, w = inputs
     _check_known((u0, p))
     S = _bind(tangent_p, spec, u0, p, *_cotangent((u0, p), ct))
-    return (None, _none(u0), _none(p), _keep_undefined(w, S))
+    return (_none(spec), _none(u0), _none(p), _keep_undefined(w, S))
 
 
 # --- B(x; v, d) ---------------------------------------------------------------------------
@@ -207,9 +207,9 @@ def _second_tangent_transpose(inputs, ct):
     v_undefined = any(map(_is_undefined, jax.tree_util.tree_leaves((v0, vp), is_leaf=_is_undefined)))
     if v_undefined:  # B is symmetric in (v, d): transpose in v is C(x; ct, d)
         ct_v = _bind(second_adjoint_p, spec, u0, p, ct, d0, dp, None)
-        return (None, _none(u0), _none(p)) + _keep_undefined((v0, vp), ct_v) + (_none(d0), _none(dp))
+        return (_none(spec), _none(u0), _none(p)) + _keep_undefined((v0, vp), ct_v) + (_none(d0), _none(dp))
     ct_d = _bind(second_adjoint_p, spec, u0, p, ct, v0, vp, None)
-    return (None, _none(u0), _none(p), _none(v0), _none(vp)) + _keep_undefined((d0, dp), ct_d)
+    return (_none(spec), _none(u0), _none(p), _none(v0), _none(vp)) + _keep_undefined((d0, dp), ct_d)
 
 
 # --- D(x; w, d, dw) ------------------------------------------------------------------------
@@ -246,7 +246,7 @@ def _second_adjoint_transpose(inputs, ct):
         if dw is not None:  # D is linear in w only without dw; the rules never bind it so
             raise NotImplementedError("jax_solve: D(x; w, d, dw) transposed in w with dw given")
         ct_w = _bind(second_tangent_p, spec, u0, p, d0, dp, *ct)  # <ct, C(w) d> = <w, B(d, ct)>
-        return (None, _none(u0), _none(p), _keep_undefined(w, ct_w), _none(d0), _none(dp), None)
+        return (_none(spec), _none(u0), _none(p), _keep_undefined(w, ct_w), _none(d0), _none(dp), None)
     ct_d = ct_dw = None
     if any(map(_is_undefined, jax.tree_util.tree_leaves((d0, dp), is_leaf=_is_undefined))):
         ct_d = _bind(second_adjoint_p, spec, u0, p, w, *ct, None)  # the Hessian of <w, F> is symmetric
@@ -254,16 +254,11 @@ def _second_adjoint_transpose(inputs, ct):
         ct_dw = _bind(tangent_p, spec, u0, p, *ct)  # <ct, A(x; dw)> = <T(x; ct), dw>
     d_out = _none((d0, dp)) if ct_d is None else _keep_undefined((d0, dp), ct_d)
     dw_out = _none(dw) if ct_dw is None else _keep_undefined(dw, ct_dw)
-    return (None, _none(u0), _none(p), _none(w)) + d_out + (dw_out,)
+    return (_none(spec), _none(u0), _none(p), _none(w)) + d_out + (dw_out,)
 
 
 def _impl(pass_):
-    jitted = jax.jit(pass_, static_argnums=0)
-
-    @functools.wraps(pass_)
-    def run(spec, *args):
-        return jitted(spec, *args)
-    return eqxi.filter_primitive_def(run)
+    return eqxi.filter_primitive_def(jit_pass(pass_))
 
 
 def _primitive(name, pass_, abstract, jvp, transpose):
@@ -278,9 +273,9 @@ def _primitive(name, pass_, abstract, jvp, transpose):
 
     def batch_rule(axis_data, inputs, batch_axes, **params):
         if any(b is not None for b in batch_axes):
-            spec = next(s for s in params["static"] if isinstance(s, SolveSpec))
+            static = next(s for s in params["static"] if isinstance(s, SolveStatic))
             inputs, batch_axes = list(inputs), list(batch_axes)
-            for i in range(spec.n_x, len(inputs)):
+            for i in range(3 + static.n_x, len(inputs)):  # after the spec's times (t0, t1, saveat) and x
                 if batch_axes[i] is None:
                     inputs[i] = jnp.broadcast_to(inputs[i], (axis_data.size,) + jnp.shape(inputs[i]))
                     batch_axes[i] = 0
