@@ -468,6 +468,43 @@ def jacobian(setup: EventSetup, inner: str, adjoint: str = "checkpoint") -> Call
     return run
 
 
+def _build_chained(op: str, chain, adjoint: str, setup: EventSetup) -> Callable:
+    """``hvp`` or ``hessian`` through fixed-time events, forward-over-reverse: the gradient
+    of ``L(chain(theta))`` through ``jax_solve``'s chain of segment solves (each solve's
+    adjoint a primitive with forward-mode rules), differentiated forward.
+
+    The status code is the primal chain's (an extra primal solve, its inputs outside the
+    differentiation); a non-finite result with a successful primal (a failed adjoint
+    solve inside the chain gives NaN) is reported as ``"nonfinite"``.
+    """
+    from . import _strategies as strategies
+    from ._jax_solve import chain_functions, solve_static
+
+    u0_, p_ = setup.u0, setup.p
+    static = solve_static(setup.g, setup.options, adjoint, setup.dense_steps,
+                          1 + len(jax.tree_util.tree_leaves(p_)))
+    traced, eager = chain_functions(chain, static)
+    t_events = tuple(jnp.asarray([b.time for b in setup.boundaries if i in b.events], jnp.result_type(float))
+                     for i in range(len(setup.events)))
+
+    def first_order(theta):
+        def loss(th):
+            u0, p = setup.target.merge(th, u0_, p_)
+            return setup.loss(traced(u0, p), p, t_events)
+
+        value, grad = jax.value_and_grad(loss)(theta)
+        u0, p = jax.lax.stop_gradient(setup.target.merge(theta, u0_, p_))
+        return (value, grad), _no_aux(eager(u0, p)[1])
+
+    second = {"hvp": strategies.hvp, "hessian": strategies.hessian}[op](first_order)
+
+    def run(*args):
+        result, aux = second(*args)
+        finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree_util.tree_leaves(result)]))
+        return result, {**aux, "code": jnp.where((aux["code"] == 0) & ~finite, 3, aux["code"])}
+    return run
+
+
 def prepare_with_events(op: str, loss, prob, events, options: SolveOptions, saveat: np.ndarray, target,
                         chosen: str, reason: str, adjoint: str, duplicate_closure: bool,
                         auto: bool = False) -> "EventOperator":
@@ -481,8 +518,12 @@ def prepare_with_events(op: str, loss, prob, events, options: SolveOptions, save
             f"adjoint='backsolve' cannot integrate the state backwards through the jump of "
             f"{jumps[0]._label()}: use adjoint='interpolating' or adjoint='checkpoint', or mode='forward'"
         )
-    if chosen == "forward-over-reverse":  # diffrax's checkpointed reverse pass is not jvp-able
-        chosen, reason = "forward-over-forward", f"{reason}; through events second order is forward-over-forward"
+    from ._jax_solve_events import chainable
+
+    if chosen == "forward-over-reverse" and not (chainable(events) and adjoint != "checkpoint"):
+        # diffrax's checkpointed reverse pass is not jvp-able, nor is the segments' custom_vjp
+        chosen, reason = "forward-over-forward", (
+            f"{reason}; through state events or times(p) second order is forward-over-forward")
     if chosen == "reverse" and adjoint == "backsolve":  # no jumps: the state is continuous
         adjoint, reason = "checkpoint", f"{reason}; through events adjoint='backsolve' is the discrete adjoint"
     return EventOperator(op, loss, prob, events, options, saveat, target, chosen, reason, adjoint,
@@ -564,6 +605,11 @@ class EventOperator:
             first = value_and_gradient(setup, inner, adjoint)
             return {"hvp": strategies.hvp, "hessian": strategies.hessian}.get(op, lambda fn: fn)(first)
 
+        if self.mode == "forward-over-reverse":  # fixed dose times: jax_solve's chain (see build_chained)
+            from ._jax_solve_events import chain_of
+
+            chain = chain_of(boundaries, self._affects, prob.tspan, setup.saveat)
+            build = functools.partial(_build_chained, op, chain, adjoint)
         if self._prepared is not None:
             self._traces += self._prepared.n_traces
         self._prepared = PreparedOperator.from_build(op, build, setup, self.mode, self.reason, self.adjoint)

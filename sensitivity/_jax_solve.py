@@ -71,6 +71,36 @@ def _differentiable(static: SolveStatic) -> Callable:
     return solve
 
 
+def solve_static(g, options, adjoint: str, dense_steps: int, n_x: int) -> SolveStatic:
+    """The static part of ``jax_solve``'s solves.
+
+    The interpolating adjoint's dense-output buffer is static (it cannot grow inside a
+    trace): ``dense_steps``, the steps of a NumPy solve at the problem's ``(u0, p)`` with
+    margin (see ``_operators._dense_steps``). Every call pays for the buffer's size, not
+    for the steps it holds (three times that size made ``jax.grad`` 45% slower on
+    Gray-Scott 32). An ``(u0, p)`` that needs more steps is solved in chunks of that many
+    (``chunked_interpolating_adjoint``), at the cost of solving the chunks but the last
+    twice, up to ``max_steps``; past that, NaN.
+    """
+    max_chunks = min(_MAX_CHUNKS, -(-options.max_steps // max(1, (3 * dense_steps) // 4))) if dense_steps else 0
+    return SolveStatic(g=g, options=options, adjoint=adjoint, dense_steps=dense_steps, n_x=n_x,
+                       max_chunks=max_chunks)
+
+
+def chain_functions(chain, static: SolveStatic) -> tuple[Callable, Callable]:
+    """``(traced, eager)`` of a :class:`._jax_solve_events.Chain` whose segments share
+    ``static``: ``traced(u0, p) -> rows``, differentiable under every transformation, and
+    ``eager(u0, p) -> (rows, code)`` with the first failing segment's status code."""
+    segment = _differentiable(static)
+
+    def traced(u0, p):
+        return run_chain(chain, u0, p, lambda times, u, q: (segment(times, u, q), 0))[0]
+
+    def eager(u0, p):
+        return run_chain(chain, u0, p, lambda times, u, q: primal_with_code(SolveSpec(static, *times), u, q))
+    return traced, eager
+
+
 class _SolveFunction:
     """``F(u0, p) -> u(saveat)``: see :func:`jax_solve`.
 
@@ -185,35 +215,16 @@ def jax_solve(prob: ODEProblem, method=None, *, saveat=None, rtol: float = 1e-6,
     p = as_jax_tree(prob.p, prob.u0.dtype)
     u0 = jnp.asarray(prob.u0)
 
-    def make_static(dense_steps):
-        # the interpolating adjoint's dense-output buffer is static (it cannot grow inside a
-        # trace): the steps of a NumPy solve at prob's (u0, p), with margin (see
-        # _operators._dense_steps). Every call pays for the buffer's size, not for the steps
-        # it holds (three times that size made jax.grad 45% slower on Gray-Scott 32). An
-        # (u0, p) that needs more steps is solved in chunks of that many
-        # (chunked_interpolating_adjoint), at the cost of solving the chunks but the last
-        # twice, up to max_steps; past that, NaN.
-        max_chunks = min(_MAX_CHUNKS, -(-options.max_steps // max(1, (3 * dense_steps) // 4))) \
-            if dense_steps else 0
-        return SolveStatic(g=g, options=options, adjoint=adjoint, dense_steps=dense_steps,
-                           n_x=1 + len(jax.tree_util.tree_leaves(p)), max_chunks=max_chunks)
-
+    n_x = 1 + len(jax.tree_util.tree_leaves(p))
     if events:
         chain, steps = build_chain(prob, events, saveat, options, adjoint, duplicate_closure)
-        static = make_static(steps)
-        segment = _differentiable(static)
-
-        def traced(u0, p):
-            return run_chain(chain, u0, p, lambda times, u, q: (segment(times, u, q), 0))[0]
-
-        eager = jax.jit(lambda u0, p: run_chain(
-            chain, u0, p, lambda times, u, q: primal_with_code(SolveSpec(static, *times), u, q)))
+        traced, eager = chain_functions(chain, solve_static(g, options, adjoint, steps, n_x))
         description = (f"{len(saveat)} save times, {len(events)} events, {len(chain.starts)} segment solves, "
                        f"adjoint={adjoint!r}")
-        return _SolveFunction(traced, eager, u0, p, description)
+        return _SolveFunction(traced, jax.jit(eager), u0, p, description)
 
-    spec = SolveSpec.of(make_static(_dense_steps(prob, options) if adjoint == "interpolating" else 0),
-                        prob.tspan[0], prob.tspan[1], saveat)
+    spec = SolveSpec.of(solve_static(g, options, adjoint, _dense_steps(prob, options) if adjoint == "interpolating"
+                                     else 0, n_x), prob.tspan[0], prob.tspan[1], saveat)
     solve, eager = _differentiable(spec.static), jit_pass(primal_with_code)
     F = _SolveFunction(lambda u0, p: solve(spec.times, u0, p), lambda u0, p: eager(spec, u0, p), u0, p,
                        f"{spec.n_save} save times, adjoint={adjoint!r}")

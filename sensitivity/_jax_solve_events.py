@@ -100,7 +100,13 @@ def build_chain(prob, events: tuple, saveat: np.ndarray, options: SolveOptions, 
     boundaries, t_end, _ = plan(prob, events, options, saveat)
     steps = segment_steps(prob, events, options, boundaries, t_end) if adjoint == "interpolating" else 0
     _, affects = translate_events(events, prob.u0, prob.p, duplicate_closure)
-    t0, t1 = prob.tspan
+    return chain_of(boundaries, affects, prob.tspan, saveat), steps
+
+
+def chain_of(boundaries: tuple, affects: tuple, tspan, saveat: np.ndarray) -> Chain:
+    """The :class:`Chain` of a planned event sequence (``boundaries`` of
+    :func:`._events.plan`) with the translated ``affects`` (None for an event without)."""
+    t0, t1 = tspan
     direction = np.sign(t1 - t0) or 1.0
     first, segments, start = (), [], t0
     for boundary in boundaries:
@@ -120,7 +126,7 @@ def build_chain(prob, events: tuple, saveat: np.ndarray, options: SolveOptions, 
     width = 1 + max((len(rows) for _, _, rows, _ in segments), default=0)
     saves = np.array([np.concatenate([rows, np.full(width - len(rows), b)]) for a, b, rows, _ in segments])
     branches = sorted({fired for *_, fired in segments})
-    chain = Chain(
+    return Chain(
         t0=t0, first=tuple(affects[i] for i in first),
         starts=np.array([a for a, *_ in segments]), stops=np.array([b for _, b, *_ in segments]), saves=saves,
         which=np.array([branches.index(fired) for *_, fired in segments]),
@@ -129,7 +135,11 @@ def build_chain(prob, events: tuple, saveat: np.ndarray, options: SolveOptions, 
                             + [np.zeros(0, int)]).astype(int),
         hold=hold,
     )
-    return chain, steps
+
+
+def chainable(events: tuple) -> bool:
+    """Whether ``events`` make a fixed chain (``TimeEvent`` events at fixed times)."""
+    return all(not isinstance(e, Event) and not callable(e.times) for e in events)
 
 
 def _apply(affects: tuple, u, p, t):

@@ -247,3 +247,27 @@ def test_auto_through_events_uses_forward_mode_when_the_adjoints_dense_output_is
     prep = sens.prepare("gradient", loss, prob, events=[seed], rtol=1e-8, atol=1e-10)
     assert prep.mode == "forward" and prep.adjoint is None and "MiB of dense output" in prep.reason
     np.testing.assert_allclose(prep(prob.p), adjoint, rtol=1e-5)
+
+
+def test_hessian_through_fixed_dose_times_is_forward_over_reverse():
+    """Fixed dose times make a fixed chain of solves: mode="reverse" second order runs
+    forward-over-reverse through jax_solve's chain (the adjoint of every segment
+    differentiated forward); checked against the closed form of a bolus regimen."""
+    tau, ts = np.array([0.0, 1.0, 2.0]), np.array([0.0, 0.4, 1.0, 1.2, 2.0])
+    prob = dxdt.ODEProblem(decay, [1.0], (0.0, 2.0), p=np.array([0.7, 0.5]))
+    dose = dxdt.TimeEvent(tau, lambda u, p, t: u.__setitem__(0, u[0] + p[1]))
+
+    def exact_loss(k, amount):  # sum_j u(t_j)^2, u(t) = e^{-kt} + D sum_{tau_i <= t} e^{-k (t - tau_i)}
+        return sum((math.exp(-k * t) + amount * sum(math.exp(-k * (t - s)) for s in tau if s <= t)) ** 2
+                   for t in ts)
+
+    H = sens.prepare("hessian", lambda u: np.sum(u**2), prob, events=[dose], saveat=ts, mode="reverse", **TIGHT)
+    assert H.mode == "forward-over-reverse"
+    expected = np.array([central_gradient(lambda *y, i=i: central_gradient(exact_loss, y)[i], prob.p, h=1e-4)
+                         for i in range(2)])
+    np.testing.assert_allclose(H(prob.p), expected, rtol=1e-6, atol=1e-6)
+    # events whose times move with (u0, p) keep forward-over-forward, and say so
+    moving = dxdt.TimeEvent(lambda p: [1.0 + 0 * p[0]], lambda u, p, t: u.__setitem__(0, u[0] + p[1]))
+    H_moving = sens.prepare("hessian", lambda u: np.sum(u**2), prob, events=[moving], saveat=ts, mode="reverse",
+                            **TIGHT)
+    assert H_moving.mode == "forward-over-forward" and "times(p)" in H_moving.reason
