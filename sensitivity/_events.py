@@ -468,41 +468,58 @@ def jacobian(setup: EventSetup, inner: str, adjoint: str = "checkpoint") -> Call
     return run
 
 
-def _build_chained(op: str, chain, adjoint: str, setup: EventSetup) -> Callable:
-    """``hvp`` or ``hessian`` through fixed-time events, forward-over-reverse: the gradient
-    of ``L(chain(theta))`` through ``jax_solve``'s chain of segment solves (each solve's
-    adjoint a primitive with forward-mode rules), differentiated forward.
+def _build_chained(op: str, chain, inner: str, adjoint: str | None, setup: EventSetup) -> Callable:
+    """``op`` through fixed-time events by ``jax_solve``'s chain of segment solves (one
+    ``lax.scan``, compiled once whatever the number of events; see
+    :mod:`._jax_solve_events`): ``inner="forward"`` pushes tangents through every segment
+    (forward sensitivities), ``"reverse"`` transposes them into each segment's adjoint
+    (``adjoint``), and second order differentiates either forward (forward-over-forward,
+    forward-over-reverse: every segment's tangent or adjoint solve differentiated forward).
 
-    The status code is the primal chain's (an extra primal solve, its inputs outside the
-    differentiation); a non-finite result with a successful primal (a failed adjoint
-    solve inside the chain gives NaN) is reported as ``"nonfinite"``.
+    The status code is the first failing segment's; a non-finite result where every
+    forward solve succeeded (a failed adjoint or tangent solve gives NaN) is reported as
+    ``"nonfinite"``.
     """
     from . import _strategies as strategies
-    from ._jax_solve import chain_functions, solve_static
+    from ._jax_solve import chain_function, solve_static
 
     u0_, p_ = setup.u0, setup.p
-    static = solve_static(setup.g, setup.options, adjoint, setup.dense_steps,
-                          1 + len(jax.tree_util.tree_leaves(p_)))
-    traced, eager = chain_functions(chain, static)
+    run_chain = chain_function(chain, solve_static(setup.g, setup.options, adjoint or "interpolating",
+                                                   setup.dense_steps, 1 + len(jax.tree_util.tree_leaves(p_))))
     t_events = tuple(jnp.asarray([b.time for b in setup.boundaries if i in b.events], jnp.result_type(float))
                      for i in range(len(setup.events)))
 
-    def first_order(theta):
-        def loss(th):
-            u0, p = setup.target.merge(th, u0_, p_)
-            return setup.loss(traced(u0, p), p, t_events)
+    def rows(theta):
+        return run_chain(*setup.target.merge(theta, u0_, p_))
 
-        value, grad = jax.value_and_grad(loss)(theta)
-        u0, p = jax.lax.stop_gradient(setup.target.merge(theta, u0_, p_))
-        return (value, grad), _no_aux(eager(u0, p)[1])
+    def loss(theta):
+        U, code = rows(theta)
+        return setup.loss(U, setup.target.merge(theta, u0_, p_)[1], t_events), code
 
-    second = {"hvp": strategies.hvp, "hessian": strategies.hessian}[op](first_order)
+    if op == "jacobian":
+        differentiate = jax.jacfwd if inner == "forward" else jax.jacrev
 
-    def run(*args):
-        result, aux = second(*args)
+        def fn(theta):
+            J, code = differentiate(rows, has_aux=True)(theta)
+            return J, _no_aux(code)
+    else:
+        if inner == "reverse":
+            def first(theta):
+                (L, code), grad = jax.value_and_grad(loss, has_aux=True)(theta)
+                return (L, grad), _no_aux(code)
+        else:
+            def first(theta):
+                flat, unravel = ravel_pytree(theta)
+                push = lambda v: jax.jvp(lambda x: loss(unravel(x)), (flat,), (v,), has_aux=True)  # noqa: E731
+                L, dL, code = jax.vmap(push)(jnp.eye(flat.size, dtype=flat.dtype))
+                return (L[0], unravel(dL)), _no_aux(code.max())
+        fn = {"hvp": strategies.hvp, "hessian": strategies.hessian}.get(op, lambda f: f)(first)
+
+    def checked(*args):
+        result, aux = fn(*args)
         finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree_util.tree_leaves(result)]))
         return result, {**aux, "code": jnp.where((aux["code"] == 0) & ~finite, 3, aux["code"])}
-    return run
+    return checked
 
 
 def prepare_with_events(op: str, loss, prob, events, options: SolveOptions, saveat: np.ndarray, target,
@@ -556,6 +573,12 @@ class EventOperator:
         self._loss = None if loss is None else translate_event_loss(loss, duplicate_closure)
         self._conditions, self._affects = translate_events(events, prob.u0, prob.p, duplicate_closure)
         self._plan, self._prepared, self._traces = None, None, 0
+        from ._jax_solve_events import chainable
+
+        # only TimeEvents at fixed times: one event sequence for every target, every operator
+        # built on jax_solve's chain (the discrete adjoint keeps the segment solves below,
+        # which estimate whether stability set its steps)
+        self._chained = chainable(events) and not (self._inner == "reverse" and self.adjoint == "checkpoint")
         self._ensure(prob)
 
     @property
@@ -605,11 +628,11 @@ class EventOperator:
             first = value_and_gradient(setup, inner, adjoint)
             return {"hvp": strategies.hvp, "hessian": strategies.hessian}.get(op, lambda fn: fn)(first)
 
-        if self.mode == "forward-over-reverse":  # fixed dose times: jax_solve's chain (see build_chained)
+        if self._chained:  # fixed dose times: jax_solve's chain (see _build_chained)
             from ._jax_solve_events import chain_of
 
             chain = chain_of(boundaries, self._affects, prob.tspan, setup.saveat)
-            build = functools.partial(_build_chained, op, chain, adjoint)
+            build = functools.partial(_build_chained, op, chain, inner, adjoint)
         if self._prepared is not None:
             self._traces += self._prepared.n_traces
         self._prepared = PreparedOperator.from_build(op, build, setup, self.mode, self.reason, self.adjoint)
@@ -619,8 +642,9 @@ class EventOperator:
         from ._target import to_numpy
 
         self._target.check(target, self._signature, "target")
-        u0, p = self._target.merge(to_numpy(target), self._prob.u0, self._prob.p)
-        self._ensure(self._prob.remake(u0=np.asarray(u0), p=p))
+        if not self._chained:  # fixed dose times: the sequence never moves, nothing to re-plan
+            u0, p = self._target.merge(to_numpy(target), self._prob.u0, self._prob.p)
+            self._ensure(self._prob.remake(u0=np.asarray(u0), p=p))
         return self._prepared(target, v)
 
     def __repr__(self) -> str:

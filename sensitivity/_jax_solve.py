@@ -29,7 +29,7 @@ from .._problem import ODEProblem
 from .._solution import SolverError
 from ._jax import load_jax
 from ._jax_solve_events import build_chain, check_time_events, run_chain
-from ._jax_solve_passes import SolveSpec, SolveStatic, jit_pass, primal, primal_with_code
+from ._jax_solve_passes import SolveSpec, SolveStatic, jit_pass, primal_with_code
 from ._jax_solve_rules import apply_tangent
 from ._ode import STATUS_CODES
 from ._operators import ADJOINTS, _dense_steps, _options
@@ -51,12 +51,12 @@ def _is_traced(tree) -> bool:
 
 
 def _differentiable(static: SolveStatic) -> Callable:
-    """``(times, u0, p) -> u(saveat)`` for the solve ``SolveSpec(static, *times)``, as a
-    ``jax.custom_jvp`` whose tangent in ``(u0, p)`` is the linear primitive of
-    :mod:`._jax_solve_rules` (forward sensitivities, transposed into the adjoint,
+    """``(times, u0, p) -> (u(saveat), status code)`` for the solve ``SolveSpec(static,
+    *times)``, as a ``jax.custom_jvp`` whose tangent in ``(u0, p)`` is the linear primitive
+    of :mod:`._jax_solve_rules` (forward sensitivities, transposed into the adjoint,
     differentiated forward for second order). The times are constants of ``F`` (the span,
-    the save times, fixed event times): they have no tangent."""
-    compiled_primal = jit_pass(primal)
+    the save times, fixed event times): they have no tangent; nor has the code."""
+    compiled_primal = jit_pass(primal_with_code)
 
     @jax.custom_jvp
     def solve(times, u0, p):
@@ -66,7 +66,9 @@ def _differentiable(static: SolveStatic) -> Callable:
     def solve_jvp(primals, tangents):
         times, u0, p = primals
         _, tu0, tp = tangents
-        return solve(*primals), apply_tangent(SolveSpec(static, *times), u0, p, tu0, tp)
+        rows, code = solve(*primals)
+        tangent = apply_tangent(SolveSpec(static, *times), u0, p, tu0, tp)
+        return (rows, code), (tangent, np.zeros(np.shape(code), jax.dtypes.float0))
 
     return solve
 
@@ -87,18 +89,12 @@ def solve_static(g, options, adjoint: str, dense_steps: int, n_x: int) -> SolveS
                        max_chunks=max_chunks)
 
 
-def chain_functions(chain, static: SolveStatic) -> tuple[Callable, Callable]:
-    """``(traced, eager)`` of a :class:`._jax_solve_events.Chain` whose segments share
-    ``static``: ``traced(u0, p) -> rows``, differentiable under every transformation, and
-    ``eager(u0, p) -> (rows, code)`` with the first failing segment's status code."""
+def chain_function(chain, static: SolveStatic) -> Callable:
+    """``run(u0, p) -> (rows, code)`` of a :class:`._jax_solve_events.Chain` whose segments
+    share ``static``: differentiable in ``(u0, p)`` under every transformation, with the
+    first failing segment's status code (rows NaN from there on)."""
     segment = _differentiable(static)
-
-    def traced(u0, p):
-        return run_chain(chain, u0, p, lambda times, u, q: (segment(times, u, q), 0))[0]
-
-    def eager(u0, p):
-        return run_chain(chain, u0, p, lambda times, u, q: primal_with_code(SolveSpec(static, *times), u, q))
-    return traced, eager
+    return lambda u0, p: run_chain(chain, u0, p, segment)
 
 
 class _SolveFunction:
@@ -218,15 +214,15 @@ def jax_solve(prob: ODEProblem, method=None, *, saveat=None, rtol: float = 1e-6,
     n_x = 1 + len(jax.tree_util.tree_leaves(p))
     if events:
         chain, steps = build_chain(prob, events, saveat, options, adjoint, duplicate_closure)
-        traced, eager = chain_functions(chain, solve_static(g, options, adjoint, steps, n_x))
+        run = chain_function(chain, solve_static(g, options, adjoint, steps, n_x))
         description = (f"{len(saveat)} save times, {len(events)} events, {len(chain.starts)} segment solves, "
                        f"adjoint={adjoint!r}")
-        return _SolveFunction(traced, jax.jit(eager), u0, p, description)
+        return _SolveFunction(lambda u0, p: run(u0, p)[0], jax.jit(run), u0, p, description)
 
     spec = SolveSpec.of(solve_static(g, options, adjoint, _dense_steps(prob, options) if adjoint == "interpolating"
                                      else 0, n_x), prob.tspan[0], prob.tspan[1], saveat)
     solve, eager = _differentiable(spec.static), jit_pass(primal_with_code)
-    F = _SolveFunction(lambda u0, p: solve(spec.times, u0, p), lambda u0, p: eager(spec, u0, p), u0, p,
+    F = _SolveFunction(lambda u0, p: solve(spec.times, u0, p)[0], lambda u0, p: eager(spec, u0, p), u0, p,
                        f"{spec.n_save} save times, adjoint={adjoint!r}")
     F.spec = spec  # the single solve's (tests and benchmarks bind its passes directly)
     return F

@@ -150,7 +150,8 @@ def _apply(affects: tuple, u, p, t):
 
 def run_chain(chain: Chain, u0, p, solve: Callable):
     """``(rows, code)`` of the chain; ``solve(times, u, p) -> (saved rows, code)`` for a
-    segment with ``times = (t_start, t_stop, saves)``."""
+    segment with ``times = (t_start, t_stop, saves)``; the code is the first failing
+    segment's."""
     dtype = jnp.result_type(float)
     u = _apply(chain.first, u0, p, jnp.asarray(chain.t0, dtype))
 
