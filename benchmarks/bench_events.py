@@ -17,8 +17,9 @@ the PK central amount at 15 days against the sum of Bateman functions.
 
 Gradient cost: a prepared ``value_and_gradient`` through the doses (forward, and reverse
 with the default adjoint) of a least-squares loss on the PK model, relative to one NumPy
-primal solve of the same problem; with ``--quick`` (the default for the committed
-results) 10 doses over 5 days, since every dose adds a segment to the compiled program.
+primal solve of the same problem and to the same primal compiled (``jax.jit`` of
+``sens.jax_solve`` with the doses: one ``lax.scan`` over the segments, as the operators
+use); with ``--quick``, 10 doses over 5 days instead of 30 over 15.
 
 Run: ``.venv/bin/python benchmarks/bench_events.py [--quick] [--repeats N]``; prints a
 table and writes ``benchmarks/results/events.json`` with the load average.
@@ -191,18 +192,32 @@ def gradient_cost(days: float, repeats: int) -> list[dict]:
     def loss(u):
         return np.sum((u[:, 1] - data) ** 2)
 
+    import jax
+    import jax.numpy as jnp
+
     primal = time_median(lambda: dxdt.solve(prob, Tsit5(), rtol=RTOL, atol=ATOL, saveat=ts, events=[dose]),
                          repeats=repeats)
-    records = [{"case": f"pk {int(days)} days", "what": "numpy primal", "median_s": primal.median}]
+    case = f"pk {int(days)} days"
+    records = [{"case": case, "what": "numpy primal", "median_s": primal.median}]
+    # the same primal compiled: jax_solve's chain (one lax.scan over the doses), jitted
+    tic = time.perf_counter()
+    F = sens.jax_solve(prob, Tsit5(), saveat=ts, events=[dose], rtol=RTOL, atol=ATOL)
+    u0, p = jnp.asarray(prob.u0), jnp.asarray(prob.p)
+    compiled = jax.jit(F).lower(u0, p).compile()
+    compile_s = time.perf_counter() - tic
+    jitted = time_median(lambda: np.asarray(compiled(u0, p)), repeats=max(repeats, 20))
+    records.append({"case": case, "what": "jax_solve primal (jit)", "median_s": jitted.median,
+                    "prepare_s": compile_s})
     for mode in ("forward", "reverse"):
         tic = time.perf_counter()
         prep = sens.prepare("value_and_gradient", loss, prob, Tsit5(), saveat=ts, events=[dose],
                             rtol=RTOL, atol=ATOL, mode=mode)
         prepare_s = time.perf_counter() - tic
-        timing = time_median(lambda: prep(prob.p), repeats=repeats)
-        records.append({"case": f"pk {int(days)} days", "what": f"value_and_gradient {prep.mode}",
+        timing = time_median(lambda: prep(prob.p), repeats=max(repeats, 20))
+        records.append({"case": case, "what": f"value_and_gradient {prep.mode}",
                         "median_s": timing.median, "prepare_s": prepare_s,
-                        "ratio_to_primal": timing.median / primal.median})
+                        "ratio_to_primal": timing.median / primal.median,
+                        "ratio_to_compiled_primal": timing.median / jitted.median})
     return records
 
 
@@ -257,8 +272,10 @@ def main(argv=None):
     load_end = load_average()
     rows = [(r["case"], r["what"], fmt_time(r["median_s"]), fmt_float(r.get("error")),
              r.get("bounces", ""), fmt_time(r.get("first_call_s") or r.get("prepare_s")),
-             fmt_float(r.get("ratio_to_primal"), ".1f")) for r in records]
-    print(format_table(rows, ["case", "candidate", "median", "error", "bounces", "compile/prepare", "x primal"]))
+             fmt_float(r.get("ratio_to_primal"), ".2f"), fmt_float(r.get("ratio_to_compiled_primal"), ".1f"))
+            for r in records]
+    print(format_table(rows, ["case", "candidate", "median", "error", "bounces", "compile/prepare",
+                              "x numpy primal", "x compiled primal"]))
     print(f"load average: start {load_start}, end {load_end}")
     path = write_json(RESULTS, records, benchmark="events",
                       settings={"rtol": RTOL, "atol": ATOL, "quick": args.quick, "repeats": args.repeats},
