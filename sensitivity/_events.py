@@ -631,7 +631,7 @@ class EventOperator:
         if self._chained:  # fixed dose times: jax_solve's chain (see _build_chained)
             from ._jax_solve_events import chain_of
 
-            chain = chain_of(boundaries, self._affects, prob.tspan, setup.saveat)
+            chain = chain_of(boundaries, self._affects, prob.tspan, setup.saveat, self._events, prob.p)
             build = functools.partial(_build_chained, op, chain, inner, adjoint)
         if self._prepared is not None:
             self._traces += self._prepared.n_traces

@@ -28,7 +28,7 @@ from .. import _checks
 from .._problem import ODEProblem
 from .._solution import SolverError
 from ._jax import load_jax
-from ._jax_solve_events import build_chain, check_time_events, run_chain
+from ._jax_solve_events import SEQUENCE_CHANGED, build_chain, check_time_events, run_chain
 from ._jax_solve_passes import SolveSpec, SolveStatic, jit_pass, primal_with_code
 from ._jax_solve_rules import apply_tangent
 from ._ode import STATUS_CODES
@@ -50,26 +50,47 @@ def _is_traced(tree) -> bool:
     return any(isinstance(x, jax.core.Tracer) for x in jax.tree_util.tree_leaves(tree))
 
 
+def _is_zero(tangent) -> bool:
+    return isinstance(tangent, jax.custom_derivatives.SymbolicZero)
+
+
+def _instantiate(tree):
+    return jax.tree_util.tree_map(lambda t: jnp.zeros(t.aval.shape, t.aval.dtype) if _is_zero(t) else t, tree,
+                                  is_leaf=_is_zero)
+
+
 def _differentiable(static: SolveStatic) -> Callable:
     """``(times, u0, p) -> (u(saveat), status code)`` for the solve ``SolveSpec(static,
-    *times)``, as a ``jax.custom_jvp`` whose tangent in ``(u0, p)`` is the linear primitive
-    of :mod:`._jax_solve_rules` (forward sensitivities, transposed into the adjoint,
-    differentiated forward for second order). The times are constants of ``F`` (the span,
-    the save times, fixed event times): they have no tangent; nor has the code."""
+    *times)``, ``times = (t0, t1, saveat)``, as a ``jax.custom_jvp``.
+
+    Its tangent in ``(u0, p)`` is the linear primitive of :mod:`._jax_solve_rules`
+    (forward sensitivities, transposed into the adjoint, differentiated forward for second
+    order). The times move the rows too when they are traced (dose times ``times(p)``
+    of a chain): with ``u(t0)`` held, moving the start shifts the solution along the flow,
+    ``dU = Phi(s, t0) (-f(u0, t0) dt0)`` (a tangent solve from ``-f dt0``), and a row at a
+    moving save time moves along the solution, ``dU(s) = f(U(s), s) ds``; the end of the
+    integration ``t1`` moves no row. The code has no tangent.
+    """
     compiled_primal = jit_pass(primal_with_code)
 
     @jax.custom_jvp
     def solve(times, u0, p):
         return compiled_primal(SolveSpec(static, *times), u0, p)
 
-    @solve.defjvp
     def solve_jvp(primals, tangents):
         times, u0, p = primals
-        _, tu0, tp = tangents
+        (dt0, _, dsaves), tu0, tp = tangents
         rows, code = solve(*primals)
-        tangent = apply_tangent(SolveSpec(static, *times), u0, p, tu0, tp)
+        v0 = _instantiate(tu0)
+        if not _is_zero(dt0):
+            v0 = v0 - static.g(u0, p, times[0]) * dt0
+        tangent = apply_tangent(SolveSpec(static, *times), u0, p, v0, _instantiate(tp))
+        if not _is_zero(dsaves):
+            moved = jax.vmap(lambda row, s: static.g(row, p, s))(rows, times[2])
+            tangent = tangent + moved * dsaves.reshape(dsaves.shape + (1,) * (rows.ndim - 1))
         return (rows, code), (tangent, np.zeros(np.shape(code), jax.dtypes.float0))
 
+    solve.defjvp(solve_jvp, symbolic_zeros=True)
     return solve
 
 
@@ -130,6 +151,11 @@ class _SolveFunction:
         U, code = self._eager(u0, p)
         code = int(code)
         if code:
+            if code == SEQUENCE_CHANGED:
+                raise SolverError(
+                    "jax_solve: times(p) moved the event sequence planned when F was built (a dose time "
+                    "crossed a save time, another event or an end of tspan): build F again at these "
+                    "parameters (inside a trace the rows are NaN)")
             status = STATUS_CODES.get(code, "nonfinite")
             raise SolverError(f"jax_solve: the solve failed with status {status!r}: {_HINTS[status]}.")
         return U
@@ -167,11 +193,12 @@ def jax_solve(prob: ODEProblem, method=None, *, saveat=None, rtol: float = 1e-6,
         The reverse strategy of ``jax.grad``/``jax.vjp`` (see :mod:`dxdt.sensitivity`).
         ``"checkpoint"`` supports first derivatives only.
     events : list of TimeEvent, optional
-        Dosing events at fixed times: ``F`` chains the solves between them and the
-        affects at them (translated like ``f``; they may depend on ``p``), and every
-        transformation differentiates through the jumps (see "dxdt inside JAX"). State
-        events and ``times(p)`` move the event sequence with ``(u0, p)``: they raise
-        ``NotImplementedError`` (the NumPy-facing operators handle them).
+        Dosing events: ``F`` chains the solves between them and the affects at them
+        (translated like ``f``; they may depend on ``p``), and every transformation
+        differentiates through the jumps (see "dxdt inside JAX"). With ``times(p)`` the
+        first derivatives include the motion of the dose times; second derivatives raise
+        ``NotImplementedError``. State events raise ``NotImplementedError`` (the
+        NumPy-facing operators handle them).
     duplicate_closure : bool
         Give work buffers reachable from ``f`` private traced copies.
 
@@ -187,7 +214,7 @@ def jax_solve(prob: ODEProblem, method=None, *, saveat=None, rtol: float = 1e-6,
     ValueError, TypeError
         Bad arguments (each names the argument).
     NotImplementedError
-        ``events`` holds a state ``Event`` or a ``TimeEvent`` with ``times(p)``.
+        ``events`` holds a state ``Event``.
 
     Examples
     --------

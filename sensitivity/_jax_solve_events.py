@@ -36,7 +36,7 @@ from typing import Callable
 
 import numpy as np
 
-from .._events import Event, check_events
+from .._events import Event, TimeEvent, check_events
 from ._events import plan, segment_steps, translate_events
 from ._jax import load_jax
 from ._ode import SolveOptions
@@ -70,21 +70,28 @@ class Chain:
     branches: tuple  # affect sets, each a tuple of translated affects in list order
     rows: np.ndarray  # flat indices into the (K * width) saved rows
     hold: int
+    t1: float = 0.0
+    # TimeEvents with times(p): per event the callable (None for fixed times); per segment
+    # stop, at t0 and at t1, the (event, position in its sorted times) that fire there; per
+    # such event the positions outside tspan at planning, and on which side (-1: before t0)
+    timers: tuple = ()
+    stop_sources: tuple = ()
+    first_sources: tuple = ()
+    hold_sources: tuple = ()
+    outside: tuple = ()
+    n_rows: np.ndarray = None  # (K,) real rows per segment (the others are its end)
+    final_inclusive: bool = True  # the last segment's rows may lie on its end (t1)
 
 
 def check_time_events(events) -> tuple:
-    """``events`` if ``jax_solve`` can chain them (``TimeEvent``\\ s at fixed times), else a
-    ``NotImplementedError`` naming the event and the alternative."""
+    """``events`` if ``jax_solve`` can chain them (``TimeEvent`` events, at fixed times or
+    ``times(p)``), else a ``NotImplementedError`` naming the event and the alternative."""
     events = check_events(events)
     for event in events:
         if isinstance(event, Event):
             raise NotImplementedError(
-                f"jax_solve supports TimeEvents at fixed times; {event._label()} is located by root "
+                f"jax_solve supports TimeEvents (fixed times or times(p)); {event._label()} is located by root "
                 f"finding, which changes the event sequence with (u0, p): {_ALTERNATIVE}")
-        if callable(event.times):
-            raise NotImplementedError(
-                f"jax_solve supports TimeEvents at fixed times; {event._label()} has times(p), which "
-                f"move with p: pass the times as an array, or {_ALTERNATIVE}")
     return events
 
 
@@ -100,46 +107,109 @@ def build_chain(prob, events: tuple, saveat: np.ndarray, options: SolveOptions, 
     boundaries, t_end, _ = plan(prob, events, options, saveat)
     steps = segment_steps(prob, events, options, boundaries, t_end) if adjoint == "interpolating" else 0
     _, affects = translate_events(events, prob.u0, prob.p, duplicate_closure)
-    return chain_of(boundaries, affects, prob.tspan, saveat), steps
+    return chain_of(boundaries, affects, prob.tspan, saveat, events, prob.p), steps
 
 
-def chain_of(boundaries: tuple, affects: tuple, tspan, saveat: np.ndarray) -> Chain:
+def chain_of(boundaries: tuple, affects: tuple, tspan, saveat: np.ndarray, events: tuple = (), p=None) -> Chain:
     """The :class:`Chain` of a planned event sequence (``boundaries`` of
-    :func:`._events.plan`) with the translated ``affects`` (None for an event without)."""
+    :func:`._events.plan`) with the translated ``affects`` (None for an event without);
+    ``events`` and ``p`` locate the times of ``TimeEvent(times(p))`` in the sequence."""
     t0, t1 = tspan
     direction = np.sign(t1 - t0) or 1.0
-    first, segments, start = (), [], t0
+    timers = tuple(e.times if isinstance(e, TimeEvent) and callable(e.times) else None for e in events) \
+        or (None,) * len(affects)
+    planned = {i: e.resolve_times(p) for i, e in enumerate(events) if timers[i] is not None}
+
+    def sources(boundary):
+        return tuple((i, int(np.flatnonzero(planned[i] == boundary.time)[0]))
+                     for i in boundary.events if timers[i] is not None)
+
+    first, first_sources, segments, start = (), (), [], t0
     for boundary in boundaries:
         fired = tuple(i for i in boundary.events if affects[i] is not None)
         if boundary.time == start:  # at t0 (before any solve): the affects come first
-            first = first + fired
+            first, first_sources = first + fired, first_sources + sources(boundary)
             continue
         inside = ((saveat - start) * direction >= 0) & ((saveat - boundary.time) * direction < 0)
-        segments.append((start, boundary.time, saveat[inside], fired))
+        segments.append((start, boundary.time, saveat[inside], fired, sources(boundary)))
         start = boundary.time
     last = (saveat - start) * direction >= 0
-    hold = 0
+    hold, hold_sources = 0, ()
     if start != t1:
-        segments.append((start, t1, saveat[last], ()))
+        segments.append((start, t1, saveat[last], (), ()))
     else:
         hold = int(last.sum())
-    width = 1 + max((len(rows) for _, _, rows, _ in segments), default=0)
-    saves = np.array([np.concatenate([rows, np.full(width - len(rows), b)]) for a, b, rows, _ in segments])
-    branches = sorted({fired for *_, fired in segments})
+        if segments:  # the affects at t1 end the last segment: its sources hold at t1
+            hold_sources = segments[-1][4]
+    width = 1 + max((len(seg[2]) for seg in segments), default=0)
+    saves = np.array([np.concatenate([rows, np.full(width - len(rows), b)]) for a, b, rows, *_ in segments])
+    branches = sorted({seg[3] for seg in segments})
+    used = {(i, k) for seg in segments for i, k in seg[4]} | set(first_sources)
+    outside = tuple((i, k, -1.0 if (t - t0) * direction < 0 else 1.0)
+                    for i, times in planned.items() for k, t in enumerate(times) if (i, k) not in used)
     return Chain(
         t0=t0, first=tuple(affects[i] for i in first),
-        starts=np.array([a for a, *_ in segments]), stops=np.array([b for _, b, *_ in segments]), saves=saves,
-        which=np.array([branches.index(fired) for *_, fired in segments]),
+        starts=np.array([seg[0] for seg in segments]), stops=np.array([seg[1] for seg in segments]), saves=saves,
+        which=np.array([branches.index(seg[3]) for seg in segments]),
         branches=tuple(tuple(affects[i] for i in fired) for fired in branches),
-        rows=np.concatenate([k * width + np.arange(len(rows)) for k, (_, _, rows, _) in enumerate(segments)]
+        rows=np.concatenate([k * width + np.arange(len(seg[2])) for k, seg in enumerate(segments)]
                             + [np.zeros(0, int)]).astype(int),
-        hold=hold,
+        hold=hold, t1=t1, timers=timers, stop_sources=tuple(seg[4] for seg in segments),
+        first_sources=first_sources, hold_sources=hold_sources, outside=outside,
+        n_rows=np.array([len(seg[2]) for seg in segments]), final_inclusive=start != t1,
     )
 
 
 def chainable(events: tuple) -> bool:
     """Whether ``events`` make a fixed chain (``TimeEvent`` events at fixed times)."""
     return all(not isinstance(e, Event) and not callable(e.times) for e in events)
+
+
+SEQUENCE_CHANGED = 4  # status code of a chain whose event sequence moved with times(p)
+
+
+def _event_times(chain: Chain, p, dtype):
+    """``times(p)`` of every event with moving times, sorted (traced)."""
+    out = {}
+    for i, times in enumerate(chain.timers):
+        if times is not None:
+            out[i] = jnp.sort(jnp.ravel(jnp.asarray(times(p), dtype)))
+    return out
+
+
+def _moving_times(chain: Chain, p, dtype):
+    """``(stops, valid)``: the segments' end times with ``times(p)`` (traced where they
+    move) and whether the planned event sequence still holds there: every group of events
+    still at one time, the segments still in order with their rows inside them, the
+    times at ``t0``/``t1`` still there, and the times outside ``tspan`` still outside."""
+    times = _event_times(chain, p, dtype)
+    direction = 1.0 if chain.t1 >= chain.t0 else -1.0
+    valid = jnp.asarray(True)
+    stops = []
+    for k, sources in enumerate(chain.stop_sources):
+        if not sources:
+            stops.append(jnp.asarray(chain.stops[k], dtype))
+            continue
+        stop = times[sources[0][0]][sources[0][1]]
+        for i, position in sources[1:]:
+            valid &= times[i][position] == stop
+        stops.append(stop)
+    stops = jnp.stack(stops)
+    starts = jnp.concatenate([jnp.asarray([chain.t0], dtype), stops[:-1]])
+    valid &= jnp.all(direction * (stops - starts) > 0)
+    for k in range(len(stops)):
+        rows = chain.saves[k, :chain.n_rows[k]]
+        valid &= jnp.all(direction * (rows - starts[k]) >= 0)
+        last = k == len(stops) - 1 and chain.final_inclusive
+        valid &= jnp.all(direction * (stops[k] - rows) >= 0) if last else jnp.all(direction * (stops[k] - rows) > 0)
+    for i, position in chain.first_sources:
+        valid &= times[i][position] == chain.t0
+    for i, position in chain.hold_sources:
+        valid &= times[i][position] == chain.t1
+    for i, position, side in chain.outside:
+        bound = chain.t0 if side < 0 else chain.t1
+        valid &= side * direction * (times[i][position] - bound) > 0
+    return stops, valid
 
 
 def _apply(affects: tuple, u, p, t):
@@ -151,9 +221,19 @@ def _apply(affects: tuple, u, p, t):
 def run_chain(chain: Chain, u0, p, solve: Callable):
     """``(rows, code)`` of the chain; ``solve(times, u, p) -> (saved rows, code)`` for a
     segment with ``times = (t_start, t_stop, saves)``; the code is the first failing
-    segment's."""
+    segment's (:data:`SEQUENCE_CHANGED`, rows NaN, when ``times(p)`` moved the planned
+    event sequence)."""
     dtype = jnp.result_type(float)
     u = _apply(chain.first, u0, p, jnp.asarray(chain.t0, dtype))
+    valid = jnp.asarray(True)
+    if any(t is not None for t in chain.timers):
+        stops, valid = _moving_times(chain, p, dtype)
+        starts = jnp.concatenate([jnp.asarray([chain.t0], dtype), stops[:-1]])
+        real = np.arange(chain.saves.shape[1])[None, :] < chain.n_rows[:, None]
+        saves = jnp.where(real, jnp.asarray(chain.saves, dtype), stops[:, None])
+    else:
+        starts, stops = jnp.asarray(chain.starts, dtype), jnp.asarray(chain.stops, dtype)
+        saves = jnp.asarray(chain.saves, dtype)
 
     def segment(carry, xs):
         u, code = carry
@@ -166,10 +246,9 @@ def run_chain(chain: Chain, u0, p, solve: Callable):
             u = jax.lax.switch(which, [lambda v, a=a: _apply(a, v, p, t_stop) for a in chain.branches], u)
         return (u, jnp.where(code == 0, status, code)), ys  # the first failure's status
 
-    xs = (jnp.asarray(chain.starts, dtype), jnp.asarray(chain.stops, dtype), jnp.asarray(chain.saves, dtype),
-          jnp.asarray(chain.which))
-    (u, code), ys = jax.lax.scan(segment, (u, jnp.asarray(0)), xs)
+    (u, code), ys = jax.lax.scan(segment, (u, jnp.asarray(0)), (starts, stops, saves, jnp.asarray(chain.which)))
     rows = ys.reshape((-1,) + ys.shape[2:])[chain.rows]
     if chain.hold:
         rows = jnp.concatenate([rows, jnp.broadcast_to(u, (chain.hold,) + u.shape)])
-    return rows, code
+    rows = jnp.where(valid, rows, jnp.nan)
+    return rows, jnp.where(valid, code, SEQUENCE_CHANGED)

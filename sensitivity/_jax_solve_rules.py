@@ -89,6 +89,17 @@ def _check_known(tree) -> None:
                                   "to the point of linearisation (third-order derivative)")
 
 
+def _check_fixed_times(spec_tangent) -> None:
+    """The solves' times (span, save times) move only through ``TimeEvent(times(p))`` of a
+    chain, whose first derivatives the chain's own rule gives; their second derivatives
+    are not provided."""
+    if _nonzero(spec_tangent):
+        raise NotImplementedError(
+            "jax_solve: second derivatives through TimeEvent(times(p)) (dose times that move with p) "
+            "are not supported; first derivatives are. For Hessians through moving dose times use "
+            "sens.hessian(loss, prob, events=[...]) (forward-over-forward)")
+
+
 def _third_order() -> None:
     raise NotImplementedError(
         "jax_solve provides first and second derivatives (hessian, jacrev(jacfwd), grad of grad, "
@@ -127,7 +138,8 @@ def _tangent_abstract(spec, u0, p, v0, vp):
 @eqxi.filter_primitive_jvp
 def _tangent_jvp(primals, tangents):
     spec, u0, p, v0, vp = primals
-    _, tu0, tp, tv0, tvp = tangents
+    t_spec, tu0, tp, tv0, tvp = tangents
+    _check_fixed_times(t_spec)
     out, t_out = _bind(tangent_p, spec, u0, p, v0, vp), None
     if _nonzero((tv0, tvp)):
         t_out = _bind(tangent_p, spec, u0, p, *_materialise((v0, vp), (tv0, tvp)))
@@ -155,7 +167,8 @@ def _adjoint_abstract(spec, u0, p, w):
 @eqxi.filter_primitive_jvp
 def _adjoint_jvp(primals, tangents):
     spec, u0, p, w = primals
-    _, tu0, tp, tw = tangents
+    t_spec, tu0, tp, tw = tangents
+    _check_fixed_times(t_spec)
     out = _bind(adjoint_p, spec, u0, p, w)
     dw = _materialise(w, tw) if _nonzero(tw) else None
     if not _nonzero((tu0, tp)):
@@ -187,7 +200,8 @@ def _second_tangent_abstract(spec, u0, p, v0, vp, d0, dp):
 @eqxi.filter_primitive_jvp
 def _second_tangent_jvp(primals, tangents):
     spec, u0, p, v0, vp, d0, dp = primals
-    _, tu0, tp, tv0, tvp, td0, tdp = tangents
+    t_spec, tu0, tp, tv0, tvp, td0, tdp = tangents
+    _check_fixed_times(t_spec)
     if _nonzero((tu0, tp)):
         _third_order()
     out, t_out = _bind(second_tangent_p, *primals), None
@@ -222,7 +236,8 @@ def _second_adjoint_abstract(spec, u0, p, w, d0, dp, dw):
 @eqxi.filter_primitive_jvp
 def _second_adjoint_jvp(primals, tangents):
     spec, u0, p, w, d0, dp, dw = primals
-    _, tu0, tp, tw, td0, tdp, tdw = tangents
+    t_spec, tu0, tp, tw, td0, tdp, tdw = tangents
+    _check_fixed_times(t_spec)
     if _nonzero((tu0, tp)):
         _third_order()
     out, t_out = _bind(second_adjoint_p, *primals), None
