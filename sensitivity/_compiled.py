@@ -272,7 +272,7 @@ def _fill(flat: np.ndarray, bounds, leaves) -> np.ndarray:
         if isinstance(leaf, float):  # a time or tolerance (np.float64 is a float too)
             flat[start] = leaf
         else:
-            flat[start:stop] = np.ravel(leaf)
+            flat[start:stop] = leaf.reshape(-1) if type(leaf) is np.ndarray else np.ravel(leaf)
     return flat
 
 

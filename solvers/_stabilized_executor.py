@@ -334,6 +334,8 @@ def recorded_too_oscillatory(method, record, t0: float, t1: float) -> str | None
 def recorded_warnings(method, record, t0: float, t1: float) -> list[str]:
     """The NumPy executor's warnings ("too stiff", "too oscillatory") for a JAX solve of
     ``[t0, t1]`` from its :func:`~dxdt.solvers._stabilized_diffrax.warning_record`."""
+    if not (math.isfinite(record[0]) or math.isfinite(record[4])):  # neither record fired (and
+        return []  # a Runge-Kutta method's records never do): checked on every solve(backend="jax")
     messages = (recorded_too_stiff(method, record[:3], t0, t1),
                 recorded_too_oscillatory(method, record[3:], t0, t1))
     return [m for m in messages if m is not None]

@@ -173,12 +173,23 @@ def reach(fn, *, constant_arrays: bool = False) -> Reach:
     a loss written in ``jax.numpy``, which reads its closure arrays as constants without
     the translation seeing it).
     """
+    memo = _LAST.get(id(fn))
     recorder = _Recorder(constant_arrays)
-    _StructuralCopy(recorder).explore(fn, _root_label(fn))
+    _StructuralCopy(recorder).explore(fn, memo[1] if memo is not None and memo[0] is fn else _root_label(fn))
     recorder.module_attributes()
+    if memo is not None and memo[0] is fn and memo[2] == recorder.items:  # the warm path: same walk
+        return Reach(memo[3], recorder.roots, memo[4])
     text = repr(recorder.items).encode()
-    portable = b"'id:" not in text
-    return Reach(hashlib.blake2b(text, digest_size=20).hexdigest(), recorder.roots, portable)
+    digest, portable = hashlib.blake2b(text, digest_size=20).hexdigest(), b"'id:" not in text
+    if len(_LAST) > 256:
+        _LAST.clear()
+    _LAST[id(fn)] = (fn, _root_label(fn), recorder.items, digest, portable)
+    return Reach(digest, recorder.roots, portable)
+
+
+# id(fn) -> (fn, its root label, the items of its last walk, their digest, portable): a walk
+# that found the same items (compared, not printed and hashed) has the same digest
+_LAST: dict[int, tuple] = {}
 
 
 @dataclass(frozen=True)
