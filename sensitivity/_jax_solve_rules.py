@@ -42,12 +42,11 @@ J. Bradbury et al., "How JAX primitives work" (JAX documentation); P. Kidger, li
 
 from __future__ import annotations
 
-import functools
 
 import equinox.internal as eqxi
 
 from ._jax import load_jax
-from ._jax_solve_passes import SolveSpec, SolveStatic, adjoint, jit_pass, second_adjoint, second_tangent, tangent
+from ._jax_solve_passes import SolveStatic, adjoint, jit_pass, second_adjoint, second_tangent, tangent
 
 jax, jnp = load_jax()
 ad = jax.interpreters.ad
