@@ -42,7 +42,6 @@ J. Bradbury et al., "How JAX primitives work" (JAX documentation); P. Kidger, li
 
 from __future__ import annotations
 
-
 import equinox.internal as eqxi
 
 from ._jax import load_jax
