@@ -469,16 +469,17 @@ def jacobian(setup: EventSetup, inner: str, adjoint: str = "checkpoint") -> Call
 
 
 def _build_chained(op: str, chain, inner: str, adjoint: str | None, setup: EventSetup) -> Callable:
-    """``op`` through fixed-time events by ``jax_solve``'s chain of segment solves (one
+    """``op`` through dose events by ``jax_solve``'s chain of segment solves (one
     ``lax.scan``, compiled once whatever the number of events; see
     :mod:`._jax_solve_events`): ``inner="forward"`` pushes tangents through every segment
     (forward sensitivities), ``"reverse"`` transposes them into each segment's adjoint
     (``adjoint``), and second order differentiates either forward (forward-over-forward,
     forward-over-reverse: every segment's tangent or adjoint solve differentiated forward).
 
-    The status code is the first failing segment's; a non-finite result where every
-    forward solve succeeded (a failed adjoint or tangent solve gives NaN) is reported as
-    ``"nonfinite"``.
+    The status code is the first failing segment's (``SEQUENCE_CHANGED`` when
+    ``times(p)`` moved the planned sequence: the operator re-plans); a non-finite result
+    where every forward solve succeeded (a failed adjoint or tangent solve gives NaN) is
+    reported as ``"nonfinite"``.
     """
     from . import _strategies as strategies
     from ._jax_solve import chain_function, solve_static
@@ -486,15 +487,29 @@ def _build_chained(op: str, chain, inner: str, adjoint: str | None, setup: Event
     u0_, p_ = setup.u0, setup.p
     run_chain = chain_function(chain, solve_static(setup.g, setup.options, adjoint or "interpolating",
                                                    setup.dense_steps, 1 + len(jax.tree_util.tree_leaves(p_))))
-    t_events = tuple(jnp.asarray([b.time for b in setup.boundaries if i in b.events], jnp.result_type(float))
-                     for i in range(len(setup.events)))
+    dtype = jnp.result_type(float)
+    planning_p = jax.tree_util.tree_map(np.asarray, p_)
+
+    def position(i, time):  # of a firing of TimeEvent(times(p)) in its sorted times
+        return int(np.flatnonzero(np.asarray(setup.events[i].resolve_times(planning_p)) == time)[0])
+
+    firings = [[(b.time, None if chain.timers[i] is None else position(i, b.time))
+                for b in setup.boundaries if i in b.events] for i in range(len(setup.events))]
+
+    def event_times(p):
+        """Per event the times it fired, traced where ``times(p)`` moves them."""
+        moving = {i: jnp.sort(jnp.ravel(jnp.asarray(times(p), dtype)))
+                  for i, times in enumerate(chain.timers) if times is not None}
+        return tuple(jnp.stack([moving[i][k] if k is not None else jnp.asarray(t, dtype) for t, k in fired])
+                     if fired else jnp.zeros((0,), dtype) for i, fired in enumerate(firings))
 
     def rows(theta):
         return run_chain(*setup.target.merge(theta, u0_, p_))
 
     def loss(theta):
         U, code = rows(theta)
-        return setup.loss(U, setup.target.merge(theta, u0_, p_)[1], t_events), code
+        p = setup.target.merge(theta, u0_, p_)[1]
+        return setup.loss(U, p, event_times(p)), code
 
     if op == "jacobian":
         differentiate = jax.jacfwd if inner == "forward" else jax.jacrev
@@ -578,7 +593,13 @@ class EventOperator:
         # only TimeEvents at fixed times: one event sequence for every target, every operator
         # built on jax_solve's chain (the discrete adjoint keeps the segment solves below,
         # which estimate whether stability set its steps)
-        self._chained = chainable(events) and not (self._inner == "reverse" and self.adjoint == "checkpoint")
+        discrete = self._inner == "reverse" and self.adjoint == "checkpoint"
+        # TimeEvent(times(p)) too, for first derivatives (the chain's second derivatives do not
+        # follow moving times): compiled once per event sequence, re-planned only when times(p)
+        # moves it (the chain reports EventSequenceChanged)
+        moving = (not chainable(events) and all(isinstance(e, TimeEvent) for e in events)
+                  and op in ("gradient", "value_and_gradient", "jacobian"))
+        self._chained = None if discrete else "fixed" if chainable(events) else "moving" if moving else None
         self._ensure(prob)
 
     @property
@@ -641,11 +662,23 @@ class EventOperator:
     def __call__(self, target, v=None):
         from ._target import to_numpy
 
+        from ._options import EventSequenceChanged
+
         self._target.check(target, self._signature, "target")
-        if not self._chained:  # fixed dose times: the sequence never moves, nothing to re-plan
+
+        def replan():
             u0, p = self._target.merge(to_numpy(target), self._prob.u0, self._prob.p)
             self._ensure(self._prob.remake(u0=np.asarray(u0), p=p))
-        return self._prepared(target, v)
+
+        if self._chained is None:  # state events: the NumPy solve at the target plans the call
+            replan()
+        if self._chained != "moving":  # fixed dose times: one sequence for every target
+            return self._prepared(target, v)
+        try:
+            return self._prepared(target, v)
+        except EventSequenceChanged:  # times(p) moved the doses past a row or one another
+            replan()
+            return self._prepared(target, v)
 
     def __repr__(self) -> str:
         return f"EventOperator(op={self.op!r}, mode={self.mode!r}, n_traces={self.n_traces})"

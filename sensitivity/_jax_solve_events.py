@@ -40,6 +40,7 @@ from .._events import Event, TimeEvent, check_events
 from ._events import plan, segment_steps, translate_events
 from ._jax import load_jax
 from ._ode import SolveOptions
+from ._options import SEQUENCE_CHANGED
 
 jax, jnp = load_jax()
 
@@ -165,7 +166,6 @@ def chainable(events: tuple) -> bool:
     return all(not isinstance(e, Event) and not callable(e.times) for e in events)
 
 
-SEQUENCE_CHANGED = 4  # status code of a chain whose event sequence moved with times(p)
 
 
 def _event_times(chain: Chain, p, dtype):

@@ -43,6 +43,14 @@ class SolveOptions:
         return lambda t, y, a: self.estimate(*read(t, y, a))
 
 
+SEQUENCE_CHANGED = 4  # a chain through TimeEvent(times(p)) whose planned event sequence moved
+
+
+class EventSequenceChanged(SolverError):
+    """``times(p)`` moved the event sequence a compiled chain was planned for (a dose time
+    crossed a save time, another event or an end of ``tspan``): plan and build again."""
+
+
 def raise_on_failure(codes, what: str, hint: str = "") -> None:
     """Raise ``SolverError`` if any solve of a sensitivity computation failed."""
     codes = np.asarray(codes)
@@ -50,6 +58,8 @@ def raise_on_failure(codes, what: str, hint: str = "") -> None:
         return
     codes = np.atleast_1d(codes)
     bad = codes[codes != 0]
+    if bad.size and int(bad[0]) == SEQUENCE_CHANGED:
+        raise EventSequenceChanged(f"{what}: times(p) moved the planned event sequence")
     if bad.size:
         status = STATUS_CODES.get(int(bad[0]), "nonfinite")
         hints = {
