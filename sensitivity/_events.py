@@ -435,11 +435,18 @@ def value_and_gradient(setup: EventSetup, inner: str, adjoint: str = "checkpoint
         return run
 
     def run(theta):
-        flat, unravel = ravel_pytree(theta)
-        push = lambda v: jax.jvp(lambda x: loss_of(unravel(x), "forward"), (flat,), (v,), has_aux=True)  # noqa: E731
-        L, dL, (code, _, _, _) = jax.vmap(push)(jnp.eye(flat.size, dtype=flat.dtype))
-        return (L[0], unravel(dL)), _no_aux(code.max())
+        L, grad, (code, _, _, _) = _forward_gradient(lambda th: loss_of(th, "forward"), theta)
+        return (L, grad), _no_aux(code.max())
     return run
+
+
+def _forward_gradient(loss: Callable, theta):
+    """``(L, dL/dtheta, aux)`` of ``loss(theta) -> (L, aux)`` by forward mode: one ``jvp``
+    per entry of the flattened target, vmapped (``aux`` batched over them)."""
+    flat, unravel = ravel_pytree(theta)
+    push = lambda v: jax.jvp(lambda x: loss(unravel(x)), (flat,), (v,), has_aux=True)  # noqa: E731
+    L, dL, aux = jax.vmap(push)(jnp.eye(flat.size, dtype=flat.dtype))
+    return L[0], unravel(dL), aux
 
 
 def jacobian(setup: EventSetup, inner: str, adjoint: str = "checkpoint") -> Callable:
@@ -483,23 +490,19 @@ def _build_chained(op: str, chain, inner: str, adjoint: str | None, setup: Event
     """
     from . import _strategies as strategies
     from ._jax_solve import chain_function, solve_static
+    from ._jax_solve_events import event_times
 
     u0_, p_ = setup.u0, setup.p
     run_chain = chain_function(chain, solve_static(setup.g, setup.options, adjoint or "interpolating",
                                                    setup.dense_steps, 1 + len(jax.tree_util.tree_leaves(p_))))
     dtype = jnp.result_type(float)
     planning_p = jax.tree_util.tree_map(np.asarray, p_)
-
-    def position(i, time):  # of a firing of TimeEvent(times(p)) in its sorted times
-        return int(np.flatnonzero(np.asarray(setup.events[i].resolve_times(planning_p)) == time)[0])
-
-    firings = [[(b.time, None if chain.timers[i] is None else position(i, b.time))
+    firings = [[(b.time, None if chain.timers[i] is None else _time_position(setup.events[i], planning_p, b.time))
                 for b in setup.boundaries if i in b.events] for i in range(len(setup.events))]
 
-    def event_times(p):
+    def fired_times(p):
         """Per event the times it fired, traced where ``times(p)`` moves them."""
-        moving = {i: jnp.sort(jnp.ravel(jnp.asarray(times(p), dtype)))
-                  for i, times in enumerate(chain.timers) if times is not None}
+        moving = event_times(chain, p, dtype)
         return tuple(jnp.stack([moving[i][k] if k is not None else jnp.asarray(t, dtype) for t, k in fired])
                      if fired else jnp.zeros((0,), dtype) for i, fired in enumerate(firings))
 
@@ -509,7 +512,7 @@ def _build_chained(op: str, chain, inner: str, adjoint: str | None, setup: Event
     def loss(theta):
         U, code = rows(theta)
         p = setup.target.merge(theta, u0_, p_)[1]
-        return setup.loss(U, p, event_times(p)), code
+        return setup.loss(U, p, fired_times(p)), code
 
     if op == "jacobian":
         differentiate = jax.jacfwd if inner == "forward" else jax.jacrev
@@ -524,10 +527,8 @@ def _build_chained(op: str, chain, inner: str, adjoint: str | None, setup: Event
                 return (L, grad), _no_aux(code)
         else:
             def first(theta):
-                flat, unravel = ravel_pytree(theta)
-                push = lambda v: jax.jvp(lambda x: loss(unravel(x)), (flat,), (v,), has_aux=True)  # noqa: E731
-                L, dL, code = jax.vmap(push)(jnp.eye(flat.size, dtype=flat.dtype))
-                return (L[0], unravel(dL)), _no_aux(code.max())
+                L, grad, code = _forward_gradient(loss, theta)
+                return (L, grad), _no_aux(code.max())
         fn = {"hvp": strategies.hvp, "hessian": strategies.hessian}.get(op, lambda f: f)(first)
 
     def checked(*args):
@@ -590,14 +591,13 @@ class EventOperator:
         self._plan, self._prepared, self._traces = None, None, 0
         from ._jax_solve_events import chainable
 
-        # only TimeEvents at fixed times: one event sequence for every target, every operator
-        # built on jax_solve's chain (the discrete adjoint keeps the segment solves below,
-        # which estimate whether stability set its steps)
+        # On jax_solve's chain: TimeEvents at fixed times ("fixed": one event sequence for
+        # every target, every operator), and TimeEvent(times(p)) for first derivatives
+        # ("moving": the chain's second derivatives do not follow moving times; re-planned
+        # only when the chain reports EventSequenceChanged). The discrete adjoint keeps the
+        # segment solves below, which estimate whether stability set its steps.
         discrete = self._inner == "reverse" and self.adjoint == "checkpoint"
-        # TimeEvent(times(p)) too, for first derivatives (the chain's second derivatives do not
-        # follow moving times): compiled once per event sequence, re-planned only when times(p)
-        # moves it (the chain reports EventSequenceChanged)
-        moving = (not chainable(events) and all(isinstance(e, TimeEvent) for e in events)
+        moving = (all(isinstance(e, TimeEvent) for e in events)
                   and op in ("gradient", "value_and_gradient", "jacobian"))
         self._chained = None if discrete else "fixed" if chainable(events) else "moving" if moving else None
         self._ensure(prob)

@@ -1,4 +1,4 @@
-"""``jax_solve`` through dosing events: ``TimeEvent``\\ s at fixed times.
+"""``jax_solve`` through dosing events: ``TimeEvent`` events, at fixed times or ``times(p)``.
 
 With fixed event times the event sequence is the same for every ``(u0, p)``, so ``F``
 is a fixed chain
@@ -18,9 +18,11 @@ affect by JAX's AD of its translation, the jump conditions of the tangents and a
 event time shows the post-affect state, as on the NumPy backend (an event at ``t0`` fires
 before the first step, one at ``t1`` after the last).
 
-Event times that move with the parameters (``times(p)``, state events) change the chain
-itself; the NumPy-facing operators handle those (they plan the sequence on the host at
-every call).
+Dose times ``times(p)`` move the segments' ends inside the trace (first derivatives: the
+segment solve's rule in ``_jax_solve._differentiable``); the chain checks that the
+planned sequence still holds and reports :data:`SEQUENCE_CHANGED` when it does not. State
+events change the chain itself; the NumPy-facing operators handle them (they plan the
+sequence on the host at every call).
 
 References
 ----------
@@ -37,7 +39,7 @@ from typing import Callable
 import numpy as np
 
 from .._events import Event, TimeEvent, check_events
-from ._events import plan, segment_steps, translate_events
+from ._events import _time_position, plan, segment_steps, translate_events
 from ._jax import load_jax
 from ._ode import SolveOptions
 from ._options import SEQUENCE_CHANGED
@@ -122,7 +124,7 @@ def chain_of(boundaries: tuple, affects: tuple, tspan, saveat: np.ndarray, event
     planned = {i: e.resolve_times(p) for i, e in enumerate(events) if timers[i] is not None}
 
     def sources(boundary):
-        return tuple((i, int(np.flatnonzero(planned[i] == boundary.time)[0]))
+        return tuple((i, _time_position(events[i], p, boundary.time))
                      for i in boundary.events if timers[i] is not None)
 
     first, first_sources, segments, start = (), (), [], t0
@@ -166,9 +168,7 @@ def chainable(events: tuple) -> bool:
     return all(not isinstance(e, Event) and not callable(e.times) for e in events)
 
 
-
-
-def _event_times(chain: Chain, p, dtype):
+def event_times(chain: Chain, p, dtype):
     """``times(p)`` of every event with moving times, sorted (traced)."""
     out = {}
     for i, times in enumerate(chain.timers):
@@ -178,11 +178,12 @@ def _event_times(chain: Chain, p, dtype):
 
 
 def _moving_times(chain: Chain, p, dtype):
-    """``(stops, valid)``: the segments' end times with ``times(p)`` (traced where they
-    move) and whether the planned event sequence still holds there: every group of events
-    still at one time, the segments still in order with their rows inside them, the
-    times at ``t0``/``t1`` still there, and the times outside ``tspan`` still outside."""
-    times = _event_times(chain, p, dtype)
+    """``(starts, stops, valid)``: the segments' start and end times with ``times(p)``
+    (traced where they move) and whether the planned event sequence still holds there:
+    every group of events still at one time, the segments still in order with their rows
+    inside them, the times at ``t0``/``t1`` still there, and the times outside ``tspan``
+    still outside."""
+    times = event_times(chain, p, dtype)
     direction = 1.0 if chain.t1 >= chain.t0 else -1.0
     valid = jnp.asarray(True)
     stops = []
@@ -209,7 +210,7 @@ def _moving_times(chain: Chain, p, dtype):
     for i, position, side in chain.outside:
         bound = chain.t0 if side < 0 else chain.t1
         valid &= side * direction * (times[i][position] - bound) > 0
-    return stops, valid
+    return starts, stops, valid
 
 
 def _apply(affects: tuple, u, p, t):
@@ -227,8 +228,7 @@ def run_chain(chain: Chain, u0, p, solve: Callable):
     u = _apply(chain.first, u0, p, jnp.asarray(chain.t0, dtype))
     valid = jnp.asarray(True)
     if any(t is not None for t in chain.timers):
-        stops, valid = _moving_times(chain, p, dtype)
-        starts = jnp.concatenate([jnp.asarray([chain.t0], dtype), stops[:-1]])
+        starts, stops, valid = _moving_times(chain, p, dtype)
         real = np.arange(chain.saves.shape[1])[None, :] < chain.n_rows[:, None]
         saves = jnp.where(real, jnp.asarray(chain.saves, dtype), stops[:, None])
     else:

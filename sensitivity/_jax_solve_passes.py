@@ -86,7 +86,7 @@ class SolveSpec:
 @functools.cache
 def jit_pass(pass_: Callable) -> Callable:
     """``pass_(spec, *args)`` jitted with ``spec.static`` static and its times traced."""
-    jitted = jax.jit(lambda static, times, *args: pass_(SolveSpec(static, *times), *args), static_argnums=0)
+    jitted = _traced_once(pass_)
 
     @functools.wraps(pass_)
     def run(spec, *args):
@@ -180,14 +180,13 @@ def _stacking(stacked_pass, spec: SolveSpec, n_shared: int):
 
 
 @functools.cache
-def _traced_once(stacked_pass):
-    """``stacked_pass`` jitted (``static`` static, the times traced): ``custom_vmap``
-    traces its function at every level of ``vmap`` it meets (``jax.hessian``: three), and
-    a pass traced again for the same shapes is then found in JAX's cache instead (a
-    chunked adjoint costs 1-3 s to trace); so is the pass of another solve with the same
-    static part (a segment of a chain)."""
-    return jax.jit(lambda static, times, *args: stacked_pass(SolveSpec(static, *times), *args),
-                   static_argnums=0)
+def _traced_once(pass_):
+    """``pass_(static, times, *args)``, jitted with ``static`` static and the times traced,
+    one per pass: ``custom_vmap`` traces its function at every level of ``vmap`` it meets
+    (``jax.hessian``: three), and a pass traced again for the same shapes is then found in
+    JAX's cache instead (a chunked adjoint costs 1-3 s to trace); so is the pass of another
+    solve with the same static part (a segment of a chain)."""
+    return jax.jit(lambda static, times, *args: pass_(SolveSpec(static, *times), *args), static_argnums=0)
 
 
 def _all_batched(tree):

@@ -174,16 +174,19 @@ def reach(fn, *, constant_arrays: bool = False) -> Reach:
     the translation seeing it).
     """
     memo = _LAST.get(id(fn))
+    if memo is None or memo[0] is not fn:
+        memo = None
+    label = _root_label(fn) if memo is None else memo[1]
     recorder = _Recorder(constant_arrays)
-    _StructuralCopy(recorder).explore(fn, memo[1] if memo is not None and memo[0] is fn else _root_label(fn))
+    _StructuralCopy(recorder).explore(fn, label)
     recorder.module_attributes()
-    if memo is not None and memo[0] is fn and memo[2] == recorder.items:  # the warm path: same walk
+    if memo is not None and memo[2] == recorder.items:  # the warm path: the same walk
         return Reach(memo[3], recorder.roots, memo[4])
     text = repr(recorder.items).encode()
     digest, portable = hashlib.blake2b(text, digest_size=20).hexdigest(), b"'id:" not in text
     if len(_LAST) > 256:
         _LAST.clear()
-    _LAST[id(fn)] = (fn, _root_label(fn), recorder.items, digest, portable)
+    _LAST[id(fn)] = (fn, label, recorder.items, digest, portable)
     return Reach(digest, recorder.roots, portable)
 
 
