@@ -223,11 +223,26 @@ class FlatLayout:
 
     def pack(self, tree):
         """The leaves of ``tree`` (NumPy) as one vector."""
+        bounds = self.bounds
+        return _fill(np.empty(bounds[-1][1] if bounds else 0, self.dtype), bounds, self._leaves(tree))
+
+    def _leaves(self, tree) -> Sequence:
+        """``tree``'s leaves; a tuple of leaves is its own (no flattening: a call of
+        ``solve(backend="jax")`` passes one, and flattening costs 2 us of the 50 us a call may
+        spend in Python)."""
+        if self._flat_tuple and type(tree) is tuple:
+            return tree
         import jax
 
-        bounds = self.bounds
-        return _fill(np.empty(bounds[-1][1] if bounds else 0, self.dtype), bounds,
-                     jax.tree_util.tree_leaves(tree))
+        return jax.tree_util.tree_leaves(tree)
+
+    @cached_property
+    def _flat_tuple(self) -> bool:
+        """Whether the tree is a tuple of leaves."""
+        import jax
+
+        n = len(self.shapes)
+        return self.treedef == jax.tree_util.tree_structure((0,) * n)
 
     def pack_traced(self, tree):
         import jax
@@ -239,14 +254,16 @@ class FlatLayout:
 
     def unpack(self, flat):
         """The tree back from its vector (NumPy on the host, ``jax.numpy`` inside a trace)."""
-        import jax
-
         leaves = []
         for start, stop, shape, real, cast in self._unpacking:
             leaf = flat[start:stop].reshape(shape)
             if real:
                 leaf = leaf.real
             leaves.append(leaf if cast is None else leaf.astype(cast, copy=False))
+        if self._flat_tuple:
+            return tuple(leaves)
+        import jax
+
         return jax.tree_util.tree_unflatten(self.treedef, leaves)
 
     @cached_property
