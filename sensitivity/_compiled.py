@@ -362,23 +362,39 @@ def _compile(lowered):
         return lowered.compile()
 
 
+@cache
+def _nan_checks():
+    """equinox's jitted runtime check with an error mode of ``"nan"`` and its own trace cache."""
+    import equinox as eqx
+    import equinox._errors as errors
+
+    def checked(x, pred, index, msgs, *, on_error):
+        return errors.branched_error_if_impl(x, pred, index, msgs,
+                                             on_error="nan" if on_error == "default" else on_error)
+    return eqx.filter_jit(checked)
+
+
 @contextmanager
 def without_host_callbacks():
     """Trace equinox's runtime checks (diffrax's checks of ``saveat.ts``) as NaN outputs.
 
     By default they are host callbacks, which make an executable impossible to
     serialise; dxdt's own inputs never trip them (save times are checked beforehand).
-    A check already traced elsewhere in this process may keep its callback; such a
-    program then stays in the memory cache only.
+    equinox caches the trace of a check by its arguments, not by the error mode it was
+    traced in, so a check traced earlier in the process (the user's own diffrax code, a
+    ``jax_solve`` pass) would bring its callback back and keep the program off the disk
+    cache: inside this context the checks go through a cache of their own, which holds
+    NaN versions only (and the user's cache never receives one).
     """
     import equinox._errors as errors
 
-    previous = errors.EQX_ON_ERROR
+    previous = errors.EQX_ON_ERROR, errors.branched_error_if_impl_jit
     errors.EQX_ON_ERROR = "nan"
+    errors.branched_error_if_impl_jit = _nan_checks()
     try:
         yield
     finally:
-        errors.EQX_ON_ERROR = previous
+        errors.EQX_ON_ERROR, errors.branched_error_if_impl_jit = previous
 
 
 def remember(program: Program, *, disk: bool = False) -> None:

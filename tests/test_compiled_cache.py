@@ -222,6 +222,37 @@ def private_cache(tmp_path, monkeypatch):
     compiled.clear_cache(disk=False)
 
 
+def _users_diffrax_solve():
+    """The user's own diffrax code, saving at two times (as dxdt's solve below does), so
+    that diffrax's checks of ``saveat.ts`` are traced with the same arguments in both."""
+    import diffrax
+    import jax
+    import jax.numpy as jnp
+
+    def solve(ts):
+        return diffrax.diffeqsolve(diffrax.ODETerm(lambda t, y, a: -y), diffrax.Tsit5(), 0.0, T1, 0.1,
+                                   jnp.ones(1), saveat=diffrax.SaveAt(ts=ts)).ys
+    return jax.jit(solve)
+
+
+def test_checks_traced_with_callbacks_elsewhere_keep_no_program_off_the_disk(private_cache):
+    import jax
+
+    prob = decay_problem(np.array([0.3]))
+    F = sens.jax_solve(prob, Tsit5(), saveat=[0.5, T1], **TOL)  # traced in the user's jit: with callbacks
+    jax.jit(F)(prob.u0, prob.p)  # (equinox caches its checks' traces by their arguments)
+    sol = dxdt.solve(prob, Tsit5(), saveat=[0.5, T1], backend="jax", **TOL)
+    np.testing.assert_allclose(sol.u[:, 0], np.exp(-0.3 * np.array([0.5, T1])), rtol=1e-9)
+    assert len(list(private_cache.glob("*.dxdt"))) == 1  # serialisable: written to disk
+
+
+def test_dxdt_programs_leave_the_users_diffrax_checks_raising(private_cache):
+    dxdt.solve(decay_problem(np.array([0.4])), Tsit5(), saveat=[0.5, T1], backend="jax", **TOL)
+    users = _users_diffrax_solve()  # traced after dxdt traced the same checks as NaN outputs
+    with pytest.raises(Exception, match="saveat.ts must be increasing or decreasing"):
+        np.asarray(users(np.array([T1, 0.5])))  # out of order
+
+
 def test_corrupt_or_foreign_entries_are_ignored_with_a_warning(private_cache):
     prob = decay_problem(np.array([0.7]))
     good = dxdt.solve(prob, Tsit5(), saveat=[T1], backend="jax", **TOL).u
