@@ -158,6 +158,13 @@ def integrate_jax_events(prob, method, events: tuple, *, rtol, atol, dt, adaptiv
                          "adaptive=True); use backend='numpy' for fixed steps")
     if dense:
         raise ValueError("dense=True with events needs backend='numpy'")
+    from ._events_jax_doses import fast_path_applies, solve_time_events
+
+    if fast_path_applies(events, saveat, progress, method):  # dosing: one compiled call
+        raw = solve_time_events(prob, method, events, rtol=rtol, atol=atol, dt=dt, saveat=saveat,
+                                max_steps=max_steps)
+        if raw is not None:
+            return raw
     with progress_bar(progress, prob.tspan) as bar:
         return _Solve(prob, method, events, rtol, atol, dt, saveat, max_steps, bar).run()
 

@@ -4,8 +4,9 @@ Candidates, all at rtol = 1e-8, atol = 1e-10:
 
 - ``dxdt numpy``: ``dxdt.solve(..., events=[...])`` (``Event`` with an affect for the
   ball, ``TimeEvent`` for the doses), Tsit5;
-- ``dxdt jax``: the same with ``backend="jax"`` (compiled chunks, events located on the
-  host; the first call's compile time is reported separately);
+- ``dxdt jax``: the same with ``backend="jax"`` (the ball: compiled chunks, events located
+  on the host; the doses: one compiled call over the dose schedule; the first call's
+  compile time is reported separately);
 - ``scipy DOP853``: ``solve_ivp`` with a terminal event restarted by hand after each
   bounce (scipy cannot change the state), or solved dose interval by dose interval;
 - ``diffrax loop``: a jitted ``diffeqsolve`` (Tsit5) with ``diffrax.Event`` and a Newton

@@ -109,3 +109,131 @@ def test_bad_condition_or_affect_names_the_event(make, error, match):
     prob = dxdt.ODEProblem(fall, [1.0, 0.5], (0.0, 2.0))
     with pytest.raises(error, match=match):
         dxdt.solve(prob, Tsit5(), events=[make()], backend="jax")
+
+
+# --- dosing schedules (only TimeEvents, with saveat): one compiled call, no host loop
+
+def decay(du, u, p, t):
+    du[0] = -p[0] * u[0]
+
+
+def bolus_exact(t, doses, amount, k):
+    return sum(amount * np.exp(-k * (t - d)) for d in doses if d <= t)
+
+
+@pytest.fixture
+def no_host_loop(monkeypatch):
+    """Fail if a solve falls back to the host loop of ``_events_jax``."""
+    import dxdt._events_jax as events_jax
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the dosing schedule went to the host loop")
+    monkeypatch.setattr(events_jax, "_Solve", refuse)
+
+
+def test_dosing_schedule_is_one_compiled_call_with_the_closed_form(no_host_loop):
+    from dxdt.sensitivity import cache_info
+
+    k, amount = 0.1, 1.0
+    doses = [0.0, 12.0, 24.0, 30.0]  # at t0, inside, on a save time and at t1
+    prob = dxdt.ODEProblem(decay, [0.5], (0.0, 30.0), p=np.array([k]))
+    marks = []
+    events = [dxdt.TimeEvent(doses, lambda u, p, t: u.__setitem__(0, u[0] + amount), name="bolus"),
+              dxdt.TimeEvent([6.0, 24.0, 99.0], None, name="sample"),  # records only; 99 is outside tspan
+              dxdt.TimeEvent(lambda p: [18.0 / p[0] / 10.0], lambda u, p, t: u.__setitem__(0, 2 * u[0]),
+                             name="double")]  # times(p): at 18
+    ts = np.array([0.0, 6.0, 12.0, 20.0, 24.0, 30.0])
+    sol = dxdt.solve(prob, Tsit5(), **TIGHT, events=events, saveat=ts, backend="jax")
+
+    def exact(t):  # the bolus doses plus 0.5 initially, doubled at t = 18
+        before = 0.5 * np.exp(-k * min(t, 18.0)) + bolus_exact(min(t, 18.0), doses, amount, k)
+        if t < 18.0:
+            return before
+        return 2 * before * np.exp(-k * (t - 18.0)) + bolus_exact(t, [d for d in doses if d > 18.0], amount, k)
+
+    assert sol.status == "success"
+    np.testing.assert_array_equal(sol.t, ts)
+    np.testing.assert_allclose(sol.u[:, 0], [exact(t) for t in ts], rtol=1e-9)  # post-dose rows
+    np.testing.assert_array_equal(sol.t_events[0], doses)
+    np.testing.assert_array_equal(sol.t_events[1], [6.0, 24.0])
+    np.testing.assert_array_equal(sol.t_events[2], [18.0])
+    pre = [exact(d) - amount if d != 18.0 else exact(d) for d in doses]
+    np.testing.assert_allclose(sol.u_events[0][:, 0], pre, rtol=1e-9)  # pre-dose states
+    np.testing.assert_allclose(sol.u_events[2][:, 0], [exact(18.0) / 2], rtol=1e-9)
+    # the recording event at 24 lists after the dose: it sees the post-dose state
+    np.testing.assert_allclose(sol.u_events[1][:, 0], [exact(6.0), exact(24.0)], rtol=1e-9)
+    assert sol.u_events[1].shape == (2, 1) and sol.stats["naccept"] > 0 and sol.stats["nfev"] > sol.stats["naccept"]
+    numpy = dxdt.solve(prob, Tsit5(), **TIGHT, events=events, saveat=ts)
+    np.testing.assert_allclose(sol.u, numpy.u, rtol=1e-9)
+    for i in range(3):
+        np.testing.assert_allclose(sol.u_events[i], numpy.u_events[i], rtol=1e-9)
+    # other dose times, the same sequence shape (rows per segment): the compiled program is reused
+    builds = cache_info()["builds"]
+    moved = [dxdt.TimeEvent([0.0, 11.0, 24.0, 30.0], events[0].affect, name="bolus"), events[1], events[2]]
+    again = dxdt.solve(prob, Tsit5(), **TIGHT, events=moved, saveat=ts, backend="jax")
+    assert cache_info()["builds"] == builds
+    np.testing.assert_allclose(again.u, dxdt.solve(prob, Tsit5(), **TIGHT, events=moved, saveat=ts).u, rtol=1e-9)
+
+
+@pytest.mark.parametrize("order", [(0, 1), (1, 0)])
+def test_dosing_events_sharing_a_time_fire_in_list_order(order, no_host_loop):
+    double = dxdt.TimeEvent([1.0], lambda u, p, t: u.__setitem__(0, 2 * u[0]), name="double")
+    add = dxdt.TimeEvent([1.0, 1.5], lambda u, p, t: u.__setitem__(0, u[0] + 1.0), name="add")
+    events = [[double, add][i] for i in order]
+    prob = dxdt.ODEProblem(lambda du, u, p, t: du.__setitem__(0, 0.0), [1.0], (0.0, 2.0))
+    sol = dxdt.solve(prob, Tsit5(), events=events, saveat=[0.5, 1.0, 2.0], backend="jax")
+    at_one = 3.0 if order == (0, 1) else 4.0
+    np.testing.assert_allclose(sol.u[:, 0], [1.0, at_one, at_one + 1.0], rtol=1e-12)
+    i_add = order.index(1)
+    np.testing.assert_allclose(sol.u_events[i_add][:, 0], [2.0 if order == (0, 1) else 1.0, at_one], rtol=1e-12)
+    np.testing.assert_allclose(sol.u_events[1 - i_add][:, 0], [1.0 if order == (0, 1) else 2.0], rtol=1e-12)
+
+
+def test_dosing_backward_in_time(no_host_loop):
+    prob = dxdt.ODEProblem(decay, [1.0], (10.0, 0.0), p=np.array([0.1]))
+    dose = dxdt.TimeEvent([2.0, 5.0, 20.0], lambda u, p, t: u.__setitem__(0, u[0] + 1.0))
+    sol = dxdt.solve(prob, Tsit5(), **TIGHT, events=[dose], saveat=[10.0, 5.0, 0.0], backend="jax")
+    np.testing.assert_array_equal(sol.t_events[0], [5.0, 2.0])
+    u5 = np.exp(0.1 * 5) + 1.0
+    np.testing.assert_allclose(sol.u[:, 0], [1.0, u5, (u5 * np.exp(0.1 * 3) + 1.0) * np.exp(0.1 * 2)], rtol=1e-9)
+
+
+def test_dosing_closure_amount_changed_in_place_is_seen_and_buffers_stay_untouched(no_host_loop):
+    amount = np.array([1.0])  # read by the affect: baked into the trace
+    work = np.array([5.0])  # written by the affect before reading
+
+    def dose(u, p, t):
+        work[0] = amount[0]
+        u[0] += work[0]
+
+    prob = dxdt.ODEProblem(decay, [0.0], (0.0, 10.0), p=np.array([0.2]))
+    events = [dxdt.TimeEvent([1.0, 4.0], dose)]
+    first = dxdt.solve(prob, Tsit5(), **TIGHT, events=events, saveat=[10.0], backend="jax")
+    np.testing.assert_array_equal(work, [5.0])
+    amount *= 3.0
+    second = dxdt.solve(prob, Tsit5(), **TIGHT, events=events, saveat=[10.0], backend="jax")
+    expected = bolus_exact(10.0, [1.0, 4.0], 1.0, 0.2)
+    np.testing.assert_allclose([first.u[-1, 0], second.u[-1, 0]], [expected, 3 * expected], rtol=1e-9)
+    np.testing.assert_array_equal(work, [5.0])
+
+
+def test_failed_dosing_solve_keeps_the_host_loops_partial_data():
+    prob = dxdt.ODEProblem(decay, [1.0], (0.0, 100.0), p=np.array([0.1]))
+    dose = dxdt.TimeEvent(np.arange(1.0, 100.0), lambda u, p, t: u.__setitem__(0, u[0] + 1.0))
+    ts = np.linspace(0.0, 100.0, 11)
+    by = {b: dxdt.solve(prob, Tsit5(), events=[dose], saveat=ts, max_steps=50, backend=b) for b in ("numpy", "jax")}
+    assert by["jax"].status == by["numpy"].status == "max_steps"  # a budget counted across events
+    assert by["jax"].stats["naccept"] + by["jax"].stats["nreject"] == 50
+    assert 0 < len(by["jax"].t) < len(ts) and len(by["jax"].t_events[0]) > 0
+    np.testing.assert_allclose(by["jax"].u, by["numpy"].u[:len(by["jax"].u)], rtol=1e-5)
+
+    def blows_up(du, u, p, t):
+        du[0] = np.where(t < 3.0, -u[0], np.nan)
+
+    nan_prob = dxdt.ODEProblem(blows_up, [1.0], (0.0, 10.0))
+    by = {b: dxdt.solve(nan_prob, Tsit5(), events=[dose], saveat=ts / 10, backend=b) for b in ("numpy", "jax")}
+    assert by["jax"].status == by["numpy"].status == "nonfinite"
+    np.testing.assert_array_equal(by["jax"].t, by["numpy"].t)
+    with pytest.raises(ValueError, match="'inf'.*non-finite"):
+        dxdt.solve(prob, Tsit5(), events=[dxdt.TimeEvent([1.0], lambda u, p, t: u.__setitem__(0, np.inf),
+                                                          name="inf")], saveat=ts, backend="jax")
