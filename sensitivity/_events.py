@@ -16,27 +16,28 @@ is then a chain of segment solves ``t_{k-1} -> t*_k`` joined at every event by
   with ``\\delta = t_k - t*_k`` (value ``u*``; the ``f \\, dt_k/d\\theta`` term is the
   saltation that a solver dropping the event-time derivative misses);
 * the affects, ``u(t_k^+) = a(u(t_k^-), p, t_k)``, translated like ``f``; the next
-  segment starts at the traced ``t_k``.
+  segment starts at the traced ``t_k`` (or at ``t*_k``, see below).
 
-The chain is differentiated forward (diffrax ``ForwardMode`` in every segment: forward
-sensitivities, and forward-over-forward second order) or in reverse. In reverse the
-joints are differentiated by reverse-mode AD (the transposed jump conditions
-``lambda^- = (da/du)^T lambda^+ + ...`` and the event-time terms), and every segment by
-the adjoint asked for:
+The chain is differentiated in one of three ways:
 
-* ``adjoint="interpolating"`` (the default): the continuous adjoint of
-  :func:`._adjoint.adjoint_pass`, error-controlled, over the segment's dense forward
-  solve (:func:`_segment_adjoint`, a ``jax.custom_vjp``). The segment runs in physical
-  time from the traced ``t_k`` with its save times fixed, and its start-time cotangent
-  is ``-lambda(t_k^+) . f(u(t_k^+), p, t_k)``. The dense step buffer is static: sized per
-  event sequence from the planning NumPy solve (:func:`segment_steps`), and the operator
-  rebuilt four times larger when a segment overflows it;
+* forward (``mode="forward"``, and forward-over-forward second order): diffrax
+  ``ForwardMode`` in every segment (:func:`trajectory`), forward sensitivities;
+* ``adjoint="interpolating"`` (the default in reverse, and forward-over-reverse second
+  order): :func:`joined_trajectory`, one ``jax_solve`` segment per event solved between
+  the *planned* times (the post-affect state moved to the planned time along the flow, to
+  second order), so that every segment is ``jax_solve``'s differentiable solve: its
+  continuous adjoint (error-controlled, over a dense forward solve, chunked when a
+  segment outgrows the dense buffer sized by the planning solve), and its adjoint
+  differentiated forward for Hessians. The joints are differentiated by JAX's AD: the
+  transposed jump conditions ``lambda^- = (da/du)^T lambda^+ + ...`` and the event-time
+  terms. With only ``TimeEvent`` events at fixed times the segments run in one
+  ``lax.scan`` (:func:`_build_chained`);
 * ``adjoint="checkpoint"``: the discrete adjoint (reverse-mode AD of diffrax's
   ``RecursiveCheckpointAdjoint`` in every segment, in rescaled time), exact for the
-  discrete scheme but not error-controlled where stability sets the steps;
-* ``adjoint="backsolve"``: refused with an event that changes the state (the jump cannot
-  be integrated backwards); without one, the discrete adjoint (reported as
-  ``"checkpoint"``).
+  discrete scheme but not error-controlled where stability sets the steps; its second
+  order is forward-over-forward. ``adjoint="backsolve"`` is refused with an event that
+  changes the state (the jump cannot be integrated backwards); without one, it is the
+  discrete adjoint (reported as ``"checkpoint"``).
 
 The event sequence itself is piecewise constant in ``theta``: derivatives hold while no
 event appears, disappears or changes order.
@@ -61,7 +62,6 @@ from jax.flatten_util import ravel_pytree
 
 from .._events import Event, TimeEvent, affect_inplace, condition_inplace
 from .._solution import SolverError
-from ._adjoint import adjoint_pass
 from ._estimate import translate_eigen_est
 from ._jax import load_jax
 from ._loss import _refers_to_jax, _required_positional, translate_loss
@@ -162,8 +162,8 @@ def segment_steps(prob, events: tuple, options: SolveOptions, boundaries: tuple,
     diffrax sizes a dense output by its ``max_steps``, statically. A NumPy solve with the
     events, saving every step, counts the steps of each segment; the buffer is the most
     of any segment, plus the rejected steps of the whole solve, a quarter and 16 (the JAX
-    solve's steps differ a little), rounded up to a power of two. A buffer that still
-    overflows is reported (``aux["dense_overflow"]``) and the operator rebuilt 4x larger.
+    solve's steps differ a little), rounded up to a power of two. A segment that still
+    outgrows it is solved in chunks (``jax_solve``'s chunked interpolating adjoint).
     """
     sol = _numpy_solve(prob, events, options)
     if not sol.success:
@@ -275,103 +275,71 @@ def _joint(setup: EventSetup, boundary: Boundary, u_star, p):
     return t_star + delta, state_at(delta)
 
 
-def _segment_adjoint(setup: EventSetup, u, p, t_start, t_stop: float, ts, probe):
-    """:func:`_segment` differentiated in reverse by the interpolating adjoint.
+def joined_trajectory(setup: EventSetup, segment: Callable, theta):
+    """``(U, t_events, code)`` with every segment solved between *planned* times.
 
-    A ``jax.custom_vjp`` of ``(u, p, t_start, probe) -> (u(t_stop), u(ts), code,
-    overflow)``. The forward solve runs in physical time with dense output (a step buffer
-    of ``setup.dense_steps``, see :func:`segment_steps`) and saves at ``ts`` then at
-    ``t_stop``; the reverse pass is :func:`._adjoint.adjoint_pass` from ``t_stop`` back
-    to ``t_start`` with the cotangents of the rows at their save times and that of the end
-    state at ``t_stop``. It gives ``lambda(t_start) = dL/du(t_start)`` and ``mu =
-    dL/dp``; the start time moves the whole solution along the flow, so that
-    ``dL/dt_start = -lambda(t_start) . f(u(t_start), p, t_start)`` (a save time on the
-    start, at an event, included: ``lambda`` holds its cotangent there). The save times
-    themselves are fixed physical times: they do not depend on ``t_start``.
-
-    ``probe`` is a zero that the operator differentiates along with the target: its
-    cotangent carries the adjoint solve's status code out of the reverse pass (a
-    ``custom_vjp`` has no other way out).
+    ``segment((t_start, t_stop, saves), u, p) -> (rows, code)`` is ``jax_solve``'s
+    differentiable solve (rows at ``saves``, then the end). A segment starts at the
+    planned time of the previous event from the post-affect state moved there along the
+    flow (:func:`._jax_solve_events.along_flow`, to second order) and ends at the planned
+    time of the next, where :func:`_joint` finds the event time ``t_k(theta)`` and the
+    state. The planned times are the NumPy solve's at this ``theta`` (re-planned at every
+    call), so the moves are within a Newton correction. No solve has a moving end, and
+    every derivative of the chain follows from ``jax_solve``'s rules (the chosen adjoint,
+    forward-over-reverse second order) and JAX's AD of the joints.
     """
-    options = setup.options
-    ts = np.asarray(ts, np.float64)
-    n = len(ts)
-    save = np.append(ts, t_stop)
-    steps = min(setup.dense_steps, options.max_steps)
-    need_mu = setup.target.wrt != "u0"
+    from ._jax_solve_events import along_flow
 
-    def rhs(t, y, q):
-        return setup.g(y, q, t)
+    u, p = setup.target.merge(theta, setup.u0, setup.p)
+    saveat, direction = setup.saveat, np.sign(setup.t_end - setup.t0) or 1.0
+    dtype = jnp.result_type(float)
+    start, rows, times, code = setup.t0, [], [[] for _ in setup.events], jnp.asarray(0)
 
-    def solve(u, p, t_start):
-        fwd, code = odeint(rhs, u, p, t_start, t_stop, options, ts=save, dense=True, max_steps=steps,
-                           spectral_radius=options.spectral_radius())
-        overflow = jnp.asarray(steps < options.max_steps) & (code == 1)  # rebuilt with a larger buffer
-        return fwd, (fwd.ys[-1], fwd.ys[:n], jnp.where(overflow, 0, code), overflow)
+    def solve(u, stop, ts):
+        nonlocal code
+        saves = jnp.asarray(np.append(ts, stop), dtype)  # the stop saved too: never an empty saveat
+        ys, c = segment((jnp.asarray(start, dtype), jnp.asarray(stop, dtype), saves), u, p)
+        rows.append(ys[:len(ts)])
+        code = jnp.where(code == 0, c, code)
+        return ys[-1]
 
-    @jax.custom_vjp
-    def segment(u, p, t_start, probe):
-        return solve(u, p, t_start)[1]
-
-    def forward(u, p, t_start, probe):
-        fwd, out = solve(u, p, t_start)
-        return out, (fwd, u, p, t_start, out[3])
-
-    def backward(residuals, cotangents):
-        fwd, u, p, t_start, overflow = residuals
-        w_end, w_rows = cotangents[:2]
-        span = t_stop - t_start
-        # the rows the forward solve saved, clipped to the segment as it clipped them: a save
-        # time on the event (where t_start differs from it by rounding) is the start itself
-        s = jnp.clip((jnp.asarray(ts) - t_start) / span, 0.0, 1.0)
-        saveat = jnp.concatenate([t_start + s * span, jnp.full((1,), t_stop, span.dtype)])
-
-        def adjoint(w):
-            lam, mu, code, _ = adjoint_pass(setup.g, w, fwd, u, p, t_start, t_stop, saveat, options,
-                                            kind="interpolating", need_mu=need_mu)
-            return lam, mu if need_mu else jax.tree_util.tree_map(jnp.zeros_like, p), code
-
-        def skipped(w):  # a truncated dense output: the operator is rebuilt and called again
-            return jnp.zeros_like(u), jax.tree_util.tree_map(jnp.zeros_like, p), jnp.asarray(0)
-
-        lam, mu, code = jax.lax.cond(overflow, skipped, adjoint, jnp.concatenate([w_rows, w_end[None]]))
-        d_start = -jnp.vdot(lam, setup.g(u, p, t_start))
-        return lam, mu, d_start.astype(jnp.result_type(t_start)), code.astype(jnp.result_type(float))
-
-    segment.defvjp(forward, backward)
-    return segment(u, p, t_start, probe)
+    for boundary in setup.boundaries:
+        if boundary.time != start:
+            inside = ((saveat - start) * direction >= 0) & ((saveat - boundary.time) * direction < 0)
+            u = solve(u, boundary.time, saveat[inside])
+        t_k, u = _joint(setup, boundary, u, p)
+        for i in boundary.events:
+            times[i].append(t_k)
+            if setup.affects[i] is not None:
+                u = setup.affects[i](u, p, t_k).astype(u.dtype)
+        start = boundary.time
+        if boundary.time != setup.t_end:  # back to the planned time, to second order
+            u = along_flow(setup.g, u, p, t_k, boundary.time - t_k)
+    last = (saveat - start) * direction >= 0
+    if setup.t_end != start:
+        solve(u, setup.t_end, saveat[last])
+    else:  # the last event ended the solve: rows at its time show the post-affect state
+        rows.append(jnp.broadcast_to(u, (int(last.sum()),) + u.shape))
+    t_events = tuple(jnp.stack(ts) if ts else jnp.zeros((0,), dtype) for ts in times)
+    return jnp.concatenate(rows), t_events, code
 
 
-def n_segments(setup: EventSetup) -> int:
-    """How many segment solves :func:`trajectory` chains."""
-    starts = (setup.t0,) + tuple(b.time for b in setup.boundaries)
-    stops = tuple(b.time for b in setup.boundaries) + (setup.t_end,)
-    return sum(a != b for a, b in zip(starts, stops))
-
-
-def trajectory(setup: EventSetup, theta, differentiable: str, probes=None):
-    """``(U, t_events, code, overflow, naccept)``: the saved states, the event times per
-    event, the status, whether a dense step buffer overflowed and the accepted steps of all
-    segments (0 with ``"interpolating"``).
-
-    ``differentiable``: ``"forward"`` or ``"reverse"`` (diffrax's adjoints in every
-    segment), or ``"interpolating"`` (:func:`_segment_adjoint`, one entry of ``probes``
-    per segment).
+def trajectory(setup: EventSetup, theta, differentiable: str):
+    """``(U, t_events, code, naccept)``: the saved states, the event times per event, the
+    status and the accepted steps of all segments, each segment a diffrax solve from the
+    traced event time (``differentiable``: ``"forward"`` or ``"reverse"``, diffrax's
+    ``ForwardMode`` or ``RecursiveCheckpointAdjoint``).
     """
     u, p = setup.target.merge(theta, setup.u0, setup.p)
     saveat, direction = setup.saveat, np.sign(setup.t_end - setup.t0) or 1.0
     t_start, t_start_star = jnp.asarray(setup.t0, jnp.result_type(float)), setup.t0
     rows, times = [], [[] for _ in setup.events]
-    code, overflow, naccept = jnp.asarray(0), jnp.asarray(False), jnp.asarray(0)
+    code, naccept = jnp.asarray(0), jnp.asarray(0)
 
     def segment(u, t_start, t_stop, ts):
-        nonlocal code, overflow, naccept
-        if differentiable == "interpolating":
-            u, seg_rows, c, o = _segment_adjoint(setup, u, p, t_start, t_stop, ts, probes[len(rows)])
-            overflow = overflow | o
-        else:
-            u, seg_rows, c, steps = _segment(setup, u, p, t_start, t_stop, ts, differentiable)
-            naccept = naccept + steps
+        nonlocal code, naccept
+        u, seg_rows, c, steps = _segment(setup, u, p, t_start, t_stop, ts, differentiable)
+        naccept = naccept + steps
         rows.append(seg_rows)
         code = jnp.maximum(code, c)
         return u
@@ -392,41 +360,28 @@ def trajectory(setup: EventSetup, theta, differentiable: str, probes=None):
     else:  # a terminal event ended the solve: rows at its time show the post-affect state
         rows.append(jnp.broadcast_to(u, (int(last.sum()),) + u.shape))
     t_events = tuple(jnp.stack(ts) if ts else jnp.zeros((0,), jnp.result_type(float)) for ts in times)
-    return jnp.concatenate(rows), t_events, code, overflow, naccept
+    return jnp.concatenate(rows), t_events, code, naccept
 
 
-def _no_aux(code, overflow=False):
+def _no_aux(code):
     zero = jnp.asarray(0.0)
-    return {"code": code, "mismatch": zero, "dense_overflow": jnp.asarray(overflow),
+    return {"code": code, "mismatch": zero, "dense_overflow": jnp.asarray(False),
             "naccept": jnp.asarray(0), "nreject": jnp.asarray(0), "stiffness": zero}
 
 
-def _adjoint_code(code, probe_cotangents):
-    """The forward codes with the adjoint solves' codes, read off the probes' cotangents."""
-    worst = jnp.max(probe_cotangents, initial=0.0)
-    return jnp.maximum(code, jnp.where(jnp.isfinite(worst), worst, 3).astype(code.dtype))
-
-
 def value_and_gradient(setup: EventSetup, inner: str, adjoint: str = "checkpoint") -> Callable:
-    """``theta -> ((L, grad), aux)``: forward (tangents pushed per target entry), or reverse
-    by the discrete adjoint (``adjoint="checkpoint"``) or the interpolating one."""
-    def loss_of(theta, differentiable, probes=None):
-        U, t_events, code, overflow, naccept = trajectory(setup, theta, differentiable, probes)
+    """``theta -> ((L, grad), aux)`` on :func:`trajectory`: forward (tangents pushed per
+    target entry), or reverse by the discrete adjoint (``adjoint="checkpoint"``; the
+    interpolating adjoint is :func:`_build_joined`'s)."""
+    def loss_of(theta, differentiable):
+        U, t_events, code, naccept = trajectory(setup, theta, differentiable)
         p = setup.target.merge(theta, setup.u0, setup.p)[1]
         u_last = U[-1] if U.shape[0] else setup.u0  # the last saved state (for the stiffness)
-        return setup.loss(U, p, t_events), (code, overflow, naccept, u_last)
-
-    if inner == "reverse" and adjoint == "interpolating":
-        def run(theta):
-            probes = jnp.zeros(n_segments(setup), jnp.result_type(float))
-            (L, (code, overflow, _, _)), (grad, codes) = jax.value_and_grad(
-                lambda th, pr: loss_of(th, "interpolating", pr), argnums=(0, 1), has_aux=True)(theta, probes)
-            return (L, grad), _no_aux(_adjoint_code(code, codes), overflow)
-        return run
+        return setup.loss(U, p, t_events), (code, naccept, u_last)
 
     if inner == "reverse":
         def run(theta):
-            (L, (code, _, naccept, u_last)), grad = jax.value_and_grad(
+            (L, (code, naccept, u_last)), grad = jax.value_and_grad(
                 lambda th: loss_of(th, "reverse"), has_aux=True)(theta)
             u0, p = setup.target.merge(theta, setup.u0, setup.p)
             stiffness = checkpoint_stiffness(setup.g, p, (u0, setup.t0), (u_last, setup.t_end), naccept,
@@ -435,7 +390,7 @@ def value_and_gradient(setup: EventSetup, inner: str, adjoint: str = "checkpoint
         return run
 
     def run(theta):
-        L, grad, (code, _, _, _) = _forward_gradient(lambda th: loss_of(th, "forward"), theta)
+        L, grad, (code, _, _) = _forward_gradient(lambda th: loss_of(th, "forward"), theta)
         return (L, grad), _no_aux(code.max())
     return run
 
@@ -450,27 +405,16 @@ def _forward_gradient(loss: Callable, theta):
 
 
 def jacobian(setup: EventSetup, inner: str, adjoint: str = "checkpoint") -> Callable:
-    """``theta -> (dU/dtheta, aux)`` shaped ``(n_save, *u0.shape, *leaf.shape)`` per leaf."""
-    def states(theta, differentiable, probes=None):
-        U, _, code, overflow, _ = trajectory(setup, theta, differentiable, probes)
-        return U, (code, overflow)
+    """``theta -> (dU/dtheta, aux)`` shaped ``(n_save, *u0.shape, *leaf.shape)`` per leaf, on
+    :func:`trajectory` (forward, or the discrete adjoint)."""
+    def states(theta, differentiable):
+        U, _, code, _ = trajectory(setup, theta, differentiable)
+        return U, code
 
-    if inner == "reverse" and adjoint == "interpolating":
-        def run(theta):
-            probes = jnp.zeros(n_segments(setup), jnp.result_type(float))
-            (J, codes), (code, overflow) = jax.jacrev(
-                lambda th, pr: states(th, "interpolating", pr), argnums=(0, 1), has_aux=True)(theta, probes)
-            return J, _no_aux(_adjoint_code(code, codes), overflow)
-        return run
-
-    if inner == "reverse":
-        def run(theta):
-            J, (code, _) = jax.jacrev(lambda th: states(th, "reverse"), has_aux=True)(theta)
-            return J, _no_aux(code)
-        return run
+    differentiate = jax.jacrev if inner == "reverse" else jax.jacfwd
 
     def run(theta):
-        J, (code, _) = jax.jacfwd(lambda th: states(th, "forward"), has_aux=True)(theta)
+        J, code = differentiate(lambda th: states(th, inner), has_aux=True)(theta)
         return J, _no_aux(code)
     return run
 
@@ -478,23 +422,16 @@ def jacobian(setup: EventSetup, inner: str, adjoint: str = "checkpoint") -> Call
 def _build_chained(op: str, chain, inner: str, adjoint: str | None, setup: EventSetup) -> Callable:
     """``op`` through dose events by ``jax_solve``'s chain of segment solves (one
     ``lax.scan``, compiled once whatever the number of events; see
-    :mod:`._jax_solve_events`): ``inner="forward"`` pushes tangents through every segment
-    (forward sensitivities), ``"reverse"`` transposes them into each segment's adjoint
-    (``adjoint``), and second order differentiates either forward (forward-over-forward,
-    forward-over-reverse: every segment's tangent or adjoint solve differentiated forward).
+    :mod:`._jax_solve_events`).
 
     The status code is the first failing segment's (``SEQUENCE_CHANGED`` when
-    ``times(p)`` moved the planned sequence: the operator re-plans); a non-finite result
-    where every forward solve succeeded (a failed adjoint or tangent solve gives NaN) is
-    reported as ``"nonfinite"``.
+    ``times(p)`` moved the planned sequence: the operator re-plans).
     """
-    from . import _strategies as strategies
-    from ._jax_solve import chain_function, solve_static
+    from ._jax_solve import chain_function
     from ._jax_solve_events import event_times
 
     u0_, p_ = setup.u0, setup.p
-    run_chain = chain_function(chain, solve_static(setup.g, setup.options, adjoint or "interpolating",
-                                                   setup.dense_steps, 1 + len(jax.tree_util.tree_leaves(p_))))
+    run_chain = chain_function(chain, _segment_static(setup, adjoint))
     dtype = jnp.result_type(float)
     planning_p = jax.tree_util.tree_map(np.asarray, p_)
     firings = [[(b.time, None if chain.timers[i] is None else _time_position(setup.events[i], planning_p, b.time))
@@ -506,13 +443,49 @@ def _build_chained(op: str, chain, inner: str, adjoint: str | None, setup: Event
         return tuple(jnp.stack([moving[i][k] if k is not None else jnp.asarray(t, dtype) for t, k in fired])
                      if fired else jnp.zeros((0,), dtype) for i, fired in enumerate(firings))
 
+    def rows_and_times(theta):
+        u0, p = setup.target.merge(theta, u0_, p_)
+        U, code = run_chain(u0, p)
+        return U, fired_times(p), code
+    return _chain_operator(op, inner, rows_and_times, setup)
+
+
+def _build_joined(op: str, inner: str, adjoint: str | None, setup: EventSetup) -> Callable:
+    """``op`` through state events and ``TimeEvent(times(p))`` by :func:`joined_trajectory`
+    (one ``jax_solve`` segment per event, between planned times)."""
+    from ._jax_solve import _differentiable
+
+    segment = _differentiable(_segment_static(setup, adjoint))
+    return _chain_operator(op, inner, lambda theta: joined_trajectory(setup, segment, theta), setup)
+
+
+def _segment_static(setup: EventSetup, adjoint: str | None):
+    from ._jax_solve import solve_static
+
+    return solve_static(setup.g, setup.options, adjoint or "interpolating", setup.dense_steps,
+                        1 + len(jax.tree_util.tree_leaves(setup.p)))
+
+
+def _chain_operator(op: str, inner: str, rows_and_times: Callable, setup: EventSetup) -> Callable:
+    """``op`` of a chain of ``jax_solve`` segments, ``rows_and_times(theta) -> (U,
+    t_events, code)``: ``inner="forward"`` pushes tangents through every segment (forward
+    sensitivities), ``"reverse"`` transposes them into each segment's adjoint, and second
+    order differentiates either forward (forward-over-forward, forward-over-reverse:
+    every segment's tangent or adjoint solve differentiated forward).
+
+    A non-finite result where every forward solve succeeded (a failed adjoint or tangent
+    solve gives NaN) is reported as ``"nonfinite"``.
+    """
+    from . import _strategies as strategies
+
     def rows(theta):
-        return run_chain(*setup.target.merge(theta, u0_, p_))
+        U, _, code = rows_and_times(theta)
+        return U, code
 
     def loss(theta):
-        U, code = rows(theta)
-        p = setup.target.merge(theta, u0_, p_)[1]
-        return setup.loss(U, p, fired_times(p)), code
+        U, t_events, code = rows_and_times(theta)
+        p = setup.target.merge(theta, setup.u0, setup.p)[1]
+        return setup.loss(U, p, t_events), code
 
     if op == "jacobian":
         differentiate = jax.jacfwd if inner == "forward" else jax.jacrev
@@ -551,12 +524,10 @@ def prepare_with_events(op: str, loss, prob, events, options: SolveOptions, save
             f"adjoint='backsolve' cannot integrate the state backwards through the jump of "
             f"{jumps[0]._label()}: use adjoint='interpolating' or adjoint='checkpoint', or mode='forward'"
         )
-    from ._jax_solve_events import chainable
-
-    if chosen == "forward-over-reverse" and not (chainable(events) and adjoint != "checkpoint"):
-        # diffrax's checkpointed reverse pass is not jvp-able, nor is the segments' custom_vjp
+    if chosen == "forward-over-reverse" and adjoint == "checkpoint":
+        # diffrax's checkpointed reverse pass is not jvp-able
         chosen, reason = "forward-over-forward", (
-            f"{reason}; through state events or times(p) second order is forward-over-forward")
+            f"{reason}; through events the discrete adjoint's second order is forward-over-forward")
     if chosen == "reverse" and adjoint == "backsolve":  # no jumps: the state is continuous
         adjoint, reason = "checkpoint", f"{reason}; through events adjoint='backsolve' is the discrete adjoint"
     return EventOperator(op, loss, prob, events, options, saveat, target, chosen, reason, adjoint,
@@ -592,14 +563,15 @@ class EventOperator:
         from ._jax_solve_events import chainable
 
         # On jax_solve's chain: TimeEvents at fixed times ("fixed": one event sequence for
-        # every target, every operator), and TimeEvent(times(p)) for first derivatives
-        # ("moving": the chain's second derivatives do not follow moving times; re-planned
-        # only when the chain reports EventSequenceChanged). The discrete adjoint keeps the
-        # segment solves below, which estimate whether stability set its steps.
+        # every target) and TimeEvent(times(p)) ("moving": re-planned only when the chain
+        # reports EventSequenceChanged). The discrete adjoint keeps the segment solves below,
+        # which estimate whether stability set its steps.
         discrete = self._inner == "reverse" and self.adjoint == "checkpoint"
-        moving = (all(isinstance(e, TimeEvent) for e in events)
-                  and op in ("gradient", "value_and_gradient", "jacobian"))
+        moving = all(isinstance(e, TimeEvent) for e in events)
         self._chained = None if discrete else "fixed" if chainable(events) else "moving" if moving else None
+        # state events in reverse (first order, forward-over-reverse): one jax_solve segment
+        # per event between planned times (see joined_trajectory), re-planned at every call
+        self._joined = self._chained is None and not discrete and self._inner == "reverse"
         self._ensure(prob)
 
     @property
@@ -654,6 +626,8 @@ class EventOperator:
 
             chain = chain_of(boundaries, self._affects, prob.tspan, setup.saveat, self._events, prob.p)
             build = functools.partial(_build_chained, op, chain, inner, adjoint)
+        elif self._joined:
+            build = functools.partial(_build_joined, op, inner, adjoint)
         if self._prepared is not None:
             self._traces += self._prepared.n_traces
         self._prepared = PreparedOperator.from_build(op, build, setup, self.mode, self.reason, self.adjoint)

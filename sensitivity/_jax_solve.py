@@ -65,11 +65,9 @@ def _differentiable(static: SolveStatic) -> Callable:
 
     Its tangent in ``(u0, p)`` is the linear primitive of :mod:`._jax_solve_rules`
     (forward sensitivities, transposed into the adjoint, differentiated forward for second
-    order). The times move the rows too when they are traced (dose times ``times(p)``
-    of a chain): with ``u(t0)`` held, moving the start shifts the solution along the flow,
-    ``dU = Phi(s, t0) (-f(u0, t0) dt0)`` (a tangent solve from ``-f dt0``), and a row at a
-    moving save time moves along the solution, ``dU(s) = f(U(s), s) ds``; the end of the
-    integration ``t1`` moves no row. The code has no tangent.
+    order). The times are fixed: chains through ``TimeEvent(times(p))`` solve between the
+    planned times and move their joints instead (:func:`._jax_solve_events.run_chain`).
+    The code has no tangent.
     """
     compiled_primal = jit_pass(primal_with_code)
 
@@ -79,15 +77,12 @@ def _differentiable(static: SolveStatic) -> Callable:
 
     def solve_jvp(primals, tangents):
         times, u0, p = primals
-        (dt0, _, dsaves), tu0, tp = tangents
+        t_times, tu0, tp = tangents
+        if not all(_is_zero(t) for t in t_times):
+            raise NotImplementedError("jax_solve: a segment's start, end and save times are fixed; "
+                                      "derivatives through moving times are not provided")
         rows, code = solve(*primals)
-        v0 = _instantiate(tu0)
-        if not _is_zero(dt0):
-            v0 = v0 - static.g(u0, p, times[0]) * dt0
-        tangent = apply_tangent(SolveSpec(static, *times), u0, p, v0, _instantiate(tp))
-        if not _is_zero(dsaves):
-            moved = jax.vmap(lambda row, s: static.g(row, p, s))(rows, times[2])
-            tangent = tangent + moved * dsaves.reshape(dsaves.shape + (1,) * (rows.ndim - 1))
+        tangent = apply_tangent(SolveSpec(static, *times), u0, p, _instantiate(tu0), _instantiate(tp))
         return (rows, code), (tangent, np.zeros(np.shape(code), jax.dtypes.float0))
 
     solve.defjvp(solve_jvp, symbolic_zeros=True)
@@ -115,7 +110,7 @@ def chain_function(chain, static: SolveStatic) -> Callable:
     share ``static``: differentiable in ``(u0, p)`` under every transformation, with the
     first failing segment's status code (rows NaN from there on)."""
     segment = _differentiable(static)
-    return lambda u0, p: run_chain(chain, u0, p, segment)
+    return lambda u0, p: run_chain(chain, u0, p, segment, static.g)
 
 
 class _SolveFunction:

@@ -18,9 +18,11 @@ affect by JAX's AD of its translation, the jump conditions of the tangents and a
 event time shows the post-affect state, as on the NumPy backend (an event at ``t0`` fires
 before the first step, one at ``t1`` after the last).
 
-Dose times ``times(p)`` move the segments' ends inside the trace (first derivatives: the
-segment solve's rule in ``_jax_solve._differentiable``); the chain checks that the
-planned sequence still holds and reports :data:`SEQUENCE_CHANGED` when it does not. State
+Dose times ``times(p)`` are evaluated inside the trace; the segments end at them held
+constant for differentiation, and each joint moves the state along the flow to the
+differentiable dose time and back (:func:`along_flow`), so first and second derivatives
+follow from the solves' rules; the chain checks that the planned sequence still holds and
+reports :data:`SEQUENCE_CHANGED` when it does not. State
 events change the chain itself; the NumPy-facing operators handle them (they plan the
 sequence on the host at every call).
 
@@ -178,8 +180,8 @@ def event_times(chain: Chain, p, dtype):
 
 
 def _moving_times(chain: Chain, p, dtype):
-    """``(starts, stops, valid)``: the segments' start and end times with ``times(p)``
-    (traced where they move) and whether the planned event sequence still holds there:
+    """``(stops, valid)``: the segments' end times with ``times(p)`` (traced where they
+    move) and whether the planned event sequence still holds there:
     every group of events still at one time, the segments still in order with their rows
     inside them, the times at ``t0``/``t1`` still there, and the times outside ``tspan``
     still outside."""
@@ -210,7 +212,7 @@ def _moving_times(chain: Chain, p, dtype):
     for i, position, side in chain.outside:
         bound = chain.t0 if side < 0 else chain.t1
         valid &= side * direction * (times[i][position] - bound) > 0
-    return starts, stops, valid
+    return stops, valid
 
 
 def _apply(affects: tuple, u, p, t):
@@ -219,34 +221,57 @@ def _apply(affects: tuple, u, p, t):
     return u
 
 
-def run_chain(chain: Chain, u0, p, solve: Callable):
+def along_flow(g: Callable, u, p, t, delta):
+    """The solution through ``(t, u)`` at ``t + delta`` to second order, ``u + f delta +
+    (f_u f + f_t) delta^2 / 2``: exact in value and in first and second derivatives at
+    ``delta = 0`` (the neglected ``O(delta^3)`` has none there)."""
+    f, a = jax.jvp(lambda uu, tt: g(uu, p, tt), (u, t), (g(u, p, t), jnp.ones_like(t)))
+    return u + delta * f + 0.5 * delta**2 * a
+
+
+def run_chain(chain: Chain, u0, p, solve: Callable, g: Callable):
     """``(rows, code)`` of the chain; ``solve(times, u, p) -> (saved rows, code)`` for a
-    segment with ``times = (t_start, t_stop, saves)``; the code is the first failing
-    segment's (:data:`SEQUENCE_CHANGED`, rows NaN, when ``times(p)`` moved the planned
-    event sequence)."""
+    segment with ``times = (t_start, t_stop, saves)``, ``g(u, p, t)`` the vector field; the
+    code is the first failing segment's (:data:`SEQUENCE_CHANGED`, rows NaN, when
+    ``times(p)`` moved the planned event sequence).
+
+    With ``times(p)`` the segments end at the dose times ``tau`` held constant for
+    differentiation (``stop_gradient``); at each joint the end state is moved along the
+    flow by ``tau(p) - tau`` (zero in value, ``dtau/dp`` in derivative) to the dose time,
+    the affects act there, and the result is moved back (:func:`along_flow`): no solve
+    has a moving end, so first and second derivatives through the dose times follow from
+    the solves' rules (second order forward-over-reverse) and JAX's AD of the joints.
+    """
     dtype = jnp.result_type(float)
     u = _apply(chain.first, u0, p, jnp.asarray(chain.t0, dtype))
-    valid = jnp.asarray(True)
-    if any(t is not None for t in chain.timers):
-        starts, stops, valid = _moving_times(chain, p, dtype)
+    starts, stops = jnp.asarray(chain.starts, dtype), jnp.asarray(chain.stops, dtype)
+    saves = jnp.asarray(chain.saves, dtype)
+    moving = any(t is not None for t in chain.timers)
+    valid, taus = jnp.asarray(True), stops
+    if moving:  # the solves end at the dose times, held constant for differentiation
+        taus, valid = _moving_times(chain, p, dtype)
+        stops = jax.lax.stop_gradient(taus)
+        starts = jnp.concatenate([jnp.asarray([chain.t0], dtype), stops[:-1]])
         real = np.arange(chain.saves.shape[1])[None, :] < chain.n_rows[:, None]
-        saves = jnp.where(real, jnp.asarray(chain.saves, dtype), stops[:, None])
-    else:
-        starts, stops = jnp.asarray(chain.starts, dtype), jnp.asarray(chain.stops, dtype)
-        saves = jnp.asarray(chain.saves, dtype)
+        saves = jnp.where(real, saves, stops[:, None])  # a segment's padding saves its end
 
     def segment(carry, xs):
         u, code = carry
-        t_start, t_stop, saves, which = xs
+        t_start, t_stop, saves, which, tau = xs
         ys, status = solve((t_start, t_stop, saves), u, p)
         u = ys[-1]
+        if moving:
+            u = along_flow(g, u, p, t_stop, tau - t_stop)
         if len(chain.branches) == 1:
-            u = _apply(chain.branches[0], u, p, t_stop)
+            u = _apply(chain.branches[0], u, p, tau)
         else:
-            u = jax.lax.switch(which, [lambda v, a=a: _apply(a, v, p, t_stop) for a in chain.branches], u)
+            u = jax.lax.switch(which, [lambda v, a=a: _apply(a, v, p, tau) for a in chain.branches], u)
+        if moving:
+            u = along_flow(g, u, p, tau, t_stop - tau)
         return (u, jnp.where(code == 0, status, code)), ys  # the first failure's status
 
-    (u, code), ys = jax.lax.scan(segment, (u, jnp.asarray(0)), (starts, stops, saves, jnp.asarray(chain.which)))
+    (u, code), ys = jax.lax.scan(segment, (u, jnp.asarray(0)),
+                                 (starts, stops, saves, jnp.asarray(chain.which), taus))
     rows = ys.reshape((-1,) + ys.shape[2:])[chain.rows]
     if chain.hold:
         rows = jnp.concatenate([rows, jnp.broadcast_to(u, (chain.hold,) + u.shape)])

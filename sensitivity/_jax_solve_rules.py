@@ -88,14 +88,13 @@ def _check_known(tree) -> None:
 
 
 def _check_fixed_times(spec_tangent) -> None:
-    """The solves' times (span, save times) move only through ``TimeEvent(times(p))`` of a
-    chain, whose first derivatives the chain's own rule gives; their second derivatives
-    are not provided."""
+    """The solves' times (span, save times) are fixed (chains through ``TimeEvent(times(p))``
+    move their joints instead, see ``_jax_solve_events.run_chain``): a tangent in them is
+    refused, never dropped."""
     if _nonzero(spec_tangent):
         raise NotImplementedError(
-            "jax_solve: second derivatives through TimeEvent(times(p)) (dose times that move with p) "
-            "are not supported; first derivatives are. For Hessians through moving dose times use "
-            "sens.hessian(loss, prob, events=[...]) (forward-over-forward)")
+            "jax_solve: a solve's start, end and save times are fixed; derivatives through moving "
+            "times are not provided")
 
 
 def _third_order() -> None:
