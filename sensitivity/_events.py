@@ -18,26 +18,27 @@ is then a chain of segment solves ``t_{k-1} -> t*_k`` joined at every event by
 * the affects, ``u(t_k^+) = a(u(t_k^-), p, t_k)``, translated like ``f``; the next
   segment starts at the traced ``t_k`` (or at ``t*_k``, see below).
 
-The chain is differentiated in one of three ways:
+The chain is differentiated in one of two ways:
 
-* forward (``mode="forward"``, and forward-over-forward second order): diffrax
-  ``ForwardMode`` in every segment (:func:`trajectory`), forward sensitivities;
-* ``adjoint="interpolating"`` (the default in reverse, and forward-over-reverse second
-  order): :func:`joined_trajectory`, one ``jax_solve`` segment per event solved between
-  the *planned* times (the post-affect state moved to the planned time along the flow, to
-  second order), so that every segment is ``jax_solve``'s differentiable solve: its
-  continuous adjoint (error-controlled, over a dense forward solve, chunked when a
-  segment outgrows the dense buffer sized by the planning solve), and its adjoint
-  differentiated forward for Hessians. The joints are differentiated by JAX's AD: the
-  transposed jump conditions ``lambda^- = (da/du)^T lambda^+ + ...`` and the event-time
-  terms. With only ``TimeEvent`` events at fixed times the segments run in one
-  ``lax.scan`` (:func:`_build_chained`);
+* ``jax_solve``'s segments (every strategy but the discrete adjoint):
+  :func:`joined_trajectory`, one ``jax_solve`` segment per event solved between the
+  *planned* times (the post-affect state moved to the planned time along the flow, to
+  second order), so that every segment is ``jax_solve``'s differentiable solve: forward
+  sensitivities with the tangents inside the error norm (``mode="forward"``), the
+  continuous interpolating adjoint (error-controlled, over a dense forward solve, chunked
+  when a segment outgrows the dense buffer sized by the planning solve), and either
+  differentiated forward for second order (forward-over-forward, forward-over-reverse).
+  The joints are differentiated by JAX's AD: the jump conditions for the tangents and
+  their transposes ``lambda^- = (da/du)^T lambda^+ + ...`` with the event-time terms.
+  With only ``TimeEvent`` events the segments run in one ``lax.scan``
+  (:func:`_build_chained`);
 * ``adjoint="checkpoint"``: the discrete adjoint (reverse-mode AD of diffrax's
-  ``RecursiveCheckpointAdjoint`` in every segment, in rescaled time), exact for the
-  discrete scheme but not error-controlled where stability sets the steps; its second
-  order is forward-over-forward. ``adjoint="backsolve"`` is refused with an event that
-  changes the state (the jump cannot be integrated backwards); without one, it is the
-  discrete adjoint (reported as ``"checkpoint"``).
+  ``RecursiveCheckpointAdjoint`` in every segment, from the traced event time in
+  rescaled time, :func:`trajectory`), exact for the discrete scheme but not
+  error-controlled where stability sets the steps; its second order is
+  forward-over-forward on ``jax_solve``'s segments. ``adjoint="backsolve"`` is refused
+  with an event that changes the state (the jump cannot be integrated backwards); without
+  one, it is the discrete adjoint (reported as ``"checkpoint"``).
 
 The event sequence itself is piecewise constant in ``theta``: derivatives hold while no
 event appears, disappears or changes order.
@@ -230,8 +231,9 @@ def translate_event_loss(loss: Callable, duplicate_closure: bool) -> Callable:
     return with_times
 
 
-def _segment(setup: EventSetup, u, p, t_start, t_stop: float, ts, differentiable: str):
-    """Solve from the traced ``t_start`` to the fixed ``t_stop``, saving at ``ts``.
+def _segment(setup: EventSetup, u, p, t_start, t_stop: float, ts):
+    """Solve from the traced ``t_start`` to the fixed ``t_stop``, saving at ``ts``, under
+    diffrax's ``RecursiveCheckpointAdjoint`` (the discrete adjoint).
 
     Time is rescaled to ``s in [0, 1]`` so that ``t_start`` is an ordinary argument.
     """
@@ -246,7 +248,7 @@ def _segment(setup: EventSetup, u, p, t_start, t_stop: float, ts, differentiable
     rho = None if estimate is None else (
         lambda s, y, args: jnp.abs(t_stop - args[1]) * estimate(s, y, args))
     sol, code = odeint(field, u, (p, t_start), 0.0, 1.0, setup.options, ts=s_save,
-                       differentiable=differentiable, spectral_radius=rho)
+                       differentiable="reverse", spectral_radius=rho)
     return sol.ys[-1], sol.ys[:-1], code, sol.stats["num_accepted_steps"]
 
 
@@ -295,9 +297,15 @@ def joined_trajectory(setup: EventSetup, segment: Callable, theta):
     dtype = jnp.result_type(float)
     start, rows, times, code = setup.t0, [], [[] for _ in setup.events], jnp.asarray(0)
 
+    stops = [b.time for b in setup.boundaries] + [setup.t_end]
+    width = 1 + max(np.count_nonzero(((saveat - a) * direction >= 0) & ((saveat - b) * direction <= 0))
+                    for a, b in zip([setup.t0] + stops[:-1], stops))
+
     def solve(u, stop, ts):
+        # saving `width` times, the real rows then the stop repeated: every segment has the
+        # same shapes, so its passes are traced and compiled once for all segments
         nonlocal code
-        saves = jnp.asarray(np.append(ts, stop), dtype)  # the stop saved too: never an empty saveat
+        saves = jnp.asarray(np.concatenate([ts, np.full(width - len(ts), stop)]), dtype)
         ys, c = segment((jnp.asarray(start, dtype), jnp.asarray(stop, dtype), saves), u, p)
         rows.append(ys[:len(ts)])
         code = jnp.where(code == 0, c, code)
@@ -324,11 +332,10 @@ def joined_trajectory(setup: EventSetup, segment: Callable, theta):
     return jnp.concatenate(rows), t_events, code
 
 
-def trajectory(setup: EventSetup, theta, differentiable: str):
-    """``(U, t_events, code, naccept)``: the saved states, the event times per event, the
-    status and the accepted steps of all segments, each segment a diffrax solve from the
-    traced event time (``differentiable``: ``"forward"`` or ``"reverse"``, diffrax's
-    ``ForwardMode`` or ``RecursiveCheckpointAdjoint``).
+def trajectory(setup: EventSetup, theta):
+    """``(U, t_events, code, naccept)`` for the discrete adjoint: the saved states, the
+    event times per event, the status and the accepted steps of all segments, each segment
+    a diffrax solve from the traced event time (:func:`_segment`).
     """
     u, p = setup.target.merge(theta, setup.u0, setup.p)
     saveat, direction = setup.saveat, np.sign(setup.t_end - setup.t0) or 1.0
@@ -338,7 +345,7 @@ def trajectory(setup: EventSetup, theta, differentiable: str):
 
     def segment(u, t_start, t_stop, ts):
         nonlocal code, naccept
-        u, seg_rows, c, steps = _segment(setup, u, p, t_start, t_stop, ts, differentiable)
+        u, seg_rows, c, steps = _segment(setup, u, p, t_start, t_stop, ts)
         naccept = naccept + steps
         rows.append(seg_rows)
         code = jnp.maximum(code, c)
@@ -369,29 +376,21 @@ def _no_aux(code):
             "naccept": jnp.asarray(0), "nreject": jnp.asarray(0), "stiffness": zero}
 
 
-def value_and_gradient(setup: EventSetup, inner: str, adjoint: str = "checkpoint") -> Callable:
-    """``theta -> ((L, grad), aux)`` on :func:`trajectory`: forward (tangents pushed per
-    target entry), or reverse by the discrete adjoint (``adjoint="checkpoint"``; the
-    interpolating adjoint is :func:`_build_joined`'s)."""
-    def loss_of(theta, differentiable):
-        U, t_events, code, naccept = trajectory(setup, theta, differentiable)
+def checkpoint_gradient(setup: EventSetup) -> Callable:
+    """``theta -> ((L, grad), aux)`` by the discrete adjoint on :func:`trajectory`, with the
+    estimate of whether stability set its steps (``aux["stiffness"]``)."""
+    def loss_of(theta):
+        U, t_events, code, naccept = trajectory(setup, theta)
         p = setup.target.merge(theta, setup.u0, setup.p)[1]
         u_last = U[-1] if U.shape[0] else setup.u0  # the last saved state (for the stiffness)
         return setup.loss(U, p, t_events), (code, naccept, u_last)
 
-    if inner == "reverse":
-        def run(theta):
-            (L, (code, naccept, u_last)), grad = jax.value_and_grad(
-                lambda th: loss_of(th, "reverse"), has_aux=True)(theta)
-            u0, p = setup.target.merge(theta, setup.u0, setup.p)
-            stiffness = checkpoint_stiffness(setup.g, p, (u0, setup.t0), (u_last, setup.t_end), naccept,
-                                             setup.options.method)
-            return (L, grad), {**_no_aux(code), "stiffness": stiffness}
-        return run
-
     def run(theta):
-        L, grad, (code, _, _) = _forward_gradient(lambda th: loss_of(th, "forward"), theta)
-        return (L, grad), _no_aux(code.max())
+        (L, (code, naccept, u_last)), grad = jax.value_and_grad(loss_of, has_aux=True)(theta)
+        u0, p = setup.target.merge(theta, setup.u0, setup.p)
+        stiffness = checkpoint_stiffness(setup.g, p, (u0, setup.t0), (u_last, setup.t_end), naccept,
+                                         setup.options.method)
+        return (L, grad), {**_no_aux(code), "stiffness": stiffness}
     return run
 
 
@@ -404,17 +403,15 @@ def _forward_gradient(loss: Callable, theta):
     return L[0], unravel(dL), aux
 
 
-def jacobian(setup: EventSetup, inner: str, adjoint: str = "checkpoint") -> Callable:
-    """``theta -> (dU/dtheta, aux)`` shaped ``(n_save, *u0.shape, *leaf.shape)`` per leaf, on
-    :func:`trajectory` (forward, or the discrete adjoint)."""
-    def states(theta, differentiable):
-        U, _, code, _ = trajectory(setup, theta, differentiable)
-        return U, code
-
-    differentiate = jax.jacrev if inner == "reverse" else jax.jacfwd
-
+def checkpoint_jacobian(setup: EventSetup) -> Callable:
+    """``theta -> (dU/dtheta, aux)`` shaped ``(n_save, *u0.shape, *leaf.shape)`` per leaf, by
+    the discrete adjoint on :func:`trajectory`."""
     def run(theta):
-        J, code = differentiate(lambda th: states(th, inner), has_aux=True)(theta)
+        def rows(theta):
+            U, _, code, _ = trajectory(setup, theta)
+            return U, code
+
+        J, code = jax.jacrev(rows, has_aux=True)(theta)
         return J, _no_aux(code)
     return run
 
@@ -569,9 +566,9 @@ class EventOperator:
         discrete = self._inner == "reverse" and self.adjoint == "checkpoint"
         moving = all(isinstance(e, TimeEvent) for e in events)
         self._chained = None if discrete else "fixed" if chainable(events) else "moving" if moving else None
-        # state events in reverse (first order, forward-over-reverse): one jax_solve segment
-        # per event between planned times (see joined_trajectory), re-planned at every call
-        self._joined = self._chained is None and not discrete and self._inner == "reverse"
+        # state events: one jax_solve segment per event between planned times (see
+        # joined_trajectory), re-planned at every call
+        self._joined = self._chained is None and not discrete
         self._ensure(prob)
 
     @property
@@ -585,7 +582,6 @@ class EventOperator:
 
     def _ensure(self, prob) -> None:
         """(Re)build the compiled operator if the event sequence at ``prob`` differs."""
-        from . import _strategies as strategies
         from ._operators import PreparedOperator, _auto_forward_note, _check_dense_memory
         from ._target import as_jax_tree
 
@@ -615,19 +611,15 @@ class EventOperator:
         )
         op, inner, adjoint = self.op, self._inner, self.adjoint
 
-        def build(setup):
-            if op == "jacobian":
-                return jacobian(setup, inner, adjoint)
-            first = value_and_gradient(setup, inner, adjoint)
-            return {"hvp": strategies.hvp, "hessian": strategies.hessian}.get(op, lambda fn: fn)(first)
-
-        if self._chained:  # fixed dose times: jax_solve's chain (see _build_chained)
+        if self._chained:  # dose times: jax_solve's chain (see _build_chained)
             from ._jax_solve_events import chain_of
 
             chain = chain_of(boundaries, self._affects, prob.tspan, setup.saveat, self._events, prob.p)
             build = functools.partial(_build_chained, op, chain, inner, adjoint)
-        elif self._joined:
+        elif self._joined:  # state events: one jax_solve segment per event (see _build_joined)
             build = functools.partial(_build_joined, op, inner, adjoint)
+        else:  # the discrete adjoint, first order (its second order is forward-over-forward, joined)
+            build = checkpoint_jacobian if op == "jacobian" else checkpoint_gradient
         if self._prepared is not None:
             self._traces += self._prepared.n_traces
         self._prepared = PreparedOperator.from_build(op, build, setup, self.mode, self.reason, self.adjoint)
