@@ -36,6 +36,8 @@ BUFFER_BUDGET_BYTES = 256 * 2**20  # above this, count the steps first (two pass
 
 def structure(p: Any):
     """Shapes and container structure of ``p`` (the part of ``p`` a compilation depends on)."""
+    if type(p) is np.ndarray:  # the common case first: a call of solve() computes two
+        return (p.shape, p.dtype.str)
     if isinstance(p, dict):
         return ("dict", tuple((k, structure(v)) for k, v in sorted(p.items(), key=lambda kv: str(kv[0]))))
     if isinstance(p, (tuple, list)):
@@ -175,7 +177,7 @@ def _to_numpy(prob, method, saveat, dense, ts, ys, code, counts, sol, auto_dt, m
     elif code == 0:
         t[-1] = prob.tspan[1]  # t0 + 1 * (t1 - t0) may round
     status = STATUS_CODES[code]
-    stats = stats_rule(method, auto_dt)(*np.asarray(counts).astype(np.int64).tolist())
+    stats = stats_rule(method, auto_dt)(*counts.astype(np.int64).tolist())
     message = "" if status == "success" else failure_message(status, t_end, None, max_steps, prob.tspan[1])
     dense_out = _DiffraxDense(sol[0], prob.tspan[0], t_end, prob.u0.shape, prob.u0.dtype) if dense else None
     return RawSolution(t, u, stats, status, message, dense_out)

@@ -110,10 +110,8 @@ def solve(
     # shapes), or before the event loop
     k0 = None if backend == "jax" else _checks.first_derivative(f, prob)
     if backend == "jax":
-        from .sensitivity.translate import duplicate
-
         def check() -> None:
-            _checks.first_derivative(duplicate(f), prob)
+            _check_on_duplicate(f, prob)
         if events:
             check()
     options = dict(rtol=rtol, atol=atol, dt=dt, adaptive=adaptive, saveat=saveat, dense=dense,
@@ -135,6 +133,14 @@ def solve(
         message += stability_note(f, raw.u[-1], prob.p, raw.t[-1], prob.tspan, raw.stats, method)
     events_out = dict(t_events=raw.t_events, u_events=raw.u_events) if events else {}
     return _finish(Solution(raw.t, raw.u, raw.stats, raw.status, message, raw.dense, **events_out), throw)
+
+
+def _check_on_duplicate(f, prob: ODEProblem) -> None:
+    """The input checks that evaluate ``f``, on a duplicate of ``f`` (never writing the
+    user's closure buffers, which a NumPy solve in another thread may be using)."""
+    from .sensitivity.translate import duplicate
+
+    _checks.first_derivative(duplicate(f), prob)
 
 
 def _solve_with_events(prob, method, f, k0, backend, events, options):
