@@ -149,6 +149,7 @@ def _build(prob, method, chain, wrapped: dict, max_steps: int, auto_dt: bool, ex
 
     def run(u0, p, starts, stops, saves, rtol, atol, dt):
         options = SolveOptions(method, rtol, atol, max_steps)
+        u0 = u0.astype(jnp.promote_types(u0.dtype, starts.dtype))  # as diffrax promotes a float32 state
         first = through(chain.first, u0, p, jnp.asarray(chain.t0, starts.dtype))
         u = first[-1]
         h = initial_step(field, u, p, starts[0], stops[0], options) if auto_dt else dt

@@ -237,3 +237,18 @@ def test_failed_dosing_solve_keeps_the_host_loops_partial_data():
     with pytest.raises(ValueError, match="'inf'.*non-finite"):
         dxdt.solve(prob, Tsit5(), events=[dxdt.TimeEvent([1.0], lambda u, p, t: u.__setitem__(0, np.inf),
                                                           name="inf")], saveat=ts, backend="jax")
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_dosing_keeps_the_state_dtype_without_parameters(dtype, no_host_loop):
+    def rhs(du, u, p, t):
+        du[:] = -0.5 * u
+
+    prob = dxdt.ODEProblem(rhs, np.array([1.0, 2.0], dtype=dtype), (0.0, 4.0))  # p is None
+    dose = dxdt.TimeEvent([1.0, 2.0], lambda u, p, t: u.__setitem__(0, u[0] + 1.0))
+    ts = np.array([0.5, 1.0, 3.0, 4.0])
+    sol = dxdt.solve(prob, Tsit5(), **TIGHT, events=[dose], saveat=ts, backend="jax")
+    exact = np.exp(-0.5 * ts)[:, None] * [1.0, 2.0]
+    exact[:, 0] += sum(np.where(ts >= d, np.exp(-0.5 * (ts - d)), 0.0) for d in (1.0, 2.0))
+    assert sol.u.dtype == sol.u_events[0].dtype == dtype
+    np.testing.assert_allclose(sol.u, exact, rtol=1e-6 if dtype == np.float32 else 1e-9)
