@@ -237,3 +237,22 @@ def test_dose_times_of_p_first_and_second_derivatives_and_what_is_refused():
     with pytest.raises(dxdt.SolverError, match="build F again"):
         F(u0, moved)
     assert np.isnan(np.asarray(jax.jit(F)(u0, moved))).all()
+
+
+def test_a_tangent_in_a_segments_times_is_refused_not_dropped():
+    """Chains hold their segments' times fixed (they move the joints instead); a tangent in
+    a segment solve's times raises rather than being silently ignored."""
+    from dxdt.sensitivity._jax_solve import _differentiable, solve_static
+    from dxdt.sensitivity._ode import SolveOptions
+
+    prob = dxdt.ODEProblem(bolus_rhs, np.array([1.0]), (0.0, 1.0), np.array([0.7, 0.5, 1.0]))
+    g = sens.to_jax(prob.f, prob.u0, prob.p)
+    segment = _differentiable(solve_static(g, SolveOptions(Tsit5(), RTOL, ATOL, 1000), "interpolating", 64, 2))
+    u0, p = jnp.array([1.0]), jnp.array([0.7, 0.5, 1.0])
+
+    def rows(t1):
+        return segment((jnp.asarray(0.0), t1, jnp.stack([0.5 * t1, t1])), u0, p)[0]
+
+    np.testing.assert_allclose(rows(jnp.asarray(1.0))[:, 0], np.exp(-0.7 * np.array([0.5, 1.0])), rtol=1e-8)
+    with pytest.raises(NotImplementedError, match="times are fixed"):
+        jax.jvp(rows, (jnp.asarray(1.0),), (jnp.asarray(1.0),))
