@@ -57,7 +57,7 @@ def _boundaries(events: tuple, p, tspan) -> tuple:
     return tuple(Boundary(t, tuple(group), None) for t, group in boundaries)
 
 
-def _wrapped(events: tuple) -> dict:
+def wrapped_affects(events: tuple) -> dict:
     """Each affect as the in-place function the translation runs (the objects the cache
     key walks, so that the labels of the arrays a trace read match a later walk)."""
     return {i: functools.partial(affect_inplace, e.affect, e._label())
@@ -74,7 +74,7 @@ def solve_time_events(prob, method, events: tuple, *, rtol, atol, dt, saveat: np
 
     load_jax()
     boundaries = _boundaries(events, prob.p, prob.tspan)
-    wrapped = _wrapped(events)
+    wrapped = wrapped_affects(events)
     # the chain's affect sets hold event indices; the program maps them to translations
     chain = chain_of(boundaries, tuple(i if i in wrapped else None for i in range(len(events))),
                      prob.tspan, saveat)

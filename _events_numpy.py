@@ -119,7 +119,8 @@ class Locator:
         self.theta = np.append(theta, 1.0)
         powers = theta[:, None] ** np.arange(1, tableau.interp.shape[1] + 1)
         self.grid_interp = powers @ tableau.interp.T  # (points, stages)
-        self.grid_w = np.ones((INTERIOR_POINTS, tableau.total_stages + 1))
+        # the state's dtype: np.dot into ``out`` needs operands of one type (complex states)
+        self.grid_w = np.ones((INTERIOR_POINTS, tableau.total_stages + 1), ws.uk.dtype)
         self.grid_u = np.empty((INTERIOR_POINTS, ws.u.size), ws.u.dtype)
         self.values = np.empty(INTERIOR_POINTS + 2)
         self.g_left = np.zeros(len(spec.continuous))
@@ -147,7 +148,7 @@ class Locator:
 
     def _interpolate(self, t: float, dt: float, theta: float, out: np.ndarray) -> None:
         powers = theta ** np.arange(1, self.tableau.interp.shape[1] + 1)
-        weights = np.empty(self.tableau.total_stages + 1)
+        weights = np.empty(self.tableau.total_stages + 1, self.ws.uk.dtype)
         weights[0] = 1.0
         weights[1:] = dt * (self.tableau.interp @ powers)
         np.dot(weights, self.ws.uk, out=out)

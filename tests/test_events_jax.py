@@ -28,9 +28,10 @@ def bounce(u, p, t):
 def test_closure_buffers_stay_unchanged_and_nothing_is_traced_twice():
     work = np.array([7.0, -3.0])  # written by both the condition and the affect
     calls = []
+    log = calls.append  # a bound method: the cache key does not digest the list's content
 
     def ceiling(u, p, t):
-        calls.append("condition")  # plain Python: runs only while tracing
+        log("condition")  # plain Python: runs only while tracing
         np.multiply(u, p[0], out=work)
         return work[0] - 0.5
 
@@ -94,6 +95,96 @@ def test_zeno_stop_and_backward_time_events_match_numpy():
     np.testing.assert_array_equal(by["jax"].t_events[0], [5.0, 2.0])
     assert by["jax"].t[-1] == 0.0 and np.all(np.diff(by["jax"].t) <= 0)
     np.testing.assert_allclose(by["jax"].u[-1], by["numpy"].u[-1], rtol=1e-9)
+
+
+def test_two_crossings_and_the_earlier_of_two_events_inside_one_adaptive_step():
+    # u = (t - 1.5)^2 is exact for Tsit5, whose adaptive steps are [0, 1] and [1, 3]: the
+    # dip below 0.01 on (1.4, 1.6) shows only at the compiled interior checks
+    prob = dxdt.ODEProblem(lambda du, u, p, t: du.__setitem__(0, 2 * (t - 1.5)), [2.25], (0.0, 3.0))
+    assert dxdt.solve(prob, Tsit5(), dt=1.0, backend="jax").t.tolist() == [0.0, 1.0, 3.0]
+    sol = dxdt.solve(prob, Tsit5(), dt=1.0, events=[dxdt.Event(lambda u, p, t: u[0] - 0.01)], backend="jax")
+    np.testing.assert_allclose(sol.t_events[0], [1.4, 1.6], atol=1e-12)
+    assert sol.status == "success" and sol.t[-1] == 3.0
+    line = dxdt.ODEProblem(lambda du, u, p, t: du.__setitem__(0, 1.0), [0.0], (0.0, 3.0))
+    for order in [(0, 1), (1, 0)]:  # roots at 1.3 and 1.6, both inside the step [1, 3]
+        events = [dxdt.Event(lambda u, p, t: u[0] - 1.6, terminal=True, name="late"),
+                  dxdt.Event(lambda u, p, t: u[0] - 1.3, terminal=True, name="early")]
+        events = [events[i] for i in order]
+        sol = dxdt.solve(line, Tsit5(), dt=1.0, events=events, backend="jax")
+        early = [e.name for e in events].index("early")
+        assert sol.status == "event" and "early" in sol.message and sol.t[-1] == pytest.approx(1.3, abs=1e-13)
+        assert len(sol.t_events[early]) == 1 and len(sol.t_events[1 - early]) == 0
+
+
+def test_state_event_backward_in_time_against_the_closed_form():
+    # u(t) = exp(0.1 (10 - t)) from t = 10 back to 0 reaches 2 at t = 10 - 10 ln 2
+    back = dxdt.ODEProblem(lambda du, u, p, t: du.__setitem__(0, -0.1 * u[0]), [1.0], (10.0, 0.0))
+    level = dxdt.Event(lambda u, p, t: u[0] - 2.0, direction=1, terminal=True)
+    sol = dxdt.solve(back, Tsit5(), **TIGHT, events=[level], backend="jax")
+    assert sol.status == "event"
+    np.testing.assert_allclose(sol.t_events[0], [10 - 10 * np.log(2)], rtol=1e-10)
+    np.testing.assert_allclose(sol.u[-1], [2.0], rtol=1e-9)
+    assert np.all(np.diff(sol.t) < 0)
+
+
+def test_chunks_return_many_saves_and_long_runs_of_steps_as_numpy_does():
+    # 400 save times, each twice (a chunk returns at most 64 rows and stops at the last)
+    prob = dxdt.ODEProblem(fall, [1.0, 0.0], (0.0, 2.5))
+    events = [dxdt.Event(floor, bounce, direction=-1)]
+    ts = np.repeat(np.linspace(0.0, 2.5, 200), 2)
+    by = {b: dxdt.solve(prob, Tsit5(), **TIGHT, events=events, saveat=ts, backend=b) for b in ("numpy", "jax")}
+    np.testing.assert_allclose(by["jax"].t_events[0], by["numpy"].t_events[0], atol=1e-9)
+    np.testing.assert_allclose(by["jax"].u, by["numpy"].u, atol=1e-8)
+    np.testing.assert_array_equal(by["jax"].u[::2], by["jax"].u[1::2])
+    # every step saved, hundreds of steps between events (a chunk returns at most 128)
+    spring = dxdt.ODEProblem(lambda du, u, p, t: du.__setitem__(slice(None), [u[1], -u[0]]), [1.0, 0.0],
+                             (0.0, 40.0))
+    stop = dxdt.Event(lambda u, p, t: t - 39.0, terminal=True)
+    sol = dxdt.solve(spring, Tsit5(), **TIGHT, events=[stop], backend="jax")
+    assert sol.status == "event" and len(sol.t) > 400 and np.all(np.diff(sol.t) > 0)
+    np.testing.assert_allclose(sol.u[:, 0], np.cos(sol.t), atol=1e-8)
+    assert sol.t[-1] == pytest.approx(39.0, abs=1e-12)
+
+
+def test_state_event_programs_come_back_from_the_disk_cache(tmp_path, monkeypatch):
+    from dxdt.sensitivity import _compiled
+
+    monkeypatch.setenv("DXDT_CACHE_DIR", str(tmp_path))
+    traced = []
+    log = traced.append
+
+    def ground(u, p, t):
+        log(t)  # runs while tracing only
+        return u[0]
+
+    prob = dxdt.ODEProblem(fall, [1.0, 0.0], (0.0, 2.0))
+    events = [dxdt.Event(ground, bounce, direction=-1)]
+    ts = np.linspace(0.0, 2.0, 5)
+    first = dxdt.solve(prob, Tsit5(), **TIGHT, events=events, saveat=ts, backend="jax")
+    before, n_traced = _compiled.cache_info(), len(traced)
+    _compiled.clear_cache(disk=False)  # as in a new process: the chunk and the affect are on disk
+    again = dxdt.solve(prob, Tsit5(), **TIGHT, events=events, saveat=ts, backend="jax")
+    after = _compiled.cache_info()
+    assert after["disk_hits"] - before["disk_hits"] == 2 and after["builds"] == before["builds"]
+    assert len(traced) == n_traced > 0
+    np.testing.assert_array_equal(again.u, first.u)
+    np.testing.assert_array_equal(again.t_events[0], first.t_events[0])
+
+
+def test_complex_and_float32_states_keep_their_dtype_on_both_backends():
+    # u = exp(i t) doubles when its real part falls through zero, at t = pi / 2
+    rotate = dxdt.ODEProblem(lambda du, u, p, t: du.__setitem__(0, 1j * u[0]), np.array([1.0 + 0j]), (0.0, 5.0))
+    double = dxdt.Event(lambda u, p, t: u[0].real, lambda u, p, t: u.__setitem__(0, 2 * u[0]), direction=-1)
+    for backend in ("numpy", "jax"):
+        sol = dxdt.solve(rotate, Tsit5(), **TIGHT, events=[double], saveat=[2.0, 5.0], backend=backend)
+        assert sol.u.dtype == sol.u_events[0].dtype == np.complex128
+        np.testing.assert_allclose(sol.t_events[0], [np.pi / 2], rtol=1e-10)
+        np.testing.assert_allclose(sol.u[:, 0], 2 * np.exp(1j * np.array([2.0, 5.0])), rtol=1e-8)
+    single = dxdt.ODEProblem(fall, np.array([1.0, 0.0], np.float32), (0.0, 0.6))
+    for saveat in (None, [0.5]):
+        sol = dxdt.solve(single, Tsit5(), events=[dxdt.Event(floor, bounce)], saveat=saveat, backend="jax")
+        assert sol.u.dtype == sol.u_events[0].dtype == np.float32
+        np.testing.assert_allclose(sol.t_events[0], [np.sqrt(2 / G)], rtol=1e-6)
 
 
 @pytest.mark.parametrize("make, error, match", [

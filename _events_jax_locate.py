@@ -1,0 +1,141 @@
+"""Event location inside a compiled chunk: the rules of :mod:`._events_numpy`, in JAX.
+
+Given a diffrax solution with dense output over the steps ``t_0 < ... < t_s`` of a
+chunk, :func:`locate` returns the earliest event in it, as the NumPy backend's locator
+would find it step by step:
+
+* every condition is evaluated at ``INTERIOR_POINTS`` interior points and the end of
+  each step, a ``lax.while_loop`` over the steps stopping at the first step in which
+  some condition changes sign in its event's direction (a zero at the left end gives
+  no sign, a zero at the right end is the root);
+* in that step each crossing condition's first sign change is refined by Illinois
+  regula falsi with a bisection every ``BISECT_EVERY`` iterations (vmapped over the
+  conditions), to a bracket of a few epsilons in ``t``; the end of the bracket past the
+  crossing is the root;
+* the earliest root wins; conditions whose roots lie within ``SIMULTANEOUS`` epsilons
+  of it fire with it;
+* right after an event, the sign of a condition that fired is read ``PROBE`` epsilons
+  into the first step (a zero at the event gives no sign).
+
+The chunk itself stops early (diffrax's ``Event`` without a root finder) at the first
+step end where a condition has changed sign; that only saves steps, the location is
+this module's, over every step of the chunk.
+
+Reference: M. Dowell, P. Jarratt, BIT 11 (1971) 168-174 (Illinois); L. F. Shampine,
+S. Thompson, Comput. Math. Appl. 39 (2000) 43-54 (event location).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ._events_numpy import BISECT_EVERY, INTERIOR_POINTS, PROBE, ROOT_MAX_ITER, SIMULTANEOUS
+
+_EPS = float(np.finfo(np.float64).eps)
+
+
+def locate(sol, values, p, g_left, probe, directions, direction):
+    """``(found, t_event, fires)`` for the chunk ``sol`` (see the module docstring).
+
+    ``values(u, p, t)`` gives all conditions (a vector), ``g_left`` their values at the
+    chunk's start, ``probe`` (bool per condition) marks those that fired there,
+    ``directions`` (a NumPy vector of -1, 0, 1) the events' directions and ``direction``
+    (traced, +-1) that of the integration; ``fires`` marks the conditions firing at
+    ``t_event``.
+    """
+    from .sensitivity._jax import load_jax
+
+    jax, jnp = load_jax()
+    lax = jax.lax
+    n = INTERIOR_POINTS + 1
+    theta = jnp.arange(1, n + 1, dtype=jnp.float64) / n  # interior points, then the step end
+    ts = sol.interpolation.ts * direction  # diffrax steps in -t backwards
+    n_steps = sol.interpolation.ts_size - 1
+    dirs = jnp.asarray(directions)
+
+    def on_dense(t):
+        return values(sol.evaluate(t), p, t)
+
+    def step(k):
+        return ts[k], ts[k + 1] - ts[k]
+
+    def in_step(k):
+        """The conditions at step ``k``'s interior points and end: ``(n, conditions)``."""
+        start, width = step(k)
+        times = (start + theta * width).at[-1].set(ts[k + 1])
+        return jax.vmap(on_dense)(times)
+
+    def crossings(left, grid):
+        before = jnp.concatenate([left[None], grid[:-1]])
+        return (((before < 0) & (grid >= 0) & (dirs >= 0)) | ((before > 0) & (grid <= 0) & (dirs <= 0)))
+
+    # after an event, the conditions that fired are read PROBE epsilons into the first step
+    start, width = step(0)
+    width = jnp.where(n_steps > 0, width, 1.0)
+    left_theta = PROBE * _EPS * jnp.maximum(jnp.abs(start), jnp.abs(width)) / jnp.abs(width)
+    probed = jnp.where(left_theta < theta[0], on_dense(start + left_theta * width), 0.0)
+    left = jnp.where(probe, probed, g_left)
+    left_theta = jnp.where(probe & (left_theta < theta[0]), left_theta, 0.0)
+
+    def unseen(carry):
+        k, _, hit = carry
+        return (k < n_steps) & ~hit
+
+    def scan_step(carry):
+        k, left, _ = carry
+        grid = in_step(k)
+        hit = crossings(left, grid).any()
+        return jnp.where(hit, k, k + 1), jnp.where(hit, left, grid[-1]), hit
+
+    k, left, hit = lax.while_loop(unseen, scan_step, (jnp.asarray(0, n_steps.dtype), left, jnp.asarray(False)))
+    k = jnp.minimum(k, jnp.maximum(n_steps - 1, 0))
+    grid = in_step(k)
+    crossing = crossings(left, grid)  # (n, conditions)
+    crosses = crossing.any(axis=0) & hit
+    first = jnp.argmax(crossing, axis=0)
+    samples = jnp.concatenate([left[None], grid])  # (n + 1, conditions)
+    nodes = jnp.concatenate([jnp.where(k == 0, left_theta, 0.0)[None], jnp.broadcast_to(theta[:, None], grid.shape)])
+    t_k, h_k = step(k)
+    tol = 2 * _EPS * jnp.maximum(jnp.maximum(jnp.abs(t_k), jnp.abs(t_k + h_k)), jnp.abs(h_k)) / jnp.abs(h_k)
+
+    def root(j, m):
+        def h(c):
+            return on_dense(t_k + c * h_k)[j]
+        a, b = nodes[m, j], nodes[m + 1, j]
+        ga, gb = samples[m, j], samples[m + 1, j]
+        return jnp.where(gb == 0, b, _illinois(jax, h, a, b, ga, gb, tol))
+
+    roots = jax.vmap(root)(jnp.arange(len(directions)), first)
+    candidates = jnp.where(roots == 1.0, ts[k + 1], t_k + roots * h_k)
+    t_first = jnp.min(jnp.where(crosses, candidates * direction, jnp.inf)) * direction
+    span = jnp.abs(ts[jnp.maximum(n_steps, 0)] - ts[0]) / jnp.maximum(n_steps, 1)
+    window = SIMULTANEOUS * _EPS * jnp.maximum(jnp.abs(t_first), span)
+    fires = crosses & (jnp.abs(candidates - t_first) <= window)
+    return hit, jnp.where(hit, t_first, ts[0]), fires
+
+
+def _illinois(jax, h, a, b, ha, hb, tol):
+    """Root of ``h`` in ``[a, b]`` (``h(a)``, ``h(b)`` of opposite signs): the bracket end
+    past it; :func:`._events_numpy._illinois` as a ``lax.while_loop``."""
+    jnp = jax.numpy
+
+    def going(state):
+        k, a, b, _, _, _, done = state[:7]
+        return ~done & (k < ROOT_MAX_ITER) & (b - a > tol)
+
+    def iterate(state):
+        k, a, b, ha, hb, side, _, _ = state
+        secant = (a * hb - b * ha) / (hb - ha)
+        secant = jnp.where((a < secant) & (secant < b), secant, 0.5 * (a + b))
+        c = jnp.where(k % BISECT_EVERY == BISECT_EVERY - 1, 0.5 * (a + b), secant)
+        hc = h(c)
+        done = (hc == 0) | ~jnp.isfinite(hc)
+        same = (hc > 0) == (hb > 0)  # the root lies left of c
+        a, ha = jnp.where(same, a, c), jnp.where(same, jnp.where(side == -1, 0.5 * ha, ha), hc)
+        b, hb = jnp.where(same, c, b), jnp.where(same, hc, jnp.where(side == 1, 0.5 * hb, hb))
+        return k + 1, a, b, ha, hb, jnp.where(same, jnp.int32(-1), jnp.int32(1)), done, c
+
+    zero = jnp.zeros_like(a)
+    start = (jnp.int32(0), a, b, ha, hb, jnp.int32(0), jnp.asarray(False), zero)
+    state = jax.lax.while_loop(going, iterate, start)
+    return jnp.where(state[6], state[7], state[2])
