@@ -41,20 +41,10 @@ def fast_path_applies(events: tuple, saveat, progress: bool, method) -> bool:
 def _boundaries(events: tuple, p, tspan) -> tuple:
     """The event sequence as :class:`dxdt.sensitivity._events.Boundary` items (``times(p)``
     resolved with this ``p``)."""
-    from .sensitivity._events import Boundary
+    from .sensitivity._events import Boundary, by_time
 
-    t0, t1 = tspan
-    direction = 1.0 if t1 > t0 else -1.0
     _, times = schedule(events, p, tspan)
-    fired = sorted(((float(t), i) for i, ts in times.items() for t in ts),
-                   key=lambda x: ((x[0] - t0) * direction, x[1]))
-    boundaries: list = []
-    for t, i in fired:
-        if boundaries and boundaries[-1][0] == t:
-            boundaries[-1][1].append(i)
-        else:
-            boundaries.append((t, [i]))
-    return tuple(Boundary(t, tuple(group), None) for t, group in boundaries)
+    return tuple(Boundary(t, tuple(group), None) for t, group in by_time(times.items(), tspan))
 
 
 def wrapped_affects(events: tuple) -> dict:

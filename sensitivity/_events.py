@@ -115,19 +115,28 @@ def plan(prob, events: tuple, options: SolveOptions, saveat: np.ndarray) -> tupl
     sol = _numpy_solve(prob, events, options, saveat)
     if not sol.success:
         raise SolverError(f"the solve with events failed: {sol.message}", sol)
-    fired = sorted(((float(t), i) for i, ts in enumerate(sol.t_events) for t in ts),
-                   key=lambda x: ((x[0] - prob.tspan[0]) * np.sign(prob.tspan[1] - prob.tspan[0]), x[1]))
-    boundaries, k = [], 0
-    while k < len(fired):
-        time, group = fired[k][0], []
-        while k < len(fired) and fired[k][0] == time:
-            group.append(fired[k][1])
-            k += 1
+    boundaries = []
+    for time, group in by_time(enumerate(sol.t_events), prob.tspan):
         timed = next(((i, _time_position(events[i], prob.p, time)) for i in group
                       if isinstance(events[i], TimeEvent)), None)
         boundaries.append(Boundary(time, tuple(group), timed))
     t_end = boundaries[-1].time if sol.status == "event" else prob.tspan[1]
     return tuple(boundaries), t_end, len(sol.t)
+
+
+def by_time(times, tspan) -> list[tuple[float, list[int]]]:
+    """``(time, events)`` in the order a solve over ``tspan`` meets them, from ``times``
+    (pairs of an event's index and its times); events at one time in list order."""
+    t0, t1 = tspan
+    direction = 1.0 if t1 > t0 else -1.0
+    fired = sorted(((float(t), i) for i, ts in times for t in ts), key=lambda x: ((x[0] - t0) * direction, x[1]))
+    grouped: list = []
+    for t, i in fired:
+        if grouped and grouped[-1][0] == t:
+            grouped[-1][1].append(i)
+        else:
+            grouped.append((t, [i]))
+    return grouped
 
 
 def _numpy_solve(prob, events: tuple, options: SolveOptions, saveat=None):
