@@ -35,12 +35,15 @@ import numpy as np
 from ._backend_numpy import RawSolution, progress_bar
 from ._events import condition_inplace
 from ._events_numpy import ZENO_COUNT, is_zeno, next_clip, schedule
+from .sensitivity._options import STATUS_CODES
 from .solvers._numpy_executor import failure_message
 
 CHUNK_STEPS = 1024  # steps per compiled call: bounds the dense-output buffers diffrax allocates
 SAVE_WINDOW = 64  # saveat rows one chunk returns (a chunk stops at the last of them)
 STEP_ROWS = 128  # steps per chunk when every step is saved (their states come back)
 _EPS = float(np.finfo(np.float64).eps)
+SIGN_CHANGE = len(STATUS_CODES)  # the chunk's code when it stopped early for the event location
+_RESULTS = {**STATUS_CODES, 1: "chunk", SIGN_CHANGE: "sign change"}  # max_steps of a chunk: go on
 
 
 def _chunk_program(prob, method, events: tuple, continuous: list, every_step: bool, example: tuple):
@@ -77,7 +80,10 @@ def _build_chunk(prob, method, conditions: tuple, directions: tuple, every_step:
     from .sensitivity._compiled import Program, compile_function
     from .sensitivity._jax import load_jax
     from .sensitivity.translate import to_jax
+    from .sensitivity._ode import initial_step, status_code
+    from .sensitivity._options import SolveOptions
     from .solvers._diffrax import diffrax_solver, pid_coefficients
+    from .solvers._diffrax_controller import GuardedController
 
     jax, jnp = load_jax()
     g = to_jax(prob.f, prob.u0, prob.p)
@@ -95,10 +101,16 @@ def _build_chunk(prob, method, conditions: tuple, directions: tuple, every_step:
 
     event = diffrax.Event([sign_change(j) for j in range(len(directions))],
                           direction=[None if d == 0 else d > 0 for d in directions]) if directions else None
-    saveat = diffrax.SaveAt(steps=True, dense=True) if every_step else diffrax.SaveAt(t1=True, dense=True)
+    saveat = diffrax.SaveAt(steps=every_step, t1=not every_step, dense=True, controller_state=True)
 
     def chunk(t_start, t_stop, u, p, dt0, probe, save_ts, rtol, atol):
-        controller = diffrax.PIDController(rtol=rtol, atol=atol, pcoeff=pcoeff, icoeff=icoeff)
+        # the NumPy backend's step-size floor; non-finite steps are rejected and reported
+        floor = 16 * _EPS * jnp.maximum(jnp.abs(t_start), jnp.abs(t_stop))
+        controller = GuardedController(rtol, atol, pcoeff, icoeff, floor)
+        u = u.astype(jnp.promote_types(u.dtype, t_start.dtype))  # as diffrax promotes a float32 state
+        options = SolveOptions(method, rtol, atol, CHUNK_STEPS)
+        dt0 = jax.lax.cond(dt0 == 0, lambda: jnp.sign(t_stop - t_start) * initial_step(
+            lambda t, y, a: g_once(y, a, t), u, p, t_start, t_stop, options), lambda: dt0)  # 0: choose
         sol = diffrax.diffeqsolve(term, solver, t_start, t_stop, dt0, u, args=p, saveat=saveat,
                                   stepsize_controller=controller, max_steps=STEP_ROWS if every_step else CHUNK_STEPS,
                                   throw=False, event=event)
@@ -118,7 +130,9 @@ def _build_chunk(prob, method, conditions: tuple, directions: tuple, every_step:
         else:
             found, t_event, fires = jnp.asarray(False), t_start, probe
         stats, f64 = sol.stats, jnp.float64
-        head = jnp.stack([sol.result._value, stats["num_steps"], stats["num_accepted_steps"],
+        code = jnp.where(sol.result == diffrax.RESULTS.event_occurred, SIGN_CHANGE,
+                         status_code(sol.result, sol.controller_state[1]))
+        head = jnp.stack([code, stats["num_steps"], stats["num_accepted_steps"],
                           stats["num_rejected_steps"], ts_size, found, t_event]).astype(f64)
         summary = jnp.concatenate([head, fires.astype(f64), ts])
         return summary, jnp.concatenate([jnp.stack([u_reached, sol.evaluate(t_event)]), rows])
@@ -145,16 +159,6 @@ def _affect_program(prob, affect, example: tuple):
 
     static = ("affect", structure(prob.u0), structure(example[1]))
     return lookup("event affect", static, (affect,), build)
-
-
-@functools.cache
-def _result_names() -> dict:
-    """diffrax's result codes as host integers, by what the host loop does with them."""
-    import diffrax
-
-    return {int(item._value): name for item, name in (
-        (diffrax.RESULTS.successful, "success"), (diffrax.RESULTS.max_steps_reached, "chunk"),
-        (diffrax.RESULTS.dt_min_reached, "dt_min"), (diffrax.RESULTS.event_occurred, "sign change"))}
 
 
 def integrate_jax_events(prob, method, events: tuple, *, rtol, atol, dt, adaptive, saveat, dense,
@@ -273,8 +277,8 @@ class _Solve:
         due = self._due(t)
         if due:
             self._fire(t, due)
-        dt0 = self.dt0 if self.dt0 is not None else 1e-6 * abs(self.t1 - self.t0)
-        names, m, f64 = _result_names(), len(self.continuous), np.float64
+        dt0 = self.dt0 if self.dt0 is not None else 0.0  # 0: the chunk chooses (Hairer & Wanner)
+        m, f64 = len(self.continuous), np.float64
         while self.status == "success" and (self.t1 - t) * self.direction > 0:
             if steps >= self.max_steps:
                 self.status = "max_steps"
@@ -293,12 +297,19 @@ class _Solve:
             code, n_steps, accepted, rejected, ts_size, found, t_event = summary[:7]
             fires, step_ts = summary[7: 7 + m], summary[7 + m: 7 + m + int(ts_size)]
             u_reached, u_event, rows = states[0], states[1], states[2:]
-            result = names.get(int(code), "nonfinite")
-            steps += int(n_steps)
-            naccept += int(accepted)
-            nreject += int(rejected)
+            result = _RESULTS.get(int(code), "nonfinite")
+            n_steps, accepted, rejected = int(n_steps), int(accepted), int(rejected)
+            if steps + n_steps > self.max_steps:  # the chunk ran past max_steps: keep its first steps
+                keep = max(0, min(accepted, self.max_steps - steps - rejected))
+                step_ts, result = step_ts[: keep + 1], "max_steps"
+                n_steps, accepted, rejected = self.max_steps - steps, keep, self.max_steps - steps - keep
+                u_reached = rows[keep - 1] if self.saveat is None and keep else self.u
+                found = found and (t_event - step_ts[-1]) * self.direction <= 0
+            steps += n_steps
+            naccept += accepted
+            nreject += rejected
             if len(step_ts) < 2:
-                self.status = "dt_min" if result == "dt_min" else "nonfinite"
+                self.status = result if result in ("dt_min", "max_steps") else "nonfinite"
                 self.message = failure_message(self.status, t, None, self.max_steps, self.t1)
                 break
             t_reached = float(step_ts[-1])

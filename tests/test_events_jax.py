@@ -187,6 +187,28 @@ def test_complex_and_float32_states_keep_their_dtype_on_both_backends():
         np.testing.assert_allclose(sol.t_events[0], [np.sqrt(2 / G)], rtol=1e-6)
 
 
+def test_failures_between_events_keep_the_numpy_status_and_partial_data():
+    def breaks(du, u, p, t):  # NaN from t = 1 on
+        du[0] = np.where(t < 1.0, -u[0], np.nan)
+        du[1] = 1.0
+
+    half = dxdt.Event(lambda u, p, t: u[1] - 0.6, lambda u, p, t: u.__setitem__(0, u[0] + 1.0))
+    prob = dxdt.ODEProblem(breaks, [1.0, 0.0], (0.0, 3.0))
+    for saveat in (None, np.linspace(0.0, 3.0, 7)):
+        by = {b: dxdt.solve(prob, Tsit5(), events=[half], saveat=saveat, backend=b) for b in ("numpy", "jax")}
+        assert by["jax"].status == by["numpy"].status == "nonfinite" and "non-finite" in by["jax"].message
+        np.testing.assert_allclose(by["jax"].t_events[0], [0.6], atol=1e-14)
+        assert by["jax"].t[-1] == pytest.approx(by["numpy"].t[-1], abs=1e-12)
+        np.testing.assert_allclose(by["jax"].u[-1], by["numpy"].u[-1], rtol=1e-6)
+    # max_steps counts across events and is not overrun inside a compiled chunk
+    smooth = dxdt.ODEProblem(lambda du, u, p, t: du.__setitem__(slice(None), [-u[0], 1.0]), [1.0, 0.0], (0.0, 3.0))
+    for max_steps in (5, 9):
+        sol = dxdt.solve(smooth, Tsit5(), events=[half], max_steps=max_steps, backend="jax")
+        assert sol.status == "max_steps" and sol.stats["naccept"] + sol.stats["nreject"] == max_steps
+        assert len(sol.t) == max_steps + 1 + len(sol.t_events[0])  # t0, the steps, a row after each jump
+        assert f"max_steps={max_steps}" in sol.message and sol.t[-1] < 3.0
+
+
 @pytest.mark.parametrize("make, error, match", [
     (lambda: dxdt.Event(lambda u, p, t: u, name="vector"), TypeError, "vector.*scalar"),
     (lambda: dxdt.Event(floor, lambda u, p, t: u * 2, name="returns"), TypeError, "returns.*return None"),
