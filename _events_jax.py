@@ -176,9 +176,7 @@ def integrate_jax_events(prob, method, events: tuple, *, rtol, atol, dt, adaptiv
                                 max_steps=max_steps)
         if raw is not None:
             return raw
-    from .sensitivity._compiled import without_host_callbacks
-
-    with progress_bar(progress, prob.tspan) as bar, without_host_callbacks():  # no callback per chunk
+    with progress_bar(progress, prob.tspan) as bar:
         return _Solve(prob, method, events, rtol, atol, dt, saveat, max_steps, bar).run()
 
 

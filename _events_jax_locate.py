@@ -59,37 +59,41 @@ def locate(sol, values, p, g_left, probe, directions, direction):
     def step(k):
         return ts[k], ts[k + 1] - ts[k]
 
+    # after an event, the conditions that fired are read PROBE epsilons into the first step
+    start, width = step(0)
+    width = jnp.where(n_steps > 0, width, 1.0)
+    probe_theta = PROBE * _EPS * jnp.maximum(jnp.abs(start), jnp.abs(width)) / jnp.abs(width)
+    probing = probe & (probe_theta < theta[0])  # else the sign is read at the first interior point
+    points = jnp.concatenate([probe_theta[None], theta])
+
     def in_step(k):
-        """The conditions at step ``k``'s interior points and end: ``(n, conditions)``."""
+        """The conditions at the probe point (used in step 0), then at step ``k``'s
+        interior points and end: ``(n + 1, conditions)``. (This and the root finder are
+        the program's only evaluation sites: each one costs compile time.)"""
         start, width = step(k)
-        times = (start + theta * width).at[-1].set(ts[k + 1])
+        times = (start + points * width).at[-1].set(ts[k + 1])
         return jax.vmap(on_dense)(times)
 
     def crossings(left, grid):
         before = jnp.concatenate([left[None], grid[:-1]])
         return (((before < 0) & (grid >= 0) & (dirs >= 0)) | ((before > 0) & (grid <= 0) & (dirs <= 0)))
 
-    # after an event, the conditions that fired are read PROBE epsilons into the first step
-    start, width = step(0)
-    width = jnp.where(n_steps > 0, width, 1.0)
-    left_theta = PROBE * _EPS * jnp.maximum(jnp.abs(start), jnp.abs(width)) / jnp.abs(width)
-    probed = jnp.where(left_theta < theta[0], on_dense(start + left_theta * width), 0.0)
-    left = jnp.where(probe, probed, g_left)
-    left_theta = jnp.where(probe & (left_theta < theta[0]), left_theta, 0.0)
-
     def unseen(carry):
-        k, _, hit = carry
+        k, _, hit, _ = carry
         return (k < n_steps) & ~hit
 
     def scan_step(carry):
-        k, left, _ = carry
-        grid = in_step(k)
+        k, left, _, _ = carry
+        values = in_step(k)
+        left = jnp.where((k == 0) & probe, jnp.where(probing, values[0], 0.0), left)
+        grid = values[1:]
         hit = crossings(left, grid).any()
-        return jnp.where(hit, k, k + 1), jnp.where(hit, left, grid[-1]), hit
+        return jnp.where(hit, k, k + 1), jnp.where(hit, left, grid[-1]), hit, grid
 
-    k, left, hit = lax.while_loop(unseen, scan_step, (jnp.asarray(0, n_steps.dtype), left, jnp.asarray(False)))
+    start_carry = (jnp.asarray(0, n_steps.dtype), g_left, jnp.asarray(False), jnp.zeros((n, len(directions))))
+    k, left, hit, grid = lax.while_loop(unseen, scan_step, start_carry)  # grid: step k's (where hit)
     k = jnp.minimum(k, jnp.maximum(n_steps - 1, 0))
-    grid = in_step(k)
+    left_theta = jnp.where(probing, probe_theta, 0.0)
     crossing = crossings(left, grid)  # (n, conditions)
     crosses = crossing.any(axis=0) & hit
     first = jnp.argmax(crossing, axis=0)
