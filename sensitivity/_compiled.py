@@ -123,6 +123,7 @@ class Program:
 
 
 _MEMORY: OrderedDict[str, list[Program]] = OrderedDict()
+MEMORY_CACHES: list = []  # other modules' in-memory caches of compiled code, emptied with _MEMORY
 _COUNTS = {"memory_hits": 0, "disk_hits": 0, "builds": 0}
 _LAST_BUILD: dict = {}
 
@@ -423,6 +424,8 @@ def clear_cache(*, memory: bool = True, disk: bool = True) -> None:
     """
     if memory:
         _MEMORY.clear()
+        for held in MEMORY_CACHES:
+            held.clear()
     directory = _directory_setting()
     if disk and directory is not None and directory.exists():
         for path in directory.glob("*.dxdt"):

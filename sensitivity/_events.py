@@ -55,20 +55,24 @@ from __future__ import annotations
 
 import functools
 import inspect
+from collections import OrderedDict
 from dataclasses import dataclass, replace
 from typing import Any, Callable
 
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
+from .._backend_jax import structure
 from .._events import Event, TimeEvent, affect_inplace, condition_inplace
 from .._solution import SolverError
+from . import _compiled
 from ._estimate import translate_eigen_est
 from ._jax import load_jax
 from ._loss import _refers_to_jax, _required_positional, translate_loss
 from ._ode import SolveOptions, odeint
 from ._strategies import checkpoint_stiffness
 from .translate import duplicate, to_jax
+from .translate._fingerprint import content_digest, reach
 from .translate._trace import call
 
 jax, jnp = load_jax()
@@ -261,9 +265,10 @@ def _segment(setup: EventSetup, u, p, t_start, t_stop: float, ts):
     return sol.ys[-1], sol.ys[:-1], code, sol.stats["num_accepted_steps"]
 
 
-def _joint(setup: EventSetup, boundary: Boundary, u_star, p):
-    """``(t_k, u(t_k^-))``: the event time (implicit function theorem) and the state there."""
-    t_star = boundary.time
+def _joint(setup: EventSetup, boundary: Boundary, u_star, p, t_star=None):
+    """``(t_k, u(t_k^-))``: the event time (implicit function theorem) and the state there,
+    from the state ``u_star`` at the planned time ``t_star`` (default ``boundary.time``)."""
+    t_star = boundary.time if t_star is None else t_star
     f_star, a_star = jax.jvp(lambda uu, tt: setup.g(uu, p, tt), (u_star, t_star),
                              (setup.g(u_star, p, t_star), jnp.ones_like(t_star)))
 
@@ -286,7 +291,7 @@ def _joint(setup: EventSetup, boundary: Boundary, u_star, p):
     return t_star + delta, state_at(delta)
 
 
-def joined_trajectory(setup: EventSetup, segment: Callable, theta):
+def joined_trajectory(setup: EventSetup, segment: Callable, theta, planned=None):
     """``(U, t_events, code)`` with every segment solved between *planned* times.
 
     ``segment((t_start, t_stop, saves), u, p) -> (rows, code)`` is ``jax_solve``'s
@@ -298,15 +303,25 @@ def joined_trajectory(setup: EventSetup, segment: Callable, theta):
     call), so the moves are within a Newton correction. No solve has a moving end, and
     every derivative of the chain follows from ``jax_solve``'s rules (the chosen adjoint,
     forward-over-reverse second order) and JAX's AD of the joints.
+
+    ``planned``: the planned times of ``setup.boundaries`` as an array (traced: one
+    program serves every call whose plan has the same structure, see
+    :func:`plan_structure`); default the boundaries' own times.
     """
     from ._jax_solve_events import along_flow
 
     u, p = setup.target.merge(theta, setup.u0, setup.p)
     saveat, direction = setup.saveat, np.sign(setup.t_end - setup.t0) or 1.0
     dtype = jnp.result_type(float)
+    boundaries = setup.boundaries
+    if planned is None:
+        planned = np.array([b.time for b in boundaries], float)
+    planned = jnp.asarray(planned, dtype)
     start, rows, times, code = setup.t0, [], [[] for _ in setup.events], jnp.asarray(0)
+    t_start = jnp.asarray(setup.t0, dtype)
+    terminal = bool(boundaries) and boundaries[-1].time == setup.t_end  # the last event ends the solve
 
-    stops = [b.time for b in setup.boundaries] + [setup.t_end]
+    stops = [b.time for b in boundaries] + [setup.t_end]
     width = 1 + max(np.count_nonzero(((saveat - a) * direction >= 0) & ((saveat - b) * direction <= 0))
                     for a, b in zip([setup.t0] + stops[:-1], stops))
 
@@ -314,31 +329,45 @@ def joined_trajectory(setup: EventSetup, segment: Callable, theta):
         # saving `width` times, the real rows then the stop repeated: every segment has the
         # same shapes, so its passes are traced and compiled once for all segments
         nonlocal code
-        saves = jnp.asarray(np.concatenate([ts, np.full(width - len(ts), stop)]), dtype)
-        ys, c = segment((jnp.asarray(start, dtype), jnp.asarray(stop, dtype), saves), u, p)
+        saves = jnp.concatenate([jnp.asarray(ts, dtype), jnp.full(width - len(ts), stop, dtype)])
+        ys, c = segment((t_start, stop, saves), u, p)
         rows.append(ys[:len(ts)])
         code = jnp.where(code == 0, c, code)
         return ys[-1]
 
-    for boundary in setup.boundaries:
+    for k, boundary in enumerate(boundaries):
         if boundary.time != start:
             inside = ((saveat - start) * direction >= 0) & ((saveat - boundary.time) * direction < 0)
-            u = solve(u, boundary.time, saveat[inside])
-        t_k, u = _joint(setup, boundary, u, p)
+            u = solve(u, planned[k], saveat[inside])
+        t_k, u = _joint(setup, boundary, u, p, planned[k])
         for i in boundary.events:
             times[i].append(t_k)
             if setup.affects[i] is not None:
                 u = setup.affects[i](u, p, t_k).astype(u.dtype)
-        start = boundary.time
+        start, t_start = boundary.time, planned[k]
         if boundary.time != setup.t_end:  # back to the planned time, to second order
-            u = along_flow(setup.g, u, p, t_k, boundary.time - t_k)
+            u = along_flow(setup.g, u, p, t_k, planned[k] - t_k)
     last = (saveat - start) * direction >= 0
-    if setup.t_end != start:
-        solve(u, setup.t_end, saveat[last])
+    if not terminal and setup.t_end != start:
+        solve(u, jnp.asarray(setup.t_end, dtype), saveat[last])
     else:  # the last event ended the solve: rows at its time show the post-affect state
         rows.append(jnp.broadcast_to(u, (int(last.sum()),) + u.shape))
     t_events = tuple(jnp.stack(ts) if ts else jnp.zeros((0,), dtype) for ts in times)
     return jnp.concatenate(rows), t_events, code
+
+
+def plan_structure(planned: tuple, saveat: np.ndarray, tspan) -> tuple:
+    """What a program built by :func:`joined_trajectory` depends on in a plan
+    ``(boundaries, t_end, rows reached)``, other than the planned times: the events at
+    each boundary, which segment each saved row falls in, whether the first event is at
+    ``t0`` and whether the last one ends the solve."""
+    boundaries, t_end, n_rows = planned
+    t0 = tspan[0]
+    direction = np.sign(t_end - t0) or 1.0
+    times = np.array([b.time for b in boundaries], float)
+    segment_of_row = np.searchsorted(times * direction, np.asarray(saveat[:n_rows]) * direction, side="right")
+    return (tuple((b.events, b.timed) for b in boundaries), tuple(segment_of_row.tolist()), n_rows,
+            bool(len(times)) and times[0] == t0, bool(len(times)) and times[-1] == t_end)
 
 
 def trajectory(setup: EventSetup, theta):
@@ -458,11 +487,17 @@ def _build_chained(op: str, chain, inner: str, adjoint: str | None, setup: Event
 
 def _build_joined(op: str, inner: str, adjoint: str | None, setup: EventSetup) -> Callable:
     """``op`` through state events and ``TimeEvent(times(p))`` by :func:`joined_trajectory`
-    (one ``jax_solve`` segment per event, between planned times)."""
+    (one ``jax_solve`` segment per event, between planned times): ``operator(theta[, v],
+    planned)``, the planned event times an argument."""
     from ._jax_solve import _differentiable
 
     segment = _differentiable(_segment_static(setup, adjoint))
-    return _chain_operator(op, inner, lambda theta: joined_trajectory(setup, segment, theta), setup)
+
+    def operator(*args):  # (theta[, v], planned times)
+        *head, planned = args
+        return _chain_operator(op, inner, lambda theta: joined_trajectory(setup, segment, theta, planned),
+                               setup)(*head)
+    return operator
 
 
 def _segment_static(setup: EventSetup, adjoint: str | None):
@@ -536,17 +571,63 @@ def prepare_with_events(op: str, loss, prob, events, options: SolveOptions, save
             f"{reason}; through events the discrete adjoint's second order is forward-over-forward")
     if chosen == "reverse" and adjoint == "backsolve":  # no jumps: the state is continuous
         adjoint, reason = "checkpoint", f"{reason}; through events adjoint='backsolve' is the discrete adjoint"
-    return EventOperator(op, loss, prob, events, options, saveat, target, chosen, reason, adjoint,
-                         duplicate_closure, auto)
+    key = _operator_key(op, loss, prob, events, options, saveat, target, chosen, adjoint, duplicate_closure, auto)
+    operator = _OPERATORS.get(key)
+    if operator is None:
+        operator = EventOperator(op, loss, prob, events, options, saveat, target, chosen, reason, adjoint,
+                                 duplicate_closure, auto)
+        _OPERATORS[key] = operator
+        while len(_OPERATORS) > OPERATORS_KEPT:
+            _OPERATORS.popitem(last=False)
+    _OPERATORS.move_to_end(key)
+    operator._requested = prob  # an unprepared call differentiates at this problem's target
+    return operator
+
+
+# Operators through events, reused by a later call with the same functions, data and
+# options (an unprepared sens.gradient in a loop compiles once): by _operator_key
+_OPERATORS: OrderedDict = OrderedDict()
+OPERATORS_KEPT = 16
+_compiled.MEMORY_CACHES.append(_OPERATORS)
+
+
+def _operator_key(op, loss, prob, events, options, saveat, target, chosen, adjoint, duplicate_closure,
+                  auto) -> str:
+    """What an :class:`EventOperator` is built from, as a compiled-code cache key: the code
+    and every closure array of ``f``, the loss and the events' functions (their content:
+    an array changed in place misses), the events' settings, the part of the problem that
+    is not the target (it is baked in), and the options."""
+    u0, p = np.asarray(prob.u0), prob.p
+    held = (None if "u0" in target.wrt else content_digest(u0),
+            None if "p" in target.wrt else [content_digest(np.asarray(x)) for x in jax.tree_util.tree_leaves(p)])
+    callables, described = [prob.f] + ([] if loss is None else [loss]), []
+    for event in events:
+        functions = [getattr(event, "condition", None), event.affect, event.times if isinstance(event, TimeEvent)
+                     and callable(event.times) else None]
+        callables += [fn for fn in functions if fn is not None]
+        described.append((type(event).__name__, event.name, getattr(event, "direction", None),
+                          getattr(event, "terminal", None), [fn is None for fn in functions],
+                          None if not isinstance(event, TimeEvent) or callable(event.times)
+                          else content_digest(np.asarray(event.times, float))))
+    static = (op, chosen, adjoint, duplicate_closure, auto, target.wrt, repr(options.method), options.rtol,
+              np.asarray(options.atol).tolist(), options.max_steps, structure(u0), structure(p),
+              content_digest(np.asarray(saveat, float)), tuple(map(float, prob.tspan)), held, tuple(described))
+    return _compiled._key("event operator", static, [reach(fn, constant_arrays=True) for fn in callables])
+
+
+STRUCTURES_KEPT = 8  # compiled programs an operator through state events keeps, one per plan structure
 
 
 class EventOperator:
     """A prepared operator through events: compiled per event sequence.
 
     Every call first re-plans the event sequence with a NumPy solve at the new target
-    (cheap next to the derivative); the compiled code is reused while the sequence and
-    the event times stay the same (fixed dose times), and rebuilt when they move (state
-    events, ``times(p)``), so a call never differentiates a stale sequence.
+    (cheap next to the derivative); the compiled code is reused while the sequence stays
+    the same: fixed dose times never change it, ``times(p)`` is checked inside the
+    program, and through state events the planned times are an argument of the program,
+    which is rebuilt only when the structure of the plan changes (other events, or a
+    saved row on the other side of an event; :func:`plan_structure`). A call never
+    differentiates a stale sequence.
 
     Attributes: ``op``, ``mode``, ``reason``, ``adjoint``, ``n_traces`` as
     :class:`dxdt.sensitivity.PreparedOperator`.
@@ -565,7 +646,9 @@ class EventOperator:
         self._estimate = translate_eigen_est(options.method)
         self._loss = None if loss is None else translate_event_loss(loss, duplicate_closure)
         self._conditions, self._affects = translate_events(events, prob.u0, prob.p, duplicate_closure)
-        self._plan, self._prepared, self._traces = None, None, 0
+        self._plan, self._prepared, self._built, self._structure = None, None, [], None
+        self._requested = prob
+        self._by_structure: dict = {}  # state events: the programs of the last plan structures
         from ._jax_solve_events import chainable
 
         # On jax_solve's chain: TimeEvents at fixed times ("fixed": one event sequence for
@@ -582,12 +665,15 @@ class EventOperator:
 
     @property
     def n_traces(self) -> int:
-        return self._traces + (self._prepared.n_traces if self._prepared is not None else 0)
+        return sum(prepared.n_traces for prepared in self._built)
 
     @property
     def _host_context(self):
-        """The compiled operator's context (``u0``, ``p``, ...), as ``PreparedOperator``."""
-        return self._prepared._host_context
+        """``(u0, p)`` of the problem this operator was last asked for (by :func:`prepare`
+        or, reused, by an unprepared call), as ``PreparedOperator``'s context."""
+        from ._target import to_numpy
+
+        return np.asarray(self._requested.u0), to_numpy(self._requested.p)
 
     def _ensure(self, prob) -> None:
         """(Re)build the compiled operator if the event sequence at ``prob`` differs."""
@@ -597,6 +683,14 @@ class EventOperator:
         planned = plan(prob, self._events, self._options, self._saveat)
         if planned == self._plan:
             return
+        if self._joined:  # the planned times are an argument: same structure, same program
+            structure = plan_structure(planned, self._saveat, prob.tspan)
+            if structure in self._by_structure:
+                self._prepared = self._by_structure[structure]
+                self._prepared.extra = np.array([b.time for b in planned[0]], float)
+                self._plan, self._prob = planned, prob
+                return
+            self._structure = structure
         boundaries, t_end, n_rows = planned
         steps = 0
         if self._inner == "reverse" and self.adjoint == "interpolating":
@@ -629,9 +723,14 @@ class EventOperator:
             build = functools.partial(_build_joined, op, inner, adjoint)
         else:  # the discrete adjoint, first order (its second order is forward-over-forward, joined)
             build = checkpoint_jacobian if op == "jacobian" else checkpoint_gradient
-        if self._prepared is not None:
-            self._traces += self._prepared.n_traces
-        self._prepared = PreparedOperator.from_build(op, build, setup, self.mode, self.reason, self.adjoint)
+        extra = np.array([b.time for b in boundaries], float) if self._joined else None
+        self._prepared = PreparedOperator.from_build(op, build, setup, self.mode, self.reason, self.adjoint,
+                                                     extra=extra)
+        self._built.append(self._prepared)
+        if self._joined:
+            self._by_structure[self._structure] = self._prepared
+            while len(self._by_structure) > STRUCTURES_KEPT:
+                del self._by_structure[next(iter(self._by_structure))]
         self._plan, self._prob = planned, prob
 
     def __call__(self, target, v=None):

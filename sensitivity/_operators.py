@@ -60,6 +60,8 @@ class PreparedOperator:
         counts the trace that built it).
     """
 
+    extra = None  # an argument of programs built by from_build(..., extra=...)
+
     def __init__(self, op, mode, reason, adjoint, program, context, target, rebuild):
         self.op, self._chosen = op, (mode, reason, adjoint)
         self._rebuild, self._host_context = rebuild, context
@@ -80,14 +82,17 @@ class PreparedOperator:
         self._run = program.bind(self._host_context)  # the context packed once, as it is now
 
     @classmethod
-    def from_build(cls, op, build: Callable, setup, mode, reason, adjoint) -> PreparedOperator:
+    def from_build(cls, op, build: Callable, setup, mode, reason, adjoint, extra=None) -> PreparedOperator:
         """Compile ``build(setup)`` directly (not through the compiled-code cache).
 
-        For strategies whose setup is planned on the host per problem (events).
+        For strategies whose setup is planned on the host per problem (events). With
+        ``extra`` (an array), the built function takes it after the target (and ``v``),
+        and every call passes the operator's :attr:`extra` (set it before a call).
         """
         u0, p = np.asarray(setup.u0), to_numpy(setup.p)
         theta0 = to_numpy(setup.target.select(u0, p))
-        example = (theta0, theta0, (u0, p)) if op == "hvp" else (theta0, (u0, p))
+        example = (theta0, theta0) if op == "hvp" else (theta0,)
+        example += (() if extra is None else (extra,)) + ((u0, p),)
 
         def compile_for(setup, traces):
             fn = build(setup)
@@ -105,6 +110,7 @@ class PreparedOperator:
             return compile_for(replace(setup, dense_steps=dense_steps), traces)
 
         prepared = cls(op, mode, reason, adjoint, program, (u0, p), setup.target, rebuild)
+        prepared.extra = extra
         return prepared
 
     @property
@@ -126,6 +132,8 @@ class PreparedOperator:
             args += (self._as_target(v, "v"),)
         elif v is not None:
             raise TypeError(f"a prepared {self.op} takes only the target")
+        if self.extra is not None:
+            args += (self.extra,)
         result, aux = self._run(*args)  # one transfer each way
         while bool(aux["dense_overflow"]):
             self._adopt(self._rebuild(4 * self._program.meta["dense_steps"]))

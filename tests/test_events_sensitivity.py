@@ -171,9 +171,67 @@ def test_prepared_operator_replans_when_event_times_move():
     for k in (0.7, 0.9):
         t_event = math.log(y0 / c) / k
         np.testing.assert_allclose(prep(np.array([k, c])), [-t_event / k, -1 / (c * k)], rtol=1e-7)
-    assert prep.mode == "forward" and prep.n_traces == 2
+    assert prep.mode == "forward" and prep.n_traces == 1  # the planned times are an argument
     with pytest.raises(ValueError, match="shape"):
         prep(np.ones(3))
+
+
+def test_state_event_operator_rebuilds_only_for_a_new_plan_structure():
+    # two bounces before t = 1.5 for e = 0.75 ... 0.82, three for e = 0.6
+    prob = dxdt.ODEProblem(fall, [1.0, 0.0], (0.0, 1.5), p=np.array([0.8]))
+    ev = dxdt.Event(lambda u, p, t: u[0], lambda u, p, t: u.__setitem__(1, -p[0] * u[1]), direction=-1)
+
+    def loss(u, *, t_events):  # the second bounce time + the final velocity
+        return t_events[0][1] + u[-1, 1]
+
+    prep = sens.prepare("value_and_gradient", loss, prob, events=[ev], mode="forward", **TIGHT)
+    t1 = math.sqrt(2 / G)
+    for e, traces in ((0.8, 1), (0.82, 1), (0.75, 1), (0.6, 2), (0.8, 2)):
+        value, grad = prep(np.array([e]))
+        assert prep.n_traces == traces
+        if e == 0.6:
+            sol = dxdt.solve(prob.remake(p=np.array([e])), events=[ev], **TIGHT)
+            assert len(sol.t_events[0]) == 3
+            assert value == pytest.approx(sol.t_events[0][1] + sol.u[-1, 1], rel=1e-8)
+            continue
+        t2 = t1 * (1 + 2 * e)
+        assert value == pytest.approx(t2 + e * e * G * t1 - G * (1.5 - t2), rel=1e-8)
+        np.testing.assert_allclose(grad, [2 * t1 + 2 * e * G * t1 + G * 2 * t1], rtol=1e-7)
+
+
+def test_unprepared_calls_through_a_state_event_reuse_the_operator_and_see_changed_arrays():
+    # u' = -k u from 2 crosses the closure level c at t = ln(2 / c) / k; loss: that time
+    # plus a closure weight times u(5)
+    level, weight = np.array([0.5]), np.array([1.0])
+    calls = []
+    log = calls.append
+
+    def traced():  # the calls made while tracing (the planning NumPy solve calls with floats)
+        return [kind for kind in calls if kind not in ("float", "float64")]
+
+    def below(u, p, t):
+        log(type(t).__name__)
+        return u[0] - level[0]
+
+    def loss(u, *, t_events):
+        return t_events[0][0] + weight[0] * u[-1, 0]
+
+    def expected(k, c, w):
+        t = math.log(2.0 / c) / k
+        return -t / k - w * 5.0 * 2.0 * math.exp(-5.0 * k)
+
+    ev = dxdt.Event(below)
+    for mode in ("forward", "reverse"):
+        for k, c, w in ((0.7, 0.5, 1.0), (0.9, 0.5, 1.0), (0.9, 0.25, 1.0), (0.9, 0.25, 3.0)):
+            level[0], weight[0] = c, w  # changed in place between calls: seen by the next one
+            n_traced = len(traced())
+            prob = dxdt.ODEProblem(decay, [2.0], (0.0, 5.0), p=np.array([k, 0.0]))
+            grad = sens.gradient(loss, prob, events=[ev], mode=mode, **TIGHT)
+            np.testing.assert_allclose(grad[0], expected(k, c, w), rtol=1e-7)
+            if (k, c, w) == (0.9, 0.5, 1.0):  # only p moved: the operator of the first call
+                assert len(traced()) == n_traced
+            elif (c, w) != (0.5, 1.0) and w == 1.0:
+                assert len(traced()) > n_traced  # a changed constant: traced again
 
 
 def test_reverse_reports_the_adjoint_it_uses():
