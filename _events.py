@@ -15,6 +15,7 @@ J. Open Res. Softw. 5 (2017) 15 (continuous, discrete and preset-time callbacks)
 
 from __future__ import annotations
 
+import functools
 import numbers
 from typing import Any, Callable, Sequence
 
@@ -195,6 +196,19 @@ def apply_affect(event, u: np.ndarray, buffer: np.ndarray, p, t: float) -> None:
     if not np.all(np.isfinite(buffer)):
         raise ValueError(f"{event._label()}: affect at t={t:.6g} made the state non-finite")
     np.copyto(u, buffer)
+
+
+def inplace_condition(event: Event):
+    """``event``'s condition as the in-place function :func:`to_jax` translates (a partial
+    of :func:`condition_inplace`, not a closure: the closure walk of the translation and of
+    the compiled-code cache key reaches the user's function and its arrays)."""
+    return functools.partial(condition_inplace, event.condition, event._label())
+
+
+def inplace_affect(event: Event | TimeEvent):
+    """``event``'s affect as the in-place function :func:`to_jax` translates (see
+    :func:`inplace_condition`)."""
+    return functools.partial(affect_inplace, event.affect, event._label())
 
 
 def condition_inplace(condition, label, out, u, p, t):

@@ -27,13 +27,12 @@ derivatives through events are :mod:`dxdt.sensitivity`'s job.
 
 from __future__ import annotations
 
-import functools
 from collections import deque
 
 import numpy as np
 
 from ._backend_numpy import RawSolution, progress_bar
-from ._events import condition_inplace
+from ._events import inplace_condition
 from ._events_numpy import ZENO_COUNT, is_zeno, next_clip, schedule
 from .sensitivity._options import STATUS_CODES
 from .solvers._numpy_executor import failure_message
@@ -58,8 +57,7 @@ def _chunk_program(prob, method, events: tuple, continuous: list, every_step: bo
     from ._backend_jax import structure
     from .sensitivity._compiled import lookup
 
-    conditions = tuple(functools.partial(condition_inplace, events[i].condition, events[i]._label())
-                       for i in continuous)  # the functions translated, as the cache key walks them
+    conditions = tuple(inplace_condition(events[i]) for i in continuous)  # as translated and keyed
     directions = tuple(int(events[i].direction) for i in continuous)
     static = ("state events", structure(prob.u0), structure(example[3]), structure(example[8]), repr(method),
               directions, every_step, len(example[6]), CHUNK_STEPS, STEP_ROWS)

@@ -26,7 +26,7 @@ import functools
 import numpy as np
 
 from ._backend_numpy import RawSolution
-from ._events import TimeEvent, affect_inplace
+from ._events import TimeEvent, inplace_affect
 from ._events_numpy import schedule
 
 
@@ -50,7 +50,7 @@ def _boundaries(events: tuple, p, tspan) -> tuple:
 def wrapped_affects(events: tuple) -> dict:
     """Each affect as the in-place function the translation runs (the objects the cache
     key walks, so that the labels of the arrays a trace read match a later walk)."""
-    return {i: functools.partial(affect_inplace, e.affect, e._label())
+    return {i: inplace_affect(e)
             for i, e in enumerate(events) if e.affect is not None}
 
 

@@ -63,7 +63,7 @@ import numpy as np
 from jax.flatten_util import ravel_pytree
 
 from .._backend_jax import structure
-from .._events import Event, TimeEvent, affect_inplace, condition_inplace
+from .._events import Event, TimeEvent, inplace_affect, inplace_condition
 from .._solution import SolverError
 from . import _compiled
 from ._estimate import translate_eigen_est
@@ -201,16 +201,13 @@ def translate_events(events: tuple, u0, p, duplicate_closure: bool) -> tuple[tup
     for event in events:
         condition = None
         if isinstance(event, Event):
-            # a partial (not a closure over the user's function): the closure walk reaches the
-            # user's condition and duplicates the work buffers it writes
-            translated = to_jax(functools.partial(condition_inplace, event.condition, event._label()), u0, p,
-                                duplicate_closure=duplicate_closure)
+            # the closure walk reaches the user's condition and duplicates the buffers it writes
+            translated = to_jax(inplace_condition(event), u0, p, duplicate_closure=duplicate_closure)
             condition = lambda u, p, t, _g=translated: _g(u, p, t).reshape(-1)[0]  # noqa: E731
         conditions.append(condition)
         affect = None
         if event.affect is not None:
-            affect = to_jax(functools.partial(affect_inplace, event.affect, event._label()), u0, p,
-                            duplicate_closure=duplicate_closure)
+            affect = to_jax(inplace_affect(event), u0, p, duplicate_closure=duplicate_closure)
         affects.append(affect)
     return tuple(conditions), tuple(affects)
 
