@@ -107,12 +107,12 @@ def _build_chunk(prob, method, conditions: tuple, directions: tuple, every_step:
         controller = GuardedController(rtol, atol, pcoeff, icoeff, floor)
         u = u.astype(jnp.promote_types(u.dtype, t_start.dtype))  # as diffrax promotes a float32 state
         options = SolveOptions(method, rtol, atol, CHUNK_STEPS)
-        dt0 = jax.lax.cond(dt0 == 0, lambda: jnp.sign(t_stop - t_start) * initial_step(
+        direction = jnp.sign(t_stop - t_start)
+        dt0 = jax.lax.cond(dt0 == 0, lambda: direction * initial_step(
             lambda t, y, a: g_once(y, a, t), u, p, t_start, t_stop, options), lambda: dt0)  # 0: choose
         sol = diffrax.diffeqsolve(term, solver, t_start, t_stop, dt0, u, args=p, saveat=saveat,
                                   stepsize_controller=controller, max_steps=STEP_ROWS if every_step else CHUNK_STEPS,
                                   throw=False, event=event)
-        direction = jnp.sign(t_stop - t_start)
         ts_size = sol.interpolation.ts_size
         ts = sol.interpolation.ts * direction  # diffrax steps in -t backwards
         if every_step:

@@ -288,7 +288,7 @@ def _joint(setup: EventSetup, boundary: Boundary, u_star, p, t_star=None):
     return t_star + delta, state_at(delta)
 
 
-def joined_trajectory(setup: EventSetup, segment: Callable, theta, planned=None):
+def joined_trajectory(setup: EventSetup, segment: Callable, theta, planned):
     """``(U, t_events, code)`` with every segment solved between *planned* times.
 
     ``segment((t_start, t_stop, saves), u, p) -> (rows, code)`` is ``jax_solve``'s
@@ -303,7 +303,7 @@ def joined_trajectory(setup: EventSetup, segment: Callable, theta, planned=None)
 
     ``planned``: the planned times of ``setup.boundaries`` as an array (traced: one
     program serves every call whose plan has the same structure, see
-    :func:`plan_structure`); default the boundaries' own times.
+    :func:`plan_structure`).
     """
     from ._jax_solve_events import along_flow
 
@@ -311,12 +311,9 @@ def joined_trajectory(setup: EventSetup, segment: Callable, theta, planned=None)
     saveat, direction = setup.saveat, np.sign(setup.t_end - setup.t0) or 1.0
     dtype = jnp.result_type(float)
     boundaries = setup.boundaries
-    if planned is None:
-        planned = np.array([b.time for b in boundaries], float)
     planned = jnp.asarray(planned, dtype)
     start, rows, times, code = setup.t0, [], [[] for _ in setup.events], jnp.asarray(0)
     t_start = jnp.asarray(setup.t0, dtype)
-    terminal = bool(boundaries) and boundaries[-1].time == setup.t_end  # the last event ends the solve
 
     stops = [b.time for b in boundaries] + [setup.t_end]
     width = 1 + max(np.count_nonzero(((saveat - a) * direction >= 0) & ((saveat - b) * direction <= 0))
@@ -345,12 +342,17 @@ def joined_trajectory(setup: EventSetup, segment: Callable, theta, planned=None)
         if boundary.time != setup.t_end:  # back to the planned time, to second order
             u = along_flow(setup.g, u, p, t_k, planned[k] - t_k)
     last = (saveat - start) * direction >= 0
-    if not terminal and setup.t_end != start:
+    if setup.t_end != start:
         solve(u, jnp.asarray(setup.t_end, dtype), saveat[last])
     else:  # the last event ended the solve: rows at its time show the post-affect state
         rows.append(jnp.broadcast_to(u, (int(last.sum()),) + u.shape))
     t_events = tuple(jnp.stack(ts) if ts else jnp.zeros((0,), dtype) for ts in times)
     return jnp.concatenate(rows), t_events, code
+
+
+def planned_times(boundaries: tuple) -> np.ndarray:
+    """The boundaries' planned times (float64), the argument of :func:`joined_trajectory`."""
+    return np.array([b.time for b in boundaries], float)
 
 
 def plan_structure(planned: tuple, saveat: np.ndarray, tspan) -> tuple:
@@ -361,7 +363,7 @@ def plan_structure(planned: tuple, saveat: np.ndarray, tspan) -> tuple:
     boundaries, t_end, n_rows = planned
     t0 = tspan[0]
     direction = np.sign(t_end - t0) or 1.0
-    times = np.array([b.time for b in boundaries], float)
+    times = planned_times(boundaries)
     segment_of_row = np.searchsorted(times * direction, np.asarray(saveat[:n_rows]) * direction, side="right")
     return (tuple((b.events, b.timed) for b in boundaries), tuple(segment_of_row.tolist()), n_rows,
             bool(len(times)) and times[0] == t0, bool(len(times)) and times[-1] == t_end)
@@ -643,7 +645,7 @@ class EventOperator:
         self._estimate = translate_eigen_est(options.method)
         self._loss = None if loss is None else translate_event_loss(loss, duplicate_closure)
         self._conditions, self._affects = translate_events(events, prob.u0, prob.p, duplicate_closure)
-        self._plan, self._prepared, self._built, self._structure = None, None, [], None
+        self._plan, self._prepared, self._built = None, None, []
         self._requested = prob
         self._by_structure: dict = {}  # state events: the programs of the last plan structures
         from ._jax_solve_events import chainable
@@ -680,15 +682,15 @@ class EventOperator:
         planned = plan(prob, self._events, self._options, self._saveat)
         if planned == self._plan:
             return
+        boundaries, t_end, n_rows = planned
+        structure, times = None, None
         if self._joined:  # the planned times are an argument: same structure, same program
-            structure = plan_structure(planned, self._saveat, prob.tspan)
+            structure, times = plan_structure(planned, self._saveat, prob.tspan), planned_times(boundaries)
             if structure in self._by_structure:
                 self._prepared = self._by_structure[structure]
-                self._prepared.extra = np.array([b.time for b in planned[0]], float)
+                self._prepared.extra = times
                 self._plan, self._prob = planned, prob
                 return
-            self._structure = structure
-        boundaries, t_end, n_rows = planned
         steps = 0
         if self._inner == "reverse" and self.adjoint == "interpolating":
             steps = segment_steps(prob, self._events, self._options, boundaries, t_end)
@@ -720,12 +722,11 @@ class EventOperator:
             build = functools.partial(_build_joined, op, inner, adjoint)
         else:  # the discrete adjoint, first order (its second order is forward-over-forward, joined)
             build = checkpoint_jacobian if op == "jacobian" else checkpoint_gradient
-        extra = np.array([b.time for b in boundaries], float) if self._joined else None
         self._prepared = PreparedOperator.from_build(op, build, setup, self.mode, self.reason, self.adjoint,
-                                                     extra=extra)
+                                                     extra=times)
         self._built.append(self._prepared)
         if self._joined:
-            self._by_structure[self._structure] = self._prepared
+            self._by_structure[structure] = self._prepared
             while len(self._by_structure) > STRUCTURES_KEPT:
                 del self._by_structure[next(iter(self._by_structure))]
         self._plan, self._prob = planned, prob
