@@ -232,6 +232,11 @@ def test_unprepared_calls_through_a_state_event_reuse_the_operator_and_see_chang
                 assert len(traced()) == n_traced
             elif (c, w) != (0.5, 1.0) and w == 1.0:
                 assert len(traced()) > n_traced  # a changed constant: traced again
+    n_traced = len(traced())
+    sens.clear_cache(disk=False)  # forgets the kept operators too
+    grad = sens.gradient(loss, prob, events=[ev], mode="reverse", **TIGHT)
+    np.testing.assert_allclose(grad[0], expected(0.9, 0.25, 3.0), rtol=1e-7)
+    assert len(traced()) > n_traced
 
 
 def test_reverse_reports_the_adjoint_it_uses():
