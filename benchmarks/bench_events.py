@@ -23,7 +23,9 @@ Gradient cost: a prepared ``value_and_gradient`` through the doses (forward, and
 with the default adjoint) of a least-squares loss on the PK model, relative to one NumPy
 primal solve of the same problem and to the same primal compiled (``jax.jit`` of
 ``sens.jax_solve`` with the doses: one ``lax.scan`` over the segments, as the operators
-use); with ``--quick``, 10 doses over 5 days instead of 30 over 15.
+use); with ``--quick``, 10 doses over 5 days instead of 30 over 15. The same through
+a ball's 6 bounces (state events: every call re-plans with a NumPy solve), forward,
+reverse and the discrete adjoint, against the NumPy primal and ``jax_solve`` jitted.
 
 Run: ``.venv/bin/python benchmarks/bench_events.py [--quick] [--repeats N]``; prints a
 table and writes ``benchmarks/results/events.json`` with the load average.
@@ -239,6 +241,49 @@ def gradient_cost(days: float, repeats: int) -> list[dict]:
     return records
 
 
+def ball_gradient_cost(repeats: int) -> list[dict]:
+    """Prepared ``value_and_gradient`` through a ball bouncing 6 times (t <= 3, e = 0.8,
+    15 saves), in the restitution: forward, reverse (interpolating) and the discrete
+    adjoint; each call re-plans the bounces with a NumPy solve and passes the planned times
+    to one compiled program (its segments in one ``lax.scan``)."""
+    from dxdt import sensitivity as sens
+
+    import jax
+    import jax.numpy as jnp
+
+    event = FLOOR
+    prob = dxdt.ODEProblem(fall, np.array([H0, 0.0]), (0.0, 3.0), np.array([0.8]))
+    ts = np.linspace(0.1, 2.9, 15)
+
+    def loss(u):
+        return np.sum(u[:, 0] ** 2)
+
+    case = "ball 6 bounces, gradient"
+    primal = time_median(lambda: dxdt.solve(prob, Tsit5(), rtol=RTOL, atol=ATOL, saveat=ts, events=[event]),
+                         repeats=repeats)
+    records = [{"case": case, "what": "numpy primal", "median_s": primal.median}]
+    tic = time.perf_counter()
+    F = sens.jax_solve(prob, Tsit5(), saveat=ts, events=[event], rtol=RTOL, atol=ATOL)
+    u0, p = jnp.asarray(prob.u0), jnp.asarray(prob.p)
+    compiled = jax.jit(F).lower(u0, p).compile()
+    compile_s = time.perf_counter() - tic
+    jitted = time_median(lambda: np.asarray(compiled(u0, p)), repeats=max(repeats, 20))
+    records.append({"case": case, "what": "jax_solve primal (jit, re-plans)", "median_s": jitted.median,
+                    "prepare_s": compile_s})
+    for mode, adjoint in (("forward", "interpolating"), ("reverse", "interpolating"), ("reverse", "checkpoint")):
+        tic = time.perf_counter()
+        prep = sens.prepare("value_and_gradient", loss, prob, Tsit5(), saveat=ts, events=[event],
+                            rtol=RTOL, atol=ATOL, mode=mode, adjoint=adjoint)
+        prep(prob.p)
+        prepare_s = time.perf_counter() - tic
+        timing = time_median(lambda: prep(prob.p), repeats=max(repeats, 20))
+        what = f"value_and_gradient {prep.mode}" + (f" {prep.adjoint}" if prep.adjoint else "")
+        records.append({"case": case, "what": what, "median_s": timing.median, "prepare_s": prepare_s,
+                        "ratio_to_primal": timing.median / primal.median,
+                        "ratio_to_compiled_primal": timing.median / jitted.median})
+    return records
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="gradient cost on 10 doses instead of 30")
@@ -290,6 +335,7 @@ def main(argv=None):
                         "error": error, "first_call_s": first_call.get(name), "from_disk_s": rerun.get(name)})
 
     records += gradient_cost(5.0 if args.quick else 15.0, max(3, args.repeats // 2))
+    records += ball_gradient_cost(max(3, args.repeats // 2))
     load_end = load_average()
     rows = [(r["case"], r["what"], fmt_time(r["median_s"]), fmt_float(r.get("error")),
              r.get("bounces", ""), fmt_time(r.get("first_call_s") or r.get("prepare_s")),

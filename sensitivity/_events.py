@@ -241,23 +241,25 @@ def translate_event_loss(loss: Callable, duplicate_closure: bool) -> Callable:
     return with_times
 
 
-def _segment(setup: EventSetup, u, p, t_start, t_stop: float, ts):
-    """Solve from the traced ``t_start`` to the fixed ``t_stop``, saving at ``ts``, under
-    diffrax's ``RecursiveCheckpointAdjoint`` (the discrete adjoint).
+def _segment(setup: EventSetup, u, p, t_start, t_stop, ts):
+    """Solve from the traced ``t_start`` to ``t_stop`` (a planned time, traced, held
+    constant), saving at ``ts``, under diffrax's ``RecursiveCheckpointAdjoint`` (the
+    discrete adjoint).
 
-    Time is rescaled to ``s in [0, 1]`` so that ``t_start`` is an ordinary argument.
+    Time is rescaled to ``s in [0, 1]`` so that ``t_start`` and ``t_stop`` are ordinary
+    arguments.
     """
     def field(s, y, args):
-        pp, start = args
-        span = t_stop - start
+        pp, start, stop = args
+        span = stop - start
         return span * setup.g(y, pp, start + s * span)
 
     s_save = None if len(ts) == 0 else (jnp.asarray(ts) - t_start) / (t_stop - t_start)
     estimate = setup.options.spectral_radius(  # in the segment's time s: scaled by its span
-        lambda s, y, args: (args[1] + s * (t_stop - args[1]), y, args[0]))
+        lambda s, y, args: (args[1] + s * (args[2] - args[1]), y, args[0]))
     rho = None if estimate is None else (
-        lambda s, y, args: jnp.abs(t_stop - args[1]) * estimate(s, y, args))
-    sol, code = odeint(field, u, (p, t_start), 0.0, 1.0, setup.options, ts=s_save,
+        lambda s, y, args: jnp.abs(args[2] - args[1]) * estimate(s, y, args))
+    sol, code = odeint(field, u, (p, t_start, t_stop), 0.0, 1.0, setup.options, ts=s_save,
                        differentiable="reverse", spectral_radius=rho)
     return sol.ys[-1], sol.ys[:-1], code, sol.stats["num_accepted_steps"]
 
@@ -288,8 +290,9 @@ def _joint(setup: EventSetup, boundary: Boundary, u_star, p, t_star=None):
     return t_star + delta, state_at(delta)
 
 
-def joined_trajectory(setup: EventSetup, segment: Callable, theta, planned):
-    """``(U, t_events, code)`` with every segment solved between *planned* times.
+def joined_trajectory(setup: EventSetup, segment: Callable, u, p, planned):
+    """``(U, t_events, code)`` from ``(u0, p)`` with every segment solved between
+    *planned* times.
 
     ``segment((t_start, t_stop, saves), u, p) -> (rows, code)`` is ``jax_solve``'s
     differentiable solve (rows at ``saves``, then the end). A segment starts at the
@@ -303,51 +306,128 @@ def joined_trajectory(setup: EventSetup, segment: Callable, theta, planned):
 
     ``planned``: the planned times of ``setup.boundaries`` as an array (traced: one
     program serves every call whose plan has the same structure, see
-    :func:`plan_structure`).
+    :func:`plan_structure`). The segments run in one ``lax.scan`` (:func:`_scan_chain`).
+    """
+    def solve(t_start, t_stop, saves, u):
+        ys, code = segment((t_start, t_stop, saves), u, p)
+        return ys, code, jnp.asarray(0)
+
+    rows, t_events, code, _ = _scan_chain(setup, u, p, planned, solve, from_event_time=False)
+    return rows, t_events, code
+
+
+def trajectory(setup: EventSetup, theta, planned):
+    """``(U, t_events, code, naccept)`` for the discrete adjoint: the saved states, the
+    event times per event, the status and the accepted steps of all segments, each segment
+    a diffrax solve from the traced event time to the next planned time (:func:`_segment`),
+    in one ``lax.scan`` (:func:`_scan_chain`).
+
+    ``planned``: the planned times of ``setup.boundaries`` (an argument, as for
+    :func:`joined_trajectory`: one program per plan structure).
+    """
+    u, p = setup.target.merge(theta, setup.u0, setup.p)
+
+    def solve(t_start, t_stop, saves, u):  # the last of the saves is t_stop: its row is the end
+        _, rows, code, steps = _segment(setup, u, p, t_start, t_stop, saves)
+        return rows, code, steps
+
+    return _scan_chain(setup, u, p, planned, solve, from_event_time=True)
+
+
+def _scan_chain(setup: EventSetup, u, p, planned, solve: Callable, from_event_time: bool):
+    """``(U, t_events, code, steps)``: the chain of segment solves and joints of
+    ``setup.boundaries`` in one ``lax.scan``.
+
+    ``solve(t_start, t_stop, saves, u) -> (rows at saves, code, steps)``; the last save
+    is ``t_stop`` (every segment saves ``width`` times, its rows then its end repeated).
+    Each segment ends at a planned time, where :func:`_joint` gives the event time
+    ``t_k(theta)`` and the state, and the affects act. With ``from_event_time`` the next
+    segment starts at ``t_k`` (the discrete adjoint's rescaled segments); otherwise at the
+    planned time, the post-affect state moved back there along the flow, to second order
+    (:func:`._jax_solve_events.along_flow`). The joint after each segment is chosen by
+    ``lax.switch`` among the distinct joints of the sequence (:func:`_kind`), the last
+    segment (to ``t1``) followed by one that does nothing: the compiled program holds one
+    copy of the segment solve whatever the number of events. The first failing segment's
+    code is reported.
     """
     from ._jax_solve_events import along_flow
 
-    u, p = setup.target.merge(theta, setup.u0, setup.p)
     saveat, direction = setup.saveat, np.sign(setup.t_end - setup.t0) or 1.0
     dtype = jnp.result_type(float)
-    boundaries = setup.boundaries
-    planned = jnp.asarray(planned, dtype)
-    start, rows, times, code = setup.t0, [], [[] for _ in setup.events], jnp.asarray(0)
-    t_start = jnp.asarray(setup.t0, dtype)
+    boundaries, planned = setup.boundaries, jnp.asarray(planned, dtype)
+    times = [[] for _ in setup.events]  # per event: its firings' segments (-1: at t0)
 
-    stops = [b.time for b in boundaries] + [setup.t_end]
-    width = 1 + max(np.count_nonzero(((saveat - a) * direction >= 0) & ((saveat - b) * direction <= 0))
-                    for a, b in zip([setup.t0] + stops[:-1], stops))
+    def joint(boundary, moves_back):
+        """``(state at the planned time t_star, t_star) -> (state after the event, t_k)``."""
+        def apply(u_star, t_star):
+            t_k, u = _joint(setup, boundary, u_star, p, t_star)
+            for i in boundary.events:
+                if setup.affects[i] is not None:
+                    u = setup.affects[i](u, p, t_k).astype(u.dtype)
+            if moves_back and not from_event_time:  # back to the planned time, to second order
+                u = along_flow(setup.g, u, p, t_k, t_star - t_k)
+            return u.astype(u_star.dtype), jnp.asarray(t_k, dtype)
+        return apply
 
-    def solve(u, stop, ts):
-        # saving `width` times, the real rows then the stop repeated: every segment has the
-        # same shapes, so its passes are traced and compiled once for all segments
-        nonlocal code
-        saves = jnp.concatenate([jnp.asarray(ts, dtype), jnp.full(width - len(ts), stop, dtype)])
-        ys, c = segment((t_start, stop, saves), u, p)
-        rows.append(ys[:len(ts)])
-        code = jnp.where(code == 0, c, code)
-        return ys[-1]
-
+    start, t_start, first_t = setup.t0, jnp.asarray(setup.t0, dtype), None
+    if boundaries and boundaries[0].time == setup.t0:  # at t0: the joint before any solve
+        u, first_t = joint(boundaries[0], boundaries[0].time != setup.t_end)(u, planned[0])
+        times = [[-1] if i in boundaries[0].events else [] for i in range(len(setup.events))]
+        t_start = first_t if from_event_time else planned[0]
+        boundaries, planned = boundaries[1:], planned[1:]
+    kinds, saves = [], []
     for k, boundary in enumerate(boundaries):
-        if boundary.time != start:
-            inside = ((saveat - start) * direction >= 0) & ((saveat - boundary.time) * direction < 0)
-            u = solve(u, planned[k], saveat[inside])
-        t_k, u = _joint(setup, boundary, u, p, planned[k])
+        inside = ((saveat - start) * direction >= 0) & ((saveat - boundary.time) * direction < 0)
+        saves.append(saveat[inside])
+        kinds.append((_kind(setup, boundary), boundary.time != setup.t_end))
         for i in boundary.events:
-            times[i].append(t_k)
-            if setup.affects[i] is not None:
-                u = setup.affects[i](u, p, t_k).astype(u.dtype)
-        start, t_start = boundary.time, planned[k]
-        if boundary.time != setup.t_end:  # back to the planned time, to second order
-            u = along_flow(setup.g, u, p, t_k, planned[k] - t_k)
+            times[i].append(k)
+        start = boundary.time
     last = (saveat - start) * direction >= 0
-    if setup.t_end != start:
-        solve(u, jnp.asarray(setup.t_end, dtype), saveat[last])
-    else:  # the last event ended the solve: rows at its time show the post-affect state
-        rows.append(jnp.broadcast_to(u, (int(last.sum()),) + u.shape))
-    t_events = tuple(jnp.stack(ts) if ts else jnp.zeros((0,), dtype) for ts in times)
-    return jnp.concatenate(rows), t_events, code
+    terminal = setup.t_end == start  # the last event ended the solve
+    if not terminal:
+        saves.append(saveat[last])
+    distinct = list(dict.fromkeys(kinds))
+    branches = [joint(boundary, moves_back) for boundary, moves_back in distinct]
+    branches.append(lambda u, t_star: (u, t_star))  # after the last segment
+    which = [distinct.index(kind) for kind in kinds] + ([] if terminal else [len(distinct)])
+
+    code, steps, t_ks = jnp.asarray(0), jnp.asarray(0), jnp.zeros((0,), dtype)
+    rows = jnp.zeros((0,) + jnp.shape(u), u.dtype)
+    if saves:
+        width = 1 + max(len(ts) for ts in saves)
+        ends = jnp.concatenate([planned, jnp.full(len(saves) - len(planned), setup.t_end, dtype)])
+        real = np.arange(width)[None, :] < np.array([len(ts) for ts in saves])[:, None]
+        padded = np.array([np.concatenate([ts, np.zeros(width - len(ts))]) for ts in saves])
+        grid = jnp.where(real, jnp.asarray(padded, dtype), ends[:, None])  # padding saves the segment's end
+
+        def step(carry, xs):
+            u, t_start, code, steps = carry
+            t_stop, ts, kind = xs
+            ys, status, n = solve(t_start, t_stop, ts, u)
+            u, t_k = branches[0](ys[-1], t_stop) if len(branches) == 1 else \
+                jax.lax.switch(kind, branches, ys[-1], t_stop)
+            t_next = t_k if from_event_time else t_stop
+            return (u, t_next, jnp.where(code == 0, status, code), steps + n), (ys[:-1], t_k)
+
+        (u, _, code, steps), (ys, t_ks) = jax.lax.scan(step, (u, t_start, code, steps),
+                                                       (ends, grid, jnp.asarray(which)))
+        flat = np.concatenate([k * (width - 1) + np.arange(len(ts)) for k, ts in enumerate(saves)]).astype(int)
+        rows = ys.reshape((-1,) + ys.shape[2:])[flat]
+    if terminal:  # rows at the final event's time show the post-affect state
+        rows = jnp.concatenate([rows, jnp.broadcast_to(u, (int(last.sum()),) + u.shape)])
+    t_events = tuple(jnp.stack([first_t if k < 0 else t_ks[k] for k in ks]) if ks else jnp.zeros((0,), dtype)
+                     for ks in times)
+    return rows, t_events, code, steps
+
+
+def _kind(setup: EventSetup, boundary: Boundary) -> Boundary:
+    """What :func:`_joint` does at ``boundary`` (its time is an argument): equal for every
+    firing of the same events, but for ``times(p)``, whose position in the times counts."""
+    timed = boundary.timed
+    if timed is not None and not callable(setup.events[timed[0]].times):
+        timed = (timed[0], 0)
+    return replace(boundary, time=0.0, timed=timed)
 
 
 def planned_times(boundaries: tuple) -> np.ndarray:
@@ -369,44 +449,6 @@ def plan_structure(planned: tuple, saveat: np.ndarray, tspan) -> tuple:
             bool(len(times)) and times[0] == t0, bool(len(times)) and times[-1] == t_end)
 
 
-def trajectory(setup: EventSetup, theta):
-    """``(U, t_events, code, naccept)`` for the discrete adjoint: the saved states, the
-    event times per event, the status and the accepted steps of all segments, each segment
-    a diffrax solve from the traced event time (:func:`_segment`).
-    """
-    u, p = setup.target.merge(theta, setup.u0, setup.p)
-    saveat, direction = setup.saveat, np.sign(setup.t_end - setup.t0) or 1.0
-    t_start, t_start_star = jnp.asarray(setup.t0, jnp.result_type(float)), setup.t0
-    rows, times = [], [[] for _ in setup.events]
-    code, naccept = jnp.asarray(0), jnp.asarray(0)
-
-    def segment(u, t_start, t_stop, ts):
-        nonlocal code, naccept
-        u, seg_rows, c, steps = _segment(setup, u, p, t_start, t_stop, ts)
-        naccept = naccept + steps
-        rows.append(seg_rows)
-        code = jnp.maximum(code, c)
-        return u
-
-    for boundary in setup.boundaries:
-        if boundary.time != t_start_star:
-            inside = ((saveat - t_start_star) * direction >= 0) & ((saveat - boundary.time) * direction < 0)
-            u = segment(u, t_start, boundary.time, saveat[inside])
-        t_k, u = _joint(setup, boundary, u, p)
-        for i in boundary.events:
-            times[i].append(t_k)
-            if setup.affects[i] is not None:
-                u = setup.affects[i](u, p, t_k)
-        t_start, t_start_star = t_k, boundary.time
-    last = (saveat - t_start_star) * direction >= 0
-    if setup.t_end != t_start_star:
-        u = segment(u, t_start, setup.t_end, saveat[last])
-    else:  # a terminal event ended the solve: rows at its time show the post-affect state
-        rows.append(jnp.broadcast_to(u, (int(last.sum()),) + u.shape))
-    t_events = tuple(jnp.stack(ts) if ts else jnp.zeros((0,), jnp.result_type(float)) for ts in times)
-    return jnp.concatenate(rows), t_events, code, naccept
-
-
 def _no_aux(code):
     zero = jnp.asarray(0.0)
     return {"code": code, "mismatch": zero, "dense_overflow": jnp.asarray(False),
@@ -414,16 +456,17 @@ def _no_aux(code):
 
 
 def checkpoint_gradient(setup: EventSetup) -> Callable:
-    """``theta -> ((L, grad), aux)`` by the discrete adjoint on :func:`trajectory`, with the
-    estimate of whether stability set its steps (``aux["stiffness"]``)."""
-    def loss_of(theta):
-        U, t_events, code, naccept = trajectory(setup, theta)
+    """``(theta, planned) -> ((L, grad), aux)`` by the discrete adjoint on
+    :func:`trajectory`, with the estimate of whether stability set its steps
+    (``aux["stiffness"]``)."""
+    def loss_of(theta, planned):
+        U, t_events, code, naccept = trajectory(setup, theta, planned)
         p = setup.target.merge(theta, setup.u0, setup.p)[1]
         u_last = U[-1] if U.shape[0] else setup.u0  # the last saved state (for the stiffness)
         return setup.loss(U, p, t_events), (code, naccept, u_last)
 
-    def run(theta):
-        (L, (code, naccept, u_last)), grad = jax.value_and_grad(loss_of, has_aux=True)(theta)
+    def run(theta, planned):
+        (L, (code, naccept, u_last)), grad = jax.value_and_grad(loss_of, has_aux=True)(theta, planned)
         u0, p = setup.target.merge(theta, setup.u0, setup.p)
         stiffness = checkpoint_stiffness(setup.g, p, (u0, setup.t0), (u_last, setup.t_end), naccept,
                                          setup.options.method)
@@ -441,11 +484,11 @@ def _forward_gradient(loss: Callable, theta):
 
 
 def checkpoint_jacobian(setup: EventSetup) -> Callable:
-    """``theta -> (dU/dtheta, aux)`` shaped ``(n_save, *u0.shape, *leaf.shape)`` per leaf, by
-    the discrete adjoint on :func:`trajectory`."""
-    def run(theta):
+    """``(theta, planned) -> (dU/dtheta, aux)`` shaped ``(n_save, *u0.shape, *leaf.shape)``
+    per leaf, by the discrete adjoint on :func:`trajectory`."""
+    def run(theta, planned):
         def rows(theta):
-            U, _, code, _ = trajectory(setup, theta)
+            U, _, code, _ = trajectory(setup, theta, planned)
             return U, code
 
         J, code = jax.jacrev(rows, has_aux=True)(theta)
@@ -494,8 +537,9 @@ def _build_joined(op: str, inner: str, adjoint: str | None, setup: EventSetup) -
 
     def operator(*args):  # (theta[, v], planned times)
         *head, planned = args
-        return _chain_operator(op, inner, lambda theta: joined_trajectory(setup, segment, theta, planned),
-                               setup)(*head)
+        def rows_and_times(theta):
+            return joined_trajectory(setup, segment, *setup.target.merge(theta, setup.u0, setup.p), planned)
+        return _chain_operator(op, inner, rows_and_times, setup)(*head)
     return operator
 
 
@@ -658,7 +702,8 @@ class EventOperator:
         moving = all(isinstance(e, TimeEvent) for e in events)
         self._chained = None if discrete else "fixed" if chainable(events) else "moving" if moving else None
         # state events: one jax_solve segment per event between planned times (see
-        # joined_trajectory), re-planned at every call
+        # joined_trajectory), or the discrete adjoint's segments (see trajectory),
+        # re-planned at every call, the planned times an argument of the program
         self._joined = self._chained is None and not discrete
         self._ensure(prob)
 
@@ -684,7 +729,7 @@ class EventOperator:
             return
         boundaries, t_end, n_rows = planned
         structure, times = None, None
-        if self._joined:  # the planned times are an argument: same structure, same program
+        if self._chained is None:  # the planned times are an argument: same structure, same program
             structure, times = plan_structure(planned, self._saveat, prob.tspan), planned_times(boundaries)
             if structure in self._by_structure:
                 self._prepared = self._by_structure[structure]
@@ -725,7 +770,7 @@ class EventOperator:
         self._prepared = PreparedOperator.from_build(op, build, setup, self.mode, self.reason, self.adjoint,
                                                      extra=times)
         self._built.append(self._prepared)
-        if self._joined:
+        if self._chained is None:
             self._by_structure[structure] = self._prepared
             while len(self._by_structure) > STRUCTURES_KEPT:
                 del self._by_structure[next(iter(self._by_structure))]

@@ -25,10 +25,11 @@ from typing import Any, Callable
 import numpy as np
 
 from .. import _checks
+from .._events import Event
 from .._problem import ODEProblem
 from .._solution import SolverError
 from ._jax import load_jax
-from ._jax_solve_events import SEQUENCE_CHANGED, build_chain, check_time_events, run_chain
+from ._jax_solve_events import SEQUENCE_CHANGED, HostPlanner, build_chain, check_jax_solve_events, run_chain
 from ._jax_solve_passes import SolveSpec, SolveStatic, jit_pass, primal_with_code
 from ._jax_solve_rules import apply_tangent
 from ._ode import STATUS_CODES
@@ -113,6 +114,42 @@ def chain_function(chain, static: SolveStatic) -> Callable:
     return lambda u0, p: run_chain(chain, u0, p, segment, static.g)
 
 
+def _joined_function(prob, g, events: tuple, saveat: np.ndarray, options, adjoint: str, duplicate_closure: bool,
+                     n_x: int) -> "_SolveFunction":
+    """``F`` through state events: the chain of :func:`._events.joined_trajectory` (one
+    ``jax_solve`` segment per event between the planned times, joined at the event times
+    by the implicit function theorem), planned again on the host at every call
+    (:class:`._jax_solve_events.HostPlanner`)."""
+    from ._events import EventSetup, joined_trajectory, segment_steps, translate_events
+
+    planner = HostPlanner(prob, events, options, saveat)
+    boundaries, t_end, n_rows = planner.planned
+    if n_rows < len(saveat):
+        raise ValueError(f"saveat: a terminal event ends the solve at t={t_end:.10g}, before the save times "
+                         f"{saveat[n_rows:].tolist()}; F returns u at every save time: save up to the stop")
+    steps = segment_steps(prob, events, options, boundaries, t_end) if adjoint == "interpolating" else 0
+    conditions, affects = translate_events(events, prob.u0, prob.p, duplicate_closure)
+    setup = EventSetup(g=g, loss=None, target=None, u0=None, p=None, t0=prob.tspan[0], saveat=saveat,
+                       options=options, events=events, conditions=conditions, affects=affects,
+                       boundaries=boundaries, t_end=t_end, dense_steps=steps)
+    segment = _differentiable(solve_static(g, options, adjoint, steps, n_x))
+
+    def run(u0, p):
+        planned, plan_code = planner.traced(u0, p)
+        rows, _, code = joined_trajectory(setup, segment, u0, p, planned)
+        code = jnp.where(plan_code != 0, plan_code, code)
+        return jnp.where(code == 0, rows, jnp.nan), code
+
+    description = (f"{len(saveat)} save times, {len(events)} events, {planner.n_events} planned event times, "
+                   f"adjoint={adjoint!r}")
+    F = _SolveFunction(lambda u0, p: run(u0, p)[0], jax.jit(run), jnp.asarray(prob.u0),
+                       as_jax_tree(prob.p, prob.u0.dtype), description)
+    F.planner = planner
+    F.changed = ("the event sequence at these (u0, p) differs from the one F was built for (an event more or "
+                 "less, another order, or a save time on the other side of an event)")
+    return F
+
+
 class _SolveFunction:
     """``F(u0, p) -> u(saveat)``: see :func:`jax_solve`.
 
@@ -121,6 +158,11 @@ class _SolveFunction:
     """
 
     spec = None  # a single solve's SolveSpec (None for a chain of solves through events)
+
+    # why a call's event sequence was refused (SEQUENCE_CHANGED)
+    changed = ("times(p) moved the event sequence planned when F was built (a dose time crossed a save time, "
+               "another event or an end of tspan)")
+    planner = None  # through state events: the HostPlanner, whose last failure message an eager call reports
 
     def __init__(self, solve: Callable, eager: Callable, u0, p, description: str):
         self._solve, self._eager, self._description = solve, eager, description
@@ -147,12 +189,11 @@ class _SolveFunction:
         code = int(code)
         if code:
             if code == SEQUENCE_CHANGED:
-                raise SolverError(
-                    "jax_solve: times(p) moved the event sequence planned when F was built (a dose time "
-                    "crossed a save time, another event or an end of tspan): build F again at these "
-                    "parameters (inside a trace the rows are NaN)")
+                raise SolverError(f"jax_solve: {self.changed}: build F again at these values "
+                                  "(inside a trace the rows are NaN)")
             status = STATUS_CODES.get(code, "nonfinite")
-            raise SolverError(f"jax_solve: the solve failed with status {status!r}: {_HINTS[status]}.")
+            why = self.planner.message if self.planner is not None and self.planner.message else _HINTS[status]
+            raise SolverError(f"jax_solve: the solve failed with status {status!r}: {why}.")
         return U
 
     def __repr__(self) -> str:
@@ -187,13 +228,15 @@ def jax_solve(prob: ODEProblem, method=None, *, saveat=None, rtol: float = 1e-6,
     adjoint : {"interpolating", "checkpoint", "backsolve"}
         The reverse strategy of ``jax.grad``/``jax.vjp`` (see :mod:`dxdt.sensitivity`).
         ``"checkpoint"`` supports first derivatives only.
-    events : list of TimeEvent, optional
+    events : list of TimeEvent and Event, optional
         Dosing events: ``F`` chains the solves between them and the affects at them
         (translated like ``f``; they may depend on ``p``), and every transformation
         differentiates through the jumps (see "dxdt inside JAX"). With ``times(p)`` the
-        first derivatives include the motion of the dose times; second derivatives raise
-        ``NotImplementedError``. State events raise ``NotImplementedError`` (the
-        NumPy-facing operators handle them).
+        derivatives include the motion of the dose times. State events (``Event``): ``F``
+        is built for the event sequence of a NumPy solve at ``prob``; every call plans
+        again on the host (``jax.pure_callback``) and differentiates the event times by
+        the implicit function theorem; a call whose sequence differs gives NaN in a trace
+        and raises ``SolverError`` eagerly.
     duplicate_closure : bool
         Give work buffers reachable from ``f`` private traced copies.
 
@@ -207,9 +250,10 @@ def jax_solve(prob: ODEProblem, method=None, *, saveat=None, rtol: float = 1e-6,
     Raises
     ------
     ValueError, TypeError
-        Bad arguments (each names the argument).
-    NotImplementedError
-        ``events`` holds a state ``Event``.
+        Bad arguments (each names the argument); ``adjoint="backsolve"`` with an event
+        that changes the state; a terminal event before the last save time.
+    SolverError
+        The NumPy solve with the events that plans ``F`` failed.
 
     Examples
     --------
@@ -223,7 +267,7 @@ def jax_solve(prob: ODEProblem, method=None, *, saveat=None, rtol: float = 1e-6,
     options = _options(method, rtol, atol, max_steps, prob.u0.shape)
     saveat = _checks.check_saveat([prob.tspan[1]] if saveat is None else saveat, prob.tspan)
     duplicate_closure = _checks.check_flag("duplicate_closure", duplicate_closure)
-    events = check_time_events(events)
+    events = check_jax_solve_events(events, adjoint)
 
     from ._estimate import translate_eigen_est
     from .translate import to_jax
@@ -234,6 +278,8 @@ def jax_solve(prob: ODEProblem, method=None, *, saveat=None, rtol: float = 1e-6,
     u0 = jnp.asarray(prob.u0)
 
     n_x = 1 + len(jax.tree_util.tree_leaves(p))
+    if any(isinstance(event, Event) for event in events):
+        return _joined_function(prob, g, events, saveat, options, adjoint, duplicate_closure, n_x)
     if events:
         chain, steps = build_chain(prob, events, saveat, options, adjoint, duplicate_closure)
         run = chain_function(chain, solve_static(g, options, adjoint, steps, n_x))

@@ -1,4 +1,5 @@
-"""``jax_solve`` through dosing events: ``TimeEvent`` events, at fixed times or ``times(p)``.
+"""``jax_solve`` through events: ``TimeEvent`` events (at fixed times or ``times(p)``)
+and state ``Event`` events.
 
 With fixed event times the event sequence is the same for every ``(u0, p)``, so ``F``
 is a fixed chain
@@ -22,9 +23,14 @@ Dose times ``times(p)`` are evaluated inside the trace; the segments end at them
 constant for differentiation, and each joint moves the state along the flow to the
 differentiable dose time and back (:func:`along_flow`), so first and second derivatives
 follow from the solves' rules; the chain checks that the planned sequence still holds and
-reports :data:`SEQUENCE_CHANGED` when it does not. State
-events change the chain itself; the NumPy-facing operators handle them (they plan the
-sequence on the host at every call).
+reports :data:`SEQUENCE_CHANGED` when it does not.
+
+State events change the chain itself with ``(u0, p)``. ``F`` is then built for the event
+sequence of a NumPy solve at ``prob`` and every call re-plans on the host
+(:class:`HostPlanner`, a ``jax.pure_callback``): the planned times are an argument of the
+chain of :func:`._events.joined_trajectory`, whose joints give the event times by the
+implicit function theorem, as for the NumPy-facing operators. A call whose sequence has
+another structure (an event more or less) reports :data:`SEQUENCE_CHANGED`.
 
 References
 ----------
@@ -41,16 +47,12 @@ from typing import Callable
 import numpy as np
 
 from .._events import Event, TimeEvent, check_events
-from ._events import _time_position, plan, segment_steps, translate_events
+from ._events import _time_position, plan, plan_structure, planned_times, segment_steps, translate_events
 from ._jax import load_jax
 from ._ode import SolveOptions
-from ._options import SEQUENCE_CHANGED
+from ._options import SEQUENCE_CHANGED, STATUS_CODES
 
 jax, jnp = load_jax()
-
-_ALTERNATIVE = ("use the NumPy-facing operators (sens.gradient(loss, prob, events=[...]), sens.jacobian, "
-                "sens.hessian), which plan the event sequence on the host at every call")
-
 
 @dataclass(frozen=True, eq=False)
 class Chain:
@@ -88,16 +90,67 @@ class Chain:
     final_inclusive: bool = True  # the last segment's rows may lie on its end (t1)
 
 
-def check_time_events(events) -> tuple:
-    """``events`` if ``jax_solve`` can chain them (``TimeEvent`` events, at fixed times or
-    ``times(p)``), else a ``NotImplementedError`` naming the event and the alternative."""
+def check_jax_solve_events(events, adjoint: str) -> tuple:
+    """``events`` of ``jax_solve``; ``adjoint="backsolve"`` is refused with an event that
+    changes the state, as by the operators (API.md)."""
     events = check_events(events)
-    for event in events:
-        if isinstance(event, Event):
-            raise NotImplementedError(
-                f"jax_solve supports TimeEvents (fixed times or times(p)); {event._label()} is located by root "
-                f"finding, which changes the event sequence with (u0, p): {_ALTERNATIVE}")
+    jumps = [e for e in events if e.affect is not None]
+    if adjoint == "backsolve" and jumps:
+        raise ValueError(
+            f"adjoint='backsolve' cannot integrate the state backwards through the jump of "
+            f"{jumps[0]._label()}: use adjoint='interpolating' or adjoint='checkpoint'")
     return events
+
+
+class HostPlanner:
+    """The event sequence of a call of ``F`` through state events, planned on the host.
+
+    State events change the chain with ``(u0, p)``: which events fire, in which order,
+    near which times. ``F`` is built for the sequence of a NumPy solve with the events at
+    ``prob``'s ``(u0, p)`` (its *structure*, :func:`._events.plan_structure`, is static in
+    the program); every call plans again at its own ``(u0, p)`` by a NumPy solve run as a
+    ``jax.pure_callback`` on values held constant for differentiation (the derivatives
+    come from the joints, :func:`._events.joined_trajectory`), and the planned times
+    enter the program as an argument. A call whose sequence has another structure (an
+    event more or less, another order, a save time on the other side of an event) gets
+    :data:`SEQUENCE_CHANGED`; one whose NumPy solve fails gets its status code.
+    """
+
+    def __init__(self, prob, events: tuple, options: SolveOptions, saveat: np.ndarray):
+        self._prob, self._events, self._options, self._saveat = prob, events, options, saveat
+        self.planned = plan(prob, events, options, saveat)
+        self._structure = plan_structure(self.planned, saveat, prob.tspan)
+        self._times = planned_times(self.planned[0])
+        self.message = ""  # why the last planning failed (for an eager call's error)
+
+    @property
+    def n_events(self) -> int:
+        return len(self._times)
+
+    def __call__(self, u0, p):
+        """``(planned times, code)`` at ``(u0, p)`` (NumPy arrays)."""
+        from .._solution import SolverError
+        from ._target import to_numpy
+
+        prob = self._prob.remake(u0=np.array(u0), p=to_numpy(p))
+        try:
+            planned = plan(prob, self._events, self._options, self._saveat)
+        except SolverError as err:
+            codes = {status: code for code, status in STATUS_CODES.items()}
+            self.message = err.solution.message
+            return self._times, np.int32(codes.get(err.solution.status, 3))
+        if plan_structure(planned, self._saveat, prob.tspan) != self._structure:
+            self.message = ""
+            return self._times, np.int32(SEQUENCE_CHANGED)
+        self.message = ""
+        return planned_times(planned[0]), np.int32(0)
+
+    def traced(self, u0, p):
+        """The planner inside a trace: ``(planned times, code)``, without derivatives."""
+        dtype = jnp.result_type(float)
+        shapes = (jax.ShapeDtypeStruct(self._times.shape, dtype), jax.ShapeDtypeStruct((), jnp.int32))
+        return jax.pure_callback(self, shapes, jax.lax.stop_gradient(u0), jax.lax.stop_gradient(p),
+                                 vmap_method="sequential")
 
 
 def build_chain(prob, events: tuple, saveat: np.ndarray, options: SolveOptions, adjoint: str,

@@ -15,7 +15,6 @@ import functools
 from dataclasses import dataclass
 from typing import Callable
 
-import numpy as np
 
 from ._adjoint import (BACKSOLVE_MISMATCH, SecondOrderSystem, StackedAdjointSystem, adjoint_pass,
                        chunked_interpolating_adjoint)

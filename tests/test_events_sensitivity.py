@@ -176,7 +176,10 @@ def test_prepared_operator_replans_when_event_times_move():
         prep(np.ones(3))
 
 
-def test_state_event_operator_rebuilds_only_for_a_new_plan_structure():
+@pytest.mark.parametrize("mode, adjoint", [("forward", "interpolating"), ("reverse", "checkpoint")])
+def test_state_event_operator_rebuilds_only_for_a_new_plan_structure(mode, adjoint):
+    """The planned times are an argument of the program, for the segments of jax_solve
+    (forward) and the discrete adjoint's (checkpoint) alike."""
     # two bounces before t = 1.5 for e = 0.75 ... 0.82, three for e = 0.6
     prob = dxdt.ODEProblem(fall, [1.0, 0.0], (0.0, 1.5), p=np.array([0.8]))
     ev = dxdt.Event(lambda u, p, t: u[0], lambda u, p, t: u.__setitem__(1, -p[0] * u[1]), direction=-1)
@@ -184,7 +187,8 @@ def test_state_event_operator_rebuilds_only_for_a_new_plan_structure():
     def loss(u, *, t_events):  # the second bounce time + the final velocity
         return t_events[0][1] + u[-1, 1]
 
-    prep = sens.prepare("value_and_gradient", loss, prob, events=[ev], mode="forward", **TIGHT)
+    prep = sens.prepare("value_and_gradient", loss, prob, events=[ev], mode=mode, adjoint=adjoint, **TIGHT)
+    assert prep.adjoint == (None if mode == "forward" else adjoint)
     t1 = math.sqrt(2 / G)
     for e, traces in ((0.8, 1), (0.82, 1), (0.75, 1), (0.6, 2), (0.8, 2)):
         value, grad = prep(np.array([e]))

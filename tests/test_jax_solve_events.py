@@ -140,15 +140,6 @@ def test_a_failed_segment_raises_eagerly_and_is_nan_in_a_trace():
     np.testing.assert_allclose(g, exact_loss((U0, K, D))[1][1:], rtol=1e-4)
 
 
-def test_events_jax_solve_cannot_chain_raise_naming_the_alternative():
-    prob = dxdt.ODEProblem(bolus_rhs, np.array([U0]), (0.0, 2.0), np.array([K, D]))
-    state = dxdt.Event(lambda u, p, t: u[0] - 0.5, name="threshold")
-    with pytest.raises(NotImplementedError, match=r"Event 'threshold'.*sens.gradient\(loss, prob, events"):
-        sens.jax_solve(prob, events=[state])
-    with pytest.raises(TypeError, match=r"events\[0\]"):
-        sens.jax_solve(prob, events=[object()])
-
-
 def forced(du, u, p, t):
     du[0] = -p[0] * u[0] + np.sin(t)
     du[1] = u[0] - p[1] * u[1]
