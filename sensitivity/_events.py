@@ -152,10 +152,10 @@ def _numpy_solve(prob, events: tuple, options: SolveOptions, saveat=None):
 
     private = ODEProblem(duplicate(prob.f), prob.u0, prob.tspan, prob.p)
     return solve(private, options.method, rtol=options.rtol, atol=options.atol,
-                 max_steps=options.max_steps, saveat=saveat, events=_private(events))
+                 max_steps=options.max_steps, saveat=saveat, events=private_events(events))
 
 
-def _private(events: tuple) -> list:
+def private_events(events: tuple) -> list:
     """Copies of the events whose callables own private copies of their closure arrays."""
     def own(fn):
         return None if fn is None else duplicate(fn)

@@ -216,7 +216,9 @@ def jax_solve(prob: ODEProblem, method=None, *, saveat=None, rtol: float = 1e-6,
     ----------
     prob : ODEProblem
         The problem; ``f`` is translated to JAX (never modified). Its ``u0`` and ``p``
-        give the shapes and structure ``F`` accepts.
+        give the shapes and structure ``F`` accepts. ``F`` uses ``f`` (and the events'
+        functions) with the arrays they read as they are when ``F`` is built: an array
+        changed in place afterwards is not seen (build ``F`` again).
     method : AbstractRungeKutta, optional
         An adaptive method from :mod:`dxdt.solvers`; default ``Tsit5()``.
     saveat : array_like, optional
@@ -270,7 +272,14 @@ def jax_solve(prob: ODEProblem, method=None, *, saveat=None, rtol: float = 1e-6,
     events = check_jax_solve_events(events, adjoint)
 
     from ._estimate import translate_eigen_est
-    from .translate import to_jax
+    from ._events import private_events
+    from .translate import duplicate, to_jax
+
+    # F is built from f and the events' functions as they are now: private copies of
+    # every array they reach, so what F computes does not depend on when it is first
+    # traced, and the event planning of each call agrees with the compiled model
+    prob = prob.remake(f=duplicate(prob.f))
+    events = tuple(private_events(events))
 
     g = to_jax(prob.f, prob.u0, prob.p, duplicate_closure=duplicate_closure)
     options = replace(options, estimate=translate_eigen_est(options.method))

@@ -406,3 +406,23 @@ def test_bad_arguments_raise():
         F(jnp.ones(2), jnp.array([Z]))
     with pytest.raises(ValueError, match="p "):
         F(jnp.ones(1), (jnp.array([Z]),))
+
+
+def test_F_uses_the_closure_arrays_as_they_were_when_it_was_built():
+    """A closure array changed in place after ``jax_solve`` is not seen, whether the change
+    comes before the first call (the first trace) or after it: ``F`` does not depend on
+    when it is traced. The user's array itself is never written."""
+    rate = np.array([1.0])
+
+    def scaled(du, u, p, t):
+        du[:] = -rate[0] * p[0] * u
+
+    prob = dxdt.ODEProblem(scaled, np.array([1.0]), (0.0, 1.0), np.array([1.0]))
+    F = sens.jax_solve(prob, rtol=1e-10, atol=1e-12)
+    rate[0] = 2.0  # before the first trace
+    np.testing.assert_allclose(F(jnp.array([1.0]), jnp.array([1.0])), [[np.exp(-1.0)]], rtol=1e-8)
+    rate[0] = 3.0  # after it
+    np.testing.assert_allclose(jax.jit(F)(jnp.array([1.0]), jnp.array([0.5])), [[np.exp(-0.5)]], rtol=1e-8)
+    assert rate[0] == 3.0
+    G = sens.jax_solve(prob, rtol=1e-10, atol=1e-12)  # built again: sees the change
+    np.testing.assert_allclose(G(jnp.array([1.0]), jnp.array([1.0])), [[np.exp(-3.0)]], rtol=1e-8)
