@@ -264,10 +264,9 @@ def _segment(setup: EventSetup, u, p, t_start, t_stop, ts):
     return sol.ys[-1], sol.ys[:-1], code, sol.stats["num_accepted_steps"]
 
 
-def _joint(setup: EventSetup, boundary: Boundary, u_star, p, t_star=None):
+def _joint(setup: EventSetup, boundary: Boundary, u_star, p, t_star):
     """``(t_k, u(t_k^-))``: the event time (implicit function theorem) and the state there,
-    from the state ``u_star`` at the planned time ``t_star`` (default ``boundary.time``)."""
-    t_star = boundary.time if t_star is None else t_star
+    from the state ``u_star`` at the planned time ``t_star`` (traced)."""
     f_star, a_star = jax.jvp(lambda uu, tt: setup.g(uu, p, tt), (u_star, t_star),
                              (setup.g(u_star, p, t_star), jnp.ones_like(t_star)))
 
