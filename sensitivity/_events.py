@@ -354,6 +354,7 @@ def _scan_chain(setup: EventSetup, u, p, planned, solve: Callable, from_event_ti
     saveat, direction = setup.saveat, np.sign(setup.t_end - setup.t0) or 1.0
     dtype = jnp.result_type(float)
     boundaries, planned = setup.boundaries, jnp.asarray(planned, dtype)
+    u = u.astype(jnp.promote_types(u.dtype, dtype))  # the segments solve in float64, as without events
     times = [[] for _ in setup.events]  # per event: its firings' segments (-1: at t0)
 
     def joint(boundary, moves_back):

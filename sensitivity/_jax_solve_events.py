@@ -296,6 +296,7 @@ def run_chain(chain: Chain, u0, p, solve: Callable, g: Callable):
     the solves' rules (second order forward-over-reverse) and JAX's AD of the joints.
     """
     dtype = jnp.result_type(float)
+    u0 = u0.astype(jnp.promote_types(u0.dtype, dtype))  # the segments solve in float64, as F without events
     u = _apply(chain.first, u0, p, jnp.asarray(chain.t0, dtype))
     starts, stops = jnp.asarray(chain.starts, dtype), jnp.asarray(chain.stops, dtype)
     saves = jnp.asarray(chain.saves, dtype)
