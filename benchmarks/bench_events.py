@@ -202,8 +202,6 @@ def make_pk_diffrax(days: float):
 
 
 def gradient_cost(days: float, repeats: int) -> list[dict]:
-    from dxdt import sensitivity as sens
-
     prob = pk_problem(days)
     dose = dxdt.TimeEvent(pk_dose_times(days), lambda u, p, t: u.__setitem__(0, u[0] + DOSE))
     ts = np.linspace(1.0, 24.0 * days, 4 * int(days) + 1)
@@ -212,33 +210,9 @@ def gradient_cost(days: float, repeats: int) -> list[dict]:
     def loss(u):
         return np.sum((u[:, 1] - data) ** 2)
 
-    import jax
-    import jax.numpy as jnp
-
-    primal = time_median(lambda: dxdt.solve(prob, Tsit5(), rtol=RTOL, atol=ATOL, saveat=ts, events=[dose]),
-                         repeats=repeats)
-    case = f"pk {int(days)} days"
-    records = [{"case": case, "what": "numpy primal", "median_s": primal.median}]
-    # the same primal compiled: jax_solve's chain (one lax.scan over the doses), jitted
-    tic = time.perf_counter()
-    F = sens.jax_solve(prob, Tsit5(), saveat=ts, events=[dose], rtol=RTOL, atol=ATOL)
-    u0, p = jnp.asarray(prob.u0), jnp.asarray(prob.p)
-    compiled = jax.jit(F).lower(u0, p).compile()
-    compile_s = time.perf_counter() - tic
-    jitted = time_median(lambda: np.asarray(compiled(u0, p)), repeats=max(repeats, 20))
-    records.append({"case": case, "what": "jax_solve primal (jit)", "median_s": jitted.median,
-                    "prepare_s": compile_s})
-    for mode in ("forward", "reverse"):
-        tic = time.perf_counter()
-        prep = sens.prepare("value_and_gradient", loss, prob, Tsit5(), saveat=ts, events=[dose],
-                            rtol=RTOL, atol=ATOL, mode=mode)
-        prepare_s = time.perf_counter() - tic
-        timing = time_median(lambda: prep(prob.p), repeats=max(repeats, 20))
-        records.append({"case": case, "what": f"value_and_gradient {prep.mode}",
-                        "median_s": timing.median, "prepare_s": prepare_s,
-                        "ratio_to_primal": timing.median / primal.median,
-                        "ratio_to_compiled_primal": timing.median / jitted.median})
-    return records
+    # the compiled primal: jax_solve's chain (one lax.scan over the doses), jitted
+    return _gradient_records(f"pk {int(days)} days", prob, [dose], ts, loss, "jax_solve primal (jit)",
+                             (("forward", "interpolating"), ("reverse", "interpolating")), repeats)
 
 
 def ball_gradient_cost(repeats: int) -> list[dict]:
@@ -246,38 +220,45 @@ def ball_gradient_cost(repeats: int) -> list[dict]:
     15 saves), in the restitution: forward, reverse (interpolating) and the discrete
     adjoint; each call re-plans the bounces with a NumPy solve and passes the planned times
     to one compiled program (its segments in one ``lax.scan``)."""
+    prob = dxdt.ODEProblem(fall, np.array([H0, 0.0]), (0.0, 3.0), np.array([0.8]))
+
+    def loss(u):
+        return np.sum(u[:, 0] ** 2)
+
+    return _gradient_records("ball 6 bounces, gradient", prob, [FLOOR], np.linspace(0.1, 2.9, 15), loss,
+                             "jax_solve primal (jit, re-plans)",
+                             (("forward", "interpolating"), ("reverse", "interpolating"), ("reverse", "checkpoint")),
+                             repeats)
+
+
+def _gradient_records(case: str, prob, events: list, ts, loss, compiled_what: str, strategies, repeats: int):
+    """Records of a prepared ``value_and_gradient`` through ``events`` for each ``(mode,
+    adjoint)`` of ``strategies``, against one NumPy primal solve and the same primal
+    compiled (``jax.jit`` of ``sens.jax_solve`` with the events). A record names its
+    adjoint when ``strategies`` hold more than one."""
     from dxdt import sensitivity as sens
 
     import jax
     import jax.numpy as jnp
 
-    event = FLOOR
-    prob = dxdt.ODEProblem(fall, np.array([H0, 0.0]), (0.0, 3.0), np.array([0.8]))
-    ts = np.linspace(0.1, 2.9, 15)
-
-    def loss(u):
-        return np.sum(u[:, 0] ** 2)
-
-    case = "ball 6 bounces, gradient"
-    primal = time_median(lambda: dxdt.solve(prob, Tsit5(), rtol=RTOL, atol=ATOL, saveat=ts, events=[event]),
+    primal = time_median(lambda: dxdt.solve(prob, Tsit5(), rtol=RTOL, atol=ATOL, saveat=ts, events=events),
                          repeats=repeats)
     records = [{"case": case, "what": "numpy primal", "median_s": primal.median}]
     tic = time.perf_counter()
-    F = sens.jax_solve(prob, Tsit5(), saveat=ts, events=[event], rtol=RTOL, atol=ATOL)
+    F = sens.jax_solve(prob, Tsit5(), saveat=ts, events=events, rtol=RTOL, atol=ATOL)
     u0, p = jnp.asarray(prob.u0), jnp.asarray(prob.p)
     compiled = jax.jit(F).lower(u0, p).compile()
     compile_s = time.perf_counter() - tic
     jitted = time_median(lambda: np.asarray(compiled(u0, p)), repeats=max(repeats, 20))
-    records.append({"case": case, "what": "jax_solve primal (jit, re-plans)", "median_s": jitted.median,
-                    "prepare_s": compile_s})
-    for mode, adjoint in (("forward", "interpolating"), ("reverse", "interpolating"), ("reverse", "checkpoint")):
+    records.append({"case": case, "what": compiled_what, "median_s": jitted.median, "prepare_s": compile_s})
+    for mode, adjoint in strategies:
         tic = time.perf_counter()
-        prep = sens.prepare("value_and_gradient", loss, prob, Tsit5(), saveat=ts, events=[event],
+        prep = sens.prepare("value_and_gradient", loss, prob, Tsit5(), saveat=ts, events=events,
                             rtol=RTOL, atol=ATOL, mode=mode, adjoint=adjoint)
-        prep(prob.p)
         prepare_s = time.perf_counter() - tic
         timing = time_median(lambda: prep(prob.p), repeats=max(repeats, 20))
-        what = f"value_and_gradient {prep.mode}" + (f" {prep.adjoint}" if prep.adjoint else "")
+        several = len({a for _, a in strategies}) > 1
+        what = f"value_and_gradient {prep.mode}" + (f" {prep.adjoint}" if several and prep.adjoint else "")
         records.append({"case": case, "what": what, "median_s": timing.median, "prepare_s": prepare_s,
                         "ratio_to_primal": timing.median / primal.median,
                         "ratio_to_compiled_primal": timing.median / jitted.median})
