@@ -595,6 +595,17 @@ def _chain_operator(op: str, inner: str, rows_and_times: Callable, setup: EventS
     return checked
 
 
+def refuse_backsolve_through_jumps(events: tuple, adjoint: str, more: str = "") -> None:
+    """A ``ValueError`` naming the first event that changes the state if ``adjoint`` is
+    ``"backsolve"`` (the state cannot be integrated backwards through a jump; API.md);
+    ``more`` adds alternatives to the message."""
+    jumps = [e for e in events if e.affect is not None]
+    if adjoint == "backsolve" and jumps:
+        raise ValueError(
+            f"adjoint='backsolve' cannot integrate the state backwards through the jump of "
+            f"{jumps[0]._label()}: use adjoint='interpolating' or adjoint='checkpoint'{more}")
+
+
 def prepare_with_events(op: str, loss, prob, events, options: SolveOptions, saveat: np.ndarray, target,
                         chosen: str, reason: str, adjoint: str, duplicate_closure: bool,
                         auto: bool = False) -> "EventOperator":
@@ -602,12 +613,8 @@ def prepare_with_events(op: str, loss, prob, events, options: SolveOptions, save
     from .._events import check_events
 
     events = check_events(events)
-    jumps = [e for e in events if e.affect is not None]
-    if "reverse" in chosen and adjoint == "backsolve" and jumps:
-        raise ValueError(
-            f"adjoint='backsolve' cannot integrate the state backwards through the jump of "
-            f"{jumps[0]._label()}: use adjoint='interpolating' or adjoint='checkpoint', or mode='forward'"
-        )
+    if "reverse" in chosen:
+        refuse_backsolve_through_jumps(events, adjoint, ", or mode='forward'")
     if chosen == "forward-over-reverse" and adjoint == "checkpoint":
         # diffrax's checkpointed reverse pass is not jvp-able
         chosen, reason = "forward-over-forward", (

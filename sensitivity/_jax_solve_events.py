@@ -47,12 +47,15 @@ from typing import Callable
 import numpy as np
 
 from .._events import Event, TimeEvent, check_events
-from ._events import _time_position, plan, plan_structure, planned_times, segment_steps, translate_events
+from ._events import (_time_position, plan, plan_structure, planned_times, refuse_backsolve_through_jumps,
+                      segment_steps, translate_events)
 from ._jax import load_jax
 from ._ode import SolveOptions
 from ._options import SEQUENCE_CHANGED, STATUS_CODES
 
 jax, jnp = load_jax()
+_CODES = {status: code for code, status in STATUS_CODES.items()}  # a failed planning solve's status code
+
 
 @dataclass(frozen=True, eq=False)
 class Chain:
@@ -94,11 +97,7 @@ def check_jax_solve_events(events, adjoint: str) -> tuple:
     """``events`` of ``jax_solve``; ``adjoint="backsolve"`` is refused with an event that
     changes the state, as by the operators (API.md)."""
     events = check_events(events)
-    jumps = [e for e in events if e.affect is not None]
-    if adjoint == "backsolve" and jumps:
-        raise ValueError(
-            f"adjoint='backsolve' cannot integrate the state backwards through the jump of "
-            f"{jumps[0]._label()}: use adjoint='interpolating' or adjoint='checkpoint'")
+    refuse_backsolve_through_jumps(events, adjoint)
     return events
 
 
@@ -133,16 +132,14 @@ class HostPlanner:
         from ._target import to_numpy
 
         prob = self._prob.remake(u0=np.array(u0), p=to_numpy(p))
+        self.message = ""
         try:
             planned = plan(prob, self._events, self._options, self._saveat)
         except SolverError as err:
-            codes = {status: code for code, status in STATUS_CODES.items()}
             self.message = err.solution.message
-            return self._times, np.int32(codes.get(err.solution.status, 3))
+            return self._times, np.int32(_CODES.get(err.solution.status, 3))
         if plan_structure(planned, self._saveat, prob.tspan) != self._structure:
-            self.message = ""
             return self._times, np.int32(SEQUENCE_CHANGED)
-        self.message = ""
         return planned_times(planned[0]), np.int32(0)
 
     def traced(self, u0, p):
