@@ -83,6 +83,7 @@ def _stacked(tableau: ButcherTableau, with_extra: bool):
 @lru_cache(maxsize=None)
 def _erk_class(method_type: type, with_extra: bool):
     import diffrax
+    import jax
     import jax.numpy as jnp
 
     tableau = method_type.tableau
@@ -113,8 +114,11 @@ def _erk_class(method_type: type, with_extra: bool):
                 return self.evaluate(t1) - self.evaluate(t0)
             theta = (t0 - self.t0) / (self.t1 - self.t0)
             powers = theta ** jnp.arange(1, self.coefficients.shape[1] + 1)
-            weights = jnp.asarray(self.coefficients, dtype=self.y0.dtype) @ powers.astype(self.y0.dtype)
-            return self.y0 + jnp.tensordot(weights, self.k, axes=1)
+
+            def leaf(y0, k):  # the state may be a pytree (a state with its tangents)
+                weights = jnp.asarray(self.coefficients, dtype=y0.dtype) @ powers.astype(y0.dtype)
+                return y0 + jnp.tensordot(weights, k, axes=1)
+            return jax.tree_util.tree_map(leaf, self.y0, self.k)
 
     interpolation = (
         diffrax.ThirdOrderHermitePolynomialInterpolation.from_k if interp is None
