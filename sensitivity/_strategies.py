@@ -125,20 +125,32 @@ def value_and_gradient_checkpoint(setup: Setup, theta):
     stability rather than accuracy, where the discrete derivative is unreliable.
     """
     def value(theta):
-        u0, p = setup.target.merge(theta, setup.u0, setup.p)
-        fwd, code = odeint(setup.rhs, u0, p, setup.t0, setup.t1, setup.options,
-                           ts=setup.saveat, differentiable="reverse",
-                           spectral_radius=setup.options.spectral_radius())
-        L = setup.loss(fwd.ys[:-1], p)
-        stats = {"code": code, "naccept": fwd.stats["num_accepted_steps"],
-                 "nreject": fwd.stats["num_rejected_steps"], "u1": fwd.ys[-1]}
-        return L, stats
+        U, stats = _discrete_states(setup, theta)
+        return setup.loss(U, setup.target.merge(theta, setup.u0, setup.p)[1]), stats
 
     (L, stats), grad = jax.value_and_grad(value, has_aux=True)(theta)
+    return (L, grad), _discrete_aux(setup, theta, stats)
+
+
+def _discrete_states(setup: Setup, theta):
+    """``(U, stats)``: the states at ``saveat`` by a forward solve that reverse-mode AD
+    differentiates step by step (the discrete adjoint), with its status and step counts."""
     u0, p = setup.target.merge(theta, setup.u0, setup.p)
+    fwd, code = odeint(setup.rhs, u0, p, setup.t0, setup.t1, setup.options,
+                       ts=setup.saveat, differentiable="reverse",
+                       spectral_radius=setup.options.spectral_radius())
+    stats = {"code": code, "naccept": fwd.stats["num_accepted_steps"],
+             "nreject": fwd.stats["num_rejected_steps"], "u1": fwd.ys[-1]}
+    return fwd.ys[:-1], stats
+
+
+def _discrete_aux(setup: Setup, theta, stats):
+    """The discrete adjoint's diagnostics, with its stiffness (see :func:`checkpoint_stiffness`)."""
+    u0, p = setup.target.merge(theta, setup.u0, setup.p)
+    stats = dict(stats)
     stiffness = checkpoint_stiffness(setup.g, p, (u0, setup.t0), (stats.pop("u1"), setup.t1),
                                      stats["naccept"], setup.options.method)
-    return (L, grad), {**_no_aux(), **stats, "stiffness": stiffness}
+    return {**_no_aux(), **stats, "stiffness": stiffness}
 
 
 def checkpoint_stiffness(g, p, start, end, naccept, method):
@@ -196,8 +208,20 @@ def jacobian_forward(setup: Setup, theta):
     return _columns_to_target(S, theta), {**_no_aux(), "code": code}
 
 
+def jacobian_checkpoint(setup: Setup, theta):
+    """The discrete adjoint's Jacobian: one pullback of the steps per output entry, vmapped
+    over a shared forward solve."""
+    U, pullback, stats = jax.vjp(lambda th: _discrete_states(setup, th), theta, has_aux=True)
+    seeds = jnp.eye(U.size, dtype=U.dtype).reshape((U.size,) + U.shape)
+    (rows,) = jax.vmap(pullback)(seeds)  # per target leaf: (n_out, *leaf.shape)
+    J = jax.tree_util.tree_map(lambda r: r.reshape(U.shape + r.shape[1:]), rows)
+    return J, _discrete_aux(setup, theta, stats)
+
+
 def jacobian_reverse(setup: Setup, theta, kind: str):
     """One adjoint per output entry, vmapped; the forward solve is shared."""
+    if kind == "checkpoint":
+        return jacobian_checkpoint(setup, theta)
     u0, p = setup.target.merge(theta, setup.u0, setup.p)
     fwd, code, overflow = _state_solve(setup, u0, p, kind)
     U = fwd.ys[:-1]

@@ -25,11 +25,11 @@ def test_linear_gradient_is_exact(linear, mode, adjoint):
     np.testing.assert_allclose(g_u0, exact_u0, rtol=1e-7, atol=1e-9)
 
 
-@pytest.mark.parametrize("mode", ["forward", "reverse"])
-def test_linear_jacobian_is_exact(linear, mode):
+@pytest.mark.parametrize("mode, adjoint", STRATEGIES)
+def test_linear_jacobian_is_exact(linear, mode, adjoint):
     ts = [0.5, 1.5]
-    J_u0 = sens.jacobian(linear, Tsit5(), wrt="u0", saveat=ts, mode=mode, **TIGHT)
-    J_A = sens.jacobian(linear, Tsit5(), wrt="p", saveat=ts, mode=mode, **TIGHT)
+    J_u0 = sens.jacobian(linear, Tsit5(), wrt="u0", saveat=ts, mode=mode, adjoint=adjoint, **TIGHT)
+    J_A = sens.jacobian(linear, Tsit5(), wrt="p", saveat=ts, mode=mode, adjoint=adjoint, **TIGHT)
     assert J_u0.shape == (2, 3, 3) and J_A.shape == (2, 3, 3, 3)
     np.testing.assert_allclose(J_u0, linear.exact.jacobian_u0(ts), atol=1e-9)
     np.testing.assert_allclose(J_A, linear.exact.jacobian_A(ts), atol=1e-9)
