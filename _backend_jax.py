@@ -153,7 +153,8 @@ def integrate_jax(
         ts, ys, code, counts, record, *sol = run(save, max_steps)
     for message in recorded_warnings(method, record, t0, t1):  # as the NumPy executor warns
         warnings.warn(message, RuntimeWarning, stacklevel=3)
-    return _to_numpy(prob, method, saveat, dense, ts, ys, int(code), counts, sol, dt is None, max_steps)
+    return _to_numpy(prob, method, saveat, dense, ts, ys, int(code), counts, sol, dt is None, max_steps,
+                     None if adaptive else float(args["dt0"]))
 
 
 def _last_finite(ts, default: float) -> float:
@@ -162,7 +163,8 @@ def _last_finite(ts, default: float) -> float:
     return float(finite[-1]) if finite.size else default
 
 
-def _to_numpy(prob, method, saveat, dense, ts, ys, code, counts, sol, auto_dt, max_steps) -> RawSolution:
+def _to_numpy(prob, method, saveat, dense, ts, ys, code, counts, sol, auto_dt, max_steps,
+              fixed_dt: float | None = None) -> RawSolution:
     if code == 0 and saveat is not None:  # every row filled
         t, u = ts, ys
     else:
@@ -174,13 +176,26 @@ def _to_numpy(prob, method, saveat, dense, ts, ys, code, counts, sol, auto_dt, m
     t_end = float(t[-1])
     if saveat is not None:  # the t1 row (the time reached) follows the saveat rows filled
         t, u = saveat[: len(t) - 1], u[:-1]
+        if not len(t):  # no step was accepted: the rows at t0 hold u0, as the NumPy backend saves them
+            t = saveat[: int(np.sum(saveat == prob.tspan[0]))]
+            u = np.array(np.broadcast_to(prob.u0, (len(t),) + prob.u0.shape))
     elif code == 0:
         t[-1] = prob.tspan[1]  # t0 + 1 * (t1 - t0) may round
     status = STATUS_CODES[code]
     stats = stats_rule(method, auto_dt)(*counts.astype(np.int64).tolist())
-    message = "" if status == "success" else failure_message(status, t_end, None, max_steps, prob.tspan[1])
+    if fixed_dt is not None:  # the one attempt not accepted is the non-finite step that ended the solve
+        stats["nreject"] = 0
+    message = "" if status == "success" else jax_failure_message(status, t_end, fixed_dt, max_steps, prob.tspan[1])
     dense_out = _DiffraxDense(sol[0], prob.tspan[0], t_end, prob.u0.shape, prob.u0.dtype) if dense else None
     return RawSolution(t, u, stats, status, message, dense_out)
+
+
+def jax_failure_message(status: str, t_end: float, fixed_dt: float | None, max_steps: int, t1: float) -> str:
+    """The NumPy executor's message for a JAX solve that stopped at ``t_end``: with fixed
+    steps (``fixed_dt``), a non-finite state is reported for the step from ``t_end``."""
+    if status == "nonfinite" and fixed_dt is not None:
+        return failure_message("nonfinite_fixed", t_end, fixed_dt, max_steps, t1)
+    return failure_message(status, t_end, None, max_steps, t1)
 
 
 def stats_rule(method, auto_dt: bool):

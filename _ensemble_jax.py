@@ -286,10 +286,9 @@ def _build(prob: ODEProblem, method, adaptive: bool, auto_dt: bool, n_save: int,
 
 def _to_solutions(lanes: _Lanes, idx, method, opts, ts, ys, codes, counts) -> list[Solution]:
     """Each lane's outcome as the :class:`Solution` its solo JAX solve gives."""
-    from ._backend_jax import stats_rule
+    from ._backend_jax import jax_failure_message, stats_rule
     from ._solve import _success_message
     from .sensitivity._ode import STATUS_CODES
-    from .solvers._numpy_executor import failure_message
 
     shape, dtype = lanes.template.u0.shape, lanes.u0.dtype
     ys = np.asarray(ys, dtype=dtype).reshape(ys.shape[:2] + shape)  # the problem's dtype
@@ -300,12 +299,22 @@ def _to_solutions(lanes: _Lanes, idx, method, opts, ts, ys, codes, counts) -> li
     # Python scalars up front: per-lane NumPy indexing dominated this loop for thousands of lanes
     rows = zip(counts.tolist(), np.asarray(codes).ravel().tolist(), reached.tolist(),
                lanes.t0[idx].tolist(), lanes.t1[idx].tolist())
+    fixed_dt = None if opts["adaptive"] else opts["dt"]
     for j, (lane_counts, code, n, t0, t1) in enumerate(rows):
         stats = member_stats(*lane_counts)
         status = STATUS_CODES[int(code)]
-        message = (_success_message(SimpleNamespace(tspan=(t0, t1)), stats) if status == "success"
-                   else failure_message(status, float(ts[j][filled[j]][-1]), None, opts["max_steps"], t1))
-        sols.append(Solution(saveat[:n], ys[j, :n], stats, status, message))
+        if status == "success":
+            message = _success_message(SimpleNamespace(tspan=(t0, t1)), stats)
+        else:
+            dt = None if fixed_dt is None else math.copysign(fixed_dt, t1 - t0)
+            message = jax_failure_message(status, float(ts[j][filled[j]][-1]), dt, opts["max_steps"], t1)
+        if fixed_dt is not None:  # as a solo JAX solve (see _backend_jax._to_numpy)
+            stats["nreject"] = 0
+        u = ys[j, :n]
+        if n == 0:  # no step was accepted: the rows at t0 hold u0, as a solo solve keeps them
+            n = int(np.sum(saveat == t0))
+            u = np.array(np.broadcast_to(lanes.u0[idx[j]], (n,) + shape), dtype)
+        sols.append(Solution(saveat[:n], u, stats, status, message))
     return sols
 
 

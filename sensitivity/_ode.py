@@ -34,7 +34,7 @@ import equinox as eqx  # noqa: E402
 
 from ..solvers import AbstractStabilized  # noqa: E402
 from ..solvers._diffrax import diffrax_solver, pid_coefficients  # noqa: E402
-from ..solvers._diffrax_controller import GuardedController  # noqa: E402
+from ..solvers._diffrax_controller import FixedGrid, GuardedController  # noqa: E402
 
 _EPS = np.finfo(np.float64).eps
 
@@ -169,10 +169,10 @@ def odeint(vector_field, y0, args, t0, t1, options: SolveOptions, *, ts=None, de
         controller = GuardedController(options.rtol, options.atol, pcoeff, icoeff,
                                        jnp.where(span == 0, 0.0, floor))
     else:
-        controller = diffrax.ConstantStepSize()
+        controller = FixedGrid()
     rho = _normalised_radius(spectral_radius, t0, span)
     # a stabilized method counts its f evaluations and stage counts in its solver state
-    counting = dict(controller_state=adaptive, solver_state=isinstance(method, AbstractStabilized))
+    counting = dict(controller_state=True, solver_state=isinstance(method, AbstractStabilized))
     if ts is not None:
         s_save = jnp.clip((jnp.asarray(ts, dtype) - t0) / scale, 0.0, 1.0)
         saveat = diffrax.SaveAt(ts=s_save, t1=True, dense=dense, **counting)
@@ -188,5 +188,5 @@ def odeint(vector_field, y0, args, t0, t1, options: SolveOptions, *, ts=None, de
         stepsize_controller=controller, max_steps=max_steps or options.max_steps, throw=False,
         adjoint=adjoint, progress_meter=progress_meter or diffrax.NoProgressMeter(),
     )
-    nonfinite = sol.controller_state[1] if adaptive else jnp.asarray(False)
+    nonfinite = sol.controller_state[1]
     return Solved(sol, t0, span), status_code(sol.result, nonfinite)

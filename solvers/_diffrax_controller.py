@@ -152,3 +152,49 @@ def stiff_record(solution):
     :func:`~dxdt.solvers._stabilized_executor.recorded_too_stiff`."""
     state = solution.controller_state
     return state.stiff if isinstance(state, GuardedState) else jnp.array(NO_STIFF_RECORD)
+
+
+class FixedGridState(NamedTuple):
+    """:class:`FixedGrid`'s state."""
+
+    count: jax.Array  # steps taken on the grid
+    nonfinite: jax.Array  # the last attempt gave a non-finite state (the solve ends there)
+    origin: jax.Array
+    end: jax.Array
+    dt: jax.Array
+
+
+class FixedGrid(diffrax.AbstractStepSizeController):
+    """Fixed steps on the NumPy executor's grid ``t_k = t_0 + k\\,dt``, the last one cut to
+    ``t_1`` (a grid point within ``10^{-12} dt`` of ``t_1`` is ``t_1``); a step whose new
+    state is not finite ends the solve with diffrax's ``dt_min_reached`` and the state's
+    ``nonfinite`` flag, which the caller reports as ``"nonfinite"``, keeping the steps before.
+
+    diffrax's ``ConstantStepSize`` instead spreads the steps evenly over the span after the
+    first (other times than the NumPy backend's whenever ``dt`` does not divide it) and
+    accepts non-finite states.
+    """
+
+    def wrap(self, direction):
+        return self
+
+    def _grid(self, count, origin, end, dt):
+        t = origin + count.astype(dt.dtype) * dt
+        return jnp.where(t - end >= -1e-12 * jnp.abs(dt), end, t)
+
+    def init(self, terms, t0, t1, y0, dt0, args, func, error_order):
+        if dt0 is None:
+            raise ValueError("fixed steps need dt")
+        dtype = jnp.result_type(t0, t1, dt0)
+        origin, end, dt = (jnp.asarray(x, dtype) for x in (t0, t1, dt0))
+        one = jnp.asarray(1, jnp.int32)
+        return self._grid(one, origin, end, dt), FixedGridState(one, jnp.asarray(False), origin, end, dt)
+
+    def adapt_step_size(self, t0, t1, y0, y1_candidate, args, y_error, error_order, controller_state):
+        count, _, origin, end, dt = controller_state
+        finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(leaf)) for leaf in jax.tree_util.tree_leaves(y1_candidate)]))
+        count = jnp.where(finite, count + 1, count)
+        next_t0 = jnp.where(finite, t1, t0)
+        result = diffrax.RESULTS.where(finite, diffrax.RESULTS.successful, diffrax.RESULTS.dt_min_reached)
+        return finite, next_t0, self._grid(count, origin, end, dt), False, \
+            FixedGridState(count, ~finite, origin, end, dt), result

@@ -7,7 +7,7 @@ from scipy.integrate import solve_ivp
 
 import dxdt
 from dxdt import problems
-from dxdt.solvers import BS3, DP5, RK4, Heun, Tsit5, Vern7
+from dxdt.solvers import BS3, DP5, RK4, Euler, Heun, Tsit5, Vern7
 
 RTOL, ATOL = 1e-8, 1e-10
 
@@ -196,3 +196,37 @@ def test_nonfinite_status_and_partial_data_match_numpy(saveat):
     with pytest.raises(dxdt.SolverError, match="non-finite") as info:
         dxdt.solve(prob, Tsit5(), saveat=saveat, backend="jax", throw=True)
     assert info.value.solution.status == "nonfinite"
+
+
+@pytest.mark.parametrize("method, options", [(RK4(), {}), (Euler(), {}), (Tsit5(), {"adaptive": False})],
+                         ids=["RK4", "Euler", "Tsit5 fixed"])
+def test_fixed_steps_take_the_numpy_grid_and_stop_where_the_state_turns_nonfinite(method, options):
+    """dt = 0.3 does not divide the span: both backends step 0, 0.3, ..., 1.8, 2 (diffrax's
+    ConstantStepSize would spread the last steps evenly); the step that gives NaN ends the
+    solve as on the NumPy backend, with its message and partial data, and ``throw=True``
+    raises."""
+    decay = dxdt.ODEProblem(lambda du, u, p, t: du.__setitem__(slice(None), -u), np.array([1.0, 2.0]), (0.0, 2.0))
+    npy, jx = (dxdt.solve(decay, method, dt=0.3, backend=b, **options) for b in ("numpy", "jax"))
+    np.testing.assert_allclose(jx.t, [0.0, 0.3, 0.6, 0.9, 1.2, 1.5, 1.8, 2.0], rtol=1e-14)
+    np.testing.assert_allclose(jx.u, npy.u, rtol=1e-13)
+    prob = dxdt.ODEProblem(nan_after_one, np.array([1.0, 2.0]), (0.0, 2.0))
+    for saveat in (None, np.linspace(0.0, 2.0, 41)):
+        npy, jx = (dxdt.solve(prob, method, dt=0.1, saveat=saveat, backend=b, **options) for b in ("numpy", "jax"))
+        assert npy.status == jx.status == "nonfinite"
+        assert jx.message == npy.message and "in the step from t=" in jx.message
+        np.testing.assert_allclose(jx.t, npy.t, rtol=1e-14)
+        np.testing.assert_allclose(jx.u, npy.u, rtol=1e-13)
+        assert jx.stats["naccept"] == npy.stats["naccept"] and jx.stats["nreject"] == 0
+    with pytest.raises(dxdt.SolverError, match="non-finite"):
+        dxdt.solve(prob, method, dt=0.1, backend="jax", throw=True, **options)
+
+
+@pytest.mark.parametrize("saveat", [None, np.linspace(0.0, 2.0, 9)], ids=["every step", "saveat"])
+def test_f_nonfinite_from_t0_keeps_the_t0_row_on_both_backends(saveat):
+    prob = dxdt.ODEProblem(lambda du, u, p, t: du.__setitem__(0, p[0] * u[0]), np.array([1.0]), (0.0, 2.0),
+                           np.array([np.nan]))
+    npy, jx = (dxdt.solve(prob, Tsit5(), saveat=saveat, backend=b) for b in ("numpy", "jax"))
+    assert npy.status == jx.status == "nonfinite"
+    np.testing.assert_array_equal(jx.t, [0.0])
+    np.testing.assert_array_equal(jx.u, npy.u)
+    assert "t=0" in jx.message
