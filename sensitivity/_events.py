@@ -70,7 +70,7 @@ from ._estimate import translate_eigen_est
 from ._jax import load_jax
 from ._loss import _refers_to_jax, _required_positional, translate_loss
 from ._ode import SolveOptions, odeint
-from ._strategies import checkpoint_stiffness
+from ._strategies import checkpoint_stiffness, loss_code
 from .translate import duplicate, to_jax
 from .translate._fingerprint import content_digest, reach
 from .translate._trace import call
@@ -463,7 +463,8 @@ def checkpoint_gradient(setup: EventSetup) -> Callable:
         U, t_events, code, naccept = trajectory(setup, theta, planned)
         p = setup.target.merge(theta, setup.u0, setup.p)[1]
         u_last = U[-1] if U.shape[0] else setup.u0  # the last saved state (for the stiffness)
-        return setup.loss(U, p, t_events), (code, naccept, u_last)
+        L = setup.loss(U, p, t_events)
+        return L, (jnp.maximum(code, loss_code(U, L)), naccept, u_last)
 
     def run(theta, planned):
         (L, (code, naccept, u_last)), grad = jax.value_and_grad(loss_of, has_aux=True)(theta, planned)
@@ -569,7 +570,8 @@ def _chain_operator(op: str, inner: str, rows_and_times: Callable, setup: EventS
     def loss(theta):
         U, t_events, code = rows_and_times(theta)
         p = setup.target.merge(theta, setup.u0, setup.p)[1]
-        return setup.loss(U, p, t_events), code
+        L = setup.loss(U, p, t_events)
+        return L, jnp.maximum(code, loss_code(U, L))
 
     if op == "jacobian":
         differentiate = jax.jacfwd if inner == "forward" else jax.jacrev

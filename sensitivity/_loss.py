@@ -48,9 +48,14 @@ class TranslatedLoss:
         else:
             value = call(self.loss, args, duplicate_closure=self.duplicate_closure,
                          reads=self.constant_reads)
+        if value is None or isinstance(value, (str, bytes)):
+            raise TypeError(f"loss must return a real scalar, got {type(value).__name__}")
         value = jnp.asarray(value)
         if value.shape != ():
             raise ValueError(f"loss must return a scalar, got shape {value.shape}")
+        if not (jnp.issubdtype(value.dtype, jnp.floating) or jnp.issubdtype(value.dtype, jnp.integer)
+                or value.dtype == bool):
+            raise TypeError(f"loss must return a real scalar, got dtype {value.dtype}")
         return value
 
 

@@ -139,7 +139,19 @@ class PreparedOperator:
             self._adopt(self._rebuild(4 * self._program.meta["dense_steps"]))
             result, aux = self._run(*args)
         self._check(aux)
+        self._check_finite(result)
         return self._to_user(result)
+
+    def _check_finite(self, result) -> None:
+        """Never a NaN or inf answer: every solve succeeded (checked before), so a
+        non-finite derivative comes from a point where ``f`` or the loss is not
+        differentiable."""
+        if all(np.isfinite(leaf).all() for leaf in jax.tree_util.tree_leaves(result)):
+            return
+        raise SolverError(
+            f"{self.op} ({self.mode}): the solves succeeded but the derivative is not finite: f or the "
+            "loss is not differentiable at this point (e.g. x ** 0 or sqrt(x) at x = 0, a 0 ** y, or "
+            "arctan2(0, 0)); move the target off that point or rewrite the expression")
 
     def _check(self, aux) -> None:
         hint = ("; with adjoint='backsolve' a failing backward solve usually means the backward "

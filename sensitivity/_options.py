@@ -44,6 +44,8 @@ class SolveOptions:
 
 
 SEQUENCE_CHANGED = 4  # a chain through TimeEvent(times(p)) whose planned event sequence moved
+LOSS_NONFINITE = 5  # the solve succeeded but the loss of its states is not finite
+LOSS_DERIVATIVE_NONFINITE = 6  # ... the loss is finite, its derivative is not
 
 
 class EventSequenceChanged(SolverError):
@@ -60,6 +62,13 @@ def raise_on_failure(codes, what: str, hint: str = "") -> None:
     bad = codes[codes != 0]
     if bad.size and int(bad[0]) == SEQUENCE_CHANGED:
         raise EventSequenceChanged(f"{what}: times(p) moved the planned event sequence")
+    if bad.size and int(bad.max()) == LOSS_DERIVATIVE_NONFINITE:
+        raise SolverError(f"{what}: the solve succeeded but the derivative is not finite: the loss is "
+                          "not differentiable at these states (e.g. sqrt(x) or x ** 0 at x = 0, abs at 0)")
+    if bad.size and int(bad.max()) == LOSS_NONFINITE:
+        raise SolverError(f"{what}: the loss returned a non-finite value (nan or inf) although the solve "
+                          "succeeded and its states are finite: check the loss at these parameters (e.g. the "
+                          "log or the inverse of a state that reaches 0)")
     if bad.size:
         status = STATUS_CODES.get(int(bad[0]), "nonfinite")
         hints = {

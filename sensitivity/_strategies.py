@@ -16,6 +16,7 @@ from ._adjoint import adjoint_pass
 from ._forward import contract, trajectory_tangents
 from ._jax import load_jax
 from ._ode import SolveOptions, odeint
+from ._options import LOSS_DERIVATIVE_NONFINITE, LOSS_NONFINITE
 
 jax, jnp = load_jax()
 
@@ -44,13 +45,26 @@ def _tree_add(a, b):
 
 
 def _loss_cotangents(setup: Setup, U, theta):
-    """``L(U, p)``, ``dL/dU`` and the direct ``dL/dtheta`` (through ``p`` in the loss)."""
+    """``L(U, p)``, ``dL/dU``, the direct ``dL/dtheta`` (through ``p`` in the loss) and a
+    status code: ``LOSS_NONFINITE`` where the states are finite but ``L`` is not (the loss
+    is at fault, not the solve), else 0."""
     def value(U, theta):
         return setup.loss(U, setup.target.merge(theta, setup.u0, setup.p)[1])
 
     L, vjp = jax.vjp(value, U, theta)
     dU, dtheta = vjp(jnp.ones_like(L))
-    return L, dU, dtheta
+    return L, dU, dtheta, loss_code(U, L, (dU, dtheta))
+
+
+def loss_code(U, L, derivatives=()):
+    """``LOSS_NONFINITE`` where the states ``U`` are finite and the loss ``L`` is not; else
+    ``LOSS_DERIVATIVE_NONFINITE`` where its ``derivatives`` (a pytree) are not; else 0."""
+    def finite(tree):
+        return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree_util.tree_leaves(tree)] or
+                                 [jnp.asarray(True)]))
+    states_ok = finite(U)
+    return jnp.where(states_ok & ~jnp.isfinite(L), LOSS_NONFINITE,
+                     jnp.where(states_ok & ~finite(derivatives), LOSS_DERIVATIVE_NONFINITE, 0))
 
 
 def _from_adjoint(setup: Setup, lam, mu):
@@ -82,9 +96,9 @@ def _state_solve(setup: Setup, u0, p, kind: str):
 def value_and_gradient_forward(setup: Setup, theta):
     U, S, code = trajectory_tangents(setup.g, setup.target, theta, setup.u0, setup.p,
                                      setup.t0, setup.t1, setup.saveat, setup.options)
-    L, dU, dtheta = _loss_cotangents(setup, U, theta)
+    L, dU, dtheta, bad_loss = _loss_cotangents(setup, U, theta)
     unravel = ravel_pytree(theta)[1]
-    return (L, _tree_add(unravel(contract(dU, S)), dtheta)), {**_no_aux(), "code": code}
+    return (L, _tree_add(unravel(contract(dU, S)), dtheta)), {**_no_aux(), "code": jnp.maximum(code, bad_loss)}
 
 
 def value_and_gradient_adjoint(setup: Setup, theta, kind: str):
@@ -92,12 +106,12 @@ def value_and_gradient_adjoint(setup: Setup, theta, kind: str):
     u0, p = setup.target.merge(theta, setup.u0, setup.p)
     fwd, code, overflow = _state_solve(setup, u0, p, kind)
     U = fwd.ys[:-1]
-    L, dU, dtheta = _loss_cotangents(setup, U, theta)
+    L, dU, dtheta, bad_loss = _loss_cotangents(setup, U, theta)
     lam, mu, code_adj, mismatch = adjoint_pass(
         setup.g, dU, fwd, u0, p, setup.t0, setup.t1, setup.saveat, setup.options,
         kind=kind, need_mu=setup.target.wrt != "u0")
     grad = _tree_add(_from_adjoint(setup, lam, mu), dtheta)
-    aux = {**_no_aux(), "code": jnp.maximum(code, code_adj), "mismatch": mismatch,
+    aux = {**_no_aux(), "code": jnp.maximum(jnp.maximum(code, code_adj), bad_loss), "mismatch": mismatch,
            "dense_overflow": overflow}
     return (L, grad), aux
 
@@ -126,7 +140,8 @@ def value_and_gradient_checkpoint(setup: Setup, theta):
     """
     def value(theta):
         U, stats = _discrete_states(setup, theta)
-        return setup.loss(U, setup.target.merge(theta, setup.u0, setup.p)[1]), stats
+        L = setup.loss(U, setup.target.merge(theta, setup.u0, setup.p)[1])
+        return L, {**stats, "code": jnp.maximum(stats["code"], loss_code(U, L))}
 
     (L, stats), grad = jax.value_and_grad(value, has_aux=True)(theta)
     return (L, grad), _discrete_aux(setup, theta, stats)

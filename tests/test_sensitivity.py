@@ -174,3 +174,22 @@ def test_bad_loss():
 def test_hvp_with_discrete_adjoint_is_refused():
     with pytest.raises(ValueError, match="forward-differentiable"):
         sens.hvp(weighted_loss, problems.lotka_volterra(), np.ones(4), mode="reverse", adjoint="checkpoint")
+
+
+@pytest.mark.parametrize("bad, error", [(lambda u: None, TypeError), (lambda u: "x", TypeError),
+                                        (lambda u: np.sum(u) + 1j, TypeError)], ids=["None", "str", "complex"])
+def test_loss_of_the_wrong_kind_is_named(bad, error):
+    with pytest.raises(error, match="loss must return a real scalar"):
+        sens.gradient(bad, problems.lotka_volterra())
+
+
+@pytest.mark.parametrize("mode, adjoint", [("forward", "interpolating"), ("reverse", "interpolating"),
+                                           ("reverse", "checkpoint")])
+def test_a_nonfinite_loss_or_derivative_is_an_error_naming_its_cause(mode, adjoint):
+    """A loss that is NaN although the solve succeeded names the loss (not f); a finite loss
+    whose derivative is not finite (sqrt at 0) is an error too, never a NaN gradient."""
+    prob = problems.lotka_volterra()
+    with pytest.raises(dxdt.SolverError, match="the loss returned a non-finite value"):
+        sens.value_and_gradient(lambda u: np.sum(np.log(u - 10.0)), prob, Tsit5(), mode=mode, adjoint=adjoint)
+    with pytest.raises(dxdt.SolverError, match="derivative is not finite"):
+        sens.gradient(lambda u: np.sqrt(0.0 * u[-1, 0]), prob, Tsit5(), mode=mode, adjoint=adjoint)

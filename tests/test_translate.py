@@ -470,3 +470,21 @@ def test_import_does_not_load_jax():
     code = "import dxdt, dxdt.sensitivity, sys; assert 'jax' not in sys.modules, 'jax imported'"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
+
+
+def test_power_with_a_zero_exponent_has_a_zero_derivative_at_zero():
+    """A mass-action rate ``prod(u[react] ** orders)`` with a zero order on a species at 0:
+    NumPy's ``0 ** 0`` is the constant 1, so its derivative is 0, where
+    ``jax.numpy.power``'s ``y x ** (y - 1)`` is NaN."""
+    orders = np.array([[1.0, 0.0], [0.0, 2.0]])
+    rates = np.zeros(2)
+
+    def f(du, u, p, t):
+        np.prod(u ** orders, axis=1, out=rates)
+        du[:] = -p * rates
+
+    u = np.array([0.5, 0.0])
+    g = to_jax(f, u, np.ones(2))
+    J = np.asarray(jax.jacfwd(lambda x: g(x, jnp.ones(2), 0.0))(jnp.asarray(u)))
+    np.testing.assert_array_equal(J, [[-1.0, 0.0], [0.0, 0.0]])
+    np.testing.assert_array_equal(np.asarray(jax.jacrev(lambda x: g(x, jnp.ones(2), 0.0))(jnp.asarray(u))), J)

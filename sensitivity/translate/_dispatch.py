@@ -59,7 +59,17 @@ def _build_table() -> dict:
     return table
 
 
-FUNCTIONS: dict = _build_table()
+def _power(x, y):
+    """``x ** y`` whose derivative in ``x`` is 0 where ``y == 0`` (``x ** 0`` is the constant 1,
+    as NumPy computes it), also at ``x = 0``: ``jax.numpy.power``'s ``y x ** (y - 1)`` is
+    ``0 * inf = NaN`` there (a mass-action rate ``u ** order`` with a zero order)."""
+    if isinstance(y, (np.ndarray, np.generic, int, float)) and not np.any(np.asarray(y) == 0):
+        return jnp.power(x, y)
+    zero = jnp.asarray(y) == 0
+    return jnp.where(zero, jnp.ones((), jnp.result_type(x, y)), jnp.power(jnp.where(zero, 1, x), y))
+
+
+FUNCTIONS: dict = {**_build_table(), "power": _power}
 
 
 def function_name(func) -> str:
