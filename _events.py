@@ -139,13 +139,22 @@ def _check_terminal(terminal, label: str) -> int:
 
 
 def _check_times(times, label: str) -> np.ndarray:
+    """``times`` as a sorted float64 array; a ``ValueError`` naming the event for times
+    that are not a 1-D array of distinct finite numbers."""
     try:
-        ts = np.array(times, dtype=np.float64).reshape(-1)
+        ts = np.array(times, dtype=np.float64)
     except (TypeError, ValueError) as err:
         raise TypeError(f"{label}: times must be an array of numbers, got {type(times).__name__}") from err
+    if ts.ndim > 1:
+        raise ValueError(f"{label}: times must be a 1-D array of times, got shape {ts.shape}")
+    ts = np.sort(ts.reshape(-1))
     if not np.all(np.isfinite(ts)):
         raise ValueError(f"{label}: times contain non-finite values")
-    return np.sort(ts)
+    repeated = ts[1:][np.diff(ts) == 0]
+    if repeated.size:
+        raise ValueError(f"{label}: times repeat t={repeated[0]:.6g}, where the affect would apply once: "
+                         "give each time once (add the amounts in the affect), or use another TimeEvent")
+    return ts
 
 
 def check_events(events: Any) -> tuple:
@@ -216,7 +225,9 @@ def condition_inplace(condition, label, out, u, p, t):
     translation to JAX takes, as ``functools.partial(condition_inplace, condition, label)``: the
     closure walk then reaches the user's function), the value checked while tracing."""
     value = condition(u, p, t)
-    if np.ndim(value) != 0 or isinstance(value, (str, bytes)):
+    if value is None or isinstance(value, (str, bytes)):  # as check_condition_value words it
+        raise TypeError(f"{label}: condition(u, p, t) must return a real number, got {type(value).__name__}")
+    if np.ndim(value) != 0:
         raise TypeError(f"{label}: condition(u, p, t) must return a scalar, got shape {np.shape(value)}")
     out[...] = value
 

@@ -266,6 +266,7 @@ def test_user_buffers_unchanged():
 
 @pytest.mark.parametrize("make, error, match", [
     (lambda: dxdt.Event(lambda u, p, t: u, name="vector"), TypeError, "vector.*scalar"),
+    (lambda: dxdt.Event(lambda u, p, t: None, name="none"), TypeError, "none.*real number"),
     (lambda: dxdt.Event(lambda u, p, t: u[0], lambda u, p, t: u * 2, name="returns"), TypeError,
      "returns.*return None"),
     (lambda: dxdt.Event(lambda u, p, t: u[0], lambda u, p, t: setattr(u, "shape", (1, 2)), name="reshape"),
@@ -284,6 +285,10 @@ def test_bad_condition_or_affect_names_the_event(make, error, match):
     (lambda: dxdt.Event(floor, terminal=0, name="n"), ValueError, "'n'.*terminal"),
     (lambda: dxdt.Event(floor, affect=1, name="a"), TypeError, "'a'.*affect"),
     (lambda: dxdt.TimeEvent([0.0, np.nan], None, name="bad"), ValueError, "'bad'.*non-finite"),
+    (lambda: dxdt.TimeEvent([[0.5, 1.0], [1.5, 1.9]], None, name="grid"), ValueError, "'grid'.*1-D"),
+    (lambda: dxdt.TimeEvent([0.5, 1.0, 0.5], None, name="twice"), ValueError, "'twice'.*repeat t=0.5"),
+    (lambda: dxdt.solve(dxdt.ODEProblem(fall, [1.0, 0.0], (0.0, 1.0)), events=[
+        dxdt.TimeEvent(lambda p: [0.5, 0.5], None, name="twice(p)")]), ValueError, r"'twice\(p\)'.*repeat"),
     (lambda: dxdt.solve(dxdt.ODEProblem(fall, [1.0, 0.0], (0.0, 1.0)), events=[floor]), TypeError,
      r"events\[0\]"),
 ])

@@ -211,6 +211,7 @@ def test_failures_between_events_keep_the_numpy_status_and_partial_data():
 
 @pytest.mark.parametrize("make, error, match", [
     (lambda: dxdt.Event(lambda u, p, t: u, name="vector"), TypeError, "vector.*scalar"),
+    (lambda: dxdt.Event(lambda u, p, t: None, name="none"), TypeError, "none.*real number"),
     (lambda: dxdt.Event(floor, lambda u, p, t: u * 2, name="returns"), TypeError, "returns.*return None"),
     (lambda: dxdt.Event(floor, lambda u, p, t: setattr(u, "shape", (1, 2)), name="reshape"),
      ValueError, "reshape.*shape"),
