@@ -290,6 +290,47 @@ def test_sparse_matrix_products():
     assert _close(to_jax(f, u, 2.0)(u, 2.0, 0.0), du, 1e-14)
 
 
+def test_products_and_scalings_of_constant_sparse_matrices_stay_sparse():
+    import scipy.sparse as sp
+
+    S = sp.csr_matrix(np.array([[1.0, 0, 2], [0, -1.0, 0], [3.0, 0, -2]]))
+    A = sp.csr_array(S)
+
+    def f(du, u, p, t):
+        du[:] = ((S @ S) @ u) * p + (2.0 * S) @ u - (-S) @ u + (S * S) @ u + (A @ A) @ u + (A * 0.5) @ u
+
+    u = np.array([0.2, 0.5, -0.3])
+    du = np.zeros(3)
+    f(du, u, 0.1, 0.0)
+    assert _close(to_jax(f, u, 0.1)(u, 0.1, 0.0), du, 1e-14)
+
+
+def test_scipy_special_functions_are_translated_by_jax_scipy_special():
+    import scipy.special as special
+
+    def f(du, u, p, t):
+        du[:] = special.expit(u) * p + special.erf(u) - special.xlogy(u, u + 2.0) + special.gammaln(u + 1.0)
+
+    u = np.array([0.1, 0.7])
+    du = np.zeros(2)
+    f(du, u, 1.5, 0.0)
+    assert _close(to_jax(f, u, 1.5)(u, 1.5, 0.0), du, 1e-14)
+
+    def bessel(du, u, p, t):
+        du[:] = special.jv(1, u)
+
+    with pytest.raises(TranslationError, match=r"scipy\.special\.jv.*counterpart"):
+        to_jax(bessel, u, 1.5)(u, 1.5, 0.0)
+
+
+def test_random_numbers_inside_f_are_refused():
+    def f(du, u, p, t):
+        du[:] = -u + 0.1 * np.random.normal(size=u.shape)
+
+    with pytest.raises(TranslationError, match=r"np\.random\.normal inside f.*constant"):
+        to_jax(f, np.ones(2), None)(np.ones(2), None, 0.0)
+
+
 def test_arrays_made_by_numpy_constructors_inside_f_hold_traced_values():
     def f(du, u, p, t):
         pair = numpy_zeros(2)  # imported by name

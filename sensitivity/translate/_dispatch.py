@@ -189,12 +189,18 @@ def apply_ufunc(ufunc, method: str, inputs, kwargs):
     if _traced.all_concrete((args, kwargs, mask)):
         result = getattr(ufunc, method)(*args, **kwargs)
     else:
-        function = FUNCTIONS.get(name)
-        if function is not None and method != "__call__":
+        function = FUNCTIONS.get(name) if getattr(np, name, None) is ufunc else None
+        special = function is None and _scipy_special(ufunc)
+        if special and method == "__call__":
+            import jax.scipy.special
+
+            function = getattr(jax.scipy.special, name, None)
+        elif function is not None and method != "__call__":
             function = getattr(function, method, None)
         if function is None:
+            where_from = f"scipy.special.{name}" if special else f"np.{name}"
             raise translation_error(
-                f"np.{name}.{method} (it has no jax.numpy counterpart)",
+                f"{where_from}.{method} (it has no jax.numpy or jax.scipy.special counterpart)",
                 "Rewrite it with supported NumPy functions.",
             )
         dtype = kwargs.pop("dtype", None) if method == "__call__" else None
@@ -205,6 +211,14 @@ def apply_ufunc(ufunc, method: str, inputs, kwargs):
         xp = np if _traced.all_concrete((result, mask)) else jnp
         result = xp.where(mask, result, 0)
     return finish(result, out[0] if out is not None and len(out) == 1 else out, where)
+
+
+def _scipy_special(ufunc) -> bool:
+    """Whether ``ufunc`` is one of ``scipy.special``'s (translated by ``jax.scipy.special``)."""
+    import sys
+
+    special = sys.modules.get("scipy.special")
+    return special is not None and getattr(special, ufunc.__name__, None) is ufunc
 
 
 def _deferred_increment(name: str, method: str, inputs, kwargs, out) -> bool:

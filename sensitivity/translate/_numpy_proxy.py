@@ -60,12 +60,34 @@ CONSTRUCTORS = {
 _REPLACED = {id(getattr(np, name)): function for name, function in CONSTRUCTORS.items()}
 
 
+class _RandomRefused(types.ModuleType):
+    """``numpy.random`` inside the traced copy of ``f``: every function refuses, since a
+    number drawn while tracing would be one constant of the compiled program (the same
+    "random" forcing at every step and every call), never a fresh draw."""
+
+    def __init__(self):
+        super().__init__("numpy.random")
+
+    def __getattr__(self, name):
+        from ._errors import translation_error
+
+        def refused(*args, **kwargs):
+            raise translation_error(
+                f"np.random.{name} inside f (a draw while tracing becomes a constant of the "
+                "compiled program)",
+                "Draw the random numbers outside f and pass them in (in p, or as a closure "
+                "array), or use a fixed forcing.")
+        return refused
+
+
 class _NumpyProxy(types.ModuleType):
-    """``numpy`` with array constructors that return traced arrays."""
+    """``numpy`` with array constructors that return traced arrays, and ``numpy.random``
+    refused (see :class:`_RandomRefused`)."""
 
     def __init__(self):
         super().__init__("numpy", np.__doc__)
         self.__dict__.update(CONSTRUCTORS)
+        self.random = _RandomRefused()
 
     def __getattr__(self, name):
         return getattr(np, name)

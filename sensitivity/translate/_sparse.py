@@ -115,7 +115,15 @@ class SparseOperator:
     def toarray(self) -> TracedArray:
         return wrap(self._matrix.toarray())
 
+    def _like(self, matrix) -> SparseOperator:
+        """A constant sparse result (a product or scaling of constant matrices)."""
+        result = SparseOperator(matrix)
+        result._star_is_product = self._star_is_product
+        return result
+
     def _apply(self, x) -> TracedArray:
+        if isinstance(x, SparseOperator):  # a product of constant matrices stays sparse
+            return self._like(self._matrix @ x._matrix)
         x = operand(x)
         if is_concrete(x):
             return wrap(np.asarray(self._matrix @ np.asarray(x)))
@@ -138,11 +146,23 @@ class SparseOperator:
         return self._apply(other)
 
     def __mul__(self, other):
+        if isinstance(other, SparseOperator) and self._star_is_product:
+            return self._apply(other)
+        if np.ndim(other) == 0 and is_concrete(operand(other)):  # a constant scaling
+            return self._like(self._matrix * np.asarray(operand(other)).item())
         if self._star_is_product and np.ndim(other) > 0:
             return self._apply(other)
         raise translation_error(
             "elementwise product with a SciPy sparse array", "Write A @ x for the matrix product."
         )
+
+    def __rmul__(self, other):
+        if np.ndim(other) == 0:
+            return self.__mul__(other)
+        return self._apply_left(other) if self._star_is_product else self.__mul__(other)
+
+    def __neg__(self):
+        return self._like(-self._matrix)
 
     def __array_ufunc__(self, ufunc, method, *inputs, out=None, **kwargs):
         if ufunc is not np.matmul or method != "__call__" or kwargs or len(inputs) != 2:
