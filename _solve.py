@@ -114,6 +114,7 @@ def solve(
             _check_on_duplicate(f, prob)
         if events:
             check()
+        _check_estimate_at_t0(method, prob)
     options = dict(rtol=rtol, atol=atol, dt=dt, adaptive=adaptive, saveat=saveat, dense=dense,
                    max_steps=max_steps, progress=progress)
     if events:
@@ -141,6 +142,21 @@ def _check_on_duplicate(f, prob: ODEProblem) -> None:
     from .sensitivity.translate import duplicate
 
     _checks.first_derivative(duplicate(f), prob)
+
+
+def _check_estimate_at_t0(method, prob: ODEProblem) -> None:
+    """A callable ``eigen_est`` of a stabilized method is checked at ``(u0, p, t0)`` before
+    a JAX solve, as the NumPy executor checks its first call: the compiled solver cannot
+    raise, and would take its largest stage count on every step instead (on a duplicate,
+    like ``f``'s checks)."""
+    estimate = getattr(method, "eigen_est", None)
+    if not callable(estimate):
+        return
+    from .sensitivity.translate import duplicate
+    from .solvers._stabilized import check_estimate
+
+    t0 = prob.tspan[0]
+    check_estimate(duplicate(estimate)(prob.u0.copy(), prob.p, t0), f"t={t0:.6g}")
 
 
 def _solve_with_events(prob, method, f, k0, backend, events, options):

@@ -477,3 +477,14 @@ def test_jax_ensemble_warns_too_oscillatory_once_naming_the_member():
         sol = dxdt.solve(ensemble, RKC(), max_steps=2000, saveat=[1.0], backend="jax")
     assert list(sol.success) == [True, False, False]
     assert sum("too oscillatory" in str(w.message) for w in record) == 1
+
+
+@pytest.mark.parametrize("value, error", [(np.nan, ValueError), (-1.0, ValueError), ("big", TypeError)])
+def test_a_bad_callable_eigen_est_is_refused_on_both_backends(value, error):
+    """The compiled solver cannot raise mid-solve (a non-finite estimate takes the most
+    stages); the estimate is checked at t0 as the NumPy executor checks its first call."""
+    prob = dxdt.ODEProblem(lambda du, u, p, t: du.__setitem__(slice(None), -p[0] * u), np.array([1.0, 2.0]),
+                           (0.0, 1.0), np.array([1.5]))
+    for backend in ("numpy", "jax"):
+        with pytest.raises(error, match=r"eigen_est\(u, p, t\).*t=0"):
+            dxdt.solve(prob, RKC(eigen_est=lambda u, p, t: value), backend=backend)
