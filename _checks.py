@@ -170,6 +170,7 @@ def first_derivative(f: Callable, prob: ODEProblem) -> np.ndarray:
             )
             raise ValueError(
                 f"f never writes du at indices {where}{' ...' if never.sum() > 5 else ''}; "
-                f"an in-place f(du, u, p, t) must assign every entry of du.{hint}"
+                f"an in-place f(du, u, p, t) must assign every entry of du (du's content is undefined "
+                f"on entry, so du += ... before du[:] = ... reads garbage).{hint}"
             )
     return du
