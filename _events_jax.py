@@ -45,14 +45,17 @@ SIGN_CHANGE = len(STATUS_CODES)  # the chunk's code when it stopped early for th
 _RESULTS = {**STATUS_CODES, 1: "chunk", SIGN_CHANGE: "sign change"}  # max_steps of a chunk: go on
 
 
-def _chunk_program(prob, method, events: tuple, continuous: list, every_step: bool, example: tuple):
+def _chunk_program(prob, method, events: tuple, continuous: list, every_step: bool, example: tuple,
+                   dense: bool = False):
     """The compiled chunk ``(t_start, t_stop, u, p, dt0, probe, save_ts, rtol, atol) ->
     (summary, states)``, from memory, the disk cache or built (:func:`_build_chunk`).
 
     ``summary`` (float64): diffrax's result code, steps, accepted, rejected, the number of
     step times, whether an event was found, its time, which conditions fire, then the
     step times. ``states``: the state at the chunk's end and at the event, then the
-    states at ``save_ts`` (clipped to the chunk) or, with ``every_step``, at each step end.
+    states at ``save_ts`` (clipped to the chunk) or, with ``every_step``, at each step end;
+    with ``dense``, also the chunk's dense interpolation (then at most ``STEP_ROWS`` steps
+    a chunk, and kept in memory only: it is not a flat program).
     """
     from ._backend_jax import structure
     from .sensitivity._compiled import lookup
@@ -60,12 +63,14 @@ def _chunk_program(prob, method, events: tuple, continuous: list, every_step: bo
     conditions = tuple(inplace_condition(events[i]) for i in continuous)  # as translated and keyed
     directions = tuple(int(events[i].direction) for i in continuous)
     static = ("state events", structure(prob.u0), structure(example[3]), structure(example[8]), repr(method),
-              directions, every_step, len(example[6]), CHUNK_STEPS, STEP_ROWS)
+              directions, every_step, len(example[6]), CHUNK_STEPS, STEP_ROWS, dense)
     return lookup("event chunk", static, (prob.f,) + conditions,
-                  lambda: _build_chunk(prob, method, conditions, directions, every_step, example))
+                  lambda: _build_chunk(prob, method, conditions, directions, every_step, example, dense),
+                  disk=not dense)
 
 
-def _build_chunk(prob, method, conditions: tuple, directions: tuple, every_step: bool, example: tuple):
+def _build_chunk(prob, method, conditions: tuple, directions: tuple, every_step: bool, example: tuple,
+                 dense: bool = False):
     """Trace and compile the chunk (see :func:`_chunk_program`): diffrax integrates up to
     the first step end where a condition changed sign (a ``diffrax.Event`` without root
     finding: it only saves steps), then :func:`._events_jax_locate.locate` finds the
@@ -111,7 +116,8 @@ def _build_chunk(prob, method, conditions: tuple, directions: tuple, every_step:
         dt0 = jax.lax.cond(dt0 == 0, lambda: direction * initial_step(
             lambda t, y, a: g_once(y, a, t), u, p, t_start, t_stop, options), lambda: dt0)  # 0: choose
         sol = diffrax.diffeqsolve(term, solver, t_start, t_stop, dt0, u, args=p, saveat=saveat,
-                                  stepsize_controller=controller, max_steps=STEP_ROWS if every_step else CHUNK_STEPS,
+                                  stepsize_controller=controller,
+                                  max_steps=STEP_ROWS if every_step or dense else CHUNK_STEPS,
                                   throw=False, event=event)
         ts_size = sol.interpolation.ts_size
         ts = sol.interpolation.ts * direction  # diffrax steps in -t backwards
@@ -133,9 +139,10 @@ def _build_chunk(prob, method, conditions: tuple, directions: tuple, every_step:
         head = jnp.stack([code, stats["num_steps"], stats["num_accepted_steps"],
                           stats["num_rejected_steps"], ts_size, found, t_event]).astype(f64)
         summary = jnp.concatenate([head, fires.astype(f64), ts])
-        return summary, jnp.concatenate([jnp.stack([u_reached, sol.evaluate(t_event)]), rows])
+        states = jnp.concatenate([jnp.stack([u_reached, sol.evaluate(t_event)]), rows])
+        return (summary, states, sol.interpolation) if dense else (summary, states)
 
-    executable, meta = compile_function(chunk, *example)
+    executable, meta = compile_function(chunk, *example, flat=not dense)
     reads = list(g.constant_reads)
     for owner, c in enumerate(translated, start=1):  # the conditions' reads, by their place in the key
         reads += [dataclasses.replace(read, owner=owner) for read in c.constant_reads]
@@ -165,23 +172,21 @@ def integrate_jax_events(prob, method, events: tuple, *, rtol, atol, dt, adaptiv
     if not adaptive:
         raise ValueError("events with backend='jax' need adaptive stepping (an adaptive method, "
                          "adaptive=True); use backend='numpy' for fixed steps")
-    if dense:
-        raise ValueError("dense=True with events needs backend='numpy'")
     from ._events_jax_doses import fast_path_applies, solve_time_events
 
-    if fast_path_applies(events, saveat, progress, method):  # dosing: one compiled call
+    if not dense and fast_path_applies(events, saveat, progress, method):  # dosing: one compiled call
         raw = solve_time_events(prob, method, events, rtol=rtol, atol=atol, dt=dt, saveat=saveat,
                                 max_steps=max_steps)
         if raw is not None:
             return raw
     with progress_bar(progress, prob.tspan) as bar:
-        return _Solve(prob, method, events, rtol, atol, dt, saveat, max_steps, bar).run()
+        return _Solve(prob, method, events, rtol, atol, dt, saveat, max_steps, bar, dense).run()
 
 
 class _Solve:
     """The host loop: chunks, event location, jumps, saving."""
 
-    def __init__(self, prob, method, events, rtol, atol, dt, saveat, max_steps, bar):
+    def __init__(self, prob, method, events, rtol, atol, dt, saveat, max_steps, bar, dense=False):
         from ._backend_jax import as_numpy
         from ._events_jax_doses import wrapped_affects
 
@@ -193,7 +198,8 @@ class _Solve:
         self.no_saves = np.zeros(1 if saveat is None else min(SAVE_WINDOW, len(saveat)), f64)
         example = (f64(self.t0), f64(self.t1), prob.u0, self.p, f64(1.0), np.zeros(len(self.continuous), f64),
                    self.no_saves) + self.tolerances
-        self.chunk = _chunk_program(prob, method, events, self.continuous, saveat is None, example)
+        self.chunk = _chunk_program(prob, method, events, self.continuous, saveat is None, example, dense)
+        self.dense = _ChunkedDense(self.t0, prob.u0.shape, prob.u0.dtype) if dense else None
         self.affects = {i: _affect_program(prob, fn, (prob.u0, self.p, f64(self.t0)))
                         for i, fn in wrapped_affects(events).items()}
         self.events, self.shape = events, prob.u0.shape
@@ -288,8 +294,9 @@ class _Solve:
                         < (t_clip - t) * self.direction:
                     t_clip = last  # a chunk returns at most SAVE_WINDOW rows
                 save_ts = np.concatenate([save_ts, np.full(len(self.no_saves) - len(save_ts), last)])
-            summary, states = self.chunk(f64(t), f64(t_clip), self.u, self.p, f64(self.direction * abs(dt0)),
-                                         self.probe, save_ts, *self.tolerances)
+            summary, states, *interpolation = self.chunk(
+                f64(t), f64(t_clip), self.u, self.p, f64(self.direction * abs(dt0)), self.probe, save_ts,
+                *self.tolerances)
             code, n_steps, accepted, rejected, ts_size, found, t_event = summary[:7]
             fires, step_ts = summary[7: 7 + m], summary[7 + m: 7 + m + int(ts_size)]
             u_reached, u_event, rows = states[0], states[1], states[2:]
@@ -327,6 +334,8 @@ class _Solve:
             else:  # rows past the window repeat its last time (a repeated save time)
                 self._save_until(t_end, lambda ts: rows[np.minimum(np.arange(len(ts)), len(rows) - 1)], True)
             self.u = np.array(u_end)
+            if self.dense is not None and t_end != t:
+                self.dense.append(t, t_end, interpolation[0], int(summary[4]))
             if self.bar is not None:
                 self.bar.update(t_end - t)
             dt0 = max(abs(step_ts[-1] - step_ts[-2]), 16 * _EPS * abs(t_end))
@@ -343,4 +352,63 @@ class _Solve:
         stats = {"nfev": 1 + self.stages * steps, "naccept": naccept, "nreject": nreject}
         t_events = [np.array(ts, dtype=np.float64) for ts in self.t_events]
         u_events = [np.array(us, dtype).reshape((len(us),) + self.shape) for us in self.u_events]
-        return RawSolution(t_out, u_out, stats, self.status, self.message, None, t_events, u_events)
+        dense = self.dense if self.dense is not None and self.dense.segments else None
+        return RawSolution(t_out, u_out, stats, self.status, self.message, dense, t_events, u_events)
+
+
+def _resized(interpolation, steps: int, size: int):
+    """A diffrax ``DenseInterpolation`` (NumPy leaves) cut to its first ``steps`` steps and
+    padded to ``size`` by repeating the last (``ts`` has one entry more than the steps)."""
+    import equinox as eqx
+    import jax
+
+    def resize(x, n):
+        x = np.asarray(x)[:n]
+        return x if len(x) == n + size - steps else np.concatenate([x, np.repeat(x[-1:], size - steps, axis=0)])
+    ts = resize(interpolation.ts, steps + 1)
+    infos = jax.tree_util.tree_map(lambda x: resize(x, steps), interpolation.infos)
+    return eqx.tree_at(lambda i: (i.ts, i.infos), interpolation, (ts, infos))
+
+
+class _ChunkedDense:
+    """``sol(t)`` of a JAX solve with events: one piece per chunk, each the chunk's own
+    dense interpolation (diffrax's, the method's interpolant), valid from the chunk's start
+    to where the host cut it (the event); at an event time the piece after it answers, so
+    ``sol(t_event)`` is the post-affect state, as on the NumPy backend.
+
+    Each piece keeps the steps it took (its arrays cut to them); an evaluation pads a
+    piece to a power of two of steps, so a few sizes are compiled.
+    """
+
+    def __init__(self, t0: float, shape, dtype):
+        self.t_first = self.t_last = t0
+        self._shape, self._dtype = shape, dtype
+        self.segments: list = []  # (start, interpolation cut to its steps, steps)
+        self._evaluate = None
+
+    def append(self, start: float, end: float, interpolation, ts_size: int) -> None:
+        steps = max(ts_size - 1, 1)
+        self.segments.append((start, _resized(interpolation, steps, steps), steps))
+        self.t_last = end
+
+    @staticmethod
+    def _padded(interpolation, steps: int):
+        return _resized(interpolation, steps, 1 << (steps - 1).bit_length())  # a power of two >= steps
+
+    def evaluate(self, t: np.ndarray) -> np.ndarray:
+        from .sensitivity._jax import load_jax
+
+        jax, _ = load_jax()
+        if self._evaluate is None:
+            self._evaluate = jax.jit(jax.vmap(lambda interp, s: interp.evaluate(s), in_axes=(None, 0)))
+        starts = np.array([start for start, _, _ in self.segments])
+        direction = 1.0 if self.t_last >= self.t_first else -1.0
+        index = np.clip(np.searchsorted(direction * starts, direction * t, side="right") - 1,
+                        0, len(self.segments) - 1)
+        out = np.empty((len(t),) + self._shape, self._dtype)
+        for i in np.unique(index):
+            _, interpolation, steps = self.segments[i]
+            chosen = index == i
+            values = self._evaluate(self._padded(interpolation, steps), np.asarray(t[chosen], np.float64))
+            out[chosen] = np.asarray(values, self._dtype).reshape((-1,) + self._shape)
+        return out

@@ -366,3 +366,43 @@ def test_dosing_keeps_the_state_dtype_without_parameters(dtype, no_host_loop):
     exact[:, 0] += sum(np.where(ts >= d, np.exp(-0.5 * (ts - d)), 0.0) for d in (1.0, 2.0))
     assert sol.u.dtype == sol.u_events[0].dtype == dtype
     np.testing.assert_allclose(sol.u, exact, rtol=1e-6 if dtype == np.float32 else 1e-9)
+
+
+@pytest.mark.parametrize("backward", [False, True], ids=["forward in t", "backward in t"])
+def test_dense_output_on_both_sides_of_every_jump(backward):
+    """``dense=True`` with events: each piece is its chunk's own interpolant, cut at the
+    event; at the event time the post-affect state answers, as on the NumPy backend. The
+    ball's three bounces against the closed form (run backwards in time: the motion
+    reversed, from the state the forward solve reached)."""
+    e, n = 0.5, 3
+    times = [np.sqrt(2.0 / G)]  # bounce times of a ball dropped from 1 with restitution e
+    for k in range(1, n):
+        times.append(times[-1] + 2.0 * e**k * np.sqrt(2.0 / G))
+    times = np.array(times)
+
+    def exact(t):  # (height, velocity) between the bounces
+        k = np.searchsorted(times, t, side="right")
+        if k == 0:
+            return np.array([1.0 - G * t**2 / 2, -G * t])
+        v, s = e**k * np.sqrt(2.0 * G), t - times[k - 1]
+        return np.array([v * s - G * s**2 / 2, v - G * s])
+
+    T = times[-1] + 0.1
+    prob = dxdt.ODEProblem(fall, [1.0, 0.0], (0.0, T))
+    if backward:  # from the state at T back to 0, the bounce reversed (v -> -v / e)
+        prob = dxdt.ODEProblem(fall, exact(T), (T, 0.0))
+        events = [dxdt.Event(floor, lambda u, p, t: u.__setitem__(1, -u[1] / e), direction=-1)]  # as t falls
+    else:
+        events = [dxdt.Event(floor, bounce, direction=-1)]
+    jx = dxdt.solve(prob, Tsit5(), **TIGHT, events=events, dense=True, backend="jax")
+    npy = dxdt.solve(prob, Tsit5(), **TIGHT, events=events, dense=True)
+    np.testing.assert_allclose(np.sort(jx.t_events[0]), times, rtol=1e-9)
+    grid = np.linspace(0.0, T, 301)
+    np.testing.assert_allclose(jx(grid), np.stack([exact(t) for t in grid]), atol=1e-7)
+    np.testing.assert_allclose(jx(grid), npy(grid), atol=1e-8)
+    eps, t_e = 1e-7, jx.t_events[0][-1 if backward else 0]
+    sides = jx(np.array([t_e - eps, t_e, t_e + eps]))
+    np.testing.assert_allclose(sides[[0, 2]], [exact(times[0] - eps), exact(times[0] + eps)], atol=1e-7)
+    after = exact(times[0] - 1e-12) if backward else exact(times[0])  # post-affect, in the solve's direction
+    np.testing.assert_allclose(sides[1], after, atol=1e-7)
+    np.testing.assert_allclose(sides[1], npy(npy.t_events[0][-1 if backward else 0]), atol=1e-9)
