@@ -34,9 +34,11 @@ jax, jnp = load_jax()
 
 def _zeros(tree, anchor=None):
     """Zeros shaped like ``tree``; plus ``anchor`` (see :func:`_tangent_anchor`) if given."""
-    if anchor is None:
-        return jax.tree_util.tree_map(jnp.zeros_like, tree)
-    return jax.tree_util.tree_map(lambda x: jnp.zeros_like(x) + anchor.astype(jnp.result_type(x)), tree)
+    def zero(x):  # in the solves' dtype: a float32 p's adjoint is integrated in float64
+        dtype = jnp.promote_types(jnp.result_type(x), jnp.result_type(float))
+        z = jnp.zeros(jnp.shape(x), dtype)
+        return z if anchor is None else z + anchor.astype(dtype)
+    return jax.tree_util.tree_map(zero, tree)
 
 
 def _tangent_anchor(*trees):

@@ -179,7 +179,10 @@ class _SolveFunction:
             raise ValueError(f"p has structure/shapes {describe(p)} but F was built for "
                              f"{self._p_signature}")
         leaves = [jnp.asarray(x, dtype=d) for x, d in zip(jax.tree_util.tree_leaves(p), self._p_dtypes)]
-        return jnp.asarray(u0, dtype=self._dtype), jax.tree_util.tree_unflatten(self._p_tree, leaves)
+        # the solves run in float64 (diffrax promotes a float32 state): promoted here, so that
+        # the cast's own derivative returns float32 cotangents for a float32 u0
+        u0 = jnp.asarray(u0, dtype=self._dtype).astype(jnp.promote_types(self._dtype, jnp.result_type(float)))
+        return u0, jax.tree_util.tree_unflatten(self._p_tree, leaves)
 
     def __call__(self, u0, p):
         u0, p = self._inputs(u0, p)

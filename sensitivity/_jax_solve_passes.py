@@ -248,14 +248,20 @@ def _stacked_adjoints(spec: SolveSpec, u0, p, W):
     return _nan_unless(code == 0, (lam, mu))
 
 
+def _cast_like(tree, like):
+    """``tree``'s leaves in the dtypes of ``like``'s: a cotangent of ``(u0, p)`` has their
+    dtypes (the solves run in float64; a float32 ``p`` gets a float32 cotangent)."""
+    return jax.tree_util.tree_map(lambda x, y: x.astype(jnp.result_type(y)), tree, like)
+
+
 def adjoint(spec: SolveSpec, u0, p, w):
     """``F'(x)^T w`` as ``(cotangent of u0, cotangent of p)``; under ``jax.jacrev`` (or a
     forward derivative of a gradient) one interpolating adjoint solve carries every
     cotangent (:func:`_stacking`)."""
     if spec.adjoint != "interpolating":
         grads, ok = _adjoint_with_code(spec, u0, p, w)
-        return _nan_unless(ok, grads)
-    return _one_direction(_stacked_adjoints, spec, 2, u0, p, w)
+        return _cast_like(_nan_unless(ok, grads), (u0, p))
+    return _cast_like(_one_direction(_stacked_adjoints, spec, 2, u0, p, w), (u0, p))
 
 
 def second_tangent(spec: SolveSpec, u0, p, v0, vp, d0, dp):
@@ -286,7 +292,7 @@ def second_adjoint(spec: SolveSpec, u0, p, w, d0, dp, dw=None):
     its solves)."""
     dw = jnp.zeros_like(w) if dw is None else dw
     if spec.adjoint == "interpolating":
-        return _one_direction(_stacked_second_adjoints, spec, 3, u0, p, w, d0, dp, dw)
+        return _cast_like(_one_direction(_stacked_second_adjoints, spec, 3, u0, p, w, d0, dp, dw), (u0, p))
     _, d_grads, ok = jax.jvp(lambda a, b, c: _adjoint_with_code(spec, a, b, c), (u0, p, w),
                              (d0, dp, dw), has_aux=True)
-    return _nan_unless(ok, d_grads)
+    return _cast_like(_nan_unless(ok, d_grads), (u0, p))

@@ -103,8 +103,13 @@ def _third_order() -> None:
         "...); a third derivative with respect to (u0, p) is not supported")
 
 
+def _trajectory_dtype(u0):
+    """The solves' dtype: a float32 state is solved in float64 (as diffrax promotes it)."""
+    return jnp.promote_types(u0.dtype, jnp.result_type(float))
+
+
 def _trajectory_shape(spec, u0):
-    return jax.core.ShapedArray((spec.n_save,) + tuple(u0.shape), u0.dtype)
+    return jax.core.ShapedArray((spec.n_save,) + tuple(u0.shape), _trajectory_dtype(u0))
 
 
 def _like(tree):
@@ -118,7 +123,7 @@ def _cotangent(like, ct):
 
 
 def _trajectory_cotangent(spec, u0, ct):
-    return jnp.zeros((spec.n_save,) + jnp.shape(u0), u0.dtype) if ct is None else ct
+    return jnp.zeros((spec.n_save,) + jnp.shape(u0), _trajectory_dtype(u0)) if ct is None else ct
 
 
 def _bind(prim, *args):
