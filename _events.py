@@ -176,8 +176,11 @@ def check_condition_value(event: Event, value) -> float:
     if np.ndim(value) != 0 or isinstance(value, (str, bytes)):
         raise TypeError(f"{event._label()}: condition(u, p, t) must return a scalar, "
                         f"got shape {np.shape(value)}")
+    if np.iscomplexobj(value):
+        raise TypeError(f"{event._label()}: condition(u, p, t) must return a real number, got "
+                        f"{type(value).__name__} {value!r}")
     try:
-        return float(np.real(value))
+        return float(value)
     except (TypeError, ValueError) as err:
         raise TypeError(f"{event._label()}: condition(u, p, t) must return a real number, "
                         f"got {type(value).__name__}") from err

@@ -776,8 +776,15 @@ class EventOperator:
             build = functools.partial(_build_joined, op, inner, adjoint)
         else:  # the discrete adjoint, first order (its second order is forward-over-forward, joined)
             build = checkpoint_jacobian if op == "jacobian" else checkpoint_gradient
-        self._prepared = PreparedOperator.from_build(op, build, setup, self.mode, self.reason, self.adjoint,
-                                                     extra=times)
+        try:
+            self._prepared = PreparedOperator.from_build(op, build, setup, self.mode, self.reason, self.adjoint,
+                                                         extra=times)
+        except Exception as err:  # e.g. u[-1] in the loss, with no row before a terminal event
+            if n_rows < len(self._saveat):
+                err.add_note(f"dxdt: a terminal event ends the solve at t={t_end:.10g}, before the save times "
+                             f"{self._saveat[n_rows:].tolist()}: the loss receives the {n_rows} rows saved before "
+                             "the stop (saveat=None means [t1]); save up to the stop, or use t_events")
+            raise
         self._built.append(self._prepared)
         if self._chained is None:
             self._by_structure[structure] = self._prepared

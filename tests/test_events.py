@@ -266,6 +266,7 @@ def test_user_buffers_unchanged():
 
 @pytest.mark.parametrize("make, error, match", [
     (lambda: dxdt.Event(lambda u, p, t: u, name="vector"), TypeError, "vector.*scalar"),
+    (lambda: dxdt.Event(lambda u, p, t: complex(u[0]), name="complex"), TypeError, "complex.*real number"),
     (lambda: dxdt.Event(lambda u, p, t: None, name="none"), TypeError, "none.*real number"),
     (lambda: dxdt.Event(lambda u, p, t: u[0], lambda u, p, t: u * 2, name="returns"), TypeError,
      "returns.*return None"),
