@@ -134,6 +134,53 @@ def _ordered(submit: Callable, batches: list, window: int, ens) -> Iterator:
         yield idx, members, {}
 
 
+def _rebuild_view(root, offset: int, shape: tuple, strides: tuple, dtype, writeable: bool):
+    """A view of ``root`` as it was pickled (see :func:`_reduce_view`)."""
+    import numpy as np
+
+    view = np.ndarray(shape, dtype, buffer=root, offset=offset, strides=strides)
+    view.flags.writeable = writeable and root.flags.writeable
+    return view
+
+
+def _reduce_view(array):
+    """``array``, a view, as a view of its root array, which the pickle memo shares: work
+    buffers that are views of one array (``flux[1:-1]``, ``flux[1:]`` in ``heat_1d``)
+    stay views of one array in the worker (plain pickling copies each view, and a write
+    into one no longer reaches the others: a silently wrong ``f``). None where the root
+    does not own contiguous memory."""
+    import numpy as np
+
+    root = array
+    while isinstance(root.base, np.ndarray):
+        root = root.base
+    if root.base is not None or not root.flags.c_contiguous:
+        return None
+    offset = array.__array_interface__["data"][0] - root.__array_interface__["data"][0]
+    return _rebuild_view, (root, offset, array.shape, array.strides, array.dtype, bool(array.flags.writeable))
+
+
+def _dumps(obj, pickler) -> bytes:
+    """``obj`` pickled by ``pickler`` (``cloudpickle`` or ``pickle``), keeping the arrays
+    that are views of one array views of one array (:func:`_reduce_view`)."""
+    import io
+
+    import numpy as np
+
+    class ViewKeeping(pickler.Pickler):
+        def reducer_override(self, obj):
+            if type(obj) is np.ndarray and obj.base is not None:
+                reduced = _reduce_view(obj)
+                if reduced is not None:
+                    return reduced
+            parent = getattr(super(), "reducer_override", None)
+            return NotImplemented if parent is None else parent(obj)
+
+    buffer = io.BytesIO()
+    ViewKeeping(buffer, protocol=pickle.HIGHEST_PROTOCOL).dump(obj)
+    return buffer.getvalue()
+
+
 def _payload(ens, method, options: dict) -> tuple[str, bytes]:
     """The ensemble, method and options pickled once, with a token naming them."""
     try:
@@ -141,7 +188,7 @@ def _payload(ens, method, options: dict) -> tuple[str, bytes]:
     except ImportError:
         pickler = pickle
     try:
-        blob = pickler.dumps((ens, method, options), protocol=pickle.HIGHEST_PROTOCOL)
+        blob = _dumps((ens, method, options), pickler)
     except (pickle.PicklingError, AttributeError, TypeError) as err:
         raise TypeError(
             "executor='processes' (and other process or cluster executors) need a picklable f, "

@@ -281,3 +281,25 @@ def test_processes_take_closure_built_models():
     serial = dxdt.solve(ens, Tsit5(), **OPTIONS)
     processes = dxdt.solve(ens, Tsit5(), executor="processes", max_workers=2, **OPTIONS)
     np.testing.assert_array_equal(processes.u, serial.u)
+
+
+def test_processes_keep_work_buffers_that_are_views_of_one_array():
+    """``heat_1d`` writes ``flux[1:-1]`` and reads ``flux[1:]``, ``flux[:-1]``: pickled
+    one by one, the views became three arrays and the workers' f silently wrong."""
+    from dxdt._ensemble_executors import _dumps
+
+    heat = dxdt.problems.heat_1d(n=16)
+    flux = np.zeros(9)
+    parts = (flux[1:-1], flux[1:], flux[:-1], flux[::-2])
+    import pickle
+
+    copies = pickle.loads(_dumps(parts, pickle))
+    copies[0][:] = np.arange(7.0)
+    np.testing.assert_array_equal(copies[1][:7], np.arange(7.0))
+    np.testing.assert_array_equal(copies[2][1:8], np.arange(7.0))
+    np.testing.assert_array_equal(copies[3], [0.0, 5.0, 3.0, 1.0, 0.0])  # flux[8], flux[6], ..., flux[0]
+    np.testing.assert_array_equal(flux, 0.0)  # the originals are not touched
+    ens = dxdt.EnsembleProblem(heat, p=np.stack([heat.p, 2 * heat.p]))
+    serial = dxdt.solve(ens, Tsit5(), saveat=[0.5, 1.0])
+    processes = dxdt.solve(ens, Tsit5(), saveat=[0.5, 1.0], executor="processes", max_workers=2)
+    np.testing.assert_array_equal(processes.u, serial.u)
