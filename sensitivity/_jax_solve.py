@@ -180,14 +180,15 @@ class _SolveFunction:
                              f"{self._p_signature}")
         leaves = [jnp.asarray(x, dtype=d) for x, d in zip(jax.tree_util.tree_leaves(p), self._p_dtypes)]
         # the solves run in float64 (diffrax promotes a float32 state): promoted here, so that
-        # the cast's own derivative returns float32 cotangents for a float32 u0
+        # the cast's own derivative returns float32 cotangents for a float32 u0 (and the rows
+        # are cast back to the problem's dtype, as solve(backend="jax") returns them)
         u0 = jnp.asarray(u0, dtype=self._dtype).astype(jnp.promote_types(self._dtype, jnp.result_type(float)))
         return u0, jax.tree_util.tree_unflatten(self._p_tree, leaves)
 
     def __call__(self, u0, p):
         u0, p = self._inputs(u0, p)
         if _is_traced((u0, p)):
-            return self._solve(u0, p)
+            return self._solve(u0, p).astype(self._dtype)  # a float32 problem's rows stay float32
         U, code = self._eager(u0, p)
         code = int(code)
         if code:
@@ -197,7 +198,7 @@ class _SolveFunction:
             status = STATUS_CODES.get(code, "nonfinite")
             why = self.planner.message if self.planner is not None and self.planner.message else _HINTS[status]
             raise SolverError(f"jax_solve: the solve failed with status {status!r}: {why}.")
-        return U
+        return U.astype(self._dtype)
 
     def __repr__(self) -> str:
         return f"jax_solve(F(u0, p) -> u, u0 shape {tuple(self._u0_shape)}, {self._description})"

@@ -281,14 +281,15 @@ def test_linear_hessian_in_u0_is_phi_t_phi(linear_F):
 
 
 def test_float32_problem_is_solved_in_float64_with_float32_cotangents():
-    """A float32 ``u0`` and ``p``: the rows are float64 (the solves run in float64), and
-    ``jax.grad``/``jax.hessian`` give float32 derivatives equal to the float64 problem's
-    (a float32 ``p`` once crashed the adjoint with a dtype mismatch)."""
+    """A float32 ``u0`` and ``p``: the solves run in float64, the rows come back float32
+    (as from ``solve(backend="jax")``), and ``jax.grad``/``jax.hessian`` give float32
+    derivatives equal to the float64 problem's (a float32 ``p`` once crashed the adjoint
+    with a dtype mismatch)."""
     A32, U32 = A.astype(np.float32), U0.astype(np.float32)
     F32 = sens.jax_solve(dxdt.ODEProblem(lin_array, U32, (0.0, T1), A32), Tsit5(), rtol=RTOL, atol=ATOL)
     grad_ex, hess_ex = linear_matrix_exact()
     L = lambda F, u0, p: jnp.asarray(W) @ F(u0, p)[0]  # noqa: E731
-    assert F32(jnp.asarray(U32), jnp.asarray(A32)).dtype == jnp.float64
+    assert F32(jnp.asarray(U32), jnp.asarray(A32)).dtype == jax.jit(F32)(U32, A32).dtype == jnp.float32
     grad = jax.grad(L, 2)(F32, jnp.asarray(U32), jnp.asarray(A32))
     hess = jax.hessian(L, 2)(F32, jnp.asarray(U32), jnp.asarray(A32))
     assert grad.dtype == hess.dtype == jnp.float32
