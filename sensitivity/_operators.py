@@ -25,7 +25,7 @@ from . import _compiled
 from ._jax import load_jax
 from ._loss import translate_loss
 from ._mode import choose_mode, forward_instead_of_adjoint, reverse_for_stabilized, target_size
-from ._options import BACKSOLVE_MISMATCH, SolveOptions, raise_on_failure
+from ._options import BACKSOLVE_MISMATCH, DERIVATIVE_NONFINITE, SolveOptions, raise_on_failure
 from ._target import Target, check_wrt, describe, to_numpy
 
 jax, jnp = load_jax()
@@ -96,7 +96,7 @@ class PreparedOperator:
 
         def compile_for(setup, traces):
             fn = build(setup)
-            executable, meta = _compiled.compile_function(lambda *args: fn(*args[:-1]), *example)
+            executable, meta = _compiled.compile_function(lambda *args: flag_nonfinite(*fn(*args[:-1])), *example)
             steps = getattr(setup, "dense_steps", 0)
             return _compiled.Program(executable, (), {"dense_steps": steps, **meta}, traces=traces)
 
@@ -139,19 +139,7 @@ class PreparedOperator:
             self._adopt(self._rebuild(4 * self._program.meta["dense_steps"]))
             result, aux = self._run(*args)
         self._check(aux)
-        self._check_finite(result)
         return self._to_user(result)
-
-    def _check_finite(self, result) -> None:
-        """Never a NaN or inf answer: every solve succeeded (checked before), so a
-        non-finite derivative comes from a point where ``f`` or the loss is not
-        differentiable."""
-        if all(np.isfinite(leaf).all() for leaf in jax.tree_util.tree_leaves(result)):
-            return
-        raise SolverError(
-            f"{self.op} ({self.mode}): the solves succeeded but the derivative is not finite: f or the "
-            "loss is not differentiable at this point (e.g. x ** 0 or sqrt(x) at x = 0, a 0 ** y, or "
-            "arctan2(0, 0)); move the target off that point or rewrite the expression")
 
     def _check(self, aux) -> None:
         hint = ("; with adjoint='backsolve' a failing backward solve usually means the backward "
@@ -311,7 +299,7 @@ def prepare(op: str, *args, method=None, saveat=None, rtol=1e-6, atol=1e-8,
         estimate = translate_eigen_est(options.method, owner=len(callables) - 1)
         run = _builder(op, strategy, adjoint, g, L, target, replace(options, estimate=estimate), steps)
         example = (theta0, theta0, context) if op == "hvp" else (theta0, context)
-        executable, meta = _compiled.compile_function(run, *example)
+        executable, meta = _compiled.compile_function(lambda *args: flag_nonfinite(*run(*args)), *example)
         if note is not None:
             meta.update(mode=chosen.replace("reverse", "forward"), reason_note=note)
         loss_reads = tuple(L.constant_reads) if L is not None else ()
@@ -333,6 +321,17 @@ def prepare(op: str, *args, method=None, saveat=None, rtol=1e-6, atol=1e-8,
         return larger
 
     return PreparedOperator(op, chosen, reason, adjoint, program, context, target, rebuild)
+
+
+def flag_nonfinite(result, aux):
+    """``(result, aux)`` with ``aux["code"]`` set to ``DERIVATIVE_NONFINITE`` where every
+    solve succeeded but ``result`` is not finite (``f`` or the loss is not differentiable
+    there): checked inside the compiled program, so a call pays no host-side scan for an
+    operator that never returns a NaN."""
+    leaves = jax.tree_util.tree_leaves(result)
+    finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves])) if leaves else True
+    code = aux["code"]
+    return result, {**aux, "code": jnp.where((code == 0) & ~finite, DERIVATIVE_NONFINITE, code)}
 
 
 def _builder(op: str, inner: str, adjoint: str, g, loss, target, options, dense_steps) -> Callable:

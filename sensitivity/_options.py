@@ -46,6 +46,7 @@ class SolveOptions:
 SEQUENCE_CHANGED = 4  # a chain through TimeEvent(times(p)) whose planned event sequence moved
 LOSS_NONFINITE = 5  # the solve succeeded but the loss of its states is not finite
 LOSS_DERIVATIVE_NONFINITE = 6  # ... the loss is finite, its derivative is not
+DERIVATIVE_NONFINITE = 7  # every solve and the loss succeeded, the operator's result is not finite
 
 
 class EventSequenceChanged(SolverError):
@@ -62,6 +63,10 @@ def raise_on_failure(codes, what: str, hint: str = "") -> None:
     bad = codes[codes != 0]
     if bad.size and int(bad[0]) == SEQUENCE_CHANGED:
         raise EventSequenceChanged(f"{what}: times(p) moved the planned event sequence")
+    if bad.size and int(bad.max()) == DERIVATIVE_NONFINITE:
+        raise SolverError(f"{what}: the solves succeeded but the derivative is not finite: f or the loss is "
+                          "not differentiable at this point (e.g. sqrt(x) at x = 0, a 0 ** y, arctan2(0, 0)); "
+                          "move the target off that point or rewrite the expression")
     if bad.size and int(bad.max()) == LOSS_DERIVATIVE_NONFINITE:
         raise SolverError(f"{what}: the solve succeeded but the derivative is not finite: the loss is "
                           "not differentiable at these states (e.g. sqrt(x) or x ** 0 at x = 0, abs at 0)")
