@@ -176,18 +176,22 @@ def _to_numpy(prob, method, saveat, dense, ts, ys, code, counts, sol, auto_dt, m
     t_end = float(t[-1])
     if saveat is not None:  # the t1 row (the time reached) follows the saveat rows filled
         t, u = saveat[: len(t) - 1], u[:-1]
-        if not len(t):  # no step was accepted: the rows at t0 hold u0, as the NumPy backend saves them
-            t = saveat[: int(np.sum(saveat == prob.tspan[0]))]
-            u = np.array(np.broadcast_to(prob.u0, (len(t),) + prob.u0.shape))
+        if not len(t):  # no step was accepted
+            t, u = rows_at_t0(saveat, prob.tspan[0], prob.u0)
     elif code == 0:
         t[-1] = prob.tspan[1]  # t0 + 1 * (t1 - t0) may round
     status = STATUS_CODES[code]
-    stats = stats_rule(method, auto_dt)(*counts.astype(np.int64).tolist())
-    if fixed_dt is not None:  # the one attempt not accepted is the non-finite step that ended the solve
-        stats["nreject"] = 0
+    stats = stats_rule(method, auto_dt, fixed=fixed_dt is not None)(*counts.astype(np.int64).tolist())
     message = "" if status == "success" else jax_failure_message(status, t_end, fixed_dt, max_steps, prob.tspan[1])
     dense_out = _DiffraxDense(sol[0], prob.tspan[0], t_end, prob.u0.shape, prob.u0.dtype) if dense else None
     return RawSolution(t, u, stats, status, message, dense_out)
+
+
+def rows_at_t0(saveat: np.ndarray, t0: float, u0: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(t, u)``: the ``saveat`` rows at ``t0``, holding ``u0``, which a solve that accepted no
+    step keeps (the NumPy backend saves them before its first step)."""
+    t = saveat[: int(np.sum(saveat == t0))]
+    return t, np.array(np.broadcast_to(u0, (len(t),) + np.shape(u0)))
 
 
 def jax_failure_message(status: str, t_end: float, fixed_dt: float | None, max_steps: int, t1: float) -> str:
@@ -198,23 +202,26 @@ def jax_failure_message(status: str, t_end: float, fixed_dt: float | None, max_s
     return failure_message(status, t_end, None, max_steps, t1)
 
 
-def stats_rule(method, auto_dt: bool):
+def stats_rule(method, auto_dt: bool, fixed: bool = False):
     """``stats(steps, accepted, rejected, *counters)`` of a JAX solve (see :func:`_stats_rule`),
     made once per method."""
     try:
-        return _cached_stats_rule(method, auto_dt)
+        return _cached_stats_rule(method, auto_dt, fixed)
     except TypeError:  # a method with an unhashable option
-        return _stats_rule(method, auto_dt)
+        return _stats_rule(method, auto_dt, fixed)
 
 
-def _stats_rule(method, auto_dt: bool):
+def _stats_rule(method, auto_dt: bool, fixed: bool = False):
     """``stats(steps, accepted, rejected, *counters)`` of a JAX solve, solo
     (:func:`integrate_jax`) or one ensemble lane: a Runge-Kutta method's ``nfev`` from its
     step count; a stabilized method's from the ``counters`` its solver state kept
     (:func:`~dxdt.solvers._stabilized_diffrax.solve_stats`, which adds ``max_stages_used`` and
     ``n_eigen_est``). Either way plus diffrax's initial step selection (two evaluations) when
-    no ``dt`` is given."""
+    no ``dt`` is given. With ``fixed`` steps no step is rejected: the one attempt not accepted
+    is the non-finite step that ended the solve (:class:`~dxdt.solvers._diffrax_controller.FixedGrid`),
+    as the NumPy executor counts it."""
     selection = 2 * auto_dt
+    counted_rejects = 0 if fixed else 1
     if isinstance(method, AbstractStabilized):
         from .solvers._stabilized_diffrax import solve_stats
 
@@ -223,14 +230,14 @@ def _stats_rule(method, auto_dt: bool):
         def stabilized(steps, accepted, rejected, *counters):
             # the counters hold the rejected attempts' work too (dxdt's controller counts it)
             counted = solve_stats(method, counters, accepted, 0, given)
-            return {"nfev": counted.pop("nfev") + selection, "naccept": accepted, "nreject": rejected,
-                    **counted}
+            return {"nfev": counted.pop("nfev") + selection, "naccept": accepted,
+                    "nreject": rejected * counted_rejects, **counted}
         return stabilized
     tab = method.tableau
     per_step = tab.stages - 1 if tab.fsal else tab.stages
 
     def runge_kutta(steps, accepted, rejected, *_):
-        return {"nfev": 1 + selection + steps * per_step, "naccept": accepted, "nreject": rejected}
+        return {"nfev": 1 + selection + steps * per_step, "naccept": accepted, "nreject": rejected * counted_rejects}
     return runge_kutta
 
 

@@ -286,7 +286,7 @@ def _build(prob: ODEProblem, method, adaptive: bool, auto_dt: bool, n_save: int,
 
 def _to_solutions(lanes: _Lanes, idx, method, opts, ts, ys, codes, counts) -> list[Solution]:
     """Each lane's outcome as the :class:`Solution` its solo JAX solve gives."""
-    from ._backend_jax import jax_failure_message, stats_rule
+    from ._backend_jax import jax_failure_message, rows_at_t0, stats_rule
     from ._solve import _success_message
     from .sensitivity._ode import STATUS_CODES
 
@@ -294,12 +294,12 @@ def _to_solutions(lanes: _Lanes, idx, method, opts, ts, ys, codes, counts) -> li
     ys = np.asarray(ys, dtype=dtype).reshape(ys.shape[:2] + shape)  # the problem's dtype
     filled = np.isfinite(ts)
     reached = filled.sum(axis=1) - 1  # as a solo solve: the last filled row tells where it stopped
-    member_stats = stats_rule(method, opts["dt"] is None and opts["adaptive"])
+    fixed_dt = None if opts["adaptive"] else opts["dt"]
+    member_stats = stats_rule(method, opts["dt"] is None and opts["adaptive"], fixed=fixed_dt is not None)
     saveat, sols = opts["saveat"], []
     # Python scalars up front: per-lane NumPy indexing dominated this loop for thousands of lanes
     rows = zip(counts.tolist(), np.asarray(codes).ravel().tolist(), reached.tolist(),
                lanes.t0[idx].tolist(), lanes.t1[idx].tolist())
-    fixed_dt = None if opts["adaptive"] else opts["dt"]
     for j, (lane_counts, code, n, t0, t1) in enumerate(rows):
         stats = member_stats(*lane_counts)
         status = STATUS_CODES[int(code)]
@@ -308,13 +308,10 @@ def _to_solutions(lanes: _Lanes, idx, method, opts, ts, ys, codes, counts) -> li
         else:
             dt = None if fixed_dt is None else math.copysign(fixed_dt, t1 - t0)
             message = jax_failure_message(status, float(ts[j][filled[j]][-1]), dt, opts["max_steps"], t1)
-        if fixed_dt is not None:  # as a solo JAX solve (see _backend_jax._to_numpy)
-            stats["nreject"] = 0
-        u = ys[j, :n]
-        if n == 0:  # no step was accepted: the rows at t0 hold u0, as a solo solve keeps them
-            n = int(np.sum(saveat == t0))
-            u = np.array(np.broadcast_to(lanes.u0[idx[j]], (n,) + shape), dtype)
-        sols.append(Solution(saveat[:n], u, stats, status, message))
+        t, u = saveat[:n], ys[j, :n]
+        if n == 0:  # no step was accepted: as a solo solve
+            t, u = rows_at_t0(saveat, t0, lanes.u0[idx[j]])
+        sols.append(Solution(t, u, stats, status, message))
     return sols
 
 

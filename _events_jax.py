@@ -356,15 +356,19 @@ class _Solve:
         return RawSolution(t_out, u_out, stats, self.status, self.message, dense, t_events, u_events)
 
 
-def _resized(interpolation, steps: int, size: int):
-    """A diffrax ``DenseInterpolation`` (NumPy leaves) cut to its first ``steps`` steps and
-    padded to ``size`` by repeating the last (``ts`` has one entry more than the steps)."""
+def _trimmed(interpolation, steps: int):
+    """A diffrax ``DenseInterpolation`` (NumPy leaves) cut to its first ``steps`` steps, in
+    arrays of its own (not views that keep the chunk's whole buffer alive), padded to a
+    power of two of steps by repeating the last (``ts`` has one entry more than the steps),
+    so that evaluating the pieces compiles a few sizes."""
     import equinox as eqx
     import jax
 
+    pad = (1 << (steps - 1).bit_length()) - steps
+
     def resize(x, n):
         x = np.asarray(x)[:n]
-        return x if len(x) == n + size - steps else np.concatenate([x, np.repeat(x[-1:], size - steps, axis=0)])
+        return np.concatenate([x, np.repeat(x[-1:], pad, axis=0)])  # a copy, also for pad == 0
     ts = resize(interpolation.ts, steps + 1)
     infos = jax.tree_util.tree_map(lambda x: resize(x, steps), interpolation.infos)
     return eqx.tree_at(lambda i: (i.ts, i.infos), interpolation, (ts, infos))
@@ -376,24 +380,18 @@ class _ChunkedDense:
     to where the host cut it (the event); at an event time the piece after it answers, so
     ``sol(t_event)`` is the post-affect state, as on the NumPy backend.
 
-    Each piece keeps the steps it took (its arrays cut to them); an evaluation pads a
-    piece to a power of two of steps, so a few sizes are compiled.
+    Each piece keeps the steps it took (:func:`_trimmed`).
     """
 
     def __init__(self, t0: float, shape, dtype):
         self.t_first = self.t_last = t0
         self._shape, self._dtype = shape, dtype
-        self.segments: list = []  # (start, interpolation cut to its steps, steps)
+        self.segments: list = []  # (start, interpolation cut to its steps)
         self._evaluate = None
 
     def append(self, start: float, end: float, interpolation, ts_size: int) -> None:
-        steps = max(ts_size - 1, 1)
-        self.segments.append((start, _resized(interpolation, steps, steps), steps))
+        self.segments.append((start, _trimmed(interpolation, max(ts_size - 1, 1))))
         self.t_last = end
-
-    @staticmethod
-    def _padded(interpolation, steps: int):
-        return _resized(interpolation, steps, 1 << (steps - 1).bit_length())  # a power of two >= steps
 
     def evaluate(self, t: np.ndarray) -> np.ndarray:
         from .sensitivity._jax import load_jax
@@ -401,14 +399,13 @@ class _ChunkedDense:
         jax, _ = load_jax()
         if self._evaluate is None:
             self._evaluate = jax.jit(jax.vmap(lambda interp, s: interp.evaluate(s), in_axes=(None, 0)))
-        starts = np.array([start for start, _, _ in self.segments])
+        starts = np.array([start for start, _ in self.segments])
         direction = 1.0 if self.t_last >= self.t_first else -1.0
         index = np.clip(np.searchsorted(direction * starts, direction * t, side="right") - 1,
                         0, len(self.segments) - 1)
         out = np.empty((len(t),) + self._shape, self._dtype)
         for i in np.unique(index):
-            _, interpolation, steps = self.segments[i]
             chosen = index == i
-            values = self._evaluate(self._padded(interpolation, steps), np.asarray(t[chosen], np.float64))
+            values = self._evaluate(self.segments[i][1], np.asarray(t[chosen], np.float64))
             out[chosen] = np.asarray(values, self._dtype).reshape((-1,) + self._shape)
         return out

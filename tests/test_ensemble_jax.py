@@ -214,3 +214,24 @@ def test_member_axis_sharded_over_two_host_devices(tmp_path):
     done = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "sharded ok" in done.stdout
+
+
+@pytest.mark.parametrize("method, options", [(Tsit5(), {}), (dxdt.solvers.RK4(), {"dt": 0.1})],
+                         ids=["adaptive", "fixed steps"])
+def test_members_failing_at_t0_or_midway_equal_their_solo_jax_solves(method, options):
+    """A member whose f is NaN from t0 keeps the saveat row at t0; a fixed-step member whose
+    state turns NaN stops there with the NumPy message and counts, each as its solo solve."""
+    def f(du, u, p, t):
+        du[0] = np.where(t < p[1], -p[0] * u[0], np.nan)
+
+    prob = dxdt.ODEProblem(f, np.array([1.0]), (0.0, 2.0), np.array([1.0, 5.0]))
+    P = np.array([[1.0, 5.0], [np.nan, 5.0], [1.0, 1.0]])
+    ts = np.linspace(0.0, 2.0, 9)
+    ens = dxdt.solve(dxdt.EnsembleProblem(prob, p=P), method, saveat=ts, backend="jax", **options)
+    for i, member in enumerate(ens.members):
+        solo = dxdt.solve(prob.remake(p=P[i]), method, saveat=ts, backend="jax", **options)
+        assert member.status == solo.status == ("success" if i == 0 else "nonfinite")
+        assert member.message == solo.message and member.stats == solo.stats
+        np.testing.assert_array_equal(member.t, solo.t)
+        np.testing.assert_array_equal(member.u, solo.u)
+    np.testing.assert_array_equal(ens.members[1].t, [0.0])
