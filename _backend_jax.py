@@ -135,22 +135,18 @@ def integrate_jax(
         u0=u0, p=as_numpy(prob.p), t0=f64(t0), t1=f64(t1),
         dt0=f64(t1 - t0 if dt is None else math.copysign(dt, t1 - t0)),
         rtol=f64(rtol), atol=np.asarray(atol, f64),
-        ts=np.asarray(saveat if saveat is not None else [t1], f64),
+        ts=saveat if saveat is not None and saveat.dtype == f64 else np.asarray(
+            saveat if saveat is not None else [t1], f64),
     )
-
-    def run(save_mode: str, steps: int, **overrides):
-        static = dict(save=save_mode, n_save=0 if saveat is None else len(saveat),
-                      dense=dense and save_mode != "t1", adaptive=adaptive,
-                      auto_dt=dt is None and adaptive, max_steps=steps, progress=progress)
-        call_args = {**args, **overrides}  # in the order of run's parameters
-        return _program(prob, method, static, call_args, check)(*call_args.values())
-
+    static = dict(save=save, n_save=0 if saveat is None else len(saveat), dense=dense,
+                  adaptive=adaptive, auto_dt=dt is None and adaptive, max_steps=max_steps, progress=progress)
     if save == "count":
-        ts, _, code, counts, record = run("t1", max_steps)
+        ts, _, code, counts, record = _program(prob, method, dict(static, save="t1", dense=False), args, check)(
+            *args.values())
         reached = t1 if code == 0 else _last_finite(ts, t0)
-        ts, ys, _, _, _, *sol = run("steps", 1 << max(4, int(counts[0])).bit_length(), t1=f64(reached))
-    else:
-        ts, ys, code, counts, record, *sol = run(save, max_steps)
+        args["t1"] = f64(reached)
+        static.update(save="steps", max_steps=1 << max(4, int(counts[0])).bit_length())
+    ts, ys, code, counts, record, *sol = _program(prob, method, static, args, check)(*args.values())
     for message in recorded_warnings(method, record, t0, t1):  # as the NumPy executor warns
         warnings.warn(message, RuntimeWarning, stacklevel=3)
     return _to_numpy(prob, method, saveat, dense, ts, ys, int(code), counts, sol, dt is None, max_steps,

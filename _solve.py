@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from . import _checks
@@ -120,9 +121,7 @@ def solve(
     if events:
         raw = _solve_with_events(prob, method, f, k0, backend, events, options)
     elif backend == "jax":
-        from ._backend_jax import integrate_jax
-
-        raw = integrate_jax(prob, method, check=check, **options)
+        raw = _jax_backend().integrate_jax(prob, method, check=check, **options)
     else:
         from ._backend_numpy import integrate_numpy
 
@@ -134,6 +133,15 @@ def solve(
         message += stability_note(f, raw.u[-1], prob.p, raw.t[-1], prob.tspan, raw.stats, method)
     events_out = dict(t_events=raw.t_events, u_events=raw.u_events) if events else {}
     return _finish(Solution(raw.t, raw.u, raw.stats, raw.status, message, raw.dense, **events_out), throw)
+
+
+@functools.cache
+def _jax_backend():
+    """:mod:`._backend_jax`, imported on first use (it imports JAX's helpers; an import
+    statement in ``solve`` costs 2 us a call)."""
+    from . import _backend_jax
+
+    return _backend_jax
 
 
 def _check_on_duplicate(f, prob: ODEProblem) -> None:

@@ -162,11 +162,11 @@ def lookup(kind: str, static: tuple, callables: Sequence[Callable], build: Calla
     disk : bool
         Use the disk cache (programs with host callbacks cannot be serialised).
     """
-    flags = constant_arrays or [False] * len(callables)
-    reaches = [reach(fn, constant_arrays=flag) for fn, flag in zip(callables, flags)]
+    reaches = [reach(fn) for fn in callables] if constant_arrays is None else \
+        [reach(fn, constant_arrays=flag) for fn, flag in zip(callables, constant_arrays)]
     key = _key(kind, static, reaches)
     for program in _MEMORY.get(key, ()):
-        if program.matches(reaches):
+        if not program.reads or program.matches(reaches):
             _MEMORY.move_to_end(key)
             _COUNTS["memory_hits"] += 1
             return program

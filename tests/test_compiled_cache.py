@@ -388,3 +388,103 @@ def test_flat_layout_round_trips_every_leaf_dtype(with_complex):
         for a, b in zip(flat_in, flat_back):
             np.testing.assert_array_equal(b, a)
         back = layout.unpack(layout.pack(back))
+
+
+class _Model:
+    scale = 2.0
+
+    def __init__(self):
+        self.rates = np.array([0.5, 1.0])
+        self.items = [np.zeros(2), 1.0]
+
+    def __call__(self, du, u, p, t):
+        du[:] = -self.scale * self.rates * u + self.items[1]
+
+
+_GLOBAL_OFFSET = 0.0
+
+
+def test_the_warm_recheck_of_a_walk_sees_every_change_a_new_walk_sees(tmp_path, monkeypatch):
+    """``reach`` reuses its last walk of a callable when a snapshot of what that walk read
+    is unchanged: after each kind of change (a rebound cell, global, default, attribute or
+    class attribute, a container's item replaced, added or moved to its neighbour, an
+    array reshaped, a module attribute rebound, a new code object) its digest is the one
+    of a walk from scratch, and differs from the digest before the change where the items
+    differ."""
+    from dxdt.sensitivity.translate import _fingerprint
+
+    (tmp_path / "dxdt_test_walk_config.py").write_text("K = 1.0\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import dxdt_test_walk_config as config
+
+    model, first, second = _Model(), [1.0, 2.0], [3.0]
+    table = {"a": 1.0}
+    buffer = np.zeros(6)
+    rate = 0.5
+
+    def f(du, u, p, t, c=1.0, *, d=2.0):
+        du[:] = -rate * model.rates * u + first[0] + second[0] + table["a"] + buffer[0] + c + d
+        du += config.K + _GLOBAL_OFFSET
+
+    def fresh():
+        _fingerprint._LAST.clear()
+        return _fingerprint.reach(f).digest
+
+    def changed(mutate, expect_new=True):
+        before = _fingerprint.reach(f).digest
+        assert _fingerprint.reach(f).digest == before  # warm, unchanged
+        mutate()
+        warm = _fingerprint.reach(f).digest
+        assert warm == fresh()
+        assert (warm != before) == expect_new
+
+    def rebind_rate():
+        nonlocal rate
+        rate = 0.7
+
+    def rebind_global():
+        global _GLOBAL_OFFSET
+        _GLOBAL_OFFSET = 1.0
+
+    def new_code():
+        def g(du, u, p, t, c=1.0, *, d=2.0):
+            du[:] = -rate * model.rates * u + first[0] + second[0] + table["a"] + buffer[0] + c + d
+            du -= config.K + _GLOBAL_OFFSET
+        f.__code__ = g.__code__.replace(co_freevars=f.__code__.co_freevars) \
+            if g.__code__.co_freevars != f.__code__.co_freevars else g.__code__
+
+    changed(rebind_rate)
+    changed(rebind_global)
+    changed(lambda: setattr(f, "__defaults__", (3.0,)))
+    changed(lambda: setattr(f, "__kwdefaults__", {"d": 4.0}))
+    changed(lambda: first.__setitem__(0, 5.0))
+    changed(lambda: (first.pop(), second.insert(0, 2.0)))  # an item moved to the neighbour list
+    changed(lambda: table.__setitem__("b", 6.0))
+    new_rates = np.array([0.1, 0.2])
+    changed(lambda: setattr(model, "rates", new_rates), expect_new=False)  # same shape: same items,
+    assert any(a is new_rates for a in _fingerprint.reach(f).roots.values())  # the new array's content read
+    changed(lambda: setattr(model, "extra", 7.0))
+    changed(lambda: setattr(_Model, "scale", 3.0))
+    changed(lambda: setattr(buffer, "shape", (2, 3)))  # reshaped in place
+    changed(lambda: setattr(config, "K", 2.0))
+    changed(new_code)
+    model.rates[:] = 9.0  # content, not structure: the same walk (constant reads catch it)
+    assert _fingerprint.reach(f).digest == fresh()
+
+
+def test_a_value_rebound_to_an_object_another_path_holds_is_seen():
+    """``rates["used"]`` rebound from the object ``rates["first"]`` holds to the one
+    ``rates["spare"]`` holds: the objects the walk visits are the same before and after,
+    only which path shares which changed; the compiled solve must not keep the old rate."""
+    fast, slow = 2.0, 0.5
+    rates = {"used": fast, "spare": slow, "first": fast}
+
+    def f(du, u, p, t):
+        du[:] = -rates["used"] * u
+
+    prob = dxdt.ODEProblem(f, np.ones(1), (0.0, T1))
+    first = dxdt.solve(prob, Tsit5(), saveat=[T1], backend="jax", **TOL).u[0, 0]
+    rates["used"] = slow
+    second = dxdt.solve(prob, Tsit5(), saveat=[T1], backend="jax", **TOL).u[0, 0]
+    assert first == pytest.approx(np.exp(-2.0 * T1), rel=1e-8)
+    assert second == pytest.approx(np.exp(-0.5 * T1), rel=1e-8)

@@ -87,16 +87,24 @@ class _OverlayGlobals(dict):
         return self._module[name]
 
 
-@functools.lru_cache(maxsize=4096)
+_GLOBAL_NAMES: dict[int, tuple] = {}  # id(code) -> (code, its names): kept alive, not reused
+
+
 def _global_names(code: types.CodeType) -> tuple[str, ...]:
     """Names a code object (and the code nested in it) uses, sorted: the globals it may
-    look up and the attributes it reads (``co_names`` holds both). Cached per code object
-    (the cache keeps it alive, so its identity is not reused)."""
+    look up and the attributes it reads (``co_names`` holds both). Memoised per code
+    object by identity (hashing a code object hashes its bytecode: 2 us)."""
+    memo = _GLOBAL_NAMES.get(id(code))
+    if memo is not None and memo[0] is code:
+        return memo[1]
     names = set(code.co_names)
     for const in code.co_consts:
         if isinstance(const, types.CodeType):
             names.update(_global_names(const))
-    return tuple(sorted(names))
+    if len(_GLOBAL_NAMES) > 4096:
+        _GLOBAL_NAMES.clear()
+    result = _GLOBAL_NAMES[id(code)] = (code, tuple(sorted(names)))
+    return result[1]
 
 
 def _user_function(obj) -> bool:
@@ -204,12 +212,23 @@ class _StructuralCopy:
         self._memo: dict[int, Any] = {}
 
     def explore(self, root, label: Label) -> None:
-        """Visit everything reachable from ``root``, asking ``replace`` about each object."""
+        """Visit everything reachable from ``root``, asking ``replace`` about each object.
+
+        An object met again by another path is not entered again; a policy with a
+        ``revisit(label, first_label)`` method is told (a fingerprint must see which paths
+        share an object: rebinding one of them to an object another path holds changes
+        what ``f`` reads without changing the objects visited).
+        """
+        revisit = getattr(self._replace, "revisit", None)
+        labels: dict[int, Label] = {}
         stack = [(root, label)]
         while stack:
             obj, label = stack.pop()
             if id(obj) in self._objects:
+                if revisit is not None:
+                    revisit(label, labels[id(obj)])
                 continue
+            labels[id(obj)] = label
             self._objects[id(obj)] = obj
             replacement = self._replace(obj, label)
             if replacement is not None:

@@ -19,13 +19,16 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import itertools
 import pickle
 import types
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
-from ._closure import _global_names, _is_library, _root_label, _StructuralCopy, _user_function
+from ._closure import (_global_names, _is_library, _root_label, _slot_names, _StructuralCopy, _user_class,
+                       _user_function)
 from ._replace import AbstractArrayReplacer, is_sparse
 
 _PICKLE_LIMIT = 1 << 20  # library objects larger than this are keyed by identity
@@ -89,6 +92,9 @@ class _Recorder(AbstractArrayReplacer):
     def replace_view(self, root, offset, strides, shape):
         self.items.append(("view", offset, strides, shape))
         return root
+
+    def revisit(self, label, first_label):
+        self.items.append(("same object", str(label), str(first_label)))
 
     def replace_other(self, obj, label):
         if isinstance(obj, _WALKED):
@@ -172,27 +178,159 @@ def reach(fn, *, constant_arrays: bool = False) -> Reach:
     ``constant_arrays=True`` puts the content of every reachable array in the digest (for
     a loss written in ``jax.numpy``, which reads its closure arrays as constants without
     the translation seeing it).
+
+    A warm call (the same ``fn`` as the last walk) first re-reads the state of every
+    object that walk visited (:class:`_Snapshot`): when nothing was rebound, added or
+    reshaped, the walk would find the same items, and its result is reused (1-2 us
+    instead of 10-80 us a call of ``solve(backend="jax")``).
     """
-    memo = _LAST.get(id(fn))
-    if memo is None or memo[0] is not fn:
+    memo = _LAST.get((id(fn), constant_arrays))
+    if memo is not None and memo.fn is not fn:
         memo = None
-    label = _root_label(fn) if memo is None else memo[1]
+    if memo is not None and memo.snapshot is not None and memo.snapshot.unchanged():
+        return memo.reach
+    label = _root_label(fn) if memo is None else memo.label
     recorder = _Recorder(constant_arrays)
-    _StructuralCopy(recorder).explore(fn, label)
+    walk = _StructuralCopy(recorder)
+    walk.explore(fn, label)
     recorder.module_attributes()
-    if memo is not None and memo[2] == recorder.items:  # the warm path: the same walk
-        return Reach(memo[3], recorder.roots, memo[4])
-    text = repr(recorder.items).encode()
-    digest, portable = hashlib.blake2b(text, digest_size=20).hexdigest(), b"'id:" not in text
+    if memo is not None and memo.items == recorder.items:  # the same walk: the same digest
+        result = Reach(memo.reach.digest, recorder.roots, memo.reach.portable)
+    else:
+        text = repr(recorder.items).encode()
+        result = Reach(hashlib.blake2b(text, digest_size=20).hexdigest(), recorder.roots, b"'id:" not in text)
     if len(_LAST) > 256:
         _LAST.clear()
-    _LAST[id(fn)] = (fn, label, recorder.items, digest, portable)
-    return Reach(digest, recorder.roots, portable)
+    snapshot = None if constant_arrays else _Snapshot.of(walk, recorder)
+    _LAST[(id(fn), constant_arrays)] = _Memo(fn, label, recorder.items, result, snapshot)
+    return result
 
 
-# id(fn) -> (fn, its root label, the items of its last walk, their digest, portable): a walk
-# that found the same items (compared, not printed and hashed) has the same digest
-_LAST: dict[int, tuple] = {}
+@dataclass
+class _Memo:
+    """The last walk of ``fn``: its items, its result and a snapshot to re-check it by."""
+
+    fn: Any
+    label: Any
+    items: list
+    reach: Reach
+    snapshot: _Snapshot | None
+
+
+# (id(fn), constant_arrays) -> the last walk of fn (it holds fn, so the id is not reused)
+_LAST: dict[tuple, _Memo] = {}
+_MISSING = object()
+_IMMUTABLE_LEAVES = _SCALARS + (np.generic, types.ModuleType, types.BuiltinFunctionType, types.FunctionType,
+                                np.ufunc)
+
+
+def _function_state(fn) -> tuple:
+    kw, names = fn.__kwdefaults__, _global_names(fn.__code__)
+    state = (fn.__code__, fn.__defaults__)
+    if kw:
+        state += (*kw, *kw.values())
+    return state + tuple(map(fn.__globals__.get, names, itertools.repeat(_MISSING))) if names else state
+
+
+def _cell_state(cell) -> tuple:
+    try:
+        return (cell.cell_contents,)
+    except ValueError:
+        return (_MISSING,)
+
+
+def _state(obj) -> tuple:
+    """The objects that :func:`._closure._children` reads from ``obj`` (which the walk
+    entered), by identity: if each is the same object, ``obj`` has the same children.
+    A superset is fine (a spurious difference only costs a full walk)."""
+    if isinstance(obj, types.FunctionType):
+        return _function_state(obj)
+    if isinstance(obj, types.CellType):
+        return _cell_state(obj)
+    if isinstance(obj, list):
+        return tuple(obj)
+    if isinstance(obj, dict):
+        return (*obj, *obj.values())
+    if isinstance(obj, functools.partial):
+        return (*obj.keywords, *obj.keywords.values())
+    if isinstance(obj, (tuple, types.MethodType, staticmethod, classmethod, property)):
+        return ()  # immutable: their children are fixed
+    if isinstance(obj, type):
+        return (obj.__mro__, *[x for klass in obj.__mro__ if _user_class(klass)
+                               for items in (vars(klass),) for x in (*items, *items.values())])
+    if _user_class(type(obj)):
+        d = getattr(obj, "__dict__", {})
+        return (type(obj), *d, *d.values(), *[getattr(obj, name, _MISSING) for name in _slot_names(type(obj))])
+    return ()  # nothing the walk enters
+
+
+_STATE_OF_TYPE = {types.FunctionType: _function_state, types.CellType: _cell_state, list: tuple}
+
+
+def _geometry(array: np.ndarray) -> tuple:
+    """What the walk's item of a numeric array depends on besides its identity (shape,
+    strides and dtype can be set in place), with those of the array owning its memory
+    (found as :func:`._replace._view_geometry` finds it)."""
+    root = array
+    while True:
+        base = root.base
+        if not isinstance(base, np.ndarray):
+            base = getattr(base, "base", None)
+        if not isinstance(base, np.ndarray):
+            break
+        root = base
+    if root is array:
+        return (array.shape, array.strides, array.dtype)
+    return (array.shape, array.strides, array.dtype, root.shape, root.strides, root.dtype)
+
+
+@dataclass
+class _Snapshot:
+    """What one walk read, re-read cheaply: the identity of every object its visited
+    containers, cells, functions and objects held, and the geometry of its arrays.
+
+    Unchanged identities and geometries mean a new walk would visit the same graph in the
+    same order and record the same items. A walk that met a leaf whose content, not its
+    identity, makes its item (a library object keyed by its pickle, a sparse matrix, a
+    non-numeric array, a user module's array) has no snapshot: it is walked every time.
+    """
+
+    nodes: tuple  # the objects the walk entered
+    ids: tuple  # per node, the ids of _state(node)
+    states: tuple  # per node, _state(node): keeps those objects alive (their ids not reused)
+    arrays: tuple
+    geometries: tuple
+    modules: tuple  # (module, names): the user module attributes the recorder read
+
+    @classmethod
+    def of(cls, walk: _StructuralCopy, recorder: _Recorder) -> _Snapshot | None:
+        arrays, nodes = [], []
+        for key, obj in walk._objects.items():
+            if key not in walk._leaves:
+                nodes.append(obj)
+            elif isinstance(obj, np.ndarray) and obj.dtype.kind in "biufc":
+                arrays.append(obj)
+            elif not isinstance(obj, _IMMUTABLE_LEAVES) and not (
+                    type(obj).__module__.startswith(("jax", "jaxlib")) and hasattr(obj, "shape")):
+                return None  # keyed by content
+        names = tuple(sorted(recorder.names))
+        modules = tuple((module, names) for module, _ in recorder.modules)
+        if any(isinstance(getattr(m, n, None), np.ndarray) for m, _ in recorder.modules for n in names):
+            return None
+        states = tuple(_state(obj) for obj in nodes) + tuple(
+            tuple(getattr(m, n, _MISSING) for n in ns) for m, ns in modules)
+        return cls(tuple(nodes), tuple(tuple(map(id, s)) for s in states), states, tuple(arrays),
+                   tuple(map(_geometry, arrays)), modules)
+
+    def unchanged(self) -> bool:
+        ids = self.ids
+        for i, obj in enumerate(self.nodes):
+            if tuple(map(id, _STATE_OF_TYPE.get(type(obj), _state)(obj))) != ids[i]:
+                return False
+        for i, (module, names) in enumerate(self.modules, len(self.nodes)):
+            if tuple(id(getattr(module, n, _MISSING)) for n in names) != ids[i]:
+                return False
+        return tuple(map(_geometry, self.arrays)) == self.geometries
 
 
 @dataclass(frozen=True)
