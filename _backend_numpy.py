@@ -95,8 +95,6 @@ def integrate_numpy(
 
 def _integrate_stabilized(f, prob: ODEProblem, method: AbstractStabilized, events, **options):
     """RKC, RKL2, ROCK2: their own executor (:mod:`.solvers._stabilized_executor`)."""
-    if events is not None:
-        raise ValueError(f"events are not supported with {method!r} yet; use Tsit5() or DP5()")
     from .solvers._stabilized_executor import integrate as integrate_stabilized
 
-    return integrate_stabilized(f, prob.u0, prob.p, *prob.tspan, method, **options)
+    return integrate_stabilized(f, prob.u0, prob.p, *prob.tspan, method, events=events, **options)

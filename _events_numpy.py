@@ -82,9 +82,67 @@ class EventSet:
         for i in self.continuous:
             check_condition_value(events[i], events[i].condition(u0.copy(), p, tspan[0]))
 
-    def start(self, ws, saver, f, p, t0: float, t1: float, tableau) -> "Locator":
-        """A locator bound to one run of the executor (fires events due at ``t0``)."""
-        return Locator(self, ws, saver, f, p, t0, t1, tableau)
+    def start(self, ws, saver, f, p, t0: float, t1: float, interpolant) -> "Locator":
+        """A locator bound to one run of an executor (fires events due at ``t0``);
+        ``interpolant`` is the step's dense output (:class:`StageInterpolant`,
+        :class:`HermiteInterpolant`)."""
+        return Locator(self, ws, saver, f, p, t0, t1, interpolant)
+
+
+class StageInterpolant:
+    """A Runge-Kutta step's own dense output ``u + h sum_i b_i(theta) k_i``, read from the
+    executor's stage matrix ``ws.uk`` (interpolation-only stages evaluated on demand)."""
+
+    def __init__(self, ws, saver, tableau, thetas: np.ndarray):
+        self.ws, self.saver, self.tableau = ws, saver, tableau
+        powers = thetas[:, None] ** np.arange(1, tableau.interp.shape[1] + 1)
+        self.grid_interp = powers @ tableau.interp.T  # (points, stages)
+        # the state's dtype: np.dot into ``out`` needs operands of one type (complex states)
+        self.grid_w = np.ones((len(thetas), tableau.total_stages + 1), ws.uk.dtype)
+
+    def prepare(self, t: float, dt: float, f, p) -> int:
+        """Ready the step ``[t, t + dt]`` for evaluation; returns the ``f`` evaluations spent."""
+        return self.saver._extra_stages(t, dt, f, p)
+
+    def grid(self, dt: float, out: np.ndarray) -> None:
+        """The states at the interior points into the rows of ``out``."""
+        np.multiply(self.grid_interp, dt, out=self.grid_w[:, 1:])
+        np.dot(self.grid_w, self.ws.uk, out=out)
+
+    def at(self, dt: float, theta: float, out: np.ndarray) -> None:
+        powers = theta ** np.arange(1, self.tableau.interp.shape[1] + 1)
+        weights = np.empty(self.tableau.total_stages + 1, self.ws.uk.dtype)
+        weights[0] = 1.0
+        weights[1:] = dt * (self.tableau.interp @ powers)
+        np.dot(weights, self.ws.uk, out=out)
+
+
+class HermiteInterpolant:
+    """A stabilized step's cubic Hermite interpolant on ``[u_n, F_0, F_1, (u_{n+1} - u_n)/h]``
+    (the rows ``ws.hermite``, which the executor fills before locating: the saver reads them
+    too, and an event overwrites ``ws.u_new``)."""
+
+    def __init__(self, ws, thetas: np.ndarray):
+        from .solvers._stabilized import hermite_weights
+
+        self.ws, self.thetas, self.weights = ws, thetas, hermite_weights
+        self.grid_w = np.empty((len(thetas), 4), ws.u.dtype)
+
+    def prepare(self, t: float, dt: float, f, p) -> int:
+        return 0
+
+    def grid(self, dt: float, out: np.ndarray) -> None:
+        for row, theta in zip(self.grid_w, self.thetas):
+            self.weights(theta, dt, row)
+        np.dot(self.grid_w, self.ws.hermite, out=out)
+
+    def at(self, dt: float, theta: float, out: np.ndarray) -> None:
+        np.dot(self.weights(theta, dt, np.empty(4, self.ws.u.dtype)), self.ws.hermite, out=out)
+
+
+def interior_thetas() -> np.ndarray:
+    """The ``INTERIOR_POINTS`` interior points of a step where conditions are sampled."""
+    return np.arange(1, INTERIOR_POINTS + 1) / (INTERIOR_POINTS + 1)
 
 
 class Locator:
@@ -100,9 +158,9 @@ class Locator:
         Events to fire at the end of the step just located.
     """
 
-    def __init__(self, spec: EventSet, ws, saver, f, p, t0, t1, tableau):
+    def __init__(self, spec: EventSet, ws, saver, f, p, t0, t1, interpolant):
         self.spec, self.events, self.ws, self.saver, self.f, self.p = spec, spec.events, ws, saver, f, p
-        self.tableau, self.t1, self.span = tableau, t1, abs(t1 - t0)
+        self.interpolant, self.t1, self.span = interpolant, t1, abs(t1 - t0)
         self.direction = 1.0 if t1 > t0 else -1.0
         self.shape = saver.shape
         self.u_view = ws.u.reshape(self.shape)
@@ -115,12 +173,7 @@ class Locator:
         self.truncated = False
         self.status, self.message = "success", ""
         self.recent = deque(maxlen=ZENO_COUNT + 1)
-        theta = np.arange(1, INTERIOR_POINTS + 1) / (INTERIOR_POINTS + 1)
-        self.theta = np.append(theta, 1.0)
-        powers = theta[:, None] ** np.arange(1, tableau.interp.shape[1] + 1)
-        self.grid_interp = powers @ tableau.interp.T  # (points, stages)
-        # the state's dtype: np.dot into ``out`` needs operands of one type (complex states)
-        self.grid_w = np.ones((INTERIOR_POINTS, tableau.total_stages + 1), ws.uk.dtype)
+        self.theta = np.append(interior_thetas(), 1.0)
         self.grid_u = np.empty((INTERIOR_POINTS, ws.u.size), ws.u.dtype)
         self.values = np.empty(INTERIOR_POINTS + 2)
         self.g_left = np.zeros(len(spec.continuous))
@@ -146,16 +199,9 @@ class Locator:
             event = self.events[i]
             out[j] = check_condition_value(event, event.condition(self.u_view, self.p, t))
 
-    def _interpolate(self, t: float, dt: float, theta: float, out: np.ndarray) -> None:
-        powers = theta ** np.arange(1, self.tableau.interp.shape[1] + 1)
-        weights = np.empty(self.tableau.total_stages + 1, self.ws.uk.dtype)
-        weights[0] = 1.0
-        weights[1:] = dt * (self.tableau.interp @ powers)
-        np.dot(weights, self.ws.uk, out=out)
-
     def _g_at(self, event: Event, t: float, dt: float, theta: float) -> float:
         u = np.empty_like(self.ws.u)
-        self._interpolate(t, dt, theta, u)
+        self.interpolant.at(dt, theta, u)
         return check_condition_value(event, event.condition(u.reshape(self.shape), self.p, t + theta * dt))
 
     def locate(self, t: float, dt: float, t_new: float) -> tuple[float, int]:
@@ -172,9 +218,8 @@ class Locator:
             candidates += [(t_new, i) for i in self.spec.times if self._due(i, t_new)]
         nfev = 0
         if self.spec.continuous:
-            nfev += self.saver._extra_stages(t, dt, self.f, self.p)
-            np.multiply(self.grid_interp, dt, out=self.grid_w[:, 1:])
-            np.dot(self.grid_w, self.ws.uk, out=self.grid_u)
+            nfev += self.interpolant.prepare(t, dt, self.f, self.p)
+            self.interpolant.grid(dt, self.grid_u)
             for j, i in enumerate(self.spec.continuous):
                 root = self._first_root(j, self.events[i], t, dt, t_new)
                 if root is not None:
@@ -192,7 +237,7 @@ class Locator:
         t_event = exact[0] if exact else t_first
         self.firing = sorted({c[1] for c in together})
         if t_event != t_new:
-            self._interpolate(t, dt, (t_event - t) / dt, self.ws.u_new)
+            self.interpolant.at(dt, (t_event - t) / dt, self.ws.u_new)
             self.truncated = True
         return t_event, nfev
 

@@ -151,7 +151,9 @@ def integrate(
     saver = _Saver(ws, tableau, shape, t0, saveat, dense)
     t_clip = t1  # the next time to step to exactly: t1, or a TimeEvent's time
     if events is not None:
-        events = events.start(ws, saver, f, p, t0, t1, tableau)
+        from .._events_numpy import StageInterpolant, interior_thetas
+
+        events = events.start(ws, saver, f, p, t0, t1, StageInterpolant(ws, saver, tableau, interior_thetas()))
         t_clip = events.t_clip
         k0 = None if events.restart else k0
     nfev = 1  # k[0] = f(u0): evaluated here or by input validation

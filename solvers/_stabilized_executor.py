@@ -128,10 +128,15 @@ def integrate(
     f, u0: np.ndarray, p, t0: float, t1: float, method: AbstractStabilized, *, rtol: float,
     atol, dt: float | None, adaptive: bool, saveat: np.ndarray | None, dense: bool,
     max_steps: int, progress=None, k0: np.ndarray | None = None,
-    controller: PIController = PIController(),
+    controller: PIController = PIController(), events=None,
 ) -> StabilizedRaw:
     """Integrate ``du/dt = f(u, p, t)`` with a stabilized method (arguments as
-    :func:`dxdt.solvers._numpy_executor.integrate`)."""
+    :func:`dxdt.solvers._numpy_executor.integrate`).
+
+    ``events`` are located on each accepted step's cubic Hermite interpolant
+    (:class:`dxdt._events_numpy.HermiteInterpolant`), as the Runge-Kutta executor locates
+    them on its own dense output; after an event ``F_0 = f(u)`` is evaluated again and the
+    spectral radius is estimated again (an affect may move the state anywhere)."""
     shape, n = u0.shape, u0.size
     if method.forced:
         estimate_by = None
@@ -139,7 +144,7 @@ def integrate(
         estimate_by = "power" if method.eigen_est is None else "user"
     else:
         estimate_by = "constant"
-    ws = _Workspace(u0, estimate_by == "power", saveat is not None or dense)
+    ws = _Workspace(u0, estimate_by == "power", saveat is not None or dense or events is not None)
     u, f0, u_new, f_new, err = ws.u, ws.f0, ws.u_new, ws.f_new, ws.err
     u_view, f0_view = ws.views[1], ws.views[2]
     u_new_view, f_new_view, k_view = u_new.reshape(shape), f_new.reshape(shape), ws.views[3]
@@ -150,6 +155,14 @@ def integrate(
     span = abs(t1 - t0)
     is_finite = cmath.isfinite if u0.dtype.kind == "c" else math.isfinite
 
+    saver = _Saver(ws, shape, t0, saveat, dense)
+    t_clip = t1  # the next time to step to exactly: t1, or a TimeEvent's time
+    if events is not None:
+        from .._events_numpy import HermiteInterpolant, interior_thetas
+
+        events = events.start(ws, saver, f, p, t0, t1, HermiteInterpolant(ws, interior_thetas()))
+        t_clip = events.t_clip
+        k0 = None if events.restart else k0
     nfev = 1
     if k0 is None:
         f(f0_view, u_view, p, t0)
@@ -162,7 +175,6 @@ def integrate(
         dt = direction * abs(dt)
     dt_fixed = dt
     beta1, beta2, inv_k = controller.exponents(method.error_order)
-    saver = _Saver(ws, shape, t0, saveat, dense)
     t, steps, naccept, nreject, fixed_count = t0, 0, 0, 0, 0
     err_prev, rejected_last, nonfinite_streak = 1.0, False, 0
     rho = SAFETY * method.eigen_est if estimate_by == "constant" else 0.0
@@ -197,11 +209,11 @@ def integrate(
             estimates += 1
             since_estimate = 0
         if adaptive:
-            if (t + dt - t1) * direction > 0:
-                dt = t1 - t
+            if (t + dt - t_clip) * direction > 0:
+                dt = t_clip - t
         else:
             t_next = t0 + (fixed_count + 1) * dt_fixed
-            dt = (t1 if (t_next - t1) * direction >= -1e-12 * abs(dt_fixed) else t_next) - t
+            dt = (t_clip if (t_next - t_clip) * direction >= -1e-12 * abs(dt_fixed) else t_next) - t
         if estimate_by is None:
             s = method.max_stages
         else:
@@ -270,21 +282,43 @@ def integrate(
 
         naccept += 1
         since_estimate += 1
-        t_new = t1 if (adaptive and t + dt == t1) else t + dt
-        saver.after_step(t, dt, t_new)
+        t_new = t_clip if (adaptive and t + dt == t_clip) else t + dt
+        if events is not None:
+            hermite_rows(ws, dt)  # before an event overwrites u_new with the interpolant
+            t_new, spent = events.locate(t, dt, t_new)
+            nfev += spent
+            if not adaptive and (t_next - t_new) * direction > 1e-12 * abs(dt_fixed):
+                fixed_count -= 1  # cut short by an event: the fixed grid resumes after it
+        saver.after_step(t, dt, t_new, rows_ready=events is not None)
         u[:] = u_new
-        f0[:] = f_new
+        if events is not None and events.firing:
+            status, t_clip = events.fire(t_new)  # affects change u: F_0 and rho again
+            f(f0_view, u_view, p, t_new)
+            nfev += 1
+            since_estimate = REFRESH_STEPS
+            if status != "success":  # a terminal event, or a Zeno accumulation
+                if progress is not None:
+                    progress.update(t_new - t)
+                t = t_new
+                break
+        else:
+            f0[:] = f_new
         if progress is not None:
             progress.update(t_new - t)
         t, dt = t_new, dt_next
 
     if status == "success" and not is_finite(u.sum()):
         status = "nonfinite"
-    message = "" if status == "success" else failure_message(status, t, dt, max_steps, t1)
+    if events is not None and events.message:
+        message = events.message
+    else:
+        message = "" if status == "success" else failure_message(status, t, dt, max_steps, t1)
     t_out, u_out = saver.result()
-    return StabilizedRaw(t_out, u_out, nfev, naccept, nreject, status.replace("_fixed", ""), message,
-                         saver.dense, extra_stats={"max_stages_used": max_used,
-                                                   "n_eigen_est": estimates})
+    raw = StabilizedRaw(t_out, u_out, nfev, naccept, nreject, status.replace("_fixed", ""), message,
+                        saver.dense, extra_stats={"max_stages_used": max_used, "n_eigen_est": estimates})
+    if events is not None:
+        raw.t_events, raw.u_events = events.result()
+    return raw
 
 
 def too_stiff_message(method: AbstractStabilized, t: float, dt: float, h_rho: float) -> str:
@@ -367,6 +401,16 @@ def _stages(method: AbstractStabilized, ws: _Workspace, f, p, t: float, h: float
     return len(rec.rows) + method.finish(ws, f, p, t, h, s, last)
 
 
+def hermite_rows(ws: _Workspace, h: float) -> None:
+    """``ws.hermite = [u_n, F_0, F_1, (u_{n+1} - u_n) / h]``: the step's interpolation data."""
+    hermite = ws.hermite
+    np.copyto(hermite[0], ws.u)
+    np.copyto(hermite[1], ws.f0)
+    np.copyto(hermite[2], ws.f_new)
+    np.subtract(ws.u_new, ws.u, out=hermite[3])
+    np.divide(hermite[3], h, out=hermite[3])
+
+
 class _Saver:
     """Every step (``saveat=None``) or the ``saveat`` times by cubic Hermite interpolation."""
 
@@ -383,7 +427,9 @@ class _Saver:
             self.out[self.j] = ws.u
             self.j += 1
 
-    def after_step(self, t: float, h: float, t_new: float) -> None:
+    def after_step(self, t: float, h: float, t_new: float, rows_ready: bool = False) -> None:
+        """Record the accepted step from ``t`` (state ``ws.u``) to ``t_new`` (``ws.u_new``);
+        ``rows_ready``: ``ws.hermite`` already holds the step's interpolation data."""
         ws, saveat = self.ws, self.saveat
         if saveat is None:
             self.ts.append(t_new)
@@ -397,12 +443,8 @@ class _Saver:
             if j_end == self.j and self.dense is None:
                 return
         hermite = getattr(ws, "hermite", None)
-        if hermite is not None:
-            np.copyto(hermite[0], ws.u)
-            np.copyto(hermite[1], ws.f0)
-            np.copyto(hermite[2], ws.f_new)
-            np.subtract(ws.u_new, ws.u, out=hermite[3])
-            np.divide(hermite[3], h, out=hermite[3])
+        if hermite is not None and not rows_ready:
+            hermite_rows(ws, h)
         for j in range(self.j if saveat is not None else 0, j_end):
             if saveat[j] == t_new:
                 self.out[j] = ws.u_new

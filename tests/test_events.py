@@ -341,3 +341,83 @@ def test_jax_backend_matches_numpy_backend():
     assert by["jax"].status == "success" and len(by["jax"].t_events[0]) >= 4
     with pytest.raises(ValueError, match="adaptive"):
         dxdt.solve(prob, RK4(), dt=0.1, events=events, backend="jax")
+
+
+# stabilized methods: (solve tolerances, test tolerance), the latter about 4x the method's
+# own largest error on the decay at those settings (RKC 7.5e-6, RKL2 5.5e-6, ROCK2 4.1e-7,
+# ROCK4 4.4e-9): second-order methods at tight tolerances take 10^4-10^5 steps
+STABILIZED_EVENT_TOL = {"RKC": (dict(rtol=1e-7, atol=1e-9), 3e-5), "RKL2": (dict(rtol=1e-7, atol=1e-9), 3e-5),
+                        "ROCK2": (dict(rtol=1e-6, atol=1e-8), 2e-6), "ROCK4": (dict(rtol=1e-8, atol=1e-10), 2e-8)}
+
+
+def _stabilized():
+    from dxdt.solvers import RKC, RKL2, ROCK2, ROCK4
+
+    return [RKC(), RKL2(), ROCK2(), ROCK4()]
+
+
+@pytest.mark.parametrize("method", _stabilized(), ids=lambda m: type(m).__name__)
+def test_stabilized_methods_locate_and_apply_events(method):
+    """RKC, RKL2, ROCK2, ROCK4 on the NumPy backend locate events on their cubic Hermite
+    interpolant: a terminal threshold crossing at ln(y0/c)/k; doses at given times and a
+    state event doubling the state when it falls to c, against the closed form, in the
+    saveat rows, the event records and the dense output on both sides of the jump."""
+    settings, tol = STABILIZED_EVENT_TOL[type(method).__name__]
+    k, y0, c = 1.3, 4.0, 1.0
+    prob = dxdt.ODEProblem(decay, [y0], (0.0, 3.0), p=np.array([k]))
+    threshold = dxdt.Event(lambda u, p, t: u[0] - c, terminal=True, name="threshold")
+    sol = dxdt.solve(prob, method, **settings, events=[threshold])
+    assert sol.status == "event" and "threshold" in sol.message
+    assert sol.t_events[0] == pytest.approx([math.log(y0 / c) / k], abs=tol)
+    assert sol.t[-1] == sol.t_events[0][0] and sol.u[-1, 0] == pytest.approx(c, abs=tol)
+
+    def add_one(u, p, t):
+        u[0] += 1.0
+
+    def double(u, p, t):
+        u[0] *= 2.0
+
+    doses, low = [0.7, 1.9], 0.5
+    before_low = (((y0 * math.exp(-k * 0.7) + 1) * math.exp(-k * 1.2)) + 1)  # just after the second dose
+    t_low = 1.9 + math.log(before_low / low) / k
+    ts = np.linspace(0.0, 3.0, 7)
+
+    def exact(t):
+        if t < 0.7:
+            return y0 * math.exp(-k * t)
+        if t < 1.9:
+            return (y0 * math.exp(-k * 0.7) + 1) * math.exp(-k * (t - 0.7))
+        if t < t_low:
+            return before_low * math.exp(-k * (t - 1.9))
+        return 2 * low * math.exp(-k * (t - t_low))
+
+    events = [dxdt.Event(lambda u, p, t: u[0] - low, double, direction=-1), dxdt.TimeEvent(doses, add_one)]
+    sol = dxdt.solve(prob, method, **settings, events=events, saveat=ts, dense=True)
+    assert sol.status == "success"
+    assert sol.t_events[0] == pytest.approx([t_low], abs=tol)
+    np.testing.assert_array_equal(sol.t_events[1], doses)
+    assert sol.u_events[0][0, 0] == pytest.approx(low, abs=tol)
+    np.testing.assert_allclose(sol.u[:, 0], [exact(t) for t in ts], atol=tol)
+    eps = 1e-3
+    left, right = sol(np.array([t_low - eps, t_low + eps]))[:, 0]
+    assert left == pytest.approx(exact(t_low - eps), abs=tol)
+    assert right == pytest.approx(exact(t_low + eps), abs=tol)
+    jax_sol = dxdt.solve(prob, method, **settings, events=events, saveat=ts, backend="jax")
+    assert jax_sol.t_events[0] == pytest.approx(sol.t_events[0], abs=2 * tol)
+    np.testing.assert_allclose(jax_sol.u, sol.u, atol=2 * tol)
+
+
+def test_stabilized_fixed_steps_resume_their_grid_after_an_event():
+    """With ``adaptive=False`` a step cut short by a dose is followed by the rest of the
+    fixed grid ``t0 + k dt`` (as with the Runge-Kutta methods), every step saved."""
+    from dxdt.solvers import ROCK4
+
+    prob = dxdt.ODEProblem(decay, [1.0], (0.0, 1.0), p=np.array([0.5]))
+
+    def add_one(u, p, t):
+        u[0] += 1.0
+
+    sol = dxdt.solve(prob, ROCK4(), dt=0.25, adaptive=False, events=[dxdt.TimeEvent([0.6], add_one)])
+    np.testing.assert_allclose(sol.t, [0.0, 0.25, 0.5, 0.6, 0.6, 0.75, 1.0])
+    exact = (math.exp(-0.3) + 1) * math.exp(-0.2)
+    assert sol.u[-1, 0] == pytest.approx(exact, rel=1e-6)
