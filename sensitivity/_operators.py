@@ -25,7 +25,7 @@ from . import _compiled
 from ._jax import load_jax
 from ._loss import translate_loss
 from ._mode import choose_mode, forward_instead_of_adjoint, reverse_for_stabilized, target_size
-from ._options import BACKSOLVE_MISMATCH, DERIVATIVE_NONFINITE, SolveOptions, raise_on_failure
+from ._options import BACKSOLVE_MISMATCH, DERIVATIVE_NONFINITE, STATUS_CODES, SolveOptions, raise_on_failure
 from ._target import Target, check_wrt, describe, to_numpy
 
 jax, jnp = load_jax()
@@ -62,8 +62,8 @@ class PreparedOperator:
 
     extra = None  # an argument of programs built by from_build(..., extra=...)
 
-    def __init__(self, op, mode, reason, adjoint, program, context, target, rebuild):
-        self.op, self._chosen = op, (mode, reason, adjoint)
+    def __init__(self, op, mode, reason, adjoint, program, context, target, rebuild, diagnose=None):
+        self.op, self._chosen, self.diagnose = op, (mode, reason, adjoint), diagnose
         self._rebuild, self._host_context = rebuild, context
         self._adopt(program)
         self._target, self._dtype = target, context[0].dtype
@@ -138,8 +138,33 @@ class PreparedOperator:
         while bool(aux["dense_overflow"]):
             self._adopt(self._rebuild(4 * self._program.meta["dense_steps"]))
             result, aux = self._run(*args)
-        self._check(aux)
+        try:
+            self._check(aux)
+        except SolverError as err:
+            self._explain(err, aux, args[0])
+            raise
         return self._to_user(result)
+
+    def _explain(self, err: SolverError, aux, target) -> None:
+        """Complete a failed solve's error with where and why: the primal solve at the same
+        target, on the JAX backend (same controller), gives the time, the message of
+        ``solve`` and the partial solution (``err.solution``); if it succeeds, the failing
+        solve was a sensitivity pass (tangents or adjoint)."""
+        codes = np.atleast_1d(np.asarray(aux["code"]))
+        if self.diagnose is None or not np.isin(codes, list(STATUS_CODES)[1:]).any():
+            return
+        try:
+            sol = self.diagnose(target)
+        except Exception:  # the diagnosis is a courtesy: the original error stands
+            return
+        if sol.success:
+            err.add_note(f"The solve of the state alone succeeds at this target ({sol.message}): the "
+                         "failing solve is a sensitivity pass (tangents or adjoint); try mode='forward' / "
+                         "'reverse' or another adjoint, or a larger max_steps.")
+        else:
+            err.args = (f"{err.args[0]} The solve of the state failed with status {sol.status!r}: "
+                        f"{sol.message}",)
+            err.solution = sol
 
     def _check(self, aux) -> None:
         hint = ("; with adjoint='backsolve' a failing backward solve usually means the backward "
@@ -320,7 +345,20 @@ def prepare(op: str, *args, method=None, saveat=None, rtol=1e-6, atol=1e-8,
         _compiled.remember(larger, disk=True)
         return larger
 
-    return PreparedOperator(op, chosen, reason, adjoint, program, context, target, rebuild)
+    return PreparedOperator(op, chosen, reason, adjoint, program, context, target, rebuild,
+                            _diagnosis(prob, target, context, options, saveat))
+
+
+def _diagnosis(prob, target, context, options: SolveOptions, saveat) -> Callable:
+    """``diagnose(theta)``: the primal solve at target ``theta`` with the operator's options
+    (``solve(backend="jax")``, which never writes the user's closure buffers)."""
+    def diagnose(theta):
+        from .._solve import solve
+
+        u0, p = target.merge(theta, context[0], context[1])
+        return solve(prob.remake(u0=u0, p=p), options.method, rtol=options.rtol, atol=options.atol, saveat=saveat,
+                     max_steps=options.max_steps, backend="jax")
+    return diagnose
 
 
 def flag_nonfinite(result, aux):

@@ -144,6 +144,30 @@ def test_solve_failure_raises_solver_error():
         sens.gradient(weighted_loss, prob, Tsit5(), max_steps=5)
 
 
+def _nan_after_one(du, u, p, t):
+    du[:] = np.where(t < 1.0, -p[0] * u, np.nan * u)
+
+
+@pytest.mark.parametrize("mode", ["forward", "reverse"])
+def test_a_failing_solve_is_explained_with_its_time_and_partial_solution(mode):
+    """An operator whose solve fails says where, as solve() does, and keeps the partial
+    solution of the state (``err.solution``); the same for an eager jax_solve."""
+    prob = dxdt.ODEProblem(_nan_after_one, np.ones(2), (0.0, 2.0), p=np.array([1.0]))
+    with pytest.raises(dxdt.SolverError, match=r"'nonfinite'.*at t=1\b") as info:
+        sens.gradient(lambda u: np.sum(u), prob, Tsit5(), saveat=[0.5, 2.0], mode=mode)
+    sol = info.value.solution
+    assert sol.status == "nonfinite"
+    np.testing.assert_array_equal(sol.t, [0.5])
+    np.testing.assert_allclose(sol.u[0], np.exp(-0.5) * np.ones(2), rtol=1e-6)
+    if mode == "reverse":
+        import jax.numpy as jnp
+
+        F = sens.jax_solve(prob, Tsit5(), saveat=[0.5, 2.0])
+        with pytest.raises(dxdt.SolverError, match=r"'nonfinite'.*at t=1\b") as info:
+            F(jnp.ones(2), jnp.array([1.0]))
+        np.testing.assert_array_equal(info.value.solution.t, [0.5])
+
+
 @pytest.mark.parametrize(
     "kwargs, error, match",
     [
@@ -193,3 +217,14 @@ def test_a_nonfinite_loss_or_derivative_is_an_error_naming_its_cause(mode, adjoi
         sens.value_and_gradient(lambda u: np.sum(np.log(u - 10.0)), prob, Tsit5(), mode=mode, adjoint=adjoint)
     with pytest.raises(dxdt.SolverError, match="derivative is not finite"):
         sens.gradient(lambda u: np.sqrt(0.0 * u[-1, 0]), prob, Tsit5(), mode=mode, adjoint=adjoint)
+
+
+def test_a_failing_sensitivity_pass_is_told_apart_from_a_failing_state_solve():
+    """Forward mode keeps the tangents in the error norm: on Lotka-Volterra it takes about
+    420 steps where the state alone takes about 270, so with max_steps=340 only the
+    tangent solve fails, and the error says so."""
+    prob = problems.lotka_volterra()
+    with pytest.raises(dxdt.SolverError, match="max_steps") as info:
+        sens.gradient(weighted_loss, prob, Tsit5(), mode="forward", rtol=1e-8, atol=1e-10, max_steps=340)
+    assert any("state alone succeeds" in note for note in info.value.__notes__)
+    assert info.value.solution is None
