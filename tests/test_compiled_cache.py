@@ -488,3 +488,25 @@ def test_a_value_rebound_to_an_object_another_path_holds_is_seen():
     second = dxdt.solve(prob, Tsit5(), saveat=[T1], backend="jax", **TOL).u[0, 0]
     assert first == pytest.approx(np.exp(-2.0 * T1), rel=1e-8)
     assert second == pytest.approx(np.exp(-0.5 * T1), rel=1e-8)
+
+
+class _Speed(__import__("enum").Enum):
+    SLOW = 0.5
+    FAST = 2.0
+
+
+def test_an_enum_member_rebound_is_seen():
+    """An Enum member (its class has its own metaclass: the walk does not enter it) read by
+    ``f`` is part of the key: rebinding the closure variable to another member must not
+    reuse the program that baked the first member's value."""
+    speed = _Speed.FAST
+
+    def f(du, u, p, t):
+        du[:] = -speed.value * u
+
+    prob = dxdt.ODEProblem(f, np.ones(1), (0.0, T1))
+    first = dxdt.solve(prob, Tsit5(), saveat=[T1], backend="jax", **TOL).u[0, 0]
+    speed = _Speed.SLOW
+    second = dxdt.solve(prob, Tsit5(), saveat=[T1], backend="jax", **TOL).u[0, 0]
+    assert first == pytest.approx(np.exp(-2.0 * T1), rel=1e-8)
+    assert second == pytest.approx(np.exp(-0.5 * T1), rel=1e-8)

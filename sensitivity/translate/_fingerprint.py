@@ -17,6 +17,7 @@ while tracing names the same array in a later walk, in this process or another.
 
 from __future__ import annotations
 
+import enum
 import functools
 import hashlib
 import itertools
@@ -125,6 +126,8 @@ class _Recorder(AbstractArrayReplacer):
         module = getattr(type(obj), "__module__", "") or ""
         if _is_library(module) and not isinstance(obj, (tuple, list, dict, type)):
             return self._library(obj, label)
+        if not _user_class(type(obj)):  # an object the walk does not enter (its class has its own
+            return self._library(obj, label)  # metaclass, e.g. an Enum member): keyed by its pickle
         return None
 
     def module_attributes(self) -> None:
@@ -221,7 +224,7 @@ class _Memo:
 _LAST: dict[tuple, _Memo] = {}
 _MISSING = object()
 _IMMUTABLE_LEAVES = _SCALARS + (np.generic, types.ModuleType, types.BuiltinFunctionType, types.FunctionType,
-                                np.ufunc)
+                                np.ufunc, enum.Enum)
 
 
 def _function_state(fn) -> tuple:
