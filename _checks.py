@@ -112,6 +112,8 @@ def check_saveat(saveat: Any, tspan: tuple[float, float]) -> np.ndarray | None:
 
 
 def check_dt(dt: Any, tspan: tuple[float, float]) -> float | None:
+    """``|dt|``: the step's size; its sign follows ``tspan`` (a positive ``dt`` serves a
+    backward solve too). A negative ``dt`` on a forward ``tspan`` points away from ``t1``."""
     if dt is None:
         return None
     if isinstance(dt, bool) or not isinstance(dt, numbers.Real):
@@ -120,7 +122,7 @@ def check_dt(dt: Any, tspan: tuple[float, float]) -> float | None:
     t0, t1 = tspan
     if not math.isfinite(dt) or dt == 0:
         raise ValueError(f"dt must be finite and nonzero, got {dt}")
-    if dt * (t1 - t0) < 0:
+    if dt < 0 < t1 - t0:
         raise ValueError(
             f"dt={dt} points away from t1={t1}; give a positive dt (its sign follows tspan)"
         )

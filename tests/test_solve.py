@@ -110,6 +110,19 @@ def test_backward_integration(lv_reference):
     assert np.all(np.diff(every.t) < 0) and every.t[-1] == 0.0
 
 
+@pytest.mark.parametrize("backend", ["numpy", "jax"])
+def test_a_positive_dt_serves_a_backward_solve(backend):
+    """``dt`` is the step's size, its sign follows ``tspan``: ``dt=0.25`` on ``(1, 0)`` steps
+    1, 0.75, 0.5, 0.25, 0 (a negative dt is accepted too); it used to be refused with a
+    message asking for the positive dt it had been given."""
+    prob = dxdt.ODEProblem(decay, np.array([1.0]), (1.0, 0.0), 1.0)
+    for dt in (0.25, -0.25):
+        sol = dxdt.solve(prob, RK4(), dt=dt, backend=backend)
+        np.testing.assert_allclose(sol.t, [1.0, 0.75, 0.5, 0.25, 0.0])
+        z = 0.25  # RK4's step factor for u' = -u stepped by -0.25: its Taylor polynomial at z
+        assert sol.u[-1, 0] == pytest.approx((1 + z + z**2 / 2 + z**3 / 6 + z**4 / 24) ** 4, rel=1e-13)
+
+
 def test_fixed_step_hits_t1_and_counts_steps():
     prob = dxdt.ODEProblem(decay, np.array([1.0]), (0.0, 1.0), 1.0)
     sol = dxdt.solve(prob, RK4(), dt=0.3)
