@@ -510,3 +510,34 @@ def test_an_enum_member_rebound_is_seen():
     second = dxdt.solve(prob, Tsit5(), saveat=[T1], backend="jax", **TOL).u[0, 0]
     assert first == pytest.approx(np.exp(-2.0 * T1), rel=1e-8)
     assert second == pytest.approx(np.exp(-0.5 * T1), rel=1e-8)
+
+
+@pytest.mark.parametrize("root", ["object", "method", "partial"])
+def test_the_warm_recheck_follows_callable_objects_methods_and_partials(root):
+    """The snapshot re-check from a callable object, a bound method and a
+    ``functools.partial`` as ``f``: a changed attribute or partial argument gives the
+    digest of a walk from scratch."""
+    import functools
+
+    from dxdt.sensitivity.translate import _fingerprint
+
+    model = _Model()
+
+    def g(du, u, p, t, scale):
+        du[:] = -scale * u
+
+    fn = {"object": model, "method": model.__call__, "partial": functools.partial(g, scale=1.0)}[root]
+
+    def digest(fresh=False):
+        if fresh:
+            _fingerprint._LAST.clear()
+        return _fingerprint.reach(fn).digest
+
+    before = digest()
+    assert digest() == before
+    if root == "partial":
+        fn.keywords["scale"] = 2.0
+    else:
+        model.items[1] = 5.0
+    warm = digest()
+    assert warm == digest(fresh=True) and warm != before
