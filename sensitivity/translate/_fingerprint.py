@@ -184,8 +184,8 @@ def reach(fn, *, constant_arrays: bool = False) -> Reach:
 
     A warm call (the same ``fn`` as the last walk) first re-reads the state of every
     object that walk visited (:class:`_Snapshot`): when nothing was rebound, added or
-    reshaped, the walk would find the same items, and its result is reused (1-2 us
-    instead of 10-80 us a call of ``solve(backend="jax")``).
+    reshaped, the walk would find the same items, and its result is reused (3.5 us instead
+    of 12.5 us for Lotka-Volterra's ``f``, 13-18 us instead of 80 us for Gray-Scott's).
     """
     memo = _LAST.get((id(fn), constant_arrays))
     if memo is not None and memo.fn is not fn:
