@@ -135,8 +135,7 @@ def integrate_jax(
         u0=u0, p=as_numpy(prob.p), t0=f64(t0), t1=f64(t1),
         dt0=f64(t1 - t0 if dt is None else math.copysign(dt, t1 - t0)),
         rtol=f64(rtol), atol=np.asarray(atol, f64),
-        ts=saveat if saveat is not None and saveat.dtype == f64 else np.asarray(
-            saveat if saveat is not None else [t1], f64),
+        ts=np.asarray(saveat if saveat is not None else [t1], f64),
     )
     static = dict(save=save, n_save=0 if saveat is None else len(saveat), dense=dense,
                   adaptive=adaptive, auto_dt=dt is None and adaptive, max_steps=max_steps, progress=progress)

@@ -125,15 +125,17 @@ class HermiteInterpolant:
     def __init__(self, ws, thetas: np.ndarray):
         from .solvers._stabilized import hermite_weights
 
-        self.ws, self.thetas, self.weights = ws, thetas, hermite_weights
+        self.ws, self.weights = ws, hermite_weights
         self.grid_w = np.empty((len(thetas), 4), ws.u.dtype)
+        for row, theta in zip(self.grid_w, thetas):  # [1, b_0, b_1, b_2]: the step scales the b's
+            hermite_weights(theta, 1.0, row)
+        self.grid_b = self.grid_w[:, 1:].copy()
 
     def prepare(self, t: float, dt: float, f, p) -> int:
         return 0
 
     def grid(self, dt: float, out: np.ndarray) -> None:
-        for row, theta in zip(self.grid_w, self.thetas):
-            self.weights(theta, dt, row)
+        np.multiply(self.grid_b, dt, out=self.grid_w[:, 1:])
         np.dot(self.grid_w, self.ws.hermite, out=out)
 
     def at(self, dt: float, theta: float, out: np.ndarray) -> None:

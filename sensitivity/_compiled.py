@@ -84,7 +84,7 @@ class Program:
     from_disk: bool = False
 
     def matches(self, reaches: Sequence[Reach]) -> bool:
-        return all(read.matches(reaches) for read in self.reads)
+        return not self.reads or all(read.matches(reaches) for read in self.reads)
 
     def __call__(self, *args):
         """Run on NumPy arguments; NumPy results (one transfer each way when flat)."""
@@ -162,11 +162,11 @@ def lookup(kind: str, static: tuple, callables: Sequence[Callable], build: Calla
     disk : bool
         Use the disk cache (programs with host callbacks cannot be serialised).
     """
-    reaches = [reach(fn) for fn in callables] if constant_arrays is None else \
-        [reach(fn, constant_arrays=flag) for fn, flag in zip(callables, constant_arrays)]
+    flags = constant_arrays or [False] * len(callables)
+    reaches = [reach(fn, constant_arrays=flag) for fn, flag in zip(callables, flags)]
     key = _key(kind, static, reaches)
     for program in _MEMORY.get(key, ()):
-        if not program.reads or program.matches(reaches):
+        if program.matches(reaches):
             _MEMORY.move_to_end(key)
             _COUNTS["memory_hits"] += 1
             return program

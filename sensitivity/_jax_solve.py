@@ -33,7 +33,7 @@ from ._jax_solve_events import SEQUENCE_CHANGED, HostPlanner, build_chain, check
 from ._jax_solve_passes import SolveSpec, SolveStatic, jit_pass, primal_with_code
 from ._jax_solve_rules import apply_tangent
 from ._ode import STATUS_CODES
-from ._operators import ADJOINTS, _dense_steps, _options
+from ._operators import ADJOINTS, _dense_steps, _options, state_solution
 from ._target import as_jax_tree, describe, to_numpy
 
 jax, jnp = load_jax()
@@ -197,23 +197,15 @@ class _SolveFunction:
                                   "(inside a trace the rows are NaN)")
             status = STATUS_CODES.get(code, "nonfinite")
             why = self.planner.message if self.planner is not None and self.planner.message else _HINTS[status]
-            sol = self._diagnosis(u0, p)
+            sol = None if self.diagnose is None else self.diagnose(np.asarray(u0, self._dtype), to_numpy(p))
             if sol is not None and not sol.success:
                 why = sol.message.rstrip(".")
             raise SolverError(f"jax_solve: the solve failed with status {status!r}: {why}.", sol)
         return U.astype(self._dtype)
 
-    diagnose = None  # diagnose(u0, p) -> the Solution of solve(backend="jax") at (u0, p)
-
-    def _diagnosis(self, u0, p):
-        """For an eager failure: the same solve by ``solve(backend="jax")``, whose message
-        gives the time and whose solution keeps the partial data (None if unavailable)."""
-        if self.diagnose is None:
-            return None
-        try:
-            return self.diagnose(np.asarray(u0, self._dtype), to_numpy(p))
-        except Exception:  # a courtesy: the original error stands
-            return None
+    # diagnose(u0, p): for an eager failure, the same solve by solve(backend="jax"), whose
+    # message gives the time and whose solution keeps the partial data (None if unavailable)
+    diagnose = None
 
     def __repr__(self) -> str:
         return f"jax_solve(F(u0, p) -> u, u0 shape {tuple(self._u0_shape)}, {self._description})"
@@ -321,11 +313,5 @@ def jax_solve(prob: ODEProblem, method=None, *, saveat=None, rtol: float = 1e-6,
     F = _SolveFunction(lambda u0, p: solve(spec.times, u0, p)[0], lambda u0, p: eager(spec, u0, p), u0, p,
                        f"{spec.n_save} save times, adjoint={adjoint!r}")
     F.spec = spec  # the single solve's (tests and benchmarks bind its passes directly)
-
-    def diagnose(u0, p):
-        from .._solve import solve as solve_numpy_facing
-
-        return solve_numpy_facing(prob.remake(u0=u0, p=p), options.method, rtol=options.rtol, atol=options.atol,
-                                  saveat=saveat, max_steps=options.max_steps, backend="jax")
-    F.diagnose = diagnose
+    F.diagnose = lambda u0, p: state_solution(prob, u0, p, options, saveat)
     return F

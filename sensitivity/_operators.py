@@ -153,9 +153,8 @@ class PreparedOperator:
         codes = np.atleast_1d(np.asarray(aux["code"]))
         if self.diagnose is None or not np.isin(codes, list(STATUS_CODES)[1:]).any():
             return
-        try:
-            sol = self.diagnose(target)
-        except Exception:  # the diagnosis is a courtesy: the original error stands
+        sol = self.diagnose(target)
+        if sol is None:
             return
         if sol.success:
             err.add_note(f"The solve of the state alone succeeds at this target ({sol.message}): the "
@@ -350,15 +349,21 @@ def prepare(op: str, *args, method=None, saveat=None, rtol=1e-6, atol=1e-8,
 
 
 def _diagnosis(prob, target, context, options: SolveOptions, saveat) -> Callable:
-    """``diagnose(theta)``: the primal solve at target ``theta`` with the operator's options
-    (``solve(backend="jax")``, which never writes the user's closure buffers)."""
-    def diagnose(theta):
-        from .._solve import solve
+    """``diagnose(theta)``: :func:`state_solution` at target ``theta``."""
+    return lambda theta: state_solution(prob, *target.merge(theta, context[0], context[1]), options, saveat)
 
-        u0, p = target.merge(theta, context[0], context[1])
-        return solve(prob.remake(u0=u0, p=p), options.method, rtol=options.rtol, atol=options.atol, saveat=saveat,
-                     max_steps=options.max_steps, backend="jax")
-    return diagnose
+
+def state_solution(prob, u0, p, options: SolveOptions, saveat):
+    """The state alone solved at ``(u0, p)`` with a failed computation's options, for its
+    error (``solve(backend="jax")``: the same controller, never the user's closure
+    buffers); None if that cannot be done either (a courtesy: the original error stands)."""
+    from .._solve import solve
+
+    try:
+        return solve(prob.remake(u0=u0, p=p), options.method, rtol=options.rtol, atol=options.atol,
+                     saveat=saveat, max_steps=options.max_steps, backend="jax")
+    except Exception:
+        return None
 
 
 def flag_nonfinite(result, aux):

@@ -87,24 +87,33 @@ class _OverlayGlobals(dict):
         return self._module[name]
 
 
-_GLOBAL_NAMES: dict[int, tuple] = {}  # id(code) -> (code, its names): kept alive, not reused
+def memoised_by_identity(fn: Callable) -> Callable:
+    """``fn(obj)`` memoised per object by identity, not by hash (hashing a code object hashes
+    its bytecode: 2 us). The memo holds ``obj``, so its id is not reused; at most 4096."""
+    memo: dict[int, tuple] = {}
+
+    @functools.wraps(fn)
+    def memoised(obj):
+        hit = memo.get(id(obj))
+        if hit is not None and hit[0] is obj:
+            return hit[1]
+        value = fn(obj)
+        if len(memo) > 4096:
+            memo.clear()
+        memo[id(obj)] = (obj, value)
+        return value
+    return memoised
 
 
+@memoised_by_identity
 def _global_names(code: types.CodeType) -> tuple[str, ...]:
     """Names a code object (and the code nested in it) uses, sorted: the globals it may
-    look up and the attributes it reads (``co_names`` holds both). Memoised per code
-    object by identity (hashing a code object hashes its bytecode: 2 us)."""
-    memo = _GLOBAL_NAMES.get(id(code))
-    if memo is not None and memo[0] is code:
-        return memo[1]
+    look up and the attributes it reads (``co_names`` holds both)."""
     names = set(code.co_names)
     for const in code.co_consts:
         if isinstance(const, types.CodeType):
             names.update(_global_names(const))
-    if len(_GLOBAL_NAMES) > 4096:
-        _GLOBAL_NAMES.clear()
-    result = _GLOBAL_NAMES[id(code)] = (code, tuple(sorted(names)))
-    return result[1]
+    return tuple(sorted(names))
 
 
 def _user_function(obj) -> bool:

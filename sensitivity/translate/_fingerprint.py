@@ -29,8 +29,8 @@ from typing import Any
 import numpy as np
 
 from ._closure import (_global_names, _is_library, _root_label, _slot_names, _StructuralCopy, _user_class,
-                       _user_function)
-from ._replace import AbstractArrayReplacer, is_sparse
+                       _user_function, memoised_by_identity)
+from ._replace import AbstractArrayReplacer, is_sparse, owning_array
 
 _PICKLE_LIMIT = 1 << 20  # library objects larger than this are keyed by identity
 _SCALARS = (int, float, complex, bool, str, bytes, type(None))
@@ -53,23 +53,16 @@ def sparse_arrays(matrix) -> tuple:
     return (np.asarray(csr.shape), csr.data, csr.indices, csr.indptr)
 
 
-_CODE_DIGESTS: dict[int, tuple] = {}
-
-
+@memoised_by_identity
 def _code_digest(code: types.CodeType) -> str:
-    """A digest of a code object and the code nested in it (memoised per object)."""
-    memo = _CODE_DIGESTS.get(id(code))
-    if memo is not None and memo[0] is code:
-        return memo[1]
+    """A digest of a code object and the code nested in it."""
     h = hashlib.blake2b(digest_size=16)
     h.update(code.co_code)
     for const in code.co_consts:
         h.update((_code_digest(const) if isinstance(const, types.CodeType) else repr(const)).encode())
     h.update(repr((code.co_names, code.co_varnames, code.co_freevars, code.co_argcount,
                    code.co_kwonlyargcount, code.co_flags, code.co_qualname)).encode())
-    digest = h.hexdigest()
-    _CODE_DIGESTS[id(code)] = (code, digest)
-    return digest
+    return h.hexdigest()
 
 
 class _Recorder(AbstractArrayReplacer):
@@ -246,6 +239,9 @@ def _state(obj) -> tuple:
     """The objects that :func:`._closure._children` reads from ``obj`` (which the walk
     entered), by identity: if each is the same object, ``obj`` has the same children.
     A superset is fine (a spurious difference only costs a full walk)."""
+    exact = _STATE_OF_TYPE.get(type(obj))  # the common nodes first, by their exact type
+    if exact is not None:
+        return exact(obj)
     if isinstance(obj, types.FunctionType):
         return _function_state(obj)
     if isinstance(obj, types.CellType):
@@ -273,15 +269,8 @@ _STATE_OF_TYPE = {types.FunctionType: _function_state, types.CellType: _cell_sta
 def _geometry(array: np.ndarray) -> tuple:
     """What the walk's item of a numeric array depends on besides its identity (shape,
     strides and dtype can be set in place), with those of the array owning its memory
-    (found as :func:`._replace._view_geometry` finds it)."""
-    root = array
-    while True:
-        base = root.base
-        if not isinstance(base, np.ndarray):
-            base = getattr(base, "base", None)
-        if not isinstance(base, np.ndarray):
-            break
-        root = base
+    (:func:`._replace.owning_array`)."""
+    root = owning_array(array)
     if root is array:
         return (array.shape, array.strides, array.dtype)
     return (array.shape, array.strides, array.dtype, root.shape, root.strides, root.dtype)
@@ -328,7 +317,7 @@ class _Snapshot:
     def unchanged(self) -> bool:
         ids = self.ids
         for i, obj in enumerate(self.nodes):
-            if tuple(map(id, _STATE_OF_TYPE.get(type(obj), _state)(obj))) != ids[i]:
+            if tuple(map(id, _state(obj))) != ids[i]:
                 return False
         for i, (module, names) in enumerate(self.modules, len(self.nodes)):
             if tuple(id(getattr(module, n, _MISSING)) for n in names) != ids[i]:

@@ -26,20 +26,26 @@ def is_sparse(obj) -> bool:
     return type(obj).__module__.startswith("scipy.sparse") and hasattr(obj, "tocsr")
 
 
-def _view_geometry(array: np.ndarray):
-    """``(root, offset, strides)``: ``array`` as a strided view of the array owning its memory.
-
-    Offset and strides count elements in the root's memory. None when ``array`` cannot
-    be expressed that way (a different dtype, a root that is not contiguous).
-    """
+def owning_array(array: np.ndarray) -> np.ndarray:
+    """The array at the end of ``array``'s chain of bases (``array`` itself if it owns its
+    memory)."""
     root = array
     while True:
         base = root.base
         if not isinstance(base, np.ndarray):  # as_strided's views (sliding_window_view's too,
             base = getattr(base, "base", None)  # and duplicate's) hold an object holding the array
         if not isinstance(base, np.ndarray):
-            break
+            return root
         root = base
+
+
+def _view_geometry(array: np.ndarray):
+    """``(root, offset, strides)``: ``array`` as a strided view of the array owning its memory.
+
+    Offset and strides count elements in the root's memory. None when ``array`` cannot
+    be expressed that way (a different dtype, a root that is not contiguous).
+    """
+    root = owning_array(array)
     if root is array:
         return root, 0, None
     if root.dtype != array.dtype or not (root.flags.c_contiguous or root.flags.f_contiguous):
