@@ -228,3 +228,23 @@ def test_a_failing_sensitivity_pass_is_told_apart_from_a_failing_state_solve():
         sens.gradient(weighted_loss, prob, Tsit5(), mode="forward", rtol=1e-8, atol=1e-10, max_steps=340)
     assert any("state alone succeeds" in note for note in info.value.__notes__)
     assert info.value.solution is None
+
+
+def test_the_diagnosis_of_a_failure_leaves_the_users_buffers_unchanged():
+    """The failed operator's diagnosis solves the state with the user's f: its closure work
+    buffer stays bitwise as it was (API.md: f, its closure arrays and prob are never
+    modified by an operator)."""
+    work = np.full(2, 7.0)
+
+    def f(du, u, p, t):
+        np.multiply(u, -p[0], out=work)
+        du[:] = np.where(t < 1.0, work, np.nan * work)
+
+    prob = dxdt.ODEProblem(f, np.ones(2), (0.0, 2.0), p=np.array([1.0]))
+    before, u0_before, p_before = work.copy(), prob.u0.copy(), prob.p.copy()
+    with pytest.raises(dxdt.SolverError, match=r"at t=1\b") as info:
+        sens.gradient(lambda u: np.sum(u), prob, Tsit5(), saveat=[0.5, 2.0], mode="reverse")
+    assert info.value.solution is not None
+    np.testing.assert_array_equal(work, before)
+    np.testing.assert_array_equal(prob.u0, u0_before)
+    np.testing.assert_array_equal(prob.p, p_before)
