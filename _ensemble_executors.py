@@ -144,16 +144,15 @@ def _rebuild_view(root, offset: int, shape: tuple, strides: tuple, dtype, writea
 
 
 def _reduce_view(array):
-    """``array``, a view, as a view of its root array, which the pickle memo shares: work
+    """``array``, a view, as a view of its root array (through ``as_strided``'s views too),
+    which the pickle memo shares: work
     buffers that are views of one array (``flux[1:-1]``, ``flux[1:]`` in ``heat_1d``)
     stay views of one array in the worker (plain pickling copies each view, and a write
     into one no longer reaches the others: a silently wrong ``f``). None where the root
     does not own contiguous memory."""
-    import numpy as np
+    from .sensitivity.translate._replace import owning_array
 
-    root = array
-    while isinstance(root.base, np.ndarray):
-        root = root.base
+    root = owning_array(array)
     if root.base is not None or not root.flags.c_contiguous:
         return None
     offset = array.__array_interface__["data"][0] - root.__array_interface__["data"][0]

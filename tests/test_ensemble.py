@@ -290,7 +290,8 @@ def test_processes_keep_work_buffers_that_are_views_of_one_array():
 
     heat = dxdt.problems.heat_1d(n=16)
     flux = np.zeros(9)
-    parts = (flux[1:-1], flux[1:], flux[:-1], flux[::-2])
+    windows = np.lib.stride_tricks.sliding_window_view(flux, 3)  # as_strided: its base is no array
+    parts = (flux[1:-1], flux[1:], flux[:-1], flux[::-2], windows)
     import pickle
 
     copies = pickle.loads(_dumps(parts, pickle))
@@ -298,6 +299,7 @@ def test_processes_keep_work_buffers_that_are_views_of_one_array():
     np.testing.assert_array_equal(copies[1][:7], np.arange(7.0))
     np.testing.assert_array_equal(copies[2][1:8], np.arange(7.0))
     np.testing.assert_array_equal(copies[3], [0.0, 5.0, 3.0, 1.0, 0.0])  # flux[8], flux[6], ..., flux[0]
+    np.testing.assert_array_equal(copies[4][2], [1.0, 2.0, 3.0])  # flux[2:5], a view of the same copy
     np.testing.assert_array_equal(flux, 0.0)  # the originals are not touched
     ens = dxdt.EnsembleProblem(heat, p=np.stack([heat.p, 2 * heat.p]))
     serial = dxdt.solve(ens, Tsit5(), saveat=[0.5, 1.0])
