@@ -53,7 +53,8 @@ def as_numpy(p: Any):
     if isinstance(p, dict):
         return {k: as_numpy(v) for k, v in p.items()}
     if isinstance(p, (tuple, list)):
-        return type(p)(as_numpy(v) for v in p)
+        leaves = [as_numpy(v) for v in p]
+        return type(p)(*leaves) if hasattr(p, "_fields") else type(p)(leaves)  # a NamedTuple too
     return None if p is None else np.asarray(p)
 
 

@@ -230,3 +230,26 @@ def test_f_nonfinite_from_t0_keeps_the_t0_row_on_both_backends(saveat):
     np.testing.assert_array_equal(jx.t, [0.0])
     np.testing.assert_array_equal(jx.u, npy.u)
     assert "t=0" in jx.message
+
+
+def test_parameters_in_a_named_tuple_or_dict():
+    """``p`` as a NamedTuple (it once crashed in the JAX backend's conversion) or a dict:
+    the same solution as the NumPy backend and as the closed form ``u0 exp(-(a + b) t)``."""
+    from typing import NamedTuple
+
+    class Rates(NamedTuple):
+        a: np.ndarray
+        b: float
+
+    def decay(du, u, p, t):
+        du[:] = -(p.a + p.b) * u if isinstance(p, tuple) else -(p["a"] + p["b"]) * u
+
+    u0, ts = np.array([1.0, 2.0]), np.linspace(0.0, 1.0, 5)
+    for p in (Rates(np.array([0.5, 1.0]), 0.25), {"a": np.array([0.5, 1.0]), "b": 0.25}):
+        prob = dxdt.ODEProblem(decay, u0, (0.0, 1.0), p)
+        jax_sol = dxdt.solve(prob, Tsit5(), backend="jax", saveat=ts, rtol=1e-10, atol=1e-12)
+        numpy_sol = dxdt.solve(prob, Tsit5(), saveat=ts, rtol=1e-10, atol=1e-12)
+        exact = u0 * np.exp(-np.outer(ts, [0.75, 1.25]))
+        np.testing.assert_allclose(jax_sol.u, exact, rtol=1e-8)
+        np.testing.assert_allclose(jax_sol.u, numpy_sol.u, rtol=1e-8)
+        assert type(prob.p) is type(p)

@@ -237,11 +237,39 @@ def _statistics(du, u, p, t):
     du[:] = (u - u.mean()) / u.std() + u.var() + u.clip(0.3, 0.8) + np.prod(u) + u.max() * p
 
 
+_F = np.zeros((2, 2))
+
+
+def _flip_views(du, u, p, t):
+    """np.flip/flipud/fliplr/rot90 are views: writes through them land in the base (they
+    were once copies, and the writes were silently dropped)."""
+    np.flip(_S)[:] = u
+    np.rot90(_F)[...] = u.reshape(2, 2)
+    np.fliplr(_F)[0] *= p
+    du[:] = 0.0
+    np.flipud(du)[:2] = p * u[:2]
+    du += _S * _F.ravel()
+
+
+def _named_tuple_results(du, u, p, t):
+    """np.linalg results that are named tuples (slogdet, eigh, qr)."""
+    sign, logdet = np.linalg.slogdet(_A + np.diag(u))
+    values, _ = np.linalg.eigh(np.outer(u, u) + np.eye(4))
+    q, r = np.linalg.qr(_A + np.diag(u))
+    du[:] = sign * logdet * p + values + np.diag(r) * np.abs(q[0])
+
+
+def _put_modes(du, u, p, t):
+    du[:] = 0.0
+    np.put(du, [5, -6], p * u[:2], mode="wrap")  # positions 1, 2
+    np.put(du, [9], u[3], mode="clip")  # position 3
+
+
 @pytest.mark.parametrize(
     "f",
     [_sum_out, _sort_method_and_fill, _split_views, _expand_and_squeeze_views, _ufunc_methods,
      _linear_algebra, _inplace_functions, _tuple_out, _constructors, _copy_semantics,
-     _traced_masks_and_indices, _statistics],
+     _traced_masks_and_indices, _statistics, _flip_views, _named_tuple_results, _put_modes],
     ids=lambda f: f.__name__.strip("_"),
 )  # fmt: skip
 def test_numpy_functions_methods_and_views(f):
@@ -252,6 +280,18 @@ def test_numpy_functions_methods_and_views(f):
     h = 1e-6
     columns = [(numpy_rhs(idiom, u + h * e, p) - numpy_rhs(idiom, u - h * e, p)) / (2 * h) for e in np.eye(4)]
     assert np.allclose(jax.jit(jax.jacfwd(g))(u, p, 0.0), np.stack(columns, axis=1), rtol=1e-6, atol=1e-8)
+
+
+def test_a_debugging_print_with_a_format_spec_runs_when_f_is_traced(capsys):
+    def f(du, u, p, t):
+        print(f"t={t:.3f} p={p[0]:.2f} n={u.size:d} scale={3.14159:.2f}")
+        du[:] = -p[0] * u
+
+    g = to_jax(f, np.ones(2), np.array([0.5]))
+    np.testing.assert_allclose(g(np.array([1.0, 2.0]), np.array([0.5]), 0.0), [-0.5, -1.0])
+    printed = capsys.readouterr().out
+    assert "TracedArray(shape=(), dtype=float64, role=input)" in printed  # t and p[0] are traced
+    assert "n=2 scale=3.14" in printed
 
 
 def test_jit_traces_f_once():
@@ -452,7 +492,11 @@ def test_unsupported_numpy_functions():
     def one_argument_where(du, u, p, t):
         du[:] = np.where(u > 1)[0]
 
+    def unsupported_option(du, u, p, t):  # jax.numpy raises NotImplementedError for it
+        du[:] = np.gradient(u, 0.1, edge_order=2)
+
     assert "np.where" in _raises(nonzero, match="np.nonzero")
+    assert "edge_order" in _raises(unsupported_option, match="np.gradient with these arguments")
     _raises(unique, match="np.unique")
     _raises(missing, match="no jax.numpy counterpart")
     _raises(one_argument_where, match=r"np.where\(condition\) with one argument")

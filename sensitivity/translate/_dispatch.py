@@ -84,17 +84,18 @@ def _jax_call(name: str, function, args, kwargs):
         return function(*args, **kwargs)
     except jax.errors.ConcretizationTypeError as err:
         raise translation_error(f"np.{name} on values that depend on u, p or t", _DYNAMIC) from err
-    except TypeError as err:
+    except (TypeError, NotImplementedError) as err:
         raise translation_error(
             f"np.{name} with these arguments",
             f"jax.numpy.{name} rejects them ({err}); drop NumPy-only options such as "
-            "order=, casting= or subok=.",
+            "order=, casting= or subok=, or rewrite the call with supported arguments.",
         ) from err
 
 
 def _wrap_result(result):
     if isinstance(result, (list, tuple)):
-        return type(result)(_wrap_result(item) for item in result)
+        items = [_wrap_result(item) for item in result]
+        return type(result)(*items) if hasattr(result, "_fields") else type(result)(items)
     if isinstance(result, jax.Array):
         return _traced.wrap(result)
     if isinstance(result, (np.ndarray, np.generic)) and result.dtype.kind in "biufc":
@@ -284,7 +285,14 @@ def _put(func, name, args, kwargs):
     flat = jnp.put(
         jnp.asarray(a._raw()), indices, values, mode=None if mode == "raise" else mode, inplace=False
     )
-    marked = a._positions().reshape(-1)[indices] if _traced.all_concrete(indices) else None
+    marked = None
+    if _traced.all_concrete(indices):
+        indices = np.asarray(indices)
+        if mode == "wrap":
+            indices = indices % a.size
+        elif mode == "clip":
+            indices = np.clip(indices, 0, a.size - 1)
+        marked = a._positions().reshape(-1)[indices]
     a._store(Ellipsis, flat, marked)
 
 
@@ -350,7 +358,8 @@ def _like(func, name, args, kwargs):
 _VIEW_FUNCTIONS = (
     "reshape", "ravel", "transpose", "permute_dims", "matrix_transpose", "swapaxes",
     "moveaxis", "rollaxis", "squeeze", "expand_dims", "atleast_1d", "atleast_2d",
-    "atleast_3d", "split", "array_split", "hsplit", "vsplit", "dsplit",
+    "atleast_3d", "split", "array_split", "hsplit", "vsplit", "dsplit", "unstack",
+    "flip", "flipud", "fliplr", "rot90",
 )  # fmt: skip
 _SPECIAL = {
     **dict.fromkeys(_VIEW_FUNCTIONS, _view_function),

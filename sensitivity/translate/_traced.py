@@ -393,6 +393,14 @@ class TracedArray:
             raise conversion_error(kind, operation)
         return value
 
+    def __format__(self, spec: str) -> str:
+        """A trace-time constant formats as NumPy would; a traced value (e.g. ``t`` in a
+        debugging ``print(f"{t:.3f}")``, run once when ``f`` is traced) as its description."""
+        value = self._raw()
+        if is_concrete(value) and self._buf.role != INPUT:
+            return format(value.item() if np.ndim(value) == 0 else value, spec)
+        return repr(self)
+
     def __bool__(self) -> bool:
         return bool(self._constant("bool", "Python if/while/and/or/not"))
 
