@@ -282,6 +282,46 @@ def test_numpy_functions_methods_and_views(f):
     assert np.allclose(jax.jit(jax.jacfwd(g))(u, p, 0.0), np.stack(columns, axis=1), rtol=1e-6, atol=1e-8)
 
 
+_Z = np.zeros(4, complex)
+
+
+def _parts_written(du, u, p, t):
+    du[:] = 0
+    du.real[:] = -p[0] * u.imag
+    du.imag[1:][0] = p[1] * u.real[1]  # a view of a view of a part
+    np.imag(du)[2:] = p[1] * np.real(u)[2:]
+
+
+def _parts_of_a_buffer(du, u, p, t):
+    part = _Z.real  # read after the write below: a view sees it
+    _Z[:] = u * p[0]
+    _Z.imag[:] = -u.imag
+    du[:] = -1j * _Z + part
+
+
+def _parts_updated_and_set(du, u, p, t):
+    du[:] = 0
+    du.imag += p[1] * u.real
+    du.real -= p[0] * u.imag
+    du.real[0] *= 2
+    du.imag = du.imag + u.real  # the setter
+
+
+@pytest.mark.parametrize("f", [_parts_written, _parts_of_a_buffer, _parts_updated_and_set],
+                         ids=lambda f: f.__name__.strip("_"))
+def test_real_and_imaginary_parts_are_views(f):
+    """``z.real``, ``z.imag``, ``np.real(z)``, ``np.imag(z)`` of a complex array are views
+    (writable, and seeing later writes), as in NumPy; they once were copies, and writes
+    through them were silently dropped."""
+    p = np.array([0.7, 1.3])
+    u0 = np.linspace(0.2, 1.1, 4) + 1j * np.linspace(-0.5, 0.5, 4)
+    g = to_jax(f, u0, p)
+    for u in (u0, 2 * u0[::-1]):
+        expected = np.empty(4, complex)
+        f(expected, u.copy(), p, 0.0)
+        np.testing.assert_allclose(g(u, p, 0.0), expected, rtol=1e-14)
+
+
 def test_a_debugging_print_with_a_format_spec_runs_when_f_is_traced(capsys):
     def f(du, u, p, t):
         print(f"t={t:.3f} p={p[0]:.2f} n={u.size:d} scale={3.14159:.2f}")

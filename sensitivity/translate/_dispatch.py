@@ -272,6 +272,13 @@ def _view_function(func, name, args, kwargs):
     return results[0] if len(results) == 1 else tuple(results)
 
 
+def _part(func, name, args, kwargs):
+    """``np.real``/``np.imag``: views of a complex array's parts, as NumPy's."""
+    if isinstance(args[0], _traced.TracedArray) and len(args) + len(kwargs) == 1:
+        return getattr(args[0], name)
+    return _generic(func, name, args, kwargs)
+
+
 def _copyto(func, name, args, kwargs):
     dst, src = args[0], args[1]
     where = kwargs.get("where", args[3] if len(args) > 3 else True)
@@ -365,6 +372,8 @@ _SPECIAL = {
     **dict.fromkeys(_VIEW_FUNCTIONS, _view_function),
     **dict.fromkeys(("shape", "ndim", "size"), _shape_query),
     **dict.fromkeys(("zeros_like", "ones_like", "empty_like", "full_like"), _like),
+    "real": _part,
+    "imag": _part,
     "copyto": _copyto,
     "put": _put,
     "putmask": _putmask,

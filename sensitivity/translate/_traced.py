@@ -19,7 +19,7 @@ from . import _dispatch
 from ._buffer import DU, FROZEN, INPUT, Buffer
 from ._errors import conversion_error, translation_error, user_source_line
 from ._tiling import fit
-from ._views import IndexStep, infer_step, is_concrete, jnp, read_through, write_through
+from ._views import ComponentStep, IndexStep, infer_step, is_concrete, jnp, read_through, write_through
 
 _UNKNOWN = object()  # a view's box, not yet computed
 
@@ -143,7 +143,13 @@ class TracedArray:
 
     @property
     def dtype(self) -> np.dtype:
+        if self._is_component():
+            return np.empty(0, self._buf.dtype).real.dtype
         return self._buf.dtype
+
+    def _is_component(self) -> bool:
+        """Whether this is a view of the real or imaginary part of a complex buffer."""
+        return any(type(step) is ComponentStep for step in self._steps)
 
     @property
     def ndim(self) -> int:
@@ -159,11 +165,26 @@ class TracedArray:
 
     @property
     def real(self) -> TracedArray:
-        return np.real(self) if self.dtype.kind == "c" else self
+        """A view of the real part (as NumPy's, writable); the array itself if it is real."""
+        return self._component("real") if self.dtype.kind == "c" else self
+
+    @real.setter
+    def real(self, value) -> None:
+        self.real[...] = value
 
     @property
     def imag(self) -> TracedArray:
-        return np.imag(self)
+        """A view of the imaginary part; zeros (a copy) if the array is real."""
+        return self._component("imag") if self.dtype.kind == "c" else wrap(jnp.zeros(self.shape, self.dtype))
+
+    @imag.setter
+    def imag(self, value) -> None:
+        if self.dtype.kind != "c":
+            raise TypeError("array does not have imaginary part to set")
+        self.imag[...] = value
+
+    def _component(self, part: str) -> TracedArray:
+        return TracedArray(self._buf, self._steps + (ComponentStep(part),), self._positions())
 
     def __len__(self) -> int:
         if not self.shape:
@@ -186,7 +207,7 @@ class TracedArray:
         """``(lo, hi)`` if this view is the box ``[lo, hi)`` of its buffer, else None."""
         if self._box is _UNKNOWN:
             shape = self._buf.shape
-            self._box = self._buf.box(self._positions()) if self._steps else ((0,) * len(shape), shape)
+            self._box = self._box_of(self._positions()) if self._steps else ((0,) * len(shape), shape)
         return self._box
 
     def _raw(self):
@@ -291,7 +312,12 @@ class TracedArray:
         if not all(is_concrete(part) for part in parts):
             return None, None
         positions = self._positions()[key]
-        return self._buf.box(positions), np.shape(positions)
+        return self._box_of(positions), np.shape(positions)
+
+    def _box_of(self, positions):
+        """The box of the buffer holding ``positions`` (None if they are no box, or if this
+        is a real or imaginary part: its elements are not the buffer's)."""
+        return None if self._is_component() else self._buf.box(positions)
 
     def _assign(self, value, where=True) -> None:
         """``self[...] = value`` where ``where`` holds (the ``out=`` of ufuncs and functions)."""
@@ -320,7 +346,7 @@ class TracedArray:
         if isinstance(pos, np.ndarray) and np.may_share_memory(pos, self._buf.positions):
             return TracedArray(self._buf, self._steps + (IndexStep(key),), pos)
         self._note_read(key)
-        box = None if self._buf.concrete else self._buf.box(pos)
+        box = None if self._buf.concrete else self._box_of(pos)
         if box is None:
             return wrap(self._raw()[key])
         return wrap(self._buf.read_box(*box).reshape(np.shape(pos)))  # e.g. an element

@@ -142,6 +142,23 @@ class GatherStep:
         return set_at(x.reshape(-1), self.local.reshape(-1), sub.reshape(-1)).reshape(x.shape)
 
 
+class ComponentStep:
+    """The real or imaginary part of a complex array (``z.real``, ``np.imag(z)``): a view
+    of another dtype. Writing it replaces that part of the parent and keeps the other."""
+
+    __slots__ = ("part",)
+
+    def __init__(self, part: str):
+        self.part = part
+
+    def get(self, x):
+        return x.real if self.part == "real" else x.imag
+
+    def put(self, x, sub):
+        new = sub + 1j * x.imag if self.part == "real" else x.real + 1j * sub
+        return new.astype(x.dtype)
+
+
 def read_through(value, steps):
     """The value of the view ``steps`` of a base whose value is ``value``."""
     for step in steps:
