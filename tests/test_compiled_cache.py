@@ -541,3 +541,144 @@ def test_the_warm_recheck_follows_callable_objects_methods_and_partials(root):
         model.items[1] = 5.0
     warm = digest()
     assert warm == digest(fresh=True) and warm != before
+
+
+class _Rates:  # a class used as a namespace of constants, named by f
+    fast = 2.0
+
+
+class _Buffers:  # ... and of work buffers, written by f
+    work = np.zeros(1)
+
+
+def _module(name: str, source: str):
+    """A user module ``name`` made from ``source`` (its functions' globals are its dict)."""
+    import sys
+    import types
+
+    module = types.ModuleType(name)
+    exec(source, module.__dict__)
+    sys.modules[name] = module
+    return module
+
+
+def _rate_changes():
+    """``(f, change)`` pairs: ``f`` decays at rate 2 until ``change()``, then at rate 0.5,
+    each through a path the compiled-code cache once missed (a stale program)."""
+    import functools
+    import sys
+    from typing import NamedTuple
+
+    cases = {}
+
+    def class_attribute(du, u, p, t):
+        du[:] = -_Rates.fast * u
+
+    cases["class attribute"] = (class_attribute, lambda: setattr(_Rates, "fast", 0.5))
+
+    class Pair(NamedTuple):
+        rate: np.ndarray
+        label: str
+
+    pair = Pair(np.array([2.0]), "decay")
+
+    def named_tuple(du, u, p, t):
+        du[:] = -pair.rate * u
+
+    cases["array in a NamedTuple, in place"] = (named_tuple, lambda: pair.rate.__setitem__(0, 0.5))
+
+    helpers = _module("_dxdt_test_helpers", "K = 2.0\ndef inner():\n    return K\ndef outer():\n    return inner()\n")
+
+    def module_callee(du, u, p, t):
+        du[:] = -helpers.outer() * u
+
+    cases["constant read by a module function's callee"] = (module_callee, lambda: setattr(helpers, "K", 0.5))
+
+    table = _module("_dxdt_test_table", "RATES = {'decay': 2.0}\n")
+
+    def module_dict(du, u, p, t):
+        du[:] = -table.RATES["decay"] * u
+
+    cases["dict entry of a module"] = (module_dict, lambda: table.RATES.__setitem__("decay", 0.5))
+
+    @functools.lru_cache
+    def cached_rate():
+        return 2.0
+
+    def lru_helper(du, u, p, t):
+        du[:] = -cached_rate() * u
+
+    def redefine():
+        nonlocal cached_rate
+
+        @functools.lru_cache
+        def cached_rate():
+            return 0.5
+
+    cases["lru_cache helper redefined"] = (lru_helper, redefine)
+
+    def function_attribute(du, u, p, t):
+        du[:] = -function_attribute.rate * u
+
+    function_attribute.rate = 2.0
+    cases["function attribute"] = (function_attribute, lambda: setattr(function_attribute, "rate", 0.5))
+
+    class Hidden(float):
+        def __repr__(self):
+            return "rate"
+
+    hidden = [Hidden(2.0)]
+
+    def float_subclass(du, u, p, t):
+        du[:] = -hidden[0] * u
+
+    cases["float subclass with a constant repr"] = (float_subclass, lambda: hidden.__setitem__(0, Hidden(0.5)))
+
+    _module("_dxdt_test_imported", "RATE = 2.0\n")
+
+    def import_inside(du, u, p, t):
+        import _dxdt_test_imported
+
+        du[:] = -_dxdt_test_imported.RATE * u
+
+    cases["module imported inside f"] = (import_inside, lambda: setattr(sys.modules["_dxdt_test_imported"], "RATE", 0.5))
+    return cases
+
+
+_RATE_CHANGES = _rate_changes()
+
+
+@pytest.mark.parametrize("case", sorted(_RATE_CHANGES))
+def test_what_f_reads_through_classes_modules_and_wrappers_is_part_of_the_key(case):
+    f, change = _RATE_CHANGES[case]
+    prob = dxdt.ODEProblem(f, np.ones(1), (0.0, T1))
+    first = dxdt.solve(prob, Tsit5(), saveat=[T1], backend="jax", **TOL).u[0, 0]
+    change()
+    second = dxdt.solve(prob, Tsit5(), saveat=[T1], backend="jax", **TOL).u[0, 0]
+    assert first == pytest.approx(np.exp(-2.0 * T1), rel=1e-8)
+    assert second == pytest.approx(np.exp(-0.5 * T1), rel=1e-8)
+
+
+def test_work_buffers_of_a_class_or_namespace_named_by_f_are_duplicated():
+    """``_Buffers.work`` (a class named by ``f``) and ``ns.work`` (a SimpleNamespace) are
+    work buffers: translated, they are duplicated (the derivative flows through them) and
+    the user's arrays are not written."""
+    import types
+
+    ns = types.SimpleNamespace(work=np.zeros(1))
+
+    def through_class(du, u, p, t):
+        _Buffers.work[:] = p[0] * u
+        du[:] = -_Buffers.work
+
+    def through_namespace(du, u, p, t):
+        ns.work[:] = p[0] * u
+        du[:] = -ns.work
+
+    for f, buffer in ((through_class, _Buffers.work), (through_namespace, ns.work)):
+        prob = dxdt.ODEProblem(f, np.ones(1), (0.0, T1), np.array([2.0]))
+        sol = dxdt.solve(prob, Tsit5(), saveat=[T1], backend="jax", **TOL)
+        assert sol.u[0, 0] == pytest.approx(np.exp(-2.0 * T1), rel=1e-8)
+        grad = dxdt.sensitivity.gradient(lambda u: u[-1, 0], prob, Tsit5(), **TOL)
+        assert grad[0] == pytest.approx(-T1 * np.exp(-2.0 * T1), rel=1e-6)
+        assert buffer[0] == 0.0

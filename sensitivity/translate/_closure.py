@@ -129,6 +129,12 @@ def _user_class(cls) -> bool:
     )
 
 
+def _entered_object(obj) -> bool:
+    """Whether the walk enters ``obj``'s attributes: an instance of a user class, or a
+    ``types.SimpleNamespace`` (a namespace of parameters and buffers)."""
+    return _user_class(type(obj)) or type(obj) is types.SimpleNamespace
+
+
 def _slot_names(cls) -> list[str]:
     names = []
     for klass in cls.__mro__:
@@ -137,14 +143,19 @@ def _slot_names(cls) -> list[str]:
     return names
 
 
+_METHODS = (types.FunctionType, staticmethod, classmethod, property)
+
+
 def _class_attributes(cls):
-    """``(name, value)`` of the attributes a user class resolves from its user bases."""
+    """``(name, value)`` of the attributes a user class resolves from its user bases (its
+    special methods too, ``__getitem__``, ``__getattr__``, ...; not its other dunders)."""
     seen = set()
     for klass in cls.__mro__:
         if not _user_class(klass):
             continue
         for name, value in vars(klass).items():
-            if name not in seen and not (name.startswith("__") and name.endswith("__") and name != "__call__"):
+            dunder = name.startswith("__") and name.endswith("__")
+            if name not in seen and (not dunder or isinstance(value, _METHODS)):
                 seen.add(name)
                 yield name, value
 
@@ -162,9 +173,11 @@ def _children(obj, label: Label):
         code, owner = obj.__code__, _name(obj)
         for name, cell in zip(code.co_freevars, obj.__closure__ or ()):
             yield cell, Label("closure variable", name, owner)
-        for name in _global_names(code):  # classes named by f are used as they are
-            if name in obj.__globals__ and not isinstance(obj.__globals__[name], type):
+        for name in _global_names(code):
+            if name in obj.__globals__:
                 yield obj.__globals__[name], Label("global variable", name, owner)
+        for name, value in vars(obj).items():  # function attributes (f.k = 3.0)
+            yield value, Label("attribute", f"{owner}.{name}", owner)
         defaults = obj.__defaults__ or ()
         names = code.co_varnames[code.co_argcount - len(defaults) : code.co_argcount]
         for name, value in zip(names, defaults):
@@ -194,13 +207,15 @@ def _children(obj, label: Label):
             yield value, label.extend(f"[{key!r}]")
     elif isinstance(obj, (staticmethod, classmethod)):
         yield obj.__func__, label
+    elif isinstance(obj, functools._lru_cache_wrapper):
+        yield obj.__wrapped__, label
     elif isinstance(obj, property):
         yield from ((f, label) for f in (obj.fget, obj.fset, obj.fdel) if f is not None)
     elif isinstance(obj, type):
         if _user_class(obj):
             for name, value in _class_attributes(obj):
                 yield value, Label("class attribute", f"{_name(obj)}.{name}", _name(obj))
-    elif _user_class(type(obj)):
+    elif _entered_object(obj):
         yield type(obj), label
         for name, value in getattr(obj, "__dict__", {}).items():
             yield value, label.extend(f".{name}")
@@ -283,7 +298,9 @@ class _StructuralCopy:
             return new
         if isinstance(obj, type):
             return self._class(obj)
-        if _user_class(type(obj)):
+        if isinstance(obj, tuple):  # a NamedTuple too (rebuilt from its items, not copied)
+            return self._immutable(obj)
+        if _entered_object(obj):
             return self._instance(obj)
         return self._immutable(obj)
 
@@ -300,6 +317,10 @@ class _StructuralCopy:
         elif isinstance(obj, property):
             parts = [None if f is None else self.rebuild(f) for f in (obj.fget, obj.fset, obj.fdel)]
             new = property(*parts, obj.__doc__)
+        elif isinstance(obj, functools._lru_cache_wrapper):
+            parameters = obj.cache_parameters()
+            cached = functools.lru_cache(parameters["maxsize"], parameters["typed"])
+            new = functools.update_wrapper(cached(self.rebuild(obj.__wrapped__)), obj.__wrapped__)
         else:
             items = [self.rebuild(item) for item in obj]
             new = obj._make(items) if hasattr(obj, "_fields") else type(obj)(items)
@@ -325,7 +346,7 @@ class _StructuralCopy:
         new.__defaults__ = tuple(self.rebuild(v) for v in fn.__defaults__) if fn.__defaults__ else None
         new.__kwdefaults__ = {k: self.rebuild(v) for k, v in (fn.__kwdefaults__ or {}).items()} or None
         new.__qualname__, new.__module__, new.__doc__ = fn.__qualname__, fn.__module__, fn.__doc__
-        new.__dict__.update(fn.__dict__)
+        new.__dict__.update({k: self.rebuild(v) for k, v in fn.__dict__.items()})
         return new
 
     def _class(self, cls: type) -> type:

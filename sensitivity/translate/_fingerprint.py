@@ -22,20 +22,21 @@ import functools
 import hashlib
 import itertools
 import pickle
+import sys
 import types
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from ._closure import (_global_names, _is_library, _root_label, _slot_names, _StructuralCopy, _user_class,
-                       _user_function, memoised_by_identity)
+from ._closure import (Label, _entered_object, _global_names, _is_library, _root_label, _slot_names, _StructuralCopy,
+                       _user_class, _user_function, memoised_by_identity)
 from ._replace import AbstractArrayReplacer, is_sparse, owning_array
 
 _PICKLE_LIMIT = 1 << 20  # library objects larger than this are keyed by identity
 _SCALARS = (int, float, complex, bool, str, bytes, type(None))
 _WALKED = (types.CellType, types.MethodType, functools.partial, tuple, list, dict, staticmethod,
-           classmethod, property, type)  # containers the walk enters (see _closure._children)
+           classmethod, property, type, functools._lru_cache_wrapper)  # what _closure._children enters
 
 
 def content_digest(array) -> str:
@@ -75,6 +76,7 @@ class _Recorder(AbstractArrayReplacer):
         self.constant_arrays = constant_arrays
         self.names: set[str] = set()  # every name the user code reached uses
         self.modules: list = []  # user modules reached: their attributes are read as they are
+        self.content_keyed = False  # some item is a content digest (then no snapshot)
 
     def replace_root(self, array, label):
         where = str(label)
@@ -96,11 +98,18 @@ class _Recorder(AbstractArrayReplacer):
         if isinstance(obj, types.FunctionType):
             if _user_function(obj):
                 self.items.append(("function", str(label), _code_digest(obj.__code__)))
-                self.names.update(_global_names(obj.__code__))
+                names = _global_names(obj.__code__)
+                self.names.update(names)
+                for name in names:  # a user module imported inside the function (import config)
+                    module = sys.modules.get(name)
+                    if (module is not None and name not in obj.__globals__ and not _is_library(name)
+                            and all(m is not module for m, _ in self.modules)):
+                        self.modules.append((module, Label("imported module", name, label.owner)))
                 return None
             return self._library(obj, label)
-        if isinstance(obj, _SCALARS):
-            self.items.append(("value", str(label), type(obj).__name__, repr(obj)))
+        if isinstance(obj, _SCALARS):  # a subclass by its built-in value (its repr may hide it)
+            plain = obj if type(obj) in _SCALARS else next(t for t in _SCALARS if isinstance(obj, t))(obj)
+            self.items.append(("value", str(label), type(obj).__name__, repr(plain)))
             return obj
         if is_sparse(obj):
             digests = [content_digest(a) for a in sparse_arrays(obj)]
@@ -110,7 +119,7 @@ class _Recorder(AbstractArrayReplacer):
             self.items.append(("jax", str(label), content_digest(np.asarray(obj))))
             return obj
         if isinstance(obj, np.ndarray) or isinstance(obj, np.generic):
-            self.items.append(("value", str(label), repr(np.asarray(obj).tolist())))
+            self.items.append(("value", str(label), repr(np.asarray(obj).tolist()), _dtype(obj)))
             return obj
         if isinstance(obj, types.ModuleType) and not _is_library(obj.__name__):
             self.modules.append((obj, label))
@@ -119,7 +128,7 @@ class _Recorder(AbstractArrayReplacer):
         module = getattr(type(obj), "__module__", "") or ""
         if _is_library(module) and not isinstance(obj, (tuple, list, dict, type)):
             return self._library(obj, label)
-        if not _user_class(type(obj)):  # an object the walk does not enter (its class has its own
+        if not _entered_object(obj):  # an object the walk does not enter (its class has its own
             return self._library(obj, label)  # metaclass, e.g. an Enum member): keyed by its pickle
         return None
 
@@ -130,17 +139,36 @@ class _Recorder(AbstractArrayReplacer):
         their content is part of what a compiled program depends on: an array changed in
         place or rebound must miss.
         """
-        for module, label in self.modules:
-            for name in sorted(self.names):
-                value = getattr(module, name, None)
-                where = f"{label}.{name}"
-                if isinstance(value, np.ndarray):
-                    self.items.append(("module array", where, content_digest(value)))
-                elif isinstance(value, _SCALARS) or isinstance(value, np.generic):
-                    self.items.append(("module value", where, type(value).__name__, repr(value)))
-                elif isinstance(value, types.FunctionType) and _user_function(value):
-                    self.items.append(("module function", where, _code_digest(value.__code__)))
-                    self.names.update(_global_names(value.__code__))
+        done: set = set()
+        while True:  # what a module's functions name may lead to further attributes, modules
+            pending = [(module, label, name) for module, label in self.modules for name in sorted(self.names)
+                       if (id(module), name) not in done]
+            if not pending:
+                return
+            for module, label, name in pending:
+                done.add((id(module), name))
+                self._module_attribute(getattr(module, name, _MISSING), f"{label}.{name}", label.owner)
+
+    def _module_attribute(self, value, where: str, owner: str) -> None:
+        """One attribute of a user module. Whatever it leads to (a function's globals and
+        callees, a dict's entries, an object's attributes) is walked too, arrays by content:
+        the translation does not enter modules, so the trace reads them as constants."""
+        if value is _MISSING or isinstance(value, (types.BuiltinFunctionType, np.ufunc)):
+            return
+        if isinstance(value, np.ndarray):
+            self.items.append(("module array", where, content_digest(value)))
+        elif isinstance(value, _SCALARS) or isinstance(value, np.generic):
+            self.items.append(("module value", where, type(value).__name__, repr(value), _dtype(value)))
+        elif isinstance(value, types.ModuleType):
+            if not _is_library(value.__name__) and all(m is not value for m, _ in self.modules):
+                self.modules.append((value, Label("module", where, owner)))
+        elif not (isinstance(value, type) and _is_library(value.__module__)):
+            inner = _Recorder(constant_arrays=True)
+            _StructuralCopy(inner).explore(value, Label("module attribute", where, owner))
+            self.items.append(("module object", where, inner.items))
+            self.names.update(inner.names)
+            self.modules += [m for m in inner.modules if all(m[0] is not n for n, _ in self.modules)]
+            self.content_keyed = True
 
     def _library(self, obj, label):
         # a module's name directly: numpy's module __getattr__ makes a failed lookup slow
@@ -157,6 +185,11 @@ class _Recorder(AbstractArrayReplacer):
         self.items.append(("object", str(label), type(obj).__qualname__,
                            summary if summary is not None else f"id:{id(obj)}"))
         return obj
+
+
+def _dtype(value) -> str | None:
+    """The dtype of a NumPy scalar or array (``np.int8(100)`` is not ``np.int64(100)``)."""
+    return value.dtype.str if isinstance(value, (np.ndarray, np.generic)) else None
 
 
 @dataclass
@@ -225,6 +258,8 @@ def _function_state(fn) -> tuple:
     state = (fn.__code__, fn.__defaults__)
     if kw:
         state += (*kw, *kw.values())
+    if fn.__dict__:  # function attributes (f.k = 3.0)
+        state += (*fn.__dict__, *fn.__dict__.values())
     return state + tuple(map(fn.__globals__.get, names, itertools.repeat(_MISSING))) if names else state
 
 
@@ -257,7 +292,7 @@ def _state(obj) -> tuple:
     if isinstance(obj, type):
         return (obj.__mro__, *[x for klass in obj.__mro__ if _user_class(klass)
                                for items in (vars(klass),) for x in (*items, *items.values())])
-    if _user_class(type(obj)):
+    if _entered_object(obj):
         d = getattr(obj, "__dict__", {})
         return (type(obj), *d, *d.values(), *[getattr(obj, name, _MISSING) for name in _slot_names(type(obj))])
     return ()  # nothing the walk enters
@@ -305,6 +340,8 @@ class _Snapshot:
             elif not isinstance(obj, _IMMUTABLE_LEAVES) and not (
                     type(obj).__module__.startswith(("jax", "jaxlib")) and hasattr(obj, "shape")):
                 return None  # keyed by content
+        if recorder.content_keyed:
+            return None
         names = tuple(sorted(recorder.names))
         modules = tuple((module, names) for module, _ in recorder.modules)
         if any(isinstance(getattr(m, n, None), np.ndarray) for m, _ in recorder.modules for n in names):
