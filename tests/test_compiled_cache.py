@@ -682,3 +682,29 @@ def test_work_buffers_of_a_class_or_namespace_named_by_f_are_duplicated():
         grad = dxdt.sensitivity.gradient(lambda u: u[-1, 0], prob, Tsit5(), **TOL)
         assert grad[0] == pytest.approx(-T1 * np.exp(-2.0 * T1), rel=1e-6)
         assert buffer[0] == 0.0
+
+
+def test_a_module_f_imports_on_its_first_call_is_part_of_the_first_key(tmp_path, monkeypatch):
+    """``import`` inside ``f`` of a module not imported yet: the first key already holds
+    what it provides (it once missed it, so a later process loaded the program of another
+    value from the disk cache)."""
+    import sys
+
+    (tmp_path / "_dxdt_lazy_rates.py").write_text("RATE = 2.0\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "_dxdt_lazy_rates", raising=False)
+
+    def f(du, u, p, t):
+        from _dxdt_lazy_rates import RATE
+
+        du[:] = -RATE * u
+
+    from dxdt.sensitivity.translate import _fingerprint
+
+    first = _fingerprint.reach(f).digest
+    assert "_dxdt_lazy_rates" in sys.modules
+    sys.modules["_dxdt_lazy_rates"].RATE = 0.5
+    assert _fingerprint.reach(f).digest != first
+    prob = dxdt.ODEProblem(f, np.ones(1), (0.0, T1))
+    assert dxdt.solve(prob, Tsit5(), saveat=[T1], backend="jax", **TOL).u[0, 0] == pytest.approx(
+        np.exp(-0.5 * T1), rel=1e-8)

@@ -98,12 +98,10 @@ class _Recorder(AbstractArrayReplacer):
         if isinstance(obj, types.FunctionType):
             if _user_function(obj):
                 self.items.append(("function", str(label), _code_digest(obj.__code__)))
-                names = _global_names(obj.__code__)
-                self.names.update(names)
-                for name in names:  # a user module imported inside the function (import config)
-                    module = sys.modules.get(name)
-                    if (module is not None and name not in obj.__globals__ and not _is_library(name)
-                            and all(m is not module for m, _ in self.modules)):
+                self.names.update(_global_names(obj.__code__))
+                for name in _imported_names(obj.__code__):  # import config, inside the function
+                    module = _import(name)
+                    if module is not None and all(m is not module for m, _ in self.modules):
                         self.modules.append((module, Label("imported module", name, label.owner)))
                 return None
             return self._library(obj, label)
@@ -185,6 +183,34 @@ class _Recorder(AbstractArrayReplacer):
         self.items.append(("object", str(label), type(obj).__qualname__,
                            summary if summary is not None else f"id:{id(obj)}"))
         return obj
+
+
+@memoised_by_identity
+def _imported_names(code: types.CodeType) -> tuple[str, ...]:
+    """The modules a code object (and the code nested in it) imports (``import config``,
+    ``from config import K``)."""
+    import dis
+
+    names = {ins.argval for ins in dis.get_instructions(code) if ins.opname == "IMPORT_NAME"}
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType):
+            names.update(_imported_names(const))
+    return tuple(sorted(names))
+
+
+def _import(name: str):
+    """The user module ``name`` (imported now if ``f`` has not run yet: its first call would
+    import it, and what it holds is part of the key), or None for a library module or one
+    that cannot be imported."""
+    module = sys.modules.get(name)
+    if module is None:
+        import importlib
+
+        try:
+            module = importlib.import_module(name)
+        except Exception:
+            return None
+    return None if _is_library(name) else module
 
 
 def _dtype(value) -> str | None:
