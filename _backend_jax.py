@@ -106,7 +106,7 @@ def _build(prob: ODEProblem, method, static: dict, args: dict, check: Callable |
 
 
 def _program(prob: ODEProblem, method, static: dict, args: dict, check: Callable | None = None):
-    key = (structure(prob.u0), structure(args["p"]), repr(method), tuple(static.items()))
+    key = (structure(prob.u0), structure(args["p"]), np.shape(args["atol"]), repr(method), tuple(static.items()))
     return lookup("solve", key, (prob.f,) + estimate_callables(method),
                   lambda: _build(prob, method, static, args, check),
                   disk=not (static["dense"] or static["progress"]))

@@ -253,3 +253,16 @@ def test_parameters_in_a_named_tuple_or_dict():
         np.testing.assert_allclose(jax_sol.u, exact, rtol=1e-8)
         np.testing.assert_allclose(jax_sol.u, numpy_sol.u, rtol=1e-8)
         assert type(prob.p) is type(p)
+
+
+def test_an_atol_array_after_a_scalar_atol_builds_its_own_program():
+    """The program of a scalar ``atol`` was once found again for an array ``atol`` of the
+    same problem (the key missed its shape), which then failed to pack the array."""
+    def decay(du, u, p, t):
+        du[:] = -p * u
+
+    prob = dxdt.ODEProblem(decay, np.array([1.0, 0.5]), (0.0, 1.0), np.array([1.0, 2.0]))
+    exact = prob.u0 * np.exp(-prob.p)
+    for atol in (1e-10, np.array([1e-10, 1e-12])):
+        sol = dxdt.solve(prob, Tsit5(), rtol=1e-10, atol=atol, saveat=[1.0], backend="jax")
+        np.testing.assert_allclose(sol.u[-1], exact, rtol=1e-8)
