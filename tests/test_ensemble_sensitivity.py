@@ -86,3 +86,39 @@ def test_ensembles_that_cannot_be_stacked_are_refused(prob):
         sens.gradient(all_experiments, dxdt.EnsembleProblem(prob, tspan=[[0, 1], [0, 2]]), Tsit5())
     with pytest.raises(ValueError, match="jacobian does not take an EnsembleProblem"):
         sens.jacobian(dxdt.EnsembleProblem(prob, u0=U0), Tsit5())
+
+
+def test_two_models_and_two_losses_of_the_same_shapes_get_their_own_programs():
+    """The stacked ensemble wraps the user's ``f`` and loss: the compiled-code cache key
+    once stopped at the wrappers, so a second model (or loss) of the same shapes reused the
+    first one's program, silently. ``u' = -k q u``: ``d u(1)/dq = -k exp(-k q)``."""
+    P2 = np.array([[1.0], [2.0]])
+
+    def slow(du, u, p, t):
+        du[:] = -p[0] * u
+
+    def fast(du, u, p, t):
+        du[:] = -3.0 * p[0] * u
+
+    for f, k in ((slow, 1.0), (fast, 3.0)):
+        ens = dxdt.EnsembleProblem(dxdt.ODEProblem(f, np.ones(1), (0.0, 1.0), np.array([1.0])), p=P2)
+        grad = sens.gradient(lambda U: np.sum(U[:, -1, 0]), ens, Tsit5(), **TOL)
+        np.testing.assert_allclose(grad.ravel(), -k * np.exp(-k * P2.ravel()), rtol=1e-7)
+        weights = np.array([1.0, 1.0])
+        grad = sens.gradient(lambda U: np.sum(weights * U[:, -1, 0]), ens, Tsit5(), **TOL)
+        weights[:] = [2.0, 0.0]  # a closure array of the loss, changed in place
+        again = sens.gradient(lambda U: np.sum(weights * U[:, -1, 0]), ens, Tsit5(), **TOL)
+        np.testing.assert_allclose(again.ravel(), [2 * grad[0, 0], 0.0], rtol=1e-7, atol=1e-14)
+
+
+def test_members_with_work_buffers_written_by_out_are_translated():
+    """``heat_1d`` writes its flux buffer with ``np.add(..., out=...)``: stacked into an
+    ensemble, the buffer must still be reached (and duplicated); each member's gradient
+    equals its solo gradient."""
+    heat = dxdt.problems.heat_1d(n=8, tspan=(0.0, 0.01))
+    P = np.stack([heat.p, 1.5 * heat.p])
+    ens = dxdt.EnsembleProblem(heat, p=P)
+    grad = sens.gradient(lambda U: np.sum(U[:, -1] ** 2), ens, Tsit5(), saveat=[0.01], **TOL)
+    for i in range(2):
+        solo = sens.gradient(lambda u: np.sum(u[-1] ** 2), heat.remake(p=P[i]), Tsit5(), saveat=[0.01], **TOL)
+        np.testing.assert_allclose(grad[i], solo, rtol=1e-7)

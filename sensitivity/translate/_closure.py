@@ -42,12 +42,14 @@ def _is_library(module: str | None) -> bool:
 
     Libraries are the array/AD packages above, the standard library (by location, so a
     user module named like a standard one is still user code), and dxdt itself except
-    ``dxdt.problems``, whose right-hand sides are written like user code.
+    ``dxdt.problems``, whose right-hand sides are written like user code, and
+    ``dxdt._ensemble_sensitivity``, whose wrappers of the user's ``f`` and loss must be
+    walked through (else the translation and the cache key would not reach them).
     """
     if not module:
         return False
     if module == "dxdt" or module.startswith("dxdt."):
-        return not module.startswith("dxdt.problems")
+        return not module.startswith(("dxdt.problems", "dxdt._ensemble_sensitivity"))
     top = module.partition(".")[0]
     if top in _LIBRARIES or top in sys.builtin_module_names:
         return True
