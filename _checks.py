@@ -157,7 +157,13 @@ def first_derivative(f: Callable, prob: ODEProblem) -> np.ndarray:
     """
     u0, t0 = prob.u0, prob.tspan[0]
     du = np.full(u0.shape, np.nan, dtype=u0.dtype)
-    result = f(du, u0.copy(), prob.p, t0)
+    u = u0.copy()
+    result = f(du, u, prob.p, t0)
+    if not np.array_equal(u, u0, equal_nan=True):
+        raise ValueError(
+            "f changed its argument u (the solver's state) at t0: an in-place f(du, u, p, t) "
+            "must only write du (and its own work buffers); copy u first (v = u.copy()) to "
+            "modify it")
     missing = np.isnan(du)
     if np.any(missing):
         sentinel = np.asarray(1.2345e30, dtype=u0.dtype)

@@ -375,3 +375,16 @@ def test_work_buffer_as_default_argument():
     assert prob.inplace
     sol = dxdt.solve(prob, rtol=1e-10, atol=1e-12, saveat=[1.0])
     np.testing.assert_allclose(sol.u[0], np.exp(-0.5) * np.array([1.0, 2.0]), rtol=1e-8)
+
+
+@pytest.mark.parametrize("backend", ["numpy", "jax"])
+def test_an_f_that_changes_its_argument_u_is_refused_on_both_backends(backend):
+    """Writing into ``u`` changed the NumPy solver's own state but only a copy on the JAX
+    backend: two different answers, both "success". Both backends refuse it now."""
+    def f(du, u, p, t):
+        u[0] = 0.5 * u[0]
+        du[:] = -u
+
+    prob = dxdt.ODEProblem(f, np.array([1.0, 0.5]), (0.0, 1.0))
+    with pytest.raises(ValueError, match="f changed its argument u"):
+        dxdt.solve(prob, Tsit5(), backend=backend)

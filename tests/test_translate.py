@@ -542,6 +542,14 @@ def test_unsupported_numpy_functions():
     _raises(one_argument_where, match=r"np.where\(condition\) with one argument")
 
 
+def test_writing_into_u_is_refused():
+    def clip_in_place(du, u, p, t):  # a user's "keep it positive", which changes the solver's state
+        np.maximum(u, 0.0, out=u)
+        du[:] = -u
+
+    _raises(clip_in_place, match="writing into u, the state f is given")
+
+
 def test_traced_boolean_mask_indexing():
     def f(du, u, p, t):
         du[:] = 0.0

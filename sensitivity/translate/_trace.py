@@ -57,8 +57,8 @@ def _fortran(array: np.ndarray) -> bool:
     return array.flags.f_contiguous and not array.flags.c_contiguous
 
 
-def _input(value) -> TracedArray:
-    return TracedArray(Buffer(jnp.asarray(value), INPUT))
+def _input(value, label: str | None = None) -> TracedArray:
+    return TracedArray(Buffer(jnp.asarray(value), INPUT, label))
 
 
 def _unwritten(buffer: Buffer) -> str:
@@ -128,7 +128,7 @@ def run(f, u, p, t, *, inplace: bool, duplicate_closure: bool, reads: list | Non
 def _run(f, u, p, t, inplace, duplicate_closure, reads):
     shadows = _Shadows(SHADOW if duplicate_closure else FROZEN)
     g = copy_structure(f, shadows)
-    u_traced = _input(u)
+    u_traced = _input(u, "u")
     p_traced = jax.tree_util.tree_map(_input, p)
     t_traced = _input(t)
     name = getattr(f, "__qualname__", type(f).__qualname__).replace("<locals>.", "")

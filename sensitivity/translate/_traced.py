@@ -246,6 +246,12 @@ class TracedArray:
     def _mark_written(self, value, marked) -> None:
         """Check that ``value`` may be written here; record the positions ``marked``."""
         buf = self._buf
+        if buf.role == INPUT and buf.label == "u":
+            raise translation_error(
+                "writing into u, the state f is given",
+                "f must not change u (the solver's state; on the NumPy backend the write would "
+                "change the solution): copy it first (v = u.copy()) and change the copy.",
+            )
         if buf.role == FROZEN and not is_concrete(value):
             raise translation_error(
                 f"writing a value that depends on u, p or t into {buf.label}",
