@@ -33,7 +33,7 @@ import numpy as np
 
 from ._backend_numpy import RawSolution, progress_bar
 from ._events import inplace_condition
-from ._events_numpy import ZENO_COUNT, is_zeno, next_clip, schedule
+from ._events_numpy import ZENO_COUNT, is_zeno, next_clip, schedule, zeno_message
 from .sensitivity._options import STATUS_CODES
 from .solvers._numpy_executor import failure_message
 
@@ -270,9 +270,7 @@ class _Solve:
             self.message = f"terminal {stop._label()} fired at t={t:.10g} (occurrence {self.counts[self.events.index(stop)]})"
         elif is_zeno(self.recent, abs(self.t1 - self.t0)):
             self.status = "dt_min"
-            self.message = (f"Zeno behaviour: the time between events shrank {ZENO_COUNT} times in a row, to "
-                            f"{abs(self.recent[-1] - self.recent[-2]):.3g} at t={t:.10g}: events accumulate there. "
-                            "The solution holds everything up to that point.")
+            self.message = zeno_message(self.recent, t)
 
     def run(self) -> RawSolution:
         t, steps, naccept, nreject = self.t0, 0, 0, 0

@@ -298,13 +298,7 @@ class Locator:
             self.message = f"terminal {stop._label()} fired at t={t_event:.10g} (occurrence {self.counts[self.events.index(stop)]})"
         elif self._zeno():
             self.status = "dt_min"
-            self.message = (
-                f"Zeno behaviour: the time between events shrank {ZENO_COUNT} times in a row, to "
-                f"{abs(self.recent[-1] - self.recent[-2]):.3g} at t={t_event:.10g}: events accumulate "
-                "there (e.g. a ball coming to rest). "
-                "The solution holds everything up to that point; stop the solve at the accumulation "
-                "time with a terminal event, or change the model there."
-            )
+            self.message = zeno_message(self.recent, t_event)
         return self.status, self.t_clip
 
     def _zeno(self) -> bool:
@@ -345,9 +339,23 @@ def first_crossing(values: np.ndarray, nodes: np.ndarray, direction: int, h, tol
 
 
 def is_zeno(recent, span: float) -> bool:
-    """Whether the last event times shrank ``ZENO_COUNT`` times in a row to a tiny gap."""
+    """Whether events accumulate: the gaps between the last event times shrank
+    ``ZENO_COUNT`` times in a row to a tiny gap (a ball coming to rest), or were all tiny
+    (an affect that leaves the state just short of the threshold: chattering)."""
     gaps = np.abs(np.diff(np.array(recent)))
-    return len(gaps) == ZENO_COUNT and bool(np.all(gaps[1:] < gaps[:-1])) and gaps[-1] <= ZENO_GAP * span
+    tiny = gaps <= ZENO_GAP * span
+    return len(gaps) == ZENO_COUNT and bool(tiny[-1]) and (bool(np.all(gaps[1:] < gaps[:-1])) or bool(tiny.all()))
+
+
+def zeno_message(recent, t_event: float) -> str:
+    """The message of a solve stopped by :func:`is_zeno` at ``t_event``."""
+    return (
+        f"Zeno behaviour: events accumulate at t={t_event:.10g} (the last {ZENO_COUNT} gaps between events "
+        f"shrank steadily or stayed tiny, down to {abs(recent[-1] - recent[-2]):.3g}; e.g. a ball coming to "
+        "rest, or an affect that leaves the state just short of the threshold). The solution holds "
+        "everything up to that point; stop the solve at the accumulation time with a terminal event, or "
+        "change the model (or the affect) there."
+    )
 
 
 def _illinois(h, a: float, b: float, ha: float, hb: float, tol: float) -> float:

@@ -421,3 +421,25 @@ def test_stabilized_fixed_steps_resume_their_grid_after_an_event():
     np.testing.assert_allclose(sol.t, [0.0, 0.25, 0.5, 0.6, 0.6, 0.75, 1.0])
     exact = (math.exp(-0.3) + 1) * math.exp(-0.2)
     assert sol.u[-1, 0] == pytest.approx(exact, rel=1e-6)
+
+
+@pytest.mark.parametrize("backend", ["numpy", "jax"])
+def test_chattering_events_stop_as_zeno(backend):
+    """An affect that leaves the state 1e-13 short of the threshold fires again 1e-13
+    later, forever: the gaps do not shrink, they stay tiny. It stops as Zeno behaviour
+    after 17 events, with the data up to t = 0.5 (it once ran to max_steps)."""
+    def ramp(du, u, p, t):
+        du[0] = 1.0
+        du[1] = 0.0
+
+    def push_back(u, p, t):
+        u[0] = 0.5 - 1e-13
+        u[1] += 1.0
+
+    prob = dxdt.ODEProblem(ramp, np.array([0.0, 0.0]), (0.0, 1.0))
+    ev = dxdt.Event(lambda u, p, t: u[0] - 0.5, push_back, direction=1)
+    sol = dxdt.solve(prob, Tsit5(), events=[ev], backend=backend, max_steps=3000)
+    assert sol.status == "dt_min" and "Zeno" in sol.message and "stayed tiny" in sol.message
+    assert len(sol.t_events[0]) == 17
+    assert sol.t[-1] == pytest.approx(0.5, abs=1e-11)
+    assert sol.u[-1, 1] == 17.0
