@@ -33,6 +33,8 @@ def check_method(method: Any) -> AbstractRungeKutta | AbstractStabilized:
 
 
 def check_positive(name: str, value: Any, *, allow_zero: bool = False) -> float:
+    if isinstance(value, np.ndarray) and value.ndim == 0 and value.dtype.kind in "iuf":
+        value = value[()]  # a 0-d array (np.asarray(1e-8)) is a number
     if type(value) is not float and (isinstance(value, bool) or not isinstance(value, numbers.Real)):
         raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
     value = float(value)

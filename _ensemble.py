@@ -94,6 +94,9 @@ class EnsembleProblem:
         if len(set(counts.values())) > 1:
             listing = ", ".join(f"{name} has {count}" for name, count in counts.items())
             raise ValueError(f"batches must share their leading (member) axis: {listing}")
+        empty = [name for name, count in counts.items() if count == 0]
+        if empty:
+            raise ValueError(f"an ensemble needs at least one member: the batch {empty[0]} has none")
         self.prob, self.prob_func = prob, prob_func
         self._u0, self._p, self._tspan = u0, p, tspan
         self._n = next(iter(counts.values()))
@@ -303,7 +306,7 @@ def solve_ensemble(ens: EnsembleProblem, method: Any = None, *, backend: str = "
         failed = np.flatnonzero(~result.success)
         raise SolverError(
             f"{failed.size} of {len(ens)} ensemble members failed (members {failed[:10].tolist()}"
-            f"{' ...' if failed.size > 10 else ''}, first status {result.status[failed[0]]!r})", result)
+            f"{' ...' if failed.size > 10 else ''}, first status {str(result.status[failed[0]])!r})", result)
     return result
 
 

@@ -239,6 +239,8 @@ def test_bad_input_names_the_argument():
         dxdt.EnsembleProblem(prob, p=np.ones(3), n=4)
     with pytest.raises(ValueError, match="batches .* or a member count n"):
         dxdt.EnsembleProblem(prob)
+    with pytest.raises(ValueError, match="at least one member: the batch p has none"):
+        dxdt.EnsembleProblem(prob, p=np.ones((0, 2)))
     with pytest.raises(ValueError, match=r"tspan batch must have shape \(members, 2\)"):
         dxdt.EnsembleProblem(prob, tspan=np.ones((3, 3)))
     with pytest.raises(ValueError, match=r"p\['k'\] batch is a scalar"):

@@ -388,3 +388,9 @@ def test_an_f_that_changes_its_argument_u_is_refused_on_both_backends(backend):
     prob = dxdt.ODEProblem(f, np.array([1.0, 0.5]), (0.0, 1.0))
     with pytest.raises(ValueError, match="f changed its argument u"):
         dxdt.solve(prob, Tsit5(), backend=backend)
+
+
+def test_zero_dimensional_arrays_are_numbers_for_the_tolerances():
+    prob = dxdt.ODEProblem(lambda du, u, p, t: np.negative(u, out=du), np.ones(2), (0.0, 1.0))
+    sol = dxdt.solve(prob, Tsit5(), rtol=np.asarray(1e-10), atol=np.asarray(1e-12), saveat=[1.0])
+    np.testing.assert_allclose(sol.u[-1], np.exp(-1.0), rtol=1e-8)
