@@ -389,7 +389,8 @@ def test_scipy_special_functions_are_translated_by_jax_scipy_special():
     import scipy.special as special
 
     def f(du, u, p, t):
-        du[:] = special.expit(u) * p + special.erf(u) - special.xlogy(u, u + 2.0) + special.gammaln(u + 1.0)
+        du[:] = (special.expit(u) * p + special.erf(u) - special.xlogy(u, u + 2.0) + special.gammaln(u + 1.0)
+                 + special.digamma(u + 1.0))  # digamma is the ufunc "psi"
 
     u = np.array([0.1, 0.7])
     du = np.zeros(2)

@@ -195,7 +195,7 @@ def apply_ufunc(ufunc, method: str, inputs, kwargs):
         if special and method == "__call__":
             import jax.scipy.special
 
-            function = getattr(jax.scipy.special, name, None)
+            function = getattr(jax.scipy.special, _SPECIAL_ALIASES.get(name, name), None)
         elif function is not None and method != "__call__":
             function = getattr(function, method, None)
         if function is None:
@@ -212,6 +212,9 @@ def apply_ufunc(ufunc, method: str, inputs, kwargs):
         xp = np if _traced.all_concrete((result, mask)) else jnp
         result = xp.where(mask, result, 0)
     return finish(result, out[0] if out is not None and len(out) == 1 else out, where)
+
+
+_SPECIAL_ALIASES = {"psi": "digamma"}  # scipy.special ufuncs named otherwise in jax.scipy.special
 
 
 def _scipy_special(ufunc) -> bool:
