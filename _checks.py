@@ -66,6 +66,13 @@ def check_tolerances(rtol: Any, atol: Any, shape: tuple[int, ...]):
     return rtol, np.maximum(atol, _TINY)
 
 
+def check_jax_dtype(u0: np.ndarray, what: str) -> None:
+    """JAX computes in at most float64 / complex128: a longer ``u0`` is refused by name."""
+    if u0.dtype.kind in "fc" and u0.dtype.itemsize > (8 if u0.dtype.kind == "f" else 16):
+        raise TypeError(f"{what} computes in at most float64 (complex128); u0 has dtype {u0.dtype}: "
+                        "convert it (u0.astype(np.float64)) or solve with backend='numpy'")
+
+
 def check_max_steps(max_steps: Any) -> int:
     if type(max_steps) is not int and (isinstance(max_steps, bool) or not isinstance(max_steps, numbers.Integral)) \
             or max_steps < 1:

@@ -95,6 +95,8 @@ def solve(
     events = check_events(events)
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    if backend == "jax":
+        _checks.check_jax_dtype(prob.u0, "backend='jax'")
     if not method.adaptive:
         if dt is None:
             raise ValueError(

@@ -269,6 +269,7 @@ def prepare(op: str, *args, method=None, saveat=None, rtol=1e-6, atol=1e-8,
     if not rest:
         raise TypeError(f"{op} needs the problem: {op}({'' if op == 'jacobian' else 'loss, '}prob, method, ...)")
     prob = _checks.check_problem(rest[0])
+    _checks.check_jax_dtype(prob.u0, "dxdt.sensitivity")
     if len(rest) > 2:
         raise TypeError(f"{op} takes at most (loss, prob, method) positionally")
     if len(rest) == 2:

@@ -394,3 +394,14 @@ def test_zero_dimensional_arrays_are_numbers_for_the_tolerances():
     prob = dxdt.ODEProblem(lambda du, u, p, t: np.negative(u, out=du), np.ones(2), (0.0, 1.0))
     sol = dxdt.solve(prob, Tsit5(), rtol=np.asarray(1e-10), atol=np.asarray(1e-12), saveat=[1.0])
     np.testing.assert_allclose(sol.u[-1], np.exp(-1.0), rtol=1e-8)
+
+
+def test_a_longdouble_state_is_refused_by_name_on_the_jax_paths():
+    if np.dtype(np.longdouble).itemsize <= 8:
+        pytest.skip("long double is float64 on this platform")
+    prob = dxdt.ODEProblem(lambda du, u, p, t: np.negative(u, out=du), np.ones(2, np.longdouble), (0.0, 1.0))
+    assert dxdt.solve(prob, Tsit5()).success  # NumPy computes in it
+    with pytest.raises(TypeError, match="backend='jax' computes in at most float64.*u0 has dtype"):
+        dxdt.solve(prob, Tsit5(), backend="jax")
+    with pytest.raises(TypeError, match="dxdt.sensitivity computes in at most float64"):
+        dxdt.sensitivity.gradient(lambda u: u[-1, 0], prob, Tsit5(), wrt="u0")
