@@ -103,3 +103,31 @@ def test_every_operator_and_strategy_leaves_closure_buffers_unchanged(op, mode, 
     else:
         getattr(sens, op)(quadratic, prob, Tsit5(), **kwargs)
     assert_unchanged(prob, before)
+
+
+_LAZY: dict = {}  # work buffers allocated on the first call of f
+_LAST = None  # f keeps its last state here (a debugging habit)
+
+
+def _lazy_and_global(du, u, p, t):
+    global _LAST
+    work = _LAZY.get("work")
+    if work is None:
+        work = _LAZY["work"] = np.empty(u.shape)
+    np.multiply(u, u, out=work)
+    _LAST = u.copy()
+    du[:] = -p[0] * work
+
+
+def test_translation_leaves_module_state_alone():
+    """A trace of ``f`` runs on copies of the dicts and lists ``f`` reaches and with its own
+    globals: a buffer allocated lazily into a module-level dict, or a global assigned by
+    ``f``, no longer ends up holding a traced array in the user's module."""
+    prob = dxdt.ODEProblem(_lazy_and_global, np.array([1.0, 0.5]), (0.0, 1.0), np.array([0.7]))
+    grad = sens.gradient(lambda u: np.sum(u[-1]), prob, Tsit5(), rtol=1e-10, atol=1e-12)
+    assert _LAZY == {} and _LAST is None
+    y = dxdt.solve(prob, Tsit5(), backend="jax", saveat=[1.0], rtol=1e-10, atol=1e-12).u[-1]
+    assert _LAZY == {} and _LAST is None
+    exact = prob.u0 / (1 + 0.7 * prob.u0)  # u' = -k u^2
+    np.testing.assert_allclose(y, exact, rtol=1e-8)
+    np.testing.assert_allclose(grad, [-np.sum(prob.u0**2 / (1 + 0.7 * prob.u0) ** 2)], rtol=1e-6)

@@ -389,7 +389,8 @@ def _root_label(root) -> Label:
     return Label("attribute", "self", owner)
 
 
-def copy_structure(root, replace: Callable[[Any, Label], Any], *, copy_root: bool = False):
+def copy_structure(root, replace: Callable[[Any, Label], Any], *, copy_root: bool = False,
+                   copy_containers: bool = False):
     """A structural copy of ``root`` in which ``replace`` decides the leaves.
 
     Parameters
@@ -402,6 +403,9 @@ def copy_structure(root, replace: Callable[[Any, Label], Any], *, copy_root: boo
         ``obj`` was first reached, e.g. ``closure variable 'cache' of f``.
     copy_root : bool
         Copy ``root`` even if nothing it reaches is replaced.
+    copy_containers : bool
+        Copy every dict and list ``root`` reaches (and what leads to them), so that what
+        ``root`` stores in them (a lazily allocated buffer) stays in the copies.
 
     Returns
     -------
@@ -413,5 +417,8 @@ def copy_structure(root, replace: Callable[[Any, Label], Any], *, copy_root: boo
     copyable = _user_function(root) or _user_class(type(root)) or isinstance(
         root, (types.MethodType, functools.partial)
     )
-    walk.mark([root] if copy_root and copyable else [])
+    forced = [root] if copy_root and copyable else []
+    if copy_containers:
+        forced += [obj for obj in walk._objects.values() if type(obj) in (dict, list)]
+    walk.mark(forced)
     return walk.rebuild(root)

@@ -158,7 +158,8 @@ def duplicate(f: Callable) -> Callable:
     Arrays reachable through closure cells, referenced module globals, ``self`` of a
     bound method or callable object, ``functools.partial`` arguments, default
     arguments, containers and helper functions are copied (SciPy sparse matrices too);
-    functions, cells, containers and objects on the way are copied structurally. Calls
+    functions, cells, containers and objects on the way are copied structurally, and so
+    is every dict and list it reaches (what ``f`` stores in them stays in the copy). Calls
     of different copies never interfere, so copies can run concurrently in threads.
 
     Parameters
@@ -171,4 +172,4 @@ def duplicate(f: Callable) -> Callable:
     callable
         The copy (``f`` itself only if it cannot be copied, e.g. a builtin).
     """
-    return copy_structure(f, _PrivateCopies(), copy_root=True)
+    return copy_structure(f, _PrivateCopies(), copy_root=True, copy_containers=True)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import warnings
 
+import types
+
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
@@ -127,7 +129,10 @@ def run(f, u, p, t, *, inplace: bool, duplicate_closure: bool, reads: list | Non
 
 def _run(f, u, p, t, inplace, duplicate_closure, reads):
     shadows = _Shadows(SHADOW if duplicate_closure else FROZEN)
-    g = copy_structure(f, shadows)
+    # a function is always copied (its globals become an overlay, so that `global x; x = ...`
+    # in f stores the traced value there, not in the user's module), and so are the dicts
+    # and lists it reaches (a buffer allocated lazily into one stays in the copy)
+    g = copy_structure(f, shadows, copy_root=isinstance(f, types.FunctionType), copy_containers=True)
     u_traced = _input(u, "u")
     p_traced = jax.tree_util.tree_map(_input, p)
     t_traced = _input(t)
