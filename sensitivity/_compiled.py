@@ -524,11 +524,14 @@ def _store(directory: Path, program: Program) -> None:
         payload = pickle.dumps(serialize_executable.serialize(program.executable), protocol=5)
     except Exception:  # e.g. host callbacks (a progress bar): memory cache only
         return
-    header = pickle.dumps({
-        "format": FORMAT, "key": program.key, "reads": [r.for_disk() for r in program.reads],
-        "meta": program.meta, "traces": program.traces,
-        "payload_digest": hashlib.blake2b(payload, digest_size=16).hexdigest(),
-    }, protocol=5)
+    try:
+        header = pickle.dumps({
+            "format": FORMAT, "key": program.key, "reads": [r.for_disk() for r in program.reads],
+            "meta": program.meta, "traces": program.traces,
+            "payload_digest": hashlib.blake2b(payload, digest_size=16).hexdigest(),
+        }, protocol=5)
+    except Exception:  # e.g. p's layout holds a class defined in a function: memory cache only
+        return
     final = directory / f"{program.key}-{_variant(program.reads)}.dxdt"
     try:
         with tempfile.NamedTemporaryFile(dir=directory, prefix=".tmp-", delete=False) as tmp:
