@@ -291,6 +291,7 @@ def solve_ensemble(ens: EnsembleProblem, method: Any = None, *, backend: str = "
     if backend == "jax":
         from ._ensemble_jax import run_jax_batches
 
+        _checks.check_jax_dtype(ens.prob.u0, "backend='jax'")
         if executor is not None:
             raise ValueError("backend='jax' runs members as vectorised batches on the local devices; "
                              f"use executor=None (got executor={executor!r})")

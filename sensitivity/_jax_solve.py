@@ -275,6 +275,7 @@ def jax_solve(prob: ODEProblem, method=None, *, saveat=None, rtol: float = 1e-6,
     >>> jax.jit(jax.grad(loss))(p), jax.hessian(loss)(p)        # doctest: +SKIP
     """
     prob = _checks.check_problem(prob)
+    _checks.check_jax_dtype(prob.u0, "sens.jax_solve")
     if adjoint not in ADJOINTS:
         raise ValueError(f"adjoint must be one of {ADJOINTS}, got {adjoint!r}")
     options = _options(method, rtol, atol, max_steps, prob.u0.shape)

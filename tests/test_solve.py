@@ -405,3 +405,7 @@ def test_a_longdouble_state_is_refused_by_name_on_the_jax_paths():
         dxdt.solve(prob, Tsit5(), backend="jax")
     with pytest.raises(TypeError, match="dxdt.sensitivity computes in at most float64"):
         dxdt.sensitivity.gradient(lambda u: u[-1, 0], prob, Tsit5(), wrt="u0")
+    with pytest.raises(TypeError, match="sens.jax_solve computes in at most float64"):
+        dxdt.sensitivity.jax_solve(prob, Tsit5())
+    with pytest.raises(TypeError, match="backend='jax' computes in at most float64"):
+        dxdt.solve(dxdt.EnsembleProblem(prob, p=np.ones((2, 1))), Tsit5(), backend="jax", saveat=[1.0])
