@@ -27,6 +27,7 @@ from .sensitivity._compiled import lookup
 from .sensitivity._estimate import estimate_callables
 from .sensitivity._jax import load_jax
 from .sensitivity._options import STATUS_CODES
+from .sensitivity.translate._closure import same_sequence
 from .solvers import AbstractRungeKutta, AbstractStabilized
 from .solvers._numpy_executor import failure_message
 from .solvers._stabilized_executor import recorded_warnings
@@ -53,8 +54,7 @@ def as_numpy(p: Any):
     if isinstance(p, dict):
         return {k: as_numpy(v) for k, v in p.items()}
     if isinstance(p, (tuple, list)):
-        leaves = [as_numpy(v) for v in p]
-        return type(p)(*leaves) if hasattr(p, "_fields") else type(p)(leaves)  # a NamedTuple too
+        return same_sequence(p, [as_numpy(v) for v in p])
     return None if p is None else np.asarray(p)
 
 

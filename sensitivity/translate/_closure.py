@@ -162,6 +162,11 @@ def _class_attributes(cls):
                 yield name, value
 
 
+def same_sequence(seq, items):
+    """A sequence of ``seq``'s type holding ``items`` (a NamedTuple is built from fields)."""
+    return seq._make(items) if hasattr(seq, "_fields") else type(seq)(items)
+
+
 def _name(obj) -> str:
     """A readable qualified name: ``make_model.rhs`` rather than ``make_model.<locals>.rhs``."""
     return getattr(obj, "__qualname__", repr(obj)).replace("<locals>.", "")
@@ -324,8 +329,7 @@ class _StructuralCopy:
             cached = functools.lru_cache(parameters["maxsize"], parameters["typed"])
             new = functools.update_wrapper(cached(self.rebuild(obj.__wrapped__)), obj.__wrapped__)
         else:
-            items = [self.rebuild(item) for item in obj]
-            new = obj._make(items) if hasattr(obj, "_fields") else type(obj)(items)
+            new = same_sequence(obj, [self.rebuild(item) for item in obj])
         return self._memo.setdefault(id(obj), new)
 
     def _globals(self, module: dict) -> _OverlayGlobals:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import _traced
+from ._closure import same_sequence
 from ._errors import translation_error
 from ._views import jax, jnp
 
@@ -94,8 +95,7 @@ def _jax_call(name: str, function, args, kwargs):
 
 def _wrap_result(result):
     if isinstance(result, (list, tuple)):
-        items = [_wrap_result(item) for item in result]
-        return type(result)(*items) if hasattr(result, "_fields") else type(result)(items)
+        return same_sequence(result, [_wrap_result(item) for item in result])
     if isinstance(result, jax.Array):
         return _traced.wrap(result)
     if isinstance(result, (np.ndarray, np.generic)) and result.dtype.kind in "biufc":

@@ -100,9 +100,7 @@ class _Recorder(AbstractArrayReplacer):
                 self.items.append(("function", str(label), _code_digest(obj.__code__)))
                 self.names.update(_global_names(obj.__code__))
                 for name in _imported_names(obj.__code__):  # import config, inside the function
-                    module = _import(name)
-                    if module is not None and all(m is not module for m, _ in self.modules):
-                        self.modules.append((module, Label("imported module", name, label.owner)))
+                    self._add_module(_import(name), Label("imported module", name, label.owner))
                 return None
             return self._library(obj, label)
         if isinstance(obj, _SCALARS):  # a subclass by its built-in value (its repr may hide it)
@@ -120,7 +118,7 @@ class _Recorder(AbstractArrayReplacer):
             self.items.append(("value", str(label), repr(np.asarray(obj).tolist()), _dtype(obj)))
             return obj
         if isinstance(obj, types.ModuleType) and not _is_library(obj.__name__):
-            self.modules.append((obj, label))
+            self._add_module(obj, label)
         if isinstance(obj, (types.ModuleType, types.BuiltinFunctionType, np.ufunc)):
             return self._library(obj, label)
         module = getattr(type(obj), "__module__", "") or ""
@@ -158,15 +156,21 @@ class _Recorder(AbstractArrayReplacer):
         elif isinstance(value, _SCALARS) or isinstance(value, np.generic):
             self.items.append(("module value", where, type(value).__name__, repr(value), _dtype(value)))
         elif isinstance(value, types.ModuleType):
-            if not _is_library(value.__name__) and all(m is not value for m, _ in self.modules):
-                self.modules.append((value, Label("module", where, owner)))
+            if not _is_library(value.__name__):
+                self._add_module(value, Label("module", where, owner))
         elif not (isinstance(value, type) and _is_library(value.__module__)):
             inner = _Recorder(constant_arrays=True)
             _StructuralCopy(inner).explore(value, Label("module attribute", where, owner))
             self.items.append(("module object", where, inner.items))
             self.names.update(inner.names)
-            self.modules += [m for m in inner.modules if all(m[0] is not n for n, _ in self.modules)]
+            for module, label in inner.modules:
+                self._add_module(module, label)
             self.content_keyed = True
+
+    def _add_module(self, module, label) -> None:
+        """Note a user module whose named attributes are read (once; None: nothing)."""
+        if module is not None and all(m is not module for m, _ in self.modules):
+            self.modules.append((module, label))
 
     def _library(self, obj, label):
         # a module's name directly: numpy's module __getattr__ makes a failed lookup slow

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import warnings
-
 import types
+import warnings
 
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
