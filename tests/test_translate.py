@@ -322,6 +322,17 @@ def test_real_and_imaginary_parts_are_views(f):
         np.testing.assert_allclose(g(u, p, 0.0), expected, rtol=1e-14)
 
 
+def test_setting_the_imaginary_part_of_a_real_array_raises_as_in_numpy():
+    def f(du, u, p, t):
+        du[:] = u
+        du.imag = u
+
+    with pytest.raises(TypeError, match="array does not have imaginary part to set"):
+        f(np.zeros(2), np.ones(2), 1.0, 0.0)
+    with pytest.raises(TypeError, match="array does not have imaginary part to set"):
+        to_jax(f, np.ones(2), 1.0)(np.ones(2), 1.0, 0.0)
+
+
 def test_a_debugging_print_with_a_format_spec_runs_when_f_is_traced(capsys):
     def f(du, u, p, t):
         print(f"t={t:.3f} p={p[0]:.2f} n={u.size:d} scale={3.14159:.2f}")
