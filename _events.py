@@ -186,15 +186,17 @@ def check_condition_value(event: Event, value) -> float:
                         f"got {type(value).__name__}") from err
 
 
-def apply_affect(event, u: np.ndarray, buffer: np.ndarray, p, t: float) -> None:
+def apply_affect(event, u: np.ndarray, buffer: np.ndarray, p, t: float) -> bool:
     """Apply ``event.affect`` in place to ``u`` through ``buffer`` (a private copy).
 
     The user's affect sees a copy, so a failed check leaves the solver state intact.
+    Returns False, leaving ``u`` as it was, where the affect made the state non-finite
+    (a failure of the solve, reported as ``"nonfinite"``: :func:`nonfinite_affect_message`).
 
     Raises
     ------
     TypeError, ValueError
-        The affect returned a value, changed the shape or dtype, or made the state non-finite.
+        The affect returned a value or changed the shape or dtype (bad input).
     """
     np.copyto(buffer, u)
     view = buffer.view()  # a shape or dtype the affect sets stays on this view
@@ -206,8 +208,15 @@ def apply_affect(event, u: np.ndarray, buffer: np.ndarray, p, t: float) -> None:
         raise ValueError(f"{event._label()}: affect changed the state's shape/dtype to "
                          f"{view.shape} {view.dtype} (expected {u.shape} {u.dtype})")
     if not np.all(np.isfinite(buffer)):
-        raise ValueError(f"{event._label()}: affect at t={t:.6g} made the state non-finite")
+        return False
     np.copyto(u, buffer)
+    return True
+
+
+def nonfinite_affect_message(event, t: float) -> str:
+    """The failure message of an affect that made the state non-finite (both backends)."""
+    return (f"{event._label()}: affect at t={t:.6g} made the state non-finite (nan/inf); the "
+            "solution stops there, before the affect. Check the affect and p.")
 
 
 def inplace_condition(event: Event):

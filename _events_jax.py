@@ -32,7 +32,7 @@ from collections import deque
 import numpy as np
 
 from ._backend_numpy import RawSolution, progress_bar
-from ._events import inplace_condition
+from ._events import inplace_condition, nonfinite_affect_message
 from ._events_numpy import ZENO_COUNT, is_zeno, next_clip, schedule, zeno_message
 from .sensitivity._options import STATUS_CODES
 from .solvers._numpy_executor import failure_message
@@ -239,7 +239,7 @@ class _Solve:
             self.j = k
 
     def _fire(self, t: float, group: list[int]) -> None:
-        changed, stop = False, None
+        changed, stop, failed = False, None, None
         for i in group:
             event = self.events[i]
             self.t_events[i].append(t)
@@ -248,7 +248,8 @@ class _Solve:
             if event.affect is not None:
                 u_new = np.array(self.affects[i](self.u, self.p, np.float64(t)))
                 if not np.all(np.isfinite(u_new)):
-                    raise ValueError(f"{event._label()}: affect at t={t:.6g} made the state non-finite")
+                    failed = event
+                    break
                 self.u, changed = u_new, True
             if i in self.next_time:
                 self.next_time[i] += 1
@@ -265,7 +266,9 @@ class _Solve:
                     k -= 1
         self.probe = np.array([float(i in group) for i in self.continuous])
         self.recent.append(t)
-        if stop is not None:
+        if failed is not None:
+            self.status, self.message = "nonfinite", nonfinite_affect_message(failed, t)
+        elif stop is not None:
             self.status = "event"
             self.message = f"terminal {stop._label()} fired at t={t:.10g} (occurrence {self.counts[self.events.index(stop)]})"
         elif is_zeno(self.recent, abs(self.t1 - self.t0)):

@@ -32,7 +32,7 @@ from collections import deque
 
 import numpy as np
 
-from ._events import Event, TimeEvent, apply_affect, check_condition_value
+from ._events import Event, TimeEvent, apply_affect, check_condition_value, nonfinite_affect_message
 
 INTERIOR_POINTS = 10  # sign checks inside a step: DifferentialEquations.jl's interp_points
 BISECT_EVERY = 4  # Illinois iterations between safeguarding bisections
@@ -272,14 +272,16 @@ class Locator:
         ws, saver, u = self.ws, self.saver, self.u_view
         if self.truncated and saver.dense is not None:
             saver.dense.truncate_last(t_event)
-        changed, stop = False, None
+        changed, stop, failed = False, None, None
         for i in self.firing:
             event = self.events[i]
             self.t_events[i].append(t_event)
             self.u_events[i].append(u.copy())
             self.counts[i] += 1
             if event.affect is not None:
-                apply_affect(event, u, self.buffer, self.p, t_event)
+                if not apply_affect(event, u, self.buffer, self.p, t_event):
+                    failed = event
+                    break
                 changed = True
             if i in self.next_time:
                 self.next_time[i] += 1
@@ -293,7 +295,9 @@ class Locator:
             self.probe[j] = i in self.firing
         self.t_clip = self._next_clip()
         self.recent.append(t_event)
-        if stop is not None:
+        if failed is not None:
+            self.status, self.message = "nonfinite", nonfinite_affect_message(failed, t_event)
+        elif stop is not None:
             self.status = "event"
             self.message = f"terminal {stop._label()} fired at t={t_event:.10g} (occurrence {self.counts[self.events.index(stop)]})"
         elif self._zeno():

@@ -174,9 +174,9 @@ def integrate(
     next_save = saver.next_time
     t, steps, naccept, nreject, fixed_count = t0, 0, 0, 0, 0
     err_prev, rejected_last, nonfinite_streak = 1.0, False, 0
-    status = "success"
+    status = "success" if events is None else events.status  # an affect at t0 can fail
 
-    while (t1 - t) * direction > 0:
+    while status == "success" and (t1 - t) * direction > 0:
         if steps >= max_steps:
             status = "max_steps"
             break

@@ -181,9 +181,9 @@ def integrate(
     estimates, since_estimate, max_used = 0, REFRESH_STEPS, 0
     warned_stiff = warned_oscillatory = False
     oscillatory = set()  # times of the last consecutive estimates off the negative real axis
-    status = "success"
+    status = "success" if events is None else events.status  # an affect at t0 can fail
 
-    while (t1 - t) * direction > 0:
+    while status == "success" and (t1 - t) * direction > 0:
         if steps >= max_steps:
             status = "max_steps"
             break
