@@ -165,6 +165,8 @@ def first_derivative(f: Callable, prob: ODEProblem) -> np.ndarray:
     second sentinel, so a legitimate NaN is told apart from an entry ``f`` never wrote.
     """
     u0, t0 = prob.u0, prob.tspan[0]
+    if u0.dtype.kind != "c" and _holds_complex(prob.p):
+        _check_real_derivative(f, prob)
     du = np.full(u0.shape, np.nan, dtype=u0.dtype)
     u = u0.copy()
     result = f(du, u, prob.p, t0)
@@ -191,3 +193,30 @@ def first_derivative(f: Callable, prob: ODEProblem) -> np.ndarray:
                 f"on entry, so du += ... before du[:] = ... reads garbage).{hint}"
             )
     return du
+
+
+def _holds_complex(p, depth: int = 0) -> bool:
+    """Whether ``p`` (an array, a number, or containers of them) holds a complex value."""
+    if isinstance(p, (complex, np.ndarray, np.generic)):
+        return np.iscomplexobj(p)
+    if depth < 8 and isinstance(p, (tuple, list)):
+        return any(_holds_complex(v, depth + 1) for v in p)
+    if depth < 8 and isinstance(p, dict):
+        return any(_holds_complex(v, depth + 1) for v in p.values())
+    return False
+
+
+def _check_real_derivative(f: Callable, prob: ODEProblem) -> None:
+    """A real ``u0`` with a complex ``p``: ``f`` evaluated into a complex ``du`` must give a
+    real derivative, else writing it into the solver's real ``du`` would drop the imaginary
+    parts silently (NumPy only warns)."""
+    du = np.zeros(prob.u0.shape, complex)
+    try:
+        f(du, prob.u0.copy(), prob.p, prob.tspan[0])
+    except Exception:  # noqa: BLE001 (f may need a real du: nothing to tell then)
+        return
+    if np.any(du.imag != 0):
+        raise TypeError(
+            "u0 is real but f(du, u0, p, t0) is complex (p holds complex values): solving in "
+            "real arithmetic would drop the imaginary parts. Pass a complex u0 "
+            "(u0.astype(complex)), or take the real part in f (np.real) if that is meant.")

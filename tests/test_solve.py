@@ -390,6 +390,28 @@ def test_an_f_that_changes_its_argument_u_is_refused_on_both_backends(backend):
         dxdt.solve(prob, Tsit5(), backend=backend)
 
 
+@pytest.mark.parametrize("backend", ["numpy", "jax"])
+def test_a_complex_derivative_of_a_real_state_is_refused_not_truncated(backend):
+    """A real ``u0`` with a complex rate: NumPy only warns as it drops the imaginary part
+    written into the real ``du`` (the solve gave exp(-t), not exp(-(1+i)t))."""
+    def f(du, u, p, t):
+        du[:] = -p["k"] * u
+
+    complex_rate = dxdt.ODEProblem(f, np.array([1.0]), (0.0, 1.0), {"k": (1.0 + 1.0j)})
+    with pytest.raises(TypeError, match="u0 is real but f.*complex.*u0.astype\\(complex\\)"):
+        dxdt.solve(complex_rate, Tsit5(), backend=backend)
+    sol = dxdt.solve(dxdt.ODEProblem(f, np.array([1.0 + 0j]), (0.0, 1.0), {"k": 1.0 + 1.0j}), Tsit5(),
+                     backend=backend, rtol=1e-10, atol=1e-12, saveat=[1.0])
+    np.testing.assert_allclose(sol.u[-1], np.exp(-(1.0 + 1.0j)), rtol=1e-8)
+
+    def real_part(du, u, p, t):  # complex p, real derivative: fine
+        du[:] = -np.real(p["k"]) * u
+
+    sol = dxdt.solve(dxdt.ODEProblem(real_part, np.array([1.0]), (0.0, 1.0), {"k": 1.0 + 1.0j}), Tsit5(),
+                     backend=backend, rtol=1e-10, atol=1e-12, saveat=[1.0])
+    np.testing.assert_allclose(sol.u[-1], np.exp(-1.0), rtol=1e-8)
+
+
 def test_zero_dimensional_arrays_are_numbers_for_the_tolerances():
     prob = dxdt.ODEProblem(lambda du, u, p, t: np.negative(u, out=du), np.ones(2), (0.0, 1.0))
     sol = dxdt.solve(prob, Tsit5(), rtol=np.asarray(1e-10), atol=np.asarray(1e-12), saveat=[1.0])
