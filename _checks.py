@@ -14,6 +14,7 @@ import numpy as np
 
 from ._problem import ODEProblem
 from .solvers import AbstractRungeKutta, AbstractStabilized
+from .solvers._controller import EPS as _EPS
 
 
 def check_problem(prob: Any) -> ODEProblem:
@@ -44,7 +45,6 @@ def check_positive(name: str, value: Any, *, allow_zero: bool = False) -> float:
     return value
 
 
-_EPS = float(np.finfo(np.float64).eps)
 _TINY = float(np.finfo(np.float64).tiny)
 
 

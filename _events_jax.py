@@ -35,12 +35,12 @@ from ._backend_numpy import RawSolution, progress_bar
 from ._events import inplace_condition, nonfinite_affect_message
 from ._events_numpy import ZENO_COUNT, is_zeno, next_clip, schedule, zeno_message
 from .sensitivity._options import STATUS_CODES
+from .solvers._controller import EPS as _EPS
 from .solvers._numpy_executor import failure_message
 
 CHUNK_STEPS = 1024  # steps per compiled call: bounds the dense-output buffers diffrax allocates
 SAVE_WINDOW = 64  # saveat rows one chunk returns (a chunk stops at the last of them)
 STEP_ROWS = 128  # steps per chunk when every step is saved (their states come back)
-_EPS = float(np.finfo(np.float64).eps)
 SIGN_CHANGE = len(STATUS_CODES)  # the chunk's code when it stopped early for the event location
 _RESULTS = {**STATUS_CODES, 1: "chunk", SIGN_CHANGE: "sign change"}  # max_steps of a chunk: go on
 

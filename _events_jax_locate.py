@@ -27,11 +27,8 @@ S. Thompson, Comput. Math. Appl. 39 (2000) 43-54 (event location).
 
 from __future__ import annotations
 
-import numpy as np
-
 from ._events_numpy import BISECT_EVERY, INTERIOR_POINTS, PROBE, ROOT_MAX_ITER, SIMULTANEOUS
-
-_EPS = float(np.finfo(np.float64).eps)
+from .solvers._controller import EPS as _EPS
 
 
 def locate(sol, values, p, g_left, probe, directions, direction):

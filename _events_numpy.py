@@ -33,6 +33,7 @@ from collections import deque
 import numpy as np
 
 from ._events import Event, TimeEvent, apply_affect, check_condition_value, nonfinite_affect_message
+from .solvers._controller import EPS as _EPS
 
 INTERIOR_POINTS = 10  # sign checks inside a step: DifferentialEquations.jl's interp_points
 BISECT_EVERY = 4  # Illinois iterations between safeguarding bisections
@@ -41,7 +42,6 @@ PROBE = 100  # after an event its condition's sign is read 100 eps later
 SIMULTANEOUS = 1000  # roots within 1000 eps * |t| of the earliest fire together
 ZENO_COUNT = 16  # this many ever shorter gaps between event times, ...
 ZENO_GAP = 1e-8  # ... the last below ZENO_GAP * |t1 - t0|: a Zeno accumulation, stop
-_EPS = float(np.finfo(np.float64).eps)
 
 
 def schedule(events: tuple, p, tspan: tuple[float, float]) -> tuple[list, dict]:

@@ -23,8 +23,6 @@ contain no host callbacks (so their executables can be serialised, see
 
 from __future__ import annotations
 
-import numpy as np
-
 from ._jax import load_jax
 from ._options import STATUS_CODES, SolveOptions, raise_on_failure  # noqa: F401  (re-exported)
 
@@ -33,10 +31,9 @@ import diffrax  # noqa: E402  (after load_jax: float64 on)
 import equinox as eqx  # noqa: E402
 
 from ..solvers import AbstractStabilized  # noqa: E402
+from ..solvers._controller import EPS as _EPS  # noqa: E402
 from ..solvers._diffrax import diffrax_solver, pid_coefficients  # noqa: E402
 from ..solvers._diffrax_controller import FixedGrid, GuardedController  # noqa: E402
-
-_EPS = np.finfo(np.float64).eps
 
 
 def status_code(result, nonfinite) -> jnp.ndarray:

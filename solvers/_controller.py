@@ -7,6 +7,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+EPS = float(np.finfo(np.float64).eps)  # float64's machine epsilon, as a Python float (fast in loops)
+
 
 @dataclass(frozen=True)
 class PIController:

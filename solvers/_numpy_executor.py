@@ -21,11 +21,11 @@ from typing import Callable
 
 import numpy as np
 
+from ._controller import EPS as _EPS
 from ._controller import PIController, initial_step
 from ._dense import DenseOutput
 from ._tableau import ButcherTableau
 
-_EPS = np.finfo(np.float64).eps
 # np.dot without the __array_function__ dispatch (NEP 18): every operand is a plain
 # ndarray of the workspace, and the dispatch is a third of the cost on small states
 _dot = getattr(np.dot, "_implementation", np.dot)

@@ -24,13 +24,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ._controller import EPS as _EPS
 from ._controller import PIController, initial_step
 from ._dense import DenseOutput
 from ._numpy_executor import RawSolution, failure_message
 from ._stabilized import (HERMITE, SAFETY, AbstractStabilized, check_estimate, choose_stages,
                           hermite_weights, stage_table)
 
-_EPS = np.finfo(np.float64).eps
 _dot = getattr(np.dot, "_implementation", np.dot)
 REFRESH_STEPS = 25  # accepted steps between spectral-radius estimates (rkc.f)
 POWER_ITERATIONS = 50  # at most, per estimate (rkc.f)
@@ -147,7 +147,7 @@ def integrate(
     ws = _Workspace(u0, estimate_by == "power", saveat is not None or dense or events is not None)
     u, f0, u_new, f_new, err = ws.u, ws.f0, ws.u_new, ws.f_new, ws.err
     u_view, f0_view = ws.views[1], ws.views[2]
-    u_new_view, f_new_view, k_view = u_new.reshape(shape), f_new.reshape(shape), ws.views[3]
+    u_new_view, f_new_view = u_new.reshape(shape), f_new.reshape(shape)
     counts, beta = stage_table(method)
     direction = 1.0 if t1 > t0 else -1.0
     atol_flat = atol if np.ndim(atol) == 0 else np.broadcast_to(atol, shape).reshape(n)
