@@ -230,8 +230,9 @@ def event_times(chain: Chain, p, dtype):
 
 
 def _moving_times(chain: Chain, p, dtype):
-    """``(stops, valid)``: the segments' end times with ``times(p)`` (traced where they
-    move) and whether the planned event sequence still holds there:
+    """``(stops, valid, first)``: the segments' end times with ``times(p)`` (traced where
+    they move), whether the planned event sequence still holds there, and the moving time
+    of the events at ``t0`` (None if none moves). The sequence holds where
     every group of events still at one time, the segments still in order with their rows
     inside them, the times at ``t0``/``t1`` still there, and the times outside ``tspan``
     still outside."""
@@ -262,7 +263,8 @@ def _moving_times(chain: Chain, p, dtype):
     for i, position, side in chain.outside:
         bound = chain.t0 if side < 0 else chain.t1
         valid &= side * direction * (times[i][position] - bound) > 0
-    return stops, valid
+    first = times[chain.first_sources[0][0]][chain.first_sources[0][1]] if chain.first_sources else None
+    return stops, valid, first
 
 
 def _apply(affects: tuple, u, p, t):
@@ -293,18 +295,22 @@ def run_chain(chain: Chain, u0, p, solve: Callable, g: Callable):
     the solves' rules (second order forward-over-reverse) and JAX's AD of the joints.
     """
     dtype = jnp.result_type(float)
-    u0 = u0.astype(jnp.promote_types(u0.dtype, dtype))  # the segments solve in float64, as F without events
-    u = _apply(chain.first, u0, p, jnp.asarray(chain.t0, dtype))
+    u = u0.astype(jnp.promote_types(u0.dtype, dtype))  # the segments solve in float64, as F without events
+    t0 = jnp.asarray(chain.t0, dtype)
     starts, stops = jnp.asarray(chain.starts, dtype), jnp.asarray(chain.stops, dtype)
     saves = jnp.asarray(chain.saves, dtype)
     moving = any(t is not None for t in chain.timers)
-    valid, taus = jnp.asarray(True), stops
+    valid, taus, first = jnp.asarray(True), stops, None
     if moving:  # the solves end at the dose times, held constant for differentiation
-        taus, valid = _moving_times(chain, p, dtype)
+        taus, valid, first = _moving_times(chain, p, dtype)
         stops = jax.lax.stop_gradient(taus)
         starts = jnp.concatenate([jnp.asarray([chain.t0], dtype), stops[:-1]])
         real = np.arange(chain.saves.shape[1])[None, :] < chain.n_rows[:, None]
         saves = jnp.where(real, saves, stops[:, None])  # a segment's padding saves its end
+    if first is None:
+        u = _apply(chain.first, u, p, t0)
+    else:  # a dose time at t0 that moves: the joint of the segments below, the side it stays in
+        u = along_flow(g, _apply(chain.first, along_flow(g, u, p, t0, first - t0), p, first), p, first, t0 - first)
 
     def segment(carry, xs):
         u, code = carry

@@ -127,6 +127,24 @@ def test_bolus_dose_time_and_amount_derivatives(bolus_problem, mode, adjoint):
     np.testing.assert_allclose(g, central_gradient(bolus, prob.p), rtol=1e-7)
 
 
+@pytest.mark.parametrize("mode, adjoint", MODES)
+def test_a_dose_time_of_p_at_t0_has_the_derivative_of_the_side_it_stays_in(bolus_problem, mode, adjoint):
+    """times(p) = p[1] + [0, 12] with p[1] = t0: the dose at t0 used to be applied at a fixed
+    time, so d/d(t_dose) came out 0; the closed form's derivative there is the right side's
+    (a later dose stays inside tspan, an earlier one would leave it)."""
+    prob, dose = bolus_problem
+    at_t0 = prob.remake(p=np.array([0.1, 0.0, 2.0]))
+    g = sens.gradient(lambda u: u[-1, 0], at_t0, events=[dose], mode=mode, adjoint=adjoint, **TIGHT)
+    expected = central_gradient(bolus, at_t0.p)  # bolus() is smooth through t_dose = 0
+    assert expected[1] == pytest.approx(0.1 * 2.0 * (math.exp(-3.0) + math.exp(-1.8)), rel=1e-8)
+    np.testing.assert_allclose(g, expected, rtol=1e-7)
+    if mode == "forward":
+        H = sens.hessian(lambda u: u[-1, 0], at_t0, events=[dose], **TIGHT)
+        exact = np.array([central_gradient(lambda *y, i=i: central_gradient(bolus, y)[i], at_t0.p, h=1e-4)
+                          for i in range(3)])
+        np.testing.assert_allclose(H, exact, rtol=1e-5, atol=1e-7)
+
+
 def test_bolus_hessian(bolus_problem):
     prob, dose = bolus_problem
     H = sens.hessian(lambda u: u[-1, 0] ** 2, prob, events=[dose], **TIGHT)
