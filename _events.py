@@ -179,6 +179,8 @@ def check_condition_value(event: Event, value) -> float:
     if np.iscomplexobj(value):
         raise TypeError(f"{event._label()}: condition(u, p, t) must return a real number, got "
                         f"{type(value).__name__} {value!r}")
+    if _is_boolean(value):
+        raise TypeError(_boolean_message(event._label()))
     try:
         return float(value)
     except (TypeError, ValueError) as err:
@@ -241,7 +243,19 @@ def condition_inplace(condition, label, out, u, p, t):
         raise TypeError(f"{label}: condition(u, p, t) must return a real number, got {type(value).__name__}")
     if np.ndim(value) != 0:
         raise TypeError(f"{label}: condition(u, p, t) must return a scalar, got shape {np.shape(value)}")
+    if _is_boolean(value):
+        raise TypeError(_boolean_message(label))
     out[...] = value
+
+
+def _is_boolean(value) -> bool:
+    return isinstance(value, (bool, np.bool_)) or getattr(value, "dtype", None) == np.bool_
+
+
+def _boolean_message(label: str) -> str:
+    return (f"{label}: condition(u, p, t) must return a real number that crosses zero (e.g. "
+            "u[0] - threshold), got a boolean: a comparison such as u[0] > threshold never "
+            "changes sign, so the event could never fire")
 
 
 def affect_inplace(affect, label, out, u, p, t):

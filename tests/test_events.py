@@ -273,6 +273,8 @@ def test_user_buffers_unchanged():
     (lambda: dxdt.Event(lambda u, p, t: u[0], lambda u, p, t: setattr(u, "shape", (1, 2)), name="reshape"),
      ValueError, "reshape.*shape"),
     (lambda: dxdt.TimeEvent([1.0], lambda u, p, t: 1.0, name="dose"), TypeError, "dose.*return None"),
+    (lambda: dxdt.Event(lambda u, p, t: u[0] < 0.5, name="compare"), TypeError, "compare.*boolean"),
+    (lambda: dxdt.Event(lambda u, p, t: bool(u[0] < 0.5), name="bool"), TypeError, "bool.*boolean"),
 ])
 def test_bad_condition_or_affect_names_the_event(make, error, match):
     prob = dxdt.ODEProblem(fall, [1.0, 0.5], (0.0, 2.0))

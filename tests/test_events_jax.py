@@ -216,6 +216,7 @@ def test_failures_between_events_keep_the_numpy_status_and_partial_data():
     (lambda: dxdt.Event(floor, lambda u, p, t: setattr(u, "shape", (1, 2)), name="reshape"),
      ValueError, "reshape.*shape"),
     (lambda: dxdt.TimeEvent([1.0], lambda u, p, t: 1.0, name="dose"), TypeError, "dose.*return None"),
+    (lambda: dxdt.Event(lambda u, p, t: u[0] < 0.5, name="compare"), TypeError, "compare.*boolean"),
 ])
 def test_bad_condition_or_affect_names_the_event(make, error, match):
     prob = dxdt.ODEProblem(fall, [1.0, 0.5], (0.0, 2.0))
