@@ -449,6 +449,15 @@ def plan_structure(planned: tuple, saveat: np.ndarray, tspan) -> tuple:
             bool(len(times)) and times[0] == t0, bool(len(times)) and times[-1] == t_end)
 
 
+def _sides_of_tspan(events: tuple, p, tspan) -> tuple:
+    """Per event, where each of its times lies: -1 before ``tspan``, 0 inside, 1 after."""
+    t0, t1 = tspan
+    direction = np.sign(t1 - t0) or 1.0
+    return tuple(tuple(np.where((e.resolve_times(p) - t0) * direction < 0, -1,
+                                np.where((e.resolve_times(p) - t1) * direction > 0, 1, 0)).tolist())
+                 if isinstance(e, TimeEvent) else () for e in events)
+
+
 def _no_aux(code):
     zero = jnp.asarray(0.0)
     return {"code": code, "mismatch": zero, "dense_overflow": jnp.asarray(False),
@@ -700,7 +709,7 @@ class EventOperator:
         self._conditions, self._affects = translate_events(events, prob.u0, prob.p, duplicate_closure)
         self._plan, self._prepared, self._built = None, None, []
         self._requested = prob
-        self._by_structure: dict = {}  # state events: the programs of the last plan structures
+        self._by_structure: dict = {}  # state events and times(p): the programs of the last plan structures
         from ._jax_solve_events import chainable
 
         # On jax_solve's chain: TimeEvents at fixed times ("fixed": one event sequence for
@@ -738,8 +747,12 @@ class EventOperator:
             return
         boundaries, t_end, n_rows = planned
         structure, times = None, None
-        if self._chained is None:  # the planned times are an argument: same structure, same program
-            structure, times = plan_structure(planned, self._saveat, prob.tspan), planned_times(boundaries)
+        if self._chained != "fixed":  # same plan structure, same program (a fit moving back and forth)
+            structure = plan_structure(planned, self._saveat, prob.tspan)
+            if self._chained is None:  # the planned times are an argument
+                times = planned_times(boundaries)
+            else:  # times(p) inside the chain; which of them lie before t0 or after t1
+                structure += (_sides_of_tspan(self._events, prob.p, prob.tspan),)
             if structure in self._by_structure:
                 self._prepared = self._by_structure[structure]
                 self._prepared.extra = times
@@ -786,7 +799,7 @@ class EventOperator:
                              "the stop (saveat=None means [t1]); save up to the stop, or use t_events")
             raise
         self._built.append(self._prepared)
-        if self._chained is None:
+        if structure is not None:
             self._by_structure[structure] = self._prepared
             while len(self._by_structure) > STRUCTURES_KEPT:
                 del self._by_structure[next(iter(self._by_structure))]

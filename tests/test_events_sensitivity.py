@@ -427,7 +427,9 @@ def test_fixed_dose_times_compile_once_and_never_replan(mode):
 def test_dose_time_of_p_replans_only_when_the_sequence_moves(mode):
     """TimeEvent(times(p)) first derivatives run on jax_solve's chain: a dose time that moves
     between two rows reuses the compiled chain; one that crosses a row makes the chain
-    report the changed sequence, and the operator re-plans and rebuilds once."""
+    report the changed sequence, and the operator re-plans and rebuilds once; moving back
+    finds the first program again (kept per plan structure), as does a dose that leaves
+    tspan and comes back."""
     ts = np.array([1.0, 2.0, 3.0])
     prob = dxdt.ODEProblem(decay, [1.0], (0.0, 3.0), p=np.array([0.7, 1.5]))
     dose = dxdt.TimeEvent(lambda p: p[1:2], lambda u, p, t: u.__setitem__(0, u[0] + 0.5))
@@ -436,7 +438,7 @@ def test_dose_time_of_p_replans_only_when_the_sequence_moves(mode):
         return sum((math.exp(-k * t) + (0.5 * math.exp(-k * (t - tau)) if t >= tau else 0.0)) ** 2 for t in ts)
 
     prep = sens.prepare("gradient", lambda u: np.sum(u**2), prob, events=[dose], saveat=ts, mode=mode, **TIGHT)
-    for tau, traces in ((1.5, 1), (1.7, 1), (2.5, 2)):
+    for tau, traces in ((1.5, 1), (1.7, 1), (2.5, 2), (1.6, 2), (2.4, 2), (3.5, 3), (2.6, 3), (3.6, 3)):
         np.testing.assert_allclose(prep(np.array([0.7, tau])), central_gradient(exact, [0.7, tau], h=1e-6),
                                    rtol=1e-6)
         assert prep.n_traces == traces
