@@ -21,7 +21,7 @@ from typing import Any, Callable
 import numpy as np
 
 from ._problem import ODEProblem, as_tspan
-from ._solution import Solution, SolverError
+from ._solution import SUCCESS_STATUSES, Solution, SolverError
 
 DEFAULT_MAX_BATCH = 256  # members per batch at most by default (bounds memory with a reduction)
 BATCHES_PER_WORKER = 4  # default batch count per worker: keeps workers busy to the end
@@ -165,7 +165,7 @@ class EnsembleSolution:
     def __init__(self, index, statuses, members, saveat, stats, reduced=None):
         self.index = np.asarray(index, dtype=np.int64)
         self.status = np.array(statuses, dtype=str)
-        self.success = self.status == "success"
+        self.success = np.isin(self.status, SUCCESS_STATUSES)
         self.members = members
         self.stats = stats
         self.reduced = reduced
@@ -211,7 +211,7 @@ def _batch_solution(index, members: list, saveat) -> EnsembleSolution:
 def _sum_stats(members: list) -> dict:
     stats = {key: int(sum(m.stats[key] for m in members)) for key in ("nfev", "naccept", "nreject")}
     stats["n_members"] = len(members)
-    stats["n_failed"] = sum(m.status != "success" for m in members)
+    stats["n_failed"] = sum(not m.success for m in members)
     return stats
 
 
@@ -337,7 +337,7 @@ def _collect(ens: EnsembleProblem, batches, saveat, reduction, progress: bool) -
         batches.close()  # stops an executor's workers at once if a reduction raised
         if bar is not None:
             bar.close()
-    stats["n_failed"] = int(sum(s != "success" for s in statuses))
+    stats["n_failed"] = int(sum(s not in SUCCESS_STATUSES for s in statuses))
     return EnsembleSolution(np.arange(len(ens)), list(statuses), members, saveat, stats, acc)
 
 

@@ -7,6 +7,7 @@ from typing import Any, Protocol
 import numpy as np
 
 STATUSES = ("success", "event", "max_steps", "dt_min", "nonfinite")
+SUCCESS_STATUSES = ("success", "event")  # "event": a terminal event ended the solve, as asked
 
 
 class ContinuousOutput(Protocol):
@@ -56,7 +57,7 @@ class Solution:
 
     @property
     def success(self) -> bool:
-        return self.status in ("success", "event")
+        return self.status in SUCCESS_STATUSES
 
     def __call__(self, t: Any) -> np.ndarray:
         """Evaluate the continuous solution at ``t`` (scalar or 1-D array); needs ``dense=True``."""

@@ -157,6 +157,20 @@ def test_a_blowing_up_member_is_isolated():
     assert list(info.value.solution.success) == [True, False, True]
 
 
+@pytest.mark.parametrize("executor", [None, "threads"])
+def test_members_stopped_by_a_terminal_event_succeed(executor):
+    """Status "event" is a success (API.md): the ensemble's ``success``, ``n_failed`` and
+    ``throw=True`` counted it as a failure."""
+    prob = dxdt.ODEProblem(decay, [1.0], (0.0, 1.0), p=np.array([1.0]))
+    half = dxdt.Event(lambda u, p, t: u[0] - 0.5, terminal=True)
+    ens = dxdt.EnsembleProblem(prob, p=np.array([[0.5], [2.0]]))  # only member 1 reaches 0.5, at ln(2)/2
+    sol = dxdt.solve(ens, Tsit5(), events=[half], executor=executor, rtol=1e-10, atol=1e-12, throw=True)
+    assert list(sol.status) == ["success", "event"] and list(sol.success) == [True, True]
+    assert sol.stats["n_failed"] == 0
+    np.testing.assert_allclose(sol.members[1].t_events[0], [np.log(2.0) / 2.0], rtol=1e-9)
+    assert len(sol.members[0].t_events[0]) == 0 and sol.members[1].t[-1] == sol.members[1].t_events[0][0]
+
+
 def test_reduction_folds_batches_to_the_closed_form_sum(decays):
     ens, _ = decays
     seen = []
