@@ -364,5 +364,7 @@ def _recurrence(f, tables, index, t0, h, y, f0):
         return jax.lax.cond(first + 2 <= length, run, lambda carry: carry, carry), None
 
     y1 = y + (h * tables["mu1"][index]) * f0
+    if rows.shape[0] == 0:  # every stage count in range has one recurrence stage: no rows to trace
+        return y1, length
     (_, y_last), _ = jax.lax.scan(chunk, (y, y1), jnp.arange(0, rows.shape[0], CHUNK))
     return y_last, length

@@ -376,6 +376,18 @@ def test_same_steps_same_estimates_and_nfev_as_numpy(method, linear_problem):
     np.testing.assert_allclose(sol.u[-1], exact, rtol=0, atol=1e-5)  # RKC: 4e-6, order 2
 
 
+@pytest.mark.parametrize("method", [ROCK2(min_stages=3, max_stages=3), ROCK4(min_stages=5, max_stages=5)],
+                         ids=repr)
+def test_the_smallest_stage_counts_run_on_jax(method):
+    """One recurrence stage and no recurrence rows to pad: the compiled recurrence indexed
+    an empty table (IndexError) while the NumPy backend solved it."""
+    prob = dxdt.ODEProblem(lambda du, u, p, t: np.negative(u, out=du), np.array([1.0, 2.0]), (0.0, 1.0))
+    for options in (dict(dt=0.1, adaptive=False), dict(rtol=1e-8, atol=1e-10)):
+        by = {b: dxdt.solve(prob, method, saveat=[1.0], backend=b, **options) for b in ("numpy", "jax")}
+        np.testing.assert_allclose(by["jax"].u, by["numpy"].u, rtol=1e-12 if "dt" in options else 1e-7)
+        np.testing.assert_allclose(by["jax"].u[-1], np.exp(-1.0) * prob.u0, rtol=2e-3)
+
+
 @needs_backend_change
 @pytest.mark.parametrize("method", [RKC(), ROCK2()], ids=repr)
 def test_adaptive_estimates_follow_the_numpy_refresh_rule(method, linear_problem):
