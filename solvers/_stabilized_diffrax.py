@@ -202,7 +202,10 @@ class StabilizedSolver(diffrax.AbstractAdaptiveSolver):
                 rho = stop(self.spectral_radius(stop(t), stop(y), stop(args)))
                 return jnp.asarray(rho, sigma.dtype)
             fresh, iterations = jax.lax.cond(refresh, given, lambda: sigma), 0
-        fresh = jnp.where(jnp.isfinite(fresh) & (fresh >= 0), fresh, jnp.inf)
+        # a power iteration that gives no number keeps the most stages; a user's estimate
+        # that is not a number >= 0 fails the step (NaN: see step), as the NumPy backend stops
+        fresh = jnp.where(jnp.isfinite(fresh) & (fresh >= 0), fresh,
+                          jnp.inf if self._estimating == "power" else jnp.nan)
         return jnp.where(refresh, fresh, sigma), v, iterations, oscillatory
 
     def step(self, terms, t0, t1, y0, args, solver_state, made_jump):
@@ -242,6 +245,9 @@ class StabilizedSolver(diffrax.AbstractAdaptiveSolver):
         y1, err, f1 = self.method.finish_jax(f_counted, y_last, t_m, t1, h, tables["finish"][index])
         if f1 is None:
             f1 = f_counted(t1, y1)
+        # a non-finite f(u_{n+1}) fails the step, as on the NumPy backend: the next step and
+        # the Hermite rows inside this one (k1) would be NaN although u_{n+1} is finite
+        y1 = jnp.where(jnp.all(jnp.isfinite(f1)) & ~jnp.isnan(sigma), y1, jnp.nan)
         if err is None:  # (12 (u_n - u_{n+1}) + 6 h (F_0 + F_1)) / 15, rkc.f
             err = 0.8 * (flat - y1) + 0.4 * h * (f0 + f1)
         spent = (jnp.asarray(iterations, counters.dtype) + len(calls) + (length - 1)

@@ -84,6 +84,15 @@ def start_direction(n: int, dtype) -> np.ndarray:
     return np.random.default_rng(POWER_SEED).standard_normal(n).astype(dtype, copy=False)
 
 
+def _is_estimate(value) -> bool:
+    """Whether ``value`` is a spectral-radius bound: a real finite number >= 0."""
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        return False
+    return math.isfinite(value) and value >= 0
+
+
 def _power_iteration(f, ws: _Workspace, p, t: float, shape) -> tuple[float, float, bool, int]:
     """``(sigma, cosine, converged, nfev)``: |dominant eigenvalue| of ``df/du`` at ``ws.u``,
     the cosine between its direction ``v`` and ``J v`` (-1 on the negative real axis) and
@@ -182,6 +191,7 @@ def integrate(
     warned_stiff = warned_oscillatory = False
     oscillatory = set()  # times of the last consecutive estimates off the negative real axis
     status = "success" if events is None else events.status  # an affect at t0 can fail
+    failed_estimate = None  # a user's eigen_est that stopped giving a number (after t0)
 
     while status == "success" and (t1 - t) * direction > 0:
         if steps >= max_steps:
@@ -204,7 +214,11 @@ def integrate(
                     warned_oscillatory = True
                     _warn(too_oscillatory_message(method, t, sigma))
             else:
-                sigma = check_estimate(method.eigen_est(u_view, p, t), f"t={t:.6g}")
+                sigma = method.eigen_est(u_view, p, t)
+                if steps and not _is_estimate(sigma):  # checked before the first step: bad input
+                    status, failed_estimate = "nonfinite", sigma
+                    break
+                sigma = check_estimate(sigma, f"t={t:.6g}")
             rho = SAFETY * sigma if math.isfinite(sigma) else math.inf
             estimates += 1
             since_estimate = 0
@@ -246,6 +260,13 @@ def integrate(
             np.divide(err, ws.scale, out=err)
             err_norm = math.sqrt(abs(np.vdot(err, err)) / n) / rtol
             finite = math.isfinite(err_norm) and is_finite(u_new.sum())
+            if finite and err_norm <= 1.0:
+                if method.own_error and not method.finish_evaluates_f_new:
+                    f(f_new_view, u_new_view, p, t + dt)
+                    nfev += 1
+                # a non-finite f(u_{n+1}) fails the step: the next one would start from it,
+                # and the Hermite rows saved inside this one would be NaN
+                finite = is_finite(f_new.sum())
             if not finite or err_norm > 1.0:
                 nreject += 1
                 rejected_last = True
@@ -270,11 +291,8 @@ def integrate(
             rejected_last = False
             dt_next = dt * factor
             ws.abs_u, ws.abs_new = ws.abs_new, ws.abs_u
-            if method.own_error and not method.finish_evaluates_f_new:
-                f(f_new_view, u_new_view, p, t + dt)
-                nfev += 1
         else:
-            if not is_finite(u_new.sum()):
+            if not (is_finite(u_new.sum()) and is_finite(f_new.sum())):
                 status = "nonfinite_fixed"
                 break
             fixed_count += 1
@@ -311,6 +329,14 @@ def integrate(
         status = "nonfinite"
     if events is not None and events.message:
         message = events.message
+    elif failed_estimate is not None:
+        try:
+            shown = repr(float(failed_estimate))
+        except (TypeError, ValueError):
+            shown = repr(failed_estimate)
+        message = (f"eigen_est(u, p, t) returned {shown} at t={t:.6g}; it must be a finite "
+                   "upper bound >= 0 of the spectral radius of df/du. The solution stops there: check "
+                   "eigen_est near this state.")
     else:
         message = "" if status == "success" else failure_message(status, t, dt, max_steps, t1)
     t_out, u_out = saver.result()

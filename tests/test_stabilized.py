@@ -702,3 +702,29 @@ def test_transcription_tool_parses_julia_tables_and_rejects_a_wrong_digit():
     assert 1e-9 < abs(float(wrong) / recf[5] - 1) < 1e-7
     with pytest.raises(ValueError, match="ROCK2 degree 3"):
         tool.rock2_tables(source.replace(repr(recf[5]), wrong))
+
+
+@pytest.mark.parametrize("backend", ["numpy", "jax"])
+@pytest.mark.parametrize("method", [cls() for cls in METHODS], ids=repr)
+def test_a_step_ending_where_f_turns_nonfinite_is_not_accepted(method, backend):
+    """f is NaN just after t = 0.02 while the state there is finite: a step that ended
+    past 0.02 with a finite state but NaN f(u_{n+1}) was accepted, and the Hermite rows
+    saved inside it came out NaN (``"nonfinite"`` with NaN partial data)."""
+    n = 20
+    A = (np.diag(-2 * np.ones(n)) + np.diag(np.ones(n - 1), 1) + np.diag(np.ones(n - 1), -1)) * (n + 1) ** 2
+
+    def f(du, u, p, t):
+        np.matmul(A, u, out=du)
+        du[3] = np.where(t > 0.02, np.nan, du[3])
+
+    u0 = np.sin(np.pi * np.arange(1, n + 1) / (n + 1))
+    prob = dxdt.ODEProblem(f, u0, (0.0, 0.05))
+    ts = np.linspace(0.0, 0.05, 11)
+    for options in (dict(), dict(dt=1e-3, adaptive=False)):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            sol = dxdt.solve(prob, method, saveat=ts, backend=backend, **options)
+        assert sol.status == "nonfinite"
+        assert np.isfinite(sol.u).all() and 4 <= len(sol.t) <= 5  # rows up to 0.015 or 0.02
+        exact = np.exp(-(2 - 2 * np.cos(np.pi / (n + 1))) * (n + 1) ** 2 * sol.t)[:, None] * u0
+        np.testing.assert_allclose(sol.u, exact, atol=1e-4)

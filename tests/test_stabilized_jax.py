@@ -14,6 +14,7 @@ import inspect
 
 import numpy as np
 import pytest
+import scipy.linalg
 
 import dxdt
 from dxdt.solvers import RKC, ROCK2, ROCK4
@@ -500,3 +501,25 @@ def test_a_bad_callable_eigen_est_is_refused_on_both_backends(value, error):
     for backend in ("numpy", "jax"):
         with pytest.raises(error, match=r"eigen_est\(u, p, t\).*t=0"):
             dxdt.solve(prob, RKC(eigen_est=lambda u, p, t: value), backend=backend)
+
+
+def test_an_eigen_est_that_turns_nan_mid_solve_fails_with_the_partial_data_on_both_backends():
+    """After t0 a bad estimate is a failure, not bad input: the NumPy executor raised and lost
+    every step, the compiled solver took the most stages and reported success."""
+    n = 50
+    A = (np.diag(-2 * np.ones(n)) + np.diag(np.ones(n - 1), 1) + np.diag(np.ones(n - 1), -1)) * (n + 1) ** 2
+    rho = 4.0 * (n + 1) ** 2
+
+    def f(du, u, p, t):
+        np.matmul(A, u, out=du)
+
+    x = np.arange(1, n + 1) / (n + 1)
+    prob = dxdt.ODEProblem(f, np.sin(np.pi * x) + 0.5 * np.sin(3 * np.pi * x), (0.0, 0.02))
+    method = RKC(eigen_est=lambda u, p, t: np.where(t < 0.01, rho, np.nan))
+    by = {b: dxdt.solve(prob, method, rtol=1e-6, backend=b) for b in ("numpy", "jax")}
+    for sol in by.values():
+        assert sol.status == "nonfinite" and np.isfinite(sol.u).all() and 0.01 <= sol.t[-1] < 0.02
+    assert "eigen_est(u, p, t) returned nan" in by["numpy"].message
+    assert by["jax"].stats["naccept"] == by["numpy"].stats["naccept"]  # stopped at the same refresh
+    for sol in by.values():
+        np.testing.assert_allclose(sol.u[-1], scipy.linalg.expm(A * sol.t[-1]) @ prob.u0, atol=1e-4)
