@@ -25,7 +25,7 @@ from . import _compiled
 from ._jax import load_jax
 from ._loss import translate_loss
 from ._mode import choose_mode, forward_instead_of_adjoint, reverse_for_stabilized, target_size
-from ._options import BACKSOLVE_MISMATCH, DERIVATIVE_NONFINITE, STATUS_CODES, SolveOptions, raise_on_failure
+from ._options import BACKSOLVE_DOUBTFUL, BACKSOLVE_MISMATCH, DERIVATIVE_NONFINITE, STATUS_CODES, SolveOptions, raise_on_failure
 from ._target import Target, check_wrt, describe, to_numpy
 
 jax, jnp = load_jax()
@@ -176,6 +176,14 @@ class PreparedOperator:
                     "adjoint='backsolve' could not reconstruct the forward state by integrating "
                     f"backwards (error {mismatch:.3g} x tolerance): the backward problem is "
                     "ill-posed (e.g. diffusion run backwards). Use adjoint='interpolating'."
+                )
+            if mismatch > BACKSOLVE_DOUBTFUL:
+                warnings.warn(
+                    f"adjoint='backsolve' cannot vouch for this gradient: the state reconstructed by "
+                    f"integrating backwards is off by {mismatch:.3g} x tolerance (the backward problem "
+                    "is close to ill-posed), and the gradient can be that much less accurate than "
+                    "rtol/atol. Use adjoint='interpolating' (error-controlled) for an accurate gradient.",
+                    RuntimeWarning, stacklevel=3,
                 )
         if self.adjoint == "checkpoint":
             stiffness = float(aux["stiffness"])

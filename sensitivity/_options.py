@@ -16,6 +16,7 @@ from ..solvers import AbstractRungeKutta
 
 STATUS_CODES = {0: "success", 1: "max_steps", 2: "dt_min", 3: "nonfinite"}
 BACKSOLVE_MISMATCH = 1e3  # reconstructed-state error, in units of atol + rtol|u|, deemed ill-posed
+BACKSOLVE_DOUBTFUL = 1e2  # ... above which the gradient may be far less accurate than asked: a warning
 
 
 @dataclass(frozen=True)
