@@ -159,6 +159,15 @@ def _tangent_transpose(inputs, ct):
     return (_none(spec), _none(u0), _none(p)) + _keep_undefined((v0, vp), (lam, mu))
 
 
+def _refuse_checkpoint_second_order(spec) -> None:
+    if spec.adjoint == "checkpoint":
+        raise ValueError(
+            "adjoint='checkpoint' (the discrete adjoint) cannot be differentiated again: "
+            "second derivatives through an adjoint (hessian, jacrev(jacfwd), jvp/grad of a "
+            "gradient) need adjoint='interpolating' or adjoint='backsolve'; jacfwd(jacfwd) works "
+            "with every adjoint")
+
+
 # --- A(x; w) ------------------------------------------------------------------------------
 
 @eqxi.filter_primitive_def
@@ -175,11 +184,7 @@ def _adjoint_jvp(primals, tangents):
     dw = _materialise(w, tw) if _nonzero(tw) else None
     if not _nonzero((tu0, tp)):
         return out, None if dw is None else _bind(adjoint_p, spec, u0, p, dw)
-    if spec.adjoint == "checkpoint":
-        raise ValueError(
-            "adjoint='checkpoint' (the discrete adjoint) cannot be differentiated again: "
-            "second derivatives (hessian, jvp/grad of a gradient) need "
-            "adjoint='interpolating' or adjoint='backsolve'")
+    _refuse_checkpoint_second_order(spec)
     d0, dp = _materialise((u0, p), (tu0, tp))
     return out, _bind(second_adjoint_p, spec, u0, p, w, d0, dp, dw)
 
@@ -219,6 +224,7 @@ def _second_tangent_jvp(primals, tangents):
 def _second_tangent_transpose(inputs, ct):
     spec, u0, p, v0, vp, d0, dp = inputs
     _check_known((u0, p))
+    _refuse_checkpoint_second_order(spec)  # the transpose runs forward mode through the adjoint
     ct = _trajectory_cotangent(spec, u0, ct)
     v_undefined = any(map(_is_undefined, jax.tree_util.tree_leaves((v0, vp), is_leaf=_is_undefined)))
     if v_undefined:  # B is symmetric in (v, d): transpose in v is C(x; ct, d)

@@ -164,9 +164,11 @@ def test_other_adjoints_gradient(adjoint):
     x = jnp.array([Y0, Z])
     _, grad, hess = decay_exact(Y0, Z)
     np.testing.assert_allclose(jax.grad(L)(x), grad, rtol=1e-6)
+    np.testing.assert_allclose(jax.jacfwd(jax.jacfwd(L))(x), hess, rtol=1e-6)  # every adjoint
     if adjoint == "checkpoint":
-        with pytest.raises(ValueError, match="adjoint='interpolating'"):
-            jax.hessian(L)(x)
+        for second_order in (jax.hessian, lambda fn: jax.jacrev(jax.jacfwd(fn))):
+            with pytest.raises(ValueError, match="adjoint='interpolating'"):
+                second_order(L)(x)
     else:  # forward mode through the backsolve's solves, the moving cotangent included
         np.testing.assert_allclose(jax.hessian(L)(x), hess, rtol=1e-6)
         e = jnp.array([0.3, -1.1])
