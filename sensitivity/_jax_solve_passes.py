@@ -258,6 +258,9 @@ def adjoint(spec: SolveSpec, u0, p, w):
     """``F'(x)^T w`` as ``(cotangent of u0, cotangent of p)``; under ``jax.jacrev`` (or a
     forward derivative of a gradient) one interpolating adjoint solve carries every
     cotangent (:func:`_stacking`)."""
+    if spec.adjoint != "checkpoint" and jnp.iscomplexobj(u0):
+        raise ValueError(f"adjoint={spec.adjoint!r} supports real states only; for a complex state "
+                         "use adjoint='checkpoint' (jax.grad) or forward mode (jax.jacfwd)")
     if spec.adjoint != "interpolating":
         grads, ok = _adjoint_with_code(spec, u0, p, w)
         return _cast_like(_nan_unless(ok, grads), (u0, p))

@@ -247,6 +247,27 @@ def _numpy_tree(tree: Any, dtype) -> Any:
     return jax.tree_util.tree_map(leaf, tree)
 
 
+def _check_complex(op: str, prob: ODEProblem, wrt: str, chosen: str, adjoint: str) -> None:
+    """Complex states: the strategies that give the right numbers (the continuous adjoints
+    and forward-mode gradients do not handle them); no complex target."""
+    leaves = ([prob.u0] if wrt != "p" else []) + (jax.tree_util.tree_leaves(prob.p) if wrt != "u0" else [])
+    if any(np.iscomplexobj(leaf) for leaf in leaves):
+        raise TypeError(f"{op}: derivatives with respect to complex values are not supported (wrt={wrt!r} "
+                        "holds complex numbers); split them into real and imaginary parts")
+    if prob.u0.dtype.kind != "c":
+        return
+    if op == "jacobian" and chosen != "forward":
+        raise ValueError("jacobian of a complex state needs mode='forward' (a reverse pass keeps only "
+                         "the real part of complex outputs)")
+    if op in ("gradient", "value_and_gradient") and (chosen != "reverse" or adjoint != "checkpoint"):
+        raise ValueError(f"{op} of a loss of a complex state needs mode='reverse', adjoint='checkpoint' "
+                         "(the discrete adjoint); the continuous adjoints and forward mode support real "
+                         "states only")
+    if op in ("hvp", "hessian"):
+        raise ValueError(f"{op} of a loss of a complex state is not supported: second derivatives "
+                         "need a continuous adjoint, which supports real states only")
+
+
 def prepare(op: str, *args, method=None, saveat=None, rtol=1e-6, atol=1e-8,
             max_steps=100_000, wrt="p", mode="auto", adjoint="interpolating",
             duplicate_closure=True, events=None, **kwargs) -> PreparedOperator:
@@ -297,6 +318,7 @@ def prepare(op: str, *args, method=None, saveat=None, rtol=1e-6, atol=1e-8,
         note = reverse_for_stabilized(target_size(prob, target.wrt), n_outputs)
         if note is not None:
             chosen, reason = chosen[: -len("forward")] + "reverse", reason + note
+    _check_complex(op, prob, target.wrt, chosen, adjoint)
     if events is not None:
         from ._events import prepare_with_events
 
