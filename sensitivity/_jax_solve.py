@@ -150,6 +150,13 @@ def _joined_function(prob, g, events: tuple, saveat: np.ndarray, options, adjoin
     return F
 
 
+def _wider(built, x):
+    """The dtype a leaf ``x`` of ``p`` runs in: the one ``F`` was built with, widened to
+    ``x``'s own floating dtype (a float64 ``p`` is never rounded to a float32 problem's)."""
+    given = jnp.result_type(x)
+    return jnp.promote_types(built, given) if jnp.issubdtype(given, jnp.inexact) else built
+
+
 class _SolveFunction:
     """``F(u0, p) -> u(saveat)``: see :func:`jax_solve`.
 
@@ -178,7 +185,7 @@ class _SolveFunction:
         if jax.tree_util.tree_structure(p) != self._p_tree or describe(p) != self._p_signature:
             raise ValueError(f"p has structure/shapes {describe(p)} but F was built for "
                              f"{self._p_signature}")
-        leaves = [jnp.asarray(x, dtype=d) for x, d in zip(jax.tree_util.tree_leaves(p), self._p_dtypes)]
+        leaves = [jnp.asarray(x, dtype=_wider(d, x)) for x, d in zip(jax.tree_util.tree_leaves(p), self._p_dtypes)]
         # the solves run in float64 (diffrax promotes a float32 state): promoted here, so that
         # the cast's own derivative returns float32 cotangents for a float32 u0 (and the rows
         # are cast back to the problem's dtype, as solve(backend="jax") returns them)

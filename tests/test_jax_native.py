@@ -282,6 +282,18 @@ def test_linear_hessian_in_u0_is_phi_t_phi(linear_F):
     np.testing.assert_allclose(jax.hessian(L)(jnp.asarray(U0)), Phi.T @ Phi, rtol=1e-7, atol=1e-9)
 
 
+def test_a_float64_p_is_not_rounded_to_a_float32_problem_p():
+    """``prob.p`` float32, the caller's ``p`` float64: F used to cast it down (an error of
+    6e-9 at rtol 1e-12, with float64 outputs that hid it)."""
+    prob = dxdt.ODEProblem(decay, np.array([Y0]), (0.0, 1.0), np.array([Z], np.float32))
+    F = sens.jax_solve(prob, Tsit5(), saveat=[1.0], rtol=1e-12, atol=1e-14)
+    p = jnp.array([Z], jnp.float64)
+    np.testing.assert_allclose(F(jnp.array([Y0]), p)[0, 0], Y0 * np.exp(-Z), rtol=1e-12)
+    grad = jax.grad(lambda p: F(jnp.array([Y0]), p)[0, 0])(p)
+    assert grad.dtype == jnp.float64
+    np.testing.assert_allclose(grad, [-Y0 * np.exp(-Z)], rtol=1e-10)
+
+
 def test_float32_problem_is_solved_in_float64_with_float32_cotangents():
     """A float32 ``u0`` and ``p``: the solves run in float64, the rows come back float32
     (as from ``solve(backend="jax")``), and ``jax.grad``/``jax.hessian`` give float32
