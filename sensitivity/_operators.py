@@ -446,10 +446,13 @@ def _dense_steps(prob, options: SolveOptions) -> int:
 
     private = ODEProblem(duplicate(prob.f), prob.u0, prob.tspan, prob.p)  # never the user's buffers
     sol = solve(private, options.method, rtol=options.rtol, atol=options.atol, max_steps=options.max_steps)
-    if not sol.success:
-        return options.max_steps
     steps = sol.stats["naccept"] + sol.stats["nreject"]
+    if not sol.success:  # no count to go by: a moderate buffer (chunks or a rebuild extend it), not
+        steps = min(steps, FAILED_PLAN_STEPS)  # max_steps, which every later call would pay for
     return min(options.max_steps, _round_up(steps + steps // 4 + 16))
+
+
+FAILED_PLAN_STEPS = 4096  # dense buffer steps planned from a solve that failed at the problem's point
 
 
 DENSE_BUDGET_BYTES = 2 * 2**30  # dense output of the interpolating adjoint's forward solve

@@ -458,3 +458,16 @@ def test_F_uses_the_closure_arrays_as_they_were_when_it_was_built():
     assert rate[0] == 3.0
     G = sens.jax_solve(prob, rtol=1e-10, atol=1e-12)  # built again: sees the change
     np.testing.assert_allclose(G(jnp.array([1.0]), jnp.array([1.0])), [[np.exp(-3.0)]], rtol=1e-8)
+
+
+def test_F_built_where_the_solve_fails_sizes_a_moderate_dense_buffer():
+    """The planning solve fails at the problem's own point (a blow-up): the buffer was
+    max_steps long (100 000 steps), which every later gradient paid for."""
+    def riccati(du, u, p, t):
+        du[:] = p[0] * u**2
+
+    prob = dxdt.ODEProblem(riccati, np.ones(4), (0.0, 1.0), np.array([3.0]))  # blows up at t = 1/3
+    F = sens.jax_solve(prob, Tsit5(), rtol=1e-8, atol=1e-10)
+    assert F.spec.dense_steps <= 8192
+    grad = jax.grad(lambda p: jnp.sum(F(jnp.ones(4), p)))(jnp.array([0.5]))
+    np.testing.assert_allclose(grad, [4.0 / (1 - 0.5) ** 2], rtol=1e-6)  # u(1) = 1 / (1 - p)
