@@ -35,6 +35,7 @@ from ._backend_numpy import RawSolution, progress_bar
 from ._events import inplace_condition, nonfinite_affect_message
 from ._events_numpy import ZENO_COUNT, is_zeno, next_clip, schedule, zeno_message
 from .sensitivity._options import STATUS_CODES
+from .solvers import AbstractStabilized
 from .solvers._controller import EPS as _EPS
 from .solvers._numpy_executor import failure_message
 
@@ -87,6 +88,7 @@ def _build_chunk(prob, method, conditions: tuple, directions: tuple, every_step:
     from .sensitivity._options import SolveOptions
     from .solvers._diffrax import diffrax_solver, pid_coefficients
     from .solvers._diffrax_controller import GuardedController
+    from .solvers._stabilized_diffrax import stabilized_counters
 
     jax, jnp = load_jax()
     g = to_jax(prob.f, prob.u0, prob.p)
@@ -104,7 +106,9 @@ def _build_chunk(prob, method, conditions: tuple, directions: tuple, every_step:
 
     event = diffrax.Event([sign_change(j) for j in range(len(directions))],
                           direction=[None if d == 0 else d > 0 for d in directions]) if directions else None
-    saveat = diffrax.SaveAt(steps=every_step, t1=not every_step, dense=True, controller_state=True)
+    stabilized = isinstance(method, AbstractStabilized)  # its work is counted by its solver state
+    saveat = diffrax.SaveAt(steps=every_step, t1=not every_step, dense=True, controller_state=True,
+                            solver_state=stabilized)
 
     def chunk(t_start, t_stop, u, p, dt0, probe, save_ts, rtol, atol):
         # the NumPy backend's step-size floor; non-finite steps are rejected and reported
@@ -136,8 +140,10 @@ def _build_chunk(prob, method, conditions: tuple, directions: tuple, every_step:
         stats, f64 = sol.stats, jnp.float64
         code = jnp.where(sol.result == diffrax.RESULTS.event_occurred, SIGN_CHANGE,
                          status_code(sol.result, sol.controller_state[1]))
-        head = jnp.stack([code, stats["num_steps"], stats["num_accepted_steps"],
-                          stats["num_rejected_steps"], ts_size, found, t_event]).astype(f64)
+        work = stabilized_counters(sol).astype(f64) if stabilized else jnp.zeros(3, f64)
+        head = jnp.concatenate([jnp.stack([code, stats["num_steps"], stats["num_accepted_steps"],
+                                           stats["num_rejected_steps"], ts_size, found, t_event]).astype(f64),
+                                work])
         summary = jnp.concatenate([head, fires.astype(f64), ts])
         states = jnp.concatenate([jnp.stack([u_reached, sol.evaluate(t_event)]), rows])
         return (summary, states, sol.interpolation) if dense else (summary, states)
@@ -206,6 +212,8 @@ class _Solve:
         self.bar, self.saveat, self.max_steps = bar, saveat, max_steps
         self.direction = 1.0 if self.t1 > self.t0 else -1.0
         self.stages = method.tableau.stages
+        self.stabilized = method if isinstance(method, AbstractStabilized) else None
+        self.work = [0, 0, 0]  # its counters, summed over the chunks (the largest stage count: max)
         self.dt0 = dt
         self.u = np.array(prob.u0)
         self.t_events = [[] for _ in events]
@@ -299,7 +307,9 @@ class _Solve:
                 f64(t), f64(t_clip), self.u, self.p, f64(self.direction * abs(dt0)), self.probe, save_ts,
                 *self.tolerances)
             code, n_steps, accepted, rejected, ts_size, found, t_event = summary[:7]
-            fires, step_ts = summary[7: 7 + m], summary[7 + m: 7 + m + int(ts_size)]
+            work = summary[7:10]  # a stabilized method's f evaluations, largest stage count, estimates
+            self.work = [self.work[0] + int(work[0]), max(self.work[1], int(work[1])), self.work[2] + int(work[2])]
+            fires, step_ts = summary[10: 10 + m], summary[10 + m: 10 + m + int(ts_size)]
             u_reached, u_event, rows = states[0], states[1], states[2:]
             result = _RESULTS.get(int(code), "nonfinite")
             n_steps, accepted, rejected = int(n_steps), int(accepted), int(rejected)
@@ -350,7 +360,13 @@ class _Solve:
         dtype = self.out.dtype if self.saveat is not None else self.us[0].dtype  # the state's (diffrax promotes)
         t_out, u_out = ((np.array(self.ts), np.array(self.us, dtype)) if self.saveat is None
                         else (self.saveat[: self.j].copy(), self.out[: self.j]))
-        stats = {"nfev": 1 + self.stages * steps, "naccept": naccept, "nreject": nreject}
+        if self.stabilized is None:
+            stats = {"nfev": 1 + self.stages * steps, "naccept": naccept, "nreject": nreject}
+        else:  # the counters hold the rejected attempts' work too (dxdt's controller counts it)
+            from .solvers._stabilized_diffrax import solve_stats
+
+            counted = solve_stats(self.stabilized, self.work, naccept, 0, self.stabilized.eigen_est is not None)
+            stats = {"nfev": 1 + counted.pop("nfev"), "naccept": naccept, "nreject": nreject, **counted}
         t_events = [np.array(ts, dtype=np.float64) for ts in self.t_events]
         u_events = [np.array(us, dtype).reshape((len(us),) + self.shape) for us in self.u_events]
         dense = self.dense if self.dense is not None and self.dense.segments else None

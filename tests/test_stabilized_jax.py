@@ -523,3 +523,17 @@ def test_an_eigen_est_that_turns_nan_mid_solve_fails_with_the_partial_data_on_bo
     assert by["jax"].stats["naccept"] == by["numpy"].stats["naccept"]  # stopped at the same refresh
     for sol in by.values():
         np.testing.assert_allclose(sol.u[-1], scipy.linalg.expm(A * sol.t[-1]) @ prob.u0, atol=1e-4)
+
+
+@pytest.mark.parametrize("method", [RKC(), ROCK4()], ids=repr)
+def test_stats_with_events_on_jax_count_the_stages_taken(method):
+    """The event host loop counted a stabilized step as max_stages evaluations (RKC: 201
+    per step) and dropped max_stages_used and n_eigen_est."""
+    prob = dxdt.ODEProblem(lambda du, u, p, t: np.multiply(-np.array([1.0, 50.0, 2000.0]), u, out=du),
+                           np.ones(3), (0.0, 2.0))
+    dose = dxdt.TimeEvent([0.3, 1.1], lambda u, p, t: u.__setitem__(1, u[1] + 1.0))
+    by = {b: dxdt.solve(prob, method, rtol=1e-6, events=[dose], backend=b).stats for b in ("numpy", "jax")}
+    assert set(by["jax"]) == set(by["numpy"])
+    per_step = {b: s["nfev"] / (s["naccept"] + s["nreject"]) for b, s in by.items()}
+    assert per_step["jax"] == pytest.approx(per_step["numpy"], rel=0.25)
+    assert by["jax"]["max_stages_used"] <= method.max_stages and by["jax"]["n_eigen_est"] >= 3  # one per segment
