@@ -5,7 +5,7 @@ need ``rho(t, u, p)`` on JAX values. A float becomes a constant; a callable that
 JAX itself is called as written; any other is translated like ``f`` (its NumPy calls run
 on traced arrays, :mod:`dxdt.sensitivity.translate`), reading its closure arrays as
 constants (recorded in ``constant_reads``, so a compiled program is not reused after one
-of them changed).
+of them changed) and writing its work buffers into private copies, as ``f`` does.
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ class TranslatedEstimate:
         if self.pure_jax:
             value = self.eigen_est(u, p, t)
         else:
-            value = call(self.eigen_est, (u, p, t), duplicate_closure=False,
+            value = call(self.eigen_est, (u, p, t), duplicate_closure=True,
                          reads=self.constant_reads, owner=self.owner)
         value = jnp.asarray(value)
         if value.shape != () or value.dtype.kind not in "biuf":

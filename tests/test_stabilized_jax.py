@@ -308,6 +308,24 @@ def test_eigen_est_translated_like_f():
     assert estimate_callables(ROCK2(eigen_est=3.0)) == ()
 
 
+def test_an_eigen_est_with_a_work_buffer_runs_on_jax_on_a_private_copy():
+    """Like f: a buffer written before it is read is duplicated (it was refused with advice to
+    pass duplicate_closure=True, an option solve() does not have)."""
+    work = np.zeros(N)
+
+    def est(u, p, t):
+        work[:] = (SCALE * p[0]) * (1.0 + 0.0 * u)
+        return 4.0 * np.max(work)
+
+    prob = dxdt.ODEProblem(heat, U0, (0.0, T1), P)
+    by = {b: dxdt.solve(prob, RKC(eigen_est=est), saveat=[T1], backend=b) for b in ("numpy", "jax")}
+    work[:] = -7.0
+    jax_again = dxdt.solve(prob.remake(u0=U0 * 1.01), RKC(eigen_est=est), saveat=[T1], backend="jax")
+    np.testing.assert_array_equal(work, np.full(N, -7.0))  # the user's buffer, untouched
+    np.testing.assert_allclose(by["jax"].u, by["numpy"].u, rtol=1e-5)
+    assert jax_again.success
+
+
 def test_eigen_est_returning_an_array_raises_naming_it():
     from dxdt.sensitivity._estimate import translate_eigen_est
     from dxdt.sensitivity._jax import load_jax
