@@ -23,6 +23,7 @@ import pickle
 import sys
 import threading
 import uuid
+import warnings
 from collections import OrderedDict, deque
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -213,6 +214,28 @@ def _payload_batch(token: str, blob: bytes | None, idx) -> list:
     return [_solve_member(ens, i, method, options) for i in idx]
 
 
+def _process_batch(token: str, idx) -> list:
+    """:func:`_payload_batch` in a worker process of our own pool (one thread), each member's
+    warnings recorded with it (``_warnings``) for the parent to emit: a worker's own go
+    nowhere."""
+    members = []
+    for i in idx:
+        with warnings.catch_warnings(record=True) as record:
+            warnings.simplefilter("always")
+            member, = _payload_batch(token, None, [i])
+        member._warnings = [(w.category, f"ensemble member {int(i)}: {w.message}") for w in record]
+        members.append(member)
+    return members
+
+
+def _emit_warnings(members: list) -> list:
+    """Emit the warnings recorded with ``members`` in their worker process."""
+    for member in members:
+        for category, message in member.__dict__.pop("_warnings", ()):
+            warnings.warn(message, category, stacklevel=2)
+    return members
+
+
 def _process_pool(payload: tuple[str, bytes], workers: int) -> ProcessPoolExecutor:
     """Workers forked when that is safe (one thread, JAX not loaded: starts in milliseconds),
     else from a forkserver with dxdt preloaded (or spawned where there is none)."""
@@ -236,7 +259,7 @@ def _processes(payload, ens, batches: list, workers: int) -> Iterator:
         while pending or inflight:
             while pending and len(inflight) < WINDOW_PER_WORKER * workers:
                 idx = pending.popleft()
-                inflight.append((idx, pool.submit(_payload_batch, token, None, idx)))
+                inflight.append((idx, pool.submit(_process_batch, token, idx)))
             idx, future = inflight[0]
             try:
                 members = future.result()
@@ -250,7 +273,7 @@ def _processes(payload, ens, batches: list, workers: int) -> Iterator:
                 pool = _process_pool(payload, workers)
                 continue
             inflight.popleft()
-            yield idx, members, {}
+            yield idx, _emit_warnings(members), {}
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
 
@@ -277,7 +300,7 @@ def _isolate(payload, ens, idx) -> list:
     """Rerun a batch alone in a fresh one-worker pool, halving it while its worker dies."""
     pool = _process_pool(payload, 1)
     try:
-        return pool.submit(_payload_batch, payload[0], None, idx).result()
+        return _emit_warnings(pool.submit(_process_batch, payload[0], idx).result())
     except BrokenProcessPool:
         if len(idx) == 1:
             return [LostMember(ens.member(int(idx[0])), LOST_MESSAGE)]

@@ -8,6 +8,7 @@ import multiprocessing
 import os
 import signal
 import threading
+import warnings
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 
 import numpy as np
@@ -284,6 +285,20 @@ def test_bad_input_names_the_argument():
                    executor="processes")
     with pytest.raises(ValueError, match="rtol must be finite"):
         dxdt.solve(ens, Tsit5(), rtol=-1.0)
+
+
+def test_warnings_from_worker_processes_reach_the_caller_naming_the_member():
+    """A worker process's warnings went nowhere (threads and serial runs showed them)."""
+    def warns(du, u, p, t):
+        if p > 1.5:
+            warnings.warn("rate above 1.5", UserWarning)
+        du[:] = -p * u
+
+    ens = dxdt.EnsembleProblem(dxdt.ODEProblem(warns, U0, (0.0, 2.0), p=1.0), p=np.array([1.0, 2.0, 1.2]))
+    with pytest.warns(UserWarning, match="ensemble member 1: rate above 1.5") as record:
+        sol = dxdt.solve(ens, Tsit5(), executor="processes", max_workers=2, batch_size=1, **OPTIONS)
+    assert all("member 1" in str(w.message) for w in record if "rate" in str(w.message))
+    assert sol.success.all()
 
 
 def test_processes_take_closure_built_models():
