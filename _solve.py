@@ -10,7 +10,7 @@ from ._ensemble import EnsembleProblem
 from ._events import check_events
 from ._problem import ODEProblem
 from ._solution import Solution, SolverError
-from .solvers import Tsit5
+from .solvers import AbstractStabilized, Tsit5
 
 BACKENDS = ("numpy", "jax")  # _backend_numpy.py, _backend_jax.py
 
@@ -118,6 +118,8 @@ def solve(
         if events:
             check()
         _check_estimate_at_t0(method, prob)
+    if not adaptive and isinstance(method, AbstractStabilized) and method.eigen_est is not None:
+        _warn_if_underestimated(f, prob, method)
     options = dict(rtol=rtol, atol=atol, dt=dt, adaptive=adaptive, saveat=saveat, dense=dense,
                    max_steps=max_steps, progress=progress)
     if events:
@@ -152,6 +154,20 @@ def _check_on_duplicate(f, prob: ODEProblem) -> None:
     from .sensitivity.translate import duplicate
 
     _checks.first_derivative(duplicate(f), prob)
+
+
+def _warn_if_underestimated(f, prob: ODEProblem, method) -> None:
+    """A fixed-step stabilized solve whose given ``eigen_est`` is well below the spectral
+    radius at ``t0`` warns (on duplicates: never the user's buffers)."""
+    import warnings
+
+    from .sensitivity.translate import duplicate
+    from .solvers._guidance import underestimate_message
+
+    given = duplicate(method.eigen_est) if callable(method.eigen_est) else method.eigen_est
+    message = underestimate_message(duplicate(f), prob.u0, prob.p, prob.tspan[0], method, given)
+    if message:
+        warnings.warn(message, RuntimeWarning, stacklevel=3)
 
 
 def _check_estimate_at_t0(method, prob: ODEProblem) -> None:

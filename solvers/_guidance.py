@@ -45,3 +45,30 @@ def stability_note(f, u: np.ndarray, p, t: float, tspan, stats: dict, method) ->
             f"radius = {ratio:.2f} x {method!r}'s stability boundary, with the dominant "
             "eigenvalue on the negative real axis): a stabilized explicit method such as "
             "ROCK2() or RKC() (dxdt.solvers) may need far fewer f evaluations")
+
+
+UNDERESTIMATE = 1.5  # a given spectral radius this many times below the power iteration's
+
+
+def underestimate_message(f, u0: np.ndarray, p, t0: float, method, given) -> str:
+    """``""``, or why a fixed-step solve with ``method`` and its ``eigen_est`` ``given`` (a
+    float or a callable) may be unstable.
+
+    With adaptive steps an estimate that is too small shows as rejected steps; with fixed
+    steps nothing does (the solve "succeeds" with a blown-up state). So the given estimate
+    is compared at ``t0`` with the power iteration of the adaptive solves (at most 50
+    ``f`` evaluations, not counted in the stats).
+    """
+    rho = float(given(u0.copy(), p, t0)) if callable(given) else float(given)
+    u = np.asarray(u0)
+    ws = _Workspace(u.reshape(-1), power=True, hermite=False)
+    f(ws.views[2].reshape(u.shape), ws.views[1].reshape(u.shape), p, t0)
+    if not np.all(np.isfinite(ws.f0)):
+        return ""
+    sigma, _, converged, _ = _power_iteration(f, ws, p, t0, u.shape)
+    if not (converged and math.isfinite(sigma) and sigma > UNDERESTIMATE * rho):
+        return ""
+    return (f"{method!r}: eigen_est gives {rho:.4g} at t0={t0:.6g} but a power iteration on df/du "
+            f"finds a spectral radius of {sigma:.4g}; with fixed steps (adaptive=False) the stage "
+            "count chosen from the smaller value can be unstable, and a fixed-step solve cannot "
+            "detect it. Raise eigen_est (an upper bound), or use adaptive steps.")

@@ -728,3 +728,23 @@ def test_a_step_ending_where_f_turns_nonfinite_is_not_accepted(method, backend):
         assert np.isfinite(sol.u).all() and 4 <= len(sol.t) <= 5  # rows up to 0.015 or 0.02
         exact = np.exp(-(2 - 2 * np.cos(np.pi / (n + 1))) * (n + 1) ** 2 * sol.t)[:, None] * u0
         np.testing.assert_allclose(sol.u, exact, atol=1e-4)
+
+
+@pytest.mark.parametrize("backend", ["numpy", "jax"])
+def test_fixed_steps_with_an_eigen_est_far_below_the_spectral_radius_warn(backend):
+    """Adaptive steps reject what an underestimate makes unstable; fixed steps returned
+    "success" with max|u| ~ 1e137 (exact 0.63), silently."""
+    n = 40
+    A = (np.diag(-2 * np.ones(n)) + np.diag(np.ones(n - 1), 1) + np.diag(np.ones(n - 1), -1)) * (n + 1) ** 2
+    rho = 4.0 * (n + 1) ** 2
+    prob = dxdt.ODEProblem(lambda du, u, p, t: np.matmul(A, u, out=du),
+                           np.sin(np.pi * np.arange(1, n + 1) / (n + 1)), (0.0, 0.05))
+    with pytest.warns(RuntimeWarning, match="eigen_est gives 67.24 at t0=0 but a power iteration"):
+        dxdt.solve(prob, RKC(eigen_est=rho / 100), dt=1e-3, adaptive=False, backend=backend)
+    with pytest.warns(RuntimeWarning, match="power iteration on df/du finds a spectral radius of 6.6"):
+        dxdt.solve(prob, ROCK2(eigen_est=lambda u, p, t: rho / 100), dt=1e-3, adaptive=False, backend=backend)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)  # an upper bound is silent
+        sol = dxdt.solve(prob, RKC(eigen_est=rho), dt=1e-3, adaptive=False, backend=backend)
+    exact = np.exp(-(2 - 2 * np.cos(np.pi / (n + 1))) * (n + 1) ** 2 * 0.05) * prob.u0
+    np.testing.assert_allclose(sol.u[-1], exact, atol=1e-4)
