@@ -611,6 +611,36 @@ def test_unsupported_array_method():
     _raises(f, match=r"ndarray.view")
 
 
+def test_closure_arrays_whose_semantics_the_translation_would_lose_are_refused():
+    """An np.matrix's ``*`` became elementwise and a masked array's sum counted the masked
+    entry; writes through a closure view of another dtype (``Z.real``) never reached ``Z``:
+    all silently wrong on the JAX backend."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", PendingDeprecationWarning)
+        matrix = np.matrix([[-1.0, 0.2], [0.1, -1.0]])
+    masked = np.ma.masked_array([1.0, 2.0], mask=[False, True])
+    Z = np.zeros(2, complex)
+    real_part = Z.real
+
+    def uses_matrix(du, u, p, t):
+        du[:] = np.asarray(matrix * u[:, None])[:, 0]
+
+    def uses_masked(du, u, p, t):
+        du[:] = -masked.sum() * u
+
+    def writes_a_real_view(du, u, p, t):
+        real_part[:] = u
+        du[:] = -np.abs(Z) ** 2
+
+    for f, match in ((uses_matrix, r"'matrix'.*numpy.matrix.*np.asarray\(m\)"),
+                     (uses_masked, r"'masked'.*MaskedArray.*filled"),
+                     (writes_a_real_view, r"'real_part'.*view of another array.*float64 of complex128")):
+        with pytest.raises(TranslationError, match=match):
+            to_jax(f, np.array([0.3, 0.9]), None)(np.array([0.3, 0.9]), None, 0.0)
+
+
 def test_import_does_not_load_jax():
     code = "import dxdt, dxdt.sensitivity, sys; assert 'jax' not in sys.modules, 'jax imported'"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)

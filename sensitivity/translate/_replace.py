@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from ._closure import Label
+from ._errors import TranslationError
 
 
 def is_numeric_array(obj) -> bool:
@@ -57,6 +58,19 @@ def _view_geometry(array: np.ndarray):
     return root, offset // size, tuple(s // size for s in array.strides)
 
 
+def _check_plain(array: np.ndarray, label: Label) -> None:
+    """Refuse array subclasses whose operators mean something else (the translation
+    makes plain arrays of them: ``np.matrix``'s ``*`` would become elementwise, a masked
+    array's reductions would count the masked entries)."""
+    if type(array) is np.ndarray or not isinstance(array, (np.matrix, np.ma.MaskedArray)):
+        return
+    fix = ("np.asarray(m), and @ for its products" if isinstance(array, np.matrix)
+           else "w.filled(value) or w.compressed()")
+    raise TranslationError(
+        f"{label} is a {type(array).__module__}.{type(array).__qualname__}, whose operations differ "
+        f"from a plain array's: convert it outside f ({fix}) and write f with plain arrays.")
+
+
 class AbstractArrayReplacer(abc.ABC):
     """Base of the ``replace`` policies: replaces NumPy arrays, keeping views as views.
 
@@ -84,8 +98,15 @@ class AbstractArrayReplacer(abc.ABC):
     def __call__(self, obj, label: Label):
         if not is_numeric_array(obj):
             return self.replace_other(obj, label)
+        _check_plain(obj, label)
         geometry = _view_geometry(obj)
         if geometry is None:
+            if owning_array(obj) is not obj:
+                raise TranslationError(
+                    f"{label} is a view of another array with a different dtype or layout "
+                    f"({obj.dtype} of {owning_array(obj).dtype}: z.real, z.imag, w.view(...)): writes "
+                    "through it could not reach that array in the translation. Take the view inside "
+                    "f (zr = z.real), or keep separate arrays.")
             return self.replace_root(obj, label)
         root, offset, strides = geometry
         if id(root) not in self._roots:

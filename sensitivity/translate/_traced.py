@@ -409,7 +409,10 @@ class TracedArray:
                 "Draw random numbers outside f and pass them in p."
                 if "random" in user_source_line()
                 else "Keep it a traced array: use NumPy functions on it, and write results "
-                "into du or into arrays created with np.zeros/np.empty or reachable from f."
+                "into du or into arrays created with np.zeros/np.empty or reachable from f. "
+                "A list or tuple of traced values given to a NumPy function (np.mean([a, b]), "
+                "np.maximum.reduce([u, v])) is converted this way too: make it an array first, "
+                "np.array([a, b]) or np.stack([u, v])."
             )
             raise translation_error(
                 "converting a value that depends on u, p or t to a NumPy array (np.asarray, "
