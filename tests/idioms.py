@@ -215,11 +215,13 @@ def roll_periodic():
 
 @idiom
 def where_and_clip():
-    """``np.where``, ``np.maximum``, ``np.clip`` instead of Python branches."""
+    """``np.where``, ``np.maximum``, ``np.clip`` instead of Python branches (``np.clip``'s
+    ``a_min``/``a_max`` too, and ``np.diff`` with a list ``prepend``)."""
 
     def f(du, u, p, t):
         rate = np.where(u > 1.0, p[0] * u, p[1] * u**2)
         du[:] = np.maximum(rate, 0.1 * u) - np.clip(u, 0.6, 1.3) + abs(u - 1.0) * -p[1]
+        du += np.clip(u, a_min=0.7, a_max=1.2) - np.diff(u, prepend=[1.0])  # NumPy's keyword names, a list
 
     return Idiom("where_and_clip", f, np.linspace(0.52, 1.48, 6) + 0.013, np.array([2.0, 0.5]))
 

@@ -155,7 +155,13 @@ def _generic(func, name: str, args, kwargs):
     if _traced.all_concrete((args, kwargs)):
         return finish(func(*args, **kwargs), out)
     args = tuple(_list_to_array(a) for a in args)
+    kwargs = {_KEYWORDS.get((name, k), k): _list_to_array(v) if k in ("prepend", "append") else v
+              for k, v in kwargs.items()}
     return finish(_jax_call(name, function, args, kwargs), out)
+
+
+# NumPy keyword names jax.numpy spells differently
+_KEYWORDS = {("clip", "a_min"): "min", ("clip", "a_max"): "max"}
 
 
 def apply_function(func, args, kwargs):
