@@ -169,12 +169,21 @@ def first_derivative(f: Callable, prob: ODEProblem) -> np.ndarray:
         _check_real_derivative(f, prob)
     du = np.full(u0.shape, np.nan, dtype=u0.dtype)
     u = u0.copy()
+    p_arrays = _array_leaves(prob.p)
+    p_before = [a.copy() for a in p_arrays]
     result = f(du, u, prob.p, t0)
     if not np.array_equal(u, u0, equal_nan=True):
         raise ValueError(
             "f changed its argument u (the solver's state) at t0: an in-place f(du, u, p, t) "
             "must only write du (and its own work buffers); copy u first (v = u.copy()) to "
             "modify it")
+    if not all(np.array_equal(a, b, equal_nan=True) for a, b in zip(p_arrays, p_before)):
+        for a, b in zip(p_arrays, p_before):
+            np.copyto(a, b)  # the problem's p as it was
+        raise ValueError(
+            "f changed its argument p (the problem's parameters) at t0: every call would change "
+            "them again (k = p; k *= 2 writes into p); copy first (k = p.copy()) or write "
+            "k = p * 2")
     missing = np.isnan(du)
     if np.any(missing):
         sentinel = np.asarray(1.2345e30, dtype=u0.dtype)
@@ -193,6 +202,17 @@ def first_derivative(f: Callable, prob: ODEProblem) -> np.ndarray:
                 f"on entry, so du += ... before du[:] = ... reads garbage).{hint}"
             )
     return du
+
+
+def _array_leaves(p, depth: int = 0) -> list:
+    """The writable NumPy arrays in ``p`` (an array, or containers of them)."""
+    if isinstance(p, np.ndarray):
+        return [p] if p.flags.writeable else []
+    if depth < 8 and isinstance(p, (tuple, list)):
+        return [a for v in p for a in _array_leaves(v, depth + 1)]
+    if depth < 8 and isinstance(p, dict):
+        return [a for v in p.values() for a in _array_leaves(v, depth + 1)]
+    return []
 
 
 def _holds_complex(p, depth: int = 0) -> bool:

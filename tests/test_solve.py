@@ -7,6 +7,7 @@ from scipy.integrate import solve_ivp
 from scipy.linalg import expm
 
 import dxdt
+from dxdt.sensitivity import TranslationError
 from dxdt.solvers import BS3, DP5, RK4, Euler, Heun, Tsit5, Vern7
 
 ADAPTIVE = [BS3(), DP5(), Tsit5(), Vern7()]
@@ -410,6 +411,21 @@ def test_a_complex_derivative_of_a_real_state_is_refused_not_truncated(backend):
     sol = dxdt.solve(dxdt.ODEProblem(real_part, np.array([1.0]), (0.0, 1.0), {"k": 1.0 + 1.0j}), Tsit5(),
                      backend=backend, rtol=1e-10, atol=1e-12, saveat=[1.0])
     np.testing.assert_allclose(sol.u[-1], np.exp(-1.0), rtol=1e-8)
+
+
+@pytest.mark.parametrize("backend", ["numpy", "jax"])
+def test_an_f_that_changes_its_argument_p_is_refused_and_p_is_restored(backend):
+    """``k = p; k *= 1.01`` wrote into p: the NumPy backend compounded it on every call (p
+    grew to 1e13), the JAX backend's t0 check changed it once and then solved with it."""
+    def f(du, u, p, t):
+        k = p
+        k *= 1.01
+        du[:] = -k * u
+
+    prob = dxdt.ODEProblem(f, np.array([1.0, 0.5]), (0.0, 1.0), np.array([1.0, 2.0]))
+    with pytest.raises((ValueError, TranslationError), match="changed its argument p|writing into p"):
+        dxdt.solve(prob, Tsit5(), backend=backend)
+    np.testing.assert_array_equal(prob.p, [1.0, 2.0])
 
 
 def test_zero_dimensional_arrays_are_numbers_for_the_tolerances():

@@ -641,6 +641,26 @@ def test_closure_arrays_whose_semantics_the_translation_would_lose_are_refused()
             to_jax(f, np.array([0.3, 0.9]), None)(np.array([0.3, 0.9]), None, 0.0)
 
 
+def test_a_ufunc_masked_by_where_has_finite_reverse_derivatives_at_its_singular_points():
+    """``np.log(u, out=buf, where=u > 0)`` at u = 0: NumPy never evaluates the masked entry,
+    the translation did, and its reverse derivative was 0 * inf = NaN (forward was right)."""
+    jax, jnp = load_jax()
+    logu, ratio = np.zeros(3), np.zeros(3)
+
+    def gompertz(du, u, p, t):
+        np.log(u, out=logu, where=u > 0)
+        np.divide(p, u, out=ratio, where=u != 0)
+        du[:] = -u * logu + 1e-3 * ratio * u**2
+
+    u0 = np.array([0.2, 0.5, 0.0])
+    g = to_jax(gompertz, u0, np.ones(3))
+    forward = jax.jacfwd(lambda x: g(x, np.ones(3), 0.0))(jnp.asarray(u0))
+    reverse = jax.jacrev(lambda x: g(x, np.ones(3), 0.0))(jnp.asarray(u0))
+    assert np.all(np.isfinite(reverse))
+    np.testing.assert_allclose(reverse, forward, rtol=1e-14)
+    np.testing.assert_allclose(np.diag(reverse)[:2], -(np.log(u0[:2]) + 1.0) + 1e-3, rtol=1e-14)
+
+
 def test_import_does_not_load_jax():
     code = "import dxdt, dxdt.sensitivity, sys; assert 'jax' not in sys.modules, 'jax imported'"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)

@@ -211,6 +211,8 @@ def apply_ufunc(ufunc, method: str, inputs, kwargs):
                 "Rewrite it with supported NumPy functions.",
             )
         dtype = kwargs.pop("dtype", None) if method == "__call__" else None
+        if where is not True and method == "__call__":
+            args = _masked_operands(args, mask)
         result = _jax_call(name, function, args, kwargs)
         if dtype is not None:
             result = result.astype(dtype)
@@ -218,6 +220,18 @@ def apply_ufunc(ufunc, method: str, inputs, kwargs):
         xp = np if _traced.all_concrete((result, mask)) else jnp
         result = xp.where(mask, result, 0)
     return finish(result, out[0] if out is not None and len(out) == 1 else out, where)
+
+
+def _masked_operands(args, mask):
+    """The operands of ``ufunc(..., where=mask)`` with 0.5 where ``mask`` is False: the
+    result there is discarded, but an operand outside the function's domain (``log(0)``,
+    ``x / 0``) would still make its reverse-mode derivative ``0 * inf = NaN``. 0.5 lies
+    inside the domain of every ufunc with a singular point (as ``_power`` does for ``0 ** a``)."""
+    def safe(a):
+        if jnp.issubdtype(jnp.result_type(a), jnp.inexact):
+            return jnp.where(mask, a, jnp.asarray(0.5, jnp.result_type(a)))
+        return a
+    return tuple(safe(a) for a in args)
 
 
 _SPECIAL_ALIASES = {"psi": "digamma"}  # scipy.special ufuncs named otherwise in jax.scipy.special

@@ -133,7 +133,7 @@ def _run(f, u, p, t, inplace, duplicate_closure, reads):
     # and lists it reaches (a buffer allocated lazily into one stays in the copy)
     g = copy_structure(f, shadows, copy_root=isinstance(f, types.FunctionType), copy_containers=True)
     u_traced = _input(u, "u")
-    p_traced = jax.tree_util.tree_map(_input, p)
+    p_traced = jax.tree_util.tree_map(lambda leaf: _input(leaf, "p"), p)
     t_traced = _input(t)
     name = getattr(f, "__qualname__", type(f).__qualname__).replace("<locals>.", "")
     if inplace:

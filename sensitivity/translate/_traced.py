@@ -252,6 +252,12 @@ class TracedArray:
                 "f must not change u (the solver's state; on the NumPy backend the write would "
                 "change the solution): copy it first (v = u.copy()) and change the copy.",
             )
+        if buf.role == INPUT and buf.label == "p":
+            raise translation_error(
+                "writing into p, the parameters f is given",
+                "f must not change p (the problem's parameters; on the NumPy backend every call "
+                "would change them again): copy first (k = p.copy()) or write k = p * 2.",
+            )
         if buf.role == FROZEN and not is_concrete(value):
             raise translation_error(
                 f"writing a value that depends on u, p or t into {buf.label}",
