@@ -661,6 +661,20 @@ def test_a_ufunc_masked_by_where_has_finite_reverse_derivatives_at_its_singular_
     np.testing.assert_allclose(np.diag(reverse)[:2], -(np.log(u0[:2]) + 1.0) + 1e-3, rtol=1e-14)
 
 
+@pytest.mark.parametrize("ufunc", [np.add, np.subtract, np.multiply, np.maximum, np.minimum])
+def test_ufunc_at_with_a_slice_in_the_index_and_repeated_rows(ufunc):
+    """NumPy takes slices in ``ufunc.at``'s index (a raw JAX TypeError before); repeated
+    rows accumulate, as unbuffered updates do."""
+    def f(du, u, p, t):
+        du[:] = 1.5
+        ufunc.at(du.reshape(2, 2), (np.array([0, 0, 1]), slice(None)), u.reshape(2, 2)[[0, 1, 1]] * p)
+
+    u, p = np.array([0.3, 0.9, 0.5, 0.7]), np.array(2.0)
+    expected = np.empty(4)
+    f(expected, u, p, 0.0)
+    np.testing.assert_allclose(np.asarray(to_jax(f, u, p)(u, p, 0.0)), expected, rtol=1e-15)
+
+
 def test_import_does_not_load_jax():
     code = "import dxdt, dxdt.sensitivity, sys; assert 'jax' not in sys.modules, 'jax imported'"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)

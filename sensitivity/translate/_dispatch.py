@@ -280,9 +280,16 @@ def _ufunc_at(ufunc, name: str, inputs) -> None:
     if static and _traced.all_concrete((old, rest)):
         new = np.array(old, copy=True)
         ufunc.at(new, key, *rest)
+    elif name in _AT_METHODS and len(rest) == 1:  # x.at[key] also takes slices in the index
+        b = -rest[0] if name == "subtract" else rest[0]
+        new = getattr(jnp.asarray(old).at[key], _AT_METHODS[name])(b)
     else:
         new = FUNCTIONS[name].at(jnp.asarray(old), key, *rest, inplace=False)
     a._store(Ellipsis, new, a._positions()[key] if static else None)
+
+
+# ufuncs whose unbuffered ``at`` is one of JAX's ``x.at[...]`` updates (repeated indices accumulate)
+_AT_METHODS = {"add": "add", "subtract": "add", "multiply": "multiply", "minimum": "min", "maximum": "max"}
 
 
 def _view_function(func, name, args, kwargs):
