@@ -291,7 +291,12 @@ def prepare(op: str, *args, method=None, saveat=None, rtol=1e-6, atol=1e-8,
         raise TypeError(f"prepare() got unexpected keyword arguments {sorted(kwargs)}")
     from .._ensemble_sensitivity import stack_members
 
-    args = stack_members(op, args)  # an EnsembleProblem: its members as one stacked problem
+    stacked = stack_members(op, args)  # an EnsembleProblem: its members as one stacked problem
+    if stacked is not args and events:
+        raise ValueError("events with an EnsembleProblem are not supported by the sensitivity operators "
+                         "(the stacked members would share one event location and affect): take each "
+                         "member's gradient, or solve the ensemble with events on the NumPy backend")
+    args = stacked
     loss, rest = (None, args) if op == "jacobian" else (args[0] if args else None, args[1:])
     if op != "jacobian" and not callable(loss):
         raise TypeError(f"loss must be a callable loss(u) or loss(u, p), got {type(loss).__name__}")

@@ -122,3 +122,14 @@ def test_members_with_work_buffers_written_by_out_are_translated():
     for i in range(2):
         solo = sens.gradient(lambda u: np.sum(u[-1] ** 2), heat.remake(p=P[i]), Tsit5(), saveat=[0.01], **TOL)
         np.testing.assert_allclose(grad[i], solo, rtol=1e-7)
+
+
+def test_events_with_an_ensemble_are_refused_not_located_on_the_stacked_state():
+    """The stacked members shared one event location and affect: a loss of 1.969 against
+    2.702 for the members' own events, silently."""
+    prob = dxdt.ODEProblem(lambda du, u, p, t: np.multiply(-p, u, out=du), np.array([1.0]), (0.0, 2.0),
+                           np.array([1.0]))
+    ens = dxdt.EnsembleProblem(prob, p=np.array([[1.0], [2.0]]))
+    event = dxdt.Event(lambda u, p, t: u[0] - 0.5, lambda u, p, t: u.__setitem__(0, u[0] + 1.0))
+    with pytest.raises(ValueError, match="events with an EnsembleProblem"):
+        sens.value_and_gradient(lambda u: np.sum(u[:, -1]), ens, events=[event])
