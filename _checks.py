@@ -12,6 +12,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from ._ensemble import tree_leaves
 from ._problem import ODEProblem
 from .solvers import AbstractRungeKutta, AbstractStabilized
 from .solvers._controller import EPS as _EPS
@@ -204,26 +205,15 @@ def first_derivative(f: Callable, prob: ODEProblem) -> np.ndarray:
     return du
 
 
-def _array_leaves(p, depth: int = 0) -> list:
+def _array_leaves(p) -> list:
     """The writable NumPy arrays in ``p`` (an array, or containers of them)."""
-    if isinstance(p, np.ndarray):
-        return [p] if p.flags.writeable else []
-    if depth < 8 and isinstance(p, (tuple, list)):
-        return [a for v in p for a in _array_leaves(v, depth + 1)]
-    if depth < 8 and isinstance(p, dict):
-        return [a for v in p.values() for a in _array_leaves(v, depth + 1)]
-    return []
+    return [leaf for _, leaf in tree_leaves(p) if isinstance(leaf, np.ndarray) and leaf.flags.writeable]
 
 
-def _holds_complex(p, depth: int = 0) -> bool:
+def _holds_complex(p) -> bool:
     """Whether ``p`` (an array, a number, or containers of them) holds a complex value."""
-    if isinstance(p, (complex, np.ndarray, np.generic)):
-        return np.iscomplexobj(p)
-    if depth < 8 and isinstance(p, (tuple, list)):
-        return any(_holds_complex(v, depth + 1) for v in p)
-    if depth < 8 and isinstance(p, dict):
-        return any(_holds_complex(v, depth + 1) for v in p.values())
-    return False
+    return any(isinstance(leaf, (complex, np.ndarray, np.generic)) and np.iscomplexobj(leaf)
+               for _, leaf in tree_leaves(p))
 
 
 def _check_real_derivative(f: Callable, prob: ODEProblem) -> None:

@@ -224,11 +224,14 @@ def tree_map(fn: Callable, tree: Any, path: str = ""):
     return fn(tree, path)
 
 
-def tree_leaves(tree: Any) -> list:
-    """``[(path, leaf), ...]`` of a dict / tuple / list pytree."""
-    found = []
-    tree_map(lambda leaf, path: found.append((path, leaf)), tree)
-    return found
+def tree_leaves(tree: Any, path: str = "") -> list:
+    """``[(path, leaf), ...]`` of a dict / tuple / list pytree (tuple subclasses such as
+    NamedTuples included: nothing is rebuilt)."""
+    if isinstance(tree, dict):
+        return [found for k, v in tree.items() for found in tree_leaves(v, f"{path}[{k!r}]")]
+    if isinstance(tree, (tuple, list)):
+        return [found for i, v in enumerate(tree) for found in tree_leaves(v, f"{path}[{i}]")]
+    return [(path, tree)]
 
 
 def _batch_array(value: Any, name: str) -> np.ndarray:

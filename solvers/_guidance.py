@@ -33,11 +33,7 @@ def stability_note(f, u: np.ndarray, p, t: float, tspan, stats: dict, method) ->
     u = np.asarray(u, dtype=np.float64) if np.asarray(u).dtype.kind != "c" else u
     if not (math.isfinite(boundary) and boundary > 0 and np.all(np.isfinite(u))):
         return ""
-    ws = _Workspace(u.reshape(-1), power=True, hermite=False)
-    f(ws.views[2].reshape(u.shape), ws.views[1].reshape(u.shape), p, t)
-    if not np.all(np.isfinite(ws.f0)):
-        return ""
-    sigma, cosine, converged, _ = _power_iteration(f, ws, p, t, u.shape)
+    sigma, cosine, converged = _spectral_radius(f, u, p, t)
     ratio = abs(tspan[1] - tspan[0]) / stats["naccept"] * sigma / boundary
     if not converged or cosine > OSCILLATORY_COSINE or not ratio > STABILITY_BOUND:
         return ""
@@ -60,15 +56,21 @@ def underestimate_message(f, u0: np.ndarray, p, t0: float, method, given) -> str
     ``f`` evaluations, not counted in the stats).
     """
     rho = float(given(u0.copy(), p, t0)) if callable(given) else float(given)
-    u = np.asarray(u0)
-    ws = _Workspace(u.reshape(-1), power=True, hermite=False)
-    f(ws.views[2].reshape(u.shape), ws.views[1].reshape(u.shape), p, t0)
-    if not np.all(np.isfinite(ws.f0)):
-        return ""
-    sigma, _, converged, _ = _power_iteration(f, ws, p, t0, u.shape)
+    sigma, _, converged = _spectral_radius(f, np.asarray(u0), p, t0)
     if not (converged and math.isfinite(sigma) and sigma > UNDERESTIMATE * rho):
         return ""
     return (f"{method!r}: eigen_est gives {rho:.4g} at t0={t0:.6g} but a power iteration on df/du "
             f"finds a spectral radius of {sigma:.4g}; with fixed steps (adaptive=False) the stage "
             "count chosen from the smaller value can be unstable, and a fixed-step solve cannot "
             "detect it. Raise eigen_est (an upper bound), or use adaptive steps.")
+
+
+def _spectral_radius(f, u: np.ndarray, p, t: float) -> tuple[float, float, bool]:
+    """``(sigma, cosine, converged)`` of the stabilized methods' power iteration on
+    ``df/du`` at ``(u, t)`` (``converged`` False where ``f(u)`` is not finite)."""
+    ws = _Workspace(u.reshape(-1), power=True, hermite=False)
+    f(ws.views[2].reshape(u.shape), ws.views[1].reshape(u.shape), p, t)
+    if not np.all(np.isfinite(ws.f0)):
+        return math.nan, -1.0, False
+    sigma, cosine, converged, _ = _power_iteration(f, ws, p, t, u.shape)
+    return sigma, cosine, converged

@@ -84,15 +84,6 @@ def start_direction(n: int, dtype) -> np.ndarray:
     return np.random.default_rng(POWER_SEED).standard_normal(n).astype(dtype, copy=False)
 
 
-def _is_estimate(value) -> bool:
-    """Whether ``value`` is a spectral-radius bound: a real finite number >= 0."""
-    try:
-        value = float(value)
-    except (TypeError, ValueError):
-        return False
-    return math.isfinite(value) and value >= 0
-
-
 def _power_iteration(f, ws: _Workspace, p, t: float, shape) -> tuple[float, float, bool, int]:
     """``(sigma, cosine, converged, nfev)``: |dominant eigenvalue| of ``df/du`` at ``ws.u``,
     the cosine between its direction ``v`` and ``J v`` (-1 on the negative real axis) and
@@ -191,7 +182,7 @@ def integrate(
     warned_stiff = warned_oscillatory = False
     oscillatory = set()  # times of the last consecutive estimates off the negative real axis
     status = "success" if events is None else events.status  # an affect at t0 can fail
-    failed_estimate = None  # a user's eigen_est that stopped giving a number (after t0)
+    estimate_failure = ""  # why a user's eigen_est stopped the solve (after t0)
 
     while status == "success" and (t1 - t) * direction > 0:
         if steps >= max_steps:
@@ -214,11 +205,14 @@ def integrate(
                     warned_oscillatory = True
                     _warn(too_oscillatory_message(method, t, sigma))
             else:
-                sigma = method.eigen_est(u_view, p, t)
-                if steps and not _is_estimate(sigma):  # checked before the first step: bad input
-                    status, failed_estimate = "nonfinite", sigma
+                try:
+                    sigma = check_estimate(method.eigen_est(u_view, p, t), f"t={t:.6g}")
+                except (TypeError, ValueError) as err:
+                    if not steps:  # before the first step: bad input
+                        raise
+                    status = "nonfinite"
+                    estimate_failure = f"{err}. The solution stops there: check eigen_est near this state."
                     break
-                sigma = check_estimate(sigma, f"t={t:.6g}")
             rho = SAFETY * sigma if math.isfinite(sigma) else math.inf
             estimates += 1
             since_estimate = 0
@@ -329,14 +323,8 @@ def integrate(
         status = "nonfinite"
     if events is not None and events.message:
         message = events.message
-    elif failed_estimate is not None:
-        try:
-            shown = repr(float(failed_estimate))
-        except (TypeError, ValueError):
-            shown = repr(failed_estimate)
-        message = (f"eigen_est(u, p, t) returned {shown} at t={t:.6g}; it must be a finite "
-                   "upper bound >= 0 of the spectral radius of df/du. The solution stops there: check "
-                   "eigen_est near this state.")
+    elif estimate_failure:
+        message = estimate_failure
     else:
         message = "" if status == "success" else failure_message(status, t, dt, max_steps, t1)
     t_out, u_out = saver.result()
