@@ -453,9 +453,10 @@ def _sides_of_tspan(events: tuple, p, tspan) -> tuple:
     """Per event, where each of its times lies: -1 before ``tspan``, 0 inside, 1 after."""
     t0, t1 = tspan
     direction = np.sign(t1 - t0) or 1.0
-    return tuple(tuple(np.where((e.resolve_times(p) - t0) * direction < 0, -1,
-                                np.where((e.resolve_times(p) - t1) * direction > 0, 1, 0)).tolist())
-                 if isinstance(e, TimeEvent) else () for e in events)
+
+    def sides(times):
+        return tuple(np.where((times - t0) * direction < 0, -1, np.where((times - t1) * direction > 0, 1, 0)).tolist())
+    return tuple(sides(e.resolve_times(p)) if isinstance(e, TimeEvent) else () for e in events)
 
 
 def _no_aux(code):

@@ -310,7 +310,9 @@ def run_chain(chain: Chain, u0, p, solve: Callable, g: Callable):
     if first is None:
         u = _apply(chain.first, u, p, t0)
     else:  # a dose time at t0 that moves: the joint of the segments below, the side it stays in
-        u = along_flow(g, _apply(chain.first, along_flow(g, u, p, t0, first - t0), p, first), p, first, t0 - first)
+        u = along_flow(g, u, p, t0, first - t0)  # to the dose time (zero in value)
+        u = _apply(chain.first, u, p, first)
+        u = along_flow(g, u, p, first, t0 - first)  # and back
 
     def segment(carry, xs):
         u, code = carry

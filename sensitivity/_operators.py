@@ -452,8 +452,8 @@ def _dense_steps(prob, options: SolveOptions) -> int:
     private = ODEProblem(duplicate(prob.f), prob.u0, prob.tspan, prob.p)  # never the user's buffers
     sol = solve(private, options.method, rtol=options.rtol, atol=options.atol, max_steps=options.max_steps)
     steps = sol.stats["naccept"] + sol.stats["nreject"]
-    if not sol.success:  # no count to go by: a moderate buffer (chunks or a rebuild extend it), not
-        steps = min(steps, FAILED_PLAN_STEPS)  # max_steps, which every later call would pay for
+    if not sol.success:  # a moderate buffer (chunks or a rebuild extend it), not max_steps,
+        steps = min(steps, FAILED_PLAN_STEPS)  # which every later call would pay for
     return min(options.max_steps, _round_up(steps + steps // 4 + 16))
 
 
