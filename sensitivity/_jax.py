@@ -12,6 +12,15 @@ cost more than the arithmetic (a Lotka-Volterra gradient 4.8x slower). The setti
 one option in ``XLA_FLAGS`` (process-wide: JAX programs of your own compiled afterwards
 get it too); ``DXDT_XLA_DEFAULTS=1``, or a threshold of your own in ``XLA_FLAGS``, keeps
 XLA's.
+
+It also runs CPU programs on the calling thread (``jax_cpu_enable_async_dispatch``
+off, see ``docs/compiled.md``, "The cost of a call"): XLA:CPU otherwise hands every
+program of more than 1000 flops to a worker thread, a hop that costs 50-70 us a call on
+a small machine, as much as a whole Lotka-Volterra gradient. Hand-written diffrax
+programs run inline already (their error checks are host callbacks, which XLA runs
+synchronously); dxdt's have none (so they can be cached on disk). Calls on several
+threads still run in parallel (the GIL is released while a program runs).
+``DXDT_XLA_DEFAULTS=1`` keeps JAX's asynchronous dispatch.
 """
 
 from __future__ import annotations
@@ -53,18 +62,21 @@ def _backend_started() -> bool:
 
 @functools.cache
 def load_jax() -> tuple[ModuleType, ModuleType]:
-    """Import JAX with 64-bit floats enabled (and XLA:CPU's small-loop threshold, see the
-    module's docstring).
+    """Import JAX with 64-bit floats enabled (and XLA:CPU's small-loop threshold and
+    inline execution, see the module's docstring).
 
     Returns
     -------
     jax, jnp : module
         The ``jax`` and ``jax.numpy`` modules.
     """
-    if not xla_defaults_requested() and not _backend_started():
+    configure = not xla_defaults_requested() and not _backend_started()
+    if configure:
         os.environ["XLA_FLAGS"] = xla_flags_with_small_loops(os.environ.get("XLA_FLAGS", ""))
     import jax
 
+    if configure:
+        jax.config.update("jax_cpu_enable_async_dispatch", False)
     jax.config.update("jax_enable_x64", True)
     import jax.numpy as jnp
 

@@ -1,5 +1,6 @@
 """dxdt's JAX loader (``sensitivity/_jax.py``): float64, and XLA:CPU's small-loop
-threshold set before JAX's backend starts (docs/compiled.md, "Small loops")."""
+threshold and inline CPU execution set before JAX's backend starts
+(docs/compiled.md, "Small loops", "The cost of a call")."""
 
 import os
 import subprocess
@@ -71,3 +72,26 @@ def test_a_backend_started_before_dxdt_is_left_alone():
     assert program != LOOP_PROGRAM
     kind, flags = _run({}, program)
     assert kind == "loop" and not flags
+
+
+DISPATCH_PROGRAM = textwrap.dedent("""
+    import dxdt
+    from dxdt.sensitivity._jax import load_jax
+    jax, jnp = load_jax()
+    from jax._src import xla_bridge
+    jnp.ones(2).block_until_ready()  # the backend starts with the setting of this moment
+    print("async" if xla_bridge._CPU_ENABLE_ASYNC_DISPATCH.value else "inline", "-")
+""")
+
+
+@pytest.mark.parametrize("environment, started_first, expected", [
+    ({}, False, "inline"),  # dxdt's programs run on the calling thread (no thread hand-off)
+    ({"DXDT_XLA_DEFAULTS": "1"}, False, "async"),  # JAX's default kept on request
+    ({}, True, "async"),  # a backend that already runs is left as it is
+])
+def test_cpu_programs_run_inline_unless_jax_started_first_or_defaults_asked(environment, started_first, expected):
+    program = DISPATCH_PROGRAM
+    if started_first:
+        program = program.replace("import dxdt\n", "import dxdt, jax.numpy\njax.numpy.ones(1)\n", 1)
+    kind, _ = _run(environment, program)
+    assert kind == expected
