@@ -216,11 +216,13 @@ def _sum_stats(members: list) -> dict:
 
 
 def tree_map(fn: Callable, tree: Any, path: str = ""):
-    """Apply ``fn(leaf, path)`` to every leaf of a dict / tuple / list pytree."""
+    """Apply ``fn(leaf, path)`` to every leaf of a dict / tuple / list pytree (a NamedTuple
+    is rebuilt from its fields)."""
     if isinstance(tree, dict):
         return {k: tree_map(fn, v, f"{path}[{k!r}]") for k, v in tree.items()}
     if isinstance(tree, (tuple, list)):
-        return type(tree)(tree_map(fn, v, f"{path}[{i}]") for i, v in enumerate(tree))
+        items = [tree_map(fn, v, f"{path}[{i}]") for i, v in enumerate(tree)]
+        return tree._make(items) if hasattr(tree, "_fields") else type(tree)(items)
     return fn(tree, path)
 
 

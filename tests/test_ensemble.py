@@ -9,6 +9,7 @@ import os
 import signal
 import threading
 import warnings
+from typing import NamedTuple
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 
 import numpy as np
@@ -29,6 +30,15 @@ def decay(du, u, p, t):
 
 def decay_pytree(du, u, p, t):
     du[:] = -p["k"] * u + p["c"][0]
+
+
+class Relaxation(NamedTuple):
+    k: np.ndarray
+    c: float
+
+
+def decay_namedtuple(du, u, p, t):
+    du[:] = -p.k * u + p.c
 
 
 def riccati(du, u, p, t):
@@ -201,6 +211,21 @@ def test_pytree_p_batches_and_prob_func():
     np.testing.assert_allclose(sol.u[:, :, 0], exact, rtol=1e-7)
     member = ens.member(2)
     assert member.p["k"] == 3.0 and member.u0[0] == 3.0
+
+
+@pytest.mark.parametrize("backend", ["numpy", "jax"])
+def test_namedtuple_p_batches(backend):
+    """A NamedTuple ``p`` batch is split into NamedTuple members (it was rebuilt as if a
+    plain tuple, and failed)."""
+    k, c = np.array([[0.5, 1.0], [2.0, 3.0], [4.0, 0.25]]), np.array([0.1, 0.0, -0.2])
+    prob = dxdt.ODEProblem(decay_namedtuple, U0, (0.0, 2.0), Relaxation(np.ones(2), 0.0))
+    ens = dxdt.EnsembleProblem(prob, p=Relaxation(k, c))
+    sol = dxdt.solve(ens, Tsit5(), backend=backend, **OPTIONS)
+    steady = c[:, None] / k
+    exact = steady[:, None, :] + (U0 - steady)[:, None, :] * np.exp(-k[:, None, :] * TS[None, :, None])
+    np.testing.assert_allclose(sol.u, exact, rtol=1e-6, atol=1e-9)
+    member = ens.member(1)
+    assert isinstance(member.p, Relaxation) and member.p.c == 0.0
 
 
 def test_tspan_batches_and_n():
