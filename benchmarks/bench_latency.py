@@ -32,8 +32,8 @@ Issue 8's benchmark ("the compiled path at the hand-written limit"). Three parts
 3. **Python overhead per call**: ``solve(backend="jax")`` and a prepared operator. The
    Python of the call is timed with its compiled executable replaced by a stub that returns
    the executable's outputs at once (goal: <= 50 us). Also reported: the call minus the
-   executable called alone with the same arguments (on a 2-core virtual machine mostly
-   XLA's hand-off of the executable to its own threads, not Python: docs/compiled.md).
+   executable called alone with the same arguments (transfers and the checks of the
+   results; docs/compiled.md, "The cost of a call once compiled").
 
 Usage::
 
