@@ -14,6 +14,7 @@ import sys
 import types
 
 import numpy as np
+import scipy.special
 import pytest
 from numpy import zeros as numpy_zeros
 
@@ -265,11 +266,19 @@ def _put_modes(du, u, p, t):
     np.put(du, [9], u[3], mode="clip")  # position 3
 
 
+def _rounding_and_segment_sums(du, u, p, t):
+    """np.fix (jax.numpy has none: jnp.trunc), ufunc.reduceat with indices as a list, and
+    scipy.special.zeta(x, q) (a Python function calling the private ufunc _zeta)."""
+    segments = np.add.reduceat(u * u, [0, 2])
+    du[:] = np.fix(3 * u) * u + segments.sum() * p + scipy.special.zeta(2.0 + u, 1.0 + u)
+
+
 @pytest.mark.parametrize(
     "f",
     [_sum_out, _sort_method_and_fill, _split_views, _expand_and_squeeze_views, _ufunc_methods,
      _linear_algebra, _inplace_functions, _tuple_out, _constructors, _copy_semantics,
-     _traced_masks_and_indices, _statistics, _flip_views, _named_tuple_results, _put_modes],
+     _traced_masks_and_indices, _statistics, _flip_views, _named_tuple_results, _put_modes,
+     _rounding_and_segment_sums],
     ids=lambda f: f.__name__.strip("_"),
 )  # fmt: skip
 def test_numpy_functions_methods_and_views(f):

@@ -43,7 +43,6 @@ UNSUPPORTED: dict[str, str] = {
     "place": "Write a[:] = np.where(mask, values, a) (or np.putmask) instead.",
     "shares_memory": "Memory layout does not exist in the translation: restructure f.",
     "may_share_memory": "Memory layout does not exist in the translation: restructure f.",
-    "fix": "Use np.trunc.",
 }  # fmt: skip
 
 
@@ -70,7 +69,7 @@ def _power(x, y):
     return jnp.where(zero, jnp.ones((), jnp.result_type(x, y)), jnp.power(jnp.where(zero, 1, x), y))
 
 
-FUNCTIONS: dict = {**_build_table(), "power": _power}
+FUNCTIONS: dict = {**_build_table(), "power": _power, "fix": jnp.trunc}  # (jax.numpy has no fix)
 
 
 def function_name(func) -> str:
@@ -204,6 +203,7 @@ def apply_ufunc(ufunc, method: str, inputs, kwargs):
             function = getattr(jax.scipy.special, _SPECIAL_ALIASES.get(name, name), None)
         elif function is not None and method != "__call__":
             function = getattr(function, method, None)
+            args = tuple(_list_to_array(a) for a in args)  # reduceat's indices as a list
         if function is None:
             where_from = f"scipy.special.{name}" if special else f"np.{name}"
             raise translation_error(
@@ -234,15 +234,16 @@ def _masked_operands(args, mask):
     return tuple(safe(a) for a in args)
 
 
-_SPECIAL_ALIASES = {"psi": "digamma"}  # scipy.special ufuncs named otherwise in jax.scipy.special
+_SPECIAL_ALIASES = {"psi": "digamma", "_zeta": "zeta"}  # scipy.special ufuncs named otherwise in jax.scipy.special
+# (scipy.special.zeta(x, q) calls the ufunc _zeta)
 
 
 def _scipy_special(ufunc) -> bool:
     """Whether ``ufunc`` is one of ``scipy.special``'s (translated by ``jax.scipy.special``)."""
     import sys
 
-    special = sys.modules.get("scipy.special")
-    return special is not None and getattr(special, ufunc.__name__, None) is ufunc
+    return any(module is not None and getattr(module, ufunc.__name__, None) is ufunc
+               for module in (sys.modules.get("scipy.special"), sys.modules.get("scipy.special._ufuncs")))
 
 
 def _deferred_increment(name: str, method: str, inputs, kwargs, out) -> bool:
