@@ -445,3 +445,19 @@ def test_chattering_events_stop_as_zeno(backend):
     assert len(sol.t_events[0]) == 17
     assert sol.t[-1] == pytest.approx(0.5, abs=1e-11)
     assert sol.u[-1, 1] == 17.0
+
+
+def test_time_event_keeps_the_times_it_was_given():
+    """``TimeEvent(times=array)`` copies the array (docs/events.md): a later change of the
+    user's array does not move the doses."""
+    times = np.array([1.0, 2.0])
+
+    def dose(u, p, t):
+        u += 1.0
+
+    event = dxdt.TimeEvent(times, dose)
+    times[0] = 5.0
+    prob = dxdt.ODEProblem(lambda du, u, p, t: du.__setitem__(slice(None), 0.0), np.zeros(1), (0.0, 3.0))
+    sol = dxdt.solve(prob, Tsit5(), events=[event], saveat=[0.5, 1.5, 2.5])
+    np.testing.assert_array_equal(sol.u[:, 0], [0.0, 1.0, 2.0])
+    np.testing.assert_array_equal(sol.t_events[0], [1.0, 2.0])
