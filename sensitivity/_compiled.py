@@ -39,6 +39,7 @@ import pickle
 import platform
 import sys
 import tempfile
+import threading
 import warnings
 from collections import OrderedDict
 from contextlib import contextmanager
@@ -375,9 +376,31 @@ def _nan_checks():
     return eqx.filter_jit(checked)
 
 
+_NAN_MODE = threading.local()  # .depth > 0: this thread traces equinox's checks as NaNs
+_INSTALL_LOCK = threading.Lock()
+
+
+def _install_check_dispatch() -> None:
+    """Route equinox's jitted runtime check through a function that picks, per thread,
+    equinox's own (host callbacks) or :func:`_nan_checks` (installed once; the user's
+    traces, on every thread outside :func:`without_host_callbacks`, are unchanged)."""
+    import equinox._errors as errors
+
+    with _INSTALL_LOCK:
+        if getattr(errors.branched_error_if_impl_jit, "_dxdt_dispatch", False):
+            return
+        original, nan = errors.branched_error_if_impl_jit, _nan_checks()
+
+        def dispatch(*args, **kwargs):
+            return (nan if getattr(_NAN_MODE, "depth", 0) else original)(*args, **kwargs)
+        dispatch._dxdt_dispatch = True
+        errors.branched_error_if_impl_jit = dispatch
+
+
 @contextmanager
 def without_host_callbacks():
-    """Trace equinox's runtime checks (diffrax's checks of ``saveat.ts``) as NaN outputs.
+    """Trace equinox's runtime checks (diffrax's checks of ``saveat.ts``) as NaN outputs,
+    on this thread only.
 
     By default they are host callbacks, which make an executable impossible to
     serialise; dxdt's own inputs never trip them (save times are checked beforehand).
@@ -385,17 +408,16 @@ def without_host_callbacks():
     traced in, so a check traced earlier in the process (the user's own diffrax code, a
     ``jax_solve`` pass) would bring its callback back and keep the program off the disk
     cache: inside this context the checks go through a cache of their own, which holds
-    NaN versions only (and the user's cache never receives one).
+    NaN versions only (and the user's cache never receives one). The mode is per thread
+    (an earlier version swapped equinox's globals, and two compiles on two threads could
+    leave the user's checks returning NaN for the rest of the process).
     """
-    import equinox._errors as errors
-
-    previous = errors.EQX_ON_ERROR, errors.branched_error_if_impl_jit
-    errors.EQX_ON_ERROR = "nan"
-    errors.branched_error_if_impl_jit = _nan_checks()
+    _install_check_dispatch()
+    _NAN_MODE.depth = getattr(_NAN_MODE, "depth", 0) + 1
     try:
         yield
     finally:
-        errors.EQX_ON_ERROR, errors.branched_error_if_impl_jit = previous
+        _NAN_MODE.depth -= 1
 
 
 def remember(program: Program, *, disk: bool = False) -> None:

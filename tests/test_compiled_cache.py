@@ -710,3 +710,55 @@ def test_a_module_f_imports_on_its_first_call_is_part_of_the_first_key(tmp_path,
     prob = dxdt.ODEProblem(f, np.ones(1), (0.0, T1))
     assert dxdt.solve(prob, Tsit5(), saveat=[T1], backend="jax", **TOL).u[0, 0] == pytest.approx(
         np.exp(-0.5 * T1), rel=1e-8)
+
+
+def test_nan_mode_of_equinox_checks_is_per_thread_and_restored():
+    """dxdt traces equinox's runtime checks as NaNs while it builds a cacheable program,
+    on its own thread only: a user's ``eqx.error_if`` traced meanwhile on another thread,
+    or after builds that overlapped on two threads, still raises (it once returned NaN
+    for the rest of the process)."""
+    from dxdt.sensitivity._compiled import without_host_callbacks
+    from dxdt.sensitivity._jax import load_jax
+
+    jax, jnp = load_jax()
+    import equinox as eqx
+
+    def user_check(scale):
+        checked = jax.jit(lambda x: eqx.error_if(x, x < 0, "x must be >= 0") * scale)
+        try:
+            return float(checked(jnp.array(-1.0)))
+        except Exception:  # noqa: BLE001 - equinox's runtime error, whatever its class
+            return "raised"
+
+    def dxdt_check(scale):
+        return float(jax.jit(lambda x: eqx.error_if(x, x < 0, "x must be >= 0") * scale)(jnp.array(-1.0)))
+
+    a_in, b_in, a_out = threading.Event(), threading.Event(), threading.Event()
+    seen = {}
+
+    def build_a():
+        with without_host_callbacks():
+            seen["a"] = dxdt_check(2.0)
+            a_in.set()
+            b_in.wait(10)
+        a_out.set()
+
+    def build_b():
+        a_in.wait(10)
+        with without_host_callbacks():
+            b_in.set()
+            a_out.wait(10)  # A leaves first: enter A, enter B, exit A, exit B
+            seen["b"] = dxdt_check(3.0)
+
+    def user():
+        a_in.wait(10)
+        seen["user during"] = user_check(4.0)
+
+    threads = [threading.Thread(target=fn) for fn in (build_a, build_b, user)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert np.isnan(seen["a"]) and np.isnan(seen["b"])  # dxdt's own traces: NaN, no callback
+    assert seen["user during"] == "raised"
+    assert user_check(5.0) == "raised"
