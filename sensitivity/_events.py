@@ -60,14 +60,17 @@ from dataclasses import dataclass, replace
 from typing import Any, Callable
 
 import numpy as np
-from jax.flatten_util import ravel_pytree
+
+from ._jax import load_jax
+
+jax, jnp = load_jax()  # first: JAX is imported once, under its lock
+from jax.flatten_util import ravel_pytree  # noqa: E402
 
 from .._backend_jax import structure
 from .._events import Event, TimeEvent, inplace_affect, inplace_condition
 from .._solution import SolverError
 from . import _compiled
 from ._estimate import translate_eigen_est
-from ._jax import load_jax
 from ._loss import _refers_to_jax, _required_positional, translate_loss
 from ._ode import SolveOptions, odeint
 from ._strategies import checkpoint_stiffness, loss_code
@@ -75,7 +78,6 @@ from .translate import duplicate, to_jax
 from .translate._fingerprint import content_digest, reach
 from .translate._trace import call
 
-jax, jnp = load_jax()
 
 
 @dataclass(frozen=True)

@@ -17,12 +17,14 @@ E. Hairer, S. P. Norsett, G. Wanner, *Solving Ordinary Differential Equations I*
 
 from __future__ import annotations
 
-from jax.flatten_util import ravel_pytree
-
 from ._jax import load_jax
+
+jax, jnp = load_jax()  # first: JAX is imported once, under its lock
+from jax.flatten_util import ravel_pytree  # noqa: E402
+
+
 from ._ode import odeint
 
-jax, jnp = load_jax()
 
 
 def trajectory_tangents(g, target, theta, u0, p, t0, t1, saveat, options):

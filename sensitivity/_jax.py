@@ -25,10 +25,10 @@ threads still run in parallel (the GIL is released while a program runs).
 
 from __future__ import annotations
 
-import functools
 import os
 import re
 import sys
+import threading
 from types import ModuleType
 
 SMALL_WHILE_LOOP_BYTES = 4 * 2**20
@@ -60,16 +60,32 @@ def _backend_started() -> bool:
     return bool(getattr(bridge, "_backends", None))
 
 
-@functools.cache
+_LOADED: list = []  # [(jax, jnp)] once loaded
+_LOAD_LOCK = threading.Lock()
+
+
 def load_jax() -> tuple[ModuleType, ModuleType]:
     """Import JAX with 64-bit floats enabled (and XLA:CPU's small-loop threshold and
     inline execution, see the module's docstring).
+
+    Thread-safe: the first calls of several threads wait for one import of JAX and of the
+    libraries dxdt's JAX paths use (equinox, diffrax), which otherwise could meet each
+    other half-imported ("partially initialized module").
 
     Returns
     -------
     jax, jnp : module
         The ``jax`` and ``jax.numpy`` modules.
     """
+    if _LOADED:
+        return _LOADED[0]
+    with _LOAD_LOCK:
+        if not _LOADED:
+            _LOADED.append(_import_jax())
+    return _LOADED[0]
+
+
+def _import_jax() -> tuple[ModuleType, ModuleType]:
     configure = not xla_defaults_requested() and not _backend_started()
     if configure:
         os.environ["XLA_FLAGS"] = xla_flags_with_small_loops(os.environ.get("XLA_FLAGS", ""))
@@ -78,6 +94,8 @@ def load_jax() -> tuple[ModuleType, ModuleType]:
     if configure:
         jax.config.update("jax_cpu_enable_async_dispatch", False)
     jax.config.update("jax_enable_x64", True)
+    import diffrax  # noqa: F401  (imported here, under the lock, with everything it imports)
+    import equinox  # noqa: F401
     import jax.numpy as jnp
 
     return jax, jnp

@@ -42,12 +42,14 @@ J. Bradbury et al., "How JAX primitives work" (JAX documentation); P. Kidger, li
 
 from __future__ import annotations
 
-import equinox.internal as eqxi
-
 from ._jax import load_jax
+
+jax, jnp = load_jax()  # first: JAX is imported once, under its lock
+import equinox.internal as eqxi  # noqa: E402
+
+
 from ._jax_solve_passes import SolveStatic, adjoint, jit_pass, second_adjoint, second_tangent, tangent
 
-jax, jnp = load_jax()
 ad = jax.interpreters.ad
 batching = jax.interpreters.batching
 

@@ -10,15 +10,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from jax.flatten_util import ravel_pytree
+from ._jax import load_jax
+
+jax, jnp = load_jax()  # first: JAX is imported once, under its lock
+from jax.flatten_util import ravel_pytree  # noqa: E402
 
 from ._adjoint import adjoint_pass
 from ._forward import contract, trajectory_tangents
-from ._jax import load_jax
 from ._ode import SolveOptions, odeint
 from ._options import LOSS_DERIVATIVE_NONFINITE, LOSS_NONFINITE
-
-jax, jnp = load_jax()
 
 
 @dataclass(frozen=True, eq=False)
