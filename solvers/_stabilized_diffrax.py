@@ -265,7 +265,8 @@ class StabilizedSolver(diffrax.AbstractAdaptiveSolver):
         return unravel(y1), error, dense_info, state, diffrax.RESULTS.successful
 
     def func(self, terms, t0, y0, args):
-        return terms.vf(t0, y0, args)
+        direction = _direction(terms)
+        return jax.tree_util.tree_map(lambda d: direction * d, terms.vf(t0, y0, args))
 
 
 @lru_cache(maxsize=64)  # per method instance: ensembles ask once per member
@@ -340,9 +341,19 @@ def _real(y: jax.Array):
     return jnp.finfo(y.dtype).dtype
 
 
+def _direction(terms):
+    """+1, or -1 where diffrax integrates a backward solve in ``-t`` (its ``WrapTerm``
+    evaluates the field at ``-t`` and negates the control, not the field)."""
+    return terms.contr(0.0, 1.0)
+
+
 def _flat_field(terms, args, unravel):
+    """The field in diffrax's time variable, flat: ``d vf(t, y)`` with ``d`` the direction,
+    so that ``y + (t1 - t0) f`` steps the right way also backwards."""
+    direction = _direction(terms)
+
     def f(t, y):
-        return ravel_pytree(terms.vf(t, unravel(y), args))[0]
+        return direction * ravel_pytree(terms.vf(t, unravel(y), args))[0]
     return f
 
 

@@ -555,3 +555,24 @@ def test_stats_with_events_on_jax_count_the_stages_taken(method):
     per_step = {b: s["nfev"] / (s["naccept"] + s["nreject"]) for b, s in by.items()}
     assert per_step["jax"] == pytest.approx(per_step["numpy"], rel=0.25)
     assert by["jax"]["max_stages_used"] <= method.max_stages and by["jax"]["n_eigen_est"] >= 3  # one per segment
+
+
+@pytest.mark.parametrize("method", [ROCK2, RKC])
+def test_backward_solve_with_events_on_jax_steps_the_right_way(method):
+    """A backward solve with events runs diffrax in ``-t``, whose term negates the control,
+    not the field: the stabilized solver took the field as it came and integrated
+    ``u' = cos t`` from 2 down to 0 with the wrong sign, found no event, and said success."""
+    def f(du, u, p, t):
+        du[0] = np.cos(t)
+
+    prob = dxdt.ODEProblem(f, np.array([np.sin(2.0)]), (2.0, 0.0))  # u = sin t, then sin t + 1
+    level = dxdt.Event(lambda u, p, t: u[0] - 0.85, name="u = 0.85")  # at t = asin(0.85), above 1
+    def add_one(u, p, t):
+        u += 1.0
+
+    dose = dxdt.TimeEvent([1.0], add_one)
+    sol = dxdt.solve(prob, method(), backend="jax", events=[level, dose], rtol=1e-8, atol=1e-10)
+    assert sol.success
+    np.testing.assert_allclose(sol.t_events[0], [np.arcsin(0.85)], atol=1e-5)  # second-order methods
+    np.testing.assert_array_equal(sol.t_events[1], [1.0])
+    np.testing.assert_allclose(sol.u[-1, 0], 1.0, atol=1e-5)
