@@ -179,7 +179,7 @@ def _to_numpy(prob, method, saveat, dense, ts, ys, code, counts, sol, auto_dt, m
     status = STATUS_CODES[code]
     stats = stats_rule(method, auto_dt, fixed=fixed_dt is not None)(*counts.astype(np.int64).tolist())
     message = "" if status == "success" else jax_failure_message(status, t_end, fixed_dt, max_steps, prob.tspan[1])
-    dense_out = _DiffraxDense(sol[0], prob.tspan[0], t_end, prob.u0.shape, prob.u0.dtype) if dense else None
+    dense_out = _DiffraxDense(sol[0], prob.tspan[0], t_end, prob.u0, prob.u0.dtype) if dense else None
     return RawSolution(t, u, stats, status, message, dense_out)
 
 
@@ -243,14 +243,16 @@ _cached_stats_rule = functools.lru_cache(maxsize=64)(_stats_rule)
 class _DiffraxDense:
     """``sol(t)`` for the JAX backend: diffrax's dense interpolation, jitted and vmapped."""
 
-    def __init__(self, sol, t_first: float, t_last: float, shape, dtype):
+    def __init__(self, sol, t_first: float, t_last: float, u0, dtype):
         from .sensitivity._jax import load_jax
 
         jax, _ = load_jax()
-        self._sol, self._shape, self._dtype = sol, shape, dtype
+        self._sol, self._u0, self._shape, self._dtype = sol, np.array(u0), np.shape(u0), dtype
         self.t_first, self.t_last = t_first, t_last
         self._evaluate = jax.jit(jax.vmap(lambda s, t: s.evaluate(t), in_axes=(None, 0)))
 
     def evaluate(self, t: np.ndarray) -> np.ndarray:
+        if self.t_last == self.t_first:  # no step taken (a zero span, or a failure at once)
+            return np.broadcast_to(self._u0, (len(t),) + self._shape).astype(self._dtype)
         values = np.asarray(self._evaluate(self._sol, t), dtype=self._dtype)
         return values.reshape((len(t),) + self._shape)

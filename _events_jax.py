@@ -205,7 +205,7 @@ class _Solve:
         example = (f64(self.t0), f64(self.t1), prob.u0, self.p, f64(1.0), np.zeros(len(self.continuous), f64),
                    self.no_saves) + self.tolerances
         self.chunk = _chunk_program(prob, method, events, self.continuous, saveat is None, example, dense)
-        self.dense = _ChunkedDense(self.t0, prob.u0.shape, prob.u0.dtype) if dense else None
+        self.dense = _ChunkedDense(self.t0, prob.u0, prob.u0.dtype) if dense else None
         self.affects = {i: _affect_program(prob, fn, (prob.u0, self.p, f64(self.t0)))
                         for i, fn in wrapped_affects(events).items()}
         self.events, self.shape = events, prob.u0.shape
@@ -369,7 +369,7 @@ class _Solve:
             stats = {"nfev": 1 + counted.pop("nfev"), "naccept": naccept, "nreject": nreject, **counted}
         t_events = [np.array(ts, dtype=np.float64) for ts in self.t_events]
         u_events = [np.array(us, dtype).reshape((len(us),) + self.shape) for us in self.u_events]
-        dense = self.dense if self.dense is not None and self.dense.segments else None
+        dense = self.dense  # (with no segment: the start alone, see _ChunkedDense.evaluate)
         return RawSolution(t_out, u_out, stats, self.status, self.message, dense, t_events, u_events)
 
 
@@ -400,9 +400,9 @@ class _ChunkedDense:
     Each piece keeps the steps it took (:func:`_trimmed`).
     """
 
-    def __init__(self, t0: float, shape, dtype):
+    def __init__(self, t0: float, u0, dtype):
         self.t_first = self.t_last = t0
-        self._shape, self._dtype = shape, dtype
+        self._u0, self._shape, self._dtype = np.array(u0), np.shape(u0), dtype
         self.segments: list = []  # (start, interpolation cut to its steps)
         self._evaluate = None
 
@@ -413,6 +413,8 @@ class _ChunkedDense:
     def evaluate(self, t: np.ndarray) -> np.ndarray:
         from .sensitivity._jax import load_jax
 
+        if not self.segments or self.t_last == self.t_first:  # no step: the start alone
+            return np.broadcast_to(self._u0, (len(t),) + self._shape).astype(self._dtype)
         jax, _ = load_jax()
         if self._evaluate is None:
             self._evaluate = jax.jit(jax.vmap(lambda interp, s: interp.evaluate(s), in_axes=(None, 0)))

@@ -12,7 +12,10 @@ class DenseOutput:
     tableau's ``interp``), so evaluation costs one small contraction per point.
     """
 
-    def __init__(self, shape: tuple[int, ...], dtype, degree: int):
+    def __init__(self, shape: tuple[int, ...], dtype, degree: int, start: tuple | None = None):
+        """``start = (t0, u0)``: the solve's first state, what ``sol(t0)`` returns while no
+        step has been accepted (a solve that failed at once)."""
+        self._start = None if start is None else (float(start[0]), np.array(start[1]))
         self._shape = shape
         self._dtype = dtype
         self._degree = degree
@@ -44,14 +47,19 @@ class DenseOutput:
 
     @property
     def t_first(self) -> float:
-        return self._t[0] if self._t else np.nan
+        return self._t[0] if self._t else self._start_time()
 
     @property
     def t_last(self) -> float:
-        return self._t[-1] + self._h[-1] if self._t else np.nan
+        return self._t[-1] + self._h[-1] if self._t else self._start_time()
+
+    def _start_time(self) -> float:
+        return np.nan if self._start is None else self._start[0]
 
     def evaluate(self, t: np.ndarray) -> np.ndarray:
         """States at the times ``t`` (1-D, inside the solved interval)."""
+        if not self._t:  # no step accepted: the interval is the start alone
+            return np.broadcast_to(self._start[1].reshape(self._shape), (len(t),) + self._shape).astype(self._dtype)
         if self._arrays is None:
             self._arrays = (np.array(self._t), np.array(self._h), np.stack(self._u), np.stack(self._r))
         ts, hs, us, rs = self._arrays

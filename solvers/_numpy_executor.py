@@ -290,7 +290,7 @@ class _Saver:
 
     def __init__(self, ws: _Workspace, tableau: ButcherTableau, shape, t0, saveat, dense):
         self.ws, self.tableau, self.shape, self.saveat = ws, tableau, shape, saveat
-        self.dense = DenseOutput(shape, ws.u.dtype, tableau.interp.shape[1]) if dense else None
+        self.dense = DenseOutput(shape, ws.u.dtype, tableau.interp.shape[1], (t0, ws.u)) if dense else None
         self.every_step = saveat is None or dense
         if saveat is None:
             self.ts, self.us = [t0], [ws.u.copy()]

@@ -430,7 +430,7 @@ class _Saver:
 
     def __init__(self, ws: _Workspace, shape, t0: float, saveat, dense: bool):
         self.ws, self.shape, self.saveat = ws, shape, saveat
-        self.dense = DenseOutput(shape, ws.u.dtype, 3) if dense else None
+        self.dense = DenseOutput(shape, ws.u.dtype, 3, (t0, ws.u)) if dense else None
         self.interp_t = np.ascontiguousarray(HERMITE.T.astype(ws.u.dtype))
         if saveat is None:
             self.ts, self.us = [t0], [ws.u.copy()]

@@ -447,3 +447,23 @@ def test_a_longdouble_state_is_refused_by_name_on_the_jax_paths():
         dxdt.sensitivity.jax_solve(prob, Tsit5())
     with pytest.raises(TypeError, match="backend='jax' computes in at most float64"):
         dxdt.solve(dxdt.EnsembleProblem(prob, p=np.ones((2, 1))), Tsit5(), backend="jax", saveat=[1.0])
+
+
+@pytest.mark.parametrize("backend", ["numpy", "jax"])
+@pytest.mark.parametrize("with_events", [False, True])
+def test_dense_output_of_a_solve_that_failed_before_its_first_step(backend, with_events):
+    """``sol(t0)`` is ``u0`` when no step was accepted (NumPy crashed with "need at least
+    one array to stack", JAX returned NaN); elsewhere it is outside the solved interval."""
+    def rhs(du, u, p, t):
+        du[0] = 1.5 * u[0] - u[0] * u[1]
+        du[1] = -3.0 * u[1] + u[0] * u[1]
+
+    prob = dxdt.ODEProblem(rhs, np.array([[1.0, 0.5]]).reshape(2), (0.0, 10.0))
+    events = [dxdt.Event(lambda u, p, t: u[0] - 100.0)] if with_events else None
+    sol = dxdt.solve(prob, Tsit5(), backend=backend, max_steps=1, dt=5.0, rtol=1e-12, atol=1e-14,
+                     dense=True, events=events)
+    assert sol.status == "max_steps" and sol.stats["naccept"] == 0
+    np.testing.assert_array_equal(sol(0.0), [1.0, 0.5])
+    np.testing.assert_array_equal(sol(np.array([0.0, 0.0])), [[1.0, 0.5], [1.0, 0.5]])
+    with pytest.raises(ValueError, match="outside the solved interval"):
+        sol(3.0)
