@@ -186,6 +186,8 @@ def integrate(
         if adaptive:
             if (t + dt - t_clip) * direction > 0:
                 dt = t_clip - t
+            else:  # the step t takes in floating point: the state advances by as much as t
+                dt = (t + dt) - t
         else:
             t_next = t0 + (fixed_count + 1) * dt_fixed
             dt = (t_clip if (t_next - t_clip) * direction >= -1e-12 * abs(dt_fixed) else t_next) - t

@@ -467,3 +467,16 @@ def test_dense_output_of_a_solve_that_failed_before_its_first_step(backend, with
     np.testing.assert_array_equal(sol(np.array([0.0, 0.0])), [[1.0, 0.5], [1.0, 0.5]])
     with pytest.raises(ValueError, match="outside the solved interval"):
         sol(3.0)
+
+
+@pytest.mark.parametrize("backend", ["numpy", "jax"])
+def test_large_absolute_times_integrate_the_span_they_report(backend):
+    """At t0 = 1.7e9 (Unix time) a step h moves t by fl(t + h) - t, not h: the NumPy
+    executor advanced the state by h and ended 5e-7 off at rtol 1e-8, above the tolerance."""
+    prob = dxdt.ODEProblem(lotka_volterra, np.array([1.0, 1.0]), (0.0, 5.0), np.array([1.5, 1.0, 3.0, 1.0]))
+    near = dxdt.solve(prob, Vern7(), backend=backend, rtol=1e-8, atol=1e-10)
+    late = dxdt.solve(prob.remake(tspan=(1.7e9, 1.7e9 + 5.0)), Vern7(), backend=backend, rtol=1e-8, atol=1e-10)
+    reference = solve_ivp(lambda t, u: lv_out_of_place(u, LV_P, t), (0.0, 5.0), prob.u0,
+                          method="DOP853", rtol=1e-12, atol=1e-14).y[:, -1]
+    np.testing.assert_allclose(near.u[-1], reference, atol=2e-8)
+    np.testing.assert_allclose(late.u[-1], reference, atol=2e-8)
