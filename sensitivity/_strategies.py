@@ -67,6 +67,12 @@ def loss_code(U, L, derivatives=()):
                      jnp.where(states_ok & ~finite(derivatives), LOSS_DERIVATIVE_NONFINITE, 0))
 
 
+def _first_failure(state_code, later_code):
+    """The state solve's status where it failed (an adjoint over its unfilled rows fails
+    too, as "nonfinite", which would hide a "max_steps"), else the later passes'."""
+    return jnp.where(state_code != 0, state_code, later_code)
+
+
 def _from_adjoint(setup: Setup, lam, mu):
     """The target's part of ``(dL/du0, dL/dp) = (lambda(t0), mu(t0))``."""
     wrt = setup.target.wrt
@@ -111,7 +117,7 @@ def value_and_gradient_adjoint(setup: Setup, theta, kind: str):
         setup.g, dU, fwd, u0, p, setup.t0, setup.t1, setup.saveat, setup.options,
         kind=kind, need_mu=setup.target.wrt != "u0")
     grad = _tree_add(_from_adjoint(setup, lam, mu), dtheta)
-    aux = {**_no_aux(), "code": jnp.maximum(jnp.maximum(code, code_adj), bad_loss), "mismatch": mismatch,
+    aux = {**_no_aux(), "code": _first_failure(code, jnp.maximum(code_adj, bad_loss)), "mismatch": mismatch,
            "dense_overflow": overflow}
     return (L, grad), aux
 
@@ -251,7 +257,7 @@ def jacobian_reverse(setup: Setup, theta, kind: str):
     rows, codes, mismatch = jax.vmap(row)(seeds)  # (n_out, m)
     S = rows.reshape(U.shape + (-1,))  # (n_save, *u, m)
     S = jnp.moveaxis(S, -1, 1)  # (n_save, m, *u) as from the forward pass
-    aux = {**_no_aux(), "code": jnp.maximum(code, codes.max()), "mismatch": mismatch.max(),
+    aux = {**_no_aux(), "code": _first_failure(code, codes.max()), "mismatch": mismatch.max(),
            "dense_overflow": overflow}
     return _columns_to_target(S, theta), aux
 

@@ -144,6 +144,17 @@ def test_solve_failure_raises_solver_error():
         sens.gradient(weighted_loss, prob, Tsit5(), max_steps=5)
 
 
+@pytest.mark.parametrize("adjoint", ["interpolating", "backsolve"])
+def test_a_state_solve_out_of_steps_is_reported_as_max_steps_by_the_adjoints(adjoint):
+    """With save times, the adjoint over the failed state's unfilled rows failed too, and
+    its "nonfinite" hid the state's "max_steps" (a message contradicting itself)."""
+    prob = problems.lotka_volterra()
+    with pytest.raises(dxdt.SolverError, match="status 'max_steps'") as info:
+        sens.gradient(weighted_loss, prob, Tsit5(), mode="reverse", adjoint=adjoint, max_steps=20,
+                      saveat=[5.0, 10.0])
+    assert "nonfinite" not in str(info.value)
+
+
 def _nan_after_one(du, u, p, t):
     du[:] = np.where(t < 1.0, -p[0] * u, np.nan * u)
 
