@@ -113,7 +113,7 @@ def _build_chunk(prob, method, conditions: tuple, directions: tuple, every_step:
     def chunk(t_start, t_stop, u, p, dt0, probe, save_ts, rtol, atol):
         # the NumPy backend's step-size floor; non-finite steps are rejected and reported
         floor = 16 * _EPS * jnp.maximum(jnp.abs(t_start), jnp.abs(t_stop))
-        controller = GuardedController(rtol, atol, pcoeff, icoeff, floor)
+        controller = GuardedController(rtol, atol, pcoeff, icoeff, floor, never_shrink_after_accept=stabilized)
         u = u.astype(jnp.promote_types(u.dtype, t_start.dtype))  # as diffrax promotes a float32 state
         options = SolveOptions(method, rtol, atol, CHUNK_STEPS)
         direction = jnp.sign(t_stop - t_start)

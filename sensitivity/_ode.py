@@ -164,7 +164,8 @@ def odeint(vector_field, y0, args, t0, t1, options: SolveOptions, *, ts=None, de
         pcoeff, icoeff = pid_coefficients(method)
         floor = 16 * _EPS * jnp.maximum(jnp.abs(t0), jnp.abs(t0 + span)) / jnp.abs(scale)
         controller = GuardedController(options.rtol, options.atol, pcoeff, icoeff,
-                                       jnp.where(span == 0, 0.0, floor))
+                                       jnp.where(span == 0, 0.0, floor), order=method.order, time_scale=scale,
+                                       never_shrink_after_accept=isinstance(method, AbstractStabilized))
     else:
         controller = FixedGrid()
     rho = _normalised_radius(spectral_radius, t0, span)

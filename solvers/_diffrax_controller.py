@@ -18,16 +18,19 @@ NumPy executor where diffrax differs, at the cost of one scalar test per step:
   NumPy executor shortens such a step before taking it), and the work of rejected
   attempts, which diffrax drops with the solver state, is counted here.
 
-With ``e = ||err / (atol + rtol max(|u_n|, |u_{n+1}|))||_RMS`` and ``q`` the error order
-(the method's order + 1), a step is accepted when ``e < 1`` and the next step is
+With ``e = ||err / (atol + rtol max(|u_n|, |u_{n+1}|))||_RMS`` and ``q`` diffrax's error
+order (the embedded pair's lower order + 1), a step is accepted when ``e <= 1``; the next
+step after an accepted one is
 
-.. math:: h_{n+1} = h_n \\operatorname{clip}\\big(s\\, e_n^{-(\\beta_P+\\beta_I)/q}\\,
-   e_{n-1}^{\\beta_P/q},\\ f_{min},\\ f_{max}\\big)
+.. math:: h_{n+1} = h_n \operatorname{clip}\big(s\, e_n^{-(\beta_P+\beta_I)/q}\,
+   e_{n-1}^{\beta_P/q},\ f_{min},\ f_{max}\big)
 
-(Söderlind & Wang, J. Comput. Appl. Math. 185, 2006; ``e_{n-1}`` of the last accepted
-step; ``f_min = 1`` and ``f_max = s`` after an accepted and a rejected step respectively).
-The wrapped diffrax ``PIDController`` only chooses the first step (Hairer & Wanner's
-algorithm). Imported only on a JAX path.
+(at most ``h_n`` right after a rejection; ``e_{n-1}`` of the last accepted step, floored at
+1e-4), and after a rejected one ``h max(f_min, s e^{-1/q})``: the NumPy executor's rules
+(Söderlind & Wang, J. Comput. Appl. Math. 185, 2006; Hairer, Norsett & Wanner I, II.4), so
+that both backends take the same steps. The first step is Hairer & Wanner's, computed in
+physical time as the NumPy backend does. For a stabilized method the older clipping stays
+(``never_shrink_after_accept``, see the field). Imported only on a JAX path.
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import optimistix as optx
+from jax.flatten_util import ravel_pytree
 
 from ._controller import PIController
 
@@ -69,6 +73,8 @@ class GuardedState(NamedTuple):
     next_step: jax.Array  # the step proposed next
     rejected_work: jax.Array  # StepReport.work summed (stage count: max) over rejected attempts
     stiff: jax.Array  # [s, proposal, proposal / h_stable] where a proposal first exceeded the bound
+    rejected: jax.Array  # the last attempt was rejected (the next accepted step may not grow)
+    end: jax.Array  # where the solve ends (a proposal after the last step is never taken)
 
 
 class GuardedController(diffrax.AbstractAdaptiveStepSizeController):
@@ -88,19 +94,58 @@ class GuardedController(diffrax.AbstractAdaptiveStepSizeController):
     factor_min: float = PIController.factor_min
     factor_max: float = PIController.factor_max
     norm: Callable = optx.rms_norm
+    order: int | None = None  # the method's order: the first step as the NumPy backend picks it
+    time_scale: object = 1.0  # physical time per unit of the solve's time (odeint's span)
+    # a stabilized solver tells a retry by a step shorter than its last accepted one
+    # (_stabilized_diffrax.RETRY_RATIO), so for it no accepted step may be followed by a
+    # shorter proposal: diffrax's clipping (factor >= 1 after an accepted step, the PI factor
+    # after a rejected one) instead of the NumPy executor's rules
+    never_shrink_after_accept: bool = False
 
     def wrap(self, direction):
         return self
 
     def init(self, terms, t0, t1, y0, dt0, args, func, error_order):
-        pid = diffrax.PIDController(rtol=self.rtol, atol=self.atol, pcoeff=self.pcoeff, icoeff=self.icoeff)
-        t_next, (inv, _, _) = pid.init(terms, t0, t1, y0, dt0, args, func, error_order)
+        if dt0 is None and self.order is not None:
+            t_next, inv = t0 + self._first_step(terms, t0, t1, y0, args, func), jnp.asarray(1.0)
+        else:
+            pid = diffrax.PIDController(rtol=self.rtol, atol=self.atol, pcoeff=self.pcoeff, icoeff=self.icoeff)
+            t_next, (inv, _, _) = pid.init(terms, t0, t1, y0, dt0, args, func, error_order)
         dtype = jnp.result_type(t_next)
         return t_next, GuardedState(inv, jnp.asarray(False), t_next - t0, jnp.zeros(3, int),
-                                    jnp.array(NO_STIFF_RECORD, dtype))
+                                    jnp.array(NO_STIFF_RECORD, dtype), jnp.asarray(False), jnp.asarray(t1, dtype))
+
+    def _first_step(self, terms, t0, t1, y0, args, func):
+        """Hairer & Wanner's starting step as the NumPy backend computes it
+        (:func:`dxdt.solvers._controller.initial_step`, in physical time), returned in the
+        solve's time, which runs forwards (:func:`dxdt.sensitivity._ode.odeint`'s normalised
+        time). diffrax's own selection does not apply: for the wrapped terms that
+        ``diffeqsolve`` passes it returns 0.01 of the span, whatever the tolerances."""
+        stop = jax.lax.stop_gradient
+        flat, unravel = ravel_pytree(stop(y0))
+        time_scale = jnp.abs(stop(jnp.asarray(self.time_scale, jnp.result_type(t0))))
+
+        def field(t, y):  # the derivative in physical time (with the span's sign)
+            return stop(ravel_pytree(func(terms, t, unravel(y), args))[0]) / time_scale
+
+        span = jnp.abs(t1 - t0) * time_scale
+        scale = self.atol + self.rtol * jnp.abs(flat)
+        f0 = field(t0, flat)
+        d0, d1 = self.norm(flat / scale), self.norm(f0 / scale)
+        small = (d0 < 1e-5) | (d1 < 1e-5)
+        h0 = jnp.minimum(jnp.where(small, 1e-6, 0.01 * d0 / jnp.where(small, 1.0, d1)), span)
+        f1 = field(t0 + h0 / time_scale, flat + h0 * f0)
+        d2 = self.norm((f1 - f0) / scale) / h0
+        big = jnp.maximum(d1, d2)
+        h1 = jnp.where(big <= 1e-15, jnp.maximum(1e-6, h0 * 1e-3),
+                       (0.01 / jnp.where(big <= 1e-15, 1.0, big)) ** (1.0 / (self.order + 1)))
+        h = jnp.where(jnp.isfinite(big), jnp.minimum(jnp.minimum(100 * h0, h1), span), h0 * 1e-3)
+        # f non-finite at the start: a step all the same, which the controller then rejects
+        h = jnp.where(jnp.isfinite(h) & (h > 0), h, 0.01 * span)
+        return h / time_scale
 
     def adapt_step_size(self, t0, t1, y0, y1_candidate, args, y_error, error_order, controller_state):
-        prev_inv, _, _, rejected_work, stiff = controller_state
+        prev_inv, _, _, rejected_work, stiff, rejected_last, end = controller_state
         report = y_error if isinstance(y_error, StepReport) else None
         # (diffrax maps y_error's NaNs to inf, promoting its bool and int leaves to floats)
         covered = jnp.asarray(True) if report is None else report.covered != 0
@@ -113,22 +158,40 @@ class GuardedController(diffrax.AbstractAdaptiveStepSizeController):
 
         error = jax.lax.stop_gradient(self.norm(jax.tree_util.tree_map(scaled, y0, y1_candidate, y_error)))
         finite = jnp.isfinite(error) | ~covered  # an attempt not taken is no NaN of f's
-        keep = finite & (error < 1) & covered
         inv = jnp.where(finite, 1 / error, 0.0)  # 0: shrink by factor_min
-        factor = self.safety * inv ** ((self.pcoeff + self.icoeff) / error_order) \
-            * prev_inv ** (-self.pcoeff / error_order)
-        factor = jnp.clip(factor, jnp.where(keep, 1.0, self.factor_min), jnp.where(keep, self.factor_max, self.safety))
+        if self.never_shrink_after_accept:
+            keep = finite & (error < 1) & covered
+            factor = self.safety * inv ** ((self.pcoeff + self.icoeff) / error_order) \
+                * prev_inv ** (-self.pcoeff / error_order)
+            factor = jnp.clip(factor, jnp.where(keep, 1.0, self.factor_min),
+                              jnp.where(keep, self.factor_max, self.safety))
+        else:  # the NumPy executor's rules (dxdt.solvers._controller.PIController)
+            keep = finite & (error <= 1) & covered
+            factor = jnp.where(keep, self._accepted_factor(inv, prev_inv, rejected_last, error_order),
+                               jnp.maximum(self.factor_min, self.safety * inv ** (1 / error_order)))
         dt = (t1 - t0) * jax.lax.stop_gradient(factor)
         if report is not None:
-            dt, rejected_work, stiff = self._within_stability(t1, dt, keep, report, rejected_work, stiff)
+            dt, rejected_work, stiff = self._within_stability(t1, dt, keep, report, rejected_work, stiff,
+                                                              before_end=t1 != end)
         next_t0 = jnp.where(keep, t1, t0)
-        inv = jnp.where(keep & (inv != 0) & jnp.isfinite(inv), inv, jnp.where(keep, 1.0, prev_inv))
+        if self.never_shrink_after_accept:
+            inv = jnp.where(keep & (inv != 0) & jnp.isfinite(inv), inv, jnp.where(keep, 1.0, prev_inv))
+        else:  # e_{n-1} floored at min_previous_error (DOPRI5's facold), as the NumPy executor does
+            inv = jnp.where(keep, jnp.minimum(inv, 1 / PIController.min_previous_error), prev_inv)
         result = diffrax.RESULTS.where(dt < self.dt_floor, diffrax.RESULTS.dt_min_reached, diffrax.RESULTS.successful)
-        state = GuardedState(inv, ~finite, dt, rejected_work, stiff)
+        state = GuardedState(inv, ~finite, dt, rejected_work, stiff, ~keep & covered, end)
         return keep, next_t0, next_t0 + dt, False, state, result
 
+    def _accepted_factor(self, inv, prev_inv, rejected_last, error_order):
+        """The PI factor after an accepted step, clipped to ``[factor_min, factor_max]``
+        (``factor_max`` for a zero error), at most 1 right after a rejection."""
+        factor = self.safety * inv ** ((self.pcoeff + self.icoeff) / error_order) \
+            * prev_inv ** (-self.pcoeff / error_order)
+        factor = jnp.where(jnp.isfinite(inv), jnp.clip(factor, self.factor_min, self.factor_max), self.factor_max)
+        return jnp.where(rejected_last, jnp.minimum(factor, 1.0), factor)
+
     @staticmethod
-    def _within_stability(t1, dt, keep, report: StepReport, rejected_work, stiff):
+    def _within_stability(t1, dt, keep, report: StepReport, rejected_work, stiff, before_end):
         """The proposal ``dt`` cut to the stability bound (an attempt beyond it is retried
         at the bound), the rejected attempts' work, and where an accepted step's proposal
         first exceeded the bound (the NumPy executor's "too stiff" warning)."""
@@ -139,7 +202,8 @@ class GuardedController(diffrax.AbstractAdaptiveStepSizeController):
         work = report.work.astype(rejected_work.dtype)
         added = jnp.stack([rejected_work[0] + work[0], jnp.maximum(rejected_work[1], work[1]),
                            rejected_work[2] + work[2]])
-        first = keep & (stiff[0] == jnp.inf) & (proposal > STIFF_MARGIN * h_stable)
+        # (after the last step no step follows: the NumPy executor warns when it takes one)
+        first = keep & before_end & (stiff[0] == jnp.inf) & (proposal > STIFF_MARGIN * h_stable)
         record = jnp.stack([stop(t1), stop(proposal), stop(proposal / h_stable)]).astype(stiff.dtype)
         stiff = jnp.where(first, record, stiff)
         return jnp.sign(dt) * cut, jnp.where(keep, rejected_work, added), stiff

@@ -233,5 +233,6 @@ def test_members_failing_at_t0_or_midway_equal_their_solo_jax_solves(method, opt
         assert member.status == solo.status == ("success" if i == 0 else "nonfinite")
         assert member.message == solo.message and member.stats == solo.stats
         np.testing.assert_array_equal(member.t, solo.t)
-        np.testing.assert_array_equal(member.u, solo.u)
+        # (to rounding: the first step's norms are reduced in another order under vmap)
+        np.testing.assert_allclose(member.u, solo.u, rtol=1e-14, atol=0)
     np.testing.assert_array_equal(ens.members[1].t, [0.0])
