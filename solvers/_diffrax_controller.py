@@ -22,8 +22,8 @@ With ``e = ||err / (atol + rtol max(|u_n|, |u_{n+1}|))||_RMS`` and ``q`` diffrax
 order (the embedded pair's lower order + 1), a step is accepted when ``e <= 1``; the next
 step after an accepted one is
 
-.. math:: h_{n+1} = h_n \operatorname{clip}\big(s\, e_n^{-(\beta_P+\beta_I)/q}\,
-   e_{n-1}^{\beta_P/q},\ f_{min},\ f_{max}\big)
+.. math:: h_{n+1} = h_n \\operatorname{clip}\\big(s\\, e_n^{-(\\beta_P+\\beta_I)/q}\\,
+   e_{n-1}^{\\beta_P/q},\\ f_{min},\\ f_{max}\\big)
 
 (at most ``h_n`` right after a rejection; ``e_{n-1}`` of the last accepted step, floored at
 1e-4), and after a rejected one ``h max(f_min, s e^{-1/q})``: the NumPy executor's rules
