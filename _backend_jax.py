@@ -62,7 +62,7 @@ def _build(prob: ODEProblem, method, static: dict, args: dict, check: Callable |
     """Trace and compile the solve for ``static`` options; a :class:`Program`."""
     from .sensitivity._compiled import Program, compile_function
     from .sensitivity._estimate import translate_eigen_est
-    from .sensitivity._jax import load_jax
+    from .sensitivity._jax import load_diffrax, load_jax
     from .sensitivity._ode import odeint
     from .sensitivity._options import SolveOptions
     from .solvers._stabilized_diffrax import warning_record
@@ -70,7 +70,7 @@ def _build(prob: ODEProblem, method, static: dict, args: dict, check: Callable |
     if check is not None:
         check()  # the input checks of solve() that call f (see integrate_jax)
     jax, jnp = load_jax()
-    import diffrax
+    diffrax = load_diffrax()
 
     from .sensitivity import to_jax
 

@@ -78,13 +78,15 @@ def _build_chunk(prob, method, conditions: tuple, directions: tuple, every_step:
     earliest event over all the chunk's steps."""
     import dataclasses
 
-    import diffrax
+    from .sensitivity._jax import load_diffrax
+
+    diffrax = load_diffrax()
 
     from ._events_jax_locate import locate
     from .sensitivity._compiled import Program, compile_function
     from .sensitivity._jax import load_jax
     from .sensitivity.translate import to_jax
-    from .sensitivity._ode import initial_step, status_code
+    from .sensitivity._ode import initial_step, quiet_about_complex, status_code
     from .sensitivity._options import SolveOptions
     from .solvers._diffrax import diffrax_solver, pid_coefficients
     from .solvers._diffrax_controller import GuardedController
@@ -119,10 +121,11 @@ def _build_chunk(prob, method, conditions: tuple, directions: tuple, every_step:
         direction = jnp.sign(t_stop - t_start)
         dt0 = jax.lax.cond(dt0 == 0, lambda: direction * initial_step(
             lambda t, y, a: g_once(y, a, t), u, p, t_start, t_stop, options), lambda: dt0)  # 0: choose
-        sol = diffrax.diffeqsolve(term, solver, t_start, t_stop, dt0, u, args=p, saveat=saveat,
-                                  stepsize_controller=controller,
-                                  max_steps=STEP_ROWS if every_step or dense else CHUNK_STEPS,
-                                  throw=False, event=event)
+        with quiet_about_complex((u, p)):
+            sol = diffrax.diffeqsolve(term, solver, t_start, t_stop, dt0, u, args=p, saveat=saveat,
+                                      stepsize_controller=controller,
+                                      max_steps=STEP_ROWS if every_step or dense else CHUNK_STEPS,
+                                      throw=False, event=event)
         ts_size = sol.interpolation.ts_size
         ts = sol.interpolation.ts * direction  # diffrax steps in -t backwards
         if every_step:

@@ -384,6 +384,9 @@ def _install_check_dispatch() -> None:
     """Route equinox's jitted runtime check through a function that picks, per thread,
     equinox's own (host callbacks) or :func:`_nan_checks` (installed once; the user's
     traces, on every thread outside :func:`without_host_callbacks`, are unchanged)."""
+    from ._jax import load_diffrax
+
+    load_diffrax()
     import equinox._errors as errors
 
     with _INSTALL_LOCK:

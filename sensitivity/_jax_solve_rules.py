@@ -42,9 +42,10 @@ J. Bradbury et al., "How JAX primitives work" (JAX documentation); P. Kidger, li
 
 from __future__ import annotations
 
-from ._jax import load_jax
+from ._jax import load_diffrax, load_jax
 
-jax, jnp = load_jax()  # first: JAX is imported once, under its lock
+jax, jnp = load_jax()  # first: JAX and equinox are imported once, under a lock
+load_diffrax()
 import equinox.internal as eqxi  # noqa: E402
 
 

@@ -44,7 +44,9 @@ def diffrax_solver(method: AbstractRungeKutta, with_interpolant: bool = True, *,
         return StabilizedSolver(method, spectral_radius, limited)
     name = type(method).__name__
     if name in _BUILTIN:
-        import diffrax
+        from ..sensitivity._jax import load_diffrax
+
+        diffrax = load_diffrax()
 
         return getattr(diffrax, _BUILTIN[name])()
     needs_extra = with_interpolant and method.tableau.extra_a is not None
@@ -83,7 +85,9 @@ def _stacked(tableau: ButcherTableau, with_extra: bool):
 
 @lru_cache(maxsize=None)
 def _erk_class(method_type: type, with_extra: bool):
-    import diffrax
+    from ..sensitivity._jax import load_diffrax
+
+    diffrax = load_diffrax()
     import jax
     import jax.numpy as jnp
 

@@ -57,8 +57,11 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Any, Callable, ClassVar
 
-import diffrax
-import equinox as eqx
+from ..sensitivity._jax import load_diffrax
+
+load_diffrax()  # first: diffrax and JAX are imported once, under a lock
+import diffrax  # noqa: E402
+import equinox as eqx  # noqa: E402
 import jax
 import jax.numpy as jnp
 import numpy as np
