@@ -26,8 +26,6 @@ from __future__ import annotations
 import warnings
 from contextlib import contextmanager
 
-import numpy as np
-
 from ._jax import load_diffrax, load_jax
 from ._options import STATUS_CODES, SolveOptions, raise_on_failure  # noqa: F401  (re-exported)
 
@@ -38,7 +36,7 @@ import equinox as eqx  # noqa: E402
 
 from ..solvers import AbstractStabilized  # noqa: E402
 from ..solvers._controller import EPS as _EPS  # noqa: E402
-from ..solvers._diffrax import diffrax_solver, pid_coefficients  # noqa: E402
+from ..solvers._diffrax import diffrax_solver, horner, pid_coefficients, polynomial_interpolation  # noqa: E402
 from ..solvers._diffrax_controller import FixedGrid, GuardedController  # noqa: E402
 
 
@@ -121,47 +119,36 @@ class Solved(eqx.Module):
 
         diffrax's ``DenseInterpolation.evaluate`` written without its ``lax.cond`` (a NaN for
         times out of bounds) and its zero-length case (impossible in normalised time), and
-        for polynomial interpolants (:func:`_polynomial_weights`) without copying the step's
+        for dxdt's polynomial interpolants
+        (:func:`~dxdt.solvers._diffrax.polynomial_interpolation`) without copying the step's
         buffers out: the interpolating adjoint evaluates at every stage of every backward step.
         """
         interp = self.sol.interpolation
         s = (t - self.t0) / self.span
         ts = interp.ts
         index = jnp.clip(jnp.searchsorted(ts, s, side="left") - 1, 0, interp.ts_size - 2)
-        weights = _polynomial_weights(interp.interpolation_cls)
-        if weights is None:
+        if interp.interpolation_cls is not polynomial_interpolation():  # Hermite (BS3, stabilized)
             infos = jax.tree_util.tree_map(lambda x: x[index], interp.infos)
             return interp.interpolation_cls(t0=ts[index], t1=ts[index + 1], **infos).evaluate(s)
-        # u(theta) = u_n + sum_i b_i(theta) k_i read straight from the step buffers, in one
-        # loop over the state (copying the step's nine vectors out first cost the
-        # interpolating adjoint on Gray-Scott 32 4 of its 8.6 ms). The sum sits in a
-        # conditional (both branches equal) so that XLA computes it once: fused into its
-        # consumers, it was recomputed at every point of a stencil reading u (5x on a
-        # Laplacian); XLA drops optimization barriers before fusing.
+        # the step's polynomial read straight from the buffers, in one loop over the state
+        # (copying the step's vectors out first cost the interpolating adjoint on Gray-Scott
+        # 32 4 of its 8.6 ms). It sits in a conditional (both branches equal) so that XLA
+        # computes it once: fused into its consumers, it was recomputed at every point of a
+        # stencil reading u (5x on a Laplacian); XLA drops optimization barriers before fusing.
         theta = (s - ts[index]) / (ts[index + 1] - ts[index])
-        b = jnp.asarray(weights) @ theta ** jnp.arange(1, weights.shape[1] + 1)
 
         def interpolant():
-            def leaf(y0, k):
-                k_n = jax.lax.dynamic_index_in_dim(k, index, keepdims=False)
-                out = jax.lax.dynamic_index_in_dim(y0, index, keepdims=False)
-                for i in range(weights.shape[0]):
-                    out = out + b[i].astype(out.dtype) * k_n[i]
-                return out
-            return jax.tree_util.tree_map(leaf, interp.infos["y0"], interp.infos["k"])
+            def leaf(y0, c):
+                at = lambda x: jax.lax.dynamic_index_in_dim(x, index, keepdims=False)  # noqa: E731
+                return horner(at(y0), at(c), theta.astype(c.real.dtype))
+            return jax.tree_util.tree_map(leaf, interp.infos["y0"], interp.infos["c"])
+        size = sum(leaf[0].size for leaf in jax.tree_util.tree_leaves(interp.infos["y0"]))
+        if size < _ONCE_FROM_SIZE:  # recomputing is cheaper than the conditional's call
+            return interpolant()
         return jax.lax.cond(theta == theta, interpolant, interpolant)
 
 
-def _polynomial_weights(interpolation_cls):
-    """``B`` with ``b_i(theta) = sum_j B_ij theta^(j+1)`` for a solver whose dense output is
-    ``u_n + sum_i b_i(theta) k_i`` (dxdt's tableaus, diffrax's Tsit5); None for others
-    (Hermite)."""
-    weights = getattr(interpolation_cls, "coefficients", None)
-    if weights is None and interpolation_cls is diffrax.Tsit5.interpolation_cls:
-        from ..solvers import Tsit5
-
-        weights = Tsit5.tableau.interp  # Tsitouras's polynomials, as diffrax's (to 1e-16)
-    return None if weights is None else np.asarray(weights)
+_ONCE_FROM_SIZE = 512  # state entries from which the dense output is computed once per reading
 
 
 @contextmanager

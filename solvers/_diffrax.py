@@ -1,9 +1,10 @@
 """dxdt's tableaus as diffrax solvers, so one set of coefficients serves both backends.
 
-Methods diffrax ships with identical coefficients and interpolant map to the built-in
-solver (Tsit5, BS3 -> ``Bosh3``, Euler); the others become an
+Methods diffrax ships with identical coefficients and a Hermite or no interpolant map to
+the built-in solver (BS3 -> ``Bosh3``, Euler); the others (Tsit5 included) become an
 ``AbstractERK`` built from the :class:`ButcherTableau`, with dxdt's dense-output
-polynomials as the local interpolation. Verner's interpolation-only stages cannot be
+polynomials as the local interpolation, kept per step as the polynomial's coefficients in
+``theta`` (:func:`polynomial_interpolation`). Verner's interpolation-only stages cannot be
 evaluated lazily inside diffrax's step, so for dense output they become ordinary
 stages (weight 0 in ``b`` and ``b_err``), computed on every step. The stabilized methods
 (RKC, RKL2, ROCK2, ROCK4) become a :class:`~dxdt.solvers._stabilized_diffrax.StabilizedSolver`.
@@ -23,8 +24,9 @@ from ._stabilized import AbstractStabilized
 from ._tableau import ButcherTableau
 
 # (not DP5: diffrax's Dopri5 estimates the error with Shampine's other embedded weights,
-# 1951/21600, ..., and took other steps than the NumPy backend: 101 against 110)
-_BUILTIN = {"Tsit5": "Tsit5", "BS3": "Bosh3", "Euler": "Euler"}
+# 1951/21600, ..., and took other steps than the NumPy backend: 101 against 110; not Tsit5:
+# diffrax keeps its seven stages per step for dense output, dxdt five coefficients)
+_BUILTIN = {"BS3": "Bosh3", "Euler": "Euler"}
 
 
 def diffrax_solver(method: AbstractRungeKutta, with_interpolant: bool = True, *,
@@ -100,35 +102,21 @@ def _erk_class(method_type: type, with_extra: bool):
         a_lower=tuple(a[i, :i] for i in range(1, len(c))),
     )
 
-    class _PolynomialInterpolation(diffrax.AbstractLocalInterpolation):
-        """``u(theta) = u0 + sum_i b_i(theta) k_i`` with diffrax's increments ``k_i = h f_i``."""
-
-        t0: float
-        t1: float
-        y0: object
-        k: object
-        coefficients: ClassVar[np.ndarray] = interp
-
-        def __init__(self, *, t0, t1, y0, y1, k):
-            del y1
-            self.t0, self.t1, self.y0, self.k = t0, t1, y0, k
-
-        def evaluate(self, t0, t1=None, left=True):
-            del left
-            if t1 is not None:
-                return self.evaluate(t1) - self.evaluate(t0)
-            theta = (t0 - self.t0) / (self.t1 - self.t0)
-            powers = theta ** jnp.arange(1, self.coefficients.shape[1] + 1)
-
-            def leaf(y0, k):  # the state may be a pytree (a state with its tangents)
-                weights = jnp.asarray(self.coefficients, dtype=y0.dtype) @ powers.astype(y0.dtype)
-                return y0 + jnp.tensordot(weights, k, axes=1)
-            return jax.tree_util.tree_map(leaf, self.y0, self.k)
-
     interpolation = (
         diffrax.ThirdOrderHermitePolynomialInterpolation.from_k if interp is None
-        else _PolynomialInterpolation
+        else polynomial_interpolation()
     )
+    to_coefficients = None if interp is None else np.asarray(interp).T
+
+    def _coefficients(k):
+        """``c = B^T k``: the polynomial's coefficients in theta from diffrax's increments
+        ``k_i = h f_i``, as sums XLA fuses into one loop (a dot per step costs more on
+        small states)."""
+        rows = []
+        for weights in to_coefficients:
+            terms = [float(w) * k[i] for i, w in enumerate(weights) if w != 0.0]
+            rows.append(sum(terms[1:], terms[0]))
+        return jnp.stack(rows)
 
     class _ERK(diffrax.AbstractERK):
         tableau: ClassVar[diffrax.ButcherTableau] = dx_tableau
@@ -137,5 +125,52 @@ def _erk_class(method_type: type, with_extra: bool):
         def order(self, terms):
             return tableau.order
 
+        def step(self, terms, t0, t1, y0, args, solver_state, made_jump):
+            y1, y_error, dense_info, solver_state, result = super().step(
+                terms, t0, t1, y0, args, solver_state, made_jump)
+            if to_coefficients is not None:
+                # one pass over the stages per step (dead code unless dense output or save
+                # times read it): the dense buffer keeps 1 + degree vectors per step, not
+                # 2 + stages (Tsit5: 5 against 9), and reading it sums 5 instead of 8
+                dense_info = {"y0": dense_info["y0"],
+                              "c": jax.tree_util.tree_map(_coefficients, dense_info["k"])}
+            return y1, y_error, dense_info, solver_state, result
+
     _ERK.__name__ = _ERK.__qualname__ = f"{method_type.__name__}ERK"
     return _ERK
+
+
+def horner(y0, c, theta):
+    """``y0 + sum_j c_j theta^(j+1)`` for one leaf (``c`` stacks the coefficients on its
+    first axis), by Horner's rule."""
+    out = c[-1]
+    for j in range(c.shape[0] - 2, -1, -1):
+        out = out * theta + c[j]
+    return y0 + out * theta
+
+
+@lru_cache(maxsize=None)
+def polynomial_interpolation():
+    """The local interpolation of dxdt's tableaus in diffrax:
+    ``u(theta) = u_n + sum_j c_j theta^(j+1)``, ``theta = (t - t_n)/(t_{n+1} - t_n)``, with
+    ``c = B^T k`` formed once per step from the stage increments (``B``: the tableau's
+    ``interp``, Hairer, Norsett & Wanner, Sec. II.6)."""
+    from ..sensitivity._jax import load_diffrax
+
+    diffrax = load_diffrax()
+    import jax
+
+    class PolynomialInterpolation(diffrax.AbstractLocalInterpolation):
+        t0: float
+        t1: float
+        y0: object
+        c: object  # pytree like y0, each leaf with the coefficients stacked on axis 0
+
+        def evaluate(self, t0, t1=None, left=True):
+            del left
+            if t1 is not None:
+                return self.evaluate(t1) - self.evaluate(t0)
+            theta = (t0 - self.t0) / (self.t1 - self.t0)
+            return jax.tree_util.tree_map(lambda y, c: horner(y, c, theta.astype(c.real.dtype)), self.y0, self.c)
+
+    return PolynomialInterpolation

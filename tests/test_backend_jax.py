@@ -82,6 +82,21 @@ def test_every_step_and_dense_output(lv):
     np.testing.assert_allclose(dense(3.3), dense(ts)[1])
 
 
+@pytest.mark.parametrize("method", [Tsit5, DP5, Vern7, BS3], ids=lambda m: m.__name__)
+def test_dense_output_is_the_numpy_backends_interpolant(method):
+    """Between the steps, the JAX backend's dense output (each step's polynomial kept as its
+    coefficients in theta) is the NumPy executor's interpolant on the same steps: both
+    backends take the same steps, so they agree to rounding, at times inside every step."""
+    prob = problems.lorenz(tspan=(0.0, 1.0))
+    kw = dict(rtol=1e-6, atol=1e-8, dense=True)
+    numpy_sol = dxdt.solve(prob, method(), backend="numpy", **kw)
+    jax_sol = dxdt.solve(prob, method(), backend="jax", **kw)
+    assert jax_sol.stats["naccept"] == numpy_sol.stats["naccept"]
+    steps = numpy_sol.t
+    inside = np.concatenate([steps[:-1] + f * np.diff(steps) for f in (0.1, 0.37, 0.5, 0.81)])
+    np.testing.assert_allclose(jax_sol(inside), numpy_sol(inside), rtol=1e-9, atol=1e-11)
+
+
 def test_new_values_do_not_retrace(lv):
     from dxdt.sensitivity import cache_info
 
