@@ -333,7 +333,13 @@ def compile_function(fn: Callable, *example, flat: bool = True) -> tuple[Any, di
 # runs no faster (docs/compiled.md, "Compile options"): dxdt compiles its own programs with
 # the classic ones. A program inside the user's jax.jit (jax_solve) compiles with the
 # user's options.
-CPU_COMPILER_OPTIONS = {"xla_cpu_use_fusion_emitters": False}
+#
+# jaxlib 0.10 also hands reductions to YNNPACK ("ynn_fusion"), each a library call that
+# costs far more than the reduction on an ODE's state: the p-cotangent of Gray-Scott 64's
+# field (four sums over the grid) took 132 us against 34 us without, and the interpolating
+# adjoint's gradient 33.8 ms against 17.3 ms. dxdt keeps YNNPACK for dots only.
+CPU_COMPILER_OPTIONS = {"xla_cpu_use_fusion_emitters": False,
+                       "xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_DOT"}
 _OPTIONS_REFUSED: list = []  # set when this jaxlib does not know an option: compile without
 
 
@@ -357,8 +363,9 @@ def _compile(lowered):
         return lowered.compile()
     try:
         return lowered.compile(options)
-    except Exception as err:  # jaxlib's JaxRuntimeError: "No such compile option: ..."
-        if "compile option" not in str(err):
+    except Exception as err:  # jaxlib's JaxRuntimeError: "No such compile option: ...", or
+        # "While setting option ..., '...' is not a valid enum value"
+        if "compile option" not in str(err) and "While setting option" not in str(err):
             raise
         _OPTIONS_REFUSED.append(str(err))
         return lowered.compile()
