@@ -97,7 +97,7 @@ def _build_chunk(prob, method, conditions: tuple, directions: tuple, every_step:
     translated = [to_jax(fn, prob.u0, prob.p) for fn in conditions]
     g_once = jax.jit(g)  # diffrax evaluates the field at several places: trace f once
     term = diffrax.ODETerm(lambda t, u, p: g_once(u, p, t))
-    solver = diffrax_solver(method, True)
+    solver = diffrax_solver(method, True, dense_buffer=True)
     pcoeff, icoeff = pid_coefficients(method)
 
     def values(u, p, t):

@@ -217,7 +217,8 @@ def odeint(vector_field, y0, args, t0, t1, options: SolveOptions, *, ts=None, de
     else:
         saveat = diffrax.SaveAt(t1=True, dense=dense, **counting)
     adjoint = diffrax.ForwardMode() if differentiable == "forward" else diffrax.RecursiveCheckpointAdjoint()
-    solver = diffrax_solver(method, ts is not None or dense, spectral_radius=rho, limited=adaptive)
+    solver = diffrax_solver(method, ts is not None or dense, dense_buffer=dense, spectral_radius=rho,
+                            limited=adaptive)
     with quiet_about_complex((y0, args)):
         sol = diffrax.diffeqsolve(
             diffrax.ODETerm(field), solver, 0.0, 1.0, None if dt0 is None else dt0 / scale, y0, args=args,

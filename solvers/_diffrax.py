@@ -1,10 +1,11 @@
 """dxdt's tableaus as diffrax solvers, so one set of coefficients serves both backends.
 
-Methods diffrax ships with identical coefficients and a Hermite or no interpolant map to
-the built-in solver (BS3 -> ``Bosh3``, Euler); the others (Tsit5 included) become an
+Methods diffrax ships with identical coefficients and interpolant map to the built-in
+solver (BS3 -> ``Bosh3``, Euler, and Tsit5 without a dense buffer); the others become an
 ``AbstractERK`` built from the :class:`ButcherTableau`, with dxdt's dense-output
-polynomials as the local interpolation, kept per step as the polynomial's coefficients in
-``theta`` (:func:`polynomial_interpolation`). Verner's interpolation-only stages cannot be
+polynomials as the local interpolation; a solve that keeps every step's dense output
+keeps them as the polynomial's coefficients in ``theta``
+(:func:`polynomial_interpolation`). Verner's interpolation-only stages cannot be
 evaluated lazily inside diffrax's step, so for dense output they become ordinary
 stages (weight 0 in ``b`` and ``b_err``), computed on every step. The stabilized methods
 (RKC, RKL2, ROCK2, ROCK4) become a :class:`~dxdt.solvers._stabilized_diffrax.StabilizedSolver`.
@@ -24,17 +25,23 @@ from ._stabilized import AbstractStabilized
 from ._tableau import ButcherTableau
 
 # (not DP5: diffrax's Dopri5 estimates the error with Shampine's other embedded weights,
-# 1951/21600, ..., and took other steps than the NumPy backend: 101 against 110; not Tsit5:
-# diffrax keeps its seven stages per step for dense output, dxdt five coefficients)
-_BUILTIN = {"BS3": "Bosh3", "Euler": "Euler"}
+# 1951/21600, ..., and took other steps than the NumPy backend: 101 against 110; Tsit5
+# only without a dense buffer: diffrax keeps its seven stages per step, dxdt five
+# coefficients)
+_BUILTIN = {"Tsit5": "Tsit5", "BS3": "Bosh3", "Euler": "Euler"}
 
 
 def diffrax_solver(method: AbstractRungeKutta, with_interpolant: bool = True, *,
-                   spectral_radius=None, limited: bool = False):
+                   dense_buffer: bool = False, spectral_radius=None, limited: bool = False):
     """A diffrax solver with ``method``'s coefficients.
 
     ``with_interpolant=False`` skips interpolation-only stages (for solves that save
-    only step ends). ``spectral_radius(t, y, args)``: for a stabilized method, the bound
+    only step ends). ``dense_buffer``: the solve keeps every step's dense output (diffrax's
+    ``SaveAt(dense=True)``), which is then each step's polynomial in theta
+    (:func:`polynomial_interpolation`: fewer vectors to keep and to read). Without it the
+    step keeps diffrax's stages and interpolates from them only where it saves (forming
+    the coefficients on every step cost a Gray-Scott 64 solve with 11 save times 13%).
+    ``spectral_radius(t, y, args)``: for a stabilized method, the bound
     of the spectral radius to use instead of its power iteration (in the solve's time
     unit; see :class:`~dxdt.solvers._stabilized_diffrax.StabilizedSolver`); ``limited``:
     it reports its stability bound to dxdt's controller
@@ -45,14 +52,14 @@ def diffrax_solver(method: AbstractRungeKutta, with_interpolant: bool = True, *,
 
         return StabilizedSolver(method, spectral_radius, limited)
     name = type(method).__name__
-    if name in _BUILTIN:
+    if name in _BUILTIN and not (dense_buffer and name == "Tsit5"):
         from ..sensitivity._jax import load_diffrax
 
         diffrax = load_diffrax()
 
         return getattr(diffrax, _BUILTIN[name])()
     needs_extra = with_interpolant and method.tableau.extra_a is not None
-    return _erk_class(type(method), needs_extra)()
+    return _erk_class(type(method), needs_extra, dense_buffer)()
 
 
 def pid_coefficients(method: AbstractRungeKutta) -> tuple[float, float]:
@@ -86,7 +93,7 @@ def _stacked(tableau: ButcherTableau, with_extra: bool):
 
 
 @lru_cache(maxsize=None)
-def _erk_class(method_type: type, with_extra: bool):
+def _erk_class(method_type: type, with_extra: bool, coefficients: bool):
     from ..sensitivity._jax import load_diffrax
 
     diffrax = load_diffrax()
@@ -102,11 +109,13 @@ def _erk_class(method_type: type, with_extra: bool):
         a_lower=tuple(a[i, :i] for i in range(1, len(c))),
     )
 
-    interpolation = (
-        diffrax.ThirdOrderHermitePolynomialInterpolation.from_k if interp is None
-        else polynomial_interpolation()
-    )
-    to_coefficients = None if interp is None else np.asarray(interp).T
+    if interp is None:
+        interpolation = diffrax.ThirdOrderHermitePolynomialInterpolation.from_k
+    elif coefficients:
+        interpolation = polynomial_interpolation()
+    else:
+        interpolation = _stage_interpolation(interp)
+    to_coefficients = np.asarray(interp).T if interp is not None and coefficients else None
 
     def _coefficients(k):
         """``c = B^T k``: the polynomial's coefficients in theta from diffrax's increments
@@ -147,6 +156,41 @@ def horner(y0, c, theta):
     for j in range(c.shape[0] - 2, -1, -1):
         out = out * theta + c[j]
     return y0 + out * theta
+
+
+def _stage_interpolation(interp: np.ndarray):
+    """``u(theta) = u_n + sum_i b_i(theta) k_i`` from diffrax's increments ``k_i = h f_i``
+    (the interpolation of solves without a dense buffer, which evaluate it only at save
+    times)."""
+    from ..sensitivity._jax import load_diffrax
+
+    diffrax = load_diffrax()
+    import jax
+    import jax.numpy as jnp
+
+    class StageInterpolation(diffrax.AbstractLocalInterpolation):
+        t0: float
+        t1: float
+        y0: object
+        k: object
+
+        def __init__(self, *, t0, t1, y0, y1, k):
+            del y1
+            self.t0, self.t1, self.y0, self.k = t0, t1, y0, k
+
+        def evaluate(self, t0, t1=None, left=True):
+            del left
+            if t1 is not None:
+                return self.evaluate(t1) - self.evaluate(t0)
+            theta = (t0 - self.t0) / (self.t1 - self.t0)
+            powers = theta ** jnp.arange(1, interp.shape[1] + 1)
+
+            def leaf(y0, k):  # the state may be a pytree (a state with its tangents)
+                weights = jnp.asarray(interp, dtype=y0.dtype) @ powers.astype(y0.dtype)
+                return y0 + jnp.tensordot(weights, k, axes=1)
+            return jax.tree_util.tree_map(leaf, self.y0, self.k)
+
+    return StageInterpolation
 
 
 @lru_cache(maxsize=None)

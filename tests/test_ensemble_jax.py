@@ -234,8 +234,9 @@ def test_members_failing_at_t0_or_midway_equal_their_solo_jax_solves(method, opt
         assert member.message == solo.message
         if i == 2 and not options:
             # adaptive steps creep up to the wall at t = 1 (accepted below it, rejected
-            # across it) by sizes that the states' last bits set: the counts differ by a
-            # few with the rounding of the vmapped program (47 + 43 solo, 52 + 43 here)
+            # across it) by sizes that the states' last bits set, and the vmapped program
+            # rounds differently (6e-16): the counts may differ by a few (diffrax's Tsit5
+            # gives 45 + 40 both ways, dxdt's own Tsit5 tableau 47 + 43 solo, 52 + 43 here)
             for name in ("naccept", "nreject"):
                 assert abs(member.stats[name] - solo.stats[name]) <= 0.15 * solo.stats[name], (name, member.stats)
         else:
