@@ -70,7 +70,7 @@ def _build(prob: ODEProblem, method, static: dict, args: dict, check: Callable |
     if check is not None:
         check()  # the input checks of solve() that call f (see integrate_jax)
     jax, jnp = load_jax()
-    diffrax = load_diffrax()
+    load_diffrax()
 
     from .sensitivity import to_jax
 
@@ -78,7 +78,7 @@ def _build(prob: ODEProblem, method, static: dict, args: dict, check: Callable |
     # closure array changed must trace f again, not reuse the old trace's constants
     g = to_jax(prob.f, prob.u0, prob.p)
     rho = translate_eigen_est(method)  # None: the power iteration of a stabilized method
-    meter = diffrax.TqdmProgressMeter(refresh_steps=50) if static["progress"] else None
+    meter = _progress_meter() if static["progress"] else None
 
     g_once = jax.jit(g)  # diffrax evaluates the field at several places: trace f once
 
@@ -103,6 +103,51 @@ def _build(prob: ODEProblem, method, static: dict, args: dict, check: Callable |
     executable, meta = compile_function(run, *args.values(), flat=not static["dense"])
     reads = tuple(g.constant_reads) + (() if rho is None else tuple(rho.constant_reads))
     return Program(executable, reads, meta, traces=g.n_traces)
+
+
+@functools.lru_cache(maxsize=None)
+def _progress_meter():
+    """diffrax's tqdm bar (percent of the span), closed where the solve stopped: diffrax's
+    own sets it to 100% when it closes, also after a failure midway (the NumPy backend's
+    bar stops where its solve did). diffrax's bar is kept where its internals differ."""
+    from .sensitivity._jax import load_diffrax
+
+    jax, jnp = load_jax()
+    diffrax = load_diffrax()
+    import equinox as eqx
+    import equinox.internal as eqxi
+
+    try:
+        from diffrax._progress_meter import _progress_meter_manager as manager
+
+        manager.bars, manager.lock  # noqa: B018  (the two internals used below)
+    except (ImportError, AttributeError):
+        return diffrax.TqdmProgressMeter(refresh_steps=50)
+
+    class _State(eqx.Module):
+        inner: Any
+        progress: Any
+
+    def close_at(index, progress):
+        with manager.lock:
+            bar = manager.bars.pop(int(np.max(index)), None)
+        if bar is not None:
+            bar.n = round(100 * float(np.min(progress)), 2)
+            bar.update(n=0)
+            bar.close()
+
+    class StoppedWhereSolveStopped(diffrax.TqdmProgressMeter):
+        def init(self):
+            return _State(super().init(), jnp.asarray(0.0))
+
+        def step(self, state, progress):
+            return _State(super().step(state.inner, progress), jnp.asarray(progress, jnp.result_type(float)))
+
+        def close(self, state):
+            jax.experimental.io_callback(close_at, None, eqxi.unvmap_max(state.inner.meter_idx),
+                                         -eqxi.unvmap_max(-state.progress))  # the slowest member
+
+    return StoppedWhereSolveStopped(refresh_steps=50)
 
 
 def _program(prob: ODEProblem, method, static: dict, args: dict, check: Callable | None = None):

@@ -97,6 +97,25 @@ def test_dense_output_is_the_numpy_backends_interpolant(method):
     np.testing.assert_allclose(jax_sol(inside), numpy_sol(inside), rtol=1e-9, atol=1e-11)
 
 
+def test_progress_bar_stops_where_the_solve_stopped(capsys):
+    """The JAX backend's bar (percent of the span) ends at 100% for a solve that reached its
+    end and where a failed solve stopped: diffrax's own bar jumps to 100% when it closes."""
+    def nan_from_one(du, u, p, t):
+        du[0] = np.where(t < 1.0, -u[0], np.nan)
+
+    failed = dxdt.solve(dxdt.ODEProblem(nan_from_one, np.array([1.0]), (0.0, 2.0)), Tsit5(), backend="jax",
+                        progress=True)
+    assert failed.status == "nonfinite"
+    shown = [line.split("%")[0].strip() for line in capsys.readouterr().err.replace("\r", "\n").splitlines()
+             if "%|" in line]
+    assert shown and float(shown[-1]) == pytest.approx(50.0, abs=0.01) and "100.00" not in shown
+    solved = dxdt.solve(problems.lotka_volterra(), Tsit5(), backend="jax", progress=True)
+    assert solved.success
+    shown = [line.split("%")[0].strip() for line in capsys.readouterr().err.replace("\r", "\n").splitlines()
+             if "%|" in line]
+    assert shown[-1] == "100.00"
+
+
 def test_new_values_do_not_retrace(lv):
     from dxdt.sensitivity import cache_info
 
