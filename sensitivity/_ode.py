@@ -127,7 +127,7 @@ class Solved(eqx.Module):
         s = (t - self.t0) / self.span
         ts = interp.ts
         index = jnp.clip(jnp.searchsorted(ts, s, side="left") - 1, 0, interp.ts_size - 2)
-        if interp.interpolation_cls is not polynomial_interpolation():  # Hermite (BS3, stabilized)
+        if interp.interpolation_cls is not polynomial_interpolation():  # BS3, Euler, stabilized
             infos = jax.tree_util.tree_map(lambda x: x[index], interp.infos)
             return interp.interpolation_cls(t0=ts[index], t1=ts[index + 1], **infos).evaluate(s)
         # the step's polynomial read straight from the buffers, in one loop over the state

@@ -121,11 +121,9 @@ def _erk_class(method_type: type, with_extra: bool, coefficients: bool):
         """``c = B^T k``: the polynomial's coefficients in theta from diffrax's increments
         ``k_i = h f_i``, as sums XLA fuses into one loop (a dot per step costs more on
         small states)."""
-        rows = []
-        for weights in to_coefficients:
-            terms = [float(w) * k[i] for i, w in enumerate(weights) if w != 0.0]
-            rows.append(sum(terms[1:], terms[0]))
-        return jnp.stack(rows)
+        def row(weights):
+            return sum((float(w) * k[i] for i, w in enumerate(weights) if w != 0.0), jnp.zeros_like(k[0]))
+        return jnp.stack([row(weights) for weights in to_coefficients])
 
     class _ERK(diffrax.AbstractERK):
         tableau: ClassVar[diffrax.ButcherTableau] = dx_tableau
