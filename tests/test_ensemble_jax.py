@@ -231,16 +231,7 @@ def test_members_failing_at_t0_or_midway_equal_their_solo_jax_solves(method, opt
     for i, member in enumerate(ens.members):
         solo = dxdt.solve(prob.remake(p=P[i]), method, saveat=ts, backend="jax", **options)
         assert member.status == solo.status == ("success" if i == 0 else "nonfinite")
-        assert member.message == solo.message
-        if i == 2 and not options:
-            # adaptive steps creep up to the wall at t = 1 (accepted below it, rejected
-            # across it) by sizes that the states' last bits set, and the vmapped program
-            # rounds differently (6e-16): the counts may differ by a few (diffrax's Tsit5
-            # gives 45 + 40 both ways, dxdt's own Tsit5 tableau 47 + 43 solo, 52 + 43 here)
-            for name in ("naccept", "nreject"):
-                assert abs(member.stats[name] - solo.stats[name]) <= 0.15 * solo.stats[name], (name, member.stats)
-        else:
-            assert member.stats == solo.stats
+        assert member.message == solo.message and member.stats == solo.stats
         np.testing.assert_array_equal(member.t, solo.t)
         # (to rounding: the first step's norms are reduced in another order under vmap)
         np.testing.assert_allclose(member.u, solo.u, rtol=1e-14, atol=0)
