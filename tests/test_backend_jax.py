@@ -116,6 +116,22 @@ def test_progress_bar_stops_where_the_solve_stopped(capsys):
     assert shown[-1] == "100.00"
 
 
+def test_progress_bar_falls_back_to_diffrax_meter_where_its_internals_differ(monkeypatch):
+    """A diffrax without the internals the closing bar uses: diffrax's own meter, no crash."""
+    import diffrax._progress_meter as meters
+
+    from dxdt import _backend_jax
+
+    monkeypatch.delattr(meters, "_progress_meter_manager")
+    _backend_jax._progress_meter.cache_clear()
+    try:
+        assert type(_backend_jax._progress_meter()) is meters.TqdmProgressMeter
+    finally:
+        monkeypatch.undo()
+        _backend_jax._progress_meter.cache_clear()
+    assert type(_backend_jax._progress_meter()) is not meters.TqdmProgressMeter
+
+
 def test_new_values_do_not_retrace(lv):
     from dxdt.sensitivity import cache_info
 
