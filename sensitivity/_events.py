@@ -685,9 +685,10 @@ STRUCTURES_KEPT = 8  # compiled programs an operator through state events keeps,
 class EventOperator:
     """A prepared operator through events: compiled per event sequence.
 
-    Every call first re-plans the event sequence with a NumPy solve at the new target
-    (cheap next to the derivative); the compiled code is reused while the sequence stays
-    the same: fixed dose times never change it, ``times(p)`` is checked inside the
+    Through state events every call first re-plans the event sequence with a NumPy solve
+    at the new target; fixed dose times are planned once (the sequence is the same for
+    every target, and the compiled program reports a failed segment itself). The
+    compiled code is reused while the sequence stays the same: ``times(p)`` is checked inside the
     program, and through state events the planned times are an argument of the program,
     which is rebuilt only when the structure of the plan changes (other events, or a
     saved row on the other side of an event; :func:`plan_structure`). A call never
@@ -721,7 +722,8 @@ class EventOperator:
         # which estimate whether stability set its steps.
         discrete = self._inner == "reverse" and self.adjoint == "checkpoint"
         moving = all(isinstance(e, TimeEvent) for e in events)
-        self._chained = None if discrete else "fixed" if chainable(events) else "moving" if moving else None
+        self._fixed = chainable(events)  # the same event sequence for every target: planned once
+        self._chained = None if discrete else "fixed" if self._fixed else "moving" if moving else None
         # state events: one jax_solve segment per event between planned times (see
         # joined_trajectory), or the discrete adjoint's segments (see trajectory),
         # re-planned at every call, the planned times an argument of the program
@@ -819,7 +821,7 @@ class EventOperator:
             u0, p = self._target.merge(to_numpy(target), self._prob.u0, self._prob.p)
             self._ensure(self._prob.remake(u0=np.asarray(u0), p=p))
 
-        if self._chained is None:  # state events: the NumPy solve at the target plans the call
+        if self._chained is None and not self._fixed:  # state events: a NumPy solve at the target plans the call
             replan()
         if self._chained != "moving":  # fixed dose times: one sequence for every target
             return self._prepared(target, v)

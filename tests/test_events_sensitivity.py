@@ -403,22 +403,30 @@ def test_hessian_through_a_state_event_is_forward_over_reverse():
     np.testing.assert_allclose(forward, expected, rtol=1e-6, atol=1e-6)
 
 
-@pytest.mark.parametrize("mode", ["forward", "reverse"])
-def test_fixed_dose_times_compile_once_and_never_replan(mode):
-    """Fixed dose times: the operator is built once on jax_solve's chain (one scan over the
-    segments) and a call at a new target neither re-plans nor recompiles; the Jacobian of
-    the rows matches the closed form, and a failing solve still raises."""
+@pytest.mark.parametrize("mode, adjoint", MODES + [("reverse", "checkpoint")])
+def test_fixed_dose_times_compile_once_and_never_replan(mode, adjoint, monkeypatch):
+    """Fixed dose times: the operator is built once (on jax_solve's chain, one scan over
+    the segments; the discrete adjoint on its own segments) and a call at a new target
+    neither re-plans (no NumPy solve: it once cost the discrete adjoint 10x its gradient)
+    nor recompiles; the Jacobian of the rows matches the closed form, and a failing solve
+    still raises."""
+    from dxdt.sensitivity import _events
+
     tau, ts = np.array([0.0, 0.5, 1.0, 1.5]), np.array([0.25, 0.75, 1.25, 2.0])
     prob = dxdt.ODEProblem(decay, [1.0], (0.0, 2.0), p=np.array([0.7]))
     dose = dxdt.TimeEvent(tau, lambda u, p, t: u.__setitem__(0, u[0] + 0.5))
-    prep = sens.prepare("jacobian", prob, events=[dose], saveat=ts, mode=mode, **TIGHT)
+    prep = sens.prepare("jacobian", prob, events=[dose], saveat=ts, mode=mode, adjoint=adjoint, **TIGHT)
+    planning = []
+    monkeypatch.setattr(_events, "_numpy_solve", lambda *a, **k: planning.append(a) or pytest.fail("re-planned"))
     for k in (0.7, 1.3):
         # d/dk of u(t) = e^{-kt} + 0.5 sum_{tau_i <= t} e^{-k (t - tau_i)}
         expected = [-t * math.exp(-k * t) - 0.5 * sum((t - s) * math.exp(-k * (t - s)) for s in tau if s <= t)
                     for t in ts]
         np.testing.assert_allclose(prep(np.array([k]))[:, 0, 0], expected, rtol=1e-7)
-    assert prep.n_traces == 1
-    small = sens.prepare("jacobian", prob, events=[dose], saveat=ts, mode=mode, max_steps=300, **TIGHT)
+    assert prep.n_traces == 1 and not planning
+    monkeypatch.undo()
+    small = sens.prepare("jacobian", prob, events=[dose], saveat=ts, mode=mode, adjoint=adjoint, max_steps=300,
+                         **TIGHT)
     with pytest.raises(dxdt.SolverError, match="max_steps"):
         small(np.array([1e4]))
 
