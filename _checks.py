@@ -13,7 +13,7 @@ from typing import Any, Callable
 import numpy as np
 
 from ._ensemble import tree_leaves
-from ._problem import ODEProblem
+from ._problem import ODEProblem, real_times
 from .solvers import AbstractRungeKutta, AbstractStabilized
 from .solvers._controller import EPS as _EPS
 
@@ -92,8 +92,8 @@ def check_saveat(saveat: Any, tspan: tuple[float, float]) -> np.ndarray | None:
     if saveat is None:
         return None
     try:
-        ts = np.array(saveat, dtype=np.float64, ndmin=1)
-    except (TypeError, ValueError) as err:
+        ts = np.atleast_1d(real_times(saveat, "saveat"))
+    except ValueError as err:  # ragged nesting
         raise TypeError(f"saveat must be an array of times, got {type(saveat).__name__}") from err
     if ts.ndim != 1 or ts.size == 0:
         raise ValueError(f"saveat must be a non-empty 1-D array of times, got shape {ts.shape}")

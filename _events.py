@@ -21,6 +21,8 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from ._problem import real_times
+
 
 class Event:
     """A state event: fires where ``condition(u, p, t)`` crosses zero.
@@ -142,9 +144,9 @@ def _check_times(times, label: str) -> np.ndarray:
     """``times`` as a sorted float64 array; a ``ValueError`` naming the event for times
     that are not a 1-D array of distinct finite numbers."""
     try:
-        ts = np.array(times, dtype=np.float64)
+        ts = real_times(times, "times")
     except (TypeError, ValueError) as err:
-        raise TypeError(f"{label}: times must be an array of numbers, got {type(times).__name__}") from err
+        raise TypeError(f"{label}: times must be an array of real numbers, got {type(times).__name__}") from err
     if ts.ndim > 1:
         raise ValueError(f"{label}: times must be a 1-D array of times, got shape {ts.shape}")
     ts = np.sort(ts.reshape(-1))

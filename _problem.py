@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import math
+import numbers
 import types
 from typing import Any, Callable
 
@@ -85,11 +86,26 @@ def as_state(u0: Any, name: str = "u0") -> np.ndarray:
     return u
 
 
+def real_times(value: Any, name: str) -> np.ndarray:
+    """``value`` as a float64 array of times (a copy). Booleans, complex numbers, strings
+    and ``None`` are refused with a ``TypeError`` naming ``name``: NumPy would read them
+    as times (``True`` as 1.0, ``"0.5"`` as 0.5, ``0.5+1j`` as 0.5), silently."""
+    arr = None if value is None or isinstance(value, (str, bytes)) else np.asarray(value)
+    if arr is not None and arr.dtype.kind == "O":  # e.g. Fractions, or a list mixing None in
+        elements = arr.ravel().tolist()
+        if not all(isinstance(x, numbers.Real) and not isinstance(x, bool) for x in elements):
+            arr = None
+    if arr is None or arr.dtype.kind not in "iufO":
+        shown = repr(value) if len(repr(value)) <= 60 else type(value).__name__ + ("" if arr is None else
+                                                                                     f" of {arr.dtype}")
+        raise TypeError(f"{name} must be real times (a number or an array of floats), got {shown}")
+    return arr.astype(np.float64)
+
+
 def as_tspan(tspan: Any) -> tuple[float, float]:
     """Validate ``tspan = (t0, t1)`` with finite, distinct ends."""
     try:
-        t0, t1 = tspan
-        t0, t1 = float(t0), float(t1)
+        t0, t1 = real_times(tspan, "tspan").tolist()
     except (TypeError, ValueError) as err:
         raise ValueError(f"tspan must be a pair (t0, t1) of real numbers, got {tspan!r}") from err
     if not (math.isfinite(t0) and math.isfinite(t1)):

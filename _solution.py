@@ -6,6 +6,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from ._problem import real_times
+
 STATUSES = ("success", "event", "max_steps", "dt_min", "nonfinite")
 SUCCESS_STATUSES = ("success", "event")  # "event": a terminal event ended the solve, as asked
 
@@ -65,7 +67,7 @@ class Solution:
             raise ValueError(
                 "this solution has no dense output; solve with dense=True to evaluate sol(t)"
             )
-        tt = np.asarray(t, dtype=np.float64)
+        tt = real_times(t, "t")
         if tt.ndim > 1:
             raise ValueError(f"t must be a scalar or a 1-D array, got shape {tt.shape}")
         lo, hi = sorted((self._dense.t_first, self._dense.t_last))

@@ -290,6 +290,8 @@ def test_bad_condition_or_affect_names_the_event(make, error, match):
     (lambda: dxdt.TimeEvent([0.0, np.nan], None, name="bad"), ValueError, "'bad'.*non-finite"),
     (lambda: dxdt.TimeEvent([[0.5, 1.0], [1.5, 1.9]], None, name="grid"), ValueError, "'grid'.*1-D"),
     (lambda: dxdt.TimeEvent([0.5, 1.0, 0.5], None, name="twice"), ValueError, "'twice'.*repeat t=0.5"),
+    (lambda: dxdt.TimeEvent([True], None, name="flag"), TypeError, "'flag'.*real numbers"),
+    (lambda: dxdt.TimeEvent(["12"], None, name="text"), TypeError, "'text'.*real numbers"),
     (lambda: dxdt.solve(dxdt.ODEProblem(fall, [1.0, 0.0], (0.0, 1.0)), events=[
         dxdt.TimeEvent(lambda p: [0.5, 0.5], None, name="twice(p)")]), ValueError, r"'twice\(p\)'.*repeat"),
     (lambda: dxdt.solve(dxdt.ODEProblem(fall, [1.0, 0.0], (0.0, 1.0)), events=[floor]), TypeError,

@@ -290,6 +290,8 @@ def test_progress_bar(capsys):
         ({"tspan": (1.0, 1.0)}, ValueError, "tspan"),
         ({"tspan": (0.0,)}, ValueError, "tspan"),
         ({"tspan": (0.0, np.inf)}, ValueError, "tspan"),
+        ({"tspan": (0.0, "2")}, ValueError, "tspan"),
+        ({"tspan": (0.0, 1 + 0j)}, ValueError, "tspan"),
         ({"f": lambda du, u: None}, TypeError, "f"),
         ({"f": lambda du, u, p, t, x: None}, TypeError, "f"),
         ({"f": 3}, TypeError, "f"),
@@ -314,6 +316,11 @@ def test_bad_problem(kwargs, error, match):
         ({"saveat": [0.5, 11.0]}, ValueError, "saveat"),
         ({"saveat": [5.0, 1.0]}, ValueError, "saveat"),
         ({"saveat": []}, ValueError, "saveat"),
+        # NumPy would read these as times: True as 1.0, "0.5" as 0.5, 0.5+1j as 0.5
+        ({"saveat": True}, TypeError, "saveat must be real times"),
+        ({"saveat": "0.5"}, TypeError, "saveat must be real times"),
+        ({"saveat": np.array([0.5 + 1j, 1.0])}, TypeError, "saveat must be real times"),
+        ({"saveat": [0.5, None]}, TypeError, "saveat must be real times"),
         ({"max_steps": 0}, ValueError, "max_steps"),
         ({"backend": "torch"}, ValueError, "backend"),
         ({"adaptive": False}, ValueError, "dt"),
@@ -467,6 +474,17 @@ def test_dense_output_of_a_solve_that_failed_before_its_first_step(backend, with
     np.testing.assert_array_equal(sol(np.array([0.0, 0.0])), [[1.0, 0.5], [1.0, 0.5]])
     with pytest.raises(ValueError, match="outside the solved interval"):
         sol(3.0)
+
+
+@pytest.mark.parametrize("backend", ["numpy", "jax"])
+def test_dense_output_refuses_times_that_are_not_real_numbers(backend):
+    """``sol(t)`` takes real times only: ``True`` (read as 1.0), ``"0.5"`` and ``0.5+1j``
+    (read as 0.5) and ``None`` (read as NaN) raise a ``TypeError`` naming ``t``."""
+    sol = dxdt.solve(LV, Tsit5(), backend=backend, dense=True)
+    for bad in (True, "0.5", 0.5 + 1j, np.array([0.5 + 0j]), None):
+        with pytest.raises(TypeError, match="t must be real times"):
+            sol(bad)
+    np.testing.assert_allclose(sol(np.int64(1)), sol(1.0), rtol=0, atol=0)
 
 
 @pytest.mark.parametrize("backend", ["numpy", "jax"])
