@@ -69,6 +69,12 @@ def integrate_numpy(
     """Solve ``prob`` with the in-place right-hand side ``f`` (``k0 = f(u0)`` given).
 
     ``events``: a checked tuple of ``Event``/``TimeEvent`` (empty or None: none).
+
+    NumPy's overflow, invalid-value and divide warnings are off while the steps run: a
+    non-finite value (from ``f`` or from a step too long) is the solver's to handle (it
+    rejects the step, and a solve that cannot recover ends ``"nonfinite"`` with its
+    partial data, as on the JAX backend). They had shown dxdt's own arithmetic on the
+    overflowed stages, and under ``-W error`` crashed the solve instead of returning it.
     """
     if events:
         from ._events_numpy import EventSet
@@ -77,7 +83,7 @@ def integrate_numpy(
     else:
         events = None
     t0, t1 = prob.tspan
-    with progress_bar(progress, prob.tspan) as bar:
+    with progress_bar(progress, prob.tspan) as bar, np.errstate(over="ignore", invalid="ignore", divide="ignore"):
         if isinstance(method, AbstractStabilized):
             raw = _integrate_stabilized(f, prob, method, events, rtol=rtol, atol=atol, dt=dt,
                                         adaptive=adaptive, saveat=saveat, dense=dense,

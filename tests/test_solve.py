@@ -1,6 +1,8 @@
 """``dxdt.solve`` with the NumPy backend: accuracy against independent references,
 statuses and partial data, bad input, dense output, float32, backward integration."""
 
+import warnings
+
 import numpy as np
 import pytest
 from scipy.integrate import solve_ivp
@@ -474,6 +476,24 @@ def test_dense_output_of_a_solve_that_failed_before_its_first_step(backend, with
     np.testing.assert_array_equal(sol(np.array([0.0, 0.0])), [[1.0, 0.5], [1.0, 0.5]])
     with pytest.raises(ValueError, match="outside the solved interval"):
         sol(3.0)
+
+
+@pytest.mark.parametrize("method, options", [(Euler, dict(dt=100.0)), (RK4, dict(dt=100.0)),
+                                             (Tsit5, dict(dt=100.0, adaptive=False)), (Tsit5, {})])
+def test_overflow_ends_nonfinite_without_numpy_warnings(method, options):
+    """A state that overflows ends the solve ``"nonfinite"`` with its partial data, also
+    under ``-W error::RuntimeWarning``: NumPy's warnings on dxdt's own arithmetic with the
+    overflowed stages ("overflow encountered in dot") had leaked, and there raised."""
+    def big(du, u, p, t):
+        du[0] = 1e307  # one step of 100 overflows u
+
+    prob = dxdt.ODEProblem(big, np.array([0.0]), (0.0, 1000.0))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        sol = dxdt.solve(prob, method(), **options)
+    assert sol.status == "nonfinite" and "non-finite" in sol.message
+    assert sol.t[0] == 0.0 and np.all(np.isfinite(sol.u))
+    assert np.geterr()["over"] == "warn"  # the caller's settings are restored
 
 
 @pytest.mark.parametrize("backend", ["numpy", "jax"])
