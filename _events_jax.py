@@ -47,9 +47,13 @@ _RESULTS = {**STATUS_CODES, 1: "chunk", SIGN_CHANGE: "sign change"}  # max_steps
 
 
 def _chunk_program(prob, method, events: tuple, continuous: list, every_step: bool, example: tuple,
-                   dense: bool = False):
-    """The compiled chunk ``(t_start, t_stop, u, p, dt0, probe, save_ts, rtol, atol) ->
-    (summary, states)``, from memory, the disk cache or built (:func:`_build_chunk`).
+                   dense: bool = False, fixed: bool = False):
+    """The compiled chunk ``(t_start, t_stop, u, p, dt0, probe, save_ts, rtol, atol, grid)
+    -> (summary, states)``, from memory, the disk cache or built (:func:`_build_chunk`).
+
+    With ``fixed`` steps ``dt0`` is the step and ``grid = (origin, k)`` the NumPy
+    executor's grid ``origin + j dt``, resumed at ``j = k`` (see
+    :class:`~dxdt.solvers._diffrax_controller.FixedGrid`); adaptive chunks ignore ``grid``.
 
     ``summary`` (float64): diffrax's result code, steps, accepted, rejected, the number of
     step times, whether an event was found, its time, which conditions fire, then the
@@ -64,14 +68,14 @@ def _chunk_program(prob, method, events: tuple, continuous: list, every_step: bo
     conditions = tuple(inplace_condition(events[i]) for i in continuous)  # as translated and keyed
     directions = tuple(int(events[i].direction) for i in continuous)
     static = ("state events", structure(prob.u0), structure(example[3]), structure(example[8]), repr(method),
-              directions, every_step, len(example[6]), CHUNK_STEPS, STEP_ROWS, dense)
+              directions, every_step, len(example[6]), CHUNK_STEPS, STEP_ROWS, dense, fixed)
     return lookup("event chunk", static, (prob.f,) + conditions,
-                  lambda: _build_chunk(prob, method, conditions, directions, every_step, example, dense),
+                  lambda: _build_chunk(prob, method, conditions, directions, every_step, example, dense, fixed),
                   disk=not dense)
 
 
 def _build_chunk(prob, method, conditions: tuple, directions: tuple, every_step: bool, example: tuple,
-                 dense: bool = False):
+                 dense: bool = False, fixed: bool = False):
     """Trace and compile the chunk (see :func:`_chunk_program`): diffrax integrates up to
     the first step end where a condition changed sign (a ``diffrax.Event`` without root
     finding: it only saves steps), then :func:`._events_jax_locate.locate` finds the
@@ -89,7 +93,7 @@ def _build_chunk(prob, method, conditions: tuple, directions: tuple, every_step:
     from .sensitivity._ode import initial_step, quiet_about_complex, status_code
     from .sensitivity._options import SolveOptions
     from .solvers._diffrax import diffrax_solver, pid_coefficients
-    from .solvers._diffrax_controller import GuardedController
+    from .solvers._diffrax_controller import FixedGrid, GuardedController
     from .solvers._stabilized_diffrax import stabilized_counters
 
     jax, jnp = load_jax()
@@ -97,7 +101,7 @@ def _build_chunk(prob, method, conditions: tuple, directions: tuple, every_step:
     translated = [to_jax(fn, prob.u0, prob.p) for fn in conditions]
     g_once = jax.jit(g)  # diffrax evaluates the field at several places: trace f once
     term = diffrax.ODETerm(lambda t, u, p: g_once(u, p, t))
-    solver = diffrax_solver(method, True, dense_buffer=True)
+    solver = diffrax_solver(method, True, dense_buffer=True, limited=not fixed)
     pcoeff, icoeff = pid_coefficients(method)
 
     def values(u, p, t):
@@ -112,15 +116,18 @@ def _build_chunk(prob, method, conditions: tuple, directions: tuple, every_step:
     saveat = diffrax.SaveAt(steps=every_step, t1=not every_step, dense=True, controller_state=True,
                             solver_state=stabilized)
 
-    def chunk(t_start, t_stop, u, p, dt0, probe, save_ts, rtol, atol):
-        # the NumPy backend's step-size floor; non-finite steps are rejected and reported
-        floor = 16 * _EPS * jnp.maximum(jnp.abs(t_start), jnp.abs(t_stop))
-        controller = GuardedController(rtol, atol, pcoeff, icoeff, floor, never_shrink_after_accept=stabilized)
+    def chunk(t_start, t_stop, u, p, dt0, probe, save_ts, rtol, atol, grid):
         u = u.astype(jnp.promote_types(u.dtype, t_start.dtype))  # as diffrax promotes a float32 state
-        options = SolveOptions(method, rtol, atol, CHUNK_STEPS)
         direction = jnp.sign(t_stop - t_start)
-        dt0 = jax.lax.cond(dt0 == 0, lambda: direction * initial_step(
-            lambda t, y, a: g_once(y, a, t), u, p, t_start, t_stop, options), lambda: dt0)  # 0: choose
+        if fixed:  # the NumPy executor's grid, resumed where the last chunk (or an event) left it
+            controller = FixedGrid(grid[0], grid[1].astype(jnp.int32))
+        else:  # the NumPy backend's step-size floor; non-finite steps are rejected and reported
+            floor = 16 * _EPS * jnp.maximum(jnp.abs(t_start), jnp.abs(t_stop))
+            controller = GuardedController(rtol, atol, pcoeff, icoeff, floor,
+                                           never_shrink_after_accept=stabilized)
+            options = SolveOptions(method, rtol, atol, CHUNK_STEPS)
+            dt0 = jax.lax.cond(dt0 == 0, lambda: direction * initial_step(
+                lambda t, y, a: g_once(y, a, t), u, p, t_start, t_stop, options), lambda: dt0)  # 0: choose
         with quiet_about_complex((u, p)):
             sol = diffrax.diffeqsolve(term, solver, t_start, t_stop, dt0, u, args=p, saveat=saveat,
                                       stepsize_controller=controller,
@@ -178,24 +185,21 @@ def _affect_program(prob, affect, example: tuple):
 def integrate_jax_events(prob, method, events: tuple, *, rtol, atol, dt, adaptive, saveat, dense,
                          max_steps, progress) -> RawSolution:
     """Solve ``prob`` with ``events`` on the JAX backend (see the module docstring)."""
-    if not adaptive:
-        raise ValueError("events with backend='jax' need adaptive stepping (an adaptive method, "
-                         "adaptive=True); use backend='numpy' for fixed steps")
     from ._events_jax_doses import fast_path_applies, solve_time_events
 
-    if not dense and fast_path_applies(events, saveat, progress, method):  # dosing: one compiled call
+    if adaptive and not dense and fast_path_applies(events, saveat, progress, method):  # dosing: one call
         raw = solve_time_events(prob, method, events, rtol=rtol, atol=atol, dt=dt, saveat=saveat,
                                 max_steps=max_steps)
         if raw is not None:
             return raw
     with progress_bar(progress, prob.tspan) as bar:
-        return _Solve(prob, method, events, rtol, atol, dt, saveat, max_steps, bar, dense).run()
+        return _Solve(prob, method, events, rtol, atol, dt, saveat, max_steps, bar, dense, not adaptive).run()
 
 
 class _Solve:
     """The host loop: chunks, event location, jumps, saving."""
 
-    def __init__(self, prob, method, events, rtol, atol, dt, saveat, max_steps, bar, dense=False):
+    def __init__(self, prob, method, events, rtol, atol, dt, saveat, max_steps, bar, dense=False, fixed=False):
         from ._backend_jax import as_numpy
         from ._events_jax_doses import wrapped_affects
 
@@ -206,8 +210,9 @@ class _Solve:
         self.tolerances = (f64(rtol), np.asarray(atol, f64))
         self.no_saves = np.zeros(1 if saveat is None else min(SAVE_WINDOW, len(saveat)), f64)
         example = (f64(self.t0), f64(self.t1), prob.u0, self.p, f64(1.0), np.zeros(len(self.continuous), f64),
-                   self.no_saves) + self.tolerances
-        self.chunk = _chunk_program(prob, method, events, self.continuous, saveat is None, example, dense)
+                   self.no_saves) + self.tolerances + (np.zeros(2, f64),)
+        self.chunk = _chunk_program(prob, method, events, self.continuous, saveat is None, example, dense, fixed)
+        self.fixed = fixed
         self.dense = _ChunkedDense(self.t0, prob.u0, prob.u0.dtype) if dense else None
         self.affects = {i: _affect_program(prob, fn, (prob.u0, self.p, f64(self.t0)))
                         for i, fn in wrapped_affects(events).items()}
@@ -231,6 +236,18 @@ class _Solve:
         else:
             self.out, self.j = np.empty((len(saveat),) + self.shape, self.u.dtype), 0
             self._save_until(self.t0, lambda ts: np.broadcast_to(self.u, (len(ts),) + self.shape), True)
+
+    def _grid(self, t: float) -> np.ndarray:
+        """``(origin, k)`` of the fixed grid ``t0 + j dt`` from ``t``: the next step ends at
+        ``j = k``, one after the last grid point reached (within ``1e-12 dt``, the NumPy
+        executor's rule; a step that an event or a ``TimeEvent`` cut short resumes it)."""
+        if not self.fixed:
+            return np.zeros(2)
+        dt = self.direction * abs(self.dt0)
+        k = round((t - self.t0) / dt)
+        if (self.t0 + k * dt - t) * self.direction > 1e-12 * abs(dt):
+            k -= 1
+        return np.array([self.t0, k + 1], np.float64)
 
     # -- bookkeeping shared with the NumPy locator's rules
     def _due(self, t: float) -> list[int]:
@@ -308,7 +325,7 @@ class _Solve:
                 save_ts = np.concatenate([save_ts, np.full(len(self.no_saves) - len(save_ts), last)])
             summary, states, *interpolation = self.chunk(
                 f64(t), f64(t_clip), self.u, self.p, f64(self.direction * abs(dt0)), self.probe, save_ts,
-                *self.tolerances)
+                *self.tolerances, self._grid(t))
             code, n_steps, accepted, rejected, ts_size, found, t_event = summary[:7]
             work = summary[7:10]  # a stabilized method's f evaluations, largest stage count, estimates
             self.work = [self.work[0] + int(work[0]), max(self.work[1], int(work[1])), self.work[2] + int(work[2])]
@@ -352,7 +369,8 @@ class _Solve:
                 self.dense.append(t, t_end, interpolation[0], int(summary[4]))
             if self.bar is not None:
                 self.bar.update(t_end - t)
-            dt0 = max(abs(step_ts[-1] - step_ts[-2]), 16 * _EPS * abs(t_end))
+            if not self.fixed:
+                dt0 = max(abs(step_ts[-1] - step_ts[-2]), 16 * _EPS * abs(t_end))
             t = t_end
             if group:
                 self._fire(t, group)

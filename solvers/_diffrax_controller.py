@@ -240,10 +240,17 @@ class FixedGrid(diffrax.AbstractStepSizeController):
     diffrax's ``ConstantStepSize`` instead spreads the steps evenly over the span after the
     first (other times than the NumPy backend's whenever ``dt`` does not divide it) and
     accepts non-finite states.
+
+    ``origin`` and ``first`` (traced scalars): a solve that resumes a grid begun earlier
+    (after an event: the chunks of :mod:`dxdt._events_jax`), on ``t_k = origin + k\,dt``
+    from ``k = first``; by default the grid starts at the solve's ``t0`` with ``k = 1``.
     """
 
-    def wrap(self, direction):
-        return self
+    origin: object = None
+    first: object = None
+
+    def wrap(self, direction):  # diffrax runs a backward solve in -t
+        return self if self.origin is None else type(self)(self.origin * direction, self.first)
 
     def _grid(self, count, origin, end, dt):
         t = origin + count.astype(dt.dtype) * dt
@@ -253,9 +260,10 @@ class FixedGrid(diffrax.AbstractStepSizeController):
         if dt0 is None:
             raise ValueError("fixed steps need dt")
         dtype = jnp.result_type(t0, t1, dt0)
-        origin, end, dt = (jnp.asarray(x, dtype) for x in (t0, t1, dt0))
-        one = jnp.asarray(1, jnp.int32)
-        return self._grid(one, origin, end, dt), FixedGridState(one, jnp.asarray(False), origin, end, dt)
+        origin = t0 if self.origin is None else self.origin
+        origin, end, dt = (jnp.asarray(x, dtype) for x in (origin, t1, dt0))
+        first = jnp.asarray(1 if self.first is None else self.first, jnp.int32)
+        return self._grid(first, origin, end, dt), FixedGridState(first, jnp.asarray(False), origin, end, dt)
 
     def adapt_step_size(self, t0, t1, y0, y1_candidate, args, y_error, error_order, controller_state):
         count, _, origin, end, dt = controller_state

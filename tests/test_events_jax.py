@@ -433,3 +433,51 @@ def test_dense_output_on_both_sides_of_every_jump(backward):
     after = exact(times[0] - 1e-12) if backward else exact(times[0])  # post-affect, in the solve's direction
     np.testing.assert_allclose(sides[1], after, atol=1e-7)
     np.testing.assert_allclose(sides[1], npy(npy.t_events[0][-1 if backward else 0]), atol=1e-9)
+
+
+@pytest.mark.parametrize("method, options", [("RK4", dict(dt=0.01)), ("Tsit5", dict(dt=0.013, adaptive=False)),
+                                             ("RKC", dict(dt=0.01, adaptive=False))])
+def test_fixed_steps_take_the_numpy_backends_grid_through_events(method, options):
+    """Fixed steps with events (refused on this backend before): the bounce times are the
+    closed form's to the root finder's accuracy, and the steps are the NumPy backend's
+    grid ``t0 + k dt``, resumed after each bounce (the step an event cut short goes on to
+    the grid point it aimed at), with the same rows, states and dense output."""
+    method = getattr(dxdt.solvers, method)()
+    prob = dxdt.ODEProblem(fall, [1.0, 0.0], (0.0, 3.0))
+    events = [dxdt.Event(floor, lambda u, p, t: u.__setitem__(1, -0.9 * u[1]), direction=-1)]
+    by = {b: dxdt.solve(prob, method, events=events, backend=b, dense=True, **options) for b in ("numpy", "jax")}
+    t1 = np.sqrt(2 / G)
+    exact = t1 * (1 + 2 * np.concatenate(([0.0], np.cumsum(0.9 ** np.arange(1, 4)))))
+    for sol in by.values():
+        assert sol.success and len(sol.t_events[0]) == 4
+        np.testing.assert_allclose(sol.t_events[0], exact, atol=1e-12)  # a polynomial: every method is exact
+    np.testing.assert_allclose(by["jax"].t, by["numpy"].t, rtol=0, atol=1e-13)
+    np.testing.assert_allclose(by["jax"].u, by["numpy"].u, atol=1e-12)
+    grid = by["numpy"].t[np.isin(by["numpy"].t, by["numpy"].t_events[0], invert=True)][:-1]  # t1 ends a cut step
+    np.testing.assert_allclose(grid / options["dt"], np.round(grid / options["dt"]), atol=1e-9)
+    ts = np.linspace(0.0, 3.0, 61)
+    np.testing.assert_allclose(by["jax"](ts), by["numpy"](ts), atol=1e-12)
+
+
+@pytest.mark.parametrize("tspan, times", [((0.0, 1.0), [0.15, 0.5, 0.55]), ((1.0, 0.0), [0.85, 0.5])],
+                         ids=["forward in t", "backward in t"])
+def test_fixed_steps_stop_at_dose_times_and_resume_the_grid(tspan, times):
+    """A ``TimeEvent`` between grid points ends a step exactly at its time, and the next
+    step goes on to the grid point the cut step aimed at (RK4, dt = 0.1, both backends)."""
+    def decay(du, u, p, t):
+        du[0] = -u[0]
+
+    prob = dxdt.ODEProblem(decay, [1.0], tspan)
+    dose = dxdt.TimeEvent(times, lambda u, p, t: u.__setitem__(0, u[0] + 1.0))
+    by = {b: dxdt.solve(prob, dxdt.solvers.RK4(), dt=0.1, events=[dose], backend=b) for b in ("numpy", "jax")}
+    grid = np.round(np.arange(0.0, 1.0001, 0.1), 12)
+    # pre- and post-affect rows at each dose (0.5 is a grid point too)
+    expected = np.sort(np.concatenate([grid[~np.isin(grid, times)], times, times]))
+    expected = expected if tspan[1] > tspan[0] else expected[::-1]
+    for sol in by.values():
+        np.testing.assert_allclose(sol.t, expected, atol=1e-12)
+    np.testing.assert_allclose(by["jax"].u, by["numpy"].u, rtol=1e-13)
+    # RK4's error at dt = 0.1 on the exact solution sum_i e^{-(t - tau_i)}
+    end = tspan[1]
+    exact = np.exp(-(end - tspan[0])) + sum(np.exp(-(end - tau)) for tau in times)
+    np.testing.assert_allclose(by["jax"].u[-1, 0], exact, rtol=1e-5)
