@@ -18,6 +18,7 @@ import scipy.special
 import pytest
 from numpy import zeros as numpy_zeros
 
+import dxdt
 import idioms
 from dxdt.sensitivity import TranslationError, to_jax
 from dxdt.sensitivity._jax import load_jax
@@ -706,3 +707,39 @@ def test_power_with_a_zero_exponent_has_a_zero_derivative_at_zero():
     J = np.asarray(jax.jacfwd(lambda x: g(x, jnp.ones(2), 0.0))(jnp.asarray(u)))
     np.testing.assert_array_equal(J, [[-1.0, 0.0], [0.0, 0.0]])
     np.testing.assert_array_equal(np.asarray(jax.jacrev(lambda x: g(x, jnp.ones(2), 0.0))(jnp.asarray(u))), J)
+
+
+def test_euclidean_norm_has_a_zero_derivative_at_zero():
+    """Quadratic drag ``-c ||v|| v`` from rest: ``d(||v|| v)/dv = 0`` at ``v = 0``, where
+    ``jax.numpy.linalg.norm``'s ``v / ||v||`` is ``0/0 = NaN`` (the sensitivity failed as
+    "nonfinite"). The subgradient 0 is taken there; other norms keep NumPy's values."""
+    def f(du, u, p, t):
+        v = u[2:]
+        du[:2] = v
+        du[2:] = -p[0] * np.linalg.norm(v) * v - np.array([0.0, 9.81])
+
+    u, p = np.array([0.0, 10.0, 0.0, 0.0]), np.array([0.1])
+    g = to_jax(f, u, p)
+    for jac in (jax.jacfwd, jax.jacrev):
+        J = np.asarray(jac(lambda x: g(x, jnp.asarray(p), 0.0))(jnp.asarray(u)))
+        np.testing.assert_array_equal(J, [[0, 0, 1, 0], [0, 0, 0, 1], [0, 0, 0, 0], [0, 0, 0, 0]])
+    moving = np.array([0.0, 10.0, 3.0, -4.0])  # away from 0: the exact Jacobian -c (||v|| I + v v^T / ||v||)
+    J = np.asarray(jax.jacfwd(lambda x: g(x, jnp.asarray(p), 0.0))(jnp.asarray(moving)))
+    v = moving[2:]
+    np.testing.assert_allclose(J[2:, 2:], -0.1 * (5.0 * np.eye(2) + np.outer(v, v) / 5.0), rtol=1e-14)
+    prob = dxdt.ODEProblem(f, u, (0.0, 1.0), p)
+    grad = dxdt.sensitivity.gradient(lambda U: np.sum(U[-1] ** 2), prob, rtol=1e-10, atol=1e-12)
+    h = 1e-6
+    fd = [(np.sum(dxdt.solve(prob.remake(p=p + s * h), rtol=1e-12, atol=1e-14).u[-1] ** 2)
+           - np.sum(dxdt.solve(prob.remake(p=p - s * h), rtol=1e-12, atol=1e-14).u[-1] ** 2)) / (2 * h) for s in (1,)]
+    np.testing.assert_allclose(grad, fd, rtol=1e-7)
+    A = np.array([[3.0, 4.0], [1.0, -2.0]])
+
+    def norms(du, u, p, t):  # every other form of np.linalg.norm as NumPy computes it
+        du[0] = np.linalg.norm(A * u[0], 2) + np.linalg.norm(A * u[1], 1) + np.linalg.norm(u, np.inf)
+        du[1] = np.linalg.norm(A * u[0], "fro") + np.linalg.norm(A * u[1], axis=0).sum() + np.linalg.norm(u, 3)
+
+    x = np.array([0.7, -1.3])
+    expected = np.empty(2)
+    norms(expected, x, None, 0.0)
+    np.testing.assert_allclose(np.asarray(to_jax(norms, x, None)(jnp.asarray(x), None, 0.0)), expected, rtol=1e-14)

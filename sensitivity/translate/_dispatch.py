@@ -69,7 +69,22 @@ def _power(x, y):
     return jnp.where(zero, jnp.ones((), jnp.result_type(x, y)), jnp.power(jnp.where(zero, 1, x), y))
 
 
-FUNCTIONS: dict = {**_build_table(), "power": _power, "fix": jnp.trunc}  # (jax.numpy has no fix)
+def _norm(x, ord=None, axis=None, keepdims=False):
+    """``np.linalg.norm`` whose Euclidean and Frobenius norms have derivative 0 at ``x = 0``
+    (a subgradient; ``jax.numpy``'s ``x / ||x||`` is ``0/0 = NaN`` there): a quadratic drag
+    ``||v|| v`` from rest has the derivative 0, which NaN turned into a failed sensitivity.
+    Other norms (matrix 2-norm, ``ord=1``, ...) are ``jax.numpy``'s."""
+    x = jnp.asarray(x)
+    vector = axis is None and x.ndim == 1 or isinstance(axis, (int, np.integer))
+    if not (ord is None or ord == "fro" and not vector or ord == 2 and vector):
+        return jnp.linalg.norm(x, ord, axis, keepdims)
+    squares = jnp.sum(jnp.real(x * jnp.conj(x)), axis=axis, keepdims=keepdims)
+    zero = squares == 0
+    return jnp.where(zero, 0.0, jnp.sqrt(jnp.where(zero, 1.0, squares))).astype(squares.dtype)
+
+
+FUNCTIONS: dict = {**_build_table(), "power": _power, "fix": jnp.trunc,  # (jax.numpy has no fix)
+                   "linalg.norm": _norm}
 
 
 def function_name(func) -> str:
