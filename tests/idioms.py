@@ -499,6 +499,22 @@ def sparse_laplacian():
     return Idiom("sparse_laplacian", f, _positive(n), np.array([0.5, 0.1]))
 
 
+@idiom
+def ghost_cells_from_parameters():
+    """Boundary values from ``p`` joined to the state as nested lists:
+    ``np.concatenate([[p[1]], u])``, ``np.hstack((u, [0.0, p[0]]))``, ``np.stack([[...], u[:2]])``
+    (NumPy takes lists as members of the sequence; jax.numpy does not)."""
+    n = 6
+
+    def f(du, u, p, t):
+        left = np.concatenate([[p[1]], u])  # the inflow value, then the cells
+        right = np.hstack((u, [0.0, p[0]]))
+        corner = np.stack([[p[0], p[1]], u[:2]])
+        du[:] = -p[0] * n * (left[1:] - left[:-1]) + 0.01 * right[:-2] + corner[0, 1] * corner[1, 0]
+
+    return Idiom("ghost_cells_from_parameters", f, _positive(n), np.array([0.7, 2.0]))
+
+
 def gierer_meinhardt_model(N: int):
     """The seed's Gierer-Meinhardt model (DiffEq tutorial ``gm3!``) with six closure buffers.
 

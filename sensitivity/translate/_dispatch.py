@@ -169,11 +169,16 @@ def _generic(func, name: str, args, kwargs):
     if _traced.all_concrete((args, kwargs)):
         return finish(func(*args, **kwargs), out)
     args = tuple(_list_to_array(a) for a in args)
+    if name in _SEQUENCE_FUNCTIONS and args and isinstance(args[0], (list, tuple)):  # [[p[1]], u]: lists inside
+        args = ([jnp.asarray(a) if isinstance(a, (list, tuple)) else a for a in args[0]],) + args[1:]
     kwargs = {_KEYWORDS.get((name, k), k): _list_to_array(v) if k in ("prepend", "append") else v
               for k, v in kwargs.items()}
     return finish(_jax_call(name, function, args, kwargs), out)
 
 
+# functions of a sequence of arrays, whose members NumPy also takes as nested lists
+_SEQUENCE_FUNCTIONS = {"concatenate", "stack", "hstack", "vstack", "dstack", "column_stack", "row_stack",
+                       "concat"}
 # NumPy keyword names jax.numpy spells differently
 _KEYWORDS = {("clip", "a_min"): "min", ("clip", "a_max"): "max"}
 
