@@ -743,3 +743,20 @@ def test_euclidean_norm_has_a_zero_derivative_at_zero():
     expected = np.empty(2)
     norms(expected, x, None, 0.0)
     np.testing.assert_allclose(np.asarray(to_jax(norms, x, None)(jnp.asarray(x), None, 0.0)), expected, rtol=1e-14)
+
+
+def test_python_rounding_builtins_on_traced_and_constant_values():
+    """``round(x, n)``, ``math.floor``, ``math.ceil`` and ``math.trunc`` of a value of
+    ``u`` or ``p`` become NumPy's rounding (``round`` raised a bare TypeError); on a
+    closure constant they stay Python's."""
+    K = np.array([2.345])
+
+    def f(du, u, p, t):
+        k = round(p[0], 2) + math.floor(p[1]) + math.ceil(p[1]) + math.trunc(-p[1])
+        du[:] = -(k + round(K[0], 1) + math.floor(K[0])) * u + round(u[0])
+
+    u, p = np.array([1.6, 2.0]), np.array([0.4567, 1.5])
+    expected = np.empty(2)
+    f(expected, u, p, 0.0)
+    np.testing.assert_allclose(np.asarray(to_jax(f, u, p)(jnp.asarray(u), jnp.asarray(p), 0.0)), expected,
+                               rtol=1e-15)

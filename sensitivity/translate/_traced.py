@@ -13,6 +13,8 @@ override protocols (``__array_ufunc__``, ``__array_function__``).
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from . import _dispatch
@@ -453,6 +455,29 @@ class TracedArray:
 
     def __int__(self) -> int:
         return int(self._constant("int", "int()"))
+
+    def __round__(self, ndigits=None):
+        """``round(x[, n])``, ``math.floor``, ``math.ceil``, ``math.trunc``: Python's on a
+        trace-time constant, else NumPy's (a traced array: no Python number can hold it)."""
+        value = self._raw()
+        if is_concrete(value) and self._buf.role != INPUT:
+            return round(value.item() if np.ndim(value) == 0 else value, ndigits)
+        return np.round(self, ndigits or 0)
+
+    def __floor__(self):
+        return self._rounded(np.floor, math.floor)
+
+    def __ceil__(self):
+        return self._rounded(np.ceil, math.ceil)
+
+    def __trunc__(self):
+        return self._rounded(np.trunc, math.trunc)
+
+    def _rounded(self, traced, python):
+        value = self._raw()
+        if is_concrete(value) and self._buf.role != INPUT and np.ndim(value) == 0:
+            return python(value.item())
+        return traced(self)
 
     def __index__(self) -> int:
         return self._constant("int", "use as an index, size or range bound").__index__()
