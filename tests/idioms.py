@@ -15,6 +15,8 @@ from typing import Any, Callable
 
 import numpy as np
 import scipy.sparse as sp
+import scipy.special
+from scipy.special import logsumexp, softmax
 
 RNG = np.random.default_rng(20240611)
 
@@ -513,6 +515,19 @@ def ghost_cells_from_parameters():
         du[:] = -p[0] * n * (left[1:] - left[:-1]) + 0.01 * right[:-2] + corner[0, 1] * corner[1, 0]
 
     return Idiom("ghost_cells_from_parameters", f, _positive(n), np.array([0.7, 2.0]))
+
+
+@idiom
+def scipy_special_functions():
+    """SciPy's Python-level special functions: ``logsumexp`` (imported by name and through
+    the module), ``softmax`` and ``log_softmax`` (over all axes or one), with a ufunc."""
+    W = np.array([[1.0, 2.0, 0.5], [0.3, -1.0, 2.0]])
+
+    def f(du, u, p, t):
+        du[0] = -logsumexp(u * p[0]) + scipy.special.logsumexp(W * p[1], axis=1)[0]
+        du[1:] = softmax(u[1:] * p[1]) - scipy.special.log_softmax(u[1:], axis=0) + scipy.special.expit(u[0])
+
+    return Idiom("scipy_special_functions", f, np.array([0.3, 1.2, -0.4]), np.array([1.5, 0.7]), arrays=[W])
 
 
 def gierer_meinhardt_model(N: int):

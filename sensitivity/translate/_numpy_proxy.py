@@ -9,11 +9,12 @@ they return traced arrays. Everything else is NumPy itself.
 
 from __future__ import annotations
 
+import sys
 import types
 
 import numpy as np
 
-from ._traced import TracedArray, all_concrete, contains_traced, operand, wrap
+from ._traced import TracedArray, all_concrete, contains_traced, operand, unwrap, wrap
 from ._views import jnp
 
 
@@ -96,8 +97,83 @@ class _NumpyProxy(types.ModuleType):
 NUMPY = _NumpyProxy()
 
 
+def _all_axes(axis, x):
+    return tuple(range(jnp.ndim(x))) if axis is None else axis
+
+
+# scipy.special's Python-level functions (its ufuncs are translated like NumPy's): the
+# jax counterpart on traced values (softmax over all axes by default, as SciPy's)
+_SPECIAL = {
+    "logsumexp": lambda: __import__("jax.scipy.special").scipy.special.logsumexp,
+    "softmax": lambda: lambda x, axis=None: jnp_nn().softmax(x, axis=_all_axes(axis, x)),
+    "log_softmax": lambda: lambda x, axis=None: jnp_nn().log_softmax(x, axis=_all_axes(axis, x)),
+}
+
+
+def jnp_nn():
+    import jax.nn
+
+    return jax.nn
+
+
+def _special_function(original, counterpart):
+    def call(*args, **kwargs):
+        values = unwrap((args, kwargs))
+        if all_concrete(values):
+            result = original(*values[0], **values[1])
+        else:
+            result = counterpart()(*values[0], **values[1])
+        return tuple(map(wrap, result)) if isinstance(result, tuple) else wrap(result)
+    return call
+
+
+class _SpecialProxy(types.ModuleType):
+    """``scipy.special`` inside the traced copy of ``f``: :data:`_SPECIAL` replaced."""
+
+    def __init__(self, special):
+        super().__init__("scipy.special", special.__doc__)
+        self._special = special
+        for name, counterpart in _SPECIAL.items():
+            setattr(self, name, _special_function(getattr(special, name), counterpart))
+
+    def __getattr__(self, name):
+        return getattr(self._special, name)
+
+
+class _ScipyProxy(types.ModuleType):
+    """``scipy`` inside the traced copy of ``f``: its ``special`` is :class:`_SpecialProxy`."""
+
+    def __init__(self, scipy, special):
+        super().__init__("scipy", scipy.__doc__)
+        self._scipy, self.special = scipy, special
+
+    def __getattr__(self, name):
+        return getattr(self._scipy, name)
+
+
 def replacement(obj):
-    """The stand-in for ``obj`` (the numpy module or one of its constructors), or None."""
+    """The stand-in for ``obj`` (the numpy module or one of its constructors, scipy.special
+    or one of its :data:`_SPECIAL` functions), or None."""
     if obj is np:
         return NUMPY
-    return _REPLACED.get(id(obj))
+    found = _REPLACED.get(id(obj))
+    if found is not None or not isinstance(obj, (types.ModuleType, types.FunctionType)):
+        return found
+    special = sys.modules.get("scipy.special")
+    if special is None:
+        return None
+    proxy = _special_proxy(special)
+    if obj is special:
+        return proxy
+    if obj is sys.modules.get("scipy"):
+        return _ScipyProxy(obj, proxy)
+    return next((getattr(proxy, name) for name in _SPECIAL if getattr(special, name, None) is obj), None)
+
+
+_PROXIES: dict = {}
+
+
+def _special_proxy(special) -> _SpecialProxy:
+    if id(special) not in _PROXIES:
+        _PROXIES[id(special)] = _SpecialProxy(special)
+    return _PROXIES[id(special)]
