@@ -530,6 +530,26 @@ def scipy_special_functions():
     return Idiom("scipy_special_functions", f, np.array([0.3, 1.2, -0.4]), np.array([1.5, 0.7]), arrays=[W])
 
 
+@idiom
+def arrays_made_in_f():
+    """Arrays made inside ``f`` by NumPy constructors that take no array (``np.eye``,
+    ``np.arange``, ``np.linspace``, ``np.identity``, ``np.fromiter``), then written with
+    values of ``u`` and ``p``: a mass matrix assembled per call, a scaled grid."""
+
+    def f(du, u, p, t):
+        M = np.eye(3)
+        M[0, 1] = p[0]
+        M[2, 2] = 1.0 + u[0] ** 2
+        x = np.linspace(0.0, 1.0, 3)
+        x *= p[1]
+        a = np.arange(3, dtype=float).copy()
+        a[1] = p[0] * u[1]
+        r = np.fromiter((u[i] * p[0] for i in range(3)), dtype=float)
+        du[:] = np.linalg.solve(M, u) + x + a + r + (np.identity(3) * 2.0) @ u + np.linspace(0.0, p[0], 3)
+
+    return Idiom("arrays_made_in_f", f, np.array([0.3, 1.2, -0.4]), np.array([1.5, 0.7]))
+
+
 def gierer_meinhardt_model(N: int):
     """The seed's Gierer-Meinhardt model (DiffEq tutorial ``gm3!``) with six closure buffers.
 

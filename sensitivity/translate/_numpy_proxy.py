@@ -52,11 +52,32 @@ def _full(shape, fill_value, dtype=None, order="C", *, like=None, device=None):
     return wrap(jnp.full(shape, fill, dtype))
 
 
+def _made_by(function):
+    """A NumPy constructor whose numeric result comes back traced (``np.eye(n)``,
+    ``np.arange(...)``, ``np.linspace(0.0, 1.0, n)``: arrays made inside ``f`` that may be
+    written with values of ``u`` or ``p`` later). Traced arguments (``np.linspace(0, p[0],
+    n)``) dispatch to the translation as usual."""
+    def make(*args, **kwargs):
+        result = function(*args, **kwargs)
+        return wrap(result) if isinstance(result, np.ndarray) and result.dtype.kind in "biufc" else result
+    return make
+
+
+def _fromiter(iterable, dtype, count=-1, *, like=None):
+    """``np.fromiter`` of an iterable that may yield values of ``u``, ``p`` or ``t``."""
+    items = list(iterable) if count < 0 else [x for _, x in zip(range(count), iterable)]
+    if not contains_traced(items):
+        return wrap(np.fromiter(items, dtype, len(items)))
+    return wrap(jnp.stack([jnp.asarray(operand(x)) for x in items]).astype(dtype))
+
+
 # np.empty gives zeros: its content is undefined in NumPy, and zeros keep runs reproducible.
 CONSTRUCTORS = {
     "array": _array, "asarray": _asarray, "asanyarray": _asarray,
     "ascontiguousarray": _ascontiguousarray, "zeros": _constructor(0), "empty": _constructor(0),
-    "ones": _constructor(1), "full": _full,
+    "ones": _constructor(1), "full": _full, "fromiter": _fromiter,
+    **{name: _made_by(getattr(np, name)) for name in ("eye", "identity", "arange", "linspace", "logspace",
+                                                      "geomspace", "tri", "fromfunction")},
 }  # fmt: skip
 _REPLACED = {id(getattr(np, name)): function for name, function in CONSTRUCTORS.items()}
 
