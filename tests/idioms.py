@@ -16,6 +16,7 @@ from typing import Any, Callable
 import numpy as np
 import scipy.sparse as sp
 import scipy.special
+from numpy.lib.stride_tricks import sliding_window_view
 from scipy.special import logsumexp, softmax
 
 RNG = np.random.default_rng(20240611)
@@ -548,6 +549,20 @@ def arrays_made_in_f():
         du[:] = np.linalg.solve(M, u) + x + a + r + (np.identity(3) * 2.0) @ u + np.linspace(0.0, p[0], 3)
 
     return Idiom("arrays_made_in_f", f, np.array([0.3, 1.2, -0.4]), np.array([1.5, 0.7]))
+
+
+@idiom
+def sliding_windows():
+    """A periodic stencil through ``sliding_window_view(np.pad(u, 1, mode="wrap"), 3)``
+    (a read-only view in NumPy), and 2-D windows over a grid."""
+    n = 8
+
+    def f(du, u, p, t):
+        w = sliding_window_view(np.pad(u, 1, mode="wrap"), 3)
+        grid = np.lib.stride_tricks.sliding_window_view(u.reshape(2, 4), (2, 2))
+        du[:] = p[0] * (w[:, 0] - 2.0 * w[:, 1] + w[:, 2]) + p[1] * grid.sum()
+
+    return Idiom("sliding_windows", f, _positive(n), np.array([0.3, 0.01]))
 
 
 def gierer_meinhardt_model(N: int):

@@ -83,8 +83,23 @@ def _norm(x, ord=None, axis=None, keepdims=False):
     return jnp.where(zero, 0.0, jnp.sqrt(jnp.where(zero, 1.0, squares))).astype(squares.dtype)
 
 
+def _sliding_window_view(x, window_shape, axis=None, *, subok=False, writeable=False):
+    """``np.lib.stride_tricks.sliding_window_view`` as a gather (NumPy's is a read-only
+    view, so a copy reads the same): per windowed axis, ``x[..., i + k, ...]`` for the
+    ``n - w + 1`` starts ``i`` and offsets ``k < w``, the window axes appended in order."""
+    x = jnp.asarray(x)
+    windows = tuple(window_shape) if np.iterable(window_shape) else (window_shape,)
+    axes = tuple(range(x.ndim)) if axis is None else tuple(axis) if np.iterable(axis) else (axis,)
+    if len(axes) != len(windows):
+        raise ValueError("sliding_window_view: window_shape and axis must have the same length")
+    for ax, width in zip((a % x.ndim for a in axes), windows):
+        starts = np.arange(x.shape[ax] - width + 1)
+        x = jnp.moveaxis(jnp.take(x, starts[:, None] + np.arange(width), axis=ax), ax + 1, -1)
+    return x
+
+
 FUNCTIONS: dict = {**_build_table(), "power": _power, "fix": jnp.trunc,  # (jax.numpy has no fix)
-                   "linalg.norm": _norm}
+                   "linalg.norm": _norm, "lib.stride_tricks.sliding_window_view": _sliding_window_view}
 
 
 def function_name(func) -> str:
