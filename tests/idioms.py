@@ -565,6 +565,19 @@ def sliding_windows():
     return Idiom("sliding_windows", f, _positive(n), np.array([0.3, 0.01]))
 
 
+@idiom
+def second_order_gradient():
+    """Advection through ``np.gradient(u, dx, edge_order=2)`` (one-sided second-order
+    edges, which ``jax.numpy.gradient`` lacks) and a 2-D ``np.gradient`` pair."""
+    n, dx = 8, 0.125
+
+    def f(du, u, p, t):
+        gy, gx = np.gradient(u.reshape(2, 4), 0.5, dx)
+        du[:] = -p[0] * np.gradient(u, dx, edge_order=2) + p[1] * (gx + gy).ravel()
+
+    return Idiom("second_order_gradient", f, _positive(n), np.array([0.7, 0.1]))
+
+
 def gierer_meinhardt_model(N: int):
     """The seed's Gierer-Meinhardt model (DiffEq tutorial ``gm3!``) with six closure buffers.
 

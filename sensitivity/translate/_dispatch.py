@@ -98,7 +98,33 @@ def _sliding_window_view(x, window_shape, axis=None, *, subok=False, writeable=F
     return x
 
 
+def _gradient(f, *varargs, axis=None, edge_order=1):
+    """``np.gradient``: ``jax.numpy``'s for ``edge_order=1``; for ``edge_order=2`` with
+    uniform spacings, NumPy's one-sided second-order edges ``(-3 f_0 + 4 f_1 - f_2) / 2h``
+    (``jax.numpy.gradient`` has no ``edge_order``). Central differences inside."""
+    if edge_order == 1:
+        result = jnp.gradient(f, *varargs, axis=axis)
+        return tuple(result) if isinstance(result, list) else result  # NumPy's tuple for several axes
+    f = jnp.asarray(f)
+    axes = tuple(range(f.ndim)) if axis is None else tuple(axis) if np.iterable(axis) else (axis,)
+    spacing = varargs * len(axes) if len(varargs) <= 1 else varargs
+    spacing = spacing or (1.0,) * len(axes)
+    if edge_order != 2 or len(spacing) != len(axes) or any(np.ndim(h) != 0 for h in spacing):
+        raise NotImplementedError("edge_order=2 with coordinate arrays (uniform spacings only)")
+    out = []
+    for ax, h in zip((a % f.ndim for a in axes), spacing):
+        if f.shape[ax] < 3:
+            raise ValueError("np.gradient: edge_order=2 needs at least 3 points along each axis")
+        x = jnp.moveaxis(f, ax, 0)
+        inner = (x[2:] - x[:-2]) / (2 * h)
+        first = (-3 * x[0] + 4 * x[1] - x[2]) / (2 * h)
+        last = (3 * x[-1] - 4 * x[-2] + x[-3]) / (2 * h)
+        out.append(jnp.moveaxis(jnp.concatenate([first[None], inner, last[None]]), 0, ax))
+    return out[0] if len(out) == 1 else tuple(out)
+
+
 FUNCTIONS: dict = {**_build_table(), "power": _power, "fix": jnp.trunc,  # (jax.numpy has no fix)
+                   "gradient": _gradient,
                    "linalg.norm": _norm, "lib.stride_tricks.sliding_window_view": _sliding_window_view}
 
 
