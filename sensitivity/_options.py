@@ -64,10 +64,14 @@ def raise_on_failure(codes, what: str, hint: str = "") -> None:
     bad = codes[codes != 0]
     if bad.size and int(bad[0]) == SEQUENCE_CHANGED:
         raise EventSequenceChanged(f"{what}: times(p) moved the planned event sequence")
+    # reverse mode multiplies a NaN of a branch that np.where does not select by its zero cotangent
+    unselected = ("; in reverse mode a NaN or inf in a branch that np.where does not select also makes the "
+                  "derivative NaN (np.where(u > 0, p[0] * u ** 1.5, 0) at u < 0: 0 * NaN): compute that branch "
+                  "on a safe value (np.maximum(u, 0) ** 1.5) or use mode='forward'") if "reverse" in what else ""
     if bad.size and int(bad.max()) == DERIVATIVE_NONFINITE:
         raise SolverError(f"{what}: the solves succeeded but the derivative is not finite: f or the loss is "
                           "not differentiable at this point (e.g. sqrt(x) at x = 0, a 0 ** y, arctan2(0, 0)); "
-                          "move the target off that point or rewrite the expression")
+                          f"move the target off that point or rewrite the expression{unselected}")
     if bad.size and int(bad.max()) == LOSS_DERIVATIVE_NONFINITE:
         raise SolverError(f"{what}: the solve succeeded but the derivative is not finite: the loss is "
                           "not differentiable at these states (e.g. sqrt(x) or x ** 0 at x = 0, abs at 0)")
@@ -80,6 +84,9 @@ def raise_on_failure(codes, what: str, hint: str = "") -> None:
         hints = {
             "max_steps": "increase max_steps, or loosen rtol/atol",
             "dt_min": "the step size underflowed: the problem may be singular or too stiff",
-            "nonfinite": "non-finite values appeared: check f, p and the time span",
+            "nonfinite": "non-finite values appeared: check f, p and the time span (a derivative can be NaN "
+                         "where f is finite: 0 * inf from an inf that f uses as a mask, as in "
+                         "np.fill_diagonal(r, np.inf) then 1 / r ** 3, or sqrt at 0)",
         }
-        raise SolverError(f"{what} failed with status {status!r}: {hints[status]}{hint}.")
+        raise SolverError(f"{what} failed with status {status!r}: {hints[status]}{hint}"
+                          f"{unselected if status == 'nonfinite' else ''}.")

@@ -59,14 +59,67 @@ def _build_table() -> dict:
     return table
 
 
+@jax.custom_jvp
+def _real_power(x, y):
+    return jnp.power(x, y)
+
+
+@_real_power.defjvp
+def _real_power_jvp(primals, tangents):
+    """``x ** y``'s derivatives, 0 where the value is NaN (a negative base with a fractional
+    exponent: outside the reals, where the derivative is never used unless the NaN value
+    is too). jax.numpy's are NaN there, which the transpose of a ``np.where(u > 0, u ** 1.5,
+    0)`` multiplies by the unselected branch's zero cotangent: NaN gradients in reverse
+    mode. ``d/dy`` is ``x ** y log x`` for ``x > 0`` and 0 elsewhere (as jax.numpy at 0)."""
+    x, y = primals
+    dx, dy = tangents
+    value = jnp.power(x, y)
+    outside = jnp.isnan(value) & ~jnp.isnan(x) & ~jnp.isnan(y)
+    dfdx = jnp.where(outside, 0.0, y * jnp.power(jnp.where(outside, 1.0, x), y - 1))
+    positive = x > 0
+    dfdy = jnp.where(positive, value * jnp.log(jnp.where(positive, x, 1.0)), 0.0)
+    return value, dfdx * dx + dfdy * dy
+
+
+def _real_floating(*values) -> bool:
+    return all(jnp.issubdtype(jnp.result_type(v), jnp.floating) for v in values)
+
+
+def _pow(x, y):
+    if _real_floating(x, y):
+        x, y = jnp.asarray(x), jnp.asarray(y)
+        return _real_power(*jnp.broadcast_arrays(x, y)).astype(jnp.result_type(x, y))
+    return jnp.power(x, y)
+
+
 def _power(x, y):
     """``x ** y`` whose derivative in ``x`` is 0 where ``y == 0`` (``x ** 0`` is the constant 1,
     as NumPy computes it), also at ``x = 0``: ``jax.numpy.power``'s ``y x ** (y - 1)`` is
-    ``0 * inf = NaN`` there (a mass-action rate ``u ** order`` with a zero order)."""
+    ``0 * inf = NaN`` there (a mass-action rate ``u ** order`` with a zero order); and 0
+    where the value is NaN (see :func:`_real_power_jvp`)."""
     if isinstance(y, (np.ndarray, np.generic, int, float)) and not np.any(np.asarray(y) == 0):
-        return jnp.power(x, y)
+        return _pow(x, y)
     zero = jnp.asarray(y) == 0
-    return jnp.where(zero, jnp.ones((), jnp.result_type(x, y)), jnp.power(jnp.where(zero, 1, x), y))
+    return jnp.where(zero, jnp.ones((), jnp.result_type(x, y)), _pow(jnp.where(zero, 1, x), y))
+
+
+@jax.custom_jvp
+def _sqrt(x):
+    return jnp.sqrt(x)
+
+
+@_sqrt.defjvp
+def _sqrt_jvp(primals, tangents):
+    """``sqrt``'s derivative ``1 / (2 sqrt x)``, 0 where the value is NaN (``x < 0``; see
+    :func:`_real_power_jvp`), ``inf`` at 0 as it is."""
+    (x,), (dx,) = primals, tangents
+    value = jnp.sqrt(x)
+    outside = jnp.isnan(value) & ~jnp.isnan(x)
+    return value, jnp.where(outside, 0.0, 0.5 / jnp.where(outside, 1.0, value)) * dx
+
+
+def _square_root(x):
+    return _sqrt(jnp.asarray(x)) if _real_floating(x) else jnp.sqrt(x)
 
 
 def _norm(x, ord=None, axis=None, keepdims=False):
@@ -124,7 +177,7 @@ def _gradient(f, *varargs, axis=None, edge_order=1):
 
 
 FUNCTIONS: dict = {**_build_table(), "power": _power, "fix": jnp.trunc,  # (jax.numpy has no fix)
-                   "gradient": _gradient,
+                   "gradient": _gradient, "sqrt": _square_root,
                    "linalg.norm": _norm, "lib.stride_tricks.sliding_window_view": _sliding_window_view}
 
 
@@ -140,7 +193,7 @@ def _jax_call(name: str, function, args, kwargs):
         return function(*args, **kwargs)
     except jax.errors.ConcretizationTypeError as err:
         raise translation_error(f"np.{name} on values that depend on u, p or t", _DYNAMIC) from err
-    except (TypeError, NotImplementedError) as err:
+    except (TypeError, ValueError, NotImplementedError) as err:  # e.g. np.pad's end_values traced
         raise translation_error(
             f"np.{name} with these arguments",
             f"jax.numpy.{name} rejects them ({err}); drop NumPy-only options such as "
