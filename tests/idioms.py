@@ -578,6 +578,23 @@ def second_order_gradient():
     return Idiom("second_order_gradient", f, _positive(n), np.array([0.7, 0.1]))
 
 
+@idiom
+def state_dependent_indices():
+    """Writes at indices computed from ``u`` into arrays made in ``f``: a one-hot of the
+    largest state (``onehot[np.argmax(u)] = 1``) and ranks from an inverse permutation
+    (``ranks[np.argsort(u)] = np.arange(n)``)."""
+
+    def f(du, u, p, t):
+        onehot = np.zeros(3)
+        onehot[np.argmax(u)] = 1.0
+        order = np.argsort(u)
+        ranks = np.empty_like(order)
+        ranks[order] = np.arange(len(u))
+        du[:] = -p[0] * u * (1.0 + ranks) + p[1] * onehot
+
+    return Idiom("state_dependent_indices", f, np.array([0.3, 0.9, 0.5]), np.array([0.5, 0.2]))
+
+
 def gierer_meinhardt_model(N: int):
     """The seed's Gierer-Meinhardt model (DiffEq tutorial ``gm3!``) with six closure buffers.
 

@@ -41,7 +41,8 @@ def set_at(x, key, value):
     Concrete operands stay NumPy (a copy is written); otherwise the update is a JAX
     ``.at[key].set``, cast to the dtype of ``x`` as NumPy assignment does.
     """
-    if is_concrete(x) and is_concrete(value):
+    parts = key if isinstance(key, tuple) else (key,)
+    if is_concrete(x) and is_concrete(value) and all(map(is_concrete, parts)):  # a traced index: onehot[argmax(u)]
         y = np.array(x, copy=True)
         y[key] = value
         return y
