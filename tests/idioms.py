@@ -595,6 +595,20 @@ def state_dependent_indices():
     return Idiom("state_dependent_indices", f, np.array([0.3, 0.9, 0.5]), np.array([0.5, 0.2]))
 
 
+@idiom
+def particle_deposit():
+    """A particle-to-cell deposit ``np.bincount(cells, weights=..., minlength=n)`` with
+    constant cells and weights from ``u`` (its length is known: jax.numpy needs it)."""
+    cells = np.array([0, 2, 2, 1, 0, 3])
+
+    def f(du, u, p, t):
+        deposit = np.bincount(cells, weights=p[0] * u[:6], minlength=5)
+        du[:6] = -u[:6]
+        du[6:] = deposit - u[6:]
+
+    return Idiom("particle_deposit", f, _positive(11), np.array([0.7]), arrays=[cells])
+
+
 def gierer_meinhardt_model(N: int):
     """The seed's Gierer-Meinhardt model (DiffEq tutorial ``gm3!``) with six closure buffers.
 

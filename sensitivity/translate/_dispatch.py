@@ -24,7 +24,7 @@ import numpy as np
 from . import _traced
 from ._closure import same_sequence
 from ._errors import translation_error
-from ._views import jax, jnp
+from ._views import is_concrete, jax, jnp
 
 _DYNAMIC = (
     "Its result's size depends on values, which JAX cannot compile: select elementwise "
@@ -176,7 +176,18 @@ def _gradient(f, *varargs, axis=None, edge_order=1):
     return out[0] if len(out) == 1 else tuple(out)
 
 
+def _bincount(x, weights=None, minlength=0):
+    """``np.bincount`` of constant bins (a particle-to-cell deposit with weights from
+    ``u``): its length is then known, ``max(minlength, max(x) + 1)``."""
+    if is_concrete(x):
+        x = np.asarray(x)
+        length = max(int(minlength), int(x.max()) + 1 if x.size else 0)
+        return jnp.bincount(x, weights, minlength, length=length)
+    return jnp.bincount(x, weights, minlength)
+
+
 FUNCTIONS: dict = {**_build_table(), "power": _power, "fix": jnp.trunc,  # (jax.numpy has no fix)
+                   "bincount": _bincount,
                    "gradient": _gradient, "sqrt": _square_root,
                    "linalg.norm": _norm, "lib.stride_tricks.sliding_window_view": _sliding_window_view}
 
