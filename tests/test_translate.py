@@ -760,3 +760,74 @@ def test_python_rounding_builtins_on_traced_and_constant_values():
     f(expected, u, p, 0.0)
     np.testing.assert_allclose(np.asarray(to_jax(f, u, p)(jnp.asarray(u), jnp.asarray(p), 0.0)), expected,
                                rtol=1e-15)
+
+
+def _interpolants():
+    from scipy import interpolate
+
+    td = np.linspace(0.0, 10.0, 11)
+    yd = np.sin(td) + 2.0
+    Y = np.stack([yd, yd**2], axis=1)
+    return {
+        "CubicSpline": interpolate.CubicSpline(td, yd),
+        "CubicSpline 2-D, axis=1": interpolate.CubicSpline(td, Y.T, axis=1),
+        "CubicSpline periodic": interpolate.CubicSpline(td, np.r_[yd[:-1], yd[0]], bc_type="periodic"),
+        "CubicSpline decreasing x": interpolate.CubicSpline(-td[::-1], yd),
+        "PchipInterpolator": interpolate.PchipInterpolator(td, yd, extrapolate=False),
+        "Akima1DInterpolator": interpolate.Akima1DInterpolator(td, yd),
+        "make_interp_spline": interpolate.make_interp_spline(td, Y, k=3),
+        "interp1d linear": interpolate.interp1d(td, yd),
+        "interp1d fill_value": interpolate.interp1d(td, Y, axis=0, bounds_error=False, fill_value=(-1.0, 5.0)),
+        "interp1d extrapolate": interpolate.interp1d(td, yd, fill_value="extrapolate"),
+        "interp1d cubic": interpolate.interp1d(td, Y.T, kind="cubic"),
+    }
+
+
+@pytest.mark.parametrize("name", list(_interpolants()))
+def test_scipy_interpolants_of_data_evaluate_at_traced_times(name):
+    """A SciPy interpolant of measured data called at ``t`` inside ``f`` (a forcing) is
+    evaluated as its piecewise polynomial in JAX: SciPy's values inside, at the ends and
+    outside (extrapolated, NaN or the fill value, as SciPy gives them), and derivatives
+    ``spline(t, 1)``; points and data of any shape along the interpolation axis."""
+    from dxdt.sensitivity.translate._interpolants import Interpolant
+
+    obj = _interpolants()[name]
+    evaluate = jax.jit(Interpolant(obj)._evaluate, static_argnums=1)
+    sign = -1.0 if "decreasing" in name else 1.0
+    points = [3.3, 0.0, 10.0, 7.0, np.array([1.2, 5.5, 9.99])]
+    if "linear" not in name and "cubic" not in name:  # interp1d's bounds_error raises outside
+        points += [12.0, -1.5]
+    for x in points:
+        expected = np.asarray(obj(sign * np.asarray(x)))
+        got = np.asarray(evaluate(jnp.asarray(sign * np.asarray(x)), 0))
+        assert got.shape == expected.shape
+        np.testing.assert_allclose(got, expected, rtol=1e-13, atol=1e-13, equal_nan=True)
+    if hasattr(obj, "derivative") and "periodic" not in name:
+        for x in (3.3, 7.1):
+            np.testing.assert_allclose(np.asarray(evaluate(jnp.asarray(sign * x), 1)), obj(sign * x, 1), rtol=1e-12)
+
+
+def test_ode_forced_by_a_cubic_spline_of_data():
+    """``du = -k u + s(t)``, ``s`` a ``CubicSpline`` of data from the closure: both
+    backends agree, and the parameter gradient matches finite differences (a SciPy
+    interpolant's Python evaluation was refused before)."""
+    from scipy.interpolate import CubicSpline
+
+    td = np.linspace(0.0, 10.0, 11)
+    forcing = CubicSpline(td, np.sin(td) + 2.0)
+
+    def f(du, u, p, t):
+        du[0] = -p[0] * u[0] + forcing(t)
+        du[1] = p[1] * forcing(t, 1) - u[1]
+
+    prob = dxdt.ODEProblem(f, np.array([1.0, 0.5]), (0.0, 10.0), np.array([0.3, 0.2]))
+    by = {b: dxdt.solve(prob, rtol=1e-10, atol=1e-12, backend=b).u[-1] for b in ("numpy", "jax")}
+    np.testing.assert_allclose(by["jax"], by["numpy"], rtol=1e-9)
+    grad = dxdt.sensitivity.gradient(lambda U: np.sum(U[-1] ** 2), prob, rtol=1e-10, atol=1e-12)
+
+    def loss(q):
+        return np.sum(dxdt.solve(prob.remake(p=q), rtol=1e-12, atol=1e-14).u[-1] ** 2)
+
+    h = 1e-6
+    np.testing.assert_allclose(grad, [(loss(prob.p + h * e) - loss(prob.p - h * e)) / (2 * h) for e in np.eye(2)],
+                               rtol=1e-7)

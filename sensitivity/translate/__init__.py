@@ -9,7 +9,8 @@ How it works, module by module:
   (closure arrays become private shadow buffers, :mod:`._buffer`), giving ``du``.
 - :mod:`._traced`, :mod:`._views`, :mod:`._dispatch`, :mod:`._numpy_proxy` and
   :mod:`._sparse` give traced arrays NumPy's semantics: views, writes through views,
-  ufuncs and NumPy functions mapped to ``jax.numpy``, array constructors, SciPy sparse.
+  ufuncs and NumPy functions mapped to ``jax.numpy``, array constructors, SciPy sparse;
+  :mod:`._interpolants` evaluates SciPy interpolants of data (``CubicSpline(t)``).
 - :mod:`._tiling` defers writes and increments of boxes (``out[1:] += a[:-1]``) and
   joins them with ``concatenate``, so that stencils compile like ``jnp.roll``.
 - :mod:`._errors` names what cannot be translated and where.

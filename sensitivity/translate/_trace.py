@@ -13,6 +13,7 @@ from ._buffer import DU, FROZEN, INPUT, SHADOW, Buffer
 from ._closure import Label, copy_structure
 from ._errors import TranslationError
 from ._fingerprint import ConstantRead
+from ._interpolants import Interpolant, is_interpolant
 from ._replace import AbstractArrayReplacer, is_sparse
 from ._sparse import SparseOperator
 from ._tiling import forget_slices
@@ -51,6 +52,8 @@ class _Shadows(AbstractArrayReplacer):
     def replace_other(self, obj, label: Label):
         if is_sparse(obj):
             return SparseOperator(obj)
+        if is_interpolant(obj):
+            return Interpolant(obj)
         return _numpy_proxy.replacement(obj)
 
 
