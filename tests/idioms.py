@@ -609,6 +609,23 @@ def particle_deposit():
     return Idiom("particle_deposit", f, _positive(11), np.array([0.7]), arrays=[cells])
 
 
+def _michaelis_menten(s, vmax, km):
+    return vmax * s / (km + s)
+
+
+@idiom
+def vectorized_rate_law():
+    """A scalar rate law wrapped in ``np.vectorize`` (called once on the arrays, as its
+    elementwise NumPy operations give the same values), and a constant one."""
+    rate = np.vectorize(_michaelis_menten)
+    baseline = np.vectorize(lambda x: 2.0)
+
+    def f(du, u, p, t):
+        du[:] = -rate(u, p[0], p[1]) + baseline(u) + rate(np.arange(3.0), 1.0, 1.0)
+
+    return Idiom("vectorized_rate_law", f, _positive(3), np.array([1.5, 0.5]))
+
+
 def gierer_meinhardt_model(N: int):
     """The seed's Gierer-Meinhardt model (DiffEq tutorial ``gm3!``) with six closure buffers.
 

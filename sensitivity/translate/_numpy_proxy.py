@@ -172,11 +172,38 @@ class _ScipyProxy(types.ModuleType):
         return getattr(self._scipy, name)
 
 
+class _Vectorized:
+    """``np.vectorize(pyfunc)`` inside the traced copy of ``f``: on values of ``u``, ``p``
+    or ``t`` it calls ``pyfunc`` once on the whole (broadcast) arrays. ``vectorize``
+    promises an elementwise ``pyfunc``, and one written with NumPy operations gives the
+    same values on arrays; one that branches in Python (``if s > 0:``) gets the
+    translation's error naming the line and ``np.where``."""
+
+    def __init__(self, vectorized: np.vectorize):
+        self._vectorized = vectorized
+
+    def __call__(self, *args, **kwargs):
+        if not contains_traced((args, list(kwargs.values()))):
+            return self._vectorized(*args, **kwargs)
+        vectorized = self._vectorized
+        if vectorized.signature is not None or vectorized.excluded:
+            from ._errors import translation_error
+
+            raise translation_error("np.vectorize with signature= or excluded= on values that depend on u, p or t",
+                                    "Call the function on the arrays directly, written with NumPy operations.")
+        shape = np.broadcast_shapes(*(np.shape(operand(a)) for a in (*args, *kwargs.values())))
+        result = operand(vectorized.pyfunc(*args, **kwargs))
+        result = jnp.broadcast_to(result, shape)
+        return wrap(result.astype(vectorized.otypes[0]) if vectorized.otypes else result)
+
+
 def replacement(obj):
     """The stand-in for ``obj`` (the numpy module or one of its constructors, scipy.special
     or one of its :data:`_SPECIAL` functions), or None."""
     if obj is np:
         return NUMPY
+    if isinstance(obj, np.vectorize):
+        return _Vectorized(obj)
     found = _REPLACED.get(id(obj))
     if found is not None or not isinstance(obj, (types.ModuleType, types.FunctionType)):
         return found
