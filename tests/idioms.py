@@ -15,6 +15,7 @@ from typing import Any, Callable
 
 import numpy as np
 import scipy.sparse as sp
+import scipy.linalg
 import scipy.special
 from numpy.lib.stride_tricks import sliding_window_view
 from scipy.special import logsumexp, softmax
@@ -624,6 +625,25 @@ def vectorized_rate_law():
         du[:] = -rate(u, p[0], p[1]) + baseline(u) + rate(np.arange(3.0), 1.0, 1.0)
 
     return Idiom("vectorized_rate_law", f, _positive(3), np.array([1.5, 0.5]))
+
+
+@idiom
+def scipy_linear_algebra():
+    """SciPy's Python-level linear algebra on values of ``u``: a compact finite-difference
+    scheme through ``solve_banded`` (tridiagonal and pentadiagonal bands) and ``lu_solve``
+    with a factorisation computed once outside ``f``, and ``scipy.linalg.solve``."""
+    n = 6
+    tri = np.array([[0.0] + [0.25] * (n - 1), [1.0] * n, [0.25] * (n - 1) + [0.0]])
+    penta = np.array([[0.0, 0.0] + [0.05] * (n - 2), [0.0] + [0.2] * (n - 1), [1.0] * n,
+                      [0.2] * (n - 1) + [0.0], [0.05] * (n - 2) + [0.0, 0.0]])
+    M = np.eye(n) * 2.0 + np.diag(np.full(n - 1, 0.3), 1)
+    factor = scipy.linalg.lu_factor(M)
+
+    def f(du, u, p, t):
+        du[:] = -p[0] * scipy.linalg.solve_banded((1, 1), tri, u) + scipy.linalg.solve_banded((2, 2), penta, u**2)
+        du += scipy.linalg.lu_solve(factor, p[1] * u, check_finite=False) - scipy.linalg.solve(M, u)
+
+    return Idiom("scipy_linear_algebra", f, _positive(n), np.array([0.7, 0.4]), arrays=[tri, penta, M, *factor])
 
 
 def gierer_meinhardt_model(N: int):

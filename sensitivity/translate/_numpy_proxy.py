@@ -110,6 +110,7 @@ class _NumpyProxy(types.ModuleType):
         super().__init__("numpy", np.__doc__)
         self.__dict__.update(CONSTRUCTORS)
         self.random = _RandomRefused()
+        self.vectorize = lambda *args, **kwargs: _Vectorized(np.vectorize(*args, **kwargs))  # made in f
 
     def __getattr__(self, name):
         return getattr(np, name)
@@ -122,51 +123,88 @@ def _all_axes(axis, x):
     return tuple(range(jnp.ndim(x))) if axis is None else axis
 
 
-# scipy.special's Python-level functions (its ufuncs are translated like NumPy's): the
-# jax counterpart on traced values (softmax over all axes by default, as SciPy's)
-_SPECIAL = {
-    "logsumexp": lambda: __import__("jax.scipy.special").scipy.special.logsumexp,
-    "softmax": lambda: lambda x, axis=None: jnp_nn().softmax(x, axis=_all_axes(axis, x)),
-    "log_softmax": lambda: lambda x, axis=None: jnp_nn().log_softmax(x, axis=_all_axes(axis, x)),
+def _jax_module(name: str):
+    import importlib
+
+    return importlib.import_module(name)
+
+
+def _solve_banded(l_and_u, ab, b, overwrite_ab=False, overwrite_b=False, check_finite=True):
+    """``scipy.linalg.solve_banded``: tridiagonal systems by ``lax.linalg.tridiagonal_solve``,
+    other bands through the dense matrix (``ab[u + i - j, j] = a[i, j]``)."""
+    lower, upper = l_and_u
+    ab, b = jnp.asarray(ab), jnp.asarray(b)
+    n = ab.shape[1]
+    if (lower, upper) == (1, 1):
+        import jax
+
+        rhs = b.reshape(n, -1)
+        dl, d, du = jnp.concatenate([jnp.zeros(1, ab.dtype), ab[2, :-1]]), ab[1], jnp.concatenate([ab[0, 1:], jnp.zeros(1, ab.dtype)])
+        return jax.lax.linalg.tridiagonal_solve(dl, d, du, rhs.astype(jnp.result_type(ab, rhs))).reshape(b.shape)
+    rows, cols = np.indices((n, n))
+    band = rows - cols
+    inside = (band >= -upper) & (band <= lower)
+    dense = jnp.where(inside, ab[np.clip(upper + band, 0, lower + upper), cols], 0.0)
+    return jnp.linalg.solve(dense, b)
+
+
+def _scipy_linalg():
+    linalg = _jax_module("jax.scipy.linalg")
+    import scipy.linalg
+
+    names = [n for n in dir(linalg) if not n.startswith("_") and hasattr(scipy.linalg, n)]
+    return {**{n: (lambda n=n: getattr(linalg, n)) for n in names}, "solve_banded": lambda: _solve_banded}
+
+
+# SciPy's Python-level functions (scipy.special's ufuncs are translated like NumPy's): the
+# jax counterpart on traced values, by module (softmax over all axes by default, as SciPy's)
+_SCIPY = {
+    "scipy.special": lambda: {
+        "logsumexp": lambda: _jax_module("jax.scipy.special").logsumexp,
+        "softmax": lambda: lambda x, axis=None: _jax_module("jax.nn").softmax(x, axis=_all_axes(axis, x)),
+        "log_softmax": lambda: lambda x, axis=None: _jax_module("jax.nn").log_softmax(x, axis=_all_axes(axis, x)),
+    },
+    "scipy.linalg": _scipy_linalg,
 }
+_DROPPED = ("check_finite", "overwrite_a", "overwrite_b", "overwrite_ab")  # SciPy-only options
 
 
-def jnp_nn():
-    import jax.nn
-
-    return jax.nn
-
-
-def _special_function(original, counterpart):
+def _scipy_function(original, counterpart):
     def call(*args, **kwargs):
         values = unwrap((args, kwargs))
         if all_concrete(values):
             result = original(*values[0], **values[1])
         else:
-            result = counterpart()(*values[0], **values[1])
-        return tuple(map(wrap, result)) if isinstance(result, tuple) else wrap(result)
+            function = counterpart()
+            keywords = {k: v for k, v in values[1].items() if k not in _DROPPED or function is _solve_banded}
+            result = function(*values[0], **keywords)
+        if isinstance(result, tuple):
+            return tuple(map(wrap, result))
+        return wrap(result) if isinstance(result, (np.ndarray, np.generic)) or hasattr(result, "shape") else result
     return call
 
 
-class _SpecialProxy(types.ModuleType):
-    """``scipy.special`` inside the traced copy of ``f``: :data:`_SPECIAL` replaced."""
+class _ScipyModuleProxy(types.ModuleType):
+    """A SciPy module inside the traced copy of ``f``: its :data:`_SCIPY` functions replaced."""
 
-    def __init__(self, special):
-        super().__init__("scipy.special", special.__doc__)
-        self._special = special
-        for name, counterpart in _SPECIAL.items():
-            setattr(self, name, _special_function(getattr(special, name), counterpart))
+    def __init__(self, module, functions: dict):
+        super().__init__(module.__name__, module.__doc__)
+        self._module = module
+        for name, counterpart in functions.items():
+            setattr(self, name, _scipy_function(getattr(module, name), counterpart))
 
     def __getattr__(self, name):
-        return getattr(self._special, name)
+        return getattr(self._module, name)
 
 
 class _ScipyProxy(types.ModuleType):
-    """``scipy`` inside the traced copy of ``f``: its ``special`` is :class:`_SpecialProxy`."""
+    """``scipy`` inside the traced copy of ``f``: its ``special`` and ``linalg`` proxied."""
 
-    def __init__(self, scipy, special):
+    def __init__(self, scipy, proxies: dict):
         super().__init__("scipy", scipy.__doc__)
-        self._scipy, self.special = scipy, special
+        self._scipy = scipy
+        for name, proxy in proxies.items():
+            setattr(self, name.rpartition(".")[2], proxy)
 
     def __getattr__(self, name):
         return getattr(self._scipy, name)
@@ -198,8 +236,9 @@ class _Vectorized:
 
 
 def replacement(obj):
-    """The stand-in for ``obj`` (the numpy module or one of its constructors, scipy.special
-    or one of its :data:`_SPECIAL` functions), or None."""
+    """The stand-in for ``obj`` (the numpy module or one of its constructors, a
+    ``np.vectorize``, ``scipy.special``/``scipy.linalg`` or one of their :data:`_SCIPY`
+    functions), or None."""
     if obj is np:
         return NUMPY
     if isinstance(obj, np.vectorize):
@@ -207,21 +246,42 @@ def replacement(obj):
     found = _REPLACED.get(id(obj))
     if found is not None or not isinstance(obj, (types.ModuleType, types.FunctionType)):
         return found
-    special = sys.modules.get("scipy.special")
-    if special is None:
+    proxies = _scipy_proxies()
+    if not proxies:
         return None
-    proxy = _special_proxy(special)
-    if obj is special:
-        return proxy
+    for name, proxy in proxies.items():
+        if obj is sys.modules[name]:
+            return proxy
     if obj is sys.modules.get("scipy"):
-        return _ScipyProxy(obj, proxy)
-    return next((getattr(proxy, name) for name in _SPECIAL if getattr(special, name, None) is obj), None)
+        return _ScipyProxy(obj, proxies)
+    for name, proxy in proxies.items():
+        module = sys.modules[name]
+        for attribute in _functions(name):
+            if getattr(module, attribute, None) is obj:
+                return getattr(proxy, attribute)
+    return None
 
 
 _PROXIES: dict = {}
 
 
-def _special_proxy(special) -> _SpecialProxy:
-    if id(special) not in _PROXIES:
-        _PROXIES[id(special)] = _SpecialProxy(special)
-    return _PROXIES[id(special)]
+def _functions(module: str) -> dict:
+    if module not in _FUNCTIONS:
+        _FUNCTIONS[module] = _SCIPY[module]()
+    return _FUNCTIONS[module]
+
+
+_FUNCTIONS: dict = {}
+
+
+def _scipy_proxies() -> dict:
+    """The proxies of the SciPy modules of :data:`_SCIPY` that are imported."""
+    out = {}
+    for name in _SCIPY:
+        module = sys.modules.get(name)
+        if module is None:
+            continue
+        if id(module) not in _PROXIES:
+            _PROXIES[id(module)] = _ScipyModuleProxy(module, _functions(name))
+        out[name] = _PROXIES[id(module)]
+    return out
