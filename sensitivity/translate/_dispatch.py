@@ -26,6 +26,8 @@ from ._closure import same_sequence
 from ._errors import translation_error
 from ._views import is_concrete, jax, jnp
 
+SymbolicZero = jax.custom_derivatives.SymbolicZero
+
 _DYNAMIC = (
     "Its result's size depends on values, which JAX cannot compile: select elementwise "
     "with np.where(condition, a, b), or use constant index arrays."
@@ -64,7 +66,6 @@ def _real_power(x, y):
     return jnp.power(x, y)
 
 
-@_real_power.defjvp
 def _real_power_jvp(primals, tangents):
     """``x ** y``'s derivatives, 0 where the value is NaN (a negative base with a fractional
     exponent: outside the reals, where the derivative is never used unless the NaN value
@@ -74,11 +75,17 @@ def _real_power_jvp(primals, tangents):
     x, y = primals
     dx, dy = tangents
     value = jnp.power(x, y)
-    outside = jnp.isnan(value) & ~jnp.isnan(x) & ~jnp.isnan(y)
-    dfdx = jnp.where(outside, 0.0, y * jnp.power(jnp.where(outside, 1.0, x), y - 1))
-    positive = x > 0
-    dfdy = jnp.where(positive, value * jnp.log(jnp.where(positive, x, 1.0)), 0.0)
-    return value, dfdx * dx + dfdy * dy
+    out = jnp.zeros_like(value)
+    if not isinstance(dx, SymbolicZero):
+        outside = jnp.isnan(value) & ~jnp.isnan(x) & ~jnp.isnan(y)
+        out = out + jnp.where(outside, 0.0, y * jnp.power(jnp.where(outside, 1.0, x), y - 1)) * dx
+    if not isinstance(dy, SymbolicZero):  # (a constant exponent: no log computed)
+        positive = x > 0
+        out = out + jnp.where(positive, value * jnp.log(jnp.where(positive, x, 1.0)), 0.0) * dy
+    return value, out
+
+
+_real_power.defjvp(_real_power_jvp, symbolic_zeros=True)
 
 
 def _real_floating(*values) -> bool:
