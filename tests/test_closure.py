@@ -15,7 +15,9 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 
+import dxdt
 import idioms
+from dxdt import sensitivity as sens
 from dxdt.sensitivity import duplicate, to_jax
 from dxdt.sensitivity._jax import load_jax
 
@@ -321,3 +323,43 @@ def test_duplicates_run_concurrently_give_serial_results():
         thread.join()
     assert all(np.array_equal(r, e) for rs, es in zip(results, expected) for r, e in zip(rs, es))
     assert all(np.array_equal(a, s) for a, s in zip(idiom.arrays[:2], arrays[:2]))
+
+
+def test_buffers_and_constants_of_a_user_module_are_duplicated():
+    """Work buffers and constants kept as attributes of a user module (``import bufs;
+    bufs.WORK[:] = ...``, ``bufs.A.dot(u)``): the JAX solve and the gradient equal the
+    NumPy ones, the module's arrays stay bitwise unchanged, and a constant changed in
+    place is seen by the next solve (writes and ndarray methods were refused before)."""
+    import sys
+    import types
+
+    bufs = types.ModuleType("dxdt_test_user_buffers")
+    bufs.WORK = np.zeros(3)
+    bufs.A = np.array([[1.0, 0.2, 0.0], [0.0, 1.0, 0.3], [0.1, 0.0, 1.0]])
+    sys.modules[bufs.__name__] = bufs
+    try:
+        namespace = {"np": np, "bufs": bufs}
+        exec("def f(du, u, p, t):\n"
+             "    bufs.WORK[:] = u * p[0]\n"
+             "    du[:] = np.exp(-bufs.WORK) - bufs.A.dot(u)\n", namespace)
+        f = namespace["f"]
+        prob = dxdt.ODEProblem(f, np.array([0.5, 0.7, 0.9]), (0.0, 1.0), np.array([0.4]))
+        kept = [bufs.WORK.copy(), bufs.A.copy()]
+        numpy_end = dxdt.solve(prob, rtol=1e-10, atol=1e-12).u[-1]
+        bufs.WORK[:] = kept[0] = np.array([7.0, 8.0, 9.0])  # whatever the NumPy solve left
+        jax_end = dxdt.solve(prob, rtol=1e-10, atol=1e-12, backend="jax").u[-1]
+        np.testing.assert_allclose(jax_end, numpy_end, rtol=1e-9)
+        grad = sens.gradient(lambda U: np.sum(U[-1] ** 2), prob, rtol=1e-10, atol=1e-12)
+        np.testing.assert_array_equal(bufs.WORK, kept[0])
+        np.testing.assert_array_equal(bufs.A, kept[1])
+
+        def loss(q):
+            return np.sum(dxdt.solve(prob.remake(p=q), rtol=1e-12, atol=1e-14).u[-1] ** 2)
+
+        h = 1e-6
+        np.testing.assert_allclose(grad, [(loss(prob.p + h) - loss(prob.p - h)) / (2 * h)], rtol=1e-6)
+        bufs.A *= 2.0  # a constant of the trace changed in place: the next solve sees it
+        np.testing.assert_allclose(dxdt.solve(prob, rtol=1e-10, atol=1e-12, backend="jax").u[-1],
+                                   dxdt.solve(prob, rtol=1e-10, atol=1e-12).u[-1], rtol=1e-9)
+    finally:
+        del sys.modules[bufs.__name__]

@@ -122,6 +122,32 @@ def _user_function(obj) -> bool:
     return isinstance(obj, types.FunctionType) and not _is_library(obj.__globals__.get("__name__"))
 
 
+def _module_attributes(fn: types.FunctionType):
+    """``(global name, module, attribute, value)`` for the attributes of user modules that
+    ``fn``'s code may read (``import helpers; helpers.WORK[:] = ...``): the names of its
+    code that are attributes of a user module among its globals."""
+    names = _global_names(fn.__code__)
+    for name in names:
+        module = fn.__globals__.get(name)
+        if isinstance(module, types.ModuleType) and not _is_library(module.__name__):
+            attributes = vars(module)
+            for attribute in names:
+                if attribute in attributes and not attribute.startswith("__"):
+                    yield name, module, attribute, attributes[attribute]
+
+
+class _ModuleOverlay(types.ModuleType):
+    """A user module in a copied function's globals: its replaced attributes here, every
+    other attribute read from the module."""
+
+    def __init__(self, module: types.ModuleType):
+        super().__init__(module.__name__, module.__doc__)
+        self.__dict__["_module"] = module
+
+    def __getattr__(self, name):
+        return getattr(self.__dict__["_module"], name)
+
+
 def _user_class(cls) -> bool:
     return (
         isinstance(cls, type)
@@ -183,6 +209,8 @@ def _children(obj, label: Label):
         for name in _global_names(code):
             if name in obj.__globals__:
                 yield obj.__globals__[name], Label("global variable", name, owner)
+        for name, module, attribute, value in _module_attributes(obj):  # helpers.WORK
+            yield value, Label("module attribute", f"{name}.{attribute}", owner)
         for name, value in vars(obj).items():  # function attributes (f.k = 3.0)
             yield value, Label("attribute", f"{owner}.{name}", owner)
         defaults = obj.__defaults__ or ()
@@ -349,6 +377,13 @@ class _StructuralCopy:
             value = fn.__globals__.get(name)
             if name in fn.__globals__ and self._changes(value):
                 overlay[name] = self.rebuild(value)
+        for name, module, attribute, value in _module_attributes(fn):
+            if self._changes(value):
+                key = ("module", id(module))
+                if key not in self._memo:
+                    self._memo[key] = _ModuleOverlay(module)
+                setattr(self._memo[key], attribute, self.rebuild(value))
+                overlay[name] = self._memo[key]
         new.__defaults__ = tuple(self.rebuild(v) for v in fn.__defaults__) if fn.__defaults__ else None
         new.__kwdefaults__ = {k: self.rebuild(v) for k, v in (fn.__kwdefaults__ or {}).items()} or None
         new.__qualname__, new.__module__, new.__doc__ = fn.__qualname__, fn.__module__, fn.__doc__
