@@ -242,7 +242,7 @@ class FixedGrid(diffrax.AbstractStepSizeController):
     accepts non-finite states.
 
     ``origin`` and ``first`` (traced scalars): a solve that resumes a grid begun earlier
-    (after an event: the chunks of :mod:`dxdt._events_jax`), on ``t_k = origin + k\,dt``
+    (after an event: the chunks of :mod:`dxdt._events_jax`), on ``t_k = origin + k\\,dt``
     from ``k = first``; by default the grid starts at the solve's ``t0`` with ``k = 1``.
     """
 
