@@ -20,7 +20,7 @@ Errors: the ball's bounce times against the closed form ``t_k = t_1 (1 + 2e + ..
 the PK central amount at 15 days against the sum of Bateman functions.
 
 Gradient cost: a prepared ``value_and_gradient`` through the doses (forward, and reverse
-with the default adjoint) of a least-squares loss on the PK model, relative to one NumPy
+with the default adjoint and the discrete one) of a least-squares loss on the PK model, relative to one NumPy
 primal solve of the same problem and to the same primal compiled (``jax.jit`` of
 ``sens.jax_solve`` with the doses: one ``lax.scan`` over the segments, as the operators
 use); with ``--quick``, 10 doses over 5 days instead of 30 over 15. The same through
@@ -212,7 +212,8 @@ def gradient_cost(days: float, repeats: int) -> list[dict]:
 
     # the compiled primal: jax_solve's chain (one lax.scan over the doses), jitted
     return _gradient_records(f"pk {int(days)} days", prob, [dose], ts, loss, "jax_solve primal (jit)",
-                             (("forward", "interpolating"), ("reverse", "interpolating")), repeats)
+                             (("forward", "interpolating"), ("reverse", "interpolating"), ("reverse", "checkpoint")),
+                             repeats)
 
 
 def ball_gradient_cost(repeats: int) -> list[dict]:
@@ -249,14 +250,14 @@ def _gradient_records(case: str, prob, events: list, ts, loss, compiled_what: st
     u0, p = jnp.asarray(prob.u0), jnp.asarray(prob.p)
     compiled = jax.jit(F).lower(u0, p).compile()
     compile_s = time.perf_counter() - tic
-    jitted = time_median(lambda: np.asarray(compiled(u0, p)), repeats=max(repeats, 20))
+    jitted = time_median(lambda: np.asarray(compiled(u0, p)), repeats=max(repeats, 100))
     records.append({"case": case, "what": compiled_what, "median_s": jitted.median, "prepare_s": compile_s})
     for mode, adjoint in strategies:
         tic = time.perf_counter()
         prep = sens.prepare("value_and_gradient", loss, prob, Tsit5(), saveat=ts, events=events,
                             rtol=RTOL, atol=ATOL, mode=mode, adjoint=adjoint)
         prepare_s = time.perf_counter() - tic
-        timing = time_median(lambda: prep(prob.p), repeats=max(repeats, 20))
+        timing = time_median(lambda: prep(prob.p), repeats=max(repeats, 100))
         several = len({a for _, a in strategies}) > 1
         what = f"value_and_gradient {prep.mode}" + (f" {prep.adjoint}" if several and prep.adjoint else "")
         records.append({"case": case, "what": what, "median_s": timing.median, "prepare_s": prepare_s,
