@@ -214,6 +214,14 @@ def translate_events(events: tuple, u0, p, duplicate_closure: bool) -> tuple[tup
     return tuple(conditions), tuple(affects)
 
 
+def traced_times(times: Callable, p, dtype=None):
+    """``times(p)`` of a ``TimeEvent`` on a traced ``p``: a function written with NumPy
+    (``np.array([0.0, p[2]])``) runs on traced stand-ins as ``f`` does (private copies of
+    its closure arrays); one written with ``jax.numpy`` is called as it is."""
+    value = times(p) if _refers_to_jax(times) else call(times, (p,))
+    return jnp.asarray(value, dtype)
+
+
 def translate_event_loss(loss: Callable, duplicate_closure: bool) -> Callable:
     """``L(U, p, t_events)`` for ``loss(u[, p])`` or ``loss(u[, p], *, t_events)``."""
     try:
@@ -279,7 +287,7 @@ def _joint(setup: EventSetup, boundary: Boundary, u_star, p, t_star):
         i, position = boundary.timed
         times = setup.events[i].times
         if callable(times):
-            t_k = jnp.sort(jnp.ravel(jnp.asarray(times(p))))[position]
+            t_k = jnp.sort(jnp.ravel(traced_times(times, p)))[position]
         else:
             t_k = jnp.asarray(t_star)
         return t_k, state_at(t_k - t_star)

@@ -48,7 +48,7 @@ import numpy as np
 
 from .._events import Event, TimeEvent, check_events
 from ._events import (_time_position, plan, plan_structure, planned_times, refuse_backsolve_through_jumps,
-                      segment_steps, translate_events)
+                      segment_steps, traced_times, translate_events)
 from ._jax import load_jax
 from ._ode import SolveOptions
 from ._options import SEQUENCE_CHANGED, STATUS_CODES
@@ -225,7 +225,7 @@ def event_times(chain: Chain, p, dtype):
     out = {}
     for i, times in enumerate(chain.timers):
         if times is not None:
-            out[i] = jnp.sort(jnp.ravel(jnp.asarray(times(p), dtype)))
+            out[i] = jnp.sort(jnp.ravel(traced_times(times, p, dtype)))
     return out
 
 

@@ -450,3 +450,17 @@ def test_dose_time_of_p_replans_only_when_the_sequence_moves(mode):
         np.testing.assert_allclose(prep(np.array([0.7, tau])), central_gradient(exact, [0.7, tau], h=1e-6),
                                    rtol=1e-6)
         assert prep.n_traces == traces
+
+
+@pytest.mark.parametrize("mode", ["forward", "reverse"])
+def test_dose_times_written_with_numpy_are_translated(mode):
+    """``TimeEvent(times=lambda p: np.array([0.0, p[2]]))``: times(p) written with NumPy
+    runs on traced values like f (it crashed every operator with a raw
+    TracerArrayConversionError). u(3) = a e^{-3k} + a e^{-k (3 - tau)}."""
+    prob = dxdt.ODEProblem(decay, [0.0], (0.0, 3.0), p=np.array([0.5, 1.0, 1.0]))
+    dose = dxdt.TimeEvent(times=lambda p: np.array([0.0, p[2]]), affect=lambda u, p, t: u.__setitem__(0, u[0] + p[1]))
+    k, a, tau = prob.p
+    expected = [-3 * a * math.exp(-3 * k) - (3 - tau) * a * math.exp(-k * (3 - tau)),
+                math.exp(-3 * k) + math.exp(-k * (3 - tau)), a * k * math.exp(-k * (3 - tau))]
+    np.testing.assert_allclose(sens.gradient(lambda u: u[-1, 0], prob, events=[dose], mode=mode, **TIGHT),
+                               expected, rtol=1e-8)
