@@ -646,6 +646,20 @@ def scipy_linear_algebra():
     return Idiom("scipy_linear_algebra", f, _positive(n), np.array([0.7, 0.4]), arrays=[tri, penta, M, *factor])
 
 
+@idiom
+def view_method():
+    """``buf.view()`` and ``du.view()``: NumPy's own whole-array views, written through."""
+    work = np.zeros(4)
+
+    def f(du, u, p, t):
+        v = work.view()
+        v[:] = u * p[0]
+        out = du.view()
+        out[:] = -v + work[::-1]
+
+    return Idiom("view_method", f, _positive(4), np.array([0.5]), arrays=[work])
+
+
 def gierer_meinhardt_model(N: int):
     """The seed's Gierer-Meinhardt model (DiffEq tutorial ``gm3!``) with six closure buffers.
 

@@ -519,6 +519,17 @@ class TracedArray:
     def transpose(self, *axes) -> TracedArray:
         return self._derive(lambda a: a.transpose(*axes))
 
+    def view(self, dtype=None, type=None) -> TracedArray:
+        """``a.view()``: a view of the whole array (writes go through); a view as another
+        dtype (a reinterpretation of the bytes) has no counterpart in JAX."""
+        if (dtype is None or np.dtype(dtype) == self.dtype) and type is None:
+            return self._derive(lambda a: a.view())
+        raise translation_error(
+            f"ndarray.view as {dtype if type is None else type} (a reinterpretation of the memory)",
+            "Memory layout does not exist in the translation: for the real and imaginary parts of a "
+            "complex array use z.real and z.imag (views that can be written), or np.stack / np.concatenate.",
+        )
+
     def sort(self, axis=-1, kind=None, order=None) -> None:
         self[...] = np.sort(self, axis=axis)
 
