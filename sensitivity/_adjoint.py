@@ -181,6 +181,10 @@ def _backward(g, state_cotangents, forward, u0, p, t0, t1, saveat, options, *, k
     return lam, mu, h, jnp.maximum(code, c), mismatch
 
 
+CHECKPOINT_BYTES = 4 * 2**20  # checkpoints of the chunked forward sweep (one state each) beyond the 64 always kept
+MIN_CHECKPOINTS = 64
+
+
 def chunked_interpolating_adjoint(g, state_cotangents, u0, p, t0, t1, saveat, options, *,
                                   chunk_steps: int, max_chunks: int, need_mu: bool = True, system=None):
     """``(lambda(t0), mu(t0), code)``: the interpolating adjoint, its dense forward solve
@@ -197,8 +201,8 @@ def chunked_interpolating_adjoint(g, state_cotangents, u0, p, t0, t1, saveat, op
     over it (:func:`_backward`, with ``lambda``, ``mu`` and the step carried across
     chunks). With one chunk this is the dense forward solve and :func:`adjoint_pass`
     (the first chunk starts with the step :func:`odeint` would choose); every further
-    chunk costs one more forward solve of its steps, and ``max_chunks`` checkpoints are
-    held (one state each). More chunks than that, or more steps than ``options.max_steps``
+    chunk costs one more forward solve of its steps, and at most ``max_chunks`` checkpoints
+    are held (one state each; no more than :data:`CHECKPOINT_BYTES` of them beyond 64). More chunks than that, or more steps than ``options.max_steps``
     in the sweep, give code 1 (``"max_steps"``). With ``system`` (a
     :class:`SecondOrderSystem` or :class:`StackedAdjointSystem`) the same sweep solves
     that system instead.
@@ -222,7 +226,8 @@ def chunked_interpolating_adjoint(g, state_cotangents, u0, p, t0, t1, saveat, op
     t0, t1 = jnp.asarray(t0, dtype), jnp.asarray(t1, dtype)
     direction = jnp.where(t1 >= t0, 1.0, -1.0)
     estimate = options.spectral_radius(None if system is None else lambda t, y, a: (t, *system.project(y, a)))
-    n = max_chunks + 1
+    state_bytes = sum(x.size * x.dtype.itemsize for x in jax.tree_util.tree_leaves(u0))
+    n = min(max_chunks, max(MIN_CHECKPOINTS, CHECKPOINT_BYTES // max(state_bytes, 1))) + 1
     anchor = _tangent_anchor(u0, p)
     marks_t = jnp.full((n,), t0)
     marks_u = jax.tree_util.tree_map(lambda x: _zeros(jnp.zeros((n,) + jnp.shape(x), x.dtype), anchor).at[0].set(x), u0)

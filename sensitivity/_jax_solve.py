@@ -38,7 +38,6 @@ from ._target import as_jax_tree, describe, to_numpy
 
 jax, jnp = load_jax()
 
-_MAX_CHUNKS = 64  # checkpoints (one state each) of the interpolating adjoint's forward sweep
 
 _HINTS = {
     "max_steps": "increase max_steps, or loosen rtol/atol",
@@ -99,9 +98,12 @@ def solve_static(g, options, adjoint: str, dense_steps: int, n_x: int) -> SolveS
     for the steps it holds (three times that size made ``jax.grad`` 45% slower on
     Gray-Scott 32). An ``(u0, p)`` that needs more steps is solved in chunks of that many
     (``chunked_interpolating_adjoint``), at the cost of solving the chunks but the last
-    twice, up to ``max_steps``; past that, NaN.
+    twice, up to ``max_steps``; past that, NaN. The checkpoints it may need for
+    ``max_steps`` are bounded by their memory in ``chunked_interpolating_adjoint`` (it
+    knows the state's size): a cap of 64 had given a NaN gradient, silently, to a
+    target 3 times from where ``F`` was built (an oscillator at 100 times its frequency).
     """
-    max_chunks = min(_MAX_CHUNKS, -(-options.max_steps // max(1, (3 * dense_steps) // 4))) if dense_steps else 0
+    max_chunks = -(-options.max_steps // max(1, (3 * dense_steps) // 4)) if dense_steps else 0
     return SolveStatic(g=g, options=options, adjoint=adjoint, dense_steps=dense_steps, n_x=n_x,
                        max_chunks=max_chunks)
 

@@ -18,6 +18,7 @@ import numpy as np
 
 from .. import _checks
 from .._backend_jax import structure
+from .._events import check_events
 from .._problem import ODEProblem
 from .._solution import SolverError
 from ..solvers import AbstractStabilized, Tsit5
@@ -324,7 +325,7 @@ def prepare(op: str, *args, method=None, saveat=None, rtol=1e-6, atol=1e-8,
         if note is not None:
             chosen, reason = chosen[: -len("forward")] + "reverse", reason + note
     _check_complex(op, prob, target.wrt, chosen, adjoint)
-    if events is not None:
+    if events is not None and len(check_events(events)):  # events=[]: none, as in solve
         from ._events import prepare_with_events
 
         return prepare_with_events(op, loss, prob, events, options, saveat, target, chosen, reason,

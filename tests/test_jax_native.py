@@ -471,3 +471,19 @@ def test_F_built_where_the_solve_fails_sizes_a_moderate_dense_buffer():
     assert F.spec.dense_steps <= 8192
     grad = jax.grad(lambda p: jnp.sum(F(jnp.ones(4), p)))(jnp.array([0.5]))
     np.testing.assert_allclose(grad, [4.0 / (1 - 0.5) ** 2], rtol=1e-6)  # u(1) = 1 / (1 - p)
+
+
+def test_gradient_far_from_where_F_was_built_is_not_nan():
+    """``F`` built for an oscillator at frequency 1 (a dense buffer of ~100 steps), its
+    gradient at frequency 100 (13.8k steps) by the chunked interpolating adjoint: the
+    checkpoints were capped at 64 chunks (~4.8k steps), past which ``jax.grad`` was NaN,
+    silently, though the solve succeeds and ``max_steps`` is 100000. Exact: d/dw cos(w T)."""
+    def oscillator(du, u, p, t):
+        du[0] = p[0] * u[1]
+        du[1] = -p[0] * u[0]
+
+    T = 10.0
+    prob = dxdt.ODEProblem(oscillator, np.array([1.0, 0.0]), (0.0, T), np.array([1.0]))
+    F = sens.jax_solve(prob, rtol=1e-8, atol=1e-10)
+    grad = jax.grad(lambda p: F(jnp.array([1.0, 0.0]), p)[-1, 0])(jnp.array([100.0]))
+    np.testing.assert_allclose(np.asarray(grad), [-T * np.sin(100.0 * T)], rtol=1e-5)

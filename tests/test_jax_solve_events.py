@@ -258,3 +258,25 @@ def test_a_float32_state_is_solved_in_float64_as_without_events():
     rows = F(jnp.array([U0], jnp.float32), jnp.array([K, D]))
     assert rows.dtype == jnp.float32
     np.testing.assert_allclose(rows[:, 0], [exact((U0, K, D), t)[0] for t in TS], rtol=1e-6)
+
+
+def test_dose_times_built_with_np_array_inside_jax_solve():
+    """``times=lambda p: np.array([p[2], p[2] + 1])`` inside ``jax_solve``: its private
+    copy of ``times`` was translated without its module's ``np`` (a copy of a copy did not
+    see the module's names), and ``np.array`` of traced values was refused. u(4) of
+    ``u' = -k u`` with doses ``a`` at ``tau`` and ``tau + 1``: the closed form's gradient."""
+    import math
+
+    def decay(du, u, p, t):
+        du[0] = -p[0] * u[0]
+
+    dose = dxdt.TimeEvent(times=lambda p: np.array([p[2], p[2] + 1.0]),
+                          affect=lambda u, p, t: u.__setitem__(0, u[0] + p[1]))
+    prob = dxdt.ODEProblem(decay, np.array([2.0]), (0.0, 4.0), np.array([0.7, 0.5, 1.2]))
+    F = sens.jax_solve(prob, events=[dose], rtol=1e-10, atol=1e-12)
+    k, a, tau = prob.p
+    spans = (4.0 - tau, 3.0 - tau)
+    exact = [-4 * 2.0 * math.exp(-4 * k) - sum(s * a * math.exp(-k * s) for s in spans),
+             sum(math.exp(-k * s) for s in spans), sum(a * k * math.exp(-k * s) for s in spans)]
+    grad = jax.grad(lambda p: F(jnp.asarray(prob.u0), p)[-1, 0])(jnp.asarray(prob.p))
+    np.testing.assert_allclose(np.asarray(grad), exact, rtol=1e-7)

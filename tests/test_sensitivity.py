@@ -297,3 +297,13 @@ def test_where_guarded_powers_outside_the_reals_have_reverse_gradients():
 
         with pytest.raises(dxdt.SolverError, match="np.where does not select.*mode='forward'"):
             sens.gradient(loss, prob.remake(f=g), saveat=ts, mode="reverse", **TIGHT)
+
+
+def test_an_empty_events_list_is_no_events():
+    """``events=[]`` (built programmatically) is no events, as in ``solve``; it crashed
+    every operator with a raw TypeError."""
+    prob = dxdt.ODEProblem(lambda du, u, p, t: du.__setitem__(slice(None), -p * u), np.array([1.0, 2.0]), (0.0, 2.0),
+                           np.array([0.5, 0.3]))
+    loss = lambda u: np.sum(u**2)  # noqa: E731
+    np.testing.assert_allclose(sens.gradient(loss, prob, events=[], **TIGHT), sens.gradient(loss, prob, **TIGHT),
+                               rtol=1e-12)

@@ -88,6 +88,14 @@ class _OverlayGlobals(dict):
     def __missing__(self, name: str):
         return self._module[name]
 
+    # the walk asks ``name in fn.__globals__`` and ``.get``: a copy of a copy (``f`` already
+    # duplicated) must see the module's names too, or its ``np`` would not be replaced
+    def __contains__(self, name) -> bool:
+        return dict.__contains__(self, name) or name in self._module
+
+    def get(self, name, default=None):
+        return self[name] if name in self else default
+
 
 def memoised_by_identity(fn: Callable) -> Callable:
     """``fn(obj)`` memoised per object by identity, not by hash (hashing a code object hashes
