@@ -27,7 +27,7 @@ from ._jax import load_jax
 from ._loss import translate_loss
 from ._mode import choose_mode, forward_instead_of_adjoint, reverse_for_stabilized, target_size
 from ._options import BACKSOLVE_DOUBTFUL, BACKSOLVE_MISMATCH, DERIVATIVE_NONFINITE, STATUS_CODES, SolveOptions, raise_on_failure
-from ._target import Target, check_wrt, describe, to_numpy
+from ._target import Target, check_wrt, describe, nonfinite_argument, to_numpy
 
 jax, jnp = load_jax()
 
@@ -142,6 +142,10 @@ class PreparedOperator:
         try:
             self._check(aux)
         except SolverError as err:
+            for argument, value in zip((f"target ({self._target.name})", "v"), (target, v)):
+                message = nonfinite_argument(value, argument)
+                if message is not None:
+                    raise ValueError(message) from err
             self._explain(err, aux, args[0])
             raise
         return self._to_user(result)

@@ -86,9 +86,11 @@ class Target:
         except TypeError as err:
             raise ValueError(f"{argument} ({self.name}) is not an array or a container of arrays") from err
         if [path for path, _ in now] != [path for path, _ in prepared]:
+            hint = (f"; pass {argument} as a NumPy array (np.asarray)" if isinstance(theta, (list, tuple))
+                    and [path for path, _ in prepared] == [""] else "; prepare it again")
             raise ValueError(
                 f"{argument} has structure {[p for p, _ in now]} but the operator was prepared "
-                f"for {self.name} with structure {[p for p, _ in prepared]}; prepare it again"
+                f"for {self.name} with structure {[p for p, _ in prepared]}{hint}"
             )
         for (path, shape), (_, expected) in zip(now, prepared):
             if shape != expected:
@@ -96,3 +98,20 @@ class Target:
                     f"{argument}{path} has shape {shape} but the operator was prepared for "
                     f"{self.name}{path} of shape {expected}; prepare it again for new shapes"
                 )
+        for path, leaf in jax.tree_util.tree_flatten_with_path(theta)[0]:
+            value = np.asarray(leaf)
+            where = f"{argument}{jax.tree_util.keystr(path)}"
+            if value.dtype.kind == "c" and np.any(value.imag != 0):
+                raise ValueError(f"{where} is complex: derivatives are taken in real directions; give its real "
+                                 "part (a complex state belongs in u0 of a complex problem)")
+
+
+def nonfinite_argument(value, argument: str) -> str | None:
+    """A message naming the first leaf of ``value`` with NaN or inf, or None. (Asked after a
+    failed call only: a check on every call would cost the prepared operator's fast path.)"""
+    for path, leaf in jax.tree_util.tree_flatten_with_path(value)[0]:
+        leaf = np.asarray(leaf)
+        if leaf.dtype.kind in "fc" and not np.all(np.isfinite(leaf)):
+            return (f"{argument}{jax.tree_util.keystr(path)} contains non-finite values (nan or inf): "
+                    "the solve and its derivative are undefined there; give finite values")
+    return None

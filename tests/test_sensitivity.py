@@ -307,3 +307,21 @@ def test_an_empty_events_list_is_no_events():
     loss = lambda u: np.sum(u**2)  # noqa: E731
     np.testing.assert_allclose(sens.gradient(loss, prob, events=[], **TIGHT), sens.gradient(loss, prob, **TIGHT),
                                rtol=1e-12)
+
+
+def test_bad_targets_and_directions_are_named():
+    """A NaN in ``p`` or in ``hvp``'s ``v`` is named (it was reported as a blow-up of the
+    solution, or as f not being differentiable); a list where an array was prepared gets
+    the hint to pass an array; a complex direction is refused (its imaginary part was
+    dropped with NumPy's ComplexWarning only)."""
+    prob = dxdt.ODEProblem(lambda du, u, p, t: du.__setitem__(slice(None), -p * u), np.array([1.0, 2.0]), (0.0, 2.0),
+                           np.array([0.5, 0.3]))
+    loss = lambda u: np.sum(u**2)  # noqa: E731
+    with pytest.raises(ValueError, match=r"target \(p\) contains non-finite values"):
+        sens.gradient(loss, prob.remake(p=np.array([np.nan, 0.3])))
+    with pytest.raises(ValueError, match="v contains non-finite values"):
+        sens.hvp(loss, prob, np.array([np.nan, 0.0]))
+    with pytest.raises(ValueError, match=r"pass v as a NumPy array"):
+        sens.hvp(loss, prob, [1.0, 0.0])
+    with pytest.raises(ValueError, match="v is complex"):
+        sens.hvp(loss, prob, np.array([1.0, 1j]))
