@@ -181,7 +181,9 @@ def _backward(g, state_cotangents, forward, u0, p, t0, t1, saveat, options, *, k
     return lam, mu, h, jnp.maximum(code, c), mismatch
 
 
-CHECKPOINT_BYTES = 4 * 2**20  # checkpoints of the chunked forward sweep (one state each) beyond the 64 always kept
+# checkpoints of the chunked forward sweep (one state each): at least MIN_CHECKPOINTS, more
+# while they fit in CHECKPOINT_BYTES, never more than max_steps can use
+CHECKPOINT_BYTES = 4 * 2**20
 MIN_CHECKPOINTS = 64
 
 
@@ -201,9 +203,10 @@ def chunked_interpolating_adjoint(g, state_cotangents, u0, p, t0, t1, saveat, op
     over it (:func:`_backward`, with ``lambda``, ``mu`` and the step carried across
     chunks). With one chunk this is the dense forward solve and :func:`adjoint_pass`
     (the first chunk starts with the step :func:`odeint` would choose); every further
-    chunk costs one more forward solve of its steps, and at most ``max_chunks`` checkpoints
-    are held (one state each; no more than :data:`CHECKPOINT_BYTES` of them beyond 64). More chunks than that, or more steps than ``options.max_steps``
-    in the sweep, give code 1 (``"max_steps"``). With ``system`` (a
+    chunk costs one more forward solve of its steps. At most ``max_chunks`` checkpoints
+    are held (one state each): :data:`MIN_CHECKPOINTS`, or more while they fit in
+    :data:`CHECKPOINT_BYTES`. More chunks than that, or more steps than
+    ``options.max_steps`` in the sweep, give code 1 (``"max_steps"``). With ``system`` (a
     :class:`SecondOrderSystem` or :class:`StackedAdjointSystem`) the same sweep solves
     that system instead.
 

@@ -100,10 +100,9 @@ class Target:
                 )
         for path, leaf in jax.tree_util.tree_flatten_with_path(theta)[0]:
             value = np.asarray(leaf)
-            where = f"{argument}{jax.tree_util.keystr(path)}"
             if value.dtype.kind == "c" and np.any(value.imag != 0):
-                raise ValueError(f"{where} is complex: derivatives are taken in real directions; give its real "
-                                 "part (a complex state belongs in u0 of a complex problem)")
+                raise ValueError(f"{argument}{jax.tree_util.keystr(path)} is complex: derivatives are taken in real "
+                                 "directions; give its real part (a complex state belongs in u0 of a complex problem)")
 
 
 def nonfinite_argument(value, argument: str) -> str | None:

@@ -144,10 +144,6 @@ def integrate(
     is_finite = cmath.isfinite if u0.dtype.kind == "c" else math.isfinite
     sum_squares = (lambda x: np.vdot(x, x)) if u0.dtype.kind == "c" else (lambda x: x.dot(x))
     atol_over_rtol = atol_flat / rtol
-    # A u_new that overflowed from finite stages has an infinite error scale and so a zero
-    # scaled error: the step was accepted, and inf rows returned. (err / scale) . scale is
-    # then NaN (0 * inf), and otherwise the sum of the unscaled errors: one dot (0.3 us,
-    # half a sum), no vector more
 
     saver = _Saver(ws, tableau, shape, t0, saveat, dense)
     t_clip = t1  # the next time to step to exactly: t1, or a TimeEvent's time
@@ -216,6 +212,9 @@ def integrate(
             np.add(ws.scale, atol_over_rtol, out=ws.scale)
             np.divide(err, ws.scale, out=err)
             err_norm = abs(dt) / rtol * math.sqrt(abs(sum_squares(err)) / n)
+            # a u_new that overflowed from finite stages has an infinite scale, so a zero scaled
+            # error (the step was accepted, and inf rows returned): (err / scale) . scale is NaN
+            # there (0 * inf), else the sum of the unscaled errors; one dot, no vector more
             finite = math.isfinite(err_norm) and is_finite(err.dot(ws.scale))
             if not finite or err_norm > 1.0:
                 nreject += 1

@@ -15,7 +15,7 @@ import types
 import numpy as np
 
 from ._traced import TracedArray, all_concrete, contains_traced, operand, unwrap, wrap
-from ._views import jnp
+from ._views import jax, jnp
 
 
 def _array(obj, dtype=None, *, copy=True, order="K", subok=False, ndmin=0, like=None):
@@ -136,11 +136,10 @@ def _solve_banded(l_and_u, ab, b, overwrite_ab=False, overwrite_b=False, check_f
     ab, b = jnp.asarray(ab), jnp.asarray(b)
     n = ab.shape[1]
     if (lower, upper) == (1, 1):
-        import jax
-
-        rhs = b.reshape(n, -1)
-        dl, d, du = jnp.concatenate([jnp.zeros(1, ab.dtype), ab[2, :-1]]), ab[1], jnp.concatenate([ab[0, 1:], jnp.zeros(1, ab.dtype)])
-        return jax.lax.linalg.tridiagonal_solve(dl, d, du, rhs.astype(jnp.result_type(ab, rhs))).reshape(b.shape)
+        zero = jnp.zeros(1, ab.dtype)
+        below, diagonal, above = jnp.concatenate([zero, ab[2, :-1]]), ab[1], jnp.concatenate([ab[0, 1:], zero])
+        rhs = b.reshape(n, -1).astype(jnp.result_type(ab, b))
+        return jax.lax.linalg.tridiagonal_solve(below, diagonal, above, rhs).reshape(b.shape)
     rows, cols = np.indices((n, n))
     band = rows - cols
     inside = (band >= -upper) & (band <= lower)
@@ -247,41 +246,31 @@ def replacement(obj):
     if found is not None or not isinstance(obj, (types.ModuleType, types.FunctionType)):
         return found
     proxies = _scipy_proxies()
-    if not proxies:
-        return None
-    for name, proxy in proxies.items():
+    for name, (proxy, stand_ins) in proxies.items():
         if obj is sys.modules[name]:
             return proxy
-    if obj is sys.modules.get("scipy"):
-        return _ScipyProxy(obj, proxies)
-    for name, proxy in proxies.items():
-        module = sys.modules[name]
-        for attribute in _functions(name):
-            if getattr(module, attribute, None) is obj:
-                return getattr(proxy, attribute)
+        if id(obj) in stand_ins:
+            return stand_ins[id(obj)]
+    if proxies and obj is sys.modules.get("scipy"):
+        return _ScipyProxy(obj, {name: proxy for name, (proxy, _) in proxies.items()})
     return None
 
 
-_PROXIES: dict = {}
-
-
-def _functions(module: str) -> dict:
-    if module not in _FUNCTIONS:
-        _FUNCTIONS[module] = _SCIPY[module]()
-    return _FUNCTIONS[module]
-
-
-_FUNCTIONS: dict = {}
+_PROXIES: dict = {}  # id of an imported SciPy module -> (its proxy, {id of a function: its stand-in})
 
 
 def _scipy_proxies() -> dict:
-    """The proxies of the SciPy modules of :data:`_SCIPY` that are imported."""
+    """``{name: (proxy, stand-ins by the id of the function)}`` of the SciPy modules of
+    :data:`_SCIPY` that are imported (built once per module)."""
     out = {}
-    for name in _SCIPY:
+    for name, functions in _SCIPY.items():
         module = sys.modules.get(name)
         if module is None:
             continue
         if id(module) not in _PROXIES:
-            _PROXIES[id(module)] = _ScipyModuleProxy(module, _functions(name))
+            counterparts = functions()
+            proxy = _ScipyModuleProxy(module, counterparts)
+            stand_ins = {id(getattr(module, attribute)): getattr(proxy, attribute) for attribute in counterparts}
+            _PROXIES[id(module)] = (proxy, stand_ins)
         out[name] = _PROXIES[id(module)]
     return out
