@@ -802,6 +802,8 @@ def test_scipy_interpolants_of_data_evaluate_at_traced_times(name):
         got = np.asarray(evaluate(jnp.asarray(sign * np.asarray(x)), 0))
         assert got.shape == expected.shape
         np.testing.assert_allclose(got, expected, rtol=1e-13, atol=1e-13, equal_nan=True)
+    if name in ("interp1d linear", "interp1d cubic"):  # SciPy raises outside: NaN ends the solve "nonfinite"
+        assert np.all(np.isnan(np.asarray(evaluate(jnp.asarray(12.0), 0))))
     if hasattr(obj, "derivative") and "periodic" not in name:
         for x in (3.3, 7.1):
             np.testing.assert_allclose(np.asarray(evaluate(jnp.asarray(sign * x), 1)), obj(sign * x, 1), rtol=1e-12)
@@ -831,3 +833,39 @@ def test_ode_forced_by_a_cubic_spline_of_data():
     h = 1e-6
     np.testing.assert_allclose(grad, [(loss(prob.p + h * e) - loss(prob.p - h * e)) / (2 * h) for e in np.eye(2)],
                                rtol=1e-7)
+
+
+def test_refusals_of_the_new_translations_name_the_construct_and_the_line():
+    """The error paths of today's translations: a view as another dtype, np.vectorize with
+    signature=, a SciPy interpolant called with extrapolate= on a traced point, second-order
+    np.gradient edges on two points, sliding windows with unmatched axes, and a jax.numpy
+    ValueError (np.pad's linear_ramp to a value of p): TranslationErrors naming the line."""
+    from scipy.interpolate import CubicSpline
+
+    spline = CubicSpline(np.linspace(0.0, 1.0, 5), np.arange(5.0))
+    row = np.vectorize(lambda a: a.sum(), signature="(n)->()")
+
+    def other_dtype(du, u, p, t):
+        du[:] = u.view(np.int64)
+
+    def with_signature(du, u, p, t):
+        du[:] = row(u[None, :] * p)
+
+    def extrapolate(du, u, p, t):
+        du[:] = spline(t, extrapolate=True) * u
+
+    def two_points(du, u, p, t):
+        du[:] = np.gradient(u, 0.1, edge_order=2)
+
+    def unmatched_windows(du, u, p, t):
+        du[:] = np.lib.stride_tricks.sliding_window_view(u, (2, 2), axis=0)[:, 0, 0].sum() * u
+
+    def ramp(du, u, p, t):
+        du[:] = np.pad(u, 1, mode="linear_ramp", end_values=(p[0], 0.0))[1:-1]
+
+    assert "z.real" in _raises(other_dtype, match="ndarray.view as int64")
+    _raises(with_signature, match="np.vectorize with signature=", p=np.array([1.0]))
+    _raises(extrapolate, match="SciPy interpolant called with extrapolate=")
+    _raises(two_points, match="(?s)np.gradient with these arguments.*at least 3 points")
+    _raises(unmatched_windows, match="same length")
+    _raises(ramp, match="np.pad with these arguments", p=np.array([1.0]))

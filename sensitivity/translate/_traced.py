@@ -525,7 +525,7 @@ class TracedArray:
         if (dtype is None or np.dtype(dtype) == self.dtype) and type is None:
             return self._derive(lambda a: a.view())
         raise translation_error(
-            f"ndarray.view as {dtype if type is None else type} (a reinterpretation of the memory)",
+            f"ndarray.view as {np.dtype(dtype) if type is None else type.__name__} (a reinterpretation of the memory)",
             "Memory layout does not exist in the translation: for the real and imaginary parts of a "
             "complex array use z.real and z.imag (views that can be written), or np.stack / np.concatenate.",
         )
