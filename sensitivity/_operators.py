@@ -203,12 +203,14 @@ class PreparedOperator:
                 )
 
     def _to_user(self, result):
+        """NumPy results, float64 on every strategy (the discrete adjoint of a float32
+        problem differentiates float32 steps; the others integrate in float64)."""
         if self.op == "value_and_gradient":
             value, grad = result
-            return float(value), to_numpy(grad)
+            return float(value), _widen(to_numpy(grad))
         if self.op in ("gradient", "hvp"):
-            return to_numpy(result[1])
-        return to_numpy(result)
+            return _widen(to_numpy(result[1]))
+        return _widen(to_numpy(result))
 
     def __repr__(self) -> str:
         return f"PreparedOperator(op={self.op!r}, mode={self.mode!r}, n_traces={self.n_traces})"
@@ -244,11 +246,22 @@ def _resolve_mode(op, prob, wrt, mode, adjoint, n_outputs) -> tuple[str, str]:
     return chosen, reason
 
 
+def _widen(tree: Any) -> Any:
+    """Floating leaves narrower than float64 (complex64) as float64 (complex128)."""
+    if type(tree) is np.ndarray and tree.dtype == np.float64:  # the common case
+        return tree
+    return jax.tree_util.tree_map(
+        lambda x: x.astype(np.promote_types(x.dtype, np.float64)) if np.issubdtype(x.dtype, np.inexact) else x, tree)
+
+
 def _numpy_tree(tree: Any, dtype) -> Any:
-    """Leaves as NumPy copies, non-floating ones cast to the problem's floating dtype."""
+    """Leaves as NumPy copies, cast to the problem's floating dtype or wider: a float32
+    ``p`` of a float64 state is solved in float64 (its adjoint's increments were rounded
+    to float32: a reverse gradient 20x less accurate than rtol 1e-10 asked)."""
     def leaf(x):
         x = np.array(x)
-        return x if np.issubdtype(x.dtype, np.inexact) else x.astype(dtype)
+        wide = np.promote_types(x.dtype, dtype) if np.issubdtype(x.dtype, np.inexact) else dtype
+        return x if x.dtype == wide else x.astype(wide)
     return jax.tree_util.tree_map(leaf, tree)
 
 
