@@ -83,6 +83,18 @@ class Program:
     traces: int = 1
     key: str = ""
     from_disk: bool = False
+    shown: dict = field(default_factory=dict, repr=False)  # warnings registry of replay_warnings
+
+    def replay_warnings(self) -> None:
+        """Emit again the warnings its build raised (``meta["warnings"]``, e.g. a closure
+        buffer that carries state from call to call): a program found in a cache skips the
+        trace that raised them. Through the user's filters; once per program and process
+        under the ``"default"`` action."""
+        import builtins
+
+        for name, message, filename, lineno in self.meta.get("warnings", ()):
+            category = getattr(builtins, name, UserWarning)
+            warnings.warn_explicit(message, category, filename, lineno, registry=self.shown)
 
     def matches(self, reaches: Sequence[Reach]) -> bool:
         return not self.reads or all(read.matches(reaches) for read in self.reads)
@@ -177,7 +189,7 @@ def lookup(kind: str, static: tuple, callables: Sequence[Callable], build: Calla
         _COUNTS["disk_hits"] += 1
     else:
         with without_host_callbacks():
-            program = build()
+            program = _build_recording_warnings(build)
         _COUNTS["builds"] += 1
         _LAST_BUILD.clear()
         _LAST_BUILD.update(kind=kind, trace_s=program.meta.get("trace_s"), compile_s=program.meta.get("compile_s"))
@@ -185,6 +197,32 @@ def lookup(kind: str, static: tuple, callables: Sequence[Callable], build: Calla
         if directory is not None:
             _store(directory, program)
     remember(program)
+    program.replay_warnings()
+    return program
+
+
+def _build_recording_warnings(build: Callable[[], Program]) -> Program:
+    """``build()``, its warnings of builtin categories kept in ``meta["warnings"]`` for
+    :meth:`Program.replay_warnings` (which emits them); the others are emitted here."""
+    import builtins
+
+    caught: list = []
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            program = build()
+    except BaseException:
+        for w in caught:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+        raise
+    kept = []
+    for w in caught:
+        if getattr(builtins, w.category.__name__, None) is w.category:
+            kept.append((w.category.__name__, str(w.message), w.filename, w.lineno))
+        else:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    if kept:
+        program.meta["warnings"] = kept
     return program
 
 

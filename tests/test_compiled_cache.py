@@ -8,6 +8,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -770,3 +771,34 @@ def test_nan_mode_of_equinox_checks_is_per_thread_and_restored():
     assert np.isnan(seen["a"]) and np.isnan(seen["b"])  # dxdt's own traces: NaN, no callback
     assert seen["user during"] == "raised"
     assert user_check(5.0) == "raised"
+
+
+_CARRIED = np.zeros(2)
+
+
+def _stateful(du, u, p, t):
+    _CARRIED[:] = _CARRIED + u  # read before written: state carried from call to call
+    du[:] = -p * u
+
+
+def test_a_build_warning_is_raised_again_when_the_program_comes_from_a_cache(private_cache):
+    """The stale-buffer warning is raised by the trace; a program found on disk (a rerun
+    of the script) skips the trace and returned the gradient silently."""
+    prob = dxdt.ODEProblem(_stateful, np.array([1.0, 2.0]), (0.0, 1.0), np.array([0.5, 0.3]))
+    before = _CARRIED.copy()
+    grad = lambda: sens.gradient(lambda u: np.sum(u[-1] ** 2), prob, saveat=[1.0], **TOL)  # noqa: E731
+    message = "global variable '_CARRIED' of _stateful is read before it is written"
+    with pytest.warns(UserWarning, match=message):
+        built = grad()
+    builds = counts()[0]
+    compiled.clear_cache(disk=False)  # as in a new process
+    with pytest.warns(UserWarning, match=message):
+        loaded = grad()
+    assert counts()[0] == builds and counts()[2] >= 1  # not traced again: from the disk
+    np.testing.assert_array_equal(loaded, built)
+    compiled.clear_cache(disk=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        warnings.filterwarnings("ignore", message=message)  # the user's filters apply
+        grad()
+    np.testing.assert_array_equal(_CARRIED, before)
