@@ -780,6 +780,10 @@ def _interpolants():
         "interp1d fill_value": interpolate.interp1d(td, Y, axis=0, bounds_error=False, fill_value=(-1.0, 5.0)),
         "interp1d extrapolate": interpolate.interp1d(td, yd, fill_value="extrapolate"),
         "interp1d cubic": interpolate.interp1d(td, Y.T, kind="cubic"),
+        "interp1d previous": interpolate.interp1d(td, yd, kind="previous", bounds_error=False, fill_value=(0.0, 9.0)),
+        "interp1d next 2-D": interpolate.interp1d(td, Y, kind="next", axis=0, fill_value="extrapolate"),
+        "interp1d nearest axis=1": interpolate.interp1d(td, Y.T, kind="nearest", fill_value="extrapolate"),
+        "interp1d nearest-up": interpolate.interp1d(td, yd, kind="nearest-up", bounds_error=False),
     }
 
 
@@ -794,7 +798,7 @@ def test_scipy_interpolants_of_data_evaluate_at_traced_times(name):
     obj = _interpolants()[name]
     evaluate = jax.jit(Interpolant(obj)._evaluate, static_argnums=1)
     sign = -1.0 if "decreasing" in name else 1.0
-    points = [3.3, 0.0, 10.0, 7.0, np.array([1.2, 5.5, 9.99])]
+    points = [3.3, 0.0, 10.0, 7.0, 6.5, np.array([1.2, 5.5, 9.99, 4.0])]  # (and ties: data, midpoints)
     if "linear" not in name and "cubic" not in name:  # interp1d's bounds_error raises outside
         points += [12.0, -1.5]
     for x in points:
@@ -833,6 +837,36 @@ def test_ode_forced_by_a_cubic_spline_of_data():
     h = 1e-6
     np.testing.assert_allclose(grad, [(loss(prob.p + h * e) - loss(prob.p - h * e)) / (2 * h) for e in np.eye(2)],
                                rtol=1e-7)
+
+
+def test_ode_driven_by_a_rate_table_held_until_its_next_entry():
+    """``du = -k u + r(t)``, ``r`` an ``interp1d(kind="previous")`` table (an infusion
+    rate changed every 2 h): both backends and the gradient against the closed form,
+    ``u = r_i / k + (u_i - r_i / k) exp(-k (t - t_i))`` on each interval (the
+    piecewise-constant kinds were refused before)."""
+    from scipy.interpolate import interp1d
+
+    td, rates = np.arange(0.0, 12.0, 2.0), np.array([1.0, 0.0, 2.5, 0.5, 0.0, 3.0])
+    rate = interp1d(td, rates, kind="previous", fill_value="extrapolate")
+
+    def f(du, u, p, t):
+        du[0] = -p[0] * u[0] + rate(t)
+
+    def exact(k, T=9.0, u=1.0):
+        for t_i, r in zip(td, rates):
+            if t_i >= T:
+                break
+            dt = min(T, t_i + 2.0) - t_i
+            u = r / k + (u - r / k) * np.exp(-k * dt)
+        return u
+
+    prob = dxdt.ODEProblem(f, np.array([1.0]), (0.0, 9.0), np.array([0.4]))
+    for backend in ("numpy", "jax"):
+        sol = dxdt.solve(prob, rtol=1e-10, atol=1e-12, saveat=[9.0], backend=backend)
+        np.testing.assert_allclose(sol.u[-1, 0], exact(0.4), rtol=1e-8)
+    grad = dxdt.sensitivity.gradient(lambda U: U[-1, 0], prob, saveat=[9.0], rtol=1e-10, atol=1e-12)
+    h = 1e-6
+    np.testing.assert_allclose(grad, [(exact(0.4 + h) - exact(0.4 - h)) / (2 * h)], rtol=1e-7)
 
 
 def test_refusals_of_the_new_translations_name_the_construct_and_the_line():

@@ -6,7 +6,8 @@ a SciPy interpolant of the data at ``t``: ``CubicSpline``, ``PchipInterpolator``
 ``interp1d``. Their evaluation is NumPy code that a traced ``t`` cannot pass through.
 Each is a piecewise polynomial on breakpoints ``x_0 < ... < x_m`` (``BSpline`` and the
 spline kinds of ``interp1d`` by ``PPoly.from_spline``, ``interp1d(kind="linear")`` by its
-slopes), which :class:`Interpolant` evaluates with ``jax.numpy``:
+slopes; ``interp1d``'s piecewise-constant kinds are looked up by SciPy's rules), which
+:class:`Interpolant` evaluates with ``jax.numpy``:
 
 .. math:: s(x) = \\sum_{j=0}^{k} c_{j,i} (x - x_i)^{k-j}, \\qquad x_i \\le x < x_{i+1},
 
@@ -50,10 +51,11 @@ def _piecewise(obj):
             breaks, coefficients = obj.x, np.stack([slopes, y[:-1]])
         elif getattr(obj, "_spline", None) is not None:
             breaks, coefficients = _pp_form(obj._spline)
-        else:  # nearest, previous, next: piecewise constant by other rules
-            return None
+        else:  # nearest, nearest-up, previous, next: a table, see Interpolant._stepwise
+            breaks, coefficients = obj.x, None
         extra = tuple(obj._y_extra_shape)  # y's shape without the interpolation axis
-        coefficients = np.asarray(coefficients).reshape(np.shape(coefficients)[:2] + extra)
+        if coefficients is not None:
+            coefficients = np.asarray(coefficients).reshape(np.shape(coefficients)[:2] + extra)
         if obj._extrapolate:
             outside = "extrapolate"
         elif obj.bounds_error:
@@ -92,12 +94,15 @@ class Interpolant:
     def __init__(self, obj):
         self._original = obj
         breaks, coefficients, self._axis, self._outside = _piecewise(obj)
-        breaks, coefficients = np.asarray(breaks, float), np.asarray(coefficients)
-        if breaks[0] > breaks[-1]:  # decreasing breakpoints: search in -x
-            self._sign = -1.0
+        breaks = np.asarray(breaks, float)
+        self._sign = -1.0 if breaks[0] > breaks[-1] else 1.0  # decreasing breakpoints: search in -x
+        self._breaks = breaks
+        if coefficients is None:  # interp1d's nearest, nearest-up, previous, next
+            self._coefficients = None
+            self._extra_ndim = len(obj._y_extra_shape)
         else:
-            self._sign = 1.0
-        self._breaks, self._coefficients = breaks, coefficients
+            self._coefficients = np.asarray(coefficients)
+            self._extra_ndim = self._coefficients.ndim - 2
 
     def __call__(self, x, nu=0, extrapolate=None):
         if all_concrete(unwrap(x)):
@@ -111,8 +116,29 @@ class Interpolant:
                                     "Call it with the point (and a derivative order nu >= 0) only.")
         return wrap(self._evaluate(jnp.asarray(unwrap(x)), int(nu)))
 
+    def _stepwise(self, x):
+        """interp1d's piecewise-constant kinds, by SciPy's own rules (``_call_nearest``,
+        ``_call_previousnext``), ties at the data points and midpoints going the same way;
+        its values, ``_y``, have the shape ``(n, prod(extra))``. SciPy searches the data
+        moved by one ulp (``previous``: ``nextafter(x, -inf)``, side left; ``next``: to
+        +inf, side right), which is searching ``x`` itself with the other side (and keeps
+        the subnormal ``nextafter(0, inf)``, which XLA flushes to 0, out)."""
+        obj = self._original
+        n = len(obj.x)
+        if obj._kind in ("nearest", "nearest-up"):
+            i = jnp.clip(jnp.searchsorted(jnp.asarray(obj.x_bds), x, side=obj._side), 0, n - 1)
+        else:
+            side = "right" if obj._side == "left" else "left"
+            i = jnp.clip(jnp.searchsorted(jnp.asarray(obj.x), x, side=side), 1 - obj._ind, n - obj._ind)
+            i = i + obj._ind - 1
+        value = jnp.asarray(obj._y)[i]
+        return value.reshape(x.shape + tuple(obj._y_extra_shape))
+
     def _evaluate(self, x, nu: int):
         breaks, c, sign = self._breaks, self._coefficients, self._sign
+        if c is None:
+            value = self._stepwise(x) if nu == 0 else jnp.zeros(x.shape + tuple(self._original._y_extra_shape))
+            return self._outside_and_axes(x, value)
         for _ in range(nu):  # d/dx of sum_j c_j (x - x_i)^(k - j)
             k = c.shape[0] - 1
             c = c[:-1] * np.arange(k, 0, -1).reshape((-1,) + (1,) * (c.ndim - 1)) if k > 0 else np.zeros_like(c)
@@ -124,13 +150,20 @@ class Interpolant:
         value = jnp.asarray(c[0])[i]
         for row in c[1:]:
             value = value * dx + jnp.asarray(row)[i]
+        return self._outside_and_axes(x, value)
+
+    def _outside_and_axes(self, x, value):
+        """``value`` (shape ``x.shape + extra``) outside the breakpoints and with the
+        point's axes where SciPy puts them."""
+        breaks = self._breaks
         lo, hi = min(breaks[0], breaks[-1]), max(breaks[0], breaks[-1])
-        below = (x < lo).reshape(dx.shape)
-        above = (x > hi).reshape(dx.shape)
+        dx_shape = x.shape + (1,) * self._extra_ndim
+        below = (x < lo).reshape(dx_shape)
+        above = (x > hi).reshape(dx_shape)
         if self._outside == "nan":
             value = jnp.where(below | above, jnp.nan, value)
         elif isinstance(self._outside, tuple):
             value = jnp.where(below, self._outside[0], jnp.where(above, self._outside[1], value))
         # the point's axes where SciPy puts them: at the interpolation axis of the data
-        axis = self._axis % (c.ndim - 1) if c.ndim > 2 else 0
+        axis = self._axis % (self._extra_ndim + 1) if self._extra_ndim else 0
         return jnp.moveaxis(value, tuple(range(x.ndim)), tuple(range(axis, axis + x.ndim)))
