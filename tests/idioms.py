@@ -660,6 +660,32 @@ def view_method():
     return Idiom("view_method", f, _positive(4), np.array([0.5]), arrays=[work])
 
 
+@idiom
+def piecewise_rates():
+    """``np.piecewise`` with callables, a constant and an ``otherwise`` value: a rate law
+    that switches form at a threshold (a later condition wins where two hold)."""
+    def f(du, u, p, t):
+        rate = np.piecewise(u, [u < 0.5, u > 0.9, u > 1.2], [lambda x: p[0] * x, lambda x: p[1] * x**2, 0.25,
+                                                             lambda x: np.sqrt(x) * p[0]])
+        du[:] = -rate + np.piecewise(t, [t < 1.0], [p[1], 0.0])
+
+    return Idiom("piecewise_rates", f, np.array([0.2, 0.7, 1.0, 1.3]), np.array([0.5, 0.3]))
+
+
+@idiom
+def r_and_c_concatenation():
+    """``np.r_`` and ``np.c_`` of pieces of ``u``, constants and a range."""
+    w = np.arange(3.0)
+
+    def f(du, u, p, t):
+        shifted = np.r_[u[1:], u[:1]]
+        ends = np.r_[p[0], 0:2, w[:1]]  # a scalar, a range and a constant array
+        pairs = np.c_[u, shifted]  # columns
+        du[:] = -p[0] * u + 0.1 * pairs[:, 1] * pairs[:, 0] + ends.sum() * 1e-2
+
+    return Idiom("r_and_c_concatenation", f, _positive(4), np.array([0.5]), arrays=[w])
+
+
 def gierer_meinhardt_model(N: int):
     """The seed's Gierer-Meinhardt model (DiffEq tutorial ``gm3!``) with six closure buffers.
 

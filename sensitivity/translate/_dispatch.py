@@ -41,7 +41,6 @@ UNSUPPORTED: dict[str, str] = {
     "apply_along_axis": "It calls a Python function on slices: write the loop over slices "
     "in f itself, or vectorise with array operations.",
     "apply_over_axes": "It calls a Python function: apply the reduction directly.",
-    "piecewise": "It calls Python functions: combine the pieces with np.select or np.where.",
     "place": "Write a[:] = np.where(mask, values, a) (or np.putmask) instead.",
     "shares_memory": "Memory layout does not exist in the translation: restructure f.",
     "may_share_memory": "Memory layout does not exist in the translation: restructure f.",
@@ -495,6 +494,32 @@ def _where(func, name, args, kwargs):
     return _generic(func, name, args, kwargs)
 
 
+def _piecewise(func, name, args, kwargs):
+    """``np.piecewise(x, condlist, funclist, *args, **kw)``: each function of the whole
+    ``x`` (NumPy passes it ``x[cond]``; the same values for elementwise functions), chosen
+    with ``where`` in list order, so that a later condition wins where two hold (as NumPy
+    writes them in order); a constant where it is not callable; 0 where no condition holds,
+    unless ``funclist`` has one more entry, the ``otherwise`` value. A function's values
+    where its condition does not hold are computed and discarded (a NaN there makes a
+    reverse-mode derivative NaN, as for ``np.where``)."""
+    x, condlist, funclist, *extra = args
+    value = jnp.asarray(_traced.operand(x))
+    if np.isscalar(condlist) or (not isinstance(condlist[0], (list, np.ndarray, _traced.TracedArray))
+                                 and value.ndim != 0):
+        condlist = [condlist]
+    conditions = [jnp.broadcast_to(jnp.asarray(_traced.operand(c), bool), value.shape) for c in condlist]
+    if len(funclist) == len(conditions) + 1:
+        conditions.append(~jnp.any(jnp.stack(conditions), axis=0) if conditions else jnp.ones(value.shape, bool))
+    elif len(funclist) != len(conditions):
+        raise ValueError(f"with {len(conditions)} condition(s), either {len(conditions)} or "
+                         f"{len(conditions) + 1} functions are expected")
+    out = jnp.zeros_like(value)
+    for condition, piece in zip(conditions, funclist):
+        piece = _traced.operand(piece(x, *extra, **kwargs) if callable(piece) else piece)
+        out = jnp.where(condition, jnp.asarray(piece).astype(out.dtype), out)
+    return _traced.wrap(out)
+
+
 def _shape_query(func, name, args, kwargs):
     """``np.shape``/``np.ndim``/``np.size``: static, and not a read of the array."""
     a = args[0]
@@ -543,4 +568,5 @@ _SPECIAL = {
     "fill_diagonal": _fill_diagonal,
     "put_along_axis": _put_along_axis,
     "where": _where,
+    "piecewise": _piecewise,
 }

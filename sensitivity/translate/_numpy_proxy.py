@@ -71,6 +71,47 @@ def _fromiter(iterable, dtype, count=-1, *, like=None):
     return wrap(jnp.stack([jnp.asarray(operand(x)) for x in items]).astype(dtype))
 
 
+class _Concatenator:
+    """``np.r_`` / ``np.c_`` inside the traced copy of ``f``. On items that may depend on
+    ``u``, ``p`` or ``t``: a slice becomes its range (``np.r_[0:3]``), a scalar a 1-d
+    array, and the items are joined along the first axis (``r_``), or, 1-d items as
+    columns, along the last (``c_``, NumPy's ``r_['-1,2,0', ...]``); the string directives
+    (``np.r_['0,2', ...]``) are refused there. NumPy's own on constants."""
+
+    def __init__(self, original, columns: bool):
+        self._original, self._columns = original, columns
+
+    def __getitem__(self, key):
+        items = key if isinstance(key, tuple) else (key,)
+        if not contains_traced(items):
+            result = self._original[key]
+            return wrap(result) if isinstance(result, np.ndarray) and result.dtype.kind in "biufc" else result
+        if any(isinstance(item, str) for item in items):
+            from ._errors import translation_error
+
+            raise translation_error("np.r_/np.c_ with a string directive on values that depend on u, p or t",
+                                    "Join the arrays with np.concatenate or np.stack.")
+        parts = []
+        for item in items:
+            part = jnp.asarray(np.r_[item] if isinstance(item, slice) else operand(item))
+            part = part.reshape(-1) if part.ndim == 0 else part
+            parts.append(part[:, None] if self._columns and part.ndim == 1 else part)
+        dtype = jnp.result_type(*parts)
+        return wrap(jnp.concatenate([part.astype(dtype) for part in parts], axis=-1 if self._columns else 0))
+
+
+def _piecewise(x, condlist, funclist, *args, **kw):
+    """``np.piecewise`` inside the traced copy of ``f``: NumPy's own on constants without
+    functions; else :func:`._dispatch._piecewise` (NumPy dispatches only on ``x`` and the
+    conditions, and writes the functions' values, or a constant of ``p``, into a NumPy
+    array)."""
+    if not contains_traced((x, condlist, list(funclist))) and not any(map(callable, funclist)):
+        return np.piecewise(x, condlist, funclist, *args, **kw)
+    from ._dispatch import _piecewise as traced_piecewise
+
+    return traced_piecewise(np.piecewise, "piecewise", (x, condlist, funclist, *args), kw)
+
+
 # np.empty gives zeros: its content is undefined in NumPy, and zeros keep runs reproducible.
 CONSTRUCTORS = {
     "array": _array, "asarray": _asarray, "asanyarray": _asarray,
@@ -78,6 +119,7 @@ CONSTRUCTORS = {
     "ones": _constructor(1), "full": _full, "fromiter": _fromiter,
     **{name: _made_by(getattr(np, name)) for name in ("eye", "identity", "arange", "linspace", "logspace",
                                                       "geomspace", "tri", "fromfunction")},
+    "piecewise": _piecewise, "r_": _Concatenator(np.r_, columns=False), "c_": _Concatenator(np.c_, columns=True),
 }  # fmt: skip
 _REPLACED = {id(getattr(np, name)): function for name, function in CONSTRUCTORS.items()}
 

@@ -127,8 +127,8 @@ def to_jax(f: Callable, u0: Any, p: Any = None, *, duplicate_closure: bool = Tru
     Inside ``f``, NumPy functions and ufuncs map by name to ``jax.numpy``
     (:data:`dxdt.sensitivity.translate._dispatch.FUNCTIONS`); functions whose result size depends
     on values (``np.nonzero``, ``np.unique``, one-argument ``np.where``, indexing with a
-    mask that depends on ``u``), that call Python functions (``np.apply_along_axis``,
-    ``np.piecewise``), ``np.place``, memory queries, ``np.random``, and conversions of
+    mask that depends on ``u``), that call Python functions on slices
+    (``np.apply_along_axis``), ``np.place``, memory queries, ``np.random``, and conversions of
     traced values to Python scalars (``float()``, ``math.*``, ``if``/``while`` on array
     values) raise :class:`TranslationError`.
     """
