@@ -7,7 +7,10 @@ would find it step by step:
 * every condition is evaluated at ``INTERIOR_POINTS`` interior points and the end of
   each step, a ``lax.while_loop`` over the steps stopping at the first step in which
   some condition changes sign in its event's direction (a zero at the left end gives
-  no sign, a zero at the right end is the root);
+  no sign, a zero at the right end is the root), or at the vertex of a parabola through
+  three neighbouring values that dips through zero between two of them
+  (:func:`._events_numpy.hidden_vertex`: the condition is evaluated at the vertex only in
+  a step that has one);
 * in that step each crossing condition's first sign change is refined by Illinois
   regula falsi with a bisection every ``BISECT_EVERY`` iterations (vmapped over the
   conditions), to a bracket of a few epsilons in ``t``; the end of the bracket past the
@@ -27,7 +30,7 @@ S. Thompson, Comput. Math. Appl. 39 (2000) 43-54 (event location).
 
 from __future__ import annotations
 
-from ._events_numpy import BISECT_EVERY, INTERIOR_POINTS, PROBE, ROOT_MAX_ITER, SIMULTANEOUS
+from ._events_numpy import BISECT_EVERY, INTERIOR_POINTS, PROBE, ROOT_MAX_ITER, SIMULTANEOUS, _vertices
 from .solvers._controller import EPS as _EPS
 
 
@@ -71,42 +74,77 @@ def locate(sol, values, p, g_left, probe, directions, direction):
         times = (start + points * width).at[-1].set(ts[k + 1])
         return jax.vmap(on_dense)(times)
 
+    def signs_cross(before, after):
+        return ((before < 0) & (after >= 0) & (dirs >= 0)) | ((before > 0) & (after <= 0) & (dirs <= 0))
+
     def crossings(left, grid):
-        before = jnp.concatenate([left[None], grid[:-1]])
-        return (((before < 0) & (grid >= 0) & (dirs >= 0)) | ((before > 0) & (grid <= 0) & (dirs <= 0)))
+        return signs_cross(jnp.concatenate([left[None], grid[:-1]]), grid)
+
+    left_theta = jnp.where(probing, probe_theta, 0.0)
+    conditions = jnp.arange(len(directions))
+
+    def step_nodes(k, shape):
+        return jnp.concatenate([jnp.where(k == 0, left_theta, 0.0)[None], jnp.broadcast_to(theta[:, None], shape)])
+
+    def hidden_vertices(k, left, grid):
+        """``_events_numpy.hidden_vertex`` per condition: ``(theta, interval, g there,
+        found)``, the condition evaluated at the vertex only in a step that has one."""
+        samples, nodes = jnp.concatenate([left[None], grid]), step_nodes(k, grid.shape)
+        vertex, interval, ok = _vertices(jnp, samples, nodes)
+        ok = ok & jnp.isfinite(samples).all(axis=0)
+        pick = jnp.argmin(jnp.where(ok, vertex, jnp.inf), axis=0)
+        vertex, interval, ok = vertex[pick, conditions], interval[pick, conditions], ok.any(axis=0)
+        start, width = step(k)
+
+        def at_vertices():
+            return jax.vmap(lambda c, j: on_dense(start + c * width)[j])(jnp.where(ok, vertex, 0.5), conditions)
+        g_vertex = lax.cond(ok.any(), at_vertices, lambda: jnp.zeros(len(directions), samples.dtype))
+        ga, gb = samples[interval, conditions], samples[interval + 1, conditions]
+        found = ok & (signs_cross(ga, g_vertex) | signs_cross(g_vertex, gb))
+        return vertex, interval, g_vertex, found
 
     def unseen(carry):
-        k, _, hit, _ = carry
+        k, _, hit = carry[:3]
         return (k < n_steps) & ~hit
 
     def scan_step(carry):
-        k, left, _, _ = carry
+        k, left = carry[:2]
         values = in_step(k)
         left = jnp.where((k == 0) & probe, jnp.where(probing, values[0], 0.0), left)
         grid = values[1:]
-        hit = crossings(left, grid).any()
-        return jnp.where(hit, k, k + 1), jnp.where(hit, left, grid[-1]), hit, grid
+        vertices = hidden_vertices(k, left, grid)
+        hit = crossings(left, grid).any() | vertices[3].any()
+        return (jnp.where(hit, k, k + 1), jnp.where(hit, left, grid[-1]), hit, grid) + vertices
 
-    start_carry = (jnp.asarray(0, n_steps.dtype), g_left, jnp.asarray(False), jnp.zeros((n, len(directions))))
-    k, left, hit, grid = lax.while_loop(unseen, scan_step, start_carry)  # grid: step k's (where hit)
+    c = len(directions)
+    start_carry = (jnp.asarray(0, n_steps.dtype), g_left, jnp.asarray(False), jnp.zeros((n, c)),
+                   jnp.zeros(c), jnp.zeros(c, jnp.result_type(int)), jnp.zeros(c), jnp.zeros(c, bool))
+    # grid, vertices: step k's (where hit)
+    k, left, hit, grid, vertex, interval, g_vertex, hidden = lax.while_loop(unseen, scan_step, start_carry)
     k = jnp.minimum(k, jnp.maximum(n_steps - 1, 0))
-    left_theta = jnp.where(probing, probe_theta, 0.0)
     crossing = crossings(left, grid)  # (n, conditions)
-    crosses = crossing.any(axis=0) & hit
+    ordinary = crossing.any(axis=0)
     first = jnp.argmax(crossing, axis=0)
     samples = jnp.concatenate([left[None], grid])  # (n + 1, conditions)
-    nodes = jnp.concatenate([jnp.where(k == 0, left_theta, 0.0)[None], jnp.broadcast_to(theta[:, None], grid.shape)])
+    nodes = step_nodes(k, grid.shape)
     t_k, h_k = step(k)
     tol = 2 * _EPS * jnp.maximum(jnp.maximum(jnp.abs(t_k), jnp.abs(t_k + h_k)), jnp.abs(h_k)) / jnp.abs(h_k)
+    # a hidden double crossing before the first sign change: bracketed by its vertex
+    use_vertex = hidden & (~ordinary | (interval < first))
+    crosses = (ordinary | hidden) & hit
+    m = jnp.where(use_vertex, interval, first)
+    a, b = nodes[m, conditions], nodes[m + 1, conditions]
+    ga, gb = samples[m, conditions], samples[m + 1, conditions]
+    before_vertex = signs_cross(ga, g_vertex)
+    a, ga = jnp.where(use_vertex & ~before_vertex, vertex, a), jnp.where(use_vertex & ~before_vertex, g_vertex, ga)
+    b, gb = jnp.where(use_vertex & before_vertex, vertex, b), jnp.where(use_vertex & before_vertex, g_vertex, gb)
 
-    def root(j, m):
+    def root(j, a, b, ga, gb):
         def h(c):
             return on_dense(t_k + c * h_k)[j]
-        a, b = nodes[m, j], nodes[m + 1, j]
-        ga, gb = samples[m, j], samples[m + 1, j]
         return jnp.where(gb == 0, b, _illinois(jax, h, a, b, ga, gb, tol))
 
-    roots = jax.vmap(root)(jnp.arange(len(directions)), first)
+    roots = jax.vmap(root)(conditions, a, b, ga, gb)
     candidates = jnp.where(roots == 1.0, ts[k + 1], t_k + roots * h_k)
     t_first = jnp.min(jnp.where(crosses, candidates * direction, jnp.inf)) * direction
     span = jnp.abs(ts[jnp.maximum(n_steps, 0)] - ts[0]) / jnp.maximum(n_steps, 1)

@@ -3,7 +3,8 @@
 After every accepted step from ``t`` to ``t + h`` the locator evaluates each
 condition ``g`` at the step's end and at ``INTERIOR_POINTS`` interior points of the
 method's own dense output ``u(t + theta h)``, so two crossings inside one step are
-seen. In the first sub-interval where ``g`` changes sign (in the event's direction) it
+seen, and two closer than those points by the vertex of the parabola through three of
+them (:func:`hidden_vertex`). In the first sub-interval where ``g`` changes sign (in the event's direction) it
 finds the root of ``theta -> g(u(t + theta h), p, t + theta h)`` by the Illinois
 variant of regula falsi (with a bisection every ``BISECT_EVERY`` iterations) to a
 bracket of a few machine epsilons in ``t``, and reports the end of the bracket on the
@@ -42,6 +43,7 @@ PROBE = 100  # after an event its condition's sign is read 100 eps later
 SIMULTANEOUS = 1000  # roots within 1000 eps * |t| of the earliest fire together
 ZENO_COUNT = 16  # this many ever shorter gaps between event times, ...
 ZENO_GAP = 1e-8  # ... the last below ZENO_GAP * |t1 - t0|: a Zeno accumulation, stop
+VERTEX_MARGIN = 2.0  # hidden_vertex's quick exit: samples further from 0 than this times their range
 
 
 def schedule(events: tuple, p, tspan: tuple[float, float]) -> tuple[list, dict]:
@@ -202,9 +204,14 @@ class Locator:
             out[j] = check_condition_value(event, event.condition(self.u_view, self.p, t))
 
     def _g_at(self, event: Event, t: float, dt: float, theta: float) -> float:
+        """The condition on the dense output at ``t + theta dt``, read at the ``theta`` that
+        the time rounds to (as :meth:`locate` cuts the step there): at a shallow crossing
+        the interpolant's rounding is worth more than the last ulp of ``theta``, and a state
+        on the near side of the root fired the event again at the next step."""
         u = np.empty_like(self.ws.u)
-        self.interpolant.at(dt, theta, u)
-        return check_condition_value(event, event.condition(u.reshape(self.shape), self.p, t + theta * dt))
+        time = t + theta * dt
+        self.interpolant.at(dt, (time - t) / dt, u)
+        return check_condition_value(event, event.condition(u.reshape(self.shape), self.p, time))
 
     def locate(self, t: float, dt: float, t_new: float) -> tuple[float, int]:
         """Find the earliest event in the accepted step ``[t, t + dt]`` (state ``ws.u_new``).
@@ -332,14 +339,71 @@ def first_crossing(values: np.ndarray, nodes: np.ndarray, direction: int, h, tol
     """The earliest root in ``nodes`` (sample positions with condition ``values``), or None.
 
     A crossing lies in the first interval whose ends change sign in ``direction``
-    (a zero at the left end gives no sign; a zero at the right end is the root);
-    ``h(theta)`` evaluates the condition for the root finder.
+    (a zero at the left end gives no sign; a zero at the right end is the root), or in
+    the interval of a :func:`hidden_vertex` where ``g`` at that vertex has the other sign
+    (two crossings closer than the samples); ``h(theta)`` evaluates the condition.
     """
+    hidden = hidden_vertex(values, nodes)
     for m in range(len(nodes) - 1):
         ga, gb = values[m], values[m + 1]
-        if (ga < 0 <= gb and direction >= 0) or (ga > 0 >= gb and direction <= 0):
+        if _crosses(ga, gb, direction):
             return nodes[m + 1] if gb == 0 else _illinois(h, nodes[m], nodes[m + 1], ga, gb, tol)
+        if hidden is not None and hidden[1] == m:
+            theta = hidden[0]
+            gv = h(theta)
+            if _crosses(ga, gv, direction):
+                return theta if gv == 0 else _illinois(h, nodes[m], theta, ga, gv, tol)
+            if _crosses(gv, gb, direction):
+                return _illinois(h, theta, nodes[m + 1], gv, gb, tol)
     return None
+
+
+def _crosses(ga, gb, direction) -> bool:
+    return (ga < 0 <= gb and direction >= 0) or (ga > 0 >= gb and direction <= 0)
+
+
+def hidden_vertex(values: np.ndarray, nodes: np.ndarray) -> tuple[float, int] | None:
+    """``(theta, m)``: the earliest vertex of the parabolas through three neighbouring
+    samples that lies in an interval ``m`` whose ends have one sign while the parabola
+    has the other sign (or 0) there: a dip through zero and back between two samples,
+    which the sign checks miss. None if there is none (most steps: the samples then stay
+    further from 0 than a parabola through them can dip, which is checked first).
+
+    For samples ``(x_0, v_0), (x_1, v_1), (x_2, v_2)``, with divided differences
+    ``d_01``, ``d_12`` and ``c = (d_12 - d_01) / (x_2 - x_0)``, the vertex is at
+    ``x* = (x_0 + x_1) / 2 - d_01 / (2 c)``. ``_events_jax_locate`` applies the same rule.
+    """
+    listed = values.tolist()  # (a dozen values: faster in Python than in NumPy)
+    lo, hi = min(listed), max(listed)
+    # quick exit: a parabola with its vertex between its samples dips below them by at most
+    # half their largest change (equal spacing), which is at most their range
+    if lo > VERTEX_MARGIN * (hi - lo) or -hi > VERTEX_MARGIN * (hi - lo):
+        return None
+    if not (np.isfinite(lo) and np.isfinite(hi)):
+        return None
+    theta, m, ok = _vertices(np, values, nodes)
+    if not ok.any():
+        return None
+    k = int(np.argmin(np.where(ok, theta, np.inf)))
+    return float(theta[k]), int(m[k])
+
+
+def _vertices(xp, values, nodes):
+    """``(theta, interval, ok)`` per triple of neighbouring samples (see
+    :func:`hidden_vertex`), with ``xp`` NumPy or ``jax.numpy``."""
+    v0, v1, v2 = values[:-2], values[1:-1], values[2:]
+    x0, x1, x2 = nodes[:-2], nodes[1:-1], nodes[2:]
+    d01, d12 = (v1 - v0) / (x1 - x0), (v2 - v1) / (x2 - x1)
+    c = (d12 - d01) / (x2 - x0)
+    curved = c != 0
+    c = xp.where(curved, c, 1.0)
+    theta = 0.5 * (x0 + x1) - d01 / (2 * c)
+    q = v0 + d01 * (theta - x0) + c * (theta - x0) * (theta - x1)
+    left = theta < x1
+    ga, gb = xp.where(left, v0, v1), xp.where(left, v1, v2)
+    ok = curved & (theta > x0) & (theta < x2) & (ga * gb > 0) & (q * ga <= 0)
+    first = xp.arange(len(x1)).reshape((-1,) + (1,) * (values.ndim - 1)) + xp.where(left, 0, 1)
+    return theta, first, ok
 
 
 def is_zeno(recent, span: float) -> bool:

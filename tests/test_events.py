@@ -127,9 +127,11 @@ def test_reset_at_parameter_dependent_time():
     a, b, T = 2.0, 3.0, 4.0
     prob = dxdt.ODEProblem(lambda du, u, p, t: du.__setitem__(0, p[0]), [0.0], (0.0, T), p=np.array([a, b]))
     ev = dxdt.Event(lambda u, p, t: u[0] - p[1], lambda u, p, t: u.__setitem__(0, 0.0))
-    sol = dxdt.solve(prob, Tsit5(), **TIGHT, events=[ev], saveat=[1.0, 1.6, 3.0, T])
+    # (no save time at the second event, t = 3: its row would show the state on whichever
+    # side of the event the rounding of the root puts it)
+    sol = dxdt.solve(prob, Tsit5(), **TIGHT, events=[ev], saveat=[1.0, 1.6, 2.5, T])
     np.testing.assert_allclose(sol.t_events[0], [b / a, b / a + b / a], rtol=1e-12)
-    np.testing.assert_allclose(sol.u[:, 0], [a * 1.0, a * (1.6 - b / a), a * (3.0 - b / a), a * (T - 2 * b / a)],
+    np.testing.assert_allclose(sol.u[:, 0], [a * 1.0, a * (1.6 - b / a), a * (2.5 - b / a), a * (T - 2 * b / a)],
                                atol=1e-9)
 
 
@@ -192,6 +194,40 @@ def test_double_crossing_inside_one_step():
     sol = dxdt.solve(prob, Tsit5(), dt=1.0, adaptive=False, events=[ev])
     np.testing.assert_allclose(sol.t_events[0], [1.4, 1.6], atol=1e-12)
     assert sol.t[-1] == 3.0 and 1.0 in sol.t and 2.0 in sol.t  # the fixed grid resumes
+
+
+@pytest.mark.parametrize("backend", ["numpy", "jax"])
+def test_double_crossing_closer_than_the_sign_checks(backend):
+    """u = (t - 1.5)^2 dips below c only on (1.5 - sqrt(c), 1.5 + sqrt(c)), between two of
+    the step's sample points (1/11 of the step apart): the parabola through neighbouring
+    samples finds the dip, in each direction. Both roots are shallow (slope 2 sqrt(c)),
+    so the state at the first lands within rounding of it: the event must not fire again
+    (it did on the NumPy backend, whose state was read at a rounded time)."""
+    prob = dxdt.ODEProblem(lambda du, u, p, t: du.__setitem__(0, 2 * (t - 1.5)), [2.25], (0.0, 3.0))
+    for c in (1e-4, 1e-8):
+        down, up = 1.5 - np.sqrt(c), 1.5 + np.sqrt(c)
+        for direction, expected in ((0, [down, up]), (1, [up]), (-1, [down])):
+            ev = dxdt.Event(lambda u, p, t, c=c: u[0] - c, direction=direction)
+            sol = dxdt.solve(prob, Tsit5(), dt=1.0, adaptive=False, events=[ev], backend=backend)
+            # (the roots are shallow: a rounding error of g moves them by it over the slope)
+            np.testing.assert_allclose(sol.t_events[0], expected, rtol=0, atol=1e-15 / np.sqrt(c))
+            assert sol.t[-1] == 3.0
+
+
+@pytest.mark.parametrize("backend", ["numpy", "jax"])
+def test_an_oscillation_grazing_its_threshold_fires_twice_per_pass(backend):
+    """cos t above 1 - 1e-6 for |t - 2 pi k| < arccos(1 - 1e-6) = 0.0014: the adaptive
+    steps near t = 2 pi straddle the excursion, far narrower than their sample spacing
+    (the sign checks alone saw only the first crossing, at t = 0.0014)."""
+    def rotate(du, u, p, t):
+        du[0], du[1] = u[1], -u[0]
+
+    prob = dxdt.ODEProblem(rotate, [1.0, 0.0], (0.0, 13.0))
+    sol = dxdt.solve(prob, Tsit5(), rtol=1e-8, atol=1e-10, backend=backend,
+                     events=[dxdt.Event(lambda u, p, t: u[0] - (1 - 1e-6))])
+    x = np.arccos(1 - 1e-6)
+    np.testing.assert_allclose(sol.t_events[0], [x, 2 * np.pi - x, 2 * np.pi + x, 4 * np.pi - x, 4 * np.pi + x],
+                               atol=1e-5)
 
 
 @pytest.mark.parametrize("order", [(0, 1), (1, 0)])
