@@ -30,7 +30,7 @@ S. Thompson, Comput. Math. Appl. 39 (2000) 43-54 (event location).
 
 from __future__ import annotations
 
-from ._events_numpy import BISECT_EVERY, INTERIOR_POINTS, PROBE, ROOT_MAX_ITER, SIMULTANEOUS, _vertices
+from ._events_numpy import BISECT_EVERY, INTERIOR_POINTS, PROBE, ROOT_MAX_ITER, SIMULTANEOUS, parabola_vertices
 from .solvers._controller import EPS as _EPS
 
 
@@ -90,7 +90,7 @@ def locate(sol, values, p, g_left, probe, directions, direction):
         """``_events_numpy.hidden_vertex`` per condition: ``(theta, interval, g there,
         found)``, the condition evaluated at the vertex only in a step that has one."""
         samples, nodes = jnp.concatenate([left[None], grid]), step_nodes(k, grid.shape)
-        vertex, interval, ok = _vertices(jnp, samples, nodes)
+        vertex, interval, ok = parabola_vertices(jnp, samples, nodes)
         ok = ok & jnp.isfinite(samples).all(axis=0)
         pick = jnp.argmin(jnp.where(ok, vertex, jnp.inf), axis=0)
         vertex, interval, ok = vertex[pick, conditions], interval[pick, conditions], ok.any(axis=0)

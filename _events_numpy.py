@@ -381,14 +381,14 @@ def hidden_vertex(values: np.ndarray, nodes: np.ndarray) -> tuple[float, int] | 
         return None
     if not (np.isfinite(lo) and np.isfinite(hi)):
         return None
-    theta, m, ok = _vertices(np, values, nodes)
+    theta, m, ok = parabola_vertices(np, values, nodes)
     if not ok.any():
         return None
     k = int(np.argmin(np.where(ok, theta, np.inf)))
     return float(theta[k]), int(m[k])
 
 
-def _vertices(xp, values, nodes):
+def parabola_vertices(xp, values, nodes):
     """``(theta, interval, ok)`` per triple of neighbouring samples (see
     :func:`hidden_vertex`), with ``xp`` NumPy or ``jax.numpy``."""
     v0, v1, v2 = values[:-2], values[1:-1], values[2:]
