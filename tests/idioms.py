@@ -673,6 +673,20 @@ def piecewise_rates():
 
 
 @idiom
+def polynomial_series_fits():
+    """``numpy.polynomial`` fits of data evaluated at ``t`` and at ``u`` (and a derived
+    series): their domains mapped and their recurrences run on traced values."""
+    td = np.linspace(0.0, 5.0, 12)
+    forcing = np.polynomial.Polynomial.fit(td, np.sin(td), 4)
+    shape = np.polynomial.Chebyshev.fit(td / 5.0, np.cos(td), 5)
+
+    def f(du, u, p, t):
+        du[:] = -p[0] * u + forcing(t) + 0.1 * shape.deriv()(u) + np.polynomial.polynomial.polyval(t, [0.1, 0.2])
+
+    return Idiom("polynomial_series_fits", f, _positive(3), np.array([0.5]))
+
+
+@idiom
 def r_and_c_concatenation():
     """``np.r_`` and ``np.c_`` of pieces of ``u``, constants and a range."""
     w = np.arange(3.0)

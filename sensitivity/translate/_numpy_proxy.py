@@ -276,14 +276,44 @@ class _Vectorized:
         return wrap(result.astype(vectorized.otypes[0]) if vectorized.otypes else result)
 
 
+class _Series:
+    """A ``numpy.polynomial`` series (``Polynomial.fit(t_data, y_data, 4)``, a
+    ``Chebyshev``, ...) inside the traced copy of ``f``. Called on a value of ``u``, ``p``
+    or ``t`` it maps its domain by arithmetic (NumPy's ``mapdomain`` converts to a NumPy
+    array) and runs its own recurrence, ``_val`` (Horner, Clenshaw), on the traced value;
+    its methods that return a series (``deriv``, ``integ``, ``convert``, ...) return one
+    of these."""
+
+    def __init__(self, series):
+        self._series = series
+
+    def __call__(self, x):
+        if not contains_traced(x):
+            return self._series(x)
+        offset, scale = self._series.mapparms()
+        return self._series._val(offset + scale * x, self._series.coef)
+
+    def __getattr__(self, name):
+        attribute = getattr(self._series, name)
+        if not callable(attribute):
+            return attribute
+
+        def method(*args, **kwargs):
+            result = attribute(*args, **kwargs)
+            return _Series(result) if isinstance(result, np.polynomial.polynomial.ABCPolyBase) else result
+        return method
+
+
 def replacement(obj):
     """The stand-in for ``obj`` (the numpy module or one of its constructors, a
-    ``np.vectorize``, ``scipy.special``/``scipy.linalg`` or one of their :data:`_SCIPY`
+    ``np.vectorize``, a ``numpy.polynomial`` series, ``scipy.special``/``scipy.linalg`` or one of their :data:`_SCIPY`
     functions), or None."""
     if obj is np:
         return NUMPY
     if isinstance(obj, np.vectorize):
         return _Vectorized(obj)
+    if isinstance(obj, np.polynomial.polynomial.ABCPolyBase):
+        return _Series(obj)
     found = _REPLACED.get(id(obj))
     if found is not None or not isinstance(obj, (types.ModuleType, types.FunctionType)):
         return found
