@@ -687,6 +687,18 @@ def polynomial_series_fits():
 
 
 @idiom
+def python_max_min_of_values():
+    """Python's ``max``/``min`` of scalar values of ``u`` and ``p`` (Monod kinetics with a
+    clipped substrate, a capped rate), two arguments or a list."""
+    def f(du, u, p, t):
+        s = max(u[0], 0.0)
+        du[0] = -p[0] * s / (p[1] + s)
+        du[1] = p[0] * s / (p[1] + s) - 0.1 * min(p[1], u[1]) - max([0.01 * u[1], 0.0, 1e-3 * p[0]])
+
+    return Idiom("python_max_min_of_values", f, np.array([1.0, 0.2]), np.array([0.8, 0.3]))
+
+
+@idiom
 def r_and_c_concatenation():
     """``np.r_`` and ``np.c_`` of pieces of ``u``, constants and a range."""
     w = np.arange(3.0)

@@ -81,7 +81,9 @@ class _OverlayGlobals(dict):
     __slots__ = ("_module",)
 
     def __init__(self, module: dict):
-        super().__init__(__builtins__=module.get("__builtins__", __builtins__))
+        from ._numpy_proxy import translated_builtins  # (imports JAX: only ever called while translating)
+
+        super().__init__(__builtins__=translated_builtins(module.get("__builtins__", __builtins__)))
         self["__name__"] = module.get("__name__")
         self._module = module
 

@@ -304,6 +304,39 @@ class _Series:
         return method
 
 
+def _extremum(builtin, later_wins):
+    """Python's ``max``/``min`` of scalars, one of which depends on ``u``, ``p`` or ``t``
+    (``max(u[0], 0.0)``): pairwise from the left with ``np.where``, as Python compares
+    (the first of equal values, and a NaN only where Python would keep it); arrays,
+    ``key=`` and ``default=`` go to the builtin (which refuses traced arrays)."""
+    def extremum(*args, **kwargs):
+        items = args[0] if len(args) == 1 else args
+        if kwargs or not isinstance(items, (tuple, list)) or not contains_traced(list(items)):
+            return builtin(*args, **kwargs)
+        if any(np.size(operand(item)) != 1 for item in items):
+            return builtin(*args, **kwargs)
+        result = items[0]
+        for item in items[1:]:
+            result = NUMPY.where(later_wins(item, result), item, result)
+        return result
+    return extremum
+
+
+_BUILTINS: dict = {}  # id of a builtins dict or module -> (it, its translated copy)
+
+
+def translated_builtins(builtins) -> dict:
+    """The builtins of the traced copy of ``f``: ``max`` and ``min`` take values of ``u``,
+    ``p`` or ``t`` (:func:`_extremum`)."""
+    found = _BUILTINS.get(id(builtins))
+    if found is None or found[0] is not builtins:
+        names = dict(builtins if isinstance(builtins, dict) else vars(builtins))
+        names["max"] = _extremum(names["max"], lambda a, b: a > b)
+        names["min"] = _extremum(names["min"], lambda a, b: a < b)
+        found = _BUILTINS[id(builtins)] = (builtins, names)
+    return found[1]
+
+
 def replacement(obj):
     """The stand-in for ``obj`` (the numpy module or one of its constructors, a
     ``np.vectorize``, a ``numpy.polynomial`` series, ``scipy.special``/``scipy.linalg`` or one of their :data:`_SCIPY`
