@@ -16,6 +16,7 @@ from typing import Any, Callable
 import numpy as np
 import scipy.sparse as sp
 import scipy.linalg
+import scipy.ndimage
 import scipy.special
 from numpy.lib.stride_tricks import sliding_window_view
 from scipy.special import logsumexp, softmax
@@ -696,6 +697,28 @@ def python_max_min_of_values():
         du[1] = p[0] * s / (p[1] + s) - 0.1 * min(p[1], u[1]) - max([0.01 * u[1], 0.0, 1e-3 * p[0]])
 
     return Idiom("python_max_min_of_values", f, np.array([1.0, 0.2]), np.array([0.8, 0.3]))
+
+
+@idiom
+def scipy_ndimage_filters():
+    """A 2-D reaction-diffusion step with ``scipy.ndimage``: ``laplace`` written into a
+    closure buffer (``output=``), a 5-point ``convolve``, a ``gaussian_filter`` (nonlocal
+    coupling) and a ``correlate1d`` with another boundary mode."""
+    import scipy.ndimage as ndi
+
+    n = 5
+    lap = np.zeros((n, n))
+    stencil = np.array([[0.0, 1.0, 0.0], [1.0, -4.0, 1.0], [0.0, 1.0, 0.0]])
+
+    def f(du, u, p, t):
+        U = u.reshape(2, n, n)
+        D = du.reshape(2, n, n)
+        scipy.ndimage.laplace(U[0], output=lap, mode="wrap")
+        D[0] = p[0] * lap - U[0] * U[1] ** 2 + 0.1 * ndi.gaussian_filter(U[1], 0.8, mode="nearest")
+        D[1] = p[1] * ndi.convolve(U[1], stencil, mode="reflect") + U[0] * U[1] ** 2
+        D[1] += 0.05 * ndi.correlate1d(U[0], [1.0, 0.0, -1.0], axis=0, mode="mirror")
+
+    return Idiom("scipy_ndimage_filters", f, _positive(2 * 5 * 5), np.array([0.2, 0.1]), arrays=[lap, stencil])
 
 
 @idiom

@@ -903,3 +903,32 @@ def test_refusals_of_the_new_translations_name_the_construct_and_the_line():
     _raises(two_points, match="(?s)np.gradient with these arguments.*at least 3 points")
     _raises(unmatched_windows, match="same length")
     _raises(ramp, match="np.pad with these arguments", p=np.array([1.0]))
+
+
+@pytest.mark.parametrize("mode", ["reflect", "mirror", "nearest", "wrap", "constant", "grid-wrap", "grid-mirror",
+                                  "grid-constant"])
+def test_scipy_ndimage_filters_equal_scipys(mode):
+    """The jax.numpy versions of scipy.ndimage's linear filters against SciPy itself, in
+    every boundary mode, with origins, even kernels (convolution's extra shift), orders
+    of the Gaussian and ``cval``."""
+    from scipy import ndimage as ndi
+
+    from dxdt.sensitivity.translate import _ndimage as J
+
+    rng = np.random.default_rng(0)
+    x1, x2, k2 = rng.normal(size=11), rng.normal(size=(7, 9)), rng.normal(size=(2, 3))
+    pairs = [
+        (ndi.laplace(x1, mode=mode, cval=0.3), J.laplace(x1, mode=mode, cval=0.3)),
+        (ndi.laplace(x2, mode=mode), J.laplace(x2, mode=mode)),
+        (ndi.convolve(x2, k2, mode=mode, cval=1.5), J.convolve(x2, k2, mode=mode, cval=1.5)),
+        (ndi.correlate(x2, k2, mode=mode, origin=(0, 1)), J.correlate(x2, k2, mode=mode, origin=(0, 1))),
+        (ndi.convolve(x2, k2, mode=mode, origin=(-1, 0)), J.convolve(x2, k2, mode=mode, origin=(-1, 0))),
+        (ndi.convolve1d(x2, [1.0, 2, 3, 4], axis=0, mode=mode), J.convolve1d(x2, [1.0, 2, 3, 4], axis=0, mode=mode)),
+        (ndi.correlate1d(x1, [1.0, -2, 1], mode=mode, origin=1), J.correlate1d(x1, [1.0, -2, 1], mode=mode, origin=1)),
+        (ndi.gaussian_filter1d(x1, 1.3, order=1, mode=mode), J.gaussian_filter1d(x1, 1.3, order=1, mode=mode)),
+        (ndi.gaussian_filter(x2, (1.0, 0.7), mode=mode), J.gaussian_filter(x2, (1.0, 0.7), mode=mode)),
+        (ndi.uniform_filter1d(x1, 4, mode=mode), J.uniform_filter1d(x1, 4, mode=mode)),
+        (ndi.uniform_filter(x2, 3, mode=mode), J.uniform_filter(x2, 3, mode=mode)),
+    ]
+    for expected, got in pairs:
+        np.testing.assert_allclose(np.asarray(got), expected, rtol=1e-13, atol=1e-13)

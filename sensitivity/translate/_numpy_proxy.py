@@ -14,6 +14,7 @@ import types
 
 import numpy as np
 
+from . import _ndimage
 from ._traced import TracedArray, all_concrete, contains_traced, operand, unwrap, wrap
 from ._views import jax, jnp
 
@@ -206,12 +207,14 @@ _SCIPY = {
         "log_softmax": lambda: lambda x, axis=None: _jax_module("jax.nn").log_softmax(x, axis=_all_axes(axis, x)),
     },
     "scipy.linalg": _scipy_linalg,
+    "scipy.ndimage": lambda: {name: (lambda name=name: getattr(_ndimage, name)) for name in _ndimage.FUNCTIONS},
 }
 _DROPPED = ("check_finite", "overwrite_a", "overwrite_b", "overwrite_ab")  # SciPy-only options
 
 
 def _scipy_function(original, counterpart):
     def call(*args, **kwargs):
+        output = kwargs.pop("output", None)  # scipy.ndimage's: an array to write, or a dtype
         values = unwrap((args, kwargs))
         if all_concrete(values):
             result = original(*values[0], **values[1])
@@ -221,7 +224,14 @@ def _scipy_function(original, counterpart):
             result = function(*values[0], **keywords)
         if isinstance(result, tuple):
             return tuple(map(wrap, result))
-        return wrap(result) if isinstance(result, (np.ndarray, np.generic)) or hasattr(result, "shape") else result
+        if not (isinstance(result, (np.ndarray, np.generic)) or hasattr(result, "shape")):
+            return result
+        if output is None:
+            return wrap(result)
+        if isinstance(output, (TracedArray, np.ndarray)):
+            output[...] = wrap(result)
+            return output
+        return wrap(jnp.asarray(result).astype(output))
     return call
 
 
@@ -239,7 +249,8 @@ class _ScipyModuleProxy(types.ModuleType):
 
 
 class _ScipyProxy(types.ModuleType):
-    """``scipy`` inside the traced copy of ``f``: its ``special`` and ``linalg`` proxied."""
+    """``scipy`` inside the traced copy of ``f``: its ``special``, ``linalg`` and ``ndimage``
+    proxied."""
 
     def __init__(self, scipy, proxies: dict):
         super().__init__("scipy", scipy.__doc__)
