@@ -322,6 +322,9 @@ def prepare(op: str, *args, method=None, saveat=None, rtol=1e-6, atol=1e-8,
         raise TypeError(f"{op} needs the problem: {op}({'' if op == 'jacobian' else 'loss, '}prob, method, ...)")
     prob = _checks.check_problem(rest[0])
     _checks.check_jax_dtype(prob.u0, "dxdt.sensitivity")
+    from .translate._to_jax import check_parameters
+
+    check_parameters(prob.p)
     if len(rest) > 2:
         raise TypeError(f"{op} takes at most (loss, prob, method) positionally")
     if len(rest) == 2:

@@ -325,3 +325,26 @@ def test_bad_targets_and_directions_are_named():
         sens.hvp(loss, prob, [1.0, 0.0])
     with pytest.raises(ValueError, match="v is complex"):
         sens.hvp(loss, prob, np.array([1.0, 1j]))
+
+
+def test_a_parameter_object_gets_an_error_that_says_what_to_pass():
+    """A dataclass or SimpleNamespace ``p`` (fine for the NumPy backend, which only hands it
+    to ``f``) is no pytree: the gradient failed with "float() argument must be a string
+    or a real number, not 'Params'"."""
+    import dataclasses
+    import types
+
+    @dataclasses.dataclass
+    class Params:
+        k: float
+
+    def f(du, u, p, t):
+        du[:] = -p.k * u
+
+    for p in (Params(0.5), types.SimpleNamespace(k=0.5)):
+        prob = dxdt.ODEProblem(f, np.ones(2), (0.0, 1.0), p)
+        assert dxdt.solve(prob).success  # the NumPy backend takes any p
+        for call in (lambda: sens.gradient(lambda u: np.sum(u[-1]), prob),
+                     lambda: dxdt.solve(prob, backend="jax")):
+            with pytest.raises(TypeError, match=r"got (Params|SimpleNamespace): pass its fields as a dict"):
+                call()

@@ -14,18 +14,28 @@ from .._jax import load_jax
 from ._replace import AbstractArrayReplacer, is_sparse
 
 
-def _check_parameters(p: Any) -> None:
+def check_parameters(p: Any) -> None:
     """Raise TypeError unless every leaf of the pytree ``p`` is a number or numeric array."""
     if p is None:
         return
     if isinstance(p, (tuple, list)):
         for item in p:
-            _check_parameters(item)
+            check_parameters(item)
     elif isinstance(p, dict):
         for item in p.values():
-            _check_parameters(item)
-    elif np.asarray(p).dtype.kind not in "biufc":
-        raise TypeError(f"p must hold numbers or numeric arrays, got {type(p).__name__}")
+            check_parameters(item)
+    else:
+        try:
+            kind = np.asarray(p).dtype.kind
+        except Exception:  # e.g. a ragged sequence
+            kind = "O"
+        if kind not in "biufc":
+            hint = (": pass its fields as a dict (dataclasses.asdict(p) or vars(p)) and read them in f as "
+                    "p['name'], or as a NamedTuple" if hasattr(p, "__dict__") or hasattr(p, "__dataclass_fields__")
+                    else "")
+            raise TypeError(f"p must be None, a number, an array, or a tuple, list, dict or NamedTuple of "
+                            f"them (a pytree) for the JAX backend and the sensitivities; got "
+                            f"{type(p).__name__}{hint}")
 
 
 class TranslatedFunction:
@@ -133,7 +143,7 @@ def to_jax(f: Callable, u0: Any, p: Any = None, *, duplicate_closure: bool = Tru
     values) raise :class:`TranslationError`.
     """
     load_jax()
-    _check_parameters(p)
+    check_parameters(p)
     u0 = np.asarray(u0)
     return TranslatedFunction(f, is_inplace(f), tuple(u0.shape), u0.dtype, duplicate_closure)
 
