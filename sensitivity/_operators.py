@@ -260,7 +260,8 @@ def _numpy_tree(tree: Any, dtype) -> Any:
     to float32: a reverse gradient 20x less accurate than rtol 1e-10 asked)."""
     def leaf(x):
         x = np.array(x)
-        wide = np.promote_types(x.dtype, dtype) if np.issubdtype(x.dtype, np.inexact) else dtype
+        real = np.finfo(dtype).dtype if np.issubdtype(dtype, np.inexact) else dtype  # (real p of a complex state)
+        wide = np.promote_types(x.dtype, real) if np.issubdtype(x.dtype, np.inexact) else dtype
         return x if x.dtype == wide else x.astype(wide)
     return jax.tree_util.tree_map(leaf, tree)
 
