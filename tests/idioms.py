@@ -722,6 +722,25 @@ def scipy_ndimage_filters():
 
 
 @idiom
+def imports_inside_f():
+    """``import numpy as np``, ``from scipy.special import expit`` and ``import scipy.linalg``
+    run inside ``f``: they bind the translation's stand-ins (an array made by the local
+    ``np.zeros`` is written with values of ``u``)."""
+    M = np.array([[0.0, 1.0], [-1.0, 0.0]])
+
+    def f(du, u, p, t):
+        import numpy as np
+        import scipy.linalg
+        from scipy.special import expit
+
+        work = np.zeros(2)
+        work[:] = expit(u) * p[0]
+        du[:] = -work + scipy.linalg.expm(0.1 * p[0] * M) @ u - u
+
+    return Idiom("imports_inside_f", f, _positive(2), np.array([0.5]), arrays=[M])
+
+
+@idiom
 def r_and_c_concatenation():
     """``np.r_`` and ``np.c_`` of pieces of ``u``, constants and a range."""
     w = np.arange(3.0)

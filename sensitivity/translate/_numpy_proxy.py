@@ -336,14 +336,29 @@ def _extremum(builtin, later_wins):
 _BUILTINS: dict = {}  # id of a builtins dict or module -> (it, its translated copy)
 
 
+def _importing(builtin_import):
+    """``__import__`` inside the traced copy of ``f``: ``import numpy as np``, ``from
+    scipy.special import expit`` or ``import scipy.linalg`` run in ``f`` itself bind the
+    stand-ins (:func:`replacement`), as names from its module do."""
+    def importing(name, globals=None, locals=None, fromlist=(), level=0):
+        module = builtin_import(name, globals, locals, fromlist, level)
+        if level == 0 and (name == "numpy" or name == "scipy" or name.startswith(("numpy.", "scipy."))):
+            stand_in = replacement(module)
+            return module if stand_in is None else stand_in
+        return module
+    return importing
+
+
 def translated_builtins(builtins) -> dict:
     """The builtins of the traced copy of ``f``: ``max`` and ``min`` take values of ``u``,
-    ``p`` or ``t`` (:func:`_extremum`)."""
+    ``p`` or ``t`` (:func:`_extremum`), and imports inside ``f`` bind the stand-ins
+    (:func:`_importing`)."""
     found = _BUILTINS.get(id(builtins))
     if found is None or found[0] is not builtins:
         names = dict(builtins if isinstance(builtins, dict) else vars(builtins))
         names["max"] = _extremum(names["max"], lambda a, b: a > b)
         names["min"] = _extremum(names["min"], lambda a, b: a < b)
+        names["__import__"] = _importing(names["__import__"])
         found = _BUILTINS[id(builtins)] = (builtins, names)
     return found[1]
 
