@@ -10,6 +10,7 @@ each factory says which.
 from __future__ import annotations
 
 import functools
+import math
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -738,6 +739,22 @@ def imports_inside_f():
         du[:] = -work + scipy.linalg.expm(0.1 * p[0] * M) @ u - u
 
     return Idiom("imports_inside_f", f, _positive(2), np.array([0.5]), arrays=[M])
+
+
+@idiom
+def math_module_on_values():
+    """``math.exp``, ``math.log``, ``math.sqrt``, ``math.pow``, ``math.atan2`` (and
+    ``from math import exp``) of values of ``u``, ``p`` and ``t``: an Arrhenius rate in a
+    stirred-tank reactor, written as scalar code."""
+    from math import exp
+
+    def f(du, u, p, t):
+        k = p[0] * math.exp(-p[1] / u[1])
+        du[0] = -k * u[0] + 0.1 * (1.0 - u[0]) + 0.01 * math.sqrt(u[0] + 1.0) * exp(-t)
+        du[1] = 0.5 * k * u[0] - 0.2 * (u[1] - 3.0) + 0.01 * math.log(u[1], 10) + 1e-3 * math.pow(u[0], 2)
+        du[1] += 1e-3 * math.atan2(u[0], 1.0) + 1e-3 * math.erf(u[0]) + math.pi * 1e-4
+
+    return Idiom("math_module_on_values", f, np.array([0.5, 3.2]), np.array([2.0, 4.0]))
 
 
 @idiom

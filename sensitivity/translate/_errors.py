@@ -11,6 +11,8 @@ import os
 import re
 import sys
 
+import numpy as np
+
 _SKIPPED_PACKAGES = ("numpy", "scipy", "jax", "jaxlib")
 _INTERNAL_FILENAMES = ("<frozen ", "<__array_function__")
 
@@ -88,8 +90,8 @@ _CONVERSION_FIXES = {
     "instead of Python if/while/and/or on array values.",
     "int": "Sizes and indices must not depend on u, p or t: derive them from shapes or "
     "constants, and select values with np.where or integer index arrays.",
-    "float": "Keep values as arrays and use NumPy functions, e.g. np.exp(x) instead of "
-    "math.exp(x) or float(x).",
+    "float": "Keep values as arrays and use NumPy functions, e.g. np.sum(u) instead of "
+    "math.fsum(u), np.exp(x) instead of float(np.exp(x)).",
 }
 
 
@@ -97,6 +99,6 @@ def conversion_error(kind: str, operation: str) -> TranslationError:
     """A :class:`TranslationError` for converting a traced value to a Python ``kind``."""
     fix = _CONVERSION_FIXES[kind]
     match = re.search(r"\bmath\.(\w+)", user_source_line())
-    if kind == "float" and match:
+    if kind == "float" and match and hasattr(np, match.group(1)):
         fix = f"Use np.{match.group(1)} instead of math.{match.group(1)}. " + fix
     return translation_error(f"{operation} on a value that depends on u, p or t", fix)

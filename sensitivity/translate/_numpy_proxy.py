@@ -9,6 +9,7 @@ they return traced arrays. Everything else is NumPy itself.
 
 from __future__ import annotations
 
+import math
 import sys
 import types
 
@@ -315,6 +316,58 @@ class _Series:
         return method
 
 
+# the math module's functions of one or two reals and their NumPy (or scipy.special) names
+_MATH = {name: name for name in ("exp", "expm1", "log1p", "log2", "log10", "sqrt", "sin", "cos", "tan",
+                                  "sinh", "cosh", "tanh", "hypot", "copysign", "degrees", "radians", "floor",
+                                  "ceil", "trunc", "fmod", "exp2", "cbrt")}
+_MATH.update(asin="arcsin", acos="arccos", atan="arctan", atan2="arctan2", asinh="arcsinh", acosh="arccosh",
+             atanh="arctanh", fabs="abs", pow="power", erf="special.erf", erfc="special.erfc",
+             gamma="special.gamma", lgamma="special.gammaln")
+
+
+def _math_function(original, name: str):
+    """``math.<f>`` inside the traced copy of ``f``: on a value of ``u``, ``p`` or ``t`` the
+    NumPy (``scipy.special``) function of the same meaning, whose result is a 0-d traced
+    array instead of a float (an Arrhenius rate ``math.exp(-E / (R * u[1]))``); Python's
+    own on numbers. ``math.log(x, base)`` divides by ``log(base)``."""
+    def call(*args):
+        values = unwrap(list(args))
+        if all_concrete(values):  # (a closure constant too: math.floor(K[0]) stays an int)
+            return original(*values)
+        if name.startswith("special."):
+            import scipy.special
+
+            return getattr(scipy.special, name[len("special."):])(*args)
+        return getattr(np, name)(*args)
+    return call
+
+
+def _math_log(x, base=None):
+    values = unwrap([x, base])
+    if all_concrete(values):
+        return math.log(values[0]) if base is None else math.log(*values)
+    return np.log(x) if base is None else np.log(x) / np.log(base)
+
+
+class _MathProxy(types.ModuleType):
+    """``math`` inside the traced copy of ``f``: its functions of reals take values of ``u``,
+    ``p`` or ``t`` (:func:`_math_function`); constants and the rest are ``math``'s own."""
+
+    def __init__(self):
+        super().__init__("math", math.__doc__)
+        for name, numpy_name in _MATH.items():
+            if hasattr(math, name):
+                setattr(self, name, _math_function(getattr(math, name), numpy_name))
+        self.log = _math_log
+
+    def __getattr__(self, name):
+        return getattr(math, name)
+
+
+MATH = _MathProxy()
+_REPLACED.update({id(getattr(math, name)): getattr(MATH, name) for name in (*_MATH, "log") if hasattr(math, name)})
+
+
 def _extremum(builtin, later_wins):
     """Python's ``max``/``min`` of scalars, one of which depends on ``u``, ``p`` or ``t``
     (``max(u[0], 0.0)``): pairwise from the left with ``np.where``, as Python compares
@@ -342,7 +395,7 @@ def _importing(builtin_import):
     stand-ins (:func:`replacement`), as names from its module do."""
     def importing(name, globals=None, locals=None, fromlist=(), level=0):
         module = builtin_import(name, globals, locals, fromlist, level)
-        if level == 0 and (name == "numpy" or name == "scipy" or name.startswith(("numpy.", "scipy."))):
+        if level == 0 and (name in ("numpy", "scipy", "math") or name.startswith(("numpy.", "scipy."))):
             stand_in = replacement(module)
             return module if stand_in is None else stand_in
         return module
@@ -369,6 +422,8 @@ def replacement(obj):
     functions), or None."""
     if obj is np:
         return NUMPY
+    if obj is math:
+        return MATH
     if isinstance(obj, np.vectorize):
         return _Vectorized(obj)
     if isinstance(obj, np.polynomial.polynomial.ABCPolyBase):

@@ -139,7 +139,7 @@ def to_jax(f: Callable, u0: Any, p: Any = None, *, duplicate_closure: bool = Tru
     on values (``np.nonzero``, ``np.unique``, one-argument ``np.where``, indexing with a
     mask that depends on ``u``), that call Python functions on slices
     (``np.apply_along_axis``), ``np.place``, memory queries, ``np.random``, and conversions of
-    traced values to Python scalars (``float()``, ``math.*``, ``if``/``while`` on array
+    traced values to Python scalars (``float()``, ``math.fsum``, ``if``/``while`` on array
     values) raise :class:`TranslationError`.
     """
     load_jax()
