@@ -758,6 +758,21 @@ def math_module_on_values():
 
 
 @idiom
+def flat_and_tolist():
+    """``a.flat[i]`` read and written, also on a transposed view of ``du`` (C order of the
+    view, not of the memory), and ``u.tolist()`` unpacked into scalars."""
+    def f(du, u, p, t):
+        a, b, c, d, e, g = u.tolist()
+        view = du.reshape(2, 3).T  # (3, 2), strided
+        for i in range(view.size):
+            view.flat[i] = -p[0] * u.flat[i]
+        du[0] += a * b - c
+        du.flat[-1] = -g * (d + e)
+
+    return Idiom("flat_and_tolist", f, _positive(6), np.array([0.5]))
+
+
+@idiom
 def r_and_c_concatenation():
     """``np.r_`` and ``np.c_`` of pieces of ``u``, constants and a range."""
     w = np.arange(3.0)

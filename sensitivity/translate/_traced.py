@@ -487,8 +487,19 @@ class TracedArray:
         return self._constant("float", ".item()").item(*args)
 
     def tolist(self):
-        """The content as nested lists (trace-time constants only)."""
-        return self._constant("float", ".tolist()").tolist()
+        """The content as nested lists: of Python scalars for a trace-time constant, else of
+        the elements as 0-d traced arrays (``a, b = u.tolist()``, then arithmetic on them)."""
+        value = self._raw()
+        if is_concrete(value) and self._buf.role != INPUT:
+            return value.tolist()
+        if self.ndim == 0:
+            return self
+        return [self[i].tolist() for i in range(self.shape[0])]
+
+    @property
+    def flat(self) -> _Flat:
+        """``a.flat[i]``, read and written: the elements in C order, by flat index or slice."""
+        return _Flat(self)
 
     # -- methods ------------------------------------------------------------------------
     def copy(self, order="C") -> TracedArray:
@@ -540,6 +551,29 @@ class TracedArray:
                 "Use the equivalent np.* function, or rewrite without it.",
             )
         raise AttributeError(f"'TracedArray' object has no attribute {name!r}")
+
+
+class _Flat:
+    """:attr:`TracedArray.flat`: a flat index or slice mapped to the array's own indices (so
+    a write goes into the array, whatever its strides)."""
+
+    def __init__(self, array: TracedArray):
+        self._array = array
+
+    def _indices(self, key):
+        return np.unravel_index(np.arange(self._array.size)[key], self._array.shape)
+
+    def __getitem__(self, key):
+        return self._array[self._indices(key)]
+
+    def __setitem__(self, key, value) -> None:
+        self._array[self._indices(key)] = value
+
+    def __len__(self) -> int:
+        return self._array.size
+
+    def __iter__(self):
+        return (self[i] for i in range(len(self)))
 
 
 def _binary(ufunc):
