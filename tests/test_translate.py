@@ -930,3 +930,25 @@ def test_scipy_ndimage_filters_equal_scipys(mode):
     ]
     for expected, got in pairs:
         np.testing.assert_allclose(np.asarray(got), expected, rtol=1e-13, atol=1e-13)
+
+
+def test_a_function_reaching_nothing_to_replace_still_gets_max_min_and_imports():
+    """A function that names no array, no numpy and no closure, only ``max``/``min`` or an
+    import inside itself (an event condition ``lambda u, p, t: max(u[0], -1.0)``, a loss),
+    was not copied for the trace, so it ran with Python's builtins: ``max`` of a traced
+    value raised."""
+    from dxdt.sensitivity.translate._trace import call
+
+    def loss(u):
+        return max(u[0], 0.0) ** 2 + min(u[1], 1.0)
+
+    def loss_importing(u):
+        import numpy
+
+        return numpy.sum(u ** 2)
+
+    u = jnp.array([0.7, 1.5])
+    for fn in (loss, loss_importing):
+        np.testing.assert_allclose(float(call(fn, (u,))), fn(np.asarray(u)), rtol=1e-15)
+        grad = jax.grad(lambda x: call(fn, (x,)))(u)
+        assert np.all(np.isfinite(np.asarray(grad)))

@@ -128,6 +128,18 @@ def _global_names(code: types.CodeType) -> tuple[str, ...]:
     return tuple(sorted(names))
 
 
+_TRANSLATED_BUILTINS = frozenset({"max", "min"})  # and imports of these modules:
+_IMPORTED_STAND_INS = frozenset({"numpy", "scipy", "math"})  # see _numpy_proxy.translated_builtins
+
+
+def _uses_translated_builtins(code: types.CodeType) -> bool:
+    """Whether a code object names a builtin or imports a module that the traced copy
+    replaces (``co_names`` holds globals, attributes and imported modules alike, so a
+    ``u.max()`` counts too: a copy more, which is harmless)."""
+    return any(name in _TRANSLATED_BUILTINS or name.partition(".")[0] in _IMPORTED_STAND_INS
+               for name in _global_names(code))
+
+
 def _user_function(obj) -> bool:
     return isinstance(obj, types.FunctionType) and not _is_library(obj.__globals__.get("__name__"))
 
@@ -467,6 +479,8 @@ def copy_structure(root, replace: Callable[[Any, Label], Any], *, copy_root: boo
         root, (types.MethodType, functools.partial)
     )
     forced = [root] if copy_root and copyable else []
+    # a user function calling max/min or importing inside itself needs the copy's builtins
+    forced += [obj for obj in walk._objects.values() if _user_function(obj) and _uses_translated_builtins(obj.__code__)]
     if copy_containers:
         forced += [obj for obj in walk._objects.values() if type(obj) in (dict, list)]
     walk.mark(forced)
