@@ -348,3 +348,30 @@ def test_a_parameter_object_gets_an_error_that_says_what_to_pass():
                      lambda: dxdt.solve(prob, backend="jax")):
             with pytest.raises(TypeError, match=r"got (Params|SimpleNamespace): pass its fields as a dict"):
                 call()
+
+
+def test_a_likelihood_written_with_scipy_stats():
+    """``scipy.stats`` distributions in a loss (module-level ``norm``, a frozen
+    ``scipy.stats.norm(u, s)``, ``poisson.logpmf`` of counts with a traced mean): their
+    ``jax.scipy.stats`` counterparts; the gradient against finite differences (they were
+    refused as a conversion of a traced value)."""
+    import scipy.stats
+    from scipy.stats import norm, poisson
+
+    def decay(du, u, p, t):
+        du[:] = -p * u
+
+    prob = dxdt.ODEProblem(decay, np.array([2.0, 1.0]), (0.0, 3.0), np.array([0.4, 0.9]))
+    ts = np.array([0.5, 1.0, 2.0, 3.0])
+    data = prob.u0 * np.exp(-np.outer(ts, prob.p)) * np.array([1.05, 0.97])
+    counts = np.round(10 * data)
+
+    def nll(u):
+        return (-np.sum(norm.logpdf(data, loc=u, scale=0.1)) - np.sum(scipy.stats.norm(u, 0.2).logpdf(data))
+                - np.sum(poisson.logpmf(counts, 10 * u)))
+
+    grad = sens.gradient(nll, prob, saveat=ts, rtol=1e-10, atol=1e-12)
+    exact = lambda q: nll(prob.u0 * np.exp(-np.outer(ts, q)))  # noqa: E731
+    h = 1e-6
+    fd = [(exact(prob.p + h * e) - exact(prob.p - h * e)) / (2 * h) for e in np.eye(2)]
+    np.testing.assert_allclose(grad, fd, rtol=1e-6)

@@ -209,6 +209,7 @@ _SCIPY = {
     },
     "scipy.linalg": _scipy_linalg,
     "scipy.ndimage": lambda: {name: (lambda name=name: getattr(_ndimage, name)) for name in _ndimage.FUNCTIONS},
+    "scipy.stats": lambda: _distributions(),
 }
 _DROPPED = ("check_finite", "overwrite_a", "overwrite_b", "overwrite_ab")  # SciPy-only options
 
@@ -236,14 +237,58 @@ def _scipy_function(original, counterpart):
     return call
 
 
+class _Distribution:
+    """A ``scipy.stats`` distribution (``norm``, ``poisson``, ``t``, ...) inside the traced
+    copy of a loss or ``f``: its methods that ``jax.scipy.stats`` also has (``logpdf``,
+    ``logpmf``, ``pdf``, ``cdf``, ``sf``, ...) take values of ``u``, ``p`` or ``t``
+    (a likelihood ``-np.sum(norm.logpdf(data, u[:, 0], sigma))``); on constants, and its
+    other methods, are SciPy's. Called with parameters it is the frozen distribution
+    (``norm(mu, sigma).logpdf(x)``): they follow the point, as in SciPy."""
+
+    def __init__(self, original, name: str, bound: tuple = ((), {})):
+        self._original, self._name, self._bound = original, name, bound
+
+    def __call__(self, *args, **kwargs):
+        return _Distribution(self._original, self._name, (args, kwargs))
+
+    def __getattr__(self, method):
+        bound_args, bound_kwargs = self._bound
+        original = getattr(self._original if not (bound_args or bound_kwargs)
+                           else self._original(*bound_args, **bound_kwargs), method)
+        counterpart = getattr(getattr(_jax_module("jax.scipy.stats"), self._name), method, None)
+        if counterpart is None or not callable(original):
+            return original
+
+        def call(*args, **kwargs):
+            values = unwrap((args, kwargs))
+            if all_concrete(values) and all_concrete(unwrap(self._bound)):
+                result = original(*values[0], **values[1])
+                return wrap(result) if isinstance(result, np.ndarray) else result
+            bound = unwrap(self._bound)
+            return wrap(counterpart(*values[0], *bound[0], **{**bound[1], **values[1]}))
+        return call
+
+
+def _distributions() -> dict:
+    """The ``scipy.stats`` distributions that ``jax.scipy.stats`` has too, as stand-ins."""
+    import scipy.stats
+
+    ours = _jax_module("jax.scipy.stats")
+    return {name: _Distribution(getattr(scipy.stats, name), name) for name in dir(ours)
+            if isinstance(getattr(scipy.stats, name, None), (scipy.stats.rv_continuous, scipy.stats.rv_discrete))}
+
+
 class _ScipyModuleProxy(types.ModuleType):
-    """A SciPy module inside the traced copy of ``f``: its :data:`_SCIPY` functions replaced."""
+    """A SciPy module inside the traced copy of ``f``: its :data:`_SCIPY` functions replaced
+    (a :class:`_Distribution` as it is)."""
 
     def __init__(self, module, functions: dict):
         super().__init__(module.__name__, module.__doc__)
         self._module = module
         for name, counterpart in functions.items():
-            setattr(self, name, _scipy_function(getattr(module, name), counterpart))
+            stand_in = counterpart if isinstance(counterpart, _Distribution) else _scipy_function(
+                getattr(module, name), counterpart)
+            setattr(self, name, stand_in)
 
     def __getattr__(self, name):
         return getattr(self._module, name)
@@ -429,7 +474,8 @@ def replacement(obj):
     if isinstance(obj, np.polynomial.polynomial.ABCPolyBase):
         return _Series(obj)
     found = _REPLACED.get(id(obj))
-    if found is not None or not isinstance(obj, (types.ModuleType, types.FunctionType)):
+    if found is not None or not (isinstance(obj, (types.ModuleType, types.FunctionType))
+                                 or type(obj).__module__.startswith("scipy.stats")):  # (a distribution)
         return found
     proxies = _scipy_proxies()
     for name, (proxy, stand_ins) in proxies.items():
