@@ -375,3 +375,22 @@ def test_a_likelihood_written_with_scipy_stats():
     h = 1e-6
     fd = [(exact(prob.p + h * e) - exact(prob.p - h * e)) / (2 * h) for e in np.eye(2)]
     np.testing.assert_allclose(grad, fd, rtol=1e-6)
+
+
+def test_missing_data_dropped_with_nansum_gets_an_error_naming_the_rewrite():
+    """``np.nansum((u - data) ** 2)`` with a NaN in ``data`` is finite, but its derivative is
+    ``0 * NaN``: the error said only "not differentiable at these states (sqrt at 0...)".
+    It now names this case and the rewrite, which gives the right gradient."""
+    def decay(du, u, p, t):
+        du[:] = -p * u
+
+    prob = dxdt.ODEProblem(decay, np.array([2.0, 1.0]), (0.0, 2.0), np.array([0.4, 0.9]))
+    ts = np.array([1.0, 2.0])
+    data = np.array([[1.4, np.nan], [0.9, 0.2]])
+    with pytest.raises(dxdt.SolverError, match=r"drops NaNs after arithmetic on them.*np\.where\(np\.isnan"):
+        sens.gradient(lambda u: np.nansum((u - data) ** 2), prob, saveat=ts)
+    rewritten = sens.gradient(lambda u: np.sum(np.where(np.isnan(data), 0.0, u - np.nan_to_num(data)) ** 2), prob,
+                              saveat=ts, rtol=1e-10, atol=1e-12)
+    u = prob.u0 * np.exp(-np.outer(ts, prob.p))  # d/dp_j of (u_ij - data_ij)^2 = -2 t_i u_ij (u_ij - data_ij)
+    exact = np.nansum(-2 * ts[:, None] * u * (u - data), axis=0)
+    np.testing.assert_allclose(rewritten, exact, rtol=1e-8)
