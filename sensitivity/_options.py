@@ -75,8 +75,9 @@ def raise_on_failure(codes, what: str, hint: str = "") -> None:
     if bad.size and int(bad.max()) == LOSS_DERIVATIVE_NONFINITE:
         raise SolverError(f"{what}: the solve succeeded but the derivative is not finite: the loss is "
                           "not differentiable at these states (e.g. sqrt(x) or x ** 0 at x = 0, abs at 0), or "
-                          "it drops NaNs after arithmetic on them: np.nansum((u - data) ** 2) with missing data "
-                          "is finite but its derivative is 0 * NaN; drop them first, "
+                          "it drops NaNs after arithmetic on them: np.nansum(r * r) with r = u - data and missing "
+                          "data is finite but its derivative is 0 * NaN (r ** 2 is spared); "
+                          "drop them first, "
                           "np.sum(np.where(np.isnan(data), 0.0, u - np.nan_to_num(data)) ** 2)")
     if bad.size and int(bad.max()) == LOSS_NONFINITE:
         raise SolverError(f"{what}: the loss returned a non-finite value (nan or inf) although the solve "
