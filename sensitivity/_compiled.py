@@ -32,6 +32,7 @@ tracing and compiling. The disk cache:
 
 from __future__ import annotations
 
+import builtins
 import hashlib
 import io
 import os
@@ -90,8 +91,6 @@ class Program:
         buffer that carries state from call to call): a program found in a cache skips the
         trace that raised them. Through the user's filters; once per program and process
         under the ``"default"`` action."""
-        import builtins
-
         for name, message, filename, lineno in self.meta.get("warnings", ()):
             category = getattr(builtins, name, UserWarning)
             warnings.warn_explicit(message, category, filename, lineno, registry=self.shown)
@@ -204,8 +203,6 @@ def lookup(kind: str, static: tuple, callables: Sequence[Callable], build: Calla
 def _build_recording_warnings(build: Callable[[], Program]) -> Program:
     """``build()``, its warnings of builtin categories kept in ``meta["warnings"]`` for
     :meth:`Program.replay_warnings` (which emits them); the others are emitted here."""
-    import builtins
-
     caught: list = []
     try:
         with warnings.catch_warnings(record=True) as caught:

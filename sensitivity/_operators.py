@@ -258,9 +258,10 @@ def _numpy_tree(tree: Any, dtype) -> Any:
     """Leaves as NumPy copies, cast to the problem's floating dtype or wider: a float32
     ``p`` of a float64 state is solved in float64 (its adjoint's increments were rounded
     to float32: a reverse gradient 20x less accurate than rtol 1e-10 asked)."""
+    real = np.finfo(dtype).dtype if np.issubdtype(dtype, np.inexact) else dtype  # (real p of a complex state)
+
     def leaf(x):
         x = np.array(x)
-        real = np.finfo(dtype).dtype if np.issubdtype(dtype, np.inexact) else dtype  # (real p of a complex state)
         wide = np.promote_types(x.dtype, real) if np.issubdtype(x.dtype, np.inexact) else dtype
         return x if x.dtype == wide else x.astype(wide)
     return jax.tree_util.tree_map(leaf, tree)

@@ -251,21 +251,22 @@ class _Distribution:
     def __call__(self, *args, **kwargs):
         return _Distribution(self._original, self._name, (args, kwargs))
 
+    def _scipy(self, bound: tuple):
+        """SciPy's distribution, frozen with ``bound`` if it has parameters."""
+        args, kwargs = bound
+        return self._original(*args, **kwargs) if args or kwargs else self._original
+
     def __getattr__(self, method):
-        bound_args, bound_kwargs = self._bound
-        original = getattr(self._original if not (bound_args or bound_kwargs)
-                           else self._original(*bound_args, **bound_kwargs), method)
         counterpart = getattr(getattr(_jax_module("jax.scipy.stats"), self._name), method, None)
-        if counterpart is None or not callable(original):
-            return original
+        if counterpart is None:
+            return getattr(self._scipy(self._bound), method)
 
         def call(*args, **kwargs):
-            values = unwrap((args, kwargs))
-            if all_concrete(values) and all_concrete(unwrap(self._bound)):
-                result = original(*values[0], **values[1])
+            (values, keywords), (bound, bound_keywords) = unwrap((args, kwargs)), unwrap(self._bound)
+            if all_concrete((values, keywords, bound, bound_keywords)):
+                result = getattr(self._scipy((bound, bound_keywords)), method)(*values, **keywords)
                 return wrap(result) if isinstance(result, np.ndarray) else result
-            bound = unwrap(self._bound)
-            return wrap(counterpart(*values[0], *bound[0], **{**bound[1], **values[1]}))
+            return wrap(counterpart(*values, *bound, **{**bound_keywords, **keywords}))
         return call
 
 
@@ -295,8 +296,7 @@ class _ScipyModuleProxy(types.ModuleType):
 
 
 class _ScipyProxy(types.ModuleType):
-    """``scipy`` inside the traced copy of ``f``: its ``special``, ``linalg`` and ``ndimage``
-    proxied."""
+    """``scipy`` inside the traced copy of ``f``: its modules of :data:`_SCIPY` proxied."""
 
     def __init__(self, scipy, proxies: dict):
         super().__init__("scipy", scipy.__doc__)
@@ -462,9 +462,9 @@ def translated_builtins(builtins) -> dict:
 
 
 def replacement(obj):
-    """The stand-in for ``obj`` (the numpy module or one of its constructors, a
-    ``np.vectorize``, a ``numpy.polynomial`` series, ``scipy.special``/``scipy.linalg`` or one of their :data:`_SCIPY`
-    functions), or None."""
+    """The stand-in for ``obj`` (the numpy or math module or one of their functions it
+    replaces, a ``np.vectorize``, a ``numpy.polynomial`` series, a SciPy module of
+    :data:`_SCIPY` or one of its functions and distributions), or None."""
     if obj is np:
         return NUMPY
     if obj is math:
