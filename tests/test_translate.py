@@ -952,3 +952,30 @@ def test_a_function_reaching_nothing_to_replace_still_gets_max_min_and_imports()
         np.testing.assert_allclose(float(call(fn, (u,))), fn(np.asarray(u)), rtol=1e-15)
         grad = jax.grad(lambda x: call(fn, (x,)))(u)
         assert np.all(np.isfinite(np.asarray(grad)))
+
+
+def test_error_paths_of_the_new_stand_ins():
+    """Each refusal of r_/c_, np.piecewise and scipy.ndimage on traced values names what
+    is wrong (and a TranslationError the line)."""
+    from scipy import ndimage as ndi
+
+    def directive(du, u, p, t):
+        du[:] = np.r_["0,1", u]
+
+    _raises(directive, match="np.r_/np.c_ with a string directive")
+
+    def traced_kernel(du, u, p, t):
+        du[:] = ndi.convolve1d(u, u[::-1])
+
+    u = np.array([0.5, 1.5, 2.5])
+    with pytest.raises(TranslationError, match=r"scipy.ndimage.convolve1d with weights that depend on u"):
+        jax.jit(to_jax(traced_kernel, u, None))(jnp.asarray(u), None, 0.0)
+    for f, match in [
+        (lambda du, u, p, t: du.__setitem__(slice(None), np.piecewise(u, [u < 1.0], [1.0, 2.0, 3.0])),
+         r"with 1 condition\(s\), either 1 or 2 functions are expected"),
+        (lambda du, u, p, t: du.__setitem__(slice(None), ndi.laplace(u, mode="periodic")), "mode must be one of"),
+        (lambda du, u, p, t: du.__setitem__(slice(None), ndi.correlate1d(u, [1.0, 2.0, 1.0], origin=2)),
+         "invalid origin 2 for a kernel of size 3"),
+    ]:
+        with pytest.raises(ValueError, match=match):
+            to_jax(f, u, None)(jnp.asarray(u), None, 0.0)
