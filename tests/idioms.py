@@ -786,6 +786,27 @@ def r_and_c_concatenation():
     return Idiom("r_and_c_concatenation", f, _positive(4), np.array([0.5]), arrays=[w])
 
 
+@idiom
+def numpy_scalar_types():
+    """``np.float64(p[0])`` and ``np.float32(...)`` of values (a cast that looks free in
+    NumPy), ``from numpy import float64``, and the same types used as dtypes and in
+    ``isinstance``/``np.issubdtype`` inside ``f``."""
+    from numpy import float64
+
+    work = np.zeros(3, dtype=np.float64)
+
+    def f(du, u, p, t):
+        k = np.float64(p[0])
+        rate = float64(p[1] * t)
+        scale = np.zeros(3, dtype=np.float64) + np.float64("1.0")  # a constant, as in NumPy
+        assert isinstance(np.float64(2.0), np.float64) and np.issubdtype(u.dtype, np.float64)
+        work[:] = u.astype(np.float64) * scale
+        du[:] = -k * work + rate * np.float64(u[::-1]) * 1e-1
+        du[0] += np.int64(3) * 1e-2 + np.finfo(np.float64).eps
+
+    return Idiom("numpy_scalar_types", f, _positive(3), np.array([0.7, 0.4]), arrays=[work])
+
+
 def gierer_meinhardt_model(N: int):
     """The seed's Gierer-Meinhardt model (DiffEq tutorial ``gm3!``) with six closure buffers.
 

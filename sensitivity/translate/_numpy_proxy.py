@@ -114,6 +114,36 @@ def _piecewise(x, condlist, funclist, *args, **kw):
     return traced_piecewise(np.piecewise, "piecewise", (x, condlist, funclist, *args), kw)
 
 
+class _ScalarTypeMeta(type):
+    """The metaclass of the scalar-type stand-ins (:func:`_scalar_type`): calling one
+    converts like NumPy's type, and ``isinstance``/``issubclass`` answer for NumPy's."""
+
+    def __call__(cls, *args, **kwargs):
+        if not args or all_concrete(unwrap(args[0])):
+            return cls.numpy_type(*unwrap(args), **kwargs)
+        return wrap(jnp.asarray(operand(args[0])).astype(cls.numpy_type))
+
+    def __instancecheck__(cls, obj):
+        return isinstance(obj, cls.numpy_type)
+
+    def __subclasscheck__(cls, subclass):
+        return issubclass(subclass, cls.numpy_type)
+
+
+def _scalar_type(numpy_type: type) -> type:
+    """``np.float64`` (and the other numeric scalar types) inside the traced copy of ``f``:
+    ``np.float64(p[0])`` converts a value of ``u``, ``p`` or ``t`` (a traced array of that
+    dtype), and constants as NumPy does. A subclass of NumPy's type, so that it still
+    works as a dtype (``np.zeros(n, np.float64)``, ``x.astype(np.float32)``,
+    ``x.dtype == np.float64``, ``np.issubdtype``)."""
+    return _ScalarTypeMeta(numpy_type.__name__, (numpy_type,),
+                           {"numpy_type": numpy_type, "__module__": "numpy", "__doc__": numpy_type.__doc__})
+
+
+_SCALAR_TYPES = {name: _scalar_type(getattr(np, name)) for name in (
+    "float16", "float32", "float64", "complex64", "complex128",
+    "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64", "intc", "intp", "uintp")}
+
 # np.empty gives zeros: its content is undefined in NumPy, and zeros keep runs reproducible.
 CONSTRUCTORS = {
     "array": _array, "asarray": _asarray, "asanyarray": _asarray,
@@ -122,6 +152,7 @@ CONSTRUCTORS = {
     **{name: _made_by(getattr(np, name)) for name in ("eye", "identity", "arange", "linspace", "logspace",
                                                       "geomspace", "tri", "fromfunction")},
     "piecewise": _piecewise, "r_": _Concatenator(np.r_, columns=False), "c_": _Concatenator(np.c_, columns=True),
+    **_SCALAR_TYPES,
 }  # fmt: skip
 _REPLACED = {id(getattr(np, name)): function for name, function in CONSTRUCTORS.items()}
 
