@@ -185,20 +185,29 @@ def integrate_jax(
     )
     static = dict(save=save, n_save=0 if saveat is None else len(saveat), dense=dense,
                   adaptive=adaptive, auto_dt=dt is None and adaptive, max_steps=max_steps, progress=progress)
-    if save == "count":
-        ts, _, code, counts, record = _program(prob, method, dict(static, save="t1", dense=False), args, check)(
-            *args.values())
-        reached = t1 if code == 0 else _last_finite(ts, t0)
-        args["t1"] = f64(reached)
-        static.update(save="steps", max_steps=1 << max(4, int(counts[0])).bit_length())
+    counted = None
+    if save == "count":  # the solve itself; then the same solve again, saving its steps
+        counted = _program(prob, method, dict(static, save="t1", dense=False), args, check)(*args.values())
+        static.update(save="steps", max_steps=min(max_steps, steps_buffer(int(counted[3][0]))))
     ts, ys, code, counts, record, *sol = _program(prob, method, static, args, check)(*args.values())
+    if counted is not None:  # the rows of the second pass, the outcome of the first
+        code, counts, record = counted[2], counted[3], counted[4]
     for message in recorded_warnings(method, record, t0, t1):  # as the NumPy executor warns
         warnings.warn(message, RuntimeWarning, stacklevel=3)
     return _to_numpy(prob, method, saveat, dense, ts, ys, int(code), counts, sol, dt is None, max_steps,
                      None if adaptive else float(args["dt0"]))
 
 
-def _last_finite(ts, default: float) -> float:
+def steps_buffer(steps: int) -> int:
+    """Steps allowed to a second pass that saves the steps a first pass counted (``steps``,
+    the rejected ones included), capped by the caller at ``max_steps`` (so that a solve
+    that ran out of steps stops at the same step): a power of two (a few compilations at
+    most) with room for the rounding of a program compiled differently, which the
+    step-size control can amplify."""
+    return 1 << max(4, steps + steps // 8).bit_length()
+
+
+def last_finite(ts, default: float) -> float:
     ts = np.asarray(ts)
     finite = ts[np.isfinite(ts)]
     return float(finite[-1]) if finite.size else default

@@ -248,6 +248,28 @@ def test_nonfinite_status_and_partial_data_match_numpy(saveat):
     assert info.value.solution.status == "nonfinite"
 
 
+@pytest.mark.parametrize("options", [dict(rtol=1e-8), dict(max_steps=20), dict(f=nan_after_one)],
+                         ids=["blow-up", "max_steps", "nonfinite"])
+def test_large_states_count_their_steps_first_and_keep_the_status(monkeypatch, options):
+    """Saving every step of a state too large for a buffer of ``max_steps`` rows (here: any
+    state, with the budget cut) counts the steps first, then solves again saving them. The
+    second pass must report the first's outcome: it reported a blow-up, a non-finite f and
+    running out of steps as "success" and moved the last row to t1."""
+    options = dict(options)
+    f = options.pop("f", lambda du, u, p, t: np.multiply(u, u, out=du))
+    prob = dxdt.ODEProblem(f, np.array([1.0, 2.0]), (0.0, 2.0))
+    direct = dxdt.solve(prob, Tsit5(), backend="jax", **options)
+    monkeypatch.setattr(dxdt._backend_jax, "BUFFER_BUDGET_BYTES", 64)
+    counted = dxdt.solve(prob, Tsit5(), backend="jax", **options)
+    assert direct.status != "success" and counted.status == direct.status
+    assert counted.message == direct.message and counted.stats == direct.stats
+    np.testing.assert_array_equal(counted.t, direct.t)
+    np.testing.assert_allclose(counted.u, direct.u, rtol=1e-12)
+    assert counted.t[-1] < 1.5
+    with pytest.raises(dxdt.SolverError):
+        dxdt.solve(prob, Tsit5(), backend="jax", throw=True, **options)
+
+
 @pytest.mark.parametrize("method, options", [(RK4(), {}), (Euler(), {}), (Tsit5(), {"adaptive": False})],
                          ids=["RK4", "Euler", "Tsit5 fixed"])
 def test_fixed_steps_take_the_numpy_grid_and_stop_where_the_state_turns_nonfinite(method, options):
