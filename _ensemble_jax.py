@@ -76,8 +76,9 @@ def run_jax_batches(ens, method, batch_size, options: dict) -> Iterator:
     first = ens.member(0)
     opts = _check_options(first, method, options)
     lanes = _from_batches(ens, first) if ens.prob_func is None else _from_members(ens)
-    for t0, t1 in {(a, b) for a, b in zip(lanes.t0.tolist(), lanes.t1.tolist())}:
-        _checks.check_saveat(opts["saveat"], (t0, t1))
+    if opts["saveat"] is not None:
+        for t0, t1 in {(a, b) for a, b in zip(lanes.t0.tolist(), lanes.t1.tolist())}:
+            _checks.check_saveat(opts["saveat"], (t0, t1))
     _checks.first_derivative(_checks.inplace_rhs(first), first)
     if batch_size is not None:
         make_batches(len(ens), batch_size, 1)  # validates batch_size
@@ -123,8 +124,6 @@ def _from_members(ens) -> _Lanes:
 def _check_options(prob, method, options: dict) -> dict:
     from . import _checks
 
-    if options.get("saveat") is None:
-        raise ValueError("backend='jax' ensembles need saveat=... (members are stacked on shared output times)")
     if options.get("dense", False):
         raise ValueError("backend='jax' ensembles do not keep dense output: use dense=False")
     if options.get("events"):
@@ -137,7 +136,7 @@ def _check_options(prob, method, options: dict) -> dict:
             raise ValueError(f"{method!r} with a fixed step needs dt=...")
         adaptive = False
     return dict(rtol=rtol, atol=atol, dt=dt, adaptive=adaptive,
-                saveat=np.array(options["saveat"], dtype=np.float64, ndmin=1),
+                saveat=None if options.get("saveat") is None else np.array(options["saveat"], np.float64, ndmin=1),
                 max_steps=_checks.check_max_steps(options.get("max_steps", 100_000)))
 
 
@@ -161,8 +160,11 @@ def _run(lanes: _Lanes, method, opts: dict, width: int) -> Iterator:
     for start in range(0, len(lanes), width):
         idx = order[start:start + width]
         padded = np.concatenate([idx, np.repeat(idx[-1:], width - len(idx))])  # pad the last batch
-        out = _solve_batch(lanes, method, opts, _arguments(lanes, padded, opts), len(opts["saveat"]),
-                           opts["max_steps"])
+        if opts["saveat"] is None:
+            out = _every_step(lanes, method, opts, padded)
+        else:
+            out = _solve_batch(lanes, method, opts, _arguments(lanes, padded, opts), len(opts["saveat"]),
+                               opts["max_steps"])
         steps = out[3][: len(idx), 0]
         lane_steps, useful = lane_steps + width * int(steps.max()), useful + int(steps.sum())
         by_index = np.argsort(idx, kind="stable")
@@ -170,6 +172,28 @@ def _run(lanes: _Lanes, method, opts: dict, width: int) -> Iterator:
             warned = _warn_stabilized(lanes, idx, method, out[4][: len(idx)])
         sols = _to_solutions(lanes, idx[by_index], method, opts, *(x[by_index] for x in out[:4]))
         yield idx[by_index], sols, {"lockstep": lane_steps / max(useful, 1), "grouped": grouped}
+
+
+def _every_step(lanes: _Lanes, method, opts: dict, padded: np.ndarray) -> tuple:
+    """A batch's outputs (as :func:`_solve_batch`) saving every accepted step of each lane,
+    as a solo JAX solve does when its buffers would be large: a first pass is the solve
+    (final states only; its statuses, counts and warning records are the lanes'), a second
+    one runs it again, saving every step, with as many steps allowed as the most a lane
+    took (:func:`~dxdt._backend_jax.steps_buffer`, at most ``max_steps``), in narrower
+    batches where ``width`` such buffers would pass ``BUFFER_BUDGET_BYTES``."""
+    from ._backend_jax import BUFFER_BUDGET_BYTES, steps_buffer
+
+    counted = _solve_batch(lanes, method, opts, _arguments(lanes, padded, opts), 0, opts["max_steps"])
+    buffer = min(opts["max_steps"], steps_buffer(int(np.max(counted[3][:, 0]))))
+    n_dev = _local_device_count()
+    width = max(n_dev, n_dev * (BUFFER_BUDGET_BYTES // ((buffer + 1) * lanes.u0[0].nbytes * n_dev)))
+    rows = []
+    for start in range(0, len(padded), width):
+        part = np.resize(padded[start:start + width], min(width, len(padded)))
+        saved = _solve_batch(lanes, method, opts, _arguments(lanes, part, opts), 0, buffer, steps=True)
+        rows.append([x[: min(width, len(padded) - start)] for x in saved[:2]])
+    ts, ys = (np.concatenate(pieces) for pieces in zip(*rows))
+    return (ts, ys) + tuple(counted[2:])
 
 
 def _warn_stabilized(lanes: _Lanes, idx: np.ndarray, method, records: np.ndarray) -> bool:
@@ -192,8 +216,9 @@ def _arguments(lanes: _Lanes, idx: np.ndarray, opts: dict) -> tuple:
     """Positional arguments of a compiled batch (vmap maps keyword arguments over axis 0)."""
     u0, p, t0, t1 = lanes.take(idx)
     dt = 0.0 if opts["dt"] is None else opts["dt"]
+    ts = np.zeros(1) if opts["saveat"] is None else opts["saveat"]  # (not read without saveat)
     return (u0, p, t0, t1, np.where(t1 > t0, dt, -dt), np.float64(opts["rtol"]),
-            np.asarray(opts["atol"], np.float64), opts["saveat"])
+            np.asarray(opts["atol"], np.float64), ts)
 
 
 def _group_order(lanes: _Lanes, method, opts, width) -> np.ndarray:
@@ -215,8 +240,10 @@ def _lane_steps(steps: np.ndarray, width: int) -> float:
     return sum(width * steps[i:i + width].max() for i in range(0, len(steps), width))
 
 
-def _solve_batch(lanes: _Lanes, method, opts, args: tuple, n_save: int, max_steps: int) -> tuple:
-    """Run one batch's compiled solve on ``args``: NumPy ``(ts, ys, codes, counts, warning records)`` per lane."""
+def _solve_batch(lanes: _Lanes, method, opts, args: tuple, n_save: int, max_steps: int,
+                 steps: bool = False) -> tuple:
+    """Run one batch's compiled solve on ``args``: NumPy ``(ts, ys, codes, counts, warning records)``
+    per lane, saving at ``n_save`` times, or every step (``steps``), or the end."""
     from ._backend_jax import structure
     from .sensitivity._compiled import lookup
     from .sensitivity._estimate import estimate_callables
@@ -224,10 +251,10 @@ def _solve_batch(lanes: _Lanes, method, opts, args: tuple, n_save: int, max_step
     prob = lanes.template
     auto_dt = opts["dt"] is None
     static = (structure(args), lanes.p_batched, prob.inplace, repr(method), opts["adaptive"], auto_dt,
-              n_save, max_steps, _local_device_count())
+              n_save, max_steps, steps, _local_device_count())
     program = lookup("ensemble", static, (prob.f,) + estimate_callables(method),
                      lambda: _build(prob, method, opts["adaptive"], auto_dt, n_save, max_steps,
-                                    lanes.p_batched, args))
+                                    lanes.p_batched, args, steps))
     return program(*args)
 
 
@@ -238,7 +265,7 @@ def _local_device_count() -> int:
 
 
 def _build(prob: ODEProblem, method, adaptive: bool, auto_dt: bool, n_save: int, max_steps: int,
-           p_batched: bool, args: tuple):
+           p_batched: bool, args: tuple, steps: bool = False):
     """One member's solve, exactly as a solo JAX solve runs it (:func:`~dxdt.sensitivity._ode.odeint`),
     vmapped over the lanes (sharded over the local devices), traced and compiled for ``args``."""
     from .sensitivity import to_jax
@@ -260,6 +287,7 @@ def _build(prob: ODEProblem, method, adaptive: bool, auto_dt: bool, n_save: int,
         step = {} if auto_dt else {"dt0": dt0}
         sol, code = odeint(lambda t, y, a: g_once(y, a, t), u0, p, t0, t1,
                            SolveOptions(method, rtol, atol, max_steps), ts=ts if n_save else None,
+                           save_steps=steps,
                            spectral_radius=rho, **fixed, **step)
         counts = jnp.stack([sol.stats["num_steps"], sol.stats["num_accepted_steps"],
                             sol.stats["num_rejected_steps"]])
@@ -308,9 +336,14 @@ def _to_solutions(lanes: _Lanes, idx, method, opts, ts, ys, codes, counts) -> li
         else:
             dt = None if fixed_dt is None else math.copysign(fixed_dt, t1 - t0)
             message = jax_failure_message(status, float(ts[j][filled[j]][-1]), dt, opts["max_steps"], t1)
-        t, u = saveat[:n], ys[j, :n]
-        if n == 0:  # no step was accepted: as a solo solve
-            t, u = rows_at_t0(saveat, t0, lanes.u0[idx[j]])
+        if saveat is None:  # every step: the filled rows, t1 exact on success (as a solo solve)
+            t, u = ts[j][filled[j]], ys[j][filled[j]]
+            if status == "success":
+                t[-1] = t1
+        else:
+            t, u = saveat[:n], ys[j, :n]
+            if n == 0:  # no step was accepted: as a solo solve
+                t, u = rows_at_t0(saveat, t0, lanes.u0[idx[j]])
         sols.append(Solution(t, u, stats, status, message))
     return sols
 

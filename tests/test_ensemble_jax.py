@@ -154,13 +154,45 @@ def test_tspan_batches_shared_p_and_prob_func():
 
 def test_bad_input_for_the_jax_backend(ensemble):
     ens, _ = ensemble
-    with pytest.raises(ValueError, match="need saveat"):
-        dxdt.solve(ens, Tsit5(), backend="jax")
     with pytest.raises(ValueError, match="executor=None"):
         dxdt.solve(ens, Tsit5(), backend="jax", executor="threads", saveat=TS)
     mixed = dxdt.EnsembleProblem(ens.prob, n=2, prob_func=lambda m, i: m.remake(u0=np.ones(i + 1)))
     with pytest.raises(ValueError, match="member 1 differs from member 0"):
         dxdt.solve(mixed, Tsit5(), backend="jax", saveat=TS)
+
+
+@pytest.mark.parametrize("budget", [None, 2048], ids=["one-pass", "narrowed"])
+def test_without_saveat_each_member_saves_its_own_steps_as_its_solo_solve(ensemble, monkeypatch, budget):
+    """``saveat=None``: every member's rows are its accepted steps (t0 and t1 included), as
+    its solo JAX solve saves them: the same status, counts and rows, values to rounding;
+    a member that runs out of ``max_steps`` stops at the same step. ``budget``: buffers
+    capped so that the saving pass runs in narrower batches than the counting pass."""
+    if budget is not None:
+        monkeypatch.setattr(dxdt._backend_jax, "BUFFER_BUDGET_BYTES", budget)
+    ens, _ = ensemble
+    options = dict(rtol=1e-8, atol=1e-10)
+    sol = dxdt.solve(ens, Tsit5(), backend="jax", batch_size=4, **options)
+    short = dxdt.solve(ens, Tsit5(), backend="jax", max_steps=12, **options)
+    assert isinstance(sol.t, list) and isinstance(sol.u, list) and len(sol.t) == len(ens)
+    for i in range(len(ens)):
+        solo = dxdt.solve(ens.member(i), Tsit5(), backend="jax", **options)
+        member = sol.members[i]
+        assert member.status == solo.status and member.stats == solo.stats, (i, member.stats, solo.stats)
+        assert len(member.t) == len(solo.t) == solo.stats["naccept"] + 1
+        assert member.t[0] == 0.0 and (member.t[-1] == 1.0) == solo.success
+        np.testing.assert_allclose(member.t, solo.t, rtol=1e-7, atol=1e-14)  # see the docs
+        # near the blow-up at t = 0.5, u ~ 1 / (0.5 - t) magnifies the steps' differences
+        n = len(solo.u) if solo.success else int(np.sum(np.abs(solo.u[:, 0]) < 1e3))
+        np.testing.assert_allclose(member.u[:n], solo.u[:n], rtol=1e-7, atol=1e-16)
+        np.testing.assert_array_equal(sol.t[i], member.t)
+        if solo.success:  # the decays against their closed form
+            np.testing.assert_allclose(member.u[:, 0], np.exp(-P[i, 0] * member.t), rtol=1e-6, atol=1e-9)
+        solo_short = dxdt.solve(ens.member(i), Tsit5(), backend="jax", max_steps=12, **options)
+        cut = short.members[i]
+        assert cut.status == solo_short.status and cut.stats == solo_short.stats, i
+        assert cut.message == solo_short.message and len(cut.t) == len(solo_short.t)
+        np.testing.assert_allclose(cut.u, solo_short.u, rtol=1e-7, atol=1e-16)
+    assert {"success", "max_steps"} <= set(short.status) and sol.status[BLOWS_UP] != "success"
 
 
 def test_a_closure_array_changed_in_place_is_seen_and_an_identical_solve_does_not_rebuild():
