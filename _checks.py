@@ -159,6 +159,34 @@ def inplace_rhs(prob: ODEProblem) -> Callable:
     return f_inplace
 
 
+_SHAPE_ERRORS = ("could not broadcast", "could not be broadcast", "too many indices", "out of bounds",
+                 "values to unpack")
+
+
+def shape_error(error: Exception, u_shape: tuple, p) -> ValueError | None:
+    """A ``ValueError`` naming ``u0`` and ``p`` for an index or broadcast ``error`` that ``f``
+    raised (``u0`` or ``p`` not of the shape ``f`` indexes), or None for any other error."""
+    if not isinstance(error, (IndexError, ValueError)) or not any(text in str(error) for text in _SHAPE_ERRORS):
+        return None
+    p_text = (f"p of shape {np.shape(p)}" if isinstance(p, (np.ndarray, np.generic, float, int)) or hasattr(p, "shape")
+              else "p=None" if p is None else f"p a {type(p).__name__}")
+    return ValueError(
+        f"f raised {type(error).__name__} ({error}) with u0 of shape {tuple(u_shape)} and {p_text}: check "
+        "that u0 and p have the shapes f indexes (an ensemble's u0 batch holds the members on its first "
+        "axis, each member's state after it)")
+
+
+def _first_call(f: Callable, du, u, prob: ODEProblem, t0):
+    """``f(du, u, p, t0)``, its shape errors reported by :func:`shape_error`."""
+    try:
+        return f(du, u, prob.p, t0)
+    except (IndexError, ValueError) as error:
+        replaced = shape_error(error, np.shape(prob.u0), prob.p)
+        if replaced is None:
+            raise
+        raise replaced from error
+
+
 def first_derivative(f: Callable, prob: ODEProblem) -> np.ndarray:
     """Evaluate ``f(u0)`` once, checking that ``f`` writes every entry of ``du``.
 
@@ -172,7 +200,7 @@ def first_derivative(f: Callable, prob: ODEProblem) -> np.ndarray:
     u = u0.copy()
     p_arrays = _array_leaves(prob.p)
     p_before = [a.copy() for a in p_arrays]
-    result = f(du, u, prob.p, t0)
+    result = _first_call(f, du, u, prob, t0)
     if not np.array_equal(u, u0, equal_nan=True):
         raise ValueError(
             "f changed its argument u (the solver's state) at t0: an in-place f(du, u, p, t) "

@@ -352,6 +352,32 @@ def test_f_that_never_writes_du():
         dxdt.solve(dxdt.ODEProblem(lambda du, u, p, t: -u, [1.0, 1.0], (0, 1)))
 
 
+@pytest.mark.parametrize("backend", ["numpy", "jax"])
+def test_u0_or_p_of_another_shape_than_f_indexes_is_named(backend):
+    """An index or broadcast error inside f at t0 (a state or parameters shorter than f
+    reads) is a ValueError naming u0 and p with their shapes, on both backends, from the
+    sensitivity operators and for an ensemble's u0 batch without its state axis."""
+    from dxdt import sensitivity as sens
+
+    short_state = dxdt.ODEProblem(lotka_volterra, [1.0], (0.0, 1.0), p=np.ones(4))
+    short_p = dxdt.ODEProblem(lotka_volterra, [1.0, 1.0], (0.0, 1.0), p=np.ones(2))
+    broadcast = dxdt.ODEProblem(lambda du, u, p, t: du.__setitem__(slice(None), u[:2] * p), np.ones(3), (0, 1),
+                                p=np.ones(2))
+    for prob, shapes in ((short_state, r"u0 of shape \(1,\) and p of shape \(4,\)"),
+                         (short_p, r"u0 of shape \(2,\) and p of shape \(2,\)"),
+                         (broadcast, r"u0 of shape \(3,\) and p of shape \(2,\)")):
+        with pytest.raises(ValueError, match=shapes + ": check that u0 and p have the shapes f indexes"):
+            dxdt.solve(prob, Tsit5(), backend=backend)
+    if backend == "jax":
+        with pytest.raises(ValueError, match=r"u0 of shape \(1,\) and p of shape \(4,\)"):
+            sens.gradient(lambda u: np.sum(u), short_state, Tsit5())
+        with pytest.raises(ValueError, match=r"u0 of shape \(2,\) and p of shape \(2,\)"):
+            sens.jacobian(short_p, Tsit5(), mode="reverse")
+    ens = dxdt.EnsembleProblem(LV, u0=np.array([1.0, 2.0]))  # two members' u0, the state axis left out
+    with pytest.raises(ValueError, match=r"u0 of shape \(\).*u0 batch holds the members on its first axis"):
+        dxdt.solve(ens, Tsit5(), backend=backend, saveat=[1.0])
+
+
 def test_f_that_writes_nan_is_not_mistaken_for_missing_writes():
     prob = dxdt.ODEProblem(lambda du, u, p, t: du.fill(np.nan), [1.0], (0, 1))
     assert dxdt.solve(prob).status == "nonfinite"
