@@ -701,6 +701,29 @@ def python_max_min_of_values():
 
 
 @idiom
+def scipy_functions_with_jax_counterparts():
+    """SciPy's Python-level functions whose JAX counterparts are spelled elsewhere:
+    ``scipy.linalg.norm``/``pinv``/``svdvals`` (jax.numpy.linalg's),
+    ``scipy.integrate.trapezoid``/``cumulative_trapezoid``, ``scipy.special.polygamma``/
+    ``factorial``/``comb``, and the ``scipy.special`` ufuncs ``log1p``/``expm1`` that
+    jax.scipy.special lacks but jax.numpy has."""
+    import scipy.integrate
+    from scipy.integrate import cumulative_trapezoid
+
+    x = np.linspace(0.0, 1.0, 4)
+
+    def f(du, u, p, t):
+        M = np.outer(u, u[::-1]) + np.eye(4)
+        du[:] = -p[0] * u * scipy.linalg.norm(u) * 0.1 + 0.01 * scipy.linalg.pinv(M) @ u
+        du[0] += 0.01 * scipy.linalg.svdvals(M)[0] + 0.1 * scipy.integrate.trapezoid(u * u, x)
+        du[1:] += 0.1 * cumulative_trapezoid(p[1] * u, x)
+        du += 1e-2 * scipy.special.polygamma(1, u + 1.0) * scipy.special.comb(4, 2) / scipy.special.factorial(3)
+        du += 1e-2 * (scipy.special.log1p(u * p[1]) - scipy.special.expm1(-u))
+
+    return Idiom("scipy_functions_with_jax_counterparts", f, _positive(4), np.array([0.7, 0.5]), arrays=[x])
+
+
+@idiom
 def scipy_ndimage_filters():
     """A 2-D reaction-diffusion step with ``scipy.ndimage``: ``laplace`` written into a
     closure buffer (``output=``), a 5-point ``convolve``, a ``gaussian_filter`` (nonlocal
@@ -805,6 +828,50 @@ def numpy_scalar_types():
         du[0] += np.int64(3) * 1e-2 + np.finfo(np.float64).eps
 
     return Idiom("numpy_scalar_types", f, _positive(3), np.array([0.7, 0.4]), arrays=[work])
+
+
+@idiom
+def einsum_views_and_positional_out():
+    """``np.einsum('ii->i', M)`` and ``np.einsum('ij->ji', ...)`` written through (NumPy
+    returns writable views when one operand is only re-indexed), and ``out`` given by
+    position: ``np.dot(A, u, du)``, ``np.clip(x, lo, hi, out)``, ``np.cumsum(x, 0, None,
+    out)``, ``np.sum(x, 0, None, out)``."""
+    A = RNG.standard_normal((4, 4)) * 0.3
+    work = np.zeros((4, 4))
+    partial = np.zeros(4)
+    total = np.zeros(())
+
+    def f(du, u, p, t):
+        work[:] = 0.1
+        np.einsum("ii->i", work)[:] += p[0] * u  # the diagonal, in place
+        np.einsum("ij->ji", work)[0, 1:] = u[1:] * p[1]  # a column, through the transpose
+        np.dot(A, u, du)
+        du += work @ u
+        np.cumsum(u * p[1], 0, None, partial)
+        np.clip(partial, 0.0, 1.5, partial)
+        np.sum(u, 0, None, total)
+        du -= partial * total * 0.1
+
+    return Idiom("einsum_views_and_positional_out", f, _positive(4), np.array([0.6, 0.4]),
+                 arrays=[A, work, partial, total])
+
+
+@idiom
+def values_repeated_to_fit():
+    """NumPy repeating a shorter value array: ``np.fill_diagonal(M, u[:2])``,
+    ``np.putmask(du, mask, v)`` with ``len(v) < du.size``, ``du.flat = v``; a ufunc's
+    ``where=`` given as a list and ``casting=`` given explicitly."""
+    M = np.zeros((4, 4))
+    mask = np.array([True, False, True, True])
+
+    def f(du, u, p, t):
+        M[:] = 0.0
+        np.fill_diagonal(M, -p[0] * u[:2])  # cycles: u0, u1, u0, u1
+        du.flat = M @ u  # every element
+        np.putmask(du, mask, p[1] * u[:2] ** 2)  # values 0, 1, 0, 1 by position: 0, 0, 1 at 0, 2, 3
+        np.multiply(du, 1.0 + p[1], out=du, where=[True, True, False, True], casting="same_kind")
+
+    return Idiom("values_repeated_to_fit", f, _positive(4), np.array([0.8, 0.3]), arrays=[M, mask])
 
 
 def gierer_meinhardt_model(N: int):

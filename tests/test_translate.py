@@ -564,6 +564,42 @@ def test_unsupported_numpy_functions():
     _raises(one_argument_where, match=r"np.where\(condition\) with one argument")
 
 
+def test_scipy_functions_without_a_translation_are_named():
+    """A SciPy function or distribution method with no JAX translation, called on traced
+    values, is refused naming it (module attribute or imported name), not with the generic
+    conversion error; on constants it is SciPy's."""
+    import scipy.integrate
+    import scipy.stats
+    from scipy.integrate import simpson
+    from scipy.stats import lognorm
+
+    def module_function(du, u, p, t):
+        du[:] = scipy.integrate.simpson(u) * p[0]
+
+    def imported_function(du, u, p, t):
+        du[:] = simpson(u) * p[0]
+
+    def distribution_method(du, u, p, t):
+        du[:] = scipy.stats.lognorm.logpdf(u, 0.5) * p[0]
+
+    def frozen_distribution(du, u, p, t):
+        du[:] = lognorm(0.5).pdf(u) * p[0]
+
+    def on_constants(du, u, p, t):
+        du[:] = -u * simpson(np.ones(3)) * lognorm(0.5).pdf(1.0) * scipy.linalg.solveh_banded(
+            np.array([[0.0, 1.0], [4.0, 4.0]]), np.ones(2))[0]
+
+    _raises(module_function, match=r"scipy.integrate.simpson on values that depend on u, p or t")
+    _raises(imported_function, match=r"scipy.integrate.simpson on values that depend on u, p or t")
+    _raises(distribution_method, match=r"scipy.stats.lognorm.logpdf on values")
+    _raises(frozen_distribution, match=r"scipy.stats.lognorm.pdf on values")
+    u, p = np.array([0.5, 1.0]), np.array([0.3])
+    g = to_jax(on_constants, u, p)
+    du = np.empty(2)
+    on_constants(du, u, p, 0.0)
+    np.testing.assert_allclose(g(u, p, 0.0), du, rtol=1e-14)
+
+
 def test_writing_into_u_is_refused():
     def clip_in_place(du, u, p, t):  # a user's "keep it positive", which changes the solver's state
         np.maximum(u, 0.0, out=u)

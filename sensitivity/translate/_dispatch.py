@@ -20,6 +20,7 @@ runs, so constants keep NumPy semantics and stay usable as indices and sizes.
 from __future__ import annotations
 
 import functools
+import inspect
 
 import numpy as np
 
@@ -297,7 +298,7 @@ def _generic(func, name: str, args, kwargs):
             "Rewrite it with supported NumPy functions (ufuncs, reductions, linear algebra, "
             "indexing).",
         )
-    kwargs = dict(kwargs)
+    args, kwargs = _out_by_keyword(func, args, dict(kwargs))
     out = kwargs.pop("out", None)
     args, kwargs = _traced.unwrap(args), _traced.unwrap(kwargs)
     if _traced.all_concrete((args, kwargs)):
@@ -308,6 +309,26 @@ def _generic(func, name: str, args, kwargs):
     kwargs = {_KEYWORDS.get((name, k), k): _list_to_array(v) if k in ("prepend", "append") else v
               for k, v in kwargs.items()}
     return finish(_jax_call(name, function, args, kwargs), out)
+
+
+@functools.lru_cache(maxsize=None)
+def _positional_names(func) -> tuple:
+    """The names of ``func``'s positional-or-keyword parameters (NumPy's signature)."""
+    try:
+        parameters = inspect.signature(func).parameters.values()
+    except (TypeError, ValueError):
+        return ()
+    return tuple(p.name for p in parameters if p.kind == p.POSITIONAL_OR_KEYWORD)
+
+
+def _out_by_keyword(func, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
+    """``out`` given by position (``np.dot(a, b, du)``, ``np.clip(x, 0, 1, du)``) and the
+    arguments after it, moved to keywords: ``out`` is written, not read."""
+    names = _positional_names(func)
+    if "out" in kwargs or "out" not in names or len(args) <= names.index("out"):
+        return args, kwargs
+    at = names.index("out")
+    return args[:at], {**kwargs, **dict(zip(names[at:], args[at:]))}
 
 
 # functions of a sequence of arrays, whose members NumPy also takes as nested lists
@@ -344,8 +365,12 @@ def apply_ufunc(ufunc, method: str, inputs, kwargs):
     if _deferred_increment(name, method, inputs, kwargs, out):
         return out[0]
     where = kwargs.pop("where", True)
+    for ignored in ("casting", "order", "subok"):  # the layout and casting of out: no meaning here
+        kwargs.pop(ignored, None)
     args = _traced.unwrap(inputs)
     mask = _traced.operand(where)
+    if type(mask) in (list, tuple) and _traced.all_concrete(mask):  # where=[True, False, ...]
+        where = mask = np.asarray(mask, bool)
     if _traced.all_concrete((args, kwargs, mask)):
         result = getattr(ufunc, method)(*args, **kwargs)
     else:
@@ -355,6 +380,8 @@ def apply_ufunc(ufunc, method: str, inputs, kwargs):
             import jax.scipy.special
 
             function = getattr(jax.scipy.special, _SPECIAL_ALIASES.get(name, name), None)
+            if function is None and name in _SPECIAL_IN_NUMPY:  # log1p, expm1, ...: jax.numpy's
+                function = getattr(jnp, name)
         elif function is not None and method != "__call__":
             function = getattr(function, method, None)
             args = tuple(_list_to_array(a) for a in args)  # reduceat's indices as a list
@@ -388,6 +415,7 @@ def _masked_operands(args, mask):
     return tuple(safe(a) for a in args)
 
 
+_SPECIAL_IN_NUMPY = ("log1p", "expm1", "cbrt", "exp2")  # scipy.special ufuncs that jax.numpy has
 _SPECIAL_ALIASES = {"psi": "digamma", "_zeta": "zeta"}  # scipy.special ufuncs named otherwise in jax.scipy.special
 # (scipy.special.zeta(x, q) calls the ufunc _zeta)
 
@@ -488,17 +516,41 @@ def _put(func, name, args, kwargs):
     a._store(Ellipsis, flat, marked)
 
 
+def _cycled(values, n: int):
+    """``values`` repeated in C order to ``n`` elements, as NumPy fills ``a.flat`` (a scalar
+    stays a scalar)."""
+    if np.ndim(values) == 0:
+        return values
+    xp = np if _traced.all_concrete(values) else jnp
+    return xp.resize(xp.ravel(xp.asarray(values)), (n,))
+
+
 def _putmask(func, name, args, kwargs):
+    """``np.putmask(a, mask, values)``: ``a.flat[n] = values[n % len(values)]`` where the mask holds."""
     a = _target(args[0])
     mask, values = _traced.operand(args[1]), _traced.operand(args[2])
+    if np.ndim(values) and np.size(values) != a.size:
+        values = _cycled(values, a.size).reshape(a.shape)
     a._assign(values, mask)
 
 
 def _fill_diagonal(func, name, args, kwargs):
+    """``np.fill_diagonal(a, val)``: the diagonal's elements take ``val``'s, repeated in turn."""
     a = _target(args[0])
     diagonal = np.zeros(a.shape, bool)
     np.fill_diagonal(diagonal, True, wrap=kwargs.get("wrap", args[2] if len(args) > 2 else False))
-    a[diagonal] = args[1]
+    a[diagonal] = _cycled(_traced.operand(args[1]), int(diagonal.sum()))
+
+
+def _einsum(func, name, args, kwargs):
+    """``np.einsum``: with one operand and no summation (``'ii->i'``, ``'ij->ji'``) NumPy
+    returns a writable view of it, and so does this, as NumPy decides on the positions."""
+    if len(args) == 2 and isinstance(args[0], str) and isinstance(args[1], _traced.TracedArray) \
+            and kwargs.get("out") is None:
+        probe = np.arange(args[1].size).reshape(args[1].shape)
+        if np.shares_memory(np.einsum(args[0], probe, **kwargs), probe):
+            return args[1]._derive(lambda x: np.einsum(args[0], x, **kwargs))
+    return _generic(func, name, args, kwargs)
 
 
 def _put_along_axis(func, name, args, kwargs):
@@ -589,6 +641,7 @@ _SPECIAL = {
     "put": _put,
     "putmask": _putmask,
     "fill_diagonal": _fill_diagonal,
+    "einsum": _einsum,
     "put_along_axis": _put_along_axis,
     "where": _where,
     "piecewise": _piecewise,

@@ -227,13 +227,27 @@ def _scipy_linalg():
     import scipy.linalg
 
     names = [n for n in dir(linalg) if not n.startswith("_") and hasattr(scipy.linalg, n)]
-    return {**{n: (lambda n=n: getattr(linalg, n)) for n in names}, "solve_banded": lambda: _solve_banded}
+    return {**{n: (lambda n=n: getattr(linalg, n)) for n in names}, "solve_banded": lambda: _solve_banded,
+            "norm": lambda: jnp.linalg.norm, "pinv": lambda: jnp.linalg.pinv,
+            "svdvals": lambda: lambda a: jnp.linalg.svd(a, compute_uv=False)}
+
+
+def _cumulative_trapezoid(y, x=None, dx=1.0, axis=-1, initial=None):
+    """``scipy.integrate.cumulative_trapezoid``: the running sums of the trapezoids."""
+    y = jnp.moveaxis(jnp.asarray(y), axis, -1)
+    steps = dx if x is None else jnp.diff(jnp.asarray(x))
+    total = jnp.cumsum(0.5 * steps * (y[..., 1:] + y[..., :-1]), axis=-1)
+    if initial is not None:
+        total = jnp.concatenate([jnp.full(total.shape[:-1] + (1,), initial, total.dtype), total], axis=-1)
+    return jnp.moveaxis(total, -1, axis)
 
 
 # SciPy's Python-level functions (scipy.special's ufuncs are translated like NumPy's): the
 # jax counterpart on traced values, by module (softmax over all axes by default, as SciPy's)
 _SCIPY = {
     "scipy.special": lambda: {
+        **{name: (lambda name=name: getattr(_jax_module("jax.scipy.special"), name))
+           for name in ("polygamma", "factorial", "comb")},
         "logsumexp": lambda: _jax_module("jax.scipy.special").logsumexp,
         "softmax": lambda: lambda x, axis=None: _jax_module("jax.nn").softmax(x, axis=_all_axes(axis, x)),
         "log_softmax": lambda: lambda x, axis=None: _jax_module("jax.nn").log_softmax(x, axis=_all_axes(axis, x)),
@@ -241,6 +255,8 @@ _SCIPY = {
     "scipy.linalg": _scipy_linalg,
     "scipy.ndimage": lambda: {name: (lambda name=name: getattr(_ndimage, name)) for name in _ndimage.FUNCTIONS},
     "scipy.stats": lambda: _distributions(),
+    "scipy.integrate": lambda: {"trapezoid": lambda: _jax_module("jax.scipy.integrate").trapezoid,
+                                "cumulative_trapezoid": lambda: _cumulative_trapezoid},
 }
 _DROPPED = ("check_finite", "overwrite_a", "overwrite_b", "overwrite_ab")  # SciPy-only options
 
@@ -288,9 +304,10 @@ class _Distribution:
         return self._original(*args, **kwargs) if args or kwargs else self._original
 
     def __getattr__(self, method):
-        counterpart = getattr(getattr(_jax_module("jax.scipy.stats"), self._name), method, None)
+        counterpart = getattr(getattr(_jax_module("jax.scipy.stats"), self._name, None), method, None)
         if counterpart is None:
-            return getattr(self._scipy(self._bound), method)
+            found = getattr(self._scipy(self._bound), method)
+            return _untranslated(found, f"scipy.stats.{self._name}.{method}") if callable(found) else found
 
         def call(*args, **kwargs):
             (values, keywords), (bound, bound_keywords) = unwrap((args, kwargs)), unwrap(self._bound)
@@ -310,6 +327,38 @@ def _distributions() -> dict:
             if isinstance(getattr(scipy.stats, name, None), (scipy.stats.rv_continuous, scipy.stats.rv_discrete))}
 
 
+def _untranslated(original, qualified: str):
+    """A SciPy function with no JAX counterpart: SciPy's own, which may work on traced
+    values through the NumPy it calls (``scipy.special.zeta`` calls a ufunc); where it
+    converts one to a NumPy array or a float instead, a :class:`TranslationError` naming
+    it, not the conversion."""
+    from ._errors import TranslationError, translation_error
+
+    def call(*args, **kwargs):
+        try:
+            return original(*args, **kwargs)
+        except TranslationError as error:
+            if "converting a value" not in str(error) and "on a value that depends" not in str(error):
+                raise
+            raise translation_error(
+                f"{qualified} on values that depend on u, p or t (it has no JAX translation)",
+                "Rewrite it with NumPy functions (they are translated), or compute it outside f.") from error
+    return call
+
+
+def _stand_in_of(module, name: str, original):
+    """The stand-in for ``module.name`` (``original``) that a :class:`_ScipyModuleProxy` has
+    no translation for: a distribution or a Python function refusing traced values by name
+    (ufuncs are translated like NumPy's, classes and constants are SciPy's)."""
+    import scipy.stats
+
+    if isinstance(original, (scipy.stats.rv_continuous, scipy.stats.rv_discrete)):
+        return _Distribution(original, name)
+    if isinstance(original, types.FunctionType):
+        return _untranslated(original, f"{module.__name__}.{name}")
+    return original
+
+
 class _ScipyModuleProxy(types.ModuleType):
     """A SciPy module inside the traced copy of ``f``: its :data:`_SCIPY` functions replaced
     (a :class:`_Distribution` as it is)."""
@@ -323,7 +372,7 @@ class _ScipyModuleProxy(types.ModuleType):
             setattr(self, name, stand_in)
 
     def __getattr__(self, name):
-        return getattr(self._module, name)
+        return _stand_in_of(self._module, name, getattr(self._module, name))
 
 
 class _ScipyProxy(types.ModuleType):
@@ -514,6 +563,12 @@ def replacement(obj):
             return proxy
         if id(obj) in stand_ins:
             return stand_ins[id(obj)]
+    # imported from a proxied module, with no translation (from scipy.integrate import simpson)
+    attribute = getattr(obj, "__name__", None) or getattr(obj, "name", None)  # (a distribution's)
+    for name in proxies if isinstance(attribute, str) else ():
+        module = sys.modules[name]
+        if getattr(module, attribute, None) is obj:
+            return _stand_in_of(module, attribute, obj)
     if proxies and obj is sys.modules.get("scipy"):
         return _ScipyProxy(obj, {name: proxy for name, (proxy, _) in proxies.items()})
     return None

@@ -501,6 +501,11 @@ class TracedArray:
         """``a.flat[i]``, read and written: the elements in C order, by flat index or slice."""
         return _Flat(self)
 
+    @flat.setter
+    def flat(self, value) -> None:
+        """``a.flat = value``: every element, from ``value``'s repeated in C order."""
+        _Flat(self)[:] = value
+
     # -- methods ------------------------------------------------------------------------
     def copy(self, order="C") -> TracedArray:
         return wrap(self._read())
@@ -567,7 +572,13 @@ class _Flat:
         return self._array[self._indices(key)]
 
     def __setitem__(self, key, value) -> None:
-        self._array[self._indices(key)] = value
+        """As NumPy's, a value with fewer elements than ``key`` selects is repeated."""
+        indices = self._indices(key)
+        value = operand(value)
+        if np.ndim(value) and np.size(value) != np.size(indices[0]):
+            xp = np if all_concrete(value) else jnp
+            value = xp.resize(xp.ravel(xp.asarray(value)), np.shape(indices[0]))
+        self._array[indices] = value
 
     def __len__(self) -> int:
         return self._array.size
