@@ -67,7 +67,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
-from ._diffrax_controller import GuardedState, StepReport, stiff_record
+from ._diffrax_controller import NO_STIFF_RECORD, STIFF_MARGIN, GuardedState, StepReport, stiff_record
 from ._stabilized import SAFETY, AbstractStabilized, stage_table
 from ._stabilized_executor import (OSCILLATORY_COSINE, OSCILLATORY_SPAN, POWER_ITERATIONS,
                                    POWER_TOLERANCE, REFRESH_STEPS, start_direction)
@@ -145,9 +145,10 @@ class StabilizedSolver(diffrax.AbstractAdaptiveSolver):
     ``spectral_radius(t, y, args)``, when given, is an upper bound of the spectral radius
     of the vector field's Jacobian at ``(t, y)`` in the solve's own time unit (before the
     safety factor); otherwise (and unless the stage count is forced) the power iteration
-    estimates it. State: ``(F_0, v, sigma, since, h, oscillatory, counters)``: the derivative at the
-    step's start (FSAL), the last power-iteration direction, the last estimate, the
-    accepted steps since it, the last accepted ``|h|``, the oscillatory record
+    estimates it. State: ``(F_0, v, sigma, since, h, stiff, oscillatory, counters)``: the
+    derivative at the step's start (FSAL), the last power-iteration direction, the last
+    estimate, the accepted steps since it, the last accepted ``|h|``, the stiff record of
+    fixed steps (:func:`solver_stiff_record`), the oscillatory record
     ``[off-axis estimates in a row, s, sigma]`` (:func:`oscillatory_record`) and the
     integer :data:`COUNTERS` of the accepted steps.
     """
@@ -183,7 +184,8 @@ class StabilizedSolver(diffrax.AbstractAdaptiveSolver):
                                                                args, oscillatory)
         counters = jnp.stack([1 + jnp.asarray(iterations), 0, int(self._estimating is not None)])
         h = jax.lax.stop_gradient(jnp.abs(t1 - t0)).astype(sigma.dtype)  # the first attempt's
-        return f0, v, sigma, jnp.zeros((), counters.dtype), h, oscillatory, counters
+        stiff = jnp.asarray(NO_STIFF_RECORD, sigma.dtype)
+        return f0, v, sigma, jnp.zeros((), counters.dtype), h, stiff, oscillatory, counters
 
     def _estimate(self, f, t, y, fy, v, sigma, refresh, args, oscillatory):
         """``(sigma, v, power iterations, oscillatory)``: a new estimate where ``refresh``,
@@ -214,7 +216,7 @@ class StabilizedSolver(diffrax.AbstractAdaptiveSolver):
     def step(self, terms, t0, t1, y0, args, solver_state, made_jump):
         flat, unravel = ravel_pytree(y0)
         f = _flat_field(terms, args, unravel)
-        f0, v, sigma, since, h_last, oscillatory, counters = solver_state
+        f0, v, sigma, since, h_last, stiff, oscillatory, counters = solver_state
         f0 = jax.lax.cond(made_jump, lambda: f(t0, flat), lambda: f0)
         h = t1 - t0
         h_abs = jax.lax.stop_gradient(jnp.abs(h)).astype(h_last.dtype)
@@ -237,6 +239,10 @@ class StabilizedSolver(diffrax.AbstractAdaptiveSolver):
                 h_stable = jnp.where(bounded, beta[-1] / (SAFETY * jnp.where(bounded, sigma, 1.0)), jnp.inf)
                 covered = ~bounded | (h_rho <= beta[-1] * (1 + 1e-9))
                 index = jnp.where(covered, index, 0)  # not taken: the fewest stages
+            else:  # fixed steps: the first beyond the stability interval is recorded, to warn
+                first = (h_rho > STIFF_MARGIN * beta[-1]) & ~jnp.isfinite(stiff[0])
+                at = jnp.stack([jax.lax.stop_gradient(t0), h_abs, h_rho / beta[-1]]).astype(stiff.dtype)
+                stiff = jnp.where(first, at, stiff)
         y_last, length = _recurrence(f, tables, index, t0, h, flat, f0)
         t_m = t0 + tables["c"][index, length] * h
         calls = []  # the finishing stages' f evaluations, counted while tracing
@@ -261,7 +267,7 @@ class StabilizedSolver(diffrax.AbstractAdaptiveSolver):
                               counters[2] + work[2]])
         since = jnp.where(refresh, 0, since) + 1  # kept only if this step is accepted
         dense_info = dict(y0=y0, y1=unravel(y1), k0=unravel(h * f0), k1=unravel(h * f1))
-        state = (f1, v, sigma, since, h_abs, oscillatory, counters)
+        state = (f1, v, sigma, since, h_abs, stiff, oscillatory, counters)
         error = unravel(err)
         if self.limited:
             error = StepReport(error, h_stable, covered, work)
@@ -302,6 +308,8 @@ def warning_record(method, solution) -> jax.Array:
     :func:`oscillatory_record`, which the host turns into the NumPy executor's warnings
     (:func:`~dxdt.solvers._stabilized_executor.recorded_warnings`)."""
     stiff = stiff_record(solution)
+    if isinstance(method, AbstractStabilized) and not isinstance(solution.controller_state, GuardedState):
+        stiff = solution.solver_state[-3].astype(stiff.dtype)  # fixed steps: the solver's record
     if isinstance(method, AbstractStabilized):
         oscillatory = oscillatory_record(solution).astype(stiff.dtype)
     else:

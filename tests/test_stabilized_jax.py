@@ -11,6 +11,7 @@ check that the backend passes them through).
 """
 
 import inspect
+import warnings
 
 import numpy as np
 import pytest
@@ -201,6 +202,24 @@ def test_steps_stop_at_the_stability_interval_of_max_stages():
         errors[backend] = np.abs(sol.u[-1] - exact).max()
     assert errors["jax"] <= 2 * errors["numpy"] <= 2e-7  # 5.5e-8 and 5.6e-8 seen
     assert abs(sols["jax"].stats["naccept"] - sols["numpy"].stats["naccept"]) <= 0.1 * sols["numpy"].stats["naccept"]
+
+
+@pytest.mark.parametrize("method", [RKC(max_stages=3), ROCK2(max_stages=3)], ids=["RKC", "ROCK2"])
+def test_fixed_steps_beyond_the_stability_interval_warn_on_both_backends(method):
+    """A fixed dt that max_stages cannot cover: both backends warn once with the same
+    message (t, dt, h rho) and go on, as API.md says. The JAX backend did not warn: its
+    record of a too stiff step came only from the adaptive controller, and the blown-up
+    result (|u| ~ 1e125 here) came back as "success" without a word."""
+    prob = dxdt.ODEProblem(heat, U0, (0.0, T1), np.array([8.0, 0.0]))
+    messages = {}
+    for backend in ("numpy", "jax"):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            sol = dxdt.solve(prob, method, dt=T1 / 10, adaptive=False, backend=backend)
+        messages[backend] = [str(w.message) for w in caught if issubclass(w.category, RuntimeWarning)]
+        assert sol.status in ("success", "nonfinite")
+    assert len(messages["jax"]) == 1 and messages["jax"] == messages["numpy"], messages
+    assert "max_stages=3: the problem is too stiff" in messages["jax"][0]
 
 
 def test_jax_ensemble_warns_too_stiff_once_naming_the_member():
