@@ -21,7 +21,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from ._problem import real_times
+from ._problem import check_positional, real_times
 
 
 class Event:
@@ -58,6 +58,8 @@ class Event:
         if not callable(condition):
             raise TypeError(f"{self._label()}: condition must be callable as condition(u, p, t), "
                             f"got {type(condition).__name__}")
+        check_positional(condition, 3, f"{self._label()}: condition must take 3 positional parameters "
+                                        "condition(u, p, t)")
         self.condition = condition
         self.affect = _check_affect(affect, self._label())
         if isinstance(direction, bool) or direction not in (-1, 0, 1):
@@ -99,6 +101,8 @@ class TimeEvent:
         self.affect = _check_affect(affect, self._label())
         if not callable(times):
             times = _check_times(times, self._label())
+        else:
+            check_positional(times, 1, f"{self._label()}: times must be an array or callable as times(p)")
         self.times = times
         self.direction, self.terminal = 0, False
 
@@ -128,7 +132,11 @@ def _check_affect(affect, label: str):
     if affect is not None and not callable(affect):
         raise TypeError(f"{label}: affect must be None or callable as affect(u, p, t), "
                         f"got {type(affect).__name__}")
+    if affect is not None:
+        check_positional(affect, 3, f"{label}: affect must take 3 positional parameters affect(u, p, t) "
+                                     "and change u in place")
     return affect
+
 
 
 def _check_terminal(terminal, label: str) -> int:

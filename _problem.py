@@ -41,6 +41,14 @@ def positional_parameters(f: Callable) -> tuple[int, int] | None:
     return counts
 
 
+def check_positional(fn: Callable, n: int, message: str) -> None:
+    """A ``TypeError`` (``message``, and what ``fn`` takes) unless ``fn`` can be called with
+    ``n`` positional arguments; functions whose signature cannot be read pass."""
+    counts = positional_parameters(fn)
+    if counts is not None and not counts[0] <= n <= counts[1]:
+        raise TypeError(f"{message}; {getattr(fn, '__name__', type(fn).__name__)} takes {counts[1]}")
+
+
 def is_inplace(f: Callable) -> bool:
     """Whether ``f`` is ``f(du, u, p, t)`` (True) or ``f(u, p, t)`` (False).
 

@@ -134,6 +134,10 @@ class AbstractStabilized:
             raise ValueError(f"{name}: no supported stage count between min_stages="
                              f"{self.min_stages} and max_stages={hi} ({self.supported_stages})")
         est = self.eigen_est
+        if callable(est):
+            from .._problem import check_positional
+
+            check_positional(est, 3, f"{name}: eigen_est must take 3 positional parameters eigen_est(u, p, t)")
         if est is None or callable(est):
             return
         if isinstance(est, bool) or not isinstance(est, numbers.Real):

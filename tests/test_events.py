@@ -332,6 +332,14 @@ def test_bad_condition_or_affect_names_the_event(make, error, match):
         dxdt.TimeEvent(lambda p: [0.5, 0.5], None, name="twice(p)")]), ValueError, r"'twice\(p\)'.*repeat"),
     (lambda: dxdt.solve(dxdt.ODEProblem(fall, [1.0, 0.0], (0.0, 1.0)), events=[floor]), TypeError,
      r"events\[0\]"),
+    # the wrong number of parameters, named before any solve (it was a raw TypeError inside it)
+    (lambda: dxdt.Event(lambda u, p: u[0], name="c2"), TypeError, r"'c2': condition must take 3 .*takes 2"),
+    (lambda: dxdt.Event(floor, lambda u, p: None, name="a2"), TypeError, r"'a2': affect must take 3 .*takes 2"),
+    (lambda: dxdt.TimeEvent([1.0], lambda u: None, name="d1"), TypeError, r"'d1': affect must take 3"),
+    (lambda: dxdt.TimeEvent(lambda: [1.0], None, name="t0"), TypeError, r"'t0': times must be .*times\(p\)"),
+    (lambda: dxdt.solvers.RKC(eigen_est=lambda u, p: 1.0), TypeError, r"eigen_est must take 3"),
+    (lambda: dxdt.EnsembleProblem(dxdt.ODEProblem(fall, [1.0, 0.0], (0.0, 1.0)), n=2, prob_func=lambda m: m),
+     TypeError, r"prob_func must take 2"),
 ])
 def test_bad_event_arguments(call, error, match):
     with pytest.raises(error, match=match):
