@@ -53,11 +53,16 @@ def _chunk_program(prob, method, events: tuple, continuous: list, every_step: bo
 
     With ``fixed`` steps ``dt0`` is the step and ``grid = (origin, k)`` the NumPy
     executor's grid ``origin + j dt``, resumed at ``j = k`` (see
-    :class:`~dxdt.solvers._diffrax_controller.FixedGrid`); adaptive chunks ignore ``grid``.
+    :class:`~dxdt.solvers._diffrax_controller.FixedGrid`); adaptive chunks read
+    ``grid = (t1, inv)``: where the whole solve ends, so that a first step chosen here
+    (``dt0 = 0``) is the one a solve without events chooses (the selection depends on the
+    span), and the step-size controller's ``1 / e`` of the last step before the chunk, so
+    that it goes on as the NumPy executor's does across an event.
 
     ``summary`` (float64): diffrax's result code, steps, accepted, rejected, the number of
-    step times, whether an event was found, its time, which conditions fire, then the
-    step times. ``states``: the state at the chunk's end and at the event, then the
+    step times, whether an event was found, its time, the stabilized work (3 numbers), the
+    step the controller proposed after the last and its ``1 / e`` (0 with fixed steps),
+    which conditions fire, then the step times. ``states``: the state at the chunk's end and at the event, then the
     states at ``save_ts`` (clipped to the chunk) or, with ``every_step``, at each step end;
     with ``dense``, also the chunk's dense interpolation (then at most ``STEP_ROWS`` steps
     a chunk, and kept in memory only: it is not a flat program).
@@ -90,10 +95,11 @@ def _build_chunk(prob, method, conditions: tuple, directions: tuple, every_step:
     from .sensitivity._compiled import Program, compile_function
     from .sensitivity._jax import load_jax
     from .sensitivity.translate import to_jax
-    from .sensitivity._ode import initial_step, quiet_about_complex, status_code
-    from .sensitivity._options import SolveOptions
+    from jax.flatten_util import ravel_pytree
+
+    from .sensitivity._ode import quiet_about_complex, status_code
     from .solvers._diffrax import diffrax_solver, pid_coefficients
-    from .solvers._diffrax_controller import FixedGrid, GuardedController
+    from .solvers._diffrax_controller import FixedGrid, GuardedController, first_step
     from .solvers._stabilized_diffrax import stabilized_counters
 
     jax, jnp = load_jax()
@@ -116,6 +122,16 @@ def _build_chunk(prob, method, conditions: tuple, directions: tuple, every_step:
     saveat = diffrax.SaveAt(steps=every_step, t1=not every_step, dense=True, controller_state=True,
                             solver_state=stabilized)
 
+    def _first_step(u, p, t_start, t_end, rtol, atol):
+        """The NumPy backend's first step for the solve from ``t_start`` to ``t_end``."""
+        flat, unravel = ravel_pytree(jax.lax.stop_gradient(u))
+        direction = jnp.sign(t_end - t_start)
+
+        def derivative(h, y):
+            return direction * ravel_pytree(g_once(unravel(y), p, t_start + direction * h))[0]
+
+        return first_step(derivative, flat, jnp.abs(t_end - t_start), rtol, atol, method.order)
+
     def chunk(t_start, t_stop, u, p, dt0, probe, save_ts, rtol, atol, grid):
         u = u.astype(jnp.promote_types(u.dtype, t_start.dtype))  # as diffrax promotes a float32 state
         direction = jnp.sign(t_stop - t_start)
@@ -123,11 +139,10 @@ def _build_chunk(prob, method, conditions: tuple, directions: tuple, every_step:
             controller = FixedGrid(grid[0], grid[1].astype(jnp.int32))
         else:  # the NumPy backend's step-size floor; non-finite steps are rejected and reported
             floor = 16 * _EPS * jnp.maximum(jnp.abs(t_start), jnp.abs(t_stop))
-            controller = GuardedController(rtol, atol, pcoeff, icoeff, floor,
+            controller = GuardedController(rtol, atol, pcoeff, icoeff, floor, first_inv=grid[1],
                                            never_shrink_after_accept=stabilized)
-            options = SolveOptions(method, rtol, atol, CHUNK_STEPS)
-            dt0 = jax.lax.cond(dt0 == 0, lambda: direction * initial_step(
-                lambda t, y, a: g_once(y, a, t), u, p, t_start, t_stop, options), lambda: dt0)  # 0: choose
+            dt0 = jax.lax.cond(dt0 == 0, lambda: direction * _first_step(u, p, t_start, grid[0], rtol, atol),
+                               lambda: dt0)  # 0: choose, as a solve without events does
         with quiet_about_complex((u, p)):
             sol = diffrax.diffeqsolve(term, solver, t_start, t_stop, dt0, u, args=p, saveat=saveat,
                                       stepsize_controller=controller,
@@ -151,9 +166,11 @@ def _build_chunk(prob, method, conditions: tuple, directions: tuple, every_step:
         code = jnp.where(sol.result == diffrax.RESULTS.event_occurred, SIGN_CHANGE,
                          status_code(sol.result, sol.controller_state[1]))
         work = stabilized_counters(sol).astype(f64) if stabilized else jnp.zeros(3, f64)
+        control = jnp.zeros(2, f64) if fixed else jnp.stack([jnp.abs(sol.controller_state.next_step),
+                                                             sol.controller_state.inv]).astype(f64)
         head = jnp.concatenate([jnp.stack([code, stats["num_steps"], stats["num_accepted_steps"],
                                            stats["num_rejected_steps"], ts_size, found, t_event]).astype(f64),
-                                work])
+                                work, control])
         summary = jnp.concatenate([head, fires.astype(f64), ts])
         states = jnp.concatenate([jnp.stack([u_reached, sol.evaluate(t_event)]), rows])
         return (summary, states, sol.interpolation) if dense else (summary, states)
@@ -219,10 +236,12 @@ class _Solve:
         self.events, self.shape = events, prob.u0.shape
         self.bar, self.saveat, self.max_steps = bar, saveat, max_steps
         self.direction = 1.0 if self.t1 > self.t0 else -1.0
-        self.stages = method.tableau.stages
         self.stabilized = method if isinstance(method, AbstractStabilized) else None
+        self.per_step = None if self.stabilized is not None else (  # f evaluations per attempt (FSAL: one fewer)
+            method.tableau.stages - 1 if method.tableau.fsal else method.tableau.stages)
         self.work = [0, 0, 0]  # its counters, summed over the chunks (the largest stage count: max)
         self.dt0 = dt
+        self.inv = 1.0  # the step-size controller's 1 / e of the last step (1: none yet)
         self.u = np.array(prob.u0)
         self.t_events = [[] for _ in events]
         self.u_events = [[] for _ in events]
@@ -242,7 +261,7 @@ class _Solve:
         ``j = k``, one after the last grid point reached (within ``1e-12 dt``, the NumPy
         executor's rule; a step that an event or a ``TimeEvent`` cut short resumes it)."""
         if not self.fixed:
-            return np.zeros(2)
+            return np.array([self.t1, self.inv], np.float64)
         dt = self.direction * abs(self.dt0)
         k = round((t - self.t0) / dt)
         if (self.t0 + k * dt - t) * self.direction > 1e-12 * abs(dt):
@@ -304,7 +323,7 @@ class _Solve:
             self.message = zeno_message(self.recent, t)
 
     def run(self) -> RawSolution:
-        t, steps, naccept, nreject = self.t0, 0, 0, 0
+        t, steps, naccept, nreject, chunks = self.t0, 0, 0, 0, 0
         due = self._due(t)
         if due:
             self._fire(t, due)
@@ -323,13 +342,15 @@ class _Solve:
                         < (t_clip - t) * self.direction:
                     t_clip = last  # a chunk returns at most SAVE_WINDOW rows
                 save_ts = np.concatenate([save_ts, np.full(len(self.no_saves) - len(save_ts), last)])
+            chunks += 1  # each evaluates f at its start
             summary, states, *interpolation = self.chunk(
                 f64(t), f64(t_clip), self.u, self.p, f64(self.direction * abs(dt0)), self.probe, save_ts,
                 *self.tolerances, self._grid(t))
             code, n_steps, accepted, rejected, ts_size, found, t_event = summary[:7]
             work = summary[7:10]  # a stabilized method's f evaluations, largest stage count, estimates
             self.work = [self.work[0] + int(work[0]), max(self.work[1], int(work[1])), self.work[2] + int(work[2])]
-            fires, step_ts = summary[10: 10 + m], summary[10 + m: 10 + m + int(ts_size)]
+            proposed, self.inv = float(summary[10]), float(summary[11])  # the controller's, to go on with
+            fires, step_ts = summary[12: 12 + m], summary[12 + m: 12 + m + int(ts_size)]
             u_reached, u_event, rows = states[0], states[1], states[2:]
             result = _RESULTS.get(int(code), "nonfinite")
             n_steps, accepted, rejected = int(n_steps), int(accepted), int(rejected)
@@ -369,8 +390,9 @@ class _Solve:
                 self.dense.append(t, t_end, interpolation[0], int(summary[4]))
             if self.bar is not None:
                 self.bar.update(t_end - t)
-            if not self.fixed:
-                dt0 = max(abs(step_ts[-1] - step_ts[-2]), 16 * _EPS * abs(t_end))
+            if not self.fixed:  # the next chunk goes on with the proposed step, as the NumPy executor
+                last = abs(step_ts[-1] - step_ts[-2])
+                dt0 = max(proposed if 0 < proposed < np.inf else last, 16 * _EPS * abs(t_end))
             t = t_end
             if group:
                 self._fire(t, group)
@@ -382,7 +404,8 @@ class _Solve:
         t_out, u_out = ((np.array(self.ts), np.array(self.us, dtype)) if self.saveat is None
                         else (self.saveat[: self.j].copy(), self.out[: self.j]))
         if self.stabilized is None:
-            stats = {"nfev": 1 + self.stages * steps, "naccept": naccept, "nreject": nreject}
+            chosen = 2 * (self.dt0 is None and chunks > 0)  # the first step's selection
+            stats = {"nfev": chunks + chosen + self.per_step * steps, "naccept": naccept, "nreject": nreject}
         else:  # the counters hold the rejected attempts' work too (dxdt's controller counts it)
             from .solvers._stabilized_diffrax import solve_stats
 

@@ -142,7 +142,7 @@ def _build(prob, method, chain, wrapped: dict, max_steps: int, auto_dt: bool, ex
         u0 = u0.astype(jnp.promote_types(u0.dtype, starts.dtype))  # as diffrax promotes a float32 state
         first = through(chain.first, u0, p, jnp.asarray(chain.t0, starts.dtype))
         u = first[-1]
-        h = initial_step(field, u, p, starts[0], stops[0], options) if auto_dt else dt
+        h = initial_step(field, u, p, starts[0], stops[-1], options) if auto_dt else dt  # (for the whole span)
         branches = [functools.partial(through, b) for b in chain.branches]
 
         def segment(carry, xs):

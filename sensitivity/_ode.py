@@ -76,15 +76,24 @@ def _normalised_radius(spectral_radius, t0, span):
 
 def initial_step(vector_field, y0, args, t0, t1, options: SolveOptions, spectral_radius=None):
     """The first step (physical, positive) that :func:`odeint` chooses when given no ``dt0``
-    (Hairer & Wanner's selection, by diffrax's ``PIDController``), for a solve that must
-    start with an explicit one (a chain of solves whose first link chooses afresh)."""
-    field, t0, span, scale = _normalised(vector_field, t0, t1)
-    rho = _normalised_radius(spectral_radius, t0, span)
-    terms = diffrax.ODETerm(field)
-    solver = diffrax_solver(options.method, False, spectral_radius=rho)
-    pid = diffrax.PIDController(rtol=options.rtol, atol=options.atol)
-    s_next, _ = pid.init(terms, 0.0, 1.0, y0, None, args, solver.func, solver.error_order(terms))
-    return jnp.abs(s_next * scale)
+    (Hairer & Wanner's selection as the NumPy backend makes it,
+    :func:`~dxdt.solvers._diffrax_controller.first_step`), for a solve that must start with
+    an explicit one (a chain of solves whose first link chooses for the whole span
+    ``[t0, t1]``). ``spectral_radius`` is not used (kept for the callers' symmetry)."""
+    from jax.flatten_util import ravel_pytree
+
+    from ..solvers._diffrax_controller import first_step
+
+    dtype = jnp.result_type(float)
+    t0, t1 = jnp.asarray(t0, dtype), jnp.asarray(t1, dtype)
+    flat, unravel = ravel_pytree(jax.lax.stop_gradient(y0))
+    direction = jnp.where(t1 >= t0, 1.0, -1.0).astype(dtype)
+    args = jax.lax.stop_gradient(args)
+
+    def derivative(h, y):  # along the direction of integration, h after t0
+        return direction * ravel_pytree(vector_field(t0 + direction * h, unravel(y), args))[0]
+
+    return first_step(derivative, flat, jnp.abs(t1 - t0), options.rtol, options.atol, options.method.order)
 
 
 class Solved(eqx.Module):

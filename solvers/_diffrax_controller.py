@@ -80,6 +80,26 @@ class GuardedState(NamedTuple):
     end: jax.Array  # where the solve ends (a proposal after the last step is never taken)
 
 
+def first_step(derivative, flat, span, rtol, atol, order: int, norm: Callable = optx.rms_norm):
+    """The starting step (physical, positive) of Hairer, Norsett & Wanner I, Sec. II.4, as
+    the NumPy backend computes it (:func:`dxdt.solvers._controller.initial_step`), with
+    ``derivative(h, y)`` the derivative along the direction of integration at ``h`` after
+    the start, ``flat`` the start state and ``span`` the length of the whole solve."""
+    scale = atol + rtol * jnp.abs(flat)
+    f0 = derivative(0.0, flat)
+    d0, d1 = norm(flat / scale), norm(f0 / scale)
+    small = (d0 < 1e-5) | (d1 < 1e-5)
+    h0 = jnp.minimum(jnp.where(small, 1e-6, 0.01 * d0 / jnp.where(small, 1.0, d1)), span)
+    f1 = derivative(h0, flat + h0 * f0)
+    d2 = norm((f1 - f0) / scale) / h0
+    big = jnp.maximum(d1, d2)
+    h1 = jnp.where(big <= 1e-15, jnp.maximum(1e-6, h0 * 1e-3),
+                   (0.01 / jnp.where(big <= 1e-15, 1.0, big)) ** (1.0 / (order + 1)))
+    h = jnp.where(jnp.isfinite(big), jnp.minimum(jnp.minimum(100 * h0, h1), span), h0 * 1e-3)
+    # f non-finite at the start: a step all the same, which the controller then rejects
+    return jnp.where(jnp.isfinite(h) & (h > 0), h, 0.01 * span)
+
+
 class GuardedController(diffrax.AbstractAdaptiveStepSizeController):
     """A PI controller that rejects non-finite steps and reports step-size underflow.
 
@@ -99,6 +119,7 @@ class GuardedController(diffrax.AbstractAdaptiveStepSizeController):
     norm: Callable = optx.rms_norm
     order: int | None = None  # the method's order: the first step as the NumPy backend picks it
     time_scale: object = 1.0  # physical time per unit of the solve's time (odeint's span)
+    first_inv: object = None  # 1 / e of the step before the first: a solve that goes on from another
     # a stabilized solver tells a retry by a step shorter than its last accepted one
     # (_stabilized_diffrax.RETRY_RATIO), so for it no accepted step may be followed by a
     # shorter proposal: diffrax's clipping (factor >= 1 after an accepted step, the PI factor
@@ -115,36 +136,25 @@ class GuardedController(diffrax.AbstractAdaptiveStepSizeController):
             pid = diffrax.PIDController(rtol=self.rtol, atol=self.atol, pcoeff=self.pcoeff, icoeff=self.icoeff)
             t_next, (inv, _, _) = pid.init(terms, t0, t1, y0, dt0, args, func, error_order)
         dtype = jnp.result_type(t_next)
+        if self.first_inv is not None:
+            inv = jnp.asarray(self.first_inv, jnp.result_type(inv))
         return t_next, GuardedState(inv, jnp.asarray(False), t_next - t0, jnp.zeros(3, int),
                                     jnp.array(NO_STIFF_RECORD, dtype), jnp.asarray(False), jnp.asarray(t1, dtype))
 
     def _first_step(self, terms, t0, t1, y0, args, func):
         """Hairer & Wanner's starting step as the NumPy backend computes it
-        (:func:`dxdt.solvers._controller.initial_step`, in physical time), returned in the
-        solve's time, which runs forwards (:func:`dxdt.sensitivity._ode.odeint`'s normalised
-        time). diffrax's own selection does not apply: for the wrapped terms that
-        ``diffeqsolve`` passes it returns 0.01 of the span, whatever the tolerances."""
+        (:func:`first_step`, in physical time), returned in the solve's time, which runs
+        forwards (:func:`dxdt.sensitivity._ode.odeint`'s normalised time). diffrax's own
+        selection does not apply: for the wrapped terms that ``diffeqsolve`` passes it
+        returns 0.01 of the span, whatever the tolerances."""
         stop = jax.lax.stop_gradient
         flat, unravel = ravel_pytree(stop(y0))
         time_scale = jnp.abs(stop(jnp.asarray(self.time_scale, jnp.result_type(t0))))
 
-        def field(t, y):  # the derivative in physical time (with the span's sign)
-            return stop(ravel_pytree(func(terms, t, unravel(y), args))[0]) / time_scale
+        def derivative(h, y):  # in physical time (with the span's sign), h after t0
+            return stop(ravel_pytree(func(terms, t0 + h / time_scale, unravel(y), args))[0]) / time_scale
 
-        span = jnp.abs(t1 - t0) * time_scale
-        scale = self.atol + self.rtol * jnp.abs(flat)
-        f0 = field(t0, flat)
-        d0, d1 = self.norm(flat / scale), self.norm(f0 / scale)
-        small = (d0 < 1e-5) | (d1 < 1e-5)
-        h0 = jnp.minimum(jnp.where(small, 1e-6, 0.01 * d0 / jnp.where(small, 1.0, d1)), span)
-        f1 = field(t0 + h0 / time_scale, flat + h0 * f0)
-        d2 = self.norm((f1 - f0) / scale) / h0
-        big = jnp.maximum(d1, d2)
-        h1 = jnp.where(big <= 1e-15, jnp.maximum(1e-6, h0 * 1e-3),
-                       (0.01 / jnp.where(big <= 1e-15, 1.0, big)) ** (1.0 / (self.order + 1)))
-        h = jnp.where(jnp.isfinite(big), jnp.minimum(jnp.minimum(100 * h0, h1), span), h0 * 1e-3)
-        # f non-finite at the start: a step all the same, which the controller then rejects
-        h = jnp.where(jnp.isfinite(h) & (h > 0), h, 0.01 * span)
+        h = first_step(derivative, flat, jnp.abs(t1 - t0) * time_scale, self.rtol, self.atol, self.order, self.norm)
         return h / time_scale
 
     def adapt_step_size(self, t0, t1, y0, y1_candidate, args, y_error, error_order, controller_state):

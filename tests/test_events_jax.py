@@ -116,6 +116,29 @@ def test_two_crossings_and_the_earlier_of_two_events_inside_one_adaptive_step():
         assert len(sol.t_events[early]) == 1 and len(sol.t_events[1 - early]) == 0
 
 
+@pytest.mark.parametrize("max_steps", [100_000, 8])
+def test_events_take_the_numpy_backends_steps(max_steps):
+    """Across events the JAX backend steps as the NumPy executor does: the first step
+    chosen for the whole span (it was chosen for the span up to the first event: 0.0074
+    against 0.049 here), and after an event the step the controller proposed, with its
+    error memory (it restarted from the last, cut step, with none). So the same steps, the
+    same rows and, with a small max_steps, the same partial data."""
+    def f(du, u, p, t):
+        du[0] = u[0] ** 2
+        du[1] = -u[1]
+
+    prob = dxdt.ODEProblem(f, np.array([0.1, 1.0]), (0.0, 2.0))
+    events = [dxdt.TimeEvent([0.2, 1.3], lambda u, p, t: u.__setitem__(1, u[1] + 1.0), name="dose"),
+              dxdt.Event(lambda u, p, t: u[1] - 0.8, name="level")]
+    sols = [dxdt.solve(prob, Tsit5(), events=events, backend=backend, max_steps=max_steps)
+            for backend in ("numpy", "jax")]
+    assert sols[0].status == sols[1].status == ("success" if max_steps > 8 else "max_steps")
+    assert sols[0].stats["naccept"] == sols[1].stats["naccept"] and len(sols[0].t) == len(sols[1].t)
+    np.testing.assert_allclose(sols[1].t, sols[0].t, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(sols[1].u, sols[0].u, rtol=1e-8, atol=1e-12)
+    assert len(sols[1].t_events[1]) == len(sols[0].t_events[1]) >= (2 if max_steps > 8 else 0)
+
+
 def test_state_event_backward_in_time_against_the_closed_form():
     # u(t) = exp(0.1 (10 - t)) from t = 10 back to 0 reaches 2 at t = 10 - 10 ln 2
     back = dxdt.ODEProblem(lambda du, u, p, t: du.__setitem__(0, -0.1 * u[0]), [1.0], (10.0, 0.0))
