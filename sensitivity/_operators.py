@@ -27,7 +27,7 @@ from ._jax import load_jax
 from ._loss import translate_loss
 from ._mode import choose_mode, forward_instead_of_adjoint, reverse_for_stabilized, target_size
 from ._options import BACKSOLVE_DOUBTFUL, BACKSOLVE_MISMATCH, DERIVATIVE_NONFINITE, STATUS_CODES, SolveOptions, raise_on_failure
-from ._target import Target, check_wrt, describe, nonfinite_argument, to_numpy
+from ._target import Target, check_wrt, describe, flat_order, in_order_of, nonfinite_argument, to_numpy
 
 jax, jnp = load_jax()
 
@@ -148,7 +148,7 @@ class PreparedOperator:
                     raise ValueError(message) from err
             self._explain(err, aux, args[0])
             raise
-        return self._to_user(result)
+        return self._to_user(result, target)
 
     def _explain(self, err: SolverError, aux, target) -> None:
         """Complete a failed solve's error with where and why: the primal solve at the same
@@ -202,15 +202,20 @@ class PreparedOperator:
                     RuntimeWarning, stacklevel=3,
                 )
 
-    def _to_user(self, result):
+    def _to_user(self, result, target):
         """NumPy results, float64 on every strategy (the discrete adjoint of a float32
-        problem differentiates float32 steps; the others integrate in float64)."""
+        problem differentiates float32 steps; the others integrate in float64), with
+        dicts in the key order of the ``target`` given (a Hessian's rows and columns too)."""
         if self.op == "value_and_gradient":
             value, grad = result
-            return float(value), _widen(to_numpy(grad))
+            return float(value), in_order_of(_widen(to_numpy(grad)), target)
         if self.op in ("gradient", "hvp"):
-            return _widen(to_numpy(result[1]))
-        return _widen(to_numpy(result))
+            return in_order_of(_widen(to_numpy(result[1])), target)
+        if self.op == "hessian":
+            perm = None if self._fast else flat_order(target)
+            result = _widen(to_numpy(result))
+            return result if perm is None else result[np.ix_(perm, perm)]
+        return in_order_of(_widen(to_numpy(result)), target)
 
     def __repr__(self) -> str:
         return f"PreparedOperator(op={self.op!r}, mode={self.mode!r}, n_traces={self.n_traces})"
@@ -520,6 +525,9 @@ def _round_up(n: int) -> int:
 def _call(op: str, args, options: dict, v=None):
     prep = prepare(op, *args, **options)
     u0, p = prep._host_context[:2]
+    prob = next((a for a in args if isinstance(a, ODEProblem)), None)
+    if prob is not None:  # the user's p: its dicts in their own key order, which the results keep
+        p = prob.p
     target = prep._target.select(u0, p)
     return prep(target) if v is None else prep(target, v)
 

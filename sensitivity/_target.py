@@ -43,6 +43,43 @@ def to_numpy(tree: Any) -> Any:
     return jax.tree_util.tree_map(lambda x: np.asarray(x), tree)
 
 
+def in_order_of(tree: Any, like: Any) -> Any:
+    """``tree`` (shaped like ``like``, possibly with more leading axes per leaf) with its
+    dicts in the key order of ``like``'s: JAX flattens dicts in sorted key order and
+    rebuilds them so, but a gradient is read in the order the user wrote ``p``."""
+    if isinstance(tree, dict) and isinstance(like, dict) and tree.keys() == like.keys():
+        return {k: in_order_of(tree[k], like[k]) for k in like}
+    if isinstance(tree, (tuple, list)) and isinstance(like, (tuple, list)) and len(tree) == len(like):
+        items = [in_order_of(a, b) for a, b in zip(tree, like)]
+        return type(tree)(*items) if hasattr(tree, "_fields") else type(tree)(items)
+    return tree
+
+
+def flat_order(like: Any) -> np.ndarray | None:
+    """The permutation taking a flattened target (``ravel_pytree``: dict keys sorted) to the
+    order of ``like``'s own keys; None where they agree (no dict out of order)."""
+    leaves, treedef = jax.tree_util.tree_flatten(like)
+    sizes = [int(np.size(x)) for x in leaves]
+    starts = np.cumsum([0] + sizes[:-1])
+    positions = jax.tree_util.tree_unflatten(
+        treedef, [np.arange(a, a + n).reshape(np.shape(x)) for a, n, x in zip(starts, sizes, leaves)])
+    ordered = []
+
+    def walk(tree, like):  # the leaves in the order of like's keys (tree_leaves would sort them)
+        if isinstance(like, dict):
+            for k in like:
+                walk(tree[k], like[k])
+        elif isinstance(like, (tuple, list)):
+            for a, b in zip(tree, like):
+                walk(a, b)
+        elif like is not None:
+            ordered.append(np.ravel(tree))
+
+    walk(positions, like)
+    perm = np.concatenate(ordered) if ordered else np.zeros(0, int)
+    return None if np.array_equal(perm, np.arange(perm.size)) else perm
+
+
 def describe(tree: Any) -> list[tuple[str, tuple]]:
     """``(path, shape)`` for every leaf, for comparing a new target with the prepared one."""
     leaves = jax.tree_util.tree_flatten_with_path(tree)[0]

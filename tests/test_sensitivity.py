@@ -398,3 +398,41 @@ def test_missing_data_dropped_with_nansum():
             np.testing.assert_allclose(grad, exact, rtol=1e-8)
     with pytest.raises(dxdt.SolverError, match=r"drops NaNs after arithmetic on them.*np\.where\(np\.isnan"):
         sens.gradient(lambda U: np.nansum((U - data) * (U - data)), prob, saveat=ts)
+
+
+@pytest.mark.parametrize("mode", ["forward", "reverse"])
+def test_dict_parameters_come_back_in_their_own_key_order(mode):
+    """A dict ``p`` written out of alphabetical order: gradients, Hessian-vector products and
+    Jacobians keep its key order, and a Hessian's rows and columns follow it (JAX flattens
+    dicts in sorted key order: they came back sorted, the Hessian silently permuted).
+    Decays ``u_i' = -k_i u_i`` to T = 1 with loss ``u_0(T) + 2 u_1(T)``: exact."""
+    def decay(du, u, p, t):
+        du[0] = -p["k_fast"] * u[0]
+        du[1] = -p["a_slow"] * u[1]
+
+    p = {"k_fast": 2.0, "a_slow": 0.1}
+    prob = dxdt.ODEProblem(decay, np.array([1.0, 1.0]), (0.0, 1.0), p)
+    exact_grad = {"k_fast": -np.exp(-2.0), "a_slow": -2 * np.exp(-0.1)}
+    exact_hess = np.diag([np.exp(-2.0), 2 * np.exp(-0.1)])  # in p's order: k_fast, a_slow
+
+    def loss(u):
+        return u[-1, 0] + 2 * u[-1, 1]
+
+    options = dict(mode=mode, **TIGHT)
+    g = sens.gradient(loss, prob, Tsit5(), **options)
+    assert list(g) == list(p)
+    for k in p:
+        np.testing.assert_allclose(g[k], exact_grad[k], rtol=1e-8)
+    H = sens.hessian(loss, prob, Tsit5(), **options)
+    np.testing.assert_allclose(H, exact_hess, rtol=1e-7, atol=1e-9)
+    prepared = sens.prepare("hessian", loss, prob, Tsit5(), **options)
+    np.testing.assert_allclose(prepared(p), exact_hess, rtol=1e-7, atol=1e-9)
+    hv = sens.hvp(loss, prob, {"a_slow": 1.0, "k_fast": 0.0}, Tsit5(), **options)
+    assert list(hv) == list(p)
+    np.testing.assert_allclose([hv["k_fast"], hv["a_slow"]], exact_hess[:, 1], rtol=1e-7, atol=1e-9)
+    J = sens.jacobian(prob, Tsit5(), mode=mode, **TIGHT)
+    assert list(J) == list(p)
+    np.testing.assert_allclose(J["k_fast"][-1], [-np.exp(-2.0), 0.0], rtol=1e-8, atol=1e-12)
+    both = sens.hessian(loss, prob, Tsit5(), wrt=("u0", "p"), **options)  # u0 first, then p's order
+    np.testing.assert_allclose(np.diag(both)[2:], np.diag(exact_hess), rtol=1e-7)
+    np.testing.assert_allclose(both[0, 2], -np.exp(-2.0), rtol=1e-7)  # d2L / du0_0 dk_fast
