@@ -122,16 +122,23 @@ class Target:
             now = describe(theta)
         except TypeError as err:
             raise ValueError(f"{argument} ({self.name}) is not an array or a container of arrays") from err
+        direction = argument == "v"  # hvp's direction: shaped like the target, whatever was prepared
         if [path for path, _ in now] != [path for path, _ in prepared]:
-            hint = (f"; pass {argument} as a NumPy array (np.asarray)" if isinstance(theta, (list, tuple))
-                    and [path for path, _ in prepared] == [""] else "; prepare it again")
+            if isinstance(theta, (list, tuple)) and [path for path, _ in prepared] == [""]:
+                hint = f"; pass {argument} as a NumPy array (np.asarray)"
+            else:
+                hint = "" if direction else "; prepare it again"
             raise ValueError(
-                f"{argument} has structure {[p for p, _ in now]} but the operator was prepared "
-                f"for {self.name} with structure {[p for p, _ in prepared]}{hint}"
-            )
+                f"{argument} has structure {[p for p, _ in now]} but " + (
+                    f"must have the structure of the target {self.name}: {[p for p, _ in prepared]}"
+                    + (" (a tuple (u0 direction, p direction))" if isinstance(self.wrt, tuple) else "")
+                    if direction else f"the operator was prepared for {self.name} with structure "
+                    f"{[p for p, _ in prepared]}") + hint)
         for (path, shape), (_, expected) in zip(now, prepared):
             if shape != expected:
                 raise ValueError(
+                    f"{argument}{path} has shape {shape} but must have the shape of the target "
+                    f"{self.name}{path}: {expected}" if direction else
                     f"{argument}{path} has shape {shape} but the operator was prepared for "
                     f"{self.name}{path} of shape {expected}; prepare it again for new shapes"
                 )

@@ -365,8 +365,9 @@ def too_oscillatory_message(method: AbstractStabilized, t: float, sigma: float) 
     second in a row at ``t`` with modulus ``sigma`` (both backends)."""
     return (f"the dominant eigenvalue of df/du at t={t:.6g} (modulus {sigma:.3g}) "
             "lies far from the negative real axis: the problem is too oscillatory "
-            f"for a stabilized explicit method such as {method!r}; use Tsit5/DP5 "
-            "for oscillatory problems or an implicit method (scipy BDF/Radau)")
+            f"(or, with a positive real part, growing) for a stabilized explicit method such as "
+            f"{method!r}, which is made for decaying, diffusion-like modes; use Tsit5/DP5 "
+            "for oscillatory or growing problems, or an implicit method (scipy BDF/Radau)")
 
 
 def recorded_too_oscillatory(method, record, t0: float, t1: float) -> str | None:

@@ -325,6 +325,12 @@ def test_bad_targets_and_directions_are_named():
         sens.hvp(loss, prob, [1.0, 0.0])
     with pytest.raises(ValueError, match="v is complex"):
         sens.hvp(loss, prob, np.array([1.0, 1j]))
+    # v of another shape: named against the target (it said "prepare it again", though the
+    # call prepares, and a direction never has another shape than the target)
+    with pytest.raises(ValueError, match=r"v has shape \(3,\) but must have the shape of the target p: \(2,\)$"):
+        sens.hvp(loss, prob, np.ones(3))
+    with pytest.raises(ValueError, match=r"must have the structure of the target \(u0, p\).*\(u0 direction"):
+        sens.hvp(loss, prob, np.ones(4), wrt=("u0", "p"))
 
 
 def test_a_parameter_object_gets_an_error_that_says_what_to_pass():

@@ -441,6 +441,14 @@ def test_eigenvalues_near_the_imaginary_axis_warn_too_oscillatory():
         assert not sol.success
 
 
+def test_a_growing_mode_is_named_as_such_not_only_as_oscillation():
+    """u' = u^2 has the real, positive eigenvalue 2u: the warning must not call it only
+    "oscillatory" (the message named oscillation alone, which sent users looking for one)."""
+    prob = dxdt.ODEProblem(lambda du, u, p, t: np.multiply(u, u, out=du), np.ones(1), (0.0, 2.0))
+    with pytest.warns(RuntimeWarning, match=r"positive real part, growing\) .*Tsit5/DP5 for oscillatory or growing"):
+        dxdt.solve(prob, RKC())
+
+
 def test_diffusion_problem_does_not_warn():
     rhs, x, _, _ = dirichlet_heat(50)
     prob = dxdt.ODEProblem(rhs, x * (1 - x), (0.0, 0.1))
