@@ -7,6 +7,8 @@ is; any other loss is translated exactly like ``f`` (NumPy calls on traced array
 
 from __future__ import annotations
 
+import inspect
+
 import types
 from typing import Callable
 
@@ -37,6 +39,9 @@ class TranslatedLoss:
                 f"loss must be loss(u) or loss(u, p); {getattr(loss, '__name__', loss)!s} takes "
                 f"{'an unknown number of' if n is None else n} positional arguments"
             )
+        if _takes_event_times(loss):  # (a loss of events is translated by sensitivity._events)
+            raise TypeError("the loss takes t_events, the times of events, but no events were given: pass "
+                            "events=[...] to the operator, or drop t_events from the loss")
         self.loss, self.n_args, self.duplicate_closure = loss, n, duplicate_closure
         self.pure_jax = _refers_to_jax(loss)
         self.constant_reads: list = []
@@ -62,6 +67,15 @@ class TranslatedLoss:
 def translate_loss(loss: Callable, duplicate_closure: bool = True) -> TranslatedLoss:
     """``L(U, p) -> scalar`` for ``loss(u)`` or ``loss(u, p)`` (``U``: the saved trajectory)."""
     return TranslatedLoss(loss, duplicate_closure)
+
+
+def _takes_event_times(fn: Callable) -> bool:
+    """Whether ``fn`` has a keyword-only ``t_events`` parameter without a default."""
+    try:
+        parameter = inspect.signature(fn).parameters.get("t_events")
+    except (TypeError, ValueError):
+        return False
+    return parameter is not None and parameter.kind == parameter.KEYWORD_ONLY and parameter.default is parameter.empty
 
 
 def _required_positional(fn: Callable) -> int | None:

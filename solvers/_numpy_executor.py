@@ -100,7 +100,7 @@ class _Workspace:
 
 def failure_message(status: str, t: float, dt: float | None, max_steps: int, t1: float) -> str:
     """What happened, at which t (with which dt, when known), and what to try."""
-    at = f"t={t:.6g}" + ("" if dt is None else f" (dt={dt:.3g})")
+    at = f"t={t:.6g}" + ("" if dt is None or not math.isfinite(dt) else f" (dt={dt:.3g})")
     return {
         "max_steps": f"reached max_steps={max_steps} at {at} before t1={t1:.6g}. Increase "
         "max_steps, or if the step size collapsed the problem may be stiff or blow up: "

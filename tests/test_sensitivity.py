@@ -204,6 +204,8 @@ def test_bad_loss():
         sens.gradient(lambda u: u[-1], prob)
     with pytest.raises(ValueError, match="no parameters"):
         sens.gradient(weighted_loss, dxdt.ODEProblem(lambda du, u, p, t: np.negative(u, out=du), [1.0], (0, 1)))
+    with pytest.raises(TypeError, match=r"takes t_events.*no events were given: pass events=\[\.\.\.\]"):
+        sens.gradient(lambda u, *, t_events: u[-1, 0], prob)  # (was Python's "missing keyword-only argument")
 
 
 def test_hvp_with_discrete_adjoint_is_refused():
