@@ -38,6 +38,7 @@ import io
 import os
 import pickle
 import platform
+import re
 import sys
 import tempfile
 import threading
@@ -559,6 +560,7 @@ def _source_stamp() -> str:
 
 
 _KEYS: dict = {}  # (kind, static, digests) -> key, so that a warm call hashes no text
+_ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
 
 
 def _key(kind: str, static: tuple, reaches: Sequence[Reach]) -> str:
@@ -568,6 +570,9 @@ def _key(kind: str, static: tuple, reaches: Sequence[Reach]) -> str:
     except (KeyError, TypeError):  # TypeError: an unhashable static option
         pass
     text = repr((kind, static, [r.digest for r in reaches], _environment()))
+    # no memory addresses (a method's repr shows its callable eigen_est's): they differ in
+    # every process, and the callables themselves are keyed by what they reach (reaches)
+    text = _ADDRESS.sub("", text)
     key = hashlib.blake2b(text.encode(), digest_size=20).hexdigest()
     if len(_KEYS) > 4096:
         _KEYS.clear()
@@ -600,13 +605,17 @@ def _store(directory: Path, program: Program) -> None:
     except Exception:  # e.g. p's layout holds a class defined in a function: memory cache only
         return
     final = directory / f"{program.key}-{_variant(program.reads)}.dxdt"
+    written = None
     try:
         with tempfile.NamedTemporaryFile(dir=directory, prefix=".tmp-", delete=False) as tmp:
+            written = Path(tmp.name)
             tmp.write(_MAGIC + len(header).to_bytes(8, "little") + header + payload)
-        os.replace(tmp.name, final)
-    except OSError as err:
-        _remove(Path(tmp.name))
-        _warn_once(f"dxdt: could not write to the compiled-code cache {directory} ({err})")
+        os.replace(written, final)
+    except OSError as err:  # (the directory may refuse even the temporary file: then nothing to remove)
+        if written is not None:
+            _remove(written)
+        _warn_once(f"dxdt: could not write to the compiled-code cache {directory} ({err}); "
+                   "compiled code is kept in memory only")
         return
     _evict(directory)
 

@@ -802,3 +802,66 @@ def test_a_build_warning_is_raised_again_when_the_program_comes_from_a_cache(pri
         warnings.filterwarnings("ignore", message=message)  # the user's filters apply
         grad()
     np.testing.assert_array_equal(_CARRIED, before)
+
+
+COEFFICIENTS = np.array([0.5, 0.0])
+SIGN = np.array([0.0])
+
+
+def tolist_rhs(du, u, p, t):
+    a, b = COEFFICIENTS.tolist()  # a constant read through tolist(), a common idiom
+    du[0] = -a * u[0] + b + 0.0 * float(f"{COEFFICIENTS[1]:.3f}")
+
+
+def signed_rhs(du, u, p, t):
+    du[0] = -np.copysign(1.0, SIGN[0]) * u[0]
+
+
+def test_constants_read_through_tolist_format_or_a_signed_zero_are_checked(private_cache):
+    """Values read as Python numbers (``a.tolist()``, ``f"{a[0]:.3f}"``) are reads the cache
+    checks, and -0.0 is not 0.0 to it: the JAX backend reused programs with the old values
+    (both reads went unrecorded; values were compared with ==), in memory and on disk."""
+    prob = dxdt.ODEProblem(tolist_rhs, np.ones(1), (0.0, T1), np.ones(1))
+    for rate in (0.5, 1.5):
+        COEFFICIENTS[0] = rate
+        sol = dxdt.solve(prob, Tsit5(), saveat=[T1], backend="jax", **TOL)
+        np.testing.assert_allclose(sol.u[-1, 0], np.exp(-rate * T1), rtol=1e-9)
+        np.testing.assert_allclose(sens.gradient(total, prob.remake(u0=np.array([2.0])), Tsit5(), wrt="u0", **TOL),
+                                   [np.exp(-rate * T1)], rtol=1e-8)
+    compiled.clear_cache(disk=False)  # from disk: the entry was built at rate 1.5
+    COEFFICIENTS[0] = 0.5
+    sol = dxdt.solve(prob, Tsit5(), saveat=[T1], backend="jax", **TOL)
+    np.testing.assert_allclose(sol.u[-1, 0], np.exp(-0.5 * T1), rtol=1e-9)
+    signed = dxdt.ODEProblem(signed_rhs, np.ones(1), (0.0, T1))
+    for value, expected in ((0.0, np.exp(-T1)), (-0.0, np.exp(T1))):
+        SIGN[0] = value
+        sol = dxdt.solve(signed, Tsit5(), saveat=[T1], backend="jax", **TOL)
+        np.testing.assert_allclose(sol.u[-1, 0], expected, rtol=1e-9)
+
+
+def test_an_unwritable_cache_directory_leaves_a_warning_and_the_memory_cache(private_cache, monkeypatch):
+    """A directory that refuses even the temporary file (PermissionError in
+    NamedTemporaryFile) crashed the first solve with UnboundLocalError."""
+    def refuse(*args, **kwargs):
+        raise PermissionError(13, "Permission denied", str(private_cache))
+
+    monkeypatch.setattr(compiled.tempfile, "NamedTemporaryFile", refuse)
+    monkeypatch.setattr(compiled, "_WARNED", set(), raising=False)
+    prob = decay_problem(np.array([0.9]))
+    with pytest.warns(RuntimeWarning, match="could not write to the compiled-code cache.*in memory only"):
+        sol = dxdt.solve(prob, Tsit5(), saveat=[T1], backend="jax", **TOL)
+    np.testing.assert_allclose(sol.u[-1, 0], np.exp(-0.9 * T1), rtol=1e-9)
+    assert not list(private_cache.iterdir())
+
+
+def test_a_callable_eigen_est_does_not_put_its_address_in_the_key(private_cache):
+    """The key held ``repr(method)``, which shows a callable eigen_est's memory address:
+    every process (and every fresh lambda) built again and left an unreachable entry."""
+    from dxdt.solvers import RKC
+
+    prob = decay_problem(np.array([40.0]))
+    before = counts()[0]
+    for _ in range(3):  # equal lambdas, made afresh: one program
+        dxdt.solve(prob, RKC(eigen_est=lambda u, p, t: 40.0), saveat=[T1], backend="jax", rtol=1e-6)
+    assert counts()[0] - before == 1
+    assert len(list(private_cache.glob("*.dxdt"))) == 1

@@ -423,9 +423,9 @@ class ConstantRead:
         if array is None:
             return False
         current = self._select(array, self.index)
-        if self.values is not None:
-            return current.shape == self.values.shape and np.array_equal(
-                current, self.values, equal_nan=current.dtype.kind in "fc")
+        if self.values is not None:  # bit for bit: -0.0 is not 0.0 (np.copysign(1.0, s) tells them apart)
+            return (current.shape == self.values.shape and current.dtype == self.values.dtype
+                    and current.tobytes() == self.values.tobytes())
         return content_digest(current) == self.digest
 
     def for_disk(self) -> ConstantRead:

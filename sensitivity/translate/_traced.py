@@ -441,6 +441,7 @@ class TracedArray:
         debugging ``print(f"{t:.3f}")``, run once when ``f`` is traced) as its description."""
         value = self._raw()
         if is_concrete(value) and self._buf.role != INPUT:
+            self._note_read()  # a constant read: the cache checks it before reuse
             return format(value.item() if np.ndim(value) == 0 else value, spec)
         return repr(self)
 
@@ -461,6 +462,7 @@ class TracedArray:
         trace-time constant, else NumPy's (a traced array: no Python number can hold it)."""
         value = self._raw()
         if is_concrete(value) and self._buf.role != INPUT:
+            self._note_read()
             return round(value.item() if np.ndim(value) == 0 else value, ndigits)
         return np.round(self, ndigits or 0)
 
@@ -476,6 +478,7 @@ class TracedArray:
     def _rounded(self, traced, python):
         value = self._raw()
         if is_concrete(value) and self._buf.role != INPUT and np.ndim(value) == 0:
+            self._note_read()
             return python(value.item())
         return traced(self)
 
@@ -491,6 +494,7 @@ class TracedArray:
         the elements as 0-d traced arrays (``a, b = u.tolist()``, then arithmetic on them)."""
         value = self._raw()
         if is_concrete(value) and self._buf.role != INPUT:
+            self._note_read()  # a constant read: the cache checks it before reuse
             return value.tolist()
         if self.ndim == 0:
             return self
