@@ -111,7 +111,8 @@ def _power_iteration(f, ws: _Workspace, p, t: float, shape) -> tuple[float, floa
         df_norm = float(np.linalg.norm(f_pert))
         sigma_last, sigma = sigma, df_norm / d
         np.subtract(pert, u, out=ws.scratch)
-        cosine = float(np.vdot(ws.scratch, f_pert).real) / (d * df_norm) if df_norm > 0 else -1.0
+        scale = d * df_norm  # (0 where both are tiny: a state near 0, a flat f)
+        cosine = float(np.vdot(ws.scratch, f_pert).real) / scale if scale > 0 else -1.0
         if not math.isfinite(sigma) or df_norm == 0:
             break
         if iteration >= 1 and abs(sigma - sigma_last) <= POWER_TOLERANCE * sigma:

@@ -449,6 +449,22 @@ def test_a_growing_mode_is_named_as_such_not_only_as_oscillation():
         dxdt.solve(prob, RKC())
 
 
+def test_a_state_decaying_to_zero_does_not_break_the_power_iteration():
+    """Fast diffusion decays the state below 1e-300: the power iteration's cosine divided
+    by ``d |J v|``, which underflowed to 0 (ZeroDivisionError ended the solve, and an
+    ensemble with it)."""
+    def heat3(du, u, p, t):
+        du[0] = p * (-2 * u[0] + u[1])
+        du[1] = p * (u[0] - 2 * u[1] + u[2])
+        du[2] = p * (u[1] - 2 * u[2])
+
+    prob = dxdt.ODEProblem(heat3, np.array([1.0, 0.5, 0.2]), (0.0, 1.0), 1e4)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # too stiff for 5 stages: warned, then goes on
+        sol = dxdt.solve(prob, RKC(max_stages=5), saveat=[0.0, 0.5, 1.0])
+    assert sol.success and np.all(np.abs(sol.u[1:]) < 1e-100)
+
+
 def test_diffusion_problem_does_not_warn():
     rhs, x, _, _ = dirichlet_heat(50)
     prob = dxdt.ODEProblem(rhs, x * (1 - x), (0.0, 0.1))
