@@ -66,7 +66,7 @@ def run_batches(ens, method, options: dict, executor: Any, max_workers: int | No
         batches = make_batches(len(ens), batch_size, workers)
         token, blob = _payload(ens, method, options)
         submit = lambda idx: executor.submit(_payload_batch, token, blob, idx)  # noqa: E731
-        return _ordered(submit, batches, WINDOW_PER_WORKER * workers, ens)
+        return _ordered(submit, batches, WINDOW_PER_WORKER * workers, ens, ((token, blob), workers))
     if _is_dask_client(executor):
         return _dask(executor, _payload(ens, method, options), ens, max_workers, batch_size)
     raise TypeError(f"executor must be None, 'threads', 'processes', a concurrent.futures.Executor or a "
@@ -114,11 +114,13 @@ def _threads(pool: ThreadPoolExecutor, ens, method, options, batches, workers: i
             pool.shutdown(wait=True, cancel_futures=True)
 
 
-def _ordered(submit: Callable, batches: list, window: int, ens) -> Iterator:
+def _ordered(submit: Callable, batches: list, window: int, ens, recovery: tuple | None = None) -> Iterator:
     """Submit batches keeping ``window`` in flight; yield results in batch order.
 
-    A broken process pool we do not own cannot be restarted: its unfinished members are
-    reported lost.
+    A broken process pool we do not own cannot be restarted. With ``recovery = (payload,
+    workers)`` its unfinished batches go on in pools of our own, as ``executor="processes"``
+    runs them: the in-flight ones alone (halved until the members that kill their worker
+    are found), the rest on a fresh pool; without, they are reported lost.
     """
     pending, inflight = deque(batches), deque()
     while pending or inflight:
@@ -129,8 +131,16 @@ def _ordered(submit: Callable, batches: list, window: int, ens) -> Iterator:
         try:
             members = future.result()
         except BrokenProcessPool:
-            for idx in [idx, *(i for i, _ in inflight), *pending]:
-                yield idx, [LostMember(ens.member(int(i)), LOST_MESSAGE) for i in idx], {}
+            if recovery is None:
+                for idx in [idx, *(i for i, _ in inflight), *pending]:
+                    yield idx, [LostMember(ens.member(int(i)), LOST_MESSAGE) for i in idx], {}
+                return
+            payload, workers = recovery
+            _check_workers_start(payload)
+            for idx in [idx, *(i for i, _ in inflight)]:
+                yield idx, _isolate(payload, ens, idx), {}
+            if pending:
+                yield from _processes(payload, ens, list(pending), workers)
             return
         yield idx, members, {}
 

@@ -240,11 +240,19 @@ def test_tspan_batches_and_n():
     np.testing.assert_allclose(by_count.u[:, 0, 0], np.exp(-2.0 * np.arange(3)), rtol=1e-5)
 
 
-def test_a_dead_worker_process_fails_only_its_members():
+@pytest.mark.parametrize("pool", ["processes", "a user's ProcessPoolExecutor"])
+def test_a_dead_worker_process_fails_only_its_members(pool):
+    """A user's pool that breaks cannot be restarted: its unfinished batches go on in dxdt's
+    own pools (every member of the ensemble was reported "worker_died")."""
+    from concurrent.futures import ProcessPoolExecutor
+
     prob = dxdt.ODEProblem(killer, U0, (0.0, 1.0), p=1.0)
     rates = np.array([0.5, 0.0, 1.0, 2.0, 3.0])
+    executor = "processes" if pool == "processes" else ProcessPoolExecutor(2)
     sol = dxdt.solve(dxdt.EnsembleProblem(prob, p=rates), Tsit5(), saveat=[1.0],
-                     executor="processes", max_workers=2, batch_size=2)
+                     executor=executor, max_workers=2, batch_size=2)
+    if pool != "processes":
+        executor.shutdown()
     assert list(sol.status) == ["success", "worker_died", "success", "success", "success"]
     assert "worker process" in sol.members[1].message and np.isnan(sol.u[1]).all()
     np.testing.assert_allclose(sol.u[[0, 2, 3, 4], 0, 0], np.exp(-rates[[0, 2, 3, 4]]), rtol=1e-5)
