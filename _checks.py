@@ -160,27 +160,27 @@ def inplace_rhs(prob: ODEProblem) -> Callable:
 
 
 _SHAPE_ERRORS = ("could not broadcast", "could not be broadcast", "too many indices", "out of bounds",
-                 "values to unpack")
+                 "values to unpack", "invalid index to scalar variable", "cannot unpack non-iterable")
 
 
 def shape_error(error: Exception, u_shape: tuple, p) -> ValueError | None:
     """A ``ValueError`` naming ``u0`` and ``p`` for an index or broadcast ``error`` that ``f``
     raised (``u0`` or ``p`` not of the shape ``f`` indexes), or None for any other error."""
-    if not isinstance(error, (IndexError, ValueError)) or not any(text in str(error) for text in _SHAPE_ERRORS):
+    if not isinstance(error, (IndexError, ValueError, TypeError)) or not any(text in str(error) for text in _SHAPE_ERRORS):
         return None
     p_text = (f"p of shape {np.shape(p)}" if isinstance(p, (np.ndarray, np.generic, float, int)) or hasattr(p, "shape")
               else "p=None" if p is None else f"p a {type(p).__name__}")
     return ValueError(
         f"f raised {type(error).__name__} ({error}) with u0 of shape {tuple(u_shape)} and {p_text}: check "
-        "that u0 and p have the shapes f indexes (an ensemble's u0 batch holds the members on its first "
-        "axis, each member's state after it)")
+        "that u0 and p have the shapes f indexes (an ensemble's u0 or p batch holds the members on its first "
+        "axis, each member's value after it)")
 
 
 def _first_call(f: Callable, du, u, prob: ODEProblem, t0):
     """``f(du, u, p, t0)``, its shape errors reported by :func:`shape_error`."""
     try:
         return f(du, u, prob.p, t0)
-    except (IndexError, ValueError) as error:
+    except (IndexError, ValueError, TypeError) as error:
         replaced = shape_error(error, np.shape(prob.u0), prob.p)
         if replaced is None:
             raise

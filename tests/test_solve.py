@@ -374,8 +374,11 @@ def test_u0_or_p_of_another_shape_than_f_indexes_is_named(backend):
         with pytest.raises(ValueError, match=r"u0 of shape \(2,\) and p of shape \(2,\)"):
             sens.jacobian(short_p, Tsit5(), mode="reverse")
     ens = dxdt.EnsembleProblem(LV, u0=np.array([1.0, 2.0]))  # two members' u0, the state axis left out
-    with pytest.raises(ValueError, match=r"u0 of shape \(\).*u0 batch holds the members on its first axis"):
+    with pytest.raises(ValueError, match=r"u0 of shape \(\).*u0 or p batch holds the members on its first axis"):
         dxdt.solve(ens, Tsit5(), backend=backend, saveat=[1.0])
+    flat_p = dxdt.EnsembleProblem(LV, p=np.ones(3))  # three members' p, the parameter axis left out
+    with pytest.raises(ValueError, match=r"TypeError \(cannot unpack non-iterable.*p of shape \(\)"):
+        dxdt.solve(flat_p, Tsit5(), backend=backend, saveat=[1.0])
 
 
 def test_f_that_writes_nan_is_not_mistaken_for_missing_writes():

@@ -125,7 +125,7 @@ def run(f, u, p, t, *, inplace: bool, duplicate_closure: bool, reads: list | Non
     """
     try:
         return _run(f, u, p, t, inplace, duplicate_closure, reads)
-    except (IndexError, ValueError) as error:
+    except (IndexError, ValueError, TypeError) as error:
         from ..._checks import shape_error
 
         replaced = shape_error(error, np.shape(u), p)
