@@ -160,7 +160,8 @@ def inplace_rhs(prob: ODEProblem) -> Callable:
 
 
 _SHAPE_ERRORS = ("could not broadcast", "could not be broadcast", "too many indices", "out of bounds",
-                 "values to unpack", "invalid index to scalar variable", "cannot unpack non-iterable")
+                 "values to unpack", "invalid index to scalar variable", "cannot unpack non-iterable",
+                 "iteration over a 0-d array")
 
 
 def shape_error(error: Exception, u_shape: tuple, p) -> ValueError | None:

@@ -373,6 +373,8 @@ def test_u0_or_p_of_another_shape_than_f_indexes_is_named(backend):
             sens.gradient(lambda u: np.sum(u), short_state, Tsit5())
         with pytest.raises(ValueError, match=r"u0 of shape \(2,\) and p of shape \(2,\)"):
             sens.jacobian(short_p, Tsit5(), mode="reverse")
+        with pytest.raises(ValueError, match=r"iteration over a 0-d array\) with u0 of shape \(2,\) and p of shape \(\)"):
+            sens.gradient(lambda u: np.sum(u), LV.remake(p=1.5), Tsit5())  # a, b, c, d = p
     ens = dxdt.EnsembleProblem(LV, u0=np.array([1.0, 2.0]))  # two members' u0, the state axis left out
     with pytest.raises(ValueError, match=r"u0 of shape \(\).*u0 or p batch holds the members on its first axis"):
         dxdt.solve(ens, Tsit5(), backend=backend, saveat=[1.0])
