@@ -285,9 +285,11 @@ def _stats_rule(method, auto_dt: bool, fixed: bool = False):
         return stabilized
     tab = method.tableau
     per_step = tab.stages - 1 if tab.fsal else tab.stages
+    start = int(tab.fsal)  # f(u0), which an FSAL method's first step reuses; the others evaluate it in the step
 
     def runge_kutta(steps, accepted, rejected, *_):
-        return {"nfev": 1 + selection + steps * per_step, "naccept": accepted, "nreject": rejected * counted_rejects}
+        return {"nfev": start + selection + steps * per_step, "naccept": accepted,
+                "nreject": rejected * counted_rejects}
     return runge_kutta
 
 

@@ -281,6 +281,9 @@ def test_fixed_steps_take_the_numpy_grid_and_stop_where_the_state_turns_nonfinit
     npy, jx = (dxdt.solve(decay, method, dt=0.3, backend=b, **options) for b in ("numpy", "jax"))
     np.testing.assert_allclose(jx.t, [0.0, 0.3, 0.6, 0.9, 1.2, 1.5, 1.8, 2.0], rtol=1e-14)
     np.testing.assert_allclose(jx.u, npy.u, rtol=1e-13)
+    # every call of f, on both: (stages - FSAL) per step, plus f(u0) for an FSAL method (the
+    # JAX count added f(u0) for RK4 and Euler too, which evaluate it inside their first step)
+    assert jx.stats["nfev"] == npy.stats["nfev"] == 7 * (method.tableau.stages - method.tableau.fsal) + method.tableau.fsal
     prob = dxdt.ODEProblem(nan_after_one, np.array([1.0, 2.0]), (0.0, 2.0))
     for saveat in (None, np.linspace(0.0, 2.0, 41)):
         npy, jx = (dxdt.solve(prob, method, dt=0.1, saveat=saveat, backend=b, **options) for b in ("numpy", "jax"))
