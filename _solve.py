@@ -130,11 +130,12 @@ def solve(
         from ._backend_numpy import integrate_numpy
 
         raw = integrate_numpy(prob, method, f, k0=k0, **options)
-    message = raw.message or _success_message(prob, raw.stats)
+    note = ""
     if backend == "numpy" and raw.status == "success" and not events:
         from .solvers._guidance import stability_note
 
-        message += stability_note(f, raw.u[-1], prob.p, raw.t[-1], prob.tspan, raw.stats, method)
+        note = stability_note(f, raw.u[-1], prob.p, raw.t[-1], prob.tspan, raw.stats, method)  # (counts its f calls)
+    message = (raw.message or _success_message(prob, raw.stats)) + note
     events_out = dict(t_events=raw.t_events, u_events=raw.u_events) if events else {}
     return _finish(Solution(raw.t, raw.u, raw.stats, raw.status, message, raw.dense, **events_out), throw)
 

@@ -25,15 +25,19 @@ def stability_note(f, u: np.ndarray, p, t: float, tspan, stats: dict, method) ->
     """``""``, or a sentence for the message when the solve was stability-bound.
 
     ``u`` is a state of the solution at time ``t`` (its last saved row). The power
-    iteration's ``f`` evaluations (at most 50) are not counted in ``stats["nfev"]``.
+    iteration's ``f`` evaluations (at most 51) are added to ``stats["nfev"]``, which counts
+    every call of ``f``. Only float64 and complex128 states are checked: ``f`` sees no other
+    dtype than its problem's, and a float32 difference quotient would be rounding.
     """
     if not isinstance(method, AbstractRungeKutta) or stats["naccept"] < MIN_STEPS:
         return ""
     boundary = method.tableau.real_stability_boundary
-    u = np.asarray(u, dtype=np.float64) if np.asarray(u).dtype.kind != "c" else u
-    if not (math.isfinite(boundary) and boundary > 0 and np.all(np.isfinite(u))):
+    u = np.asarray(u)
+    if u.dtype not in (np.float64, np.complex128) or not (
+            math.isfinite(boundary) and boundary > 0 and np.all(np.isfinite(u))):
         return ""
-    sigma, cosine, converged = _spectral_radius(f, u, p, t)
+    sigma, cosine, converged, spent = _spectral_radius(f, u.copy(), p, t)
+    stats["nfev"] += spent
     ratio = abs(tspan[1] - tspan[0]) / stats["naccept"] * sigma / boundary
     if not converged or cosine > OSCILLATORY_COSINE or not ratio > STABILITY_BOUND:
         return ""
@@ -56,7 +60,7 @@ def underestimate_message(f, u0: np.ndarray, p, t0: float, method, given) -> str
     ``f`` evaluations, not counted in the stats).
     """
     rho = float(given(u0.copy(), p, t0)) if callable(given) else float(given)
-    sigma, _, converged = _spectral_radius(f, np.asarray(u0), p, t0)
+    sigma, _, converged, _ = _spectral_radius(f, np.asarray(u0), p, t0)
     if not (converged and math.isfinite(sigma) and sigma > UNDERESTIMATE * rho):
         return ""
     return (f"{method!r}: eigen_est gives {rho:.4g} at t0={t0:.6g} but a power iteration on df/du "
@@ -65,12 +69,12 @@ def underestimate_message(f, u0: np.ndarray, p, t0: float, method, given) -> str
             "detect it. Raise eigen_est (an upper bound), or use adaptive steps.")
 
 
-def _spectral_radius(f, u: np.ndarray, p, t: float) -> tuple[float, float, bool]:
-    """``(sigma, cosine, converged)`` of the stabilized methods' power iteration on
+def _spectral_radius(f, u: np.ndarray, p, t: float) -> tuple[float, float, bool, int]:
+    """``(sigma, cosine, converged, nfev)`` of the stabilized methods' power iteration on
     ``df/du`` at ``(u, t)`` (``converged`` False where ``f(u)`` is not finite)."""
     ws = _Workspace(u.reshape(-1), power=True, hermite=False)
     f(ws.views[2].reshape(u.shape), ws.views[1].reshape(u.shape), p, t)
     if not np.all(np.isfinite(ws.f0)):
-        return math.nan, -1.0, False
-    sigma, cosine, converged, _ = _power_iteration(f, ws, p, t, u.shape)
-    return sigma, cosine, converged
+        return math.nan, -1.0, False, 1
+    sigma, cosine, converged, spent = _power_iteration(f, ws, p, t, u.shape)
+    return sigma, cosine, converged, 1 + spent

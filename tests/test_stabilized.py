@@ -13,7 +13,7 @@ import pytest
 from scipy.integrate import solve_ivp
 
 import dxdt
-from dxdt.solvers import RKC, RKL2, ROCK2, ROCK4, AbstractStabilized
+from dxdt.solvers import RKC, RKL2, ROCK2, ROCK4, AbstractStabilized, Tsit5
 from dxdt.solvers._stabilized import SAFETY, _stability_boundary, choose_stages, stage_table
 from dxdt.solvers._stabilized_executor import _power_iteration, _Workspace
 
@@ -681,6 +681,24 @@ def test_stability_bound_tsit5_solve_suggests_a_stabilized_method():
     sol = dxdt.solve(prob, rtol=1e-6, saveat=[0.1])
     assert sol.success and "ROCK2()" in sol.message and "limited by stability" in sol.message
     assert "ROCK2()" not in dxdt.solve(prob, ROCK2(), rtol=1e-6, saveat=[0.1]).message
+
+
+def test_the_stability_note_counts_its_f_calls_and_keeps_fs_dtype():
+    """The note's power iteration calls f: nfev counts those calls (it left out up to 51),
+    the message's count agrees, and a float32 problem's f never sees float64 (it did: the
+    check ran in float64; float32 solves now get no note)."""
+    for dtype in (np.float64, np.float32):
+        calls, dtypes = [0], set()
+
+        def stiff(du, u, p, t):
+            calls[0] += 1
+            dtypes.add(u.dtype)
+            du[...] = -1000.0 * u
+
+        sol = dxdt.solve(dxdt.ODEProblem(stiff, np.ones(2, dtype), (0.0, 5.0)), Tsit5())
+        assert sol.stats["nfev"] == calls[0] and f"({calls[0]} f evaluations)" in sol.message
+        assert dtypes == {np.dtype(dtype)}
+        assert ("limited by stability" in sol.message) == (dtype == np.float64)
 
 
 def test_accuracy_bound_solve_gets_no_note():
