@@ -244,11 +244,14 @@ def test_tspan_batches_and_n():
 def test_a_dead_worker_process_fails_only_its_members(pool):
     """A user's pool that breaks cannot be restarted: its unfinished batches go on in dxdt's
     own pools (every member of the ensemble was reported "worker_died")."""
+    import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
     prob = dxdt.ODEProblem(killer, U0, (0.0, 1.0), p=1.0)
     rates = np.array([0.5, 0.0, 1.0, 2.0, 3.0])
-    executor = "processes" if pool == "processes" else ProcessPoolExecutor(2)
+    # (not forked: other tests of this process may have started JAX's threads)
+    executor = "processes" if pool == "processes" else ProcessPoolExecutor(
+        2, mp_context=multiprocessing.get_context("forkserver"))
     sol = dxdt.solve(dxdt.EnsembleProblem(prob, p=rates), Tsit5(), saveat=[1.0],
                      executor=executor, max_workers=2, batch_size=2)
     if pool != "processes":
