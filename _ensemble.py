@@ -304,7 +304,12 @@ def solve_ensemble(ens: EnsembleProblem, method: Any = None, *, backend: str = "
         if executor is not None:
             raise ValueError("backend='jax' runs members as vectorised batches on the local devices; "
                              f"use executor=None (got executor={executor!r})")
-        batches = run_jax_batches(ens, method, batch_size, options)
+        if options.get("events"):  # each member locates its own events: one compiled solve after another
+            from ._ensemble_executors import run_batches
+
+            batches = run_batches(ens, method, {**options, "backend": "jax"}, None, None, batch_size)
+        else:
+            batches = run_jax_batches(ens, method, batch_size, options)
     elif backend == "numpy":
         from ._ensemble_executors import run_batches
 

@@ -126,8 +126,6 @@ def _check_options(prob, method, options: dict) -> dict:
 
     if options.get("dense", False):
         raise ValueError("backend='jax' ensembles do not keep dense output: use dense=False")
-    if options.get("events"):
-        raise ValueError("backend='jax' ensembles do not take events: use backend='numpy'")
     rtol, atol = _checks.check_tolerances(options.get("rtol", 1e-6), options.get("atol", 1e-8), prob.u0.shape)
     dt = _checks.check_dt(options.get("dt"), prob.tspan)
     adaptive = _checks.check_flag("adaptive", options.get("adaptive", True))

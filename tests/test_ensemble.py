@@ -168,14 +168,21 @@ def test_a_blowing_up_member_is_isolated():
     assert list(info.value.solution.success) == [True, False, True]
 
 
-@pytest.mark.parametrize("executor", [None, "threads"])
-def test_members_stopped_by_a_terminal_event_succeed(executor):
+@pytest.mark.parametrize("executor, backend", [(None, "numpy"), ("threads", "numpy"), (None, "jax")])
+def test_members_stopped_by_a_terminal_event_succeed(executor, backend):
     """Status "event" is a success (API.md): the ensemble's ``success``, ``n_failed`` and
-    ``throw=True`` counted it as a failure."""
+    ``throw=True`` counted it as a failure. On the JAX backend (where events were refused)
+    each member runs its own compiled solve with events, equal to its solo JAX solve."""
     prob = dxdt.ODEProblem(decay, [1.0], (0.0, 1.0), p=np.array([1.0]))
     half = dxdt.Event(lambda u, p, t: u[0] - 0.5, terminal=True)
     ens = dxdt.EnsembleProblem(prob, p=np.array([[0.5], [2.0]]))  # only member 1 reaches 0.5, at ln(2)/2
-    sol = dxdt.solve(ens, Tsit5(), events=[half], executor=executor, rtol=1e-10, atol=1e-12, throw=True)
+    sol = dxdt.solve(ens, Tsit5(), events=[half], executor=executor, rtol=1e-10, atol=1e-12, throw=True,
+                     backend=backend)
+    if backend == "jax":
+        for i, member in enumerate(sol.members):
+            solo = dxdt.solve(ens.member(i), Tsit5(), events=[half], rtol=1e-10, atol=1e-12, backend="jax")
+            np.testing.assert_array_equal(member.u, solo.u)
+            assert member.stats == solo.stats
     assert list(sol.status) == ["success", "event"] and list(sol.success) == [True, True]
     assert sol.stats["n_failed"] == 0
     np.testing.assert_allclose(sol.members[1].t_events[0], [np.log(2.0) / 2.0], rtol=1e-9)
