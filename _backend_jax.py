@@ -207,12 +207,6 @@ def steps_buffer(steps: int) -> int:
     return 1 << max(4, steps + steps // 8).bit_length()
 
 
-def last_finite(ts, default: float) -> float:
-    ts = np.asarray(ts)
-    finite = ts[np.isfinite(ts)]
-    return float(finite[-1]) if finite.size else default
-
-
 def _to_numpy(prob, method, saveat, dense, ts, ys, code, counts, sol, auto_dt, max_steps,
               fixed_dt: float | None = None) -> RawSolution:
     if code == 0 and saveat is not None:  # every row filled

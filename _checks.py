@@ -6,6 +6,7 @@ argument and says what to do.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import numbers
 from typing import Any, Callable
@@ -164,28 +165,22 @@ _SHAPE_ERRORS = ("could not broadcast", "could not be broadcast", "too many indi
                  "iteration over a 0-d array")
 
 
-def shape_error(error: Exception, u_shape: tuple, p) -> ValueError | None:
-    """A ``ValueError`` naming ``u0`` and ``p`` for an index or broadcast ``error`` that ``f``
-    raised (``u0`` or ``p`` not of the shape ``f`` indexes), or None for any other error."""
-    if not isinstance(error, (IndexError, ValueError, TypeError)) or not any(text in str(error) for text in _SHAPE_ERRORS):
-        return None
-    p_text = (f"p of shape {np.shape(p)}" if isinstance(p, (np.ndarray, np.generic, float, int)) or hasattr(p, "shape")
-              else "p=None" if p is None else f"p a {type(p).__name__}")
-    return ValueError(
-        f"f raised {type(error).__name__} ({error}) with u0 of shape {tuple(u_shape)} and {p_text}: check "
-        "that u0 and p have the shapes f indexes (an ensemble's u0 or p batch holds the members on its first "
-        "axis, each member's value after it)")
-
-
-def _first_call(f: Callable, du, u, prob: ODEProblem, t0):
-    """``f(du, u, p, t0)``, its shape errors reported by :func:`shape_error`."""
+@contextlib.contextmanager
+def shape_errors_named(u_shape: tuple, p):
+    """Around a call of ``f``: an index, broadcast or unpacking error it raises (``u0`` or
+    ``p`` not of the shape ``f`` indexes) becomes a ``ValueError`` naming ``u0`` and ``p``
+    with their shapes; any other error passes as it is."""
     try:
-        return f(du, u, prob.p, t0)
+        yield
     except (IndexError, ValueError, TypeError) as error:
-        replaced = shape_error(error, np.shape(prob.u0), prob.p)
-        if replaced is None:
+        if not any(text in str(error) for text in _SHAPE_ERRORS):
             raise
-        raise replaced from error
+        p_text = (f"p of shape {np.shape(p)}" if isinstance(p, (float, int)) or hasattr(p, "shape")
+                  else "p=None" if p is None else f"p a {type(p).__name__}")
+        raise ValueError(
+            f"f raised {type(error).__name__} ({error}) with u0 of shape {tuple(u_shape)} and {p_text}: check "
+            "that u0 and p have the shapes f indexes (an ensemble's u0 or p batch holds the members on its first "
+            "axis, each member's value after it)") from error
 
 
 def first_derivative(f: Callable, prob: ODEProblem) -> np.ndarray:
@@ -201,7 +196,8 @@ def first_derivative(f: Callable, prob: ODEProblem) -> np.ndarray:
     u = u0.copy()
     p_arrays = _array_leaves(prob.p)
     p_before = [a.copy() for a in p_arrays]
-    result = _first_call(f, du, u, prob, t0)
+    with shape_errors_named(u0.shape, prob.p):
+        result = f(du, u, prob.p, t0)
     if not np.array_equal(u, u0, equal_nan=True):
         raise ValueError(
             "f changed its argument u (the solver's state) at t0: an in-place f(du, u, p, t) "

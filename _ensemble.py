@@ -70,9 +70,9 @@ class EnsembleProblem:
                  prob_func: Callable | None = None, n: int | None = None):
         if not isinstance(prob, ODEProblem):
             raise TypeError(f"prob must be a dxdt.ODEProblem, got {type(prob).__name__}")
-        if prob_func is not None and not callable(prob_func):
-            raise TypeError(f"prob_func must be callable as prob_func(prob, i), got {type(prob_func).__name__}")
         if prob_func is not None:
+            if not callable(prob_func):
+                raise TypeError(f"prob_func must be callable as prob_func(prob, i), got {type(prob_func).__name__}")
             from ._problem import check_positional
 
             check_positional(prob_func, 2, "prob_func must take 2 positional parameters prob_func(prob, i)")

@@ -138,7 +138,6 @@ def _check_affect(affect, label: str):
     return affect
 
 
-
 def _check_terminal(terminal, label: str) -> int:
     """``terminal`` as the occurrence count that stops the solve (0: never)."""
     if isinstance(terminal, bool):

@@ -95,11 +95,10 @@ def _build_chunk(prob, method, conditions: tuple, directions: tuple, every_step:
     from .sensitivity._compiled import Program, compile_function
     from .sensitivity._jax import load_jax
     from .sensitivity.translate import to_jax
-    from jax.flatten_util import ravel_pytree
-
-    from .sensitivity._ode import quiet_about_complex, status_code
+    from .sensitivity._ode import initial_step, quiet_about_complex, status_code
+    from .sensitivity._options import SolveOptions
     from .solvers._diffrax import diffrax_solver, pid_coefficients
-    from .solvers._diffrax_controller import FixedGrid, GuardedController, first_step
+    from .solvers._diffrax_controller import FixedGrid, GuardedController
     from .solvers._stabilized_diffrax import stabilized_counters
 
     jax, jnp = load_jax()
@@ -122,16 +121,6 @@ def _build_chunk(prob, method, conditions: tuple, directions: tuple, every_step:
     saveat = diffrax.SaveAt(steps=every_step, t1=not every_step, dense=True, controller_state=True,
                             solver_state=stabilized)
 
-    def _first_step(u, p, t_start, t_end, rtol, atol):
-        """The NumPy backend's first step for the solve from ``t_start`` to ``t_end``."""
-        flat, unravel = ravel_pytree(jax.lax.stop_gradient(u))
-        direction = jnp.sign(t_end - t_start)
-
-        def derivative(h, y):
-            return direction * ravel_pytree(g_once(unravel(y), p, t_start + direction * h))[0]
-
-        return first_step(derivative, flat, jnp.abs(t_end - t_start), rtol, atol, method.order)
-
     def chunk(t_start, t_stop, u, p, dt0, probe, save_ts, rtol, atol, grid):
         u = u.astype(jnp.promote_types(u.dtype, t_start.dtype))  # as diffrax promotes a float32 state
         direction = jnp.sign(t_stop - t_start)
@@ -141,8 +130,9 @@ def _build_chunk(prob, method, conditions: tuple, directions: tuple, every_step:
             floor = 16 * _EPS * jnp.maximum(jnp.abs(t_start), jnp.abs(t_stop))
             controller = GuardedController(rtol, atol, pcoeff, icoeff, floor, first_inv=grid[1],
                                            never_shrink_after_accept=stabilized)
-            dt0 = jax.lax.cond(dt0 == 0, lambda: direction * _first_step(u, p, t_start, grid[0], rtol, atol),
-                               lambda: dt0)  # 0: choose, as a solve without events does
+            options = SolveOptions(method, rtol, atol, CHUNK_STEPS)
+            dt0 = jax.lax.cond(dt0 == 0, lambda: direction * initial_step(  # 0: choose, as a solve without events
+                lambda t, y, a: g_once(y, a, t), u, p, t_start, grid[0], options), lambda: dt0)
         with quiet_about_complex((u, p)):
             sol = diffrax.diffeqsolve(term, solver, t_start, t_stop, dt0, u, args=p, saveat=saveat,
                                       stepsize_controller=controller,

@@ -234,7 +234,7 @@ def chunked_interpolating_adjoint(g, state_cotangents, u0, p, t0, t1, saveat, op
     anchor = _tangent_anchor(u0, p)
     marks_t = jnp.full((n,), t0)
     marks_u = jax.tree_util.tree_map(lambda x: _zeros(jnp.zeros((n,) + jnp.shape(x), x.dtype), anchor).at[0].set(x), u0)
-    first_step = jax.lax.stop_gradient(initial_step(rhs, u0, p, t0, t1, options, estimate))
+    first_step = jax.lax.stop_gradient(initial_step(rhs, u0, p, t0, t1, options))
     marks_h = jnp.zeros((n,), dtype).at[0].set(first_step)
 
     def body(carry):

@@ -8,7 +8,6 @@ is; any other loss is translated exactly like ``f`` (NumPy calls on traced array
 from __future__ import annotations
 
 import inspect
-
 import types
 from typing import Callable
 

@@ -74,12 +74,12 @@ def _normalised_radius(spectral_radius, t0, span):
     return lambda s, y, a: jnp.abs(span) * spectral_radius(t0 + s * span, y, a)
 
 
-def initial_step(vector_field, y0, args, t0, t1, options: SolveOptions, spectral_radius=None):
+def initial_step(vector_field, y0, args, t0, t1, options: SolveOptions):
     """The first step (physical, positive) that :func:`odeint` chooses when given no ``dt0``
     (Hairer & Wanner's selection as the NumPy backend makes it,
     :func:`~dxdt.solvers._diffrax_controller.first_step`), for a solve that must start with
     an explicit one (a chain of solves whose first link chooses for the whole span
-    ``[t0, t1]``). ``spectral_radius`` is not used (kept for the callers' symmetry)."""
+    ``[t0, t1]``)."""
     from jax.flatten_util import ravel_pytree
 
     from ..solvers._diffrax_controller import first_step

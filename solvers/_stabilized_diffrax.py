@@ -148,7 +148,9 @@ class StabilizedSolver(diffrax.AbstractAdaptiveSolver):
     estimates it. State: ``(F_0, v, sigma, since, h, stiff, oscillatory, counters)``: the
     derivative at the step's start (FSAL), the last power-iteration direction, the last
     estimate, the accepted steps since it, the last accepted ``|h|``, the stiff record of
-    fixed steps (:func:`solver_stiff_record`), the oscillatory record
+    fixed steps (the first step beyond the stability interval, as the controller's
+    :func:`~dxdt.solvers._diffrax_controller.stiff_record`; read by :func:`warning_record`),
+    the oscillatory record
     ``[off-axis estimates in a row, s, sigma]`` (:func:`oscillatory_record`) and the
     integer :data:`COUNTERS` of the accepted steps.
     """

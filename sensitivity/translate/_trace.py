@@ -123,15 +123,11 @@ def run(f, u, p, t, *, inplace: bool, duplicate_closure: bool, reads: list | Non
         If ``f`` does something that cannot be translated, or leaves part of ``du``
         unwritten.
     """
-    try:
-        return _run(f, u, p, t, inplace, duplicate_closure, reads)
-    except (IndexError, ValueError, TypeError) as error:
-        from ..._checks import shape_error
+    from ..._checks import shape_errors_named
 
-        replaced = shape_error(error, np.shape(u), p)
-        if replaced is None:
-            raise
-        raise replaced from error
+    try:
+        with shape_errors_named(np.shape(u), p):
+            return _run(f, u, p, t, inplace, duplicate_closure, reads)
     finally:
         forget_slices()
 

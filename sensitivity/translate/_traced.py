@@ -580,8 +580,7 @@ class _Flat:
         indices = self._indices(key)
         value = operand(value)
         if np.ndim(value) and np.size(value) != np.size(indices[0]):
-            xp = np if all_concrete(value) else jnp
-            value = xp.resize(xp.ravel(xp.asarray(value)), np.shape(indices[0]))
+            value = _dispatch._cycled(value, np.size(indices[0])).reshape(np.shape(indices[0]))
         self._array[indices] = value
 
     def __len__(self) -> int:
