@@ -30,7 +30,7 @@ from .sensitivity._options import STATUS_CODES
 from .sensitivity.translate._closure import same_sequence
 from .solvers import AbstractRungeKutta, AbstractStabilized
 from .solvers._numpy_executor import failure_message
-from .solvers._stabilized_executor import recorded_warnings
+from .solvers._stabilized_executor import recheck_estimate, recorded_warnings
 
 BUFFER_BUDGET_BYTES = 256 * 2**20  # above this, count the steps first (two passes)
 
@@ -217,7 +217,7 @@ def _to_numpy(prob, method, saveat, dense, ts, ys, code, counts, sol, auto_dt, m
     # diffrax promotes a float32 state against float64 times; return the problem's dtype, in
     # a writable array of its own (not a view of the read-only transfer buffer)
     u = np.array(u.reshape((-1,) + prob.u0.shape), dtype=prob.u0.dtype)
-    t_end = float(t[-1])
+    t_end, u_end = float(t[-1]), u[-1]
     if saveat is not None:  # the t1 row (the time reached) follows the saveat rows filled
         t, u = saveat[: len(t) - 1], u[:-1]
         if not len(t):  # no step was accepted
@@ -226,7 +226,8 @@ def _to_numpy(prob, method, saveat, dense, ts, ys, code, counts, sol, auto_dt, m
         t[-1] = prob.tspan[1]  # t0 + 1 * (t1 - t0) may round
     status = STATUS_CODES[code]
     stats = stats_rule(method, auto_dt, fixed=fixed_dt is not None)(*counts.astype(np.int64).tolist())
-    message = "" if status == "success" else jax_failure_message(status, t_end, fixed_dt, max_steps, prob.tspan[1])
+    message = "" if status == "success" else jax_failure_message(status, t_end, fixed_dt, max_steps, prob.tspan[1],
+                                                                 method, u_end, prob.p)
     dense_out = _DiffraxDense(sol[0], prob.tspan[0], t_end, prob.u0, prob.u0.dtype) if dense else None
     return RawSolution(t, u, stats, status, message, dense_out)
 
@@ -238,9 +239,16 @@ def rows_at_t0(saveat: np.ndarray, t0: float, u0: np.ndarray) -> tuple[np.ndarra
     return t, np.array(np.broadcast_to(u0, (len(t),) + np.shape(u0)))
 
 
-def jax_failure_message(status: str, t_end: float, fixed_dt: float | None, max_steps: int, t1: float) -> str:
+def jax_failure_message(status: str, t_end: float, fixed_dt: float | None, max_steps: int, t1: float,
+                        method=None, u_end=None, p=None) -> str:
     """The NumPy executor's message for a JAX solve that stopped at ``t_end``: with fixed
-    steps (``fixed_dt``), a non-finite state is reported for the step from ``t_end``."""
+    steps (``fixed_dt``), a non-finite state is reported for the step from ``t_end``; a
+    user's ``eigen_est`` that gives no bound at ``(u_end, p, t_end)`` is named instead of
+    ``f`` (:func:`~dxdt.solvers._stabilized_executor.recheck_estimate`)."""
+    if status == "nonfinite" and u_end is not None:
+        blamed = recheck_estimate(method, u_end, p, t_end)
+        if blamed:
+            return blamed
     if status == "nonfinite" and fixed_dt is not None:
         return failure_message("nonfinite_fixed", t_end, fixed_dt, max_steps, t1)
     return failure_message(status, t_end, None, max_steps, t1)

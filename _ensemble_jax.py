@@ -333,7 +333,9 @@ def _to_solutions(lanes: _Lanes, idx, method, opts, ts, ys, codes, counts) -> li
             message = _success_message(SimpleNamespace(tspan=(t0, t1)), stats)
         else:
             dt = None if fixed_dt is None else math.copysign(fixed_dt, t1 - t0)
-            message = jax_failure_message(status, float(ts[j][filled[j]][-1]), dt, opts["max_steps"], t1)
+            p_j = tree_map(lambda leaf, path: leaf[idx[j]], lanes.p) if lanes.p_batched else lanes.p
+            message = jax_failure_message(status, float(ts[j][filled[j]][-1]), dt, opts["max_steps"], t1,
+                                          method, ys[j][filled[j]][-1], p_j)
         if saveat is None:  # every step: the filled rows, t1 exact on success (as a solo solve)
             t, u = ts[j][filled[j]], ys[j][filled[j]]
             if status == "success":

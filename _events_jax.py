@@ -38,6 +38,7 @@ from .sensitivity._options import STATUS_CODES
 from .solvers import AbstractStabilized
 from .solvers._controller import EPS as _EPS
 from .solvers._numpy_executor import failure_message
+from .solvers._stabilized_executor import recheck_estimate
 
 CHUNK_STEPS = 1024  # steps per compiled call: bounds the dense-output buffers diffrax allocates
 SAVE_WINDOW = 64  # saveat rows one chunk returns (a chunk stops at the last of them)
@@ -69,12 +70,13 @@ def _chunk_program(prob, method, events: tuple, continuous: list, every_step: bo
     """
     from ._backend_jax import structure
     from .sensitivity._compiled import lookup
+    from .sensitivity._estimate import estimate_callables
 
     conditions = tuple(inplace_condition(events[i]) for i in continuous)  # as translated and keyed
     directions = tuple(int(events[i].direction) for i in continuous)
     static = ("state events", structure(prob.u0), structure(example[3]), structure(example[8]), repr(method),
               directions, every_step, len(example[6]), CHUNK_STEPS, STEP_ROWS, dense, fixed)
-    return lookup("event chunk", static, (prob.f,) + conditions,
+    return lookup("event chunk", static, (prob.f,) + conditions + estimate_callables(method),
                   lambda: _build_chunk(prob, method, conditions, directions, every_step, example, dense, fixed),
                   disk=not dense)
 
@@ -93,6 +95,7 @@ def _build_chunk(prob, method, conditions: tuple, directions: tuple, every_step:
 
     from ._events_jax_locate import locate
     from .sensitivity._compiled import Program, compile_function
+    from .sensitivity._estimate import translate_eigen_est
     from .sensitivity._jax import load_jax
     from .sensitivity.translate import to_jax
     from .sensitivity._ode import initial_step, quiet_about_complex, status_code
@@ -106,7 +109,8 @@ def _build_chunk(prob, method, conditions: tuple, directions: tuple, every_step:
     translated = [to_jax(fn, prob.u0, prob.p) for fn in conditions]
     g_once = jax.jit(g)  # diffrax evaluates the field at several places: trace f once
     term = diffrax.ODETerm(lambda t, u, p: g_once(u, p, t))
-    solver = diffrax_solver(method, True, dense_buffer=True, limited=not fixed)
+    rho = translate_eigen_est(method, owner=1 + len(conditions))  # keyed after f and the conditions
+    solver = diffrax_solver(method, True, dense_buffer=True, limited=not fixed, spectral_radius=rho)
     pcoeff, icoeff = pid_coefficients(method)
 
     def values(u, p, t):
@@ -169,6 +173,7 @@ def _build_chunk(prob, method, conditions: tuple, directions: tuple, every_step:
     reads = list(g.constant_reads)
     for owner, c in enumerate(translated, start=1):  # the conditions' reads, by their place in the key
         reads += [dataclasses.replace(read, owner=owner) for read in c.constant_reads]
+    reads += [] if rho is None else rho.constant_reads
     return Program(executable, tuple(reads), meta, traces=g.n_traces)
 
 
@@ -214,6 +219,7 @@ class _Solve:
         self.continuous, self.times = schedule(events, prob.p, prob.tspan)
         f64 = np.float64
         self.p = as_numpy(prob.p)
+        self.method, self.user_p = method, prob.p
         self.tolerances = (f64(rtol), np.asarray(atol, f64))
         self.no_saves = np.zeros(1 if saveat is None else min(SAVE_WINDOW, len(saveat)), f64)
         example = (f64(self.t0), f64(self.t1), prob.u0, self.p, f64(1.0), np.zeros(len(self.continuous), f64),
@@ -245,6 +251,12 @@ class _Solve:
         else:
             self.out, self.j = np.empty((len(saveat),) + self.shape, self.u.dtype), 0
             self._save_until(self.t0, lambda ts: np.broadcast_to(self.u, (len(ts),) + self.shape), True)
+
+    def _failure(self, status: str, t: float, dt0) -> str:
+        """The NumPy executor's message for a chunk that failed at ``t`` (the state
+        ``self.u``), naming a user's ``eigen_est`` that gives no bound there instead of ``f``."""
+        blamed = status == "nonfinite" and recheck_estimate(self.method, self.u, self.user_p, t)
+        return blamed or failure_message(status, t, dt0, self.max_steps, self.t1)
 
     def _grid(self, t: float) -> np.ndarray:
         """``(origin, k)`` of the fixed grid ``t0 + j dt`` from ``t``: the next step ends at
@@ -355,7 +367,7 @@ class _Solve:
             nreject += rejected
             if len(step_ts) < 2:
                 self.status = result if result in ("dt_min", "max_steps") else "nonfinite"
-                self.message = failure_message(self.status, t, None, self.max_steps, self.t1)
+                self.message = self._failure(self.status, t, None)
                 break
             t_reached = float(step_ts[-1])
             if result == "sign change":  # stopped early for the location below
@@ -388,7 +400,7 @@ class _Solve:
                 self._fire(t, group)
             if result not in ("success", "chunk") and t_event is None:
                 self.status = result
-                self.message = failure_message(result, t, dt0, self.max_steps, self.t1)
+                self.message = self._failure(result, t, dt0)
                 break
         dtype = self.out.dtype if self.saveat is not None else self.us[0].dtype  # the state's (diffrax promotes)
         t_out, u_out = ((np.array(self.ts), np.array(self.us, dtype)) if self.saveat is None

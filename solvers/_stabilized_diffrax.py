@@ -183,15 +183,16 @@ class StabilizedSolver(diffrax.AbstractAdaptiveSolver):
         oscillatory = jnp.asarray(NO_OSCILLATORY_RECORD, sigma.dtype)
         if self._estimating is not None:  # the estimate before the first step
             sigma, v, iterations, oscillatory = self._estimate(f, t0, y0, f0, v, sigma, jnp.asarray(True),
-                                                               args, oscillatory)
+                                                               args, oscillatory, _direction(terms))
         counters = jnp.stack([1 + jnp.asarray(iterations), 0, int(self._estimating is not None)])
         h = jax.lax.stop_gradient(jnp.abs(t1 - t0)).astype(sigma.dtype)  # the first attempt's
         stiff = jnp.asarray(NO_STIFF_RECORD, sigma.dtype)
         return f0, v, sigma, jnp.zeros((), counters.dtype), h, stiff, oscillatory, counters
 
-    def _estimate(self, f, t, y, fy, v, sigma, refresh, args, oscillatory):
+    def _estimate(self, f, t, y, fy, v, sigma, refresh, args, oscillatory, direction):
         """``(sigma, v, power iterations, oscillatory)``: a new estimate where ``refresh``,
-        else the given ``sigma`` and ``v``; outside the derivative. A power iteration that
+        else the given ``sigma`` and ``v``; outside the derivative. ``spectral_radius`` is
+        asked at the physical time ``direction * t`` (diffrax runs a backward solve in ``-t``). A power iteration that
         settled off the negative real axis (``cosine > OSCILLATORY_COSINE``) on a fast scale
         (``sigma > OSCILLATORY_SPAN`` in normalised time) extends the record's run of such
         estimates; the second in a row records ``(s, sigma)``, once; any other resets the run."""
@@ -206,7 +207,7 @@ class StabilizedSolver(diffrax.AbstractAdaptiveSolver):
             oscillatory = jnp.where(first, at, oscillatory.at[0].set(run))
         else:
             def given():
-                rho = stop(self.spectral_radius(stop(t), stop(y), stop(args)))
+                rho = stop(self.spectral_radius(stop(direction * t), stop(y), stop(args)))
                 return jnp.asarray(rho, sigma.dtype)
             fresh, iterations = jax.lax.cond(refresh, given, lambda: sigma), 0
         # a power iteration that gives no number keeps the most stages; a user's estimate
@@ -232,7 +233,7 @@ class StabilizedSolver(diffrax.AbstractAdaptiveSolver):
         else:
             refresh = (since >= REFRESH_STEPS) | (h_abs < RETRY_RATIO * h_last)
             sigma, v, iterations, oscillatory = self._estimate(f, t0, y0, f0, v, sigma, refresh, args,
-                                                               oscillatory)
+                                                               oscillatory, _direction(terms))
             h_rho = h_abs * SAFETY * sigma
             beta = jnp.asarray(coefficient_tables(self.method)["beta"], h_rho.dtype)
             index = jnp.minimum(jnp.searchsorted(beta, h_rho), len(beta) - 1)

@@ -212,7 +212,7 @@ def integrate(
                     if not steps:  # before the first step: bad input
                         raise
                     status = "nonfinite"
-                    estimate_failure = f"{err}. The solution stops there: check eigen_est near this state."
+                    estimate_failure = estimate_failure_message(err)
                     break
             rho = SAFETY * sigma if math.isfinite(sigma) else math.inf
             estimates += 1
@@ -381,6 +381,35 @@ def recorded_too_oscillatory(method, record, t0: float, t1: float) -> str | None
         return None
     span = abs(t1 - t0)
     return too_oscillatory_message(method, t0 + s * (t1 - t0), sigma / span if span else sigma)
+
+
+def estimate_failure_message(err: Exception) -> str:
+    """The message of a solve stopped by a user's ``eigen_est`` that gave no bound (``err``
+    from :func:`~dxdt.solvers._stabilized.check_estimate`)."""
+    return f"{err}. The solution stops there: check eigen_est near this state."
+
+
+def recheck_estimate(method, u, p, t: float) -> str:
+    """``""``, or :func:`estimate_failure_message` where a user's callable ``eigen_est``
+    gives no finite bound ``>= 0`` at ``(u, p, t)``.
+
+    A compiled solve cannot raise: a bad estimate fails its steps as a non-finite ``f``
+    does, and the solve stops at the last accepted state, where the estimate was asked
+    for again. This asks the user's NumPy ``eigen_est`` there (on a duplicate: never the
+    user's buffers), so that the JAX backend blames the estimate as the NumPy executor
+    does, not ``f``."""
+    estimate = getattr(method, "eigen_est", None)
+    if not callable(estimate):
+        return ""
+    from ..sensitivity.translate import duplicate
+
+    try:
+        check_estimate(duplicate(estimate)(np.array(u), p, t), f"t={t:.6g}")
+    except (TypeError, ValueError) as err:
+        return estimate_failure_message(err)
+    except Exception:  # noqa: BLE001  (an estimate failing otherwise: the step's message stands)
+        return ""
+    return ""
 
 
 def recorded_warnings(method, record, t0: float, t1: float) -> list[str]:

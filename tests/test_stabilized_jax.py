@@ -556,7 +556,8 @@ def test_an_eigen_est_that_turns_nan_mid_solve_fails_with_the_partial_data_on_bo
     by = {b: dxdt.solve(prob, method, rtol=1e-6, backend=b) for b in ("numpy", "jax")}
     for sol in by.values():
         assert sol.status == "nonfinite" and np.isfinite(sol.u).all() and 0.01 <= sol.t[-1] < 0.02
-    assert "eigen_est(u, p, t) returned nan" in by["numpy"].message
+    for sol in by.values():  # the JAX backend blamed f ("f returned non-finite values")
+        assert "eigen_est(u, p, t) returned nan" in sol.message and "check eigen_est" in sol.message
     assert by["jax"].stats["naccept"] == by["numpy"].stats["naccept"]  # stopped at the same refresh
     for sol in by.values():
         np.testing.assert_allclose(sol.u[-1], scipy.linalg.expm(A * sol.t[-1]) @ prob.u0, atol=1e-4)
@@ -595,3 +596,54 @@ def test_backward_solve_with_events_on_jax_steps_the_right_way(method):
     np.testing.assert_allclose(sol.t_events[0], [np.arcsin(0.85)], atol=1e-5)  # second-order methods
     np.testing.assert_array_equal(sol.t_events[1], [1.0])
     np.testing.assert_allclose(sol.u[-1, 0], 1.0, atol=1e-5)
+
+
+def _nan_after(rho: float, t_bad: float):
+    return lambda u, p, t: np.where(t < t_bad, rho, np.nan)
+
+
+def test_a_nan_eigen_est_is_named_with_events_and_in_ensembles_on_jax():
+    """With events, the JAX chunks ignored eigen_est (the next test) and reported success;
+    a JAX ensemble member blamed f. Both now name eigen_est, as the NumPy executor does."""
+    method = RKC(eigen_est=_nan_after(RHO, 0.4 * T1))
+    prob = dxdt.ODEProblem(heat, U0, (0.0, T1), np.array([1.0, 0.0]))
+    nothing = dxdt.TimeEvent([0.1 * T1], lambda u, p, t: None)
+    members = dxdt.EnsembleProblem(prob, u0=np.stack([U0, 0.5 * U0]))
+    runs = [dxdt.solve(prob, method, rtol=1e-6, events=[nothing], backend="jax")]
+    runs += dxdt.solve(members, method, rtol=1e-6, backend="jax").members
+    for sol in runs:
+        assert sol.status == "nonfinite" and 0.4 * T1 <= sol.t[-1] < T1
+        assert sol.message.startswith("eigen_est(u, p, t) returned nan at t=")
+        np.testing.assert_allclose(sol.u[-1], np.exp(LAMBDA_1 * sol.t[-1]) * sol.u[0], atol=1e-5)
+
+
+@pytest.mark.parametrize("kind", ["float", "callable"])
+def test_events_on_jax_take_the_given_eigen_est(kind):
+    """The event chunks built their stabilized solver without the user's eigen_est and ran
+    the power iteration: a bound 9x the spectral radius, which takes more stages on NumPy,
+    was ignored (2 stages against 9 here). Fixed steps: the same stages on both backends."""
+    bound = 9 * RHO
+    method = ROCK2(eigen_est=bound if kind == "float" else (lambda u, p, t: bound * p[0]))
+    prob = dxdt.ODEProblem(heat, U0, (0.0, T1), np.array([1.0, 0.0]))
+    nothing = dxdt.TimeEvent([0.5 * T1], lambda u, p, t: None)
+    fixed = dict(dt=T1 / 20, adaptive=False, saveat=[T1], events=[nothing])
+    by = {b: dxdt.solve(prob, method, backend=b, **fixed) for b in ("numpy", "jax")}
+    stats = {b: sol.stats for b, sol in by.items()}
+    for key in ("naccept", "max_stages_used", "n_eigen_est"):
+        assert stats["jax"][key] == stats["numpy"][key], key
+    assert abs(stats["jax"]["nfev"] - stats["numpy"]["nfev"]) <= 1  # (the restart after the event)
+    assert stats["jax"]["max_stages_used"] == choose_stages(*stage_table(method), T1 / 20 * SAFETY * bound)[0]
+    np.testing.assert_allclose(by["jax"].u, by["numpy"].u, atol=1e-10)
+
+
+def test_a_backward_solve_with_events_asks_eigen_est_at_physical_times():
+    """diffrax runs a backward solve in ``-t``: the stabilized solver asked a given estimate
+    at ``-t``, where this one is NaN (a failure at once)."""
+    method = RKC(eigen_est=lambda u, p, t: np.where(t >= 0, RHO, np.nan))
+    prob = dxdt.ODEProblem(heat, U0, (T1, 0.0), np.array([-1.0, 0.0]))  # u = exp(lambda_1 (T1 - t)) u0
+    nothing = dxdt.TimeEvent([0.5 * T1], lambda u, p, t: None)
+    by = {b: dxdt.solve(prob, method, rtol=1e-8, atol=1e-10, events=[nothing], saveat=[0.0], backend=b)
+          for b in ("numpy", "jax")}
+    for sol in by.values():
+        assert sol.success, sol.message
+        np.testing.assert_allclose(sol.u[-1], np.exp(LAMBDA_1 * T1) * U0, rtol=1e-5)
