@@ -746,6 +746,25 @@ def scipy_ndimage_filters():
 
 
 @idiom
+def scipy_ndimage_positional_output():
+    """``scipy.ndimage``'s ``output`` given by position, as SciPy's signatures allow:
+    ``laplace(U, L, mode="wrap")``, ``correlate1d(x, w, 0, C)``; the translation took only
+    ``output=`` by keyword and silently left the buffer unwritten (stale, no derivative)."""
+    import scipy.ndimage as ndi
+
+    n = 4
+    lap, corr = np.zeros((n, n)), np.zeros((n, n))
+
+    def f(du, u, p, t):
+        U = u.reshape(n, n)
+        ndi.laplace(U, lap, mode="wrap")
+        ndi.correlate1d(U, [1.0, 0.0, -1.0], 0, corr, "nearest")
+        du[:] = (p[0] * lap + p[1] * corr - 0.1 * U).ravel()
+
+    return Idiom("scipy_ndimage_positional_output", f, _positive(n * n), np.array([0.3, 0.2]), arrays=[lap, corr])
+
+
+@idiom
 def imports_inside_f():
     """``import numpy as np``, ``from scipy.special import expit`` and ``import scipy.linalg``
     run inside ``f``: they bind the translation's stand-ins (an array made by the local

@@ -9,6 +9,8 @@ they return traced arrays. Everything else is NumPy itself.
 
 from __future__ import annotations
 
+import functools
+import inspect
 import math
 import sys
 import types
@@ -261,9 +263,23 @@ _SCIPY = {
 _DROPPED = ("check_finite", "overwrite_a", "overwrite_b", "overwrite_ab")  # SciPy-only options
 
 
+@functools.lru_cache(maxsize=None)
+def _output_position(original) -> int | None:
+    """Where ``original`` (a SciPy function) takes ``output`` positionally, or None."""
+    try:
+        names = list(inspect.signature(original).parameters)
+    except (TypeError, ValueError):
+        return None
+    return names.index("output") if "output" in names else None
+
+
 def _scipy_function(original, counterpart):
     def call(*args, **kwargs):
-        output = kwargs.pop("output", None)  # scipy.ndimage's: an array to write, or a dtype
+        # scipy.ndimage's output: an array to write, or a dtype; by keyword or by position
+        # (laplace(U, L, mode="wrap")), where the counterpart gets None (a new array)
+        output, at = kwargs.pop("output", None), _output_position(original)
+        if at is not None and len(args) > at:
+            output, args = args[at], args[:at] + (None,) + args[at + 1:]
         values = unwrap((args, kwargs))
         if all_concrete(values):
             result = original(*values[0], **values[1])
