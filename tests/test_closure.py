@@ -8,7 +8,10 @@ objects are never mutated; and ``duplicate(f)`` copies run concurrently in threa
 the serial results.
 """
 
+import collections
 import threading
+import types
+import typing
 import warnings
 from dataclasses import dataclass
 
@@ -254,6 +257,71 @@ def test_buffers_are_followed_everywhere(f):
     g = to_jax(f, u, p)
     dp = np.asarray(jax.jacfwd(g, argnums=1)(u, p, 0.0))
     assert np.allclose(dp, 3 * u if f is _recursive_rhs else u**2, rtol=1e-14)
+
+
+class _Meta(type):
+    pass
+
+
+class _WithMetaclass(metaclass=_Meta):
+    def __init__(self):
+        self.work = np.zeros(3)
+
+    def rhs(self, du, u, p, t):
+        self.work[:] = p * u
+        du[:] = self.work * u
+
+
+class _Model(typing.Protocol):
+    def rhs(self, du, u, p, t): ...
+
+
+class _FromProtocol(_Model):  # its metaclass is typing's _ProtocolMeta
+    def __init__(self):
+        self.work = np.zeros(3)
+
+    def rhs(self, du, u, p, t):
+        self.work[:] = p * u
+        du[:] = self.work * u
+
+
+def _held_in(container, buffer):
+    def f(du, u, p, t):
+        where = container[0] if not isinstance(container, types.MappingProxyType) else container["w"]
+        where[:] = p * u
+        du[:] = where * u
+    return f, buffer
+
+
+def _in_containers():
+    deque_buffer, proxy_buffer, object_buffer = np.zeros(3), np.zeros(3), np.zeros(3)
+    held = np.empty(2, dtype=object)
+    held[0], held[1] = object_buffer, "label"
+    metaclass, protocol = _WithMetaclass(), _FromProtocol()
+    return {
+        "user metaclass": (metaclass.rhs, metaclass.work),
+        "Protocol subclass": (protocol.rhs, protocol.work),
+        "deque": _held_in(collections.deque([deque_buffer], maxlen=4), deque_buffer),
+        "mapping proxy": _held_in(types.MappingProxyType({"w": proxy_buffer}), proxy_buffer),
+        "object array": _held_in(held, object_buffer),
+    }
+
+
+@pytest.mark.parametrize("where", list(_in_containers()))
+def test_buffers_in_more_places_are_private_to_duplicates(where):
+    """Objects of a class with a metaclass of the user's or of typing's (a Protocol
+    subclass), a deque, a mapping proxy, an object array: the walk did not enter them, so
+    a duplicate wrote the user's buffer (threads raced: 1e-9 off the serial ensemble) and
+    to_jax refused it as "not a buffer reachable from f"."""
+    f, buffer = _in_containers()[where]
+    u, p = np.array([1.0, 2.0, 3.0]), np.array(0.5)
+    du = np.zeros(3)
+    duplicate(f)(du, u, p, 0.0)
+    np.testing.assert_allclose(du, p * u**2, rtol=1e-15)
+    np.testing.assert_array_equal(buffer, 0.0)
+    dp = np.asarray(jax.jacfwd(to_jax(f, u, p), argnums=1)(u, p, 0.0))
+    np.testing.assert_allclose(dp, u**2, rtol=1e-14)
+    np.testing.assert_array_equal(buffer, 0.0)
 
 
 def test_the_users_objects_are_not_mutated():

@@ -3,8 +3,8 @@
 A NumPy right-hand side reaches its work buffers through closure cells, module globals
 (by the names its code uses), ``self`` of a bound method or callable object, the class
 of that object, ``functools.partial`` arguments, default arguments, containers (tuple,
-list, dict, dataclasses, plain objects) and the Python helper functions it calls through
-any of these. :func:`copy_structure` finds all of them and rebuilds exactly the part of
+list, deque, dict, mapping proxies, object arrays, dataclasses, plain objects) and the
+Python helper functions it calls through any of these. :func:`copy_structure` finds all of them and rebuilds exactly the part of
 that graph that leads to a replaced leaf: new functions (new cells, and a globals dict
 that overrides the replaced names and reads every other name from the live module), new
 containers, shallow copies of objects (their class replaced by a subclass whose methods
@@ -17,6 +17,7 @@ This module does not import JAX; what replaces a leaf is decided by the caller.
 from __future__ import annotations
 
 import abc
+import collections
 import copy
 import functools
 import os
@@ -25,6 +26,8 @@ import sysconfig
 import types
 from dataclasses import dataclass
 from typing import Any, Callable
+
+import numpy as np
 
 from ._errors import TranslationError
 
@@ -173,10 +176,26 @@ class _ModuleOverlay(types.ModuleType):
 def _user_class(cls) -> bool:
     return (
         isinstance(cls, type)
-        and type(cls) in (type, abc.ABCMeta)
+        and _plain_metaclass(type(cls))
         and cls is not object
         and not _is_library(cls.__module__)
     )
+
+
+def _plain_metaclass(meta: type) -> bool:
+    """Metaclasses whose classes the walk enters: ``type``, ``abc.ABCMeta`` and its
+    ``typing`` subclasses (a class deriving from a ``typing.Protocol``), and a metaclass
+    of the user's own; not a library's (an ``enum``, a ``ctypes`` structure, ...)."""
+    if meta in (type, abc.ABCMeta):
+        return True
+    if meta.__module__ == "typing":
+        return issubclass(meta, abc.ABCMeta)
+    return not _is_library(meta.__module__)
+
+
+def _object_array(obj) -> bool:
+    """A NumPy array of Python objects (its elements may be buffers)."""
+    return isinstance(obj, np.ndarray) and obj.dtype == object
 
 
 def _entered_object(obj) -> bool:
@@ -256,12 +275,15 @@ def _children(obj, label: Label):
             yield value, Label("partial argument", f"args[{i}]", owner)
         for name, value in obj.keywords.items():
             yield value, Label("partial argument", name, owner)
-    elif isinstance(obj, (tuple, list)):
+    elif isinstance(obj, (tuple, list, collections.deque)):
         for i, value in enumerate(obj):
             yield value, label.extend(f"[{i}]")
-    elif isinstance(obj, dict):
+    elif isinstance(obj, (dict, types.MappingProxyType)):
         for key, value in obj.items():
             yield value, label.extend(f"[{key!r}]")
+    elif _object_array(obj):
+        for index, value in np.ndenumerate(obj):
+            yield value, label.extend(str(list(index)) if obj.ndim != 1 else f"[{index[0]}]")
     elif isinstance(obj, (staticmethod, classmethod)):
         yield obj.__func__, label
     elif isinstance(obj, functools._lru_cache_wrapper):
@@ -353,6 +375,19 @@ class _StructuralCopy:
             new = self._memo[key] = copy.copy(obj)
             new.update({k: self.rebuild(v) for k, v in obj.items() if self._changes(v)})
             return new
+        if isinstance(obj, collections.deque):
+            new = self._memo[key] = copy.copy(obj)  # (its maxlen)
+            new.clear()
+            new.extend(self.rebuild(item) for item in obj)
+            return new
+        if _object_array(obj):
+            new = self._memo[key] = obj.copy()  # (references to the same objects)
+            for index, value in np.ndenumerate(obj):
+                if self._changes(value):
+                    new[index] = self.rebuild(value)
+            return new
+        if isinstance(obj, types.MappingProxyType):
+            return self._memo.setdefault(key, types.MappingProxyType({k: self.rebuild(v) for k, v in obj.items()}))
         if isinstance(obj, type):
             return self._class(obj)
         if isinstance(obj, tuple):  # a NamedTuple too (rebuilt from its items, not copied)
