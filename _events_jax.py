@@ -131,8 +131,7 @@ def _build_chunk(prob, method, conditions: tuple, directions: tuple, every_step:
         if fixed:  # the NumPy executor's grid, resumed where the last chunk (or an event) left it
             controller = FixedGrid(grid[0], grid[1].astype(jnp.int32))
         else:  # the NumPy backend's step-size floor; non-finite steps are rejected and reported
-            floor = 16 * _EPS * jnp.maximum(jnp.abs(t_start), jnp.abs(t_stop))
-            controller = GuardedController(rtol, atol, pcoeff, icoeff, floor, first_inv=grid[1],
+            controller = GuardedController(rtol, atol, pcoeff, icoeff, 16 * _EPS, first_inv=grid[1],
                                            never_shrink_after_accept=stabilized)
             options = SolveOptions(method, rtol, atol, CHUNK_STEPS)
             dt0 = jax.lax.cond(dt0 == 0, lambda: direction * initial_step(  # 0: choose, as a solve without events

@@ -209,9 +209,9 @@ def odeint(vector_field, y0, args, t0, t1, options: SolveOptions, *, ts=None, de
     field, t0, span, scale = _normalised(vector_field, t0, t1)
     if adaptive:
         pcoeff, icoeff = pid_coefficients(method)
-        floor = 16 * _EPS * jnp.maximum(jnp.abs(t0), jnp.abs(t0 + span)) / jnp.abs(scale)
         controller = GuardedController(options.rtol, options.atol, pcoeff, icoeff,
-                                       jnp.where(span == 0, 0.0, floor), order=method.order, time_scale=scale,
+                                       jnp.where(span == 0, 0.0, 16 * _EPS), order=method.order, time_scale=scale,
+                                       time_origin=t0,
                                        never_shrink_after_accept=isinstance(method, AbstractStabilized))
     else:
         controller = FixedGrid()

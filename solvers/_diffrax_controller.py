@@ -8,7 +8,8 @@ NumPy executor where diffrax differs, at the cost of one scalar test per step:
 - a step whose error estimate or new state is not finite is rejected and shrunk by
   ``factor_min`` (diffrax would propagate the NaN into the step size, or accept a NaN
   state whose error is finite);
-- a step size below ``dt_floor`` (16 eps |t|, in the solve's time unit) ends the solve with
+- a proposed step below ``dt_floor |t|`` (``dt_floor = 16 eps``, ``t`` the physical time
+  where the step would start, in the solve's time unit) ends the solve with
   diffrax's ``dt_min_reached``; the controller state records whether the last rejection was
   non-finite, so that the caller reports ``"nonfinite"`` (f returned NaN/inf and no step
   helped) rather than ``"dt_min"``, as the NumPy backend does;
@@ -112,13 +113,14 @@ class GuardedController(diffrax.AbstractAdaptiveStepSizeController):
     atol: float
     pcoeff: float
     icoeff: float
-    dt_floor: jax.Array
+    dt_floor: jax.Array  # relative: steps below dt_floor |t| underflow (0: no floor)
     safety: float = PIController.safety
     factor_min: float = PIController.factor_min
     factor_max: float = PIController.factor_max
     norm: Callable = optx.rms_norm
     order: int | None = None  # the method's order: the first step as the NumPy backend picks it
     time_scale: object = 1.0  # physical time per unit of the solve's time (odeint's span)
+    time_origin: object = 0.0  # the physical time at the solve's time 0 (odeint's t0)
     first_inv: object = None  # 1 / e of the step before the first: a solve that goes on from another
     # a stabilized solver tells a retry by a step shorter than its last accepted one
     # (_stabilized_diffrax.RETRY_RATIO), so for it no accepted step may be followed by a
@@ -191,9 +193,22 @@ class GuardedController(diffrax.AbstractAdaptiveStepSizeController):
             inv = jnp.where(keep & (inv != 0) & jnp.isfinite(inv), inv, jnp.where(keep, 1.0, prev_inv))
         else:  # e_{n-1} floored at min_previous_error (DOPRI5's facold), as the NumPy executor does
             inv = jnp.where(keep, jnp.minimum(inv, 1 / PIController.min_previous_error), prev_inv)
-        result = diffrax.RESULTS.where(dt < self.dt_floor, diffrax.RESULTS.dt_min_reached, diffrax.RESULTS.successful)
+        result = diffrax.RESULTS.where(dt < self._floor(next_t0), diffrax.RESULTS.dt_min_reached,
+                                       diffrax.RESULTS.successful)
         state = GuardedState(inv, ~finite, dt, rejected_work, stiff, ~keep & covered, end)
         return keep, next_t0, next_t0 + dt, False, state, result
+
+    def _floor(self, t):
+        """The smallest step from the solve's time ``t``: ``16 eps |t|`` in physical time, as
+        the NumPy executor's (at least the smallest normal number; a floor fixed by the span's ends, ``16 eps max(|t0|, |t1|)``,
+        ended a solve over ``[0, 1e8]`` at ``t = 1e-8``, where NumPy steps on)."""
+        stop = jax.lax.stop_gradient
+        scale = jnp.abs(stop(jnp.asarray(self.time_scale, jnp.result_type(t))))
+        t_physical = stop(jnp.asarray(self.time_origin, jnp.result_type(t))) + t * scale
+        # near t = 0 at least the smallest normal number: XLA flushes subnormals to zero,
+        # and a floor of 0 would let a step shrunk to 0 go on to max_steps
+        tiny = jnp.where(self.dt_floor > 0, jnp.finfo(jnp.result_type(t)).tiny, 0.0)
+        return jnp.maximum(self.dt_floor * jnp.abs(t_physical) / scale, tiny)
 
     def _accepted_factor(self, inv, prev_inv, rejected_last, error_order):
         """The PI factor after an accepted step, clipped to ``[factor_min, factor_max]``

@@ -7,6 +7,7 @@ from scipy.integrate import solve_ivp
 
 import dxdt
 from dxdt import problems
+from dxdt import sensitivity as sens
 from dxdt.solvers import BS3, DP5, RK4, Euler, Heun, Tsit5, Vern7
 
 RTOL, ATOL = 1e-8, 1e-10
@@ -222,6 +223,33 @@ def test_closure_work_buffers_untouched_by_jax_backend():
     dxdt.solve(prob, Tsit5(), saveat=[2.0], backend="jax", events=[tick])
     for buffer in cells:
         assert np.all(buffer == 7.0)
+
+
+def fast_pulse(du, u, p, t):
+    """A forcing pulse of width 1e-6 at t = 0, then slow decay: u(t) -> (1 - exp(-t/1e-6), exp(-1e-9 t))."""
+    du[0] = np.exp(-t / 1e-6) / 1e-6
+    du[1] = -1e-9 * u[1]
+
+
+def test_the_step_floor_follows_the_current_time_as_on_numpy():
+    """The JAX floor was 16 eps max(|t0|, |t1|) for the whole solve: on [0, 1e8] the steps of
+    the pulse near t = 0 "underflowed" (dt_min at t = 1e-8) where NumPy's 16 eps |t| lets
+    them through; with events, and in jax_solve, likewise. Also a tiny first step dt=1e-20."""
+    prob = dxdt.ODEProblem(fast_pulse, np.array([0.0, 1.0]), (0.0, 1e8))
+    exact = np.array([1.0, np.exp(-0.1)])
+    tick = dxdt.TimeEvent([5e7], lambda u, p, t: None)
+    for events in ([], [tick]):
+        by = {b: dxdt.solve(prob, Tsit5(), backend=b, events=events) for b in ("numpy", "jax")}
+        for sol in by.values():
+            assert sol.success, sol.message
+            np.testing.assert_allclose(sol.u[-1], exact, rtol=1e-5)
+        assert by["jax"].stats["naccept"] == by["numpy"].stats["naccept"]
+    F = sens.jax_solve(prob, Tsit5(), saveat=[1e8])
+    np.testing.assert_allclose(F(prob.u0, prob.p)[-1], exact, rtol=1e-5)
+    decay = dxdt.ODEProblem(lambda du, u, p, t: du.__setitem__(0, -u[0]), np.array([1.0]), (0.0, 1.0))
+    by = {b: dxdt.solve(decay, Tsit5(), dt=1e-20, backend=b) for b in ("numpy", "jax")}
+    assert by["jax"].success and by["jax"].stats["naccept"] == by["numpy"].stats["naccept"]
+    np.testing.assert_allclose(by["jax"].u[-1], np.exp(-1.0), rtol=1e-6)
 
 
 def nan_after_one(du, u, p, t):
