@@ -20,6 +20,7 @@ from numpy import zeros as numpy_zeros
 
 import dxdt
 import idioms
+from dxdt import sensitivity as sens
 from dxdt.sensitivity import TranslationError, to_jax
 from dxdt.sensitivity._jax import load_jax
 
@@ -614,6 +615,24 @@ def test_traced_boolean_mask_indexing():
         du[u > 1] = u[u > 1]
 
     assert "np.where" in _raises(f, match="boolean mask")
+
+
+def test_an_index_array_in_p_is_refused_by_the_derivatives_naming_the_line():
+    """``p = {"k": 1.3, "idx": np.array([0, 2])}`` and ``du[p["idx"]] -= ...``: the JAX solve
+    keeps the integers, but a derivative with respect to p takes p's leaves as floats, and
+    JAX's "Indexer must have integer or boolean type" came out, naming nothing of f's."""
+    def f(du, u, p, t):
+        du[:] = -p["k"] * u
+        du[p["idx"]] -= u[p["idx"]] ** 2
+
+    p = {"k": 1.3, "idx": np.array([0, 2])}
+    prob = dxdt.ODEProblem(f, np.array([1.0, 0.5, 0.2]), (0.0, 1.0), p)
+    sol = dxdt.solve(prob, backend="jax", saveat=[1.0])
+    np.testing.assert_allclose(sol.u, dxdt.solve(prob, saveat=[1.0]).u, rtol=1e-12)
+    for mode in ("forward", "reverse"):
+        with pytest.raises(TranslationError, match=r"(?s)integer index array held in p.*test_translate.py:\d+"
+                                                   r".*Keep index arrays out of p"):
+            sens.gradient(lambda u: np.sum(u**2), prob, saveat=[1.0], mode=mode)
 
 
 def test_du_not_fully_written():

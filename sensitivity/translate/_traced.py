@@ -84,6 +84,14 @@ def normalize_key(key):
         if isinstance(part, (TracedArray, list)):
             part = operand(part)
             part = np.asarray(part) if is_concrete(part) else part
+        if not is_concrete(part) and jnp.issubdtype(part.dtype, jnp.inexact):
+            raise translation_error(
+                "indexing with a floating array that depends on u, p or t (an integer index "
+                "array held in p arrives as floats: a derivative with respect to p takes p's "
+                "leaves as real numbers)",
+                "Keep index arrays out of p: in f's closure, a global or an attribute of f's "
+                "object (p holds the values to differentiate).",
+            )
         static = static and is_concrete(part)
         out.append(part)
     return (tuple(out) if isinstance(key, tuple) else out[0]), static
