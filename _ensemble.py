@@ -126,7 +126,11 @@ class EnsembleProblem:
             fields["tspan"] = as_tspan(self._tspan[i])
         member = self.prob.remake(**fields) if fields else self.prob
         if self.prob_func is not None:
-            member = self.prob_func(member, i)
+            try:
+                member = self.prob_func(member, i)
+            except Exception as err:  # on every executor, as f's errors are (see _solve_member)
+                err.add_note(f"raised by prob_func for ensemble member {i}")
+                raise
             if not isinstance(member, ODEProblem):
                 raise TypeError(
                     f"prob_func must return a dxdt.ODEProblem, got {type(member).__name__} for member {i}")

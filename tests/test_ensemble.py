@@ -280,6 +280,23 @@ def test_an_exception_in_f_names_the_member():
     assert "ensemble member 1" in "".join(info.value.__notes__)
 
 
+def _fails_for_member_two(member, i):
+    if i == 2:
+        raise RuntimeError("no data for this member")
+    return member
+
+
+@pytest.mark.parametrize("how", [{}, {"executor": "threads", "max_workers": 2}, {"backend": "jax"}],
+                         ids=["serial", "threads", "jax"])
+def test_an_exception_in_prob_func_names_the_member(how):
+    """f's errors carried a note naming the member; prob_func's came out bare."""
+    ens = dxdt.EnsembleProblem(dxdt.ODEProblem(lambda du, u, p, t: du.__setitem__(slice(None), -u), U0, (0.0, 1.0)),
+                               prob_func=_fails_for_member_two, n=4)
+    with pytest.raises(RuntimeError, match="no data") as info:
+        dxdt.solve(ens, Tsit5(), saveat=[1.0], **how)
+    assert "raised by prob_func for ensemble member 2" in "".join(info.value.__notes__)
+
+
 def test_progress_over_members(decays, capsys):
     ens, solos = decays
     sol = dxdt.solve(ens, Tsit5(), progress=True, batch_size=3, **OPTIONS)
