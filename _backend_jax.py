@@ -225,7 +225,8 @@ def _to_numpy(prob, method, saveat, dense, ts, ys, code, counts, sol, auto_dt, m
     elif code == 0:
         t[-1] = prob.tspan[1]  # t0 + 1 * (t1 - t0) may round
     status = STATUS_CODES[code]
-    stats = stats_rule(method, auto_dt, fixed=fixed_dt is not None)(*counts.astype(np.int64).tolist())
+    stats = stats_rule(method, auto_dt, fixed=fixed_dt is not None,
+                       interpolant=saveat is not None or dense)(*counts.astype(np.int64).tolist())
     message = "" if status == "success" else jax_failure_message(status, t_end, fixed_dt, max_steps, prob.tspan[1],
                                                                  method, u_end, prob.p)
     dense_out = _DiffraxDense(sol[0], prob.tspan[0], t_end, prob.u0, prob.u0.dtype) if dense else None
@@ -254,16 +255,26 @@ def jax_failure_message(status: str, t_end: float, fixed_dt: float | None, max_s
     return failure_message(status, t_end, None, max_steps, t1)
 
 
-def stats_rule(method, auto_dt: bool, fixed: bool = False):
+def stats_rule(method, auto_dt: bool, fixed: bool = False, interpolant: bool = False):
     """``stats(steps, accepted, rejected, *counters)`` of a JAX solve (see :func:`_stats_rule`),
     made once per method."""
     try:
-        return _cached_stats_rule(method, auto_dt, fixed)
+        return _cached_stats_rule(method, auto_dt, fixed, interpolant)
     except TypeError:  # a method with an unhashable option
-        return _stats_rule(method, auto_dt, fixed)
+        return _stats_rule(method, auto_dt, fixed, interpolant)
 
 
-def _stats_rule(method, auto_dt: bool, fixed: bool = False):
+def per_attempt(method, interpolant: bool) -> int:
+    """``f`` evaluations of one step attempt of a Runge-Kutta ``method`` in a compiled solve:
+    its stages (one fewer if FSAL), plus the interpolation-only stages (Vern7's six), which
+    the compiled step evaluates on every step when the solve interpolates (``saveat``,
+    dense output, event location)."""
+    tab = method.tableau
+    extra = len(tab.extra_c) if interpolant and tab.extra_a is not None else 0
+    return (tab.stages - 1 if tab.fsal else tab.stages) + extra
+
+
+def _stats_rule(method, auto_dt: bool, fixed: bool = False, interpolant: bool = False):
     """``stats(steps, accepted, rejected, *counters)`` of a JAX solve, solo
     (:func:`integrate_jax`) or one ensemble lane: a Runge-Kutta method's ``nfev`` from its
     step count; a stabilized method's from the ``counters`` its solver state kept
@@ -286,7 +297,7 @@ def _stats_rule(method, auto_dt: bool, fixed: bool = False):
                     "nreject": rejected * counted_rejects, **counted}
         return stabilized
     tab = method.tableau
-    per_step = tab.stages - 1 if tab.fsal else tab.stages
+    per_step = per_attempt(method, interpolant)
     start = int(tab.fsal)  # f(u0), which an FSAL method's first step reuses; the others evaluate it in the step
 
     def runge_kutta(steps, accepted, rejected, *_):

@@ -321,7 +321,8 @@ def _to_solutions(lanes: _Lanes, idx, method, opts, ts, ys, codes, counts) -> li
     filled = np.isfinite(ts)
     reached = filled.sum(axis=1) - 1  # as a solo solve: the last filled row tells where it stopped
     fixed_dt = None if opts["adaptive"] else opts["dt"]
-    member_stats = stats_rule(method, opts["dt"] is None and opts["adaptive"], fixed=fixed_dt is not None)
+    member_stats = stats_rule(method, opts["dt"] is None and opts["adaptive"], fixed=fixed_dt is not None,
+                              interpolant=opts["saveat"] is not None)
     saveat, sols = opts["saveat"], []
     # Python scalars up front: per-lane NumPy indexing dominated this loop for thousands of lanes
     rows = zip(counts.tolist(), np.asarray(codes).ravel().tolist(), reached.tolist(),

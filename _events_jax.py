@@ -211,7 +211,7 @@ class _Solve:
     """The host loop: chunks, event location, jumps, saving."""
 
     def __init__(self, prob, method, events, rtol, atol, dt, saveat, max_steps, bar, dense=False, fixed=False):
-        from ._backend_jax import as_numpy
+        from ._backend_jax import as_numpy, per_attempt
         from ._events_jax_doses import wrapped_affects
 
         self.t0, self.t1 = prob.tspan
@@ -232,8 +232,8 @@ class _Solve:
         self.bar, self.saveat, self.max_steps = bar, saveat, max_steps
         self.direction = 1.0 if self.t1 > self.t0 else -1.0
         self.stabilized = method if isinstance(method, AbstractStabilized) else None
-        self.per_step = None if self.stabilized is not None else (  # f evaluations per attempt (FSAL: one fewer)
-            method.tableau.stages - 1 if method.tableau.fsal else method.tableau.stages)
+        # f evaluations per attempt: the chunks interpolate (event location, rows)
+        self.per_step = None if self.stabilized is not None else per_attempt(method, interpolant=True)
         self.work = [0, 0, 0]  # its counters, summed over the chunks (the largest stage count: max)
         self.dt0 = dt
         self.inv = 1.0  # the step-size controller's 1 / e of the last step (1: none yet)
@@ -343,7 +343,7 @@ class _Solve:
                         < (t_clip - t) * self.direction:
                     t_clip = last  # a chunk returns at most SAVE_WINDOW rows
                 save_ts = np.concatenate([save_ts, np.full(len(self.no_saves) - len(save_ts), last)])
-            chunks += 1  # each evaluates f at its start
+            chunks += 1  # each evaluates f at its start (FSAL methods)
             summary, states, *interpolation = self.chunk(
                 f64(t), f64(t_clip), self.u, self.p, f64(self.direction * abs(dt0)), self.probe, save_ts,
                 *self.tolerances, self._grid(t))
@@ -406,7 +406,8 @@ class _Solve:
                         else (self.saveat[: self.j].copy(), self.out[: self.j]))
         if self.stabilized is None:
             chosen = 2 * (self.dt0 is None and chunks > 0)  # the first step's selection
-            stats = {"nfev": chunks + chosen + self.per_step * steps, "naccept": naccept, "nreject": nreject}
+            starts = chunks * int(self.method.tableau.fsal)  # an FSAL step's f(u) at each chunk's start
+            stats = {"nfev": starts + chosen + self.per_step * steps, "naccept": naccept, "nreject": nreject}
         else:  # the counters hold the rejected attempts' work too (dxdt's controller counts it)
             from .solvers._stabilized_diffrax import solve_stats
 

@@ -83,7 +83,7 @@ def solve_time_events(prob, method, events: tuple, *, rtol, atol, dt, saveat: np
                                                 and np.isfinite(first).all()):
         return None  # the host loop stops where the NumPy backend does, with its partial data
     t_events, u_events = _event_records(events, boundaries, chain, first, states, prob.u0)
-    rule = stats_rule(method, False)  # per segment (each starts afresh: FSAL does not carry over)
+    rule = stats_rule(method, False, interpolant=True)  # per segment (each starts afresh: FSAL does not carry over)
     per_segment = [rule(int(s), int(a), int(r)) for s, a, r in counts.astype(np.int64)]
     stats = {key: sum(s[key] for s in per_segment) for key in ("nfev", "naccept", "nreject")}
     stats["nfev"] += 2 * (dt is None)  # the first step's selection

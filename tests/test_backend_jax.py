@@ -298,6 +298,21 @@ def test_large_states_count_their_steps_first_and_keep_the_status(monkeypatch, o
         dxdt.solve(prob, Tsit5(), backend="jax", throw=True, **options)
 
 
+def test_nfev_counts_vern7s_interpolation_stages_where_the_compiled_step_takes_them():
+    """A compiled Vern7 step that interpolates (saveat, dense output, event location)
+    evaluates its six interpolation-only stages on every attempt; nfev counted 10 per
+    attempt whatever the solve (682 against the 1090 calls of f made with saveat)."""
+    lv = problems.lotka_volterra()
+    plain = dxdt.solve(lv, Vern7(), backend="jax")
+    attempts = plain.stats["naccept"] + plain.stats["nreject"]
+    assert plain.stats["nfev"] == 2 + 10 * attempts  # the first step's selection, then 10 stages
+    tick = dxdt.TimeEvent([20.0], lambda u, p, t: None)  # past the end: the same steps
+    for options in (dict(saveat=np.linspace(0.0, 10.0, 11)), dict(dense=True), dict(events=[tick])):
+        sol = dxdt.solve(lv, Vern7(), backend="jax", **options)
+        assert sol.stats["naccept"] + sol.stats["nreject"] == attempts, options
+        assert sol.stats["nfev"] == plain.stats["nfev"] + 6 * attempts, options
+
+
 @pytest.mark.parametrize("method, options", [(RK4(), {}), (Euler(), {}), (Tsit5(), {"adaptive": False})],
                          ids=["RK4", "Euler", "Tsit5 fixed"])
 def test_fixed_steps_take_the_numpy_grid_and_stop_where_the_state_turns_nonfinite(method, options):
