@@ -30,7 +30,7 @@ from .._problem import ODEProblem
 from .._solution import SolverError
 from ._jax import load_jax
 from ._jax_solve_events import SEQUENCE_CHANGED, HostPlanner, build_chain, check_jax_solve_events, run_chain
-from ._jax_solve_passes import SolveSpec, SolveStatic, jit_pass, primal_with_code
+from ._jax_solve_passes import SolveSpec, SolveStatic, jit_pass, nan_unless, primal_with_code
 from ._jax_solve_rules import apply_tangent
 from ._ode import STATUS_CODES
 from ._operators import ADJOINTS, _dense_steps, _options, state_solution
@@ -140,7 +140,7 @@ def _joined_function(prob, g, events: tuple, saveat: np.ndarray, options, adjoin
         planned, plan_code = planner.traced(u0, p)
         rows, _, code = joined_trajectory(setup, segment, u0, p, planned)
         code = jnp.where(plan_code != 0, plan_code, code)
-        return jnp.where(code == 0, rows, jnp.nan), code
+        return nan_unless(code == 0, rows), code
 
     description = (f"{len(saveat)} save times, {len(events)} events, {planner.n_events} planned event times, "
                    f"adjoint={adjoint!r}")

@@ -50,6 +50,7 @@ from .._events import Event, TimeEvent, check_events
 from ._events import (_time_position, plan, plan_structure, planned_times, refuse_backsolve_through_jumps,
                       segment_steps, traced_times, translate_events)
 from ._jax import load_jax
+from ._jax_solve_passes import nan_unless
 from ._ode import SolveOptions
 from ._options import SEQUENCE_CHANGED, STATUS_CODES
 
@@ -334,5 +335,4 @@ def run_chain(chain: Chain, u0, p, solve: Callable, g: Callable):
     rows = ys.reshape((-1,) + ys.shape[2:])[chain.rows]
     if chain.hold:
         rows = jnp.concatenate([rows, jnp.broadcast_to(u, (chain.hold,) + u.shape)])
-    rows = jnp.where(valid, rows, jnp.nan)
-    return rows, jnp.where(valid, code, SEQUENCE_CHANGED)
+    return nan_unless(valid, rows), jnp.where(valid, code, SEQUENCE_CHANGED)

@@ -93,15 +93,21 @@ def jit_pass(pass_: Callable) -> Callable:
     return run
 
 
-def _nan_unless(ok, tree):
-    return jax.tree_util.tree_map(lambda x: jnp.where(ok, x, jnp.nan), tree)
+def nan_unless(ok, tree):
+    """``tree`` where ``ok``, NaN elsewhere, and so are its derivatives: ``x * (1 or NaN)``
+    is linear in ``x``, so that a reverse pass sends NaN back where ``ok`` is false, not
+    the zero cotangent of ``where(ok, x, nan)`` (a gradient of exactly 0 through a failed
+    solve, which an optimiser takes for convergence)."""
+    def leaf(x):
+        return x * jnp.where(ok, 1.0, jnp.nan).astype(jnp.real(x).dtype)
+    return jax.tree_util.tree_map(leaf, tree)
 
 
 def primal_with_code(spec: SolveSpec, u0, p):
     """``(u(saveat), status code)``; the states are NaN unless the code is 0."""
     sol, code = odeint(spec.rhs, u0, p, spec.t0, spec.t1, spec.options, ts=jnp.asarray(spec.saveat),
                        spectral_radius=spec.options.spectral_radius())
-    return _nan_unless(code == 0, sol.ys[:-1]), code
+    return nan_unless(code == 0, sol.ys[:-1]), code
 
 
 def primal(spec: SolveSpec, u0, p):
@@ -134,7 +140,7 @@ def _stacked_tangents(spec: SolveSpec, u0, p, V0, Vp):
 
     sol, code = odeint(field, (u0, V0), p, spec.t0, spec.t1, spec.options, ts=jnp.asarray(spec.saveat),
                        spectral_radius=spec.options.spectral_radius(lambda t, z, a: (t, z[0], a)))
-    return _nan_unless(code == 0, jnp.swapaxes(sol.ys[1][:-1], 0, 1))
+    return nan_unless(code == 0, jnp.swapaxes(sol.ys[1][:-1], 0, 1))
 
 
 def _stacking(stacked_pass, spec: SolveSpec, n_shared: int):
@@ -243,9 +249,9 @@ def _stacked_adjoints(spec: SolveSpec, u0, p, W):
     m = W.shape[0]
     if m == 1:  # the plain adjoint (jax.grad)
         grads, ok = _adjoint_with_code(spec, u0, p, W[0])
-        return jax.tree_util.tree_map(lambda a: a[None], _nan_unless(ok, grads))
+        return jax.tree_util.tree_map(lambda a: a[None], nan_unless(ok, grads))
     lam, mu, code = _interpolating(spec, jnp.swapaxes(W, 0, 1), u0, p, StackedAdjointSystem(spec.g, m))
-    return _nan_unless(code == 0, (lam, mu))
+    return nan_unless(code == 0, (lam, mu))
 
 
 def _cast_like(tree, like):
@@ -263,7 +269,7 @@ def adjoint(spec: SolveSpec, u0, p, w):
                          "use adjoint='checkpoint' (jax.grad) or forward mode (jax.jacfwd)")
     if spec.adjoint != "interpolating":
         grads, ok = _adjoint_with_code(spec, u0, p, w)
-        return _cast_like(_nan_unless(ok, grads), (u0, p))
+        return _cast_like(nan_unless(ok, grads), (u0, p))
     return _cast_like(_one_direction(_stacked_adjoints, spec, 2, u0, p, w), (u0, p))
 
 
@@ -271,7 +277,7 @@ def second_tangent(spec: SolveSpec, u0, p, v0, vp, d0, dp):
     """``F''(x)[v, d]``: the tangent solve differentiated forward in ``x`` along ``d``."""
     _, dS, code = jax.jvp(lambda a, b: _tangent_with_code(spec, a, b, v0, vp), (u0, p), (d0, dp),
                           has_aux=True)
-    return _nan_unless(code == 0, dS)
+    return nan_unless(code == 0, dS)
 
 
 def _stacked_second_adjoints(spec: SolveSpec, u0, p, w, D0, Dp, DW):
@@ -284,7 +290,7 @@ def _stacked_second_adjoints(spec: SolveSpec, u0, p, w, D0, Dp, DW):
     axis ``m``, NaN where a solve failed."""
     jumps = (w, jnp.swapaxes(DW, 0, 1))
     (_, Lam), (_, M), code = _interpolating(spec, jumps, (u0, D0), (p, Dp), SecondOrderSystem(spec.g))
-    return _nan_unless(code == 0, (Lam, M))
+    return nan_unless(code == 0, (Lam, M))
 
 
 def second_adjoint(spec: SolveSpec, u0, p, w, d0, dp, dw=None):
@@ -298,4 +304,4 @@ def second_adjoint(spec: SolveSpec, u0, p, w, d0, dp, dw=None):
         return _cast_like(_one_direction(_stacked_second_adjoints, spec, 3, u0, p, w, d0, dp, dw), (u0, p))
     _, d_grads, ok = jax.jvp(lambda a, b, c: _adjoint_with_code(spec, a, b, c), (u0, p, w),
                              (d0, dp, dw), has_aux=True)
-    return _cast_like(_nan_unless(ok, d_grads), (u0, p))
+    return _cast_like(nan_unless(ok, d_grads), (u0, p))

@@ -228,6 +228,7 @@ def test_dose_times_of_p_first_and_second_derivatives_and_what_is_refused():
     with pytest.raises(dxdt.SolverError, match="build F again"):
         F(u0, moved)
     assert np.isnan(np.asarray(jax.jit(F)(u0, moved))).all()
+    assert np.isnan(np.asarray(jax.grad(lambda p: jnp.sum(rows(p) ** 2))(moved))).all()  # was exactly 0
 
 
 def test_a_tangent_in_a_segments_times_is_refused_not_dropped():

@@ -113,6 +113,10 @@ def test_a_changed_sequence_raises_eagerly_and_is_nan_in_a_trace(reset):
     with pytest.raises(dxdt.SolverError, match="event sequence at these .u0, p. differs.*build F again"):
         F(jnp.array([X[0]]), slow)
     assert np.isnan(np.asarray(jax.jit(F)(jnp.array([X[0]]), slow))).all()
+    # and so is the gradient: where(valid, rows, nan) sent a zero cotangent back (a gradient
+    # of exactly 0, which an optimiser takes for convergence)
+    grads = jax.grad(lambda u0, p: jnp.sum(F(u0, p) ** 2), argnums=(0, 1))(jnp.array([X[0]]), slow)
+    assert all(np.isnan(np.asarray(g)).all() for g in grads)
     # a save time on the other side of the event: t* = ln(1/0.5)/3 = 0.23 < 0.3
     with pytest.raises(dxdt.SolverError, match="differs"):
         F(jnp.array([X[0]]), jnp.array([3.0, X[2]]))
@@ -126,6 +130,7 @@ def test_a_failed_planning_solve_raises_with_its_status_and_is_nan_in_a_trace():
     with pytest.raises(dxdt.SolverError, match="max_steps"):
         F(jnp.array([X[0]]), stiff)
     assert np.isnan(np.asarray(jax.jit(F)(jnp.array([X[0]]), stiff))).all()
+    assert np.isnan(np.asarray(jax.grad(lambda p: jnp.sum(F(jnp.array([X[0]]), p) ** 2))(stiff))).all()
 
 
 def test_bad_input_names_the_event_or_the_argument():
