@@ -367,21 +367,34 @@ def _scan_chain(setup: EventSetup, u, p, planned, solve: Callable, from_event_ti
     u = u.astype(jnp.promote_types(u.dtype, dtype))  # the segments solve in float64, as without events
     times = [[] for _ in setup.events]  # per event: its firings' segments (-1: at t0)
 
-    def joint(boundary, moves_back):
-        """``(state at the planned time t_star, t_star) -> (state after the event, t_k)``."""
+    def joint(boundary, after):
+        """``(state at the planned time t_star, t_star) -> (state after the event, t_k)``.
+
+        ``after``: ``"carry"`` (a segment follows: it starts at ``t_k`` with
+        ``from_event_time``, else at ``t_star``, the state moved back there along the
+        flow), ``"hold"`` (an event at ``t1``, not terminal: the rows at ``t1`` show the
+        post-affect state flowed from ``t_k`` to ``t1``, whose derivative in ``t_k`` the
+        event time's dependence gives) or ``"stop"`` (a terminal event: the rows at the
+        stop show the post-affect state there).
+        """
         def apply(u_star, t_star):
             t_k, u = _joint(setup, boundary, u_star, p, t_star)
             for i in boundary.events:
                 if setup.affects[i] is not None:
                     u = setup.affects[i](u, p, t_k).astype(u.dtype)
-            if moves_back and not from_event_time:  # back to the planned time, to second order
+            if (after == "carry" and not from_event_time) or after == "hold":  # to t_star, to second order
                 u = along_flow(setup.g, u, p, t_k, t_star - t_k)
             return u.astype(u_star.dtype), jnp.asarray(t_k, dtype)
         return apply
 
+    def after(boundary) -> str:
+        if boundary.time != setup.t_end:
+            return "carry"
+        return "stop" if any(getattr(setup.events[i], "terminal", None) for i in boundary.events) else "hold"
+
     start, t_start, first_t = setup.t0, jnp.asarray(setup.t0, dtype), None
     if boundaries and boundaries[0].time == setup.t0:  # at t0: the joint before any solve
-        u, first_t = joint(boundaries[0], boundaries[0].time != setup.t_end)(u, planned[0])
+        u, first_t = joint(boundaries[0], after(boundaries[0]))(u, planned[0])
         times = [[-1] if i in boundaries[0].events else [] for i in range(len(setup.events))]
         t_start = first_t if from_event_time else planned[0]
         boundaries, planned = boundaries[1:], planned[1:]
@@ -389,7 +402,7 @@ def _scan_chain(setup: EventSetup, u, p, planned, solve: Callable, from_event_ti
     for k, boundary in enumerate(boundaries):
         inside = ((saveat - start) * direction >= 0) & ((saveat - boundary.time) * direction < 0)
         saves.append(saveat[inside])
-        kinds.append((_kind(setup, boundary), boundary.time != setup.t_end))
+        kinds.append((_kind(setup, boundary), after(boundary)))
         for i in boundary.events:
             times[i].append(k)
         start = boundary.time
@@ -398,7 +411,7 @@ def _scan_chain(setup: EventSetup, u, p, planned, solve: Callable, from_event_ti
     if not terminal:
         saves.append(saveat[last])
     distinct = list(dict.fromkeys(kinds))
-    branches = [joint(boundary, moves_back) for boundary, moves_back in distinct]
+    branches = [joint(boundary, then) for boundary, then in distinct]
     branches.append(lambda u, t_star: (u, t_star))  # after the last segment
     which = [distinct.index(kind) for kind in kinds] + ([] if terminal else [len(distinct)])
 

@@ -219,7 +219,11 @@ def odeint(vector_field, y0, args, t0, t1, options: SolveOptions, *, ts=None, de
     # a stabilized method counts its f evaluations and stage counts in its solver state
     counting = dict(controller_state=True, solver_state=isinstance(method, AbstractStabilized))
     if ts is not None:
-        s_save = jnp.clip((jnp.asarray(ts, dtype) - t0) / scale, 0.0, 1.0)
+        # clipped into [0, 1] against rounding, with the derivative of the unclipped time: a
+        # save time at the span's start (moving with it) had half its derivative (JAX's
+        # clip at a tie), so a row at a dose time got half the dose time's derivative
+        s_save = (jnp.asarray(ts, dtype) - t0) / scale
+        s_save = s_save + jax.lax.stop_gradient(jnp.clip(s_save, 0.0, 1.0) - s_save)
         saveat = diffrax.SaveAt(ts=s_save, t1=True, dense=dense, **counting)
     elif save_steps:
         saveat = diffrax.SaveAt(t0=True, steps=True, dense=dense, **counting)

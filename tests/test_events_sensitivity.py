@@ -145,6 +145,41 @@ def test_a_dose_time_of_p_at_t0_has_the_derivative_of_the_side_it_stays_in(bolus
         np.testing.assert_allclose(H, exact, rtol=1e-5, atol=1e-7)
 
 
+def _dose_at(du, u, p, t):
+    du[0] = -p[0] * u[0]
+
+
+def _give_dose(u, p, t):
+    u[0] += p[1]
+
+
+@pytest.mark.parametrize("mode, adjoint", MODES + [("reverse", "checkpoint")])
+@pytest.mark.parametrize("kind", ["TimeEvent", "Event"])
+@pytest.mark.parametrize("tau, saveat", [(2.0, [0.0, 1.0, 2.0, 3.0]), (4.0, None)], ids=["on a save time", "at t1"])
+def test_an_event_time_on_a_row_has_the_derivative_of_the_rows_after_it(mode, adjoint, kind, tau, saveat):
+    """u' = -k u, a dose p[1] at tau = p[2] (a TimeEvent times(p), or an Event t - p[2]),
+    exactly on a save time or at t1: a row at the event time shows the post-dose state, so
+    the derivative is the left one, sum over rows t_i >= tau of 2 u(t_i) k D exp(-k (t_i - tau)).
+    The discrete adjoint had half of it on a save time (the segment's row at its moving
+    start, clipped, took half its derivative), and at t1 every strategy (every strategy of
+    a state event) read the post-dose state at tau, not flowed on to t1 (-0.154 for 1.135)."""
+    k, amount = 0.5, 1.0
+    event = (dxdt.TimeEvent(lambda p: np.array([p[2]]), _give_dose) if kind == "TimeEvent"
+             else dxdt.Event(lambda u, p, t: t - p[2], _give_dose))
+    prob = dxdt.ODEProblem(_dose_at, np.array([1.0]), (0.0, 4.0), np.array([k, amount, tau]))
+    rows = np.array([4.0] if saveat is None else saveat)
+    u = np.exp(-k * rows) + np.where(rows >= tau, amount * np.exp(-k * (rows - tau)), 0.0)
+    after = rows >= tau
+    exact = np.array([np.sum(2 * u * -rows * np.exp(-k * rows) + 2 * u * np.where(after, -amount * (rows - tau)
+                                                                                    * np.exp(-k * (rows - tau)), 0)),
+                      np.sum(2 * u * np.where(after, np.exp(-k * (rows - tau)), 0.0)),
+                      np.sum(2 * u * np.where(after, k * amount * np.exp(-k * (rows - tau)), 0.0))])
+    value, g = sens.value_and_gradient(lambda u: np.sum(u[:, 0] ** 2), prob, events=[event], saveat=saveat,
+                                       mode=mode, adjoint=adjoint, **TIGHT)
+    assert value == pytest.approx(np.sum(u**2), rel=1e-9)
+    np.testing.assert_allclose(g, exact, rtol=1e-7)
+
+
 def test_bolus_hessian(bolus_problem):
     prob, dose = bolus_problem
     H = sens.hessian(lambda u: u[-1, 0] ** 2, prob, events=[dose], **TIGHT)
