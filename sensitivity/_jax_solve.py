@@ -174,7 +174,10 @@ class _SolveFunction:
     planner = None  # through state events: the HostPlanner, whose last failure message an eager call reports
 
     def __init__(self, solve: Callable, eager: Callable, u0, p, description: str):
-        self._solve, self._eager, self._description = solve, eager, description
+        # jitted also for traced calls: under an eager jax.grad or jax.jvp (not inside a jit)
+        # a chain of solves through events ran op by op, its scan compiled again at every
+        # call (2-3 s each); a jitted function's derivatives are traced and compiled once
+        self._solve, self._eager, self._description = jax.jit(solve), eager, description
         self._u0_shape, self._dtype = u0.shape, u0.dtype
         self._p_signature = describe(p)
         self._p_tree = jax.tree_util.tree_structure(p)
@@ -185,6 +188,9 @@ class _SolveFunction:
             raise ValueError(f"u0 has shape {tuple(jnp.shape(u0))} but F was built for shape "
                              f"{tuple(self._u0_shape)}")
         if jax.tree_util.tree_structure(p) != self._p_tree or describe(p) != self._p_signature:
+            if describe(p) == self._p_signature:  # the same leaves in other containers (a list for a tuple)
+                raise ValueError(f"p has the pytree structure {jax.tree_util.tree_structure(p)} but F was built "
+                                 f"for {self._p_tree}: pass p in the containers F was built with")
             raise ValueError(f"p has structure/shapes {describe(p)} but F was built for "
                              f"{self._p_signature}")
         leaves = [jnp.asarray(x, dtype=_wider(d, x)) for x, d in zip(jax.tree_util.tree_leaves(p), self._p_dtypes)]

@@ -438,6 +438,9 @@ def test_bad_arguments_raise():
         F(jnp.ones(2), jnp.array([Z]))
     with pytest.raises(ValueError, match="p "):
         F(jnp.ones(1), (jnp.array([Z]),))
+    pair = sens.jax_solve(prob.remake(p=(Z, 1.0)), adjoint="backsolve")  # the same leaves, a list for a tuple:
+    with pytest.raises(ValueError, match=r"PyTreeDef\(\[\*, \*\]\) but F was built for PyTreeDef\(\(\*, \*\)\)"):
+        pair(jnp.ones(1), [Z, 1.0])  # the message showed two equal descriptions
 
 
 def test_F_uses_the_closure_arrays_as_they_were_when_it_was_built():

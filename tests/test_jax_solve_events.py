@@ -231,6 +231,35 @@ def test_dose_times_of_p_first_and_second_derivatives_and_what_is_refused():
     assert np.isnan(np.asarray(jax.grad(lambda p: jnp.sum(rows(p) ** 2))(moved))).all()  # was exactly 0
 
 
+def test_eager_gradients_through_events_compile_once():
+    """An eager jax.grad (not under jit) of F through events ran the chain op by op and
+    compiled its scan again at every call (2-3 s each); F's traced path is jitted now."""
+    import logging
+
+    prob = dxdt.ODEProblem(bolus_rhs, np.array([1.0]), (0.0, 3.0), np.array([0.7, 0.5, 1.0]))
+    event = dxdt.TimeEvent(lambda p: p[2] + np.array([0.0]), lambda u, p, t: u.__setitem__(0, u[0] + p[1]))
+    F = sens.jax_solve(prob, saveat=np.array([0.5, 2.0, 3.0]), events=[event], rtol=RTOL, atol=ATOL)
+    u0 = jnp.array([1.0])
+    grad = jax.grad(lambda p: jnp.sum(F(u0, p) ** 2))
+    first = grad(jnp.array([0.7, 0.5, 1.0]))
+    compiled = []
+
+    class Count(logging.Handler):
+        def emit(self, record):
+            if "Compiling" in record.getMessage():
+                compiled.append(record.getMessage()[:80])
+
+    handler = Count()
+    logging.getLogger("jax").addHandler(handler)
+    try:
+        with jax.log_compiles():
+            again = [grad(jnp.array([0.7, 0.5, 1.0 + d])) for d in (0.01, 0.02)]
+    finally:
+        logging.getLogger("jax").removeHandler(handler)
+    assert compiled == [], compiled
+    assert np.isfinite(np.asarray(again)).all() and not np.allclose(again[0], first)
+
+
 def test_a_tangent_in_a_segments_times_is_refused_not_dropped():
     """Chains hold their segments' times fixed (they move the joints instead); a tangent in
     a segment solve's times raises rather than being silently ignored."""
