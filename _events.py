@@ -207,11 +207,22 @@ def apply_affect(event, u: np.ndarray, buffer: np.ndarray, p, t: float) -> bool:
     Raises
     ------
     TypeError, ValueError
-        The affect returned a value or changed the shape or dtype (bad input).
+        The affect returned a value, changed the shape or dtype, or wrote into ``p`` (bad
+        input; ``p`` is restored).
     """
+    from ._checks import _array_leaves
+
     np.copyto(buffer, u)
     view = buffer.view()  # a shape or dtype the affect sets stays on this view
+    p_arrays = _array_leaves(p)
+    p_before = [a.copy() for a in p_arrays]
     result = event.affect(view, p, t)
+    if not all(np.array_equal(a, b, equal_nan=True) for a, b in zip(p_arrays, p_before)):
+        for a, b in zip(p_arrays, p_before):
+            np.copyto(a, b)  # the problem's p as it was
+        raise ValueError(f"{event._label()}: affect(u, p, t) changed its argument p (the problem's parameters) "
+                         f"at t={t:.10g}: every solve would change them again. Keep what an affect counts or "
+                         "switches in a closure array or in the state u, not in p")
     if result is not None:
         raise TypeError(f"{event._label()}: affect(u, p, t) must change u in place and return None, "
                         f"got a {type(result).__name__}; write u[...] = ... instead of returning")
@@ -254,6 +265,9 @@ def condition_inplace(condition, label, out, u, p, t):
         raise TypeError(f"{label}: condition(u, p, t) must return a scalar, got shape {np.shape(value)}")
     if _is_boolean(value):
         raise TypeError(_boolean_message(label))
+    if isinstance(value, complex) or getattr(getattr(value, "dtype", None), "kind", "") == "c":
+        raise TypeError(f"{label}: condition(u, p, t) must return a real number, got "
+                        f"{getattr(value, 'dtype', type(value).__name__)}")  # (the real part was taken)
     out[...] = value
 
 

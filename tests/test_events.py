@@ -318,6 +318,26 @@ def test_bad_condition_or_affect_names_the_event(make, error, match):
         dxdt.solve(prob, Tsit5(), events=[make()])
 
 
+@pytest.mark.parametrize("backend", ["numpy", "jax"])
+def test_a_complex_condition_or_an_affect_writing_p_is_refused_on_both_backends(backend):
+    """The JAX backend took the real part of a complex condition and solved on; the NumPy
+    backend let an affect write into p, so that prob.p changed with every solve."""
+    from dxdt.sensitivity import TranslationError
+
+    prob = dxdt.ODEProblem(fall, [1.0, 0.5], (0.0, 2.0), np.array([0.5]))
+    level = dxdt.Event(lambda u, p, t: (u[0] - 0.5) + 0j, name="complex level")
+    with pytest.raises(TypeError, match="'complex level'.*must return a real number"):
+        dxdt.solve(prob, Tsit5(), events=[level], backend=backend)
+
+    def doubles_p(u, p, t):
+        p[0] = 2.0 * p[0]
+
+    counts = dxdt.Event(lambda u, p, t: u[0] - 0.5, doubles_p, name="counter")
+    with pytest.raises((ValueError, TranslationError), match="changed its argument p|writing into p"):
+        dxdt.solve(prob, Tsit5(), events=[counts], backend=backend)
+    np.testing.assert_array_equal(prob.p, [0.5])
+
+
 @pytest.mark.parametrize("call, error, match", [
     (lambda: dxdt.Event(3.0), TypeError, "condition must be callable"),
     (lambda: dxdt.Event(floor, direction=2, name="d"), ValueError, "'d'.*direction"),
