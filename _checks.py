@@ -166,10 +166,11 @@ _SHAPE_ERRORS = ("could not broadcast", "could not be broadcast", "too many indi
 
 
 @contextlib.contextmanager
-def shape_errors_named(u_shape: tuple, p):
-    """Around a call of ``f``: an index, broadcast or unpacking error it raises (``u0`` or
-    ``p`` not of the shape ``f`` indexes) becomes a ``ValueError`` naming ``u0`` and ``p``
-    with their shapes; any other error passes as it is."""
+def shape_errors_named(u_shape: tuple, p, who: str = "f"):
+    """Around a call of ``f`` (or of the function ``who`` names: an event's condition or
+    affect): an index, broadcast or unpacking error it raises (``u0`` or ``p`` not of the
+    shape it indexes) becomes a ``ValueError`` naming it, ``u0`` and ``p`` with their shapes;
+    any other error passes as it is."""
     try:
         yield
     except (IndexError, ValueError, TypeError) as error:
@@ -178,9 +179,9 @@ def shape_errors_named(u_shape: tuple, p):
         p_text = (f"p of shape {np.shape(p)}" if isinstance(p, (float, int)) or hasattr(p, "shape")
                   else "p=None" if p is None else f"p a {type(p).__name__}")
         raise ValueError(
-            f"f raised {type(error).__name__} ({error}) with u0 of shape {tuple(u_shape)} and {p_text}: check "
-            "that u0 and p have the shapes f indexes (an ensemble's u0 or p batch holds the members on its first "
-            "axis, each member's value after it)") from error
+            f"{who} raised {type(error).__name__} ({error}) with u0 of shape {tuple(u_shape)} and {p_text}: check "
+            f"that u0 and p have the shapes {'f' if who == 'f' else 'it'} indexes (an ensemble's u0 or p batch "
+            "holds the members on its first axis, each member's value after it)") from error
 
 
 def first_derivative(f: Callable, prob: ODEProblem) -> np.ndarray:

@@ -245,13 +245,17 @@ def inplace_condition(event: Event):
     """``event``'s condition as the in-place function :func:`to_jax` translates (a partial
     of :func:`condition_inplace`, not a closure: the closure walk of the translation and of
     the compiled-code cache key reaches the user's function and its arrays)."""
-    return functools.partial(condition_inplace, event.condition, event._label())
+    translated = functools.partial(condition_inplace, event.condition, event._label())
+    translated.role = f"{event._label()}: condition"  # (named in the translation's errors)
+    return translated
 
 
 def inplace_affect(event: Event | TimeEvent):
     """``event``'s affect as the in-place function :func:`to_jax` translates (see
     :func:`inplace_condition`)."""
-    return functools.partial(affect_inplace, event.affect, event._label())
+    translated = functools.partial(affect_inplace, event.affect, event._label())
+    translated.role = f"{event._label()}: affect"
+    return translated
 
 
 def condition_inplace(condition, label, out, u, p, t):

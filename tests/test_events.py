@@ -318,6 +318,17 @@ def test_bad_condition_or_affect_names_the_event(make, error, match):
         dxdt.solve(prob, Tsit5(), events=[make()])
 
 
+def test_an_index_error_in_a_condition_or_affect_on_jax_names_the_event():
+    """It came out as "f raised IndexError ... check that u0 and p have the shapes f indexes"."""
+    prob = dxdt.ODEProblem(fall, [1.0, 0.5], (0.0, 2.0), np.array([0.5]))
+    reset = dxdt.Event(lambda u, p, t: u[0] - 0.5, lambda u, p, t: u.__setitem__(5, 1.0), name="reset")
+    with pytest.raises(ValueError, match=r"Event 'reset': affect raised IndexError \(index 5"):
+        dxdt.solve(prob, Tsit5(), events=[reset], backend="jax")
+    level = dxdt.Event(lambda u, p, t: u[7] - 0.5, name="level")
+    with pytest.raises(ValueError, match=r"Event 'level': condition raised IndexError \(index 7"):
+        dxdt.solve(prob, Tsit5(), events=[level], backend="jax")
+
+
 @pytest.mark.parametrize("backend", ["numpy", "jax"])
 def test_a_complex_condition_or_an_affect_writing_p_is_refused_on_both_backends(backend):
     """The JAX backend took the real part of a complex condition and solved on; the NumPy

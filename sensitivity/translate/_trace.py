@@ -126,7 +126,7 @@ def run(f, u, p, t, *, inplace: bool, duplicate_closure: bool, reads: list | Non
     from ..._checks import shape_errors_named
 
     try:
-        with shape_errors_named(np.shape(u), p):
+        with shape_errors_named(np.shape(u), p, getattr(f, "role", "f")):
             return _run(f, u, p, t, inplace, duplicate_closure, reads)
     finally:
         forget_slices()
