@@ -765,6 +765,26 @@ def scipy_ndimage_positional_output():
 
 
 @idiom
+def shape_set_in_place():
+    """``D = du.view(); D.shape = (2, 3)`` (a view of du, reshaped in place, written
+    through), and a work buffer and a local result reshaped the same way; setting
+    ``.shape`` raised a bare AttributeError from the translation."""
+    work = np.zeros(6)
+
+    def f(du, u, p, t):
+        D = du.view()
+        D.shape = (2, 3)
+        W = work.view()
+        W.shape = (3, 2)
+        W[:] = (u * p[0]).reshape(3, 2)
+        x = u * u
+        x.shape = (2, 3)
+        D[:] = -W.T + p[1] * x
+
+    return Idiom("shape_set_in_place", f, _positive(6), np.array([0.7, 0.2]), arrays=[work])
+
+
+@idiom
 def imports_inside_f():
     """``import numpy as np``, ``from scipy.special import expit`` and ``import scipy.linalg``
     run inside ``f``: they bind the translation's stand-ins (an array made by the local

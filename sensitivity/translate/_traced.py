@@ -151,6 +151,23 @@ class TracedArray:
     def shape(self) -> tuple[int, ...]:
         return tuple(self._pos.shape) if self._steps else self._buf.shape
 
+    @shape.setter
+    def shape(self, shape) -> None:
+        """``a.shape = s``: NumPy reshapes ``a`` in place, as a view of the same memory (its
+        error where that needs a copy); here ``a`` becomes that view."""
+        def in_place(positions):
+            view = positions.view()
+            view.shape = shape  # NumPy's rule (AttributeError where a copy would be needed)
+            return view
+
+        reshaped = self._derive(in_place)
+        if isinstance(reshaped, TracedArray) and reshaped._buf is self._buf:
+            self._steps, self._pos, self._box = reshaped._steps, reshaped._pos, _UNKNOWN
+            return
+        raise translation_error(  # (a value that is not a buffer: an intermediate result)
+            "setting .shape of a computed value",
+            "Write x = x.reshape(shape) instead of x.shape = shape.")
+
     @property
     def dtype(self) -> np.dtype:
         if self._is_component():
