@@ -785,6 +785,24 @@ def shape_set_in_place():
 
 
 @idiom
+def constant_masks_and_their_indices():
+    """A constant mask from the closure: ``np.where(MASK)`` with one argument,
+    ``np.nonzero``, ``np.flatnonzero`` (their sizes are known: they were refused as
+    value-dependent), and ``np.copyto(du, a, where=MASK)`` then ``where=~MASK`` (du written
+    in full: it was reported "did not write du[...]")."""
+    mask = np.array([True, False, True, False, True])
+
+    def f(du, u, p, t):
+        np.copyto(du, -p[0] * u, where=mask)
+        np.copyto(du, -p[1] * u**2, where=~mask)
+        (odd,) = np.where(mask)
+        du[odd] += p[1] * u[np.nonzero(~mask)[0]].sum()
+        du[np.flatnonzero(~mask)] -= 0.1 * u[0]
+
+    return Idiom("constant_masks_and_their_indices", f, _positive(5), np.array([0.6, 0.3]), arrays=[mask])
+
+
+@idiom
 def imports_inside_f():
     """``import numpy as np``, ``from scipy.special import expit`` and ``import scipy.linalg``
     run inside ``f``: they bind the translation's stand-ins (an array made by the local

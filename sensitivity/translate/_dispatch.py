@@ -290,6 +290,8 @@ def _list_to_array(arg):
 
 def _generic(func, name: str, args, kwargs):
     if name in UNSUPPORTED:
+        if UNSUPPORTED[name] is _DYNAMIC and _traced.all_concrete(_traced.unwrap((args, kwargs))):
+            return finish(func(*_traced.unwrap(args), **_traced.unwrap(kwargs)), None)  # a size known now
         raise translation_error(f"np.{name} (not supported by the translation)", UNSUPPORTED[name])
     function = FUNCTIONS.get(name)
     if function is None:
@@ -565,6 +567,8 @@ def _put_along_axis(func, name, args, kwargs):
 
 def _where(func, name, args, kwargs):
     if len(args) + len(kwargs) == 1:
+        if _traced.all_concrete(_traced.unwrap((args, kwargs))):  # a constant mask: np.nonzero's indices
+            return finish(func(*_traced.unwrap(args), **_traced.unwrap(kwargs)), None)
         raise translation_error("np.where(condition) with one argument", _DYNAMIC)
     return _generic(func, name, args, kwargs)
 

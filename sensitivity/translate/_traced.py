@@ -365,9 +365,10 @@ class TracedArray:
             return
         mask = operand(where)
         old = self._raw()
-        if all_concrete((mask, value, old)):
+        if all_concrete(mask):  # a constant mask: the elements written are known
             mask = np.broadcast_to(np.asarray(mask, bool), self.shape)
-            self._store(Ellipsis, np.where(mask, value, old), self._positions()[mask])
+            select = np.where if all_concrete((value, old)) else jnp.where
+            self._store(Ellipsis, select(mask, value, old), self._positions()[mask])
         else:
             self._store(Ellipsis, jnp.where(mask, value, old), None)
 
