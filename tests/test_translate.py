@@ -527,6 +527,15 @@ def test_python_if_on_traced_value():
     assert "np.where" in message
 
 
+def test_builtin_max_over_elements_points_to_np_max():
+    """max(u) compares elements with Python: the message spoke of if/while only."""
+    def f(du, u, p, t):
+        du[:] = -u * max(u)
+
+    message = _raises(f, match=r"builtins max, min, sorted")
+    assert "np.max(u)" in message
+
+
 def test_float_of_traced_value():
     def f(du, u, p, t):
         du[:] = float(u[0])

@@ -87,7 +87,8 @@ def translation_error(operation: str, fix: str) -> TranslationError:
 
 _CONVERSION_FIXES = {
     "bool": "Branch with np.where(condition, a, b) (or np.maximum, np.minimum, np.clip) "
-    "instead of Python if/while/and/or on array values.",
+    "instead of Python if/while/and/or on array values; np.max(u), np.min(u), np.sort(u) "
+    "instead of max(u), min(u), sorted(u).",
     "int": "Sizes and indices must not depend on u, p or t: derive them from shapes or "
     "constants, and select values with np.where or integer index arrays.",
     "float": "Keep values as arrays and use NumPy functions, e.g. np.sum(u) instead of "

@@ -472,7 +472,8 @@ class TracedArray:
         return repr(self)
 
     def __bool__(self) -> bool:
-        return bool(self._constant("bool", "Python if/while/and/or/not"))
+        return bool(self._constant("bool", "Python if/while/and/or/not (or the builtins max, min, sorted over "
+                                           "array elements)"))
 
     def __float__(self) -> float:
         return float(self._constant("float", "float() (which math.* functions call)"))
