@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import inspect
+import re
 import sys
 import time
 
@@ -120,6 +121,7 @@ def _cmd_problems(args) -> int:
     for name in PROBLEMS:
         prob = getattr(problems, name)()
         doc = (getattr(problems, name).__doc__ or "").strip().splitlines()[0]
+        doc = re.sub(r":math:`([^`]*)`", r"\1", doc).replace("\\,", "")  # plain text, not RST
         print(f"{name:18s} {prob.u0.size:>7d} states  {doc}")
     return 0
 

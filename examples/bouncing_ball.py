@@ -13,7 +13,8 @@ A solver that jumps the sensitivities with the affect's Jacobian alone, dropping
 event-time (saltation) term, reports ``dx(T)/dh0 = 1`` after the bounce: wrong in sign
 and size. The script checks dxdt's bounce times (1e-8), their derivatives (1e-6) and
 ``dx(T)/dh0`` (1e-6) against the closed forms, fails otherwise, and plots the
-trajectory and the three sensitivities.
+trajectory and dx(T)/dh0 (closed form, dxdt, and without the saltation term); the
+other two sensitivities are printed.
 
 Run: ``python examples/bouncing_ball.py [--quick] [--outdir DIR]``.
 """

@@ -13,6 +13,7 @@ def test_problems_lists_every_problem(capsys):
     out = capsys.readouterr().out
     for name in ("lotka_volterra", "gray_scott", "heat_1d"):
         assert name in out
+    assert ":math:" not in out and "u_t = (D(x) u_x)_x" in out  # plain text, not the docstring's RST
 
 
 def test_solve_with_plot(tmp_path, capsys):
