@@ -653,6 +653,67 @@ def _rate_changes():
         du[:] = -_dxdt_test_imported.RATE * u
 
     cases["module imported inside f"] = (import_inside, lambda: setattr(sys.modules["_dxdt_test_imported"], "RATE", 0.5))
+
+    # containers the walk did not enter, or whose change its cheap recheck did not see
+    import collections
+    import types
+
+    backing = {"k": 2.0}
+    proxy = types.MappingProxyType(backing)
+
+    def mapping_proxy(du, u, p, t):
+        du[:] = -proxy["k"] * u
+
+    cases["value behind a mapping proxy"] = (mapping_proxy, lambda: backing.__setitem__("k", 0.5))
+    queue = collections.deque([2.0])
+
+    def deque_item(du, u, p, t):
+        du[:] = -queue[0] * u
+
+    cases["deque item rebound"] = (deque_item, lambda: queue.__setitem__(0, 0.5))
+    held = np.empty(1, dtype=object)
+    held[0] = 2.0
+
+    def object_array(du, u, p, t):
+        du[:] = -held[0] * u
+
+    cases["object array element rebound"] = (object_array, lambda: held.__setitem__(0, 0.5))
+
+    class Params(dict):
+        pass
+
+    params = Params()
+    params.rate = 2.0
+
+    def dict_subclass(du, u, p, t):
+        du[:] = -params.rate * u
+
+    cases["attribute of a dict subclass"] = (dict_subclass, lambda: setattr(params, "rate", 0.5))
+
+    class Rates(list):
+        pass
+
+    rates = Rates()
+    rates.fast = 2.0
+
+    def list_subclass(du, u, p, t):
+        du[:] = -rates.fast * u
+
+    cases["attribute of a list subclass"] = (list_subclass, lambda: setattr(rates, "fast", 0.5))
+
+    class Config(NamedTuple):
+        scale: float
+        SPEED = 2.0
+
+        def rate(self):
+            return self.SPEED * self.scale
+
+    config = Config(1.0)
+
+    def named_tuple_method(du, u, p, t):
+        du[:] = -config.rate() * u
+
+    cases["class attribute read by a NamedTuple method"] = (named_tuple_method, lambda: setattr(Config, "SPEED", 0.5))
     return cases
 
 
@@ -865,3 +926,38 @@ def test_a_callable_eigen_est_does_not_put_its_address_in_the_key(private_cache)
         dxdt.solve(prob, RKC(eigen_est=lambda u, p, t: 40.0), saveat=[T1], backend="jax", rtol=1e-6)
     assert counts()[0] - before == 1
     assert len(list(private_cache.glob("*.dxdt"))) == 1
+
+
+def test_an_eigen_est_reading_a_changed_array_is_seen_also_in_jax_numpy_and_through_events():
+    """An eigen_est written in jax.numpy runs as written, recording no reads: its closure
+    array changed in place reused the old program (6 stages where 17 are due); through
+    events the operator's key left eigen_est out (its repr, addresses stripped, named
+    every estimate alike), so a changed estimate got the old gradient."""
+    from dxdt.sensitivity._jax import load_jax
+    from dxdt.solvers import RKC
+
+    _, jnp = load_jax()
+    bound = np.array([100.0])
+    prob = dxdt.ODEProblem(lambda du, u, p, t: du.__setitem__(slice(None), -p[0] * u), np.ones(3), (0.0, 1.0),
+                           np.array([50.0]))
+    method = RKC(eigen_est=lambda u, p, t: jnp.asarray(bound[0]))
+    stages = []
+    for value in (100.0, 1000.0):
+        bound[0] = value
+        stages.append(dxdt.solve(prob, method, backend="jax", rtol=1e-6, atol=1e-8).stats["max_stages_used"])
+    assert stages[1] > 2 * stages[0]
+
+    scale = np.array([30.0])
+    estimate = RKC(eigen_est=lambda u, p, t: scale[0])
+    nothing = dxdt.TimeEvent([0.5], lambda u, p, t: None)
+
+    def gradient():
+        return sens.gradient(lambda u: np.sum(u**2), prob, estimate, events=[nothing], saveat=[1.0],
+                             rtol=1e-3, atol=1e-6)
+
+    low = gradient()
+    scale[0] = 3000.0  # more stages, another discretisation: another gradient
+    high = gradient()
+    sens.clear_cache()
+    np.testing.assert_array_equal(high, gradient())  # what a fresh build gives
+    assert not np.array_equal(low, high)

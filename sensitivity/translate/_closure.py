@@ -193,6 +193,21 @@ def _plain_metaclass(meta: type) -> bool:
     return not _is_library(meta.__module__)
 
 
+def subclass_attributes(obj) -> dict:
+    """The instance attributes of a user's subclass of a container (``class Params(dict)``
+    with ``cfg.scale = 2.0``); empty for the builtin containers."""
+    return vars(obj) if _user_class(type(obj)) and hasattr(obj, "__dict__") else {}
+
+
+def _subclass_children(obj, label: Label):
+    """A user's container subclass: its class (methods and class attributes, a NamedTuple's
+    too) and its instance attributes, which ``f`` may read besides the items."""
+    if _user_class(type(obj)):
+        yield type(obj), label
+        for name, value in subclass_attributes(obj).items():
+            yield value, label.extend(f".{name}")
+
+
 def _object_array(obj) -> bool:
     """A NumPy array of Python objects (its elements may be buffers)."""
     return isinstance(obj, np.ndarray) and obj.dtype == object
@@ -278,9 +293,11 @@ def _children(obj, label: Label):
     elif isinstance(obj, (tuple, list, collections.deque)):
         for i, value in enumerate(obj):
             yield value, label.extend(f"[{i}]")
+        yield from _subclass_children(obj, label)
     elif isinstance(obj, (dict, types.MappingProxyType)):
         for key, value in obj.items():
             yield value, label.extend(f"[{key!r}]")
+        yield from _subclass_children(obj, label)
     elif _object_array(obj):
         for index, value in np.ndenumerate(obj):
             yield value, label.extend(str(list(index)) if obj.ndim != 1 else f"[{index[0]}]")
@@ -370,11 +387,11 @@ class _StructuralCopy:
         if isinstance(obj, list):
             new = self._memo[key] = copy.copy(obj)
             new[:] = [self.rebuild(item) for item in obj]
-            return new
+            return self._with_attributes(obj, new)
         if isinstance(obj, dict):
             new = self._memo[key] = copy.copy(obj)
             new.update({k: self.rebuild(v) for k, v in obj.items() if self._changes(v)})
-            return new
+            return self._with_attributes(obj, new)
         if isinstance(obj, collections.deque):
             new = self._memo[key] = copy.copy(obj)  # (its maxlen)
             new.clear()
@@ -395,6 +412,14 @@ class _StructuralCopy:
         if _entered_object(obj):
             return self._instance(obj)
         return self._immutable(obj)
+
+    def _with_attributes(self, obj, new):
+        """``new``, a copy of a user's container subclass ``obj``, with its changed instance
+        attributes rebuilt."""
+        for name, value in subclass_attributes(obj).items():
+            if self._changes(value):
+                new.__dict__[name] = self.rebuild(value)
+        return new
 
     def _immutable(self, obj):
         """Objects built from their rebuilt parts (which may have built this one already)."""

@@ -17,6 +17,7 @@ while tracing names the same array in a later walk, in this process or another.
 
 from __future__ import annotations
 
+import collections
 import enum
 import functools
 import hashlib
@@ -30,13 +31,14 @@ from typing import Any
 import numpy as np
 
 from ._closure import (Label, _entered_object, _global_names, _is_library, _root_label, _slot_names, _StructuralCopy,
-                       _user_class, _user_function, memoised_by_identity)
+                       _user_class, _user_function, memoised_by_identity, subclass_attributes)
 from ._replace import AbstractArrayReplacer, is_sparse, owning_array
 
 _PICKLE_LIMIT = 1 << 20  # library objects larger than this are keyed by identity
 _SCALARS = (int, float, complex, bool, str, bytes, type(None))
 _WALKED = (types.CellType, types.MethodType, functools.partial, tuple, list, dict, staticmethod,
-           classmethod, property, type, functools._lru_cache_wrapper)  # what _closure._children enters
+           classmethod, property, type, functools._lru_cache_wrapper, collections.deque,
+           types.MappingProxyType)  # what _closure._children enters (and object arrays)
 
 
 def content_digest(array) -> str:
@@ -93,7 +95,7 @@ class _Recorder(AbstractArrayReplacer):
         self.items.append(("same object", str(label), str(first_label)))
 
     def replace_other(self, obj, label):
-        if isinstance(obj, _WALKED):
+        if isinstance(obj, _WALKED) or (isinstance(obj, np.ndarray) and obj.dtype == object):
             return None
         if isinstance(obj, types.FunctionType):
             if _user_function(obj):
@@ -311,10 +313,12 @@ def _state(obj) -> tuple:
         return _function_state(obj)
     if isinstance(obj, types.CellType):
         return _cell_state(obj)
-    if isinstance(obj, list):
-        return tuple(obj)
-    if isinstance(obj, dict):
-        return (*obj, *obj.values())
+    if isinstance(obj, (list, collections.deque)):
+        return (*obj, *_subclass_state(obj))
+    if isinstance(obj, np.ndarray) and obj.dtype == object:  # its elements, which f may rebind
+        return (obj.shape, *obj.ravel())
+    if isinstance(obj, (dict, types.MappingProxyType)):  # (a proxy: the dict behind it may change)
+        return (*obj, *obj.values(), *_subclass_state(obj))
     if isinstance(obj, functools.partial):
         return (*obj.keywords, *obj.keywords.values())
     if isinstance(obj, (tuple, types.MethodType, staticmethod, classmethod, property)):
@@ -326,6 +330,13 @@ def _state(obj) -> tuple:
         d = getattr(obj, "__dict__", {})
         return (type(obj), *d, *d.values(), *[getattr(obj, name, _MISSING) for name in _slot_names(type(obj))])
     return ()  # nothing the walk enters
+
+
+def _subclass_state(obj) -> tuple:
+    """A user's container subclass: its class and instance attributes (see
+    :func:`._closure.subclass_attributes`)."""
+    attributes = subclass_attributes(obj)
+    return (type(obj), *attributes, *attributes.values()) if attributes or type(obj).__module__ != "builtins" else ()
 
 
 _STATE_OF_TYPE = {types.FunctionType: _function_state, types.CellType: _cell_state, list: tuple}
