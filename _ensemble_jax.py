@@ -244,14 +244,15 @@ def _solve_batch(lanes: _Lanes, method, opts, args: tuple, n_save: int, max_step
     per lane, saving at ``n_save`` times, or every step (``steps``), or the end."""
     from ._backend_jax import structure
     from .sensitivity._compiled import lookup
-    from .sensitivity._estimate import estimate_callables
+    from .sensitivity._estimate import estimate_callables, estimate_flags
 
     prob = lanes.template
     auto_dt = opts["dt"] is None
     static = (structure(args), lanes.p_batched, prob.inplace, repr(method), opts["adaptive"], auto_dt,
               n_save, max_steps, steps, _local_device_count())
     program = lookup("ensemble", static, (prob.f,) + estimate_callables(method),
-                     lambda: _build(prob, method, opts["adaptive"], auto_dt, n_save, max_steps,
+                     constant_arrays=(False,) + estimate_flags(method),
+                     build=lambda: _build(prob, method, opts["adaptive"], auto_dt, n_save, max_steps,
                                     lanes.p_batched, args, steps))
     return program(*args)
 

@@ -65,3 +65,11 @@ def estimate_callables(method) -> tuple[Callable, ...]:
     """The user's functions a solve with ``method`` traces besides ``f`` (for cache keys)."""
     est = getattr(method, "eigen_est", None) if isinstance(method, AbstractStabilized) else None
     return (est,) if callable(est) else ()
+
+
+def estimate_flags(method) -> tuple[bool, ...]:
+    """Per :func:`estimate_callables`: whether its arrays are read as constants by the
+    cache key (an ``eigen_est`` in ``jax.numpy`` runs as written, recording no reads, so a
+    closure array it reads must be part of the key; see ``constant_arrays`` of
+    :func:`._compiled.lookup`)."""
+    return tuple(_refers_to_jax(est) for est in estimate_callables(method))

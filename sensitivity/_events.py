@@ -70,7 +70,7 @@ from .._backend_jax import structure
 from .._events import Event, TimeEvent, inplace_affect, inplace_condition
 from .._solution import SolverError
 from . import _compiled
-from ._estimate import translate_eigen_est
+from ._estimate import estimate_callables, translate_eigen_est
 from ._loss import _refers_to_jax, _required_positional, translate_loss
 from ._ode import SolveOptions, odeint
 from ._strategies import checkpoint_stiffness, loss_code
@@ -694,6 +694,7 @@ def _operator_key(op, loss, prob, events, options, saveat, target, chosen, adjoi
                           getattr(event, "terminal", None), [fn is None for fn in functions],
                           None if not isinstance(event, TimeEvent) or callable(event.times)
                           else content_digest(np.asarray(event.times, float))))
+    callables += list(estimate_callables(options.method))  # (repr(method) names it without its code)
     static = (op, chosen, adjoint, duplicate_closure, auto, target.wrt, repr(options.method), options.rtol,
               np.asarray(options.atol).tolist(), options.max_steps, structure(u0), structure(p),
               content_digest(np.asarray(saveat, float)), tuple(map(float, prob.tspan)), held, tuple(described))
