@@ -771,6 +771,31 @@ def test_power_with_a_zero_exponent_has_a_zero_derivative_at_zero():
     np.testing.assert_array_equal(np.asarray(jax.jacrev(lambda x: g(x, jnp.ones(2), 0.0))(jnp.asarray(u))), J)
 
 
+@pytest.mark.parametrize("orders", [np.array([[1.0, 0.0], [0.0, 1.0]]), np.array([[1, 0], [0, 1]])],
+                         ids=["float orders", "integer orders"])
+def test_second_derivatives_of_a_first_order_power_at_zero_are_finite(orders):
+    """``u ** 1.0`` at u = 0 (A -> B -> nothing written with mass-action orders, B starting
+    at 0): the first derivative ``1 * u ** 0`` was jnp.power's, whose own derivative is
+    ``0 * 0 ** -1 = NaN``; every Hessian and hvp failed on this polynomial model. An
+    integer array of orders went to jnp.power directly."""
+    rates = np.zeros(2)
+
+    def f(du, u, p, t):
+        np.prod(u ** orders, axis=1, out=rates)
+        du[0] = -p[0] * rates[0]
+        du[1] = p[0] * rates[0] - p[1] * rates[1]
+
+    u, p = np.array([1.0, 0.0]), np.array([0.7, 0.4])
+    g = to_jax(f, u, p)
+    H = np.asarray(jax.hessian(lambda x: g(x, jnp.asarray(p), 0.0)[1])(jnp.asarray(u)))
+    np.testing.assert_array_equal(H, np.zeros((2, 2)))  # du[1] is linear in u
+    mixed = np.asarray(jax.jacfwd(jax.jacrev(lambda x, q: g(x, q, 0.0)[1], argnums=1))(jnp.asarray(u), jnp.asarray(p)))
+    np.testing.assert_array_equal(mixed, [[1.0, 0.0], [0.0, -1.0]])  # d2 du1 / dp du
+    prob = dxdt.ODEProblem(f, u, (0.0, 2.0), p)
+    H = sens.hessian(lambda U: np.sum(U**2), prob, saveat=[1.0, 2.0], rtol=1e-10, atol=1e-12)
+    assert np.isfinite(H).all() and np.allclose(H, H.T, rtol=1e-8)
+
+
 def test_euclidean_norm_has_a_zero_derivative_at_zero():
     """Quadratic drag ``-c ||v|| v`` from rest: ``d(||v|| v)/dv = 0`` at ``v = 0``, where
     ``jax.numpy.linalg.norm``'s ``v / ||v||`` is ``0/0 = NaN`` (the sensitivity failed as

@@ -80,7 +80,9 @@ def _real_power_jvp(primals, tangents):
     out = jnp.zeros_like(value)
     if not isinstance(dx, SymbolicZero):
         outside = jnp.isnan(value) & ~jnp.isnan(y)  # (a NaN base too: see _integer_power)
-        out = out + jnp.where(outside, 0.0, y * jnp.power(jnp.where(outside, 1.0, x), y - 1)) * dx
+        # through _power, whose own derivative is 0 where the exponent y - 1 is 0: jnp.power's
+        # is 0 * 0 ** -1 = NaN at x = 0, which made second derivatives of u ** 1.0 NaN there
+        out = out + jnp.where(outside, 0.0, y * _power(jnp.where(outside, 1.0, x), y - 1)) * dx
     if not isinstance(dy, SymbolicZero):  # (a constant exponent: no log computed)
         positive = x > 0
         out = out + jnp.where(positive, value * jnp.log(jnp.where(positive, x, 1.0)), 0.0) * dy
@@ -115,6 +117,8 @@ _integer_power.defjvp(_integer_power_jvp)
 def _pow(x, y):
     if isinstance(y, (int, np.integer)) and not isinstance(y, (bool, np.bool_)) and _real_floating(x):
         return _integer_power(jnp.asarray(x), int(y))
+    if _real_floating(x) and jnp.issubdtype(jnp.result_type(y), jnp.integer):  # an integer array of orders
+        y = jnp.asarray(y).astype(jnp.result_type(x))  # (its derivatives as a real exponent's, see _power)
     if _real_floating(x, y):
         x, y = jnp.asarray(x), jnp.asarray(y)
         return _real_power(*jnp.broadcast_arrays(x, y)).astype(jnp.result_type(x, y))
