@@ -13,7 +13,7 @@ from typing import Callable
 
 from .._problem import positional_parameters
 from ._jax import load_jax
-from .translate._closure import _global_names
+from .translate._closure import _global_names, _user_function
 from .translate._trace import call
 
 jax, jnp = load_jax()
@@ -84,14 +84,21 @@ def _required_positional(fn: Callable) -> int | None:
     return None if counts is None else counts[0]
 
 
-def _refers_to_jax(fn: Callable) -> bool:
-    """Whether ``fn`` (a plain function) names a JAX module or function directly."""
+def _refers_to_jax(fn: Callable, _seen: set | None = None) -> bool:
+    """Whether ``fn`` (a plain function) names a JAX module or function, directly or in a
+    helper function of the user's that it names (``loss(u) = misfit(u)`` with ``jnp`` in
+    ``misfit``: translated as NumPy, the helper's ``jnp`` call met a traced array)."""
     code = getattr(fn, "__code__", None)
     if code is None:
         return False
+    seen = set() if _seen is None else _seen
+    seen.add(id(fn))
     values = [fn.__globals__.get(name) for name in _global_names(code)]
     values += [cell.cell_contents for cell in (fn.__closure__ or ()) if _filled(cell)]
-    return any(_module_of(value).split(".")[0] in ("jax", "jaxlib") for value in values)
+    if any(_module_of(value).split(".")[0] in ("jax", "jaxlib") for value in values):
+        return True
+    return any(_refers_to_jax(value, seen) for value in values
+               if isinstance(value, types.FunctionType) and _user_function(value) and id(value) not in seen)
 
 
 def _filled(cell) -> bool:

@@ -194,6 +194,13 @@ def test_loss_written_with_jax_numpy():
     with_np = sens.gradient(lambda u: np.sum(u ** 2), prob, Tsit5(), saveat=ts, **TIGHT)
     np.testing.assert_allclose(with_jnp, with_np, rtol=1e-12)
 
+    def misfit(u):  # jax.numpy in a helper only: the loss was translated as NumPy, and the
+        return jnp.sum(u ** 2)  # helper's jnp call met a traced array ("not a valid JAX type")
+
+    for mode in ("forward", "reverse"):
+        through_helper = sens.gradient(lambda u: misfit(u), prob, Tsit5(), saveat=ts, mode=mode, **TIGHT)
+        np.testing.assert_allclose(through_helper, with_np, rtol=1e-9)
+
 
 def test_loss_with_a_default_argument_is_loss_of_u():
     """``loss(u, w=weights)`` takes the trajectory only: ``p`` is not passed into ``w``."""
