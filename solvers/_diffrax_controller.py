@@ -200,8 +200,9 @@ class GuardedController(diffrax.AbstractAdaptiveStepSizeController):
 
     def _floor(self, t):
         """The smallest step from the solve's time ``t``: ``16 eps |t|`` in physical time, as
-        the NumPy executor's (at least the smallest normal number; a floor fixed by the span's ends, ``16 eps max(|t0|, |t1|)``,
-        ended a solve over ``[0, 1e8]`` at ``t = 1e-8``, where NumPy steps on)."""
+        the NumPy executor's, and at least the smallest normal number (a floor fixed by the
+        span's ends, ``16 eps max(|t0|, |t1|)``, ended a solve over ``[0, 1e8]`` at
+        ``t = 1e-8``, where NumPy steps on)."""
         stop = jax.lax.stop_gradient
         scale = jnp.abs(stop(jnp.asarray(self.time_scale, jnp.result_type(t))))
         t_physical = stop(jnp.asarray(self.time_origin, jnp.result_type(t))) + t * scale

@@ -4,11 +4,12 @@ A NumPy right-hand side reaches its work buffers through closure cells, module g
 (by the names its code uses), ``self`` of a bound method or callable object, the class
 of that object, ``functools.partial`` arguments, default arguments, containers (tuple,
 list, deque, dict, mapping proxies, object arrays, dataclasses, plain objects) and the
-Python helper functions it calls through any of these. :func:`copy_structure` finds all of them and rebuilds exactly the part of
-that graph that leads to a replaced leaf: new functions (new cells, and a globals dict
-that overrides the replaced names and reads every other name from the live module), new
-containers, shallow copies of objects (their class replaced by a subclass whose methods
-are the copies), so the user's functions, cells, objects and arrays are never mutated.
+Python helper functions it calls through any of these. :func:`copy_structure` finds all
+of them and rebuilds exactly the part of that graph that leads to a replaced leaf: new
+functions (new cells, and a globals dict that overrides the replaced names and reads
+every other name from the live module), new containers, shallow copies of objects (their
+class replaced by a subclass whose methods are the copies), so the user's functions,
+cells, objects and arrays are never mutated.
 One object reached by two paths becomes one copy (aliasing is preserved); cycles end.
 
 This module does not import JAX; what replaces a leaf is decided by the caller.
