@@ -288,13 +288,17 @@ def _boolean_message(label: str) -> str:
 def affect_inplace(affect, label, out, u, p, t):
     """``affect`` as an in-place function for :func:`to_jax` writing ``u_new`` into ``out``."""
     out[...] = u
+    shape = out.shape
     try:
         result = affect(out, p, t)
-    except AttributeError as err:  # a traced state's shape and dtype cannot be set
+    except AttributeError as err:  # a traced state's dtype cannot be set
         if "shape" in str(err) or "dtype" in str(err):
             raise ValueError(f"{label}: affect cannot change the state's shape/dtype (expected "
-                             f"{out.shape} {out.dtype}): {err}") from err
+                             f"{shape} {out.dtype}): {err}") from err
         raise
+    if out.shape != shape:  # (u.shape = ... reshapes a traced array in place, as NumPy)
+        raise ValueError(f"{label}: affect changed the state's shape/dtype to {out.shape} {out.dtype} "
+                         f"(expected {shape} {out.dtype})")
     if result is not None:
         raise TypeError(f"{label}: affect(u, p, t) must change u in place and return None, "
                         f"got a {type(result).__name__}; write u[...] = ... instead of returning")
