@@ -195,8 +195,7 @@ def first_derivative(f: Callable, prob: ODEProblem) -> np.ndarray:
         _check_real_derivative(f, prob)
     du = np.full(u0.shape, np.nan, dtype=u0.dtype)
     u = u0.copy()
-    p_arrays = _array_leaves(prob.p)
-    p_before = [a.copy() for a in p_arrays]
+    p_snapshot = snapshot_p(prob.p)
     with shape_errors_named(u0.shape, prob.p):
         result = f(du, u, prob.p, t0)
     if not np.array_equal(u, u0, equal_nan=True):
@@ -204,9 +203,7 @@ def first_derivative(f: Callable, prob: ODEProblem) -> np.ndarray:
             "f changed its argument u (the solver's state) at t0: an in-place f(du, u, p, t) "
             "must only write du (and its own work buffers); copy u first (v = u.copy()) to "
             "modify it")
-    if not all(np.array_equal(a, b, equal_nan=True) for a, b in zip(p_arrays, p_before)):
-        for a, b in zip(p_arrays, p_before):
-            np.copyto(a, b)  # the problem's p as it was
+    if restored_p(p_snapshot):
         raise ValueError(
             "f changed its argument p (the problem's parameters) at t0: every call would change "
             "them again (k = p; k *= 2 writes into p); copy first (k = p.copy()) or write "
@@ -229,6 +226,21 @@ def first_derivative(f: Callable, prob: ODEProblem) -> np.ndarray:
                 f"on entry, so du += ... before du[:] = ... reads garbage).{hint}"
             )
     return du
+
+
+def snapshot_p(p) -> list:
+    """``(array, copy)`` of each writable array of ``p``, for :func:`restored_p`."""
+    return [(a, a.copy()) for a in _array_leaves(p)]
+
+
+def restored_p(snapshot: list) -> bool:
+    """Whether a user's function wrote into ``p`` since :func:`snapshot_p`; if so ``p`` is
+    restored (the problem's parameters as they were), and the caller raises."""
+    if all(np.array_equal(a, before, equal_nan=True) for a, before in snapshot):
+        return False
+    for a, before in snapshot:
+        np.copyto(a, before)
+    return True
 
 
 def _array_leaves(p) -> list:

@@ -210,16 +210,13 @@ def apply_affect(event, u: np.ndarray, buffer: np.ndarray, p, t: float) -> bool:
         The affect returned a value, changed the shape or dtype, or wrote into ``p`` (bad
         input; ``p`` is restored).
     """
-    from ._checks import _array_leaves
+    from ._checks import restored_p, snapshot_p
 
     np.copyto(buffer, u)
     view = buffer.view()  # a shape or dtype the affect sets stays on this view
-    p_arrays = _array_leaves(p)
-    p_before = [a.copy() for a in p_arrays]
+    p_snapshot = snapshot_p(p)
     result = event.affect(view, p, t)
-    if not all(np.array_equal(a, b, equal_nan=True) for a, b in zip(p_arrays, p_before)):
-        for a, b in zip(p_arrays, p_before):
-            np.copyto(a, b)  # the problem's p as it was
+    if restored_p(p_snapshot):
         raise ValueError(f"{event._label()}: affect(u, p, t) changed its argument p (the problem's parameters) "
                          f"at t={t:.10g}: every solve would change them again. Keep what an affect counts or "
                          "switches in a closure array or in the state u, not in p")

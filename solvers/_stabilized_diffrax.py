@@ -192,10 +192,11 @@ class StabilizedSolver(diffrax.AbstractAdaptiveSolver):
     def _estimate(self, f, t, y, fy, v, sigma, refresh, args, oscillatory, direction):
         """``(sigma, v, power iterations, oscillatory)``: a new estimate where ``refresh``,
         else the given ``sigma`` and ``v``; outside the derivative. ``spectral_radius`` is
-        asked at the physical time ``direction * t`` (diffrax runs a backward solve in ``-t``). A power iteration that
-        settled off the negative real axis (``cosine > OSCILLATORY_COSINE``) on a fast scale
-        (``sigma > OSCILLATORY_SPAN`` in normalised time) extends the record's run of such
-        estimates; the second in a row records ``(s, sigma)``, once; any other resets the run."""
+        asked at the physical time ``direction * t`` (diffrax runs a backward solve in
+        ``-t``). A power iteration that settled off the negative real axis (``cosine >
+        OSCILLATORY_COSINE``) on a fast scale (``sigma > OSCILLATORY_SPAN`` in normalised
+        time) extends the record's run of such estimates; the second in a row records
+        ``(s, sigma)``, once; any other resets the run."""
         stop = jax.lax.stop_gradient
         if self._estimating == "power":
             fresh, v, iterations, cosine, settled = _power_iteration(

@@ -679,27 +679,20 @@ def _rate_changes():
 
     cases["object array element rebound"] = (object_array, lambda: held.__setitem__(0, 0.5))
 
-    class Params(dict):
-        pass
+    def subclass_attribute(base):  # class Params(dict) with params.rate
+        class Params(base):
+            pass
 
-    params = Params()
-    params.rate = 2.0
+        params = Params()
+        params.rate = 2.0
 
-    def dict_subclass(du, u, p, t):
-        du[:] = -params.rate * u
+        def container_subclass(du, u, p, t):
+            du[:] = -params.rate * u
 
-    cases["attribute of a dict subclass"] = (dict_subclass, lambda: setattr(params, "rate", 0.5))
+        return container_subclass, lambda: setattr(params, "rate", 0.5)
 
-    class Rates(list):
-        pass
-
-    rates = Rates()
-    rates.fast = 2.0
-
-    def list_subclass(du, u, p, t):
-        du[:] = -rates.fast * u
-
-    cases["attribute of a list subclass"] = (list_subclass, lambda: setattr(rates, "fast", 0.5))
+    for base in (dict, list):
+        cases[f"attribute of a {base.__name__} subclass"] = subclass_attribute(base)
 
     class Config(NamedTuple):
         scale: float

@@ -31,7 +31,8 @@ from typing import Any
 import numpy as np
 
 from ._closure import (Label, _entered_object, _global_names, _is_library, _root_label, _slot_names, _StructuralCopy,
-                       _user_class, _user_function, memoised_by_identity, subclass_attributes)
+                       _object_array, _user_class, _user_function, memoised_by_identity,
+                       subclass_attributes)
 from ._replace import AbstractArrayReplacer, is_sparse, owning_array
 
 _PICKLE_LIMIT = 1 << 20  # library objects larger than this are keyed by identity
@@ -95,7 +96,7 @@ class _Recorder(AbstractArrayReplacer):
         self.items.append(("same object", str(label), str(first_label)))
 
     def replace_other(self, obj, label):
-        if isinstance(obj, _WALKED) or (isinstance(obj, np.ndarray) and obj.dtype == object):
+        if isinstance(obj, _WALKED) or _object_array(obj):
             return None
         if isinstance(obj, types.FunctionType):
             if _user_function(obj):
@@ -315,7 +316,7 @@ def _state(obj) -> tuple:
         return _cell_state(obj)
     if isinstance(obj, (list, collections.deque)):
         return (*obj, *_subclass_state(obj))
-    if isinstance(obj, np.ndarray) and obj.dtype == object:  # its elements, which f may rebind
+    if _object_array(obj):  # its elements, which f may rebind
         return (obj.shape, *obj.ravel())
     if isinstance(obj, (dict, types.MappingProxyType)):  # (a proxy: the dict behind it may change)
         return (*obj, *obj.values(), *_subclass_state(obj))
@@ -335,8 +336,10 @@ def _state(obj) -> tuple:
 def _subclass_state(obj) -> tuple:
     """A user's container subclass: its class and instance attributes (see
     :func:`._closure.subclass_attributes`)."""
+    if not _user_class(type(obj)):
+        return ()
     attributes = subclass_attributes(obj)
-    return (type(obj), *attributes, *attributes.values()) if attributes or type(obj).__module__ != "builtins" else ()
+    return (type(obj), *attributes, *attributes.values())
 
 
 _STATE_OF_TYPE = {types.FunctionType: _function_state, types.CellType: _cell_state, list: tuple}
