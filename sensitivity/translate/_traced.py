@@ -154,19 +154,15 @@ class TracedArray:
     @shape.setter
     def shape(self, shape) -> None:
         """``a.shape = s``: NumPy reshapes ``a`` in place, as a view of the same memory (its
-        error where that needs a copy); here ``a`` becomes that view."""
+        error where that needs a copy); here ``a`` becomes that view (a view of its positions
+        always shares their memory: :meth:`_derived` gives a view of the same buffer)."""
         def in_place(positions):
             view = positions.view()
             view.shape = shape  # NumPy's rule (AttributeError where a copy would be needed)
             return view
 
         reshaped = self._derive(in_place)
-        if isinstance(reshaped, TracedArray) and reshaped._buf is self._buf:
-            self._steps, self._pos, self._box = reshaped._steps, reshaped._pos, _UNKNOWN
-            return
-        raise translation_error(  # (a value that is not a buffer: an intermediate result)
-            "setting .shape of a computed value",
-            "Write x = x.reshape(shape) instead of x.shape = shape.")
+        self._steps, self._pos, self._box = reshaped._steps, reshaped._pos, _UNKNOWN
 
     @property
     def dtype(self) -> np.dtype:
