@@ -113,11 +113,15 @@ def _backward(g, state_cotangents, forward, u0, p, t0, t1, saveat, options, *, k
         project = (lambda u, a: (u, a)) if system is None else system.project
         estimate = options.spectral_radius(lambda t, y, a: (t, *project(dense.evaluate(t), a)))
 
-    def field(t, a, p_arg):
+    # a small state's dense output is read at all stages of a backward step at once
+    stages = None if backsolve or not dense.small_state else dense.evaluate_stages
+
+    def field(t, a, p_arg, u=None):  # (u: the dense output at t, given by odeint with `stages`)
         if backsolve:
             u, lam, mu = a
         else:
-            (lam, mu), u = a, dense.evaluate(t)
+            lam, mu = a
+            u = dense.evaluate(t) if u is None else u
         du, d_lam, d_mu = parts(u, lam, p_arg, t)
         return (du, d_lam, d_mu) if backsolve else (d_lam, d_mu)
 
@@ -131,7 +135,8 @@ def _backward(g, state_cotangents, forward, u0, p, t0, t1, saveat, options, *, k
             # an empty interval runs too where the test is batched (vmap turns the cond into a
             # select): one whole step then ends it, not max_steps steps of size 0
             sol, code = odeint(field, state, p, start, stop, options, spectral_radius=estimate,
-                               dt0=jnp.where(start == stop, 1.0, jnp.sign(stop - start) * h))
+                               dt0=jnp.where(start == stop, 1.0, jnp.sign(stop - start) * h),
+                               stage_input=stages)
             h_next = jax.lax.stop_gradient(sol.next_step)
             h_next = jnp.where(jnp.isfinite(h_next) & (h_next > 0), h_next, h)
             return jax.tree_util.tree_map(lambda y: y[-1], sol.ys), h_next, code

@@ -255,6 +255,75 @@ def test_dense_evaluate_equals_diffrax_interpolation(method, tree):
     np.testing.assert_allclose(ours[1], exact_end, rtol=1e-13, atol=1e-13 * np.abs(exact_end).max())
 
 
+@pytest.mark.parametrize("method", ["Tsit5", "Vern7", "BS3"])
+@pytest.mark.parametrize("tree", [False, True], ids=["array", "tuple"])
+def test_dense_evaluate_stages_equals_evaluate_at_each_time(method, tree):
+    """``Solved.evaluate_stages`` (the backward step's stages read in one batch: one lookup,
+    then a window of step ends slid on as far as needed) equals ``evaluate`` at each time:
+    for times within one step, over a few steps, over many more steps than the window
+    (the slide), at both ends of the span, in either order, and batched over two solves
+    whose times need different slides (the loop under ``vmap``)."""
+    from dxdt.sensitivity._jax import load_jax
+    from dxdt.sensitivity._ode import _STAGE_WINDOW, odeint
+    from dxdt.sensitivity._options import SolveOptions
+
+    jax, jnp = load_jax()
+    options = SolveOptions(getattr(dxdt.solvers, method)(), 1e-6, 1e-9, 4096)
+    t0, t1 = 0.0, 6.0
+
+    def field(t, y, a):
+        if tree:
+            return (-a * y[0] + jnp.sin(3 * t), y[0] * y[1][::-1])
+        return -a * y + jnp.sin(3 * t)
+
+    y0 = (jnp.array([1.0, -2.0]), jnp.array([0.5, 0.25])) if tree else jnp.array([1.0, -2.0])
+    solve = jax.jit(lambda k: odeint(field, y0, k, t0, t1, options, dense=True)[0])
+    sol = solve(jnp.array([1.0, 3.0]))
+    ends = np.asarray(sol.sol.interpolation.ts)
+    ends = t0 + ends[np.isfinite(ends)] * (t1 - t0)
+    assert len(ends) > 3 * _STAGE_WINDOW
+    rng = np.random.default_rng(0)
+    batches = [np.linspace(ends[3], ends[3] + 0.3 * (ends[4] - ends[3]), 7),  # one step
+               np.linspace(ends[5], ends[8], 7)[::-1],  # a few steps, backwards
+               np.linspace(ends[2], ends[2 + 3 * _STAGE_WINDOW], 7),  # slides twice
+               np.array([t0, t0, ends[1], 0.5 * (ends[1] + ends[2]), ends[2], ends[3], ends[4]]),
+               np.linspace(ends[-3 * _STAGE_WINDOW], t1, 7)[::-1],  # to the end (clamped window)
+               np.sort(rng.uniform(t0, t1, 7))]
+    stages = jax.jit(lambda sol, t: sol.evaluate_stages(t))
+    each = jax.jit(lambda sol, t: jax.vmap(sol.evaluate)(t))
+    flat = lambda y: np.concatenate([np.reshape(leaf, (7, -1)) for leaf in jax.tree_util.tree_leaves(y)], axis=1)  # noqa: E731
+    for times in batches:
+        np.testing.assert_allclose(flat(stages(sol, jnp.asarray(times))), flat(each(sol, jnp.asarray(times))),
+                                   rtol=1e-13, atol=1e-14)
+    # batched: one member's times within a step, the other's across many steps
+    sols = jax.vmap(lambda k: odeint(field, y0, k, t0, t1, options, dense=True)[0])(jnp.array([[1.0, 3.0], [1.2, 2.5]]))
+    times = jnp.asarray(np.stack([batches[0], batches[2]]))
+    got = jax.jit(jax.vmap(lambda s, t: s.evaluate_stages(t)))(sols, times)
+    want = jax.jit(jax.vmap(lambda s, t: jax.vmap(s.evaluate)(t)))(sols, times)
+    for g, w in zip(jax.tree_util.tree_leaves(got), jax.tree_util.tree_leaves(want)):
+        np.testing.assert_allclose(np.asarray(g), np.asarray(w), rtol=1e-13, atol=1e-14)
+
+
+def test_sorted_position_is_searchsorted():
+    """The unrolled bisection that looks up the dense output's step equals
+    ``np.searchsorted`` on both sides, with repeated entries, ``inf`` padding (unfilled
+    steps) and queries outside the array, for every length up to a power of two and past it."""
+    from dxdt.sensitivity._jax import load_jax
+    from dxdt.solvers._diffrax import sorted_position
+
+    jax, jnp = load_jax()
+    rng = np.random.default_rng(3)
+    for n in [0, 1, 2, 3, 7, 8, 9, 31, 384, 1000]:
+        a = np.sort(rng.uniform(0, 1, n))
+        if n > 4:
+            a[2] = a[3]
+            a[-2:] = np.inf
+        v = np.concatenate([rng.uniform(-0.1, 1.1, 40), a[np.isfinite(a)], [-np.inf, np.inf]])
+        for side in ["left", "right"]:
+            got = jax.jit(lambda a, v: sorted_position(a, v, side))(jnp.asarray(a), jnp.asarray(v))
+            np.testing.assert_array_equal(np.asarray(got), np.searchsorted(a, v, side))
+
+
 def test_complex_states_get_the_strategies_that_are_right_and_clear_errors_otherwise():
     """u' = -(a + i b) u: the forward-mode gradient came out complex (-1.37 i for d/db,
     exactly 0), the reverse Jacobian dropped the imaginary parts, the continuous adjoints
