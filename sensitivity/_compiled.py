@@ -449,7 +449,10 @@ def without_host_callbacks():
     on this thread only.
 
     By default they are host callbacks, which make an executable impossible to
-    serialise; dxdt's own inputs never trip them (save times are checked beforehand).
+    serialise, and which, anywhere inside a loop, keep XLA:CPU from compiling that loop
+    into one kernel; dxdt's own inputs never trip them (save times are checked
+    beforehand), and :func:`~dxdt.sensitivity._ode.odeint` traces every solve inside
+    this context.
     equinox caches the trace of a check by its arguments, not by the error mode it was
     traced in, so a check traced earlier in the process (the user's own diffrax code, a
     ``jax_solve`` pass) would bring its callback back and keep the program off the disk

@@ -26,6 +26,7 @@ from __future__ import annotations
 import warnings
 from contextlib import contextmanager
 
+from ._compiled import without_host_callbacks
 from ._jax import load_diffrax, load_jax
 from ._options import STATUS_CODES, SolveOptions, raise_on_failure  # noqa: F401  (re-exported)
 
@@ -300,7 +301,12 @@ def odeint(vector_field, y0, args, t0, t1, options: SolveOptions, *, ts=None, de
     adjoint = diffrax.ForwardMode() if differentiable == "forward" else diffrax.RecursiveCheckpointAdjoint()
     solver = diffrax_solver(method, ts is not None or dense, dense_buffer=dense, spectral_radius=rho,
                             limited=adaptive, stage_input=input_at)
-    with quiet_about_complex((y0, args)):
+    # diffrax checks dt0 and the save times at run time, by host callbacks unless traced
+    # without them; dxdt's never trip (dt0 has the span's sign, the save times are sorted
+    # and clipped into [0, 1]), and a callback anywhere inside a loop keeps XLA:CPU from
+    # compiling that loop into one kernel: the interpolating adjoint's save intervals (a
+    # scan of solves with a traced dt0) cost 40% more with them (Lotka-Volterra)
+    with quiet_about_complex((y0, args)), without_host_callbacks():
         sol = diffrax.diffeqsolve(
             diffrax.ODETerm(field), solver, 0.0, 1.0, None if dt0 is None else dt0 / scale, y0, args=args,
             saveat=saveat,

@@ -132,6 +132,24 @@ def test_second_derivatives_are_forward_over_reverse(decay_F):
     assert "dxdt_adjoint" in first and "dxdt_second" not in first
 
 
+def test_programs_hold_no_host_callbacks_and_user_checks_still_raise(decay_F):
+    """Every solve dxdt traces is free of host callbacks, also inside a user's own
+    ``jax.jit`` (diffrax checks ``dt0`` and the save times by a callback, which kept
+    XLA:CPU from compiling the adjoint's loop of solves into one kernel: 40% of a small
+    gradient). The checks are traced as NaN outputs on dxdt's solves only: a user's own
+    ``eqx.error_if`` traced afterwards still raises."""
+    import equinox as eqx
+
+    L = _decay_loss(decay_F)
+    x = jnp.array([Y0, Z])
+    for program in (jax.jit(L), jax.jit(jax.grad(L)), jax.jit(jax.hessian(L)), jax.jit(jax.jacfwd(L)),
+                    jax.jit(jax.grad(lambda x: jnp.sum(jax.grad(L)(x) ** 2)))):
+        assert "python_cpu_callback" not in program.lower(x).compile().as_text()
+    checked = jax.jit(lambda v: eqx.error_if(v, v < 0, "v must be >= 0") * 2.0)
+    with pytest.raises(Exception, match="v must be >= 0"):
+        jax.block_until_ready(checked(jnp.array(-1.0)))
+
+
 def test_hessian_with_a_moving_cotangent_is_one_second_adjoint_solve(decay_F):
     """``L = sum F^2``: the gradient's cotangent ``w = 2F`` moves with ``x``, so the
     derivative of the gradient is ``C(x; w, d) + A(x; w')``; both come from one solve of
