@@ -91,7 +91,7 @@ def adjoint_pass(g, state_cotangents, forward, u0, p, t0, t1, saveat, options, *
 
 
 def _backward(g, state_cotangents, forward, u0, p, t0, t1, saveat, options, *, kind: str, need_mu: bool,
-              window=None, start=None, system=None, stage_batch: bool = True):
+              window=None, start=None, system=None):
     """:func:`adjoint_pass`, also returning the step proposed last.
 
     ``window=(direction, first)``: ``[t0, t1]`` is one chunk of a longer solve (see
@@ -103,9 +103,6 @@ def _backward(g, state_cotangents, forward, u0, p, t0, t1, saveat, options, *, k
     ``system``: an augmented system (:class:`SecondOrderSystem`,
     :class:`StackedAdjointSystem`; interpolating only) whose ``parts`` replace
     :func:`_field_parts`; the save-time cotangents are pytrees shaped like its adjoint.
-    ``stage_batch``: a small state's dense output is read at all stages of a backward
-    step at once (:meth:`._ode.Solved.evaluate_stages`); ``False`` (solves run in
-    lockstep under ``vmap``, where the batched lookups are gathers) reads it per stage.
     """
     backsolve = kind == "backsolve"
     u_states, dense = forward.ys, forward
@@ -117,7 +114,7 @@ def _backward(g, state_cotangents, forward, u0, p, t0, t1, saveat, options, *, k
         estimate = options.spectral_radius(lambda t, y, a: (t, *project(dense.evaluate(t), a)))
 
     # a small state's dense output is read at all stages of a backward step at once
-    stages = None if backsolve or not (stage_batch and dense.small_state) else dense.evaluate_stages
+    stages = None if backsolve or not dense.small_state else dense.evaluate_stages
 
     def field(t, a, p_arg, u=None):  # (u: the dense output at t, given by odeint with `stages`)
         if backsolve:
@@ -196,8 +193,7 @@ MIN_CHECKPOINTS = 64
 
 
 def chunked_interpolating_adjoint(g, state_cotangents, u0, p, t0, t1, saveat, options, *,
-                                  chunk_steps: int, max_chunks: int, need_mu: bool = True, system=None,
-                                  stage_batch: bool = True):
+                                  chunk_steps: int, max_chunks: int, need_mu: bool = True, system=None):
     """``(lambda(t0), mu(t0), code)``: the interpolating adjoint, its dense forward solve
     in chunks of at most ``chunk_steps`` steps when one buffer of that size does not hold
     it (checkpointing).
@@ -217,7 +213,7 @@ def chunked_interpolating_adjoint(g, state_cotangents, u0, p, t0, t1, saveat, op
     :data:`CHECKPOINT_BYTES`. More chunks than that, or more steps than
     ``options.max_steps`` in the sweep, give code 1 (``"max_steps"``). With ``system`` (a
     :class:`SecondOrderSystem` or :class:`StackedAdjointSystem`) the same sweep solves
-    that system instead. ``stage_batch``: see :func:`_backward`.
+    that system instead.
 
     One loop with one dense solve and one adjoint in its body: a first pass outside the
     loop (so that the common case runs without it) made the first call 45% slower to
@@ -270,8 +266,7 @@ def chunked_interpolating_adjoint(g, state_cotangents, u0, p, t0, t1, saveat, op
         def adjoin(lam, mu, h):
             lam, mu, h, code, _ = _backward(g, state_cotangents, fwd, start_u, p, start_t, stop, saveat,
                                             options, kind="interpolating", need_mu=need_mu,
-                                            window=(direction, c == 0), start=(lam, mu, h), system=system,
-                                            stage_batch=stage_batch)
+                                            window=(direction, c == 0), start=(lam, mu, h), system=system)
             return lam, mu, h, code
 
         reached = fcode == 0

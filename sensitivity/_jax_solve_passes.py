@@ -12,7 +12,6 @@ solves failed, so a failure inside a trace never gives a finite wrong value.
 from __future__ import annotations
 
 import functools
-import dataclasses
 from dataclasses import dataclass
 from typing import Callable
 
@@ -35,13 +34,6 @@ class SolveStatic:
     dense_steps: int  # step buffer of the interpolating adjoint's dense forward solve (a chunk)
     n_x: int  # leaves of x = (u0, p): the leading arguments of every linear map
     max_chunks: int = 1  # checkpoints of the interpolating adjoint's chunked forward sweep
-    lockstep: bool = False  # the pass runs under a vmap of its solves (see _stacking)
-
-    @functools.cached_property
-    def in_lockstep(self) -> SolveStatic:
-        """This static part for passes vmapped over members (one object per static
-        part, so that :func:`_traced_once` traces each pass once for it)."""
-        return dataclasses.replace(self, lockstep=True)
 
 
 @jax.tree_util.register_pytree_node_class
@@ -165,7 +157,6 @@ def _stacking(stacked_pass, spec: SolveSpec, n_shared: int):
     (one per member).
     """
     stacked = functools.partial(_traced_once(stacked_pass), spec.static)
-    lockstep = functools.partial(_traced_once(stacked_pass), spec.static.in_lockstep)
     n_shared += 1  # the times come first
 
     @jax.custom_batching.custom_vmap
@@ -180,7 +171,7 @@ def _stacking(stacked_pass, spec: SolveSpec, n_shared: int):
             return _all_batched(jax.tree_util.tree_map(lambda a: a[None], run(*args)))
         if any(jax.tree_util.tree_leaves(batched[:n_shared])):
             in_axes = jax.tree_util.tree_map(lambda b: 0 if b else None, batched)
-            return _all_batched(jax.vmap(lockstep, in_axes=in_axes)(*args))
+            return _all_batched(jax.vmap(stacked, in_axes=in_axes)(*args))
 
         def merge(x, b):  # (axis_size, m, ...) -> (axis_size * m, ...)
             x = x if b else jnp.broadcast_to(x, (axis_size,) + x.shape)
@@ -227,8 +218,7 @@ def _interpolating(spec: SolveSpec, w, u0, p, system=None):
     solve (of an augmented ``system`` of it if given)."""
     return chunked_interpolating_adjoint(spec.g, w, u0, p, spec.t0, spec.t1, jnp.asarray(spec.saveat),
                                          spec.options, chunk_steps=spec.dense_steps,
-                                         max_chunks=spec.max_chunks, system=system,
-                                         stage_batch=not spec.lockstep)
+                                         max_chunks=spec.max_chunks, system=system)
 
 
 def _adjoint_with_code(spec: SolveSpec, u0, p, w):
