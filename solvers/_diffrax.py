@@ -47,10 +47,11 @@ def diffrax_solver(method: AbstractRungeKutta, with_interpolant: bool = True, *,
     unit; see :class:`~dxdt.solvers._stabilized_diffrax.StabilizedSolver`); ``limited``:
     it reports its stability bound to dxdt's controller
     (:class:`~dxdt.solvers._diffrax_controller.GuardedController`, which it then needs).
-    ``stage_input(s)``: an input of the vector field known in advance at any time ``s``
-    (the interpolating adjoint's forward state), which a Runge-Kutta step then evaluates
-    at all its stage times at once (:class:`StageArgs`); a stabilized solver ignores it
-    (its field evaluates the input itself).
+    ``stage_input(times)``: an input of the vector field known in advance at any time
+    (the interpolating adjoint's forward state), for a 1-d array of the solve's times
+    (result on a leading axis), which a Runge-Kutta step then evaluates at all its stage
+    times at once (:class:`StageArgs`); a stabilized solver ignores it (its field
+    evaluates the input itself).
     """
     if isinstance(method, AbstractStabilized):
         from ._stabilized_diffrax import StabilizedSolver
