@@ -58,17 +58,14 @@ def diffrax_solver(method: AbstractRungeKutta, with_interpolant: bool = True, *,
 
         return StabilizedSolver(method, spectral_radius, limited)
     name = type(method).__name__
-    if stage_input is not None:
-        needs_extra = with_interpolant and method.tableau.extra_a is not None
-        return _erk_class(type(method), needs_extra, dense_buffer)(stage_input=stage_input)
-    if name in _BUILTIN and not (dense_buffer and name == "Tsit5"):
+    if name in _BUILTIN and not (dense_buffer and name == "Tsit5") and stage_input is None:
         from ..sensitivity._jax import load_diffrax
 
         diffrax = load_diffrax()
 
         return getattr(diffrax, _BUILTIN[name])()
     needs_extra = with_interpolant and method.tableau.extra_a is not None
-    return _erk_class(type(method), needs_extra, dense_buffer)()
+    return _erk_class(type(method), needs_extra, dense_buffer)(stage_input=stage_input)
 
 
 def pid_coefficients(method: AbstractRungeKutta) -> tuple[float, float]:
