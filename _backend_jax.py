@@ -24,7 +24,7 @@ import numpy as np
 from ._backend_numpy import RawSolution
 from ._problem import ODEProblem
 from .sensitivity._compiled import lookup
-from .sensitivity._estimate import estimate_callables, estimate_flags
+from .sensitivity._estimate import with_estimate
 from .sensitivity._jax import load_jax
 from .sensitivity._options import STATUS_CODES
 from .sensitivity.translate._closure import same_sequence
@@ -152,8 +152,8 @@ def _progress_meter():
 
 def _program(prob: ODEProblem, method, static: dict, args: dict, check: Callable | None = None):
     key = (structure(prob.u0), structure(args["p"]), np.shape(args["atol"]), repr(method), tuple(static.items()))
-    return lookup("solve", key, (prob.f,) + estimate_callables(method),
-                  constant_arrays=(False,) + estimate_flags(method),
+    callables, constant_arrays = with_estimate(method, (prob.f,), (False,))
+    return lookup("solve", key, callables, constant_arrays=constant_arrays,
                   build=lambda: _build(prob, method, static, args, check),
                   disk=not (static["dense"] or static["progress"]))
 

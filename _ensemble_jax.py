@@ -244,16 +244,16 @@ def _solve_batch(lanes: _Lanes, method, opts, args: tuple, n_save: int, max_step
     per lane, saving at ``n_save`` times, or every step (``steps``), or the end."""
     from ._backend_jax import structure
     from .sensitivity._compiled import lookup
-    from .sensitivity._estimate import estimate_callables, estimate_flags
+    from .sensitivity._estimate import with_estimate
 
     prob = lanes.template
     auto_dt = opts["dt"] is None
     static = (structure(args), lanes.p_batched, prob.inplace, repr(method), opts["adaptive"], auto_dt,
               n_save, max_steps, steps, _local_device_count())
-    program = lookup("ensemble", static, (prob.f,) + estimate_callables(method),
-                     constant_arrays=(False,) + estimate_flags(method),
+    callables, constant_arrays = with_estimate(method, (prob.f,), (False,))
+    program = lookup("ensemble", static, callables, constant_arrays=constant_arrays,
                      build=lambda: _build(prob, method, opts["adaptive"], auto_dt, n_save, max_steps,
-                                    lanes.p_batched, args, steps))
+                                          lanes.p_batched, args, steps))
     return program(*args)
 
 

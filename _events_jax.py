@@ -70,14 +70,14 @@ def _chunk_program(prob, method, events: tuple, continuous: list, every_step: bo
     """
     from ._backend_jax import structure
     from .sensitivity._compiled import lookup
-    from .sensitivity._estimate import estimate_callables, estimate_flags
+    from .sensitivity._estimate import with_estimate
 
     conditions = tuple(inplace_condition(events[i]) for i in continuous)  # as translated and keyed
     directions = tuple(int(events[i].direction) for i in continuous)
     static = ("state events", structure(prob.u0), structure(example[3]), structure(example[8]), repr(method),
               directions, every_step, len(example[6]), CHUNK_STEPS, STEP_ROWS, dense, fixed)
-    return lookup("event chunk", static, (prob.f,) + conditions + estimate_callables(method),
-                  constant_arrays=(False,) * (1 + len(conditions)) + estimate_flags(method),
+    callables, constant_arrays = with_estimate(method, (prob.f,) + conditions, (False,) * (1 + len(conditions)))
+    return lookup("event chunk", static, callables, constant_arrays=constant_arrays,
                   build=lambda: _build_chunk(prob, method, conditions, directions, every_step, example, dense, fixed),
                   disk=not dense)
 

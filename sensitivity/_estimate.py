@@ -67,9 +67,10 @@ def estimate_callables(method) -> tuple[Callable, ...]:
     return (est,) if callable(est) else ()
 
 
-def estimate_flags(method) -> tuple[bool, ...]:
-    """Per :func:`estimate_callables`: whether its arrays are read as constants by the
-    cache key (an ``eigen_est`` in ``jax.numpy`` runs as written, recording no reads, so a
-    closure array it reads must be part of the key; see ``constant_arrays`` of
-    :func:`._compiled.lookup`)."""
-    return tuple(_refers_to_jax(est) for est in estimate_callables(method))
+def with_estimate(method, callables: tuple, constant_arrays: tuple) -> tuple[tuple, tuple]:
+    """``(callables, constant_arrays)`` for :func:`._compiled.lookup`: the user's functions
+    a solve with ``method`` traces, its ``eigen_est`` appended with whether the key reads
+    its arrays as constants (an ``eigen_est`` in ``jax.numpy`` runs as written, recording
+    no reads, so a closure array it reads must be part of the key)."""
+    estimates = estimate_callables(method)
+    return callables + estimates, constant_arrays + tuple(_refers_to_jax(est) for est in estimates)

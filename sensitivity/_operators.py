@@ -358,7 +358,7 @@ def prepare(op: str, *args, method=None, saveat=None, rtol=1e-6, atol=1e-8,
         return prepare_with_events(op, loss, prob, events, options, saveat, target, chosen, reason,
                                    adjoint, duplicate_closure, auto=mode == "auto")
 
-    from ._estimate import estimate_callables, estimate_flags, translate_eigen_est
+    from ._estimate import translate_eigen_est, with_estimate
     from .translate import to_jax
 
     L = None if loss is None else translate_loss(loss, duplicate_closure)
@@ -396,9 +396,8 @@ def prepare(op: str, *args, method=None, saveat=None, rtol=1e-6, atol=1e-8,
         return _compiled.Program(executable, all_reads, {"dense_steps": steps, **meta}, traces=1)
 
     # the user's functions traced into the program, in the order of their ``owner`` number
-    estimates = estimate_callables(options.method)
-    callables = ((prob.f,) if L is None else (prob.f, loss)) + estimates
-    flags = ((False,) if L is None else (False, L.pure_jax)) + estimate_flags(options.method)
+    callables, flags = with_estimate(options.method, (prob.f,) if L is None else (prob.f, loss),
+                                     (False,) if L is None else (False, L.pure_jax))
     program = _compiled.lookup("operator", static, callables, build, constant_arrays=flags)
 
     def rebuild(dense_steps: int) -> _compiled.Program:
