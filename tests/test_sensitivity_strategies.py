@@ -304,6 +304,54 @@ def test_dense_evaluate_stages_equals_evaluate_at_each_time(method, tree):
         np.testing.assert_allclose(np.asarray(g), np.asarray(w), rtol=1e-13, atol=1e-14)
 
 
+@pytest.mark.parametrize("adjoint", ["interpolating", "backsolve"])
+def test_small_adjoint_state_solved_flat_equals_solved_by_leaves(monkeypatch, adjoint):
+    """An adjoint state under ``_adjoint._FLAT_BELOW`` entries is solved as one flat
+    vector: the gradient (dict ``p``), the gradient in ``u0`` alone (no parameter
+    integral), the Hessian (the second-order system) and the NumPy-facing operator's
+    gradient equal those of the same solves by leaves to roundoff (the same error norm, so
+    the same steps), and the closed form of ``u' = -k u + c`` to the tolerance."""
+    from dxdt.sensitivity import _adjoint
+    from dxdt.sensitivity._jax import load_jax
+
+    jax, jnp = load_jax()
+
+    def f(du, u, p, t):
+        du[:] = -p["k"] * u + p["c"]
+
+    p = {"k": np.array([0.7, 1.3]), "c": np.array(0.4)}
+    prob = dxdt.ODEProblem(f, np.array([1.0, -2.0]), (0.0, 2.0), p)
+    ts = np.array([0.5, 1.0, 2.0])
+
+    def derivatives():
+        sens.clear_cache()  # the operator compiled again, with the size limit patched
+        F = sens.jax_solve(prob, Tsit5(), saveat=ts, rtol=1e-10, atol=1e-12, adjoint=adjoint)
+        x = (jnp.asarray(prob.u0), jax.tree_util.tree_map(jnp.asarray, p))
+        L = lambda u0, q: jnp.sum(F(u0, q) ** 2)  # noqa: E731
+        out = {"grad": jax.grad(L, argnums=1)(*x), "grad_u0": jax.grad(L)(*x)}
+        if adjoint == "interpolating":
+            out["hessian"] = jax.hessian(lambda k: L(x[0], {"k": k, "c": x[1]["c"]}))(x[1]["k"])
+        out["operator"] = sens.gradient(lambda u: np.sum(u**2), prob, Tsit5(), saveat=ts, rtol=1e-10,
+                                        atol=1e-12, mode="reverse", adjoint=adjoint)
+        return jax.tree_util.tree_map(np.asarray, out)
+
+    monkeypatch.setattr(_adjoint, "_FLAT_BELOW", 10**6)
+    flat = derivatives()
+    monkeypatch.setattr(_adjoint, "_FLAT_BELOW", 0)
+    leaves = derivatives()
+    for a, b in zip(jax.tree_util.tree_leaves(flat), jax.tree_util.tree_leaves(leaves)):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-14)
+    # closed form: u_i(t) = e^{-k_i t} (u0_i - c/k_i) + c/k_i
+    k, c, u0 = p["k"], float(p["c"]), prob.u0
+    e = np.exp(-np.outer(ts, k))
+    U = e * (u0 - c / k) + c / k
+    dU_dk = -ts[:, None] * e * (u0 - c / k) + (1 - e) * (-c / k**2)
+    dU_dc = (1 - e) / k
+    np.testing.assert_allclose(flat["grad"]["k"], np.sum(2 * U * dU_dk, axis=0), rtol=1e-8)
+    np.testing.assert_allclose(flat["grad"]["c"], np.sum(2 * U * dU_dc), rtol=1e-8)
+    np.testing.assert_allclose(flat["grad_u0"], np.sum(2 * U * e, axis=0), rtol=1e-8)
+
+
 def test_sorted_position_is_searchsorted():
     """The unrolled bisection that looks up the dense output's step equals
     ``np.searchsorted`` on both sides, with repeated entries, ``inf`` padding (unfilled
