@@ -29,7 +29,6 @@ from ._ode import odeint
 from ._options import BACKSOLVE_MISMATCH  # noqa: F401  (re-exported)
 
 jax, jnp = load_jax()
-from jax.flatten_util import ravel_pytree  # noqa: E402
 
 
 
@@ -131,30 +130,18 @@ def _backward(g, state_cotangents, forward, u0, p, t0, t1, saveat, options, *, k
         return jnp.max(jnp.abs(u - reference) / scale)
 
     def solve(state, h, start, stop):
-        """``(state at stop, next step, code)``; unchanged if the interval is empty.
-
-        A small state (under :data:`_FLAT_BELOW` entries) is solved as one flat vector: the
-        Runge-Kutta combinations and the error norm then act on one array, not on each
-        leaf of ``(lambda, mu)``; the norm, taken over all entries either way, and so the
-        steps, are the same."""
-        vector_field, radius, state0, unravel = field, estimate, state, None
-        if sum(jnp.size(x) for x in jax.tree_util.tree_leaves(state)) < _FLAT_BELOW:
-            state0, unravel = ravel_pytree(state)
-            vector_field = lambda t, z, p_arg, *u: ravel_pytree(field(t, unravel(z), p_arg, *u))[0]  # noqa: E731
-            radius = None if estimate is None else lambda t, z, a: estimate(t, unravel(z), a)  # noqa: E731
-
-        def run(state0):
+        """``(state at stop, next step, code)``; unchanged if the interval is empty."""
+        def run(state):
             # an empty interval runs too where the test is batched (vmap turns the cond into a
             # select): one whole step then ends it, not max_steps steps of size 0
-            sol, code = odeint(vector_field, state0, p, start, stop, options, spectral_radius=radius,
+            sol, code = odeint(field, state, p, start, stop, options, spectral_radius=estimate,
                                dt0=jnp.where(start == stop, 1.0, jnp.sign(stop - start) * h),
                                stage_input=stages)
             h_next = jax.lax.stop_gradient(sol.next_step)
             h_next = jnp.where(jnp.isfinite(h_next) & (h_next > 0), h_next, h)
-            end = jax.tree_util.tree_map(lambda y: y[-1], sol.ys)
-            return end if unravel is None else unravel(end), h_next, code
+            return jax.tree_util.tree_map(lambda y: y[-1], sol.ys), h_next, code
 
-        return jax.lax.cond(start == stop, lambda s: (state, h, jnp.asarray(0)), run, state0)
+        return jax.lax.cond(start == stop, lambda s: (s, h, jnp.asarray(0)), run, state)
 
     def segment(carry, k):
         lam, mu, u, h, tau, code, mismatch = carry
@@ -198,13 +185,6 @@ def _backward(g, state_cotangents, forward, u0, p, t0, t1, saveat, options, *, k
         lam, mu = end
     return lam, mu, h, jnp.maximum(code, c), mismatch
 
-
-# adjoint states (all of lambda, mu, ...) smaller than this are solved as one flat vector
-# (_backward). Same-process medians of jax.jit-ed derivatives of jax_solve, this vs leaves:
-# Lorenz grad -16%, hessian -13%, vmap(grad) -18%, nested -17%; Lotka-Volterra grad -12%,
-# nested -14%; heat_1d(32) grad -5%; but heat_1d(128)'s nested gradient (262 entries) +18%:
-# there the concatenations cost more than the leaves' separate combinations
-_FLAT_BELOW = 128
 
 # checkpoints of the chunked forward sweep (one state each): at least MIN_CHECKPOINTS, more
 # while they fit in CHECKPOINT_BYTES, never more than max_steps can use

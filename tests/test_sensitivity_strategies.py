@@ -305,13 +305,14 @@ def test_dense_evaluate_stages_equals_evaluate_at_each_time(method, tree):
 
 
 @pytest.mark.parametrize("adjoint", ["interpolating", "backsolve"])
-def test_small_adjoint_state_solved_flat_equals_solved_by_leaves(monkeypatch, adjoint):
-    """An adjoint state under ``_adjoint._FLAT_BELOW`` entries is solved as one flat
-    vector: the gradient (dict ``p``), the gradient in ``u0`` alone (no parameter
-    integral), the Hessian (the second-order system) and the NumPy-facing operator's
+def test_small_pytree_state_solved_flat_equals_solved_by_leaves(monkeypatch, adjoint):
+    """A state of several leaves under ``_ode.FLAT_BELOW`` entries is solved as one flat
+    vector (adjoint and parameter integral, state and tangents): the gradient (dict
+    ``p``), the gradient in ``u0`` alone (no parameter integral), ``jax.jacfwd`` (the
+    tangent solve), the Hessian (the second-order system) and the NumPy-facing operator's
     gradient equal those of the same solves by leaves to roundoff (the same error norm, so
     the same steps), and the closed form of ``u' = -k u + c`` to the tolerance."""
-    from dxdt.sensitivity import _adjoint
+    from dxdt.sensitivity import _ode
     from dxdt.sensitivity._jax import load_jax
 
     jax, jnp = load_jax()
@@ -328,16 +329,17 @@ def test_small_adjoint_state_solved_flat_equals_solved_by_leaves(monkeypatch, ad
         F = sens.jax_solve(prob, Tsit5(), saveat=ts, rtol=1e-10, atol=1e-12, adjoint=adjoint)
         x = (jnp.asarray(prob.u0), jax.tree_util.tree_map(jnp.asarray, p))
         L = lambda u0, q: jnp.sum(F(u0, q) ** 2)  # noqa: E731
-        out = {"grad": jax.grad(L, argnums=1)(*x), "grad_u0": jax.grad(L)(*x)}
+        out = {"grad": jax.grad(L, argnums=1)(*x), "grad_u0": jax.grad(L)(*x),
+               "jacfwd": jax.jacfwd(lambda q: F(x[0], q))(x[1])}
         if adjoint == "interpolating":
             out["hessian"] = jax.hessian(lambda k: L(x[0], {"k": k, "c": x[1]["c"]}))(x[1]["k"])
         out["operator"] = sens.gradient(lambda u: np.sum(u**2), prob, Tsit5(), saveat=ts, rtol=1e-10,
                                         atol=1e-12, mode="reverse", adjoint=adjoint)
         return jax.tree_util.tree_map(np.asarray, out)
 
-    monkeypatch.setattr(_adjoint, "_FLAT_BELOW", 10**6)
+    monkeypatch.setattr(_ode, "FLAT_BELOW", 10**6)
     flat = derivatives()
-    monkeypatch.setattr(_adjoint, "_FLAT_BELOW", 0)
+    monkeypatch.setattr(_ode, "FLAT_BELOW", 0)
     leaves = derivatives()
     for a, b in zip(jax.tree_util.tree_leaves(flat), jax.tree_util.tree_leaves(leaves)):
         np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-14)
