@@ -307,11 +307,11 @@ def test_dense_evaluate_stages_equals_evaluate_at_each_time(method, tree):
 @pytest.mark.parametrize("adjoint", ["interpolating", "backsolve"])
 def test_small_pytree_state_solved_flat_equals_solved_by_leaves(monkeypatch, adjoint):
     """A state of several leaves under ``_ode.FLAT_BELOW`` entries is solved as one flat
-    vector (adjoint and parameter integral, state and tangents): the gradient (dict
-    ``p``), the gradient in ``u0`` alone (no parameter integral), ``jax.jacfwd`` (the
-    tangent solve), the Hessian (the second-order system) and the NumPy-facing operator's
-    gradient equal those of the same solves by leaves to roundoff (the same error norm, so
-    the same steps), and the closed form of ``u' = -k u + c`` to the tolerance."""
+    vector (adjoint and parameter integral, state and tangents): the gradients in a dict
+    ``p`` and in ``u0``, ``jax.jacfwd`` (the tangent solve), the Hessian (the second-order
+    system) and the NumPy-facing operator's gradients (in ``u0`` alone: no parameter
+    integral) equal those of the same solves by leaves to roundoff (the same error norm,
+    so the same steps), and the closed form of ``u' = -k u + c`` to the tolerance."""
     from dxdt.sensitivity import _ode
     from dxdt.sensitivity._jax import load_jax
 
@@ -333,8 +333,9 @@ def test_small_pytree_state_solved_flat_equals_solved_by_leaves(monkeypatch, adj
                "jacfwd": jax.jacfwd(lambda q: F(x[0], q))(x[1])}
         if adjoint == "interpolating":
             out["hessian"] = jax.hessian(lambda k: L(x[0], {"k": k, "c": x[1]["c"]}))(x[1]["k"])
-        out["operator"] = sens.gradient(lambda u: np.sum(u**2), prob, Tsit5(), saveat=ts, rtol=1e-10,
-                                        atol=1e-12, mode="reverse", adjoint=adjoint)
+        for wrt in ("p", "u0"):  # in u0 alone the adjoint carries no parameter integral
+            out[f"operator_{wrt}"] = sens.gradient(lambda u: np.sum(u**2), prob, Tsit5(), saveat=ts, rtol=1e-10,
+                                                   atol=1e-12, mode="reverse", adjoint=adjoint, wrt=wrt)
         return jax.tree_util.tree_map(np.asarray, out)
 
     monkeypatch.setattr(_ode, "FLAT_BELOW", 10**6)
@@ -352,6 +353,7 @@ def test_small_pytree_state_solved_flat_equals_solved_by_leaves(monkeypatch, adj
     np.testing.assert_allclose(flat["grad"]["k"], np.sum(2 * U * dU_dk, axis=0), rtol=1e-8)
     np.testing.assert_allclose(flat["grad"]["c"], np.sum(2 * U * dU_dc), rtol=1e-8)
     np.testing.assert_allclose(flat["grad_u0"], np.sum(2 * U * e, axis=0), rtol=1e-8)
+    np.testing.assert_allclose(flat["operator_u0"], np.sum(2 * U * e, axis=0), rtol=1e-8)
 
 
 def test_sorted_position_is_searchsorted():
