@@ -305,6 +305,23 @@ def test_linear_hessian_in_u0_is_phi_t_phi(linear_F):
     np.testing.assert_allclose(jax.hessian(L)(jnp.asarray(U0)), Phi.T @ Phi, rtol=1e-7, atol=1e-9)
 
 
+def test_derivatives_of_a_small_loss_are_as_accurate_as_of_a_unit_one(linear_F):
+    """Cotangents far below ``atol`` (a loss scaled by 1e-9): the adjoint, the stacked
+    adjoints of ``jacrev`` and the second-order adjoint are solved for unit cotangents, so
+    every derivative keeps its relative accuracy (they came out 1e-6 off at rtol 1e-10)."""
+    c, u0, a = 1e-9, jnp.asarray(U0), jnp.asarray(A)
+    Phi = expm(A * T1)
+    J0 = jax.jit(jax.jacrev(lambda u: c * linear_F(u, a)[0]))(u0)
+    np.testing.assert_allclose(J0 / c, Phi, rtol=1e-8, atol=1e-10)
+    grad_ex, hess_ex = linear_matrix_exact()
+    L = lambda p: c * (jnp.asarray(W) @ linear_F(u0, p)[0])  # noqa: E731
+    np.testing.assert_allclose(jax.jit(jax.grad(L))(a) / c, grad_ex, rtol=1e-7, atol=1e-9)
+    H = jax.jit(jax.hessian(L))(a).reshape(9, 9)
+    np.testing.assert_allclose(H / c, hess_ex, rtol=1e-6, atol=1e-8)
+    Hu = jax.jit(jax.hessian(lambda u: 0.5 * c * jnp.sum(linear_F(u, a)[0] ** 2)))(u0)
+    np.testing.assert_allclose(Hu / c, Phi.T @ Phi, rtol=1e-7, atol=1e-9)
+
+
 def test_a_float64_p_is_not_rounded_to_a_float32_problem_p():
     """``prob.p`` float32, the caller's ``p`` float64: F used to cast it down (an error of
     6e-9 at rtol 1e-12, with float64 outputs that hid it)."""

@@ -46,6 +46,26 @@ def test_linear_jacobian_is_exact_for_every_adaptive_method(linear, method, mode
     np.testing.assert_allclose(J_u0, linear.exact.jacobian_u0(ts), atol=1e-8)
 
 
+SMALL = 1e-9  # a loss this many times smaller: its cotangents all lie below atol
+
+
+@pytest.mark.parametrize("mode, adjoint", STRATEGIES)
+def test_gradient_accuracy_does_not_depend_on_the_loss_scale(linear, mode, adjoint):
+    """``c L`` has the gradient ``c dL/dx`` to the same relative accuracy for any ``c``:
+    the adjoint is solved for unit cotangents (a ``1e-9 L`` once came out 1e-6 off)."""
+    exact_A, exact_u0 = linear.exact.gradient_sq_norm(1.5)
+    g_u0, g_A = sens.gradient(lambda u: SMALL * sq_norm_final(u), linear, Tsit5(), wrt=("u0", "p"),
+                              mode=mode, adjoint=adjoint, **TIGHT)
+    np.testing.assert_allclose(g_A / SMALL, exact_A, rtol=1e-7, atol=1e-9)
+    np.testing.assert_allclose(g_u0 / SMALL, exact_u0, rtol=1e-7, atol=1e-9)
+
+
+def test_hvp_accuracy_does_not_depend_on_the_loss_scale(linear):
+    v = np.arange(9.0).reshape(3, 3) / 10 - 0.3
+    hv = sens.hvp(lambda u: SMALL * sq_norm_final(u), linear, v, Tsit5(), mode="reverse", **TIGHT)
+    np.testing.assert_allclose(hv / SMALL, exact_gradient_fd(linear, v), rtol=1e-6, atol=1e-8)
+
+
 def exact_gradient_fd(linear, direction, eps=1e-5):
     """Central difference of the exact gradient w.r.t. A along ``direction``."""
     plus = problems.linear(linear.p + eps * direction, linear.u0, 1.5).exact.gradient_sq_norm(1.5)[0]
