@@ -79,8 +79,8 @@ def _unit_cotangents(cotangents):
     if not peaks:
         return cotangents, None
     s = jax.lax.stop_gradient(functools.reduce(jnp.maximum, peaks))
-    s = jnp.where(jnp.isfinite(s) & (s > 0), s, 1.0)
-    return _times(cotangents, 1 / s), s
+    s = jnp.where(jnp.isfinite(s) & (s > 0), s, 1.0)  # divided, not times 1/s: a subnormal s
+    return jax.tree_util.tree_map(lambda x: x / s.astype(jnp.result_type(x)), cotangents), s
 
 
 def _times(tree, s):
