@@ -60,6 +60,13 @@ def test_gradient_accuracy_does_not_depend_on_the_loss_scale(linear, mode, adjoi
     np.testing.assert_allclose(g_u0 / SMALL, exact_u0, rtol=1e-7, atol=1e-9)
 
 
+@pytest.mark.parametrize("scale", [1e-300, 1e300])
+def test_adjoint_of_a_loss_near_the_float_range_limits_is_finite_and_exact(linear, scale):
+    exact_A, _ = linear.exact.gradient_sq_norm(1.5)
+    g_A = sens.gradient(lambda u: scale * sq_norm_final(u), linear, Tsit5(), mode="reverse", **TIGHT)
+    np.testing.assert_allclose(g_A / scale, exact_A, rtol=1e-7, atol=1e-9)
+
+
 def test_hvp_accuracy_does_not_depend_on_the_loss_scale(linear):
     v = np.arange(9.0).reshape(3, 3) / 10 - 0.3
     hv = sens.hvp(lambda u: SMALL * sq_norm_final(u), linear, v, Tsit5(), mode="reverse", **TIGHT)
