@@ -5,13 +5,17 @@ Not a timing: the error of the primal solve and of the gradient by each strategy
 a Tsit5 solve and forward-mode gradient at ``rtol = 1e-12``, ``atol = 1e-14``. The error
 is ``max |x - ref| / max |ref|`` over the final state (primal) or the gradient of the
 weighted loss ``sum(w * u(t1))`` with ``w_i = cos(i + 0.3)``, divided by ``rtol``.
+``--scale c`` multiplies that loss by ``c`` (and the gradient by ``1/c`` before the
+comparison): the relative error should not depend on ``c`` (the adjoint is solved for
+unit cotangents; a loss scaled by 1e-9 once had its cotangents all below ``atol``).
 
 Problems: ``heat_1d(32)`` (linear, diffusive), ``brusselator(8)`` (stiff, nonlinear),
 ``fitzhugh_nagumo()`` and ``lotka_volterra()`` (non-stiff, long spans), all with their
 default parameters. A strategy that fails is recorded as ``failed``.
 
-Run: ``.venv/bin/python benchmarks/accuracy_gradients.py [--rtol 1e-7]``; writes
-``benchmarks/results/accuracy_gradients.json``.
+Run: ``.venv/bin/python benchmarks/accuracy_gradients.py [--rtol 1e-7] [--scale 1e-9]``;
+writes ``benchmarks/results/accuracy_gradients.json`` (``accuracy_gradients_scale<c>.json``
+with ``--scale``).
 """
 
 from __future__ import annotations
@@ -46,14 +50,20 @@ def relative(x, ref) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rtol", type=float, default=1e-7)
-    parser.add_argument("--out", default=str(RESULTS_DIR / "accuracy_gradients.json"))
+    parser.add_argument("--scale", type=float, default=1.0, help="multiply the loss by this")
+    parser.add_argument("--out", default=None)
     args = parser.parse_args()
-    rtol, atol = args.rtol, args.rtol * 1e-2
+    rtol, atol, scale = args.rtol, args.rtol * 1e-2, args.scale
+    out = args.out or str(RESULTS_DIR / ("accuracy_gradients.json" if scale == 1.0
+                                         else f"accuracy_gradients_scale{scale:g}.json"))
     records, rows = [], []
     for name, prob in problems().items():
         w = np.cos(np.arange(prob.u0.size) + 0.3).reshape(prob.u0.shape)
 
         def loss(u, w=w):
+            return np.sum(w * u[-1])
+
+        def scaled_loss(u, w=scale * w):
             return np.sum(w * u[-1])
 
         saveat = [prob.tspan[1]]
@@ -71,8 +81,8 @@ def main() -> None:
                 try:
                     with warnings.catch_warnings(record=True) as caught:
                         warnings.simplefilter("always")
-                        g = sens.gradient(loss, prob, method, saveat=saveat, rtol=rtol, atol=atol,
-                                          mode=mode, adjoint=adjoint, max_steps=10**6)
+                        g = sens.gradient(scaled_loss, prob, method, saveat=saveat, rtol=rtol, atol=atol,
+                                          mode=mode, adjoint=adjoint, max_steps=10**6) / scale
                     record[key] = relative(g, g_ref) / rtol
                     record[key + " warned"] = bool(caught)
                 except SolverError:
@@ -86,9 +96,9 @@ def main() -> None:
             print(format_table(rows[-1:], ["problem", "method", "primal", *(f"{m}/{a}" for m, a in STRATEGIES)]
                                ).splitlines()[-1], flush=True)
     print()
-    print(f"error / rtol at rtol = {rtol:g}, atol = {atol:g} ((w): the operator warned)")
+    print(f"error / rtol at rtol = {rtol:g}, atol = {atol:g}, loss scaled by {scale:g} ((w): the operator warned)")
     print(format_table(rows, ["problem", "method", "primal", *(f"{m}/{a}" for m, a in STRATEGIES)]))
-    path = write_json(args.out, records, benchmark="accuracy_gradients", settings={"rtol": rtol, "atol": atol})
+    path = write_json(out, records, benchmark="accuracy_gradients", settings={"rtol": rtol, "atol": atol, "scale": scale})
     print(f"wrote {path}")
 
 
