@@ -250,7 +250,8 @@ def jax_solve(prob: ODEProblem, method=None, *, saveat=None, rtol: float = 1e-6,
     saveat : array_like, optional
         Save times (default ``[t1]``).
     rtol, atol : float
-        Tolerances of every solve (forward, tangent and adjoint); ``atol`` scalar.
+        Tolerances of every solve (forward, tangent and adjoint); ``atol`` scalar, the
+        adjoint's relative to the largest cotangent (a loss's scale does not change its accuracy).
     max_steps : int
         Step budget of every solve.
     adjoint : {"interpolating", "checkpoint", "backsolve"}

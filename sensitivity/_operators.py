@@ -548,7 +548,8 @@ def gradient(loss: Callable, prob: ODEProblem, method=None, *, saveat=None, rtol
     saveat : array_like, optional
         Save times (default ``[t1]``: the final state only).
     rtol, atol : float
-        Tolerances of every solve (forward, tangent and adjoint).
+        Tolerances of every solve (forward, tangent and adjoint; the adjoint's ``atol``
+        relative to the largest cotangent, so a loss's scale does not change its accuracy).
     max_steps : int
         Step budget of every solve.
     wrt : {"p", "u0", ("u0", "p")}
