@@ -110,8 +110,17 @@ def real_times(value: Any, name: str) -> np.ndarray:
     return arr.astype(np.float64)
 
 
+# the solvers' step floor, relative to |t| (a step below it means no progress in floating point)
+STEP_FLOOR = 16 * float(np.finfo(np.float64).eps)
+
+
 def as_tspan(tspan: Any) -> tuple[float, float]:
-    """Validate ``tspan = (t0, t1)`` with finite, distinct ends."""
+    """Validate ``tspan = (t0, t1)`` with finite ends at least one step floor apart.
+
+    A span shorter than :data:`STEP_FLOOR` times ``max(|t0|, |t1|)`` holds no step the
+    solvers accept: the NumPy backend reported ``"dt_min"`` for it with no rows and a
+    message about singularities, the JAX backend ``"dt_min"`` or ``"success"``
+    depending on a few ulps; both now refuse it here, naming the floor."""
     try:
         t0, t1 = real_times(tspan, "tspan").tolist()
     except (TypeError, ValueError) as err:
@@ -120,6 +129,11 @@ def as_tspan(tspan: Any) -> tuple[float, float]:
         raise ValueError(f"tspan must be finite, got ({t0}, {t1})")
     if t0 == t1:
         raise ValueError(f"tspan has zero length (t0 == t1 == {t0}); give t1 != t0")
+    floor = STEP_FLOOR * max(abs(t0), abs(t1))
+    if abs(t1 - t0) < floor:
+        raise ValueError(f"tspan ({t0!r}, {t1!r}) is shorter than the smallest step the solvers take "
+                         f"at that time (16 machine epsilons of |t|: {floor:.3g}); give a longer span, "
+                         "or shift time so that t0 is nearer 0")
     return t0, t1
 
 
@@ -145,7 +159,9 @@ class ODEProblem:
     TypeError
         ``f`` is not callable or does not take 3 or 4 positional parameters.
     ValueError
-        ``u0`` is empty or not finite, ``tspan`` is not a finite pair with ``t0 != t1``.
+        ``u0`` is empty or not finite, ``tspan`` is not a finite pair with ``t0 != t1``,
+        or its span is shorter than ``16 eps max(|t0|, |t1|)`` (the solvers' smallest
+        step: at ``t0 = 1e8`` about 3.6e-7).
     """
 
     __slots__ = ("_f", "_u0", "_tspan", "_p", "_inplace")
