@@ -10,6 +10,8 @@ from typing import Any, Callable
 
 import numpy as np
 
+from .solvers._controller import STEP_FLOOR
+
 _UNSET = object()
 
 
@@ -110,14 +112,10 @@ def real_times(value: Any, name: str) -> np.ndarray:
     return arr.astype(np.float64)
 
 
-# the solvers' step floor, relative to |t| (a step below it means no progress in floating point)
-STEP_FLOOR = 16 * float(np.finfo(np.float64).eps)
-
-
 def as_tspan(tspan: Any) -> tuple[float, float]:
     """Validate ``tspan = (t0, t1)`` with finite ends at least one step floor apart.
 
-    A span shorter than :data:`STEP_FLOOR` times ``max(|t0|, |t1|)`` holds no step the
+    A span shorter than the solvers' :data:`~dxdt.solvers._controller.STEP_FLOOR` times ``max(|t0|, |t1|)`` holds no step the
     solvers accept: the NumPy backend reported ``"dt_min"`` for it with no rows and a
     message about singularities, the JAX backend ``"dt_min"`` or ``"success"``
     depending on a few ulps; both now refuse it here, naming the floor."""

@@ -37,7 +37,7 @@ import equinox as eqx  # noqa: E402
 from jax.flatten_util import ravel_pytree  # noqa: E402
 
 from ..solvers import AbstractStabilized  # noqa: E402
-from ..solvers._controller import EPS as _EPS  # noqa: E402
+from ..solvers._controller import STEP_FLOOR  # noqa: E402
 from ..solvers._diffrax import (diffrax_solver, horner, pid_coefficients, polynomial_interpolation,  # noqa: E402
                                sorted_position, stage_args_class)
 from ..solvers._diffrax_controller import FixedGrid, GuardedController  # noqa: E402
@@ -286,7 +286,7 @@ def odeint(vector_field, y0, args, t0, t1, options: SolveOptions, *, ts=None, de
     if adaptive:
         pcoeff, icoeff = pid_coefficients(method)
         controller = GuardedController(options.rtol, options.atol, pcoeff, icoeff,
-                                       jnp.where(span == 0, 0.0, 16 * _EPS), order=method.order, time_scale=scale,
+                                       jnp.where(span == 0, 0.0, STEP_FLOOR), order=method.order, time_scale=scale,
                                        time_origin=t0,
                                        never_shrink_after_accept=isinstance(method, AbstractStabilized))
     else:

@@ -8,6 +8,9 @@ from dataclasses import dataclass
 import numpy as np
 
 EPS = float(np.finfo(np.float64).eps)  # float64's machine epsilon, as a Python float (fast in loops)
+# the smallest step, relative to |t|: below it a step makes no progress in floating point
+# (the executors report "dt_min"; ODEProblem refuses a shorter span)
+STEP_FLOOR = 16 * EPS
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ from typing import Callable
 
 import numpy as np
 
-from ._controller import EPS as _EPS
+from ._controller import STEP_FLOOR
 from ._controller import PIController, initial_step
 from ._dense import DenseOutput
 from ._tableau import ButcherTableau
@@ -177,7 +177,7 @@ def integrate(
         if steps >= max_steps:
             status = "max_steps"
             break
-        if abs(dt) < 16 * _EPS * max(abs(t), 1e-300):
+        if abs(dt) < STEP_FLOOR * max(abs(t), 1e-300):
             status = "nonfinite" if nonfinite_streak else "dt_min"
             break
         if adaptive:

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ._controller import EPS as _EPS
-from ._controller import PIController, initial_step
+from ._controller import STEP_FLOOR, PIController, initial_step
 from ._dense import DenseOutput
 from ._numpy_executor import RawSolution, failure_message
 from ._stabilized import (HERMITE, SAFETY, AbstractStabilized, check_estimate, choose_stages,
@@ -189,7 +189,7 @@ def integrate(
         if steps >= max_steps:
             status = "max_steps"
             break
-        if abs(dt) < 16 * _EPS * max(abs(t), 1e-300):
+        if abs(dt) < STEP_FLOOR * max(abs(t), 1e-300):
             status = "nonfinite" if nonfinite_streak else "dt_min"
             break
         if estimate_by in ("power", "user") and (since_estimate >= REFRESH_STEPS or rejected_last):
