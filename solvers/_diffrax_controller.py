@@ -10,9 +10,11 @@ NumPy executor where diffrax differs, at the cost of one scalar test per step:
   state whose error is finite);
 - a proposed step below ``dt_floor |t|`` (``dt_floor = 16 eps``, ``t`` the physical time
   where the step would start, in the solve's time unit) ends the solve with
-  diffrax's ``dt_min_reached``; the controller state records whether the last rejection was
-  non-finite, so that the caller reports ``"nonfinite"`` (f returned NaN/inf and no step
-  helped) rather than ``"dt_min"``, as the NumPy backend does;
+  diffrax's ``dt_min_reached``; the controller state records whether a step was rejected
+  as non-finite since the step last grew, so that the caller reports ``"nonfinite"`` (f
+  returned NaN/inf and no step helped) rather than ``"dt_min"``, as the NumPy backend does
+  (a rule that does not hinge on the last attempt: the two backends' last few steps
+  before such a failure differ in rounding);
 - a solver whose stability bounds the step (a stabilized method at its largest stage
   count) reports a :class:`StepReport` as its error: no step is proposed beyond its
   stability interval ``h_stable``, an attempt beyond it is retried at ``h_stable`` (the
@@ -73,7 +75,7 @@ class GuardedState(NamedTuple):
     """:class:`GuardedController`'s state."""
 
     inv: jax.Array  # 1 / e of the last accepted step
-    nonfinite: jax.Array  # the last rejection was non-finite
+    nonfinite: jax.Array  # a rejection was non-finite since the step last grew
     next_step: jax.Array  # the step proposed next
     rejected_work: jax.Array  # StepReport.work summed (stage count: max) over rejected attempts
     stiff: jax.Array  # [s, proposal, proposal / h_stable] where a proposal first exceeded the bound
@@ -160,7 +162,7 @@ class GuardedController(diffrax.AbstractAdaptiveStepSizeController):
         return h / time_scale
 
     def adapt_step_size(self, t0, t1, y0, y1_candidate, args, y_error, error_order, controller_state):
-        prev_inv, _, _, rejected_work, stiff, rejected_last, end = controller_state
+        prev_inv, nonfinite, _, rejected_work, stiff, rejected_last, end = controller_state
         report = y_error if isinstance(y_error, StepReport) else None
         # (diffrax maps y_error's NaNs to inf, promoting its bool and int leaves to floats)
         covered = jnp.asarray(True) if report is None else report.covered != 0
@@ -195,7 +197,8 @@ class GuardedController(diffrax.AbstractAdaptiveStepSizeController):
             inv = jnp.where(keep, jnp.minimum(inv, 1 / PIController.min_previous_error), prev_inv)
         result = diffrax.RESULTS.where(dt < self._floor(next_t0), diffrax.RESULTS.dt_min_reached,
                                        diffrax.RESULTS.successful)
-        state = GuardedState(inv, ~finite, dt, rejected_work, stiff, ~keep & covered, end)
+        nonfinite = ~finite | (nonfinite & ~(keep & (factor > 1)))
+        state = GuardedState(inv, nonfinite, dt, rejected_work, stiff, ~keep & covered, end)
         return keep, next_t0, next_t0 + dt, False, state, result
 
     def _floor(self, t):

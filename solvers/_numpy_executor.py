@@ -146,11 +146,14 @@ def integrate(
     atol_over_rtol = atol_flat / rtol
 
     saver = _Saver(ws, tableau, shape, t0, saveat, dense)
+    # interpolation-only stages, evaluated before a step is accepted where it needs them
+    has_extra = tableau.extra_a is not None
     t_clip = t1  # the next time to step to exactly: t1, or a TimeEvent's time
     if events is not None:
         from .._events_numpy import StageInterpolant, interior_thetas
 
         events = events.start(ws, saver, f, p, t0, t1, StageInterpolant(ws, saver, tableau, interior_thetas()))
+        saver.always_interpolates = dense or bool(events.spec.continuous)
         t_clip = events.t_clip
         k0 = None if events.restart else k0
     nfev = 1  # k[0] = f(u0): evaluated here or by input validation
@@ -170,7 +173,9 @@ def integrate(
 
     next_save = saver.next_time
     t, steps, naccept, nreject, fixed_count = t0, 0, 0, 0, 0
-    err_prev, rejected_last, nonfinite_streak = 1.0, False, 0
+    # nonfinite_seen: f gave non-finite values since the step last grew (a step-size
+    # underflow then is "nonfinite", as on the JAX backend: GuardedController)
+    err_prev, rejected_last, nonfinite_seen = 1.0, False, False
     status = "success" if events is None else events.status  # an affect at t0 can fail
 
     while status == "success" and (t1 - t) * direction > 0:
@@ -178,7 +183,7 @@ def integrate(
             status = "max_steps"
             break
         if abs(dt) < STEP_FLOOR * max(abs(t), 1e-300):
-            status = "nonfinite" if nonfinite_streak else "dt_min"
+            status = "nonfinite" if nonfinite_seen else "dt_min"
             break
         if adaptive:
             if (t + dt - t_clip) * direction > 0:
@@ -189,6 +194,7 @@ def integrate(
             t_next = t0 + (fixed_count + 1) * dt_fixed
             dt = (t_clip if (t_next - t_clip) * direction >= -1e-12 * abs(dt_fixed) else t_next) - t
         steps += 1
+        saver.extra_ready = False
         if not k0_valid:
             f(kv[0], u_view, p, t)
             nfev += 1
@@ -216,19 +222,24 @@ def integrate(
             # error (the step was accepted, and inf rows returned): (err / scale) . scale is NaN
             # there (0 * inf), else the sum of the unscaled errors; one dot, no vector more
             finite = math.isfinite(err_norm) and is_finite(err.dot(ws.scale))
+            if finite and err_norm <= 1.0 and has_extra and saver.needs_extra_stages(t + dt, direction):
+                # interpolation-only stages (Verner) enter the saved rows: a non-finite one
+                # fails the step as a non-finite stage would (on the JAX backend they are
+                # stages of the step itself), never NaN rows after a "success"
+                nfev += saver._extra_stages(t, dt, f, p)
+                finite = saver.extra_stages_finite()
             if not finite or err_norm > 1.0:
                 nreject += 1
                 rejected_last = True
                 if finite:
                     dt *= max(factor_min, safety * err_norm ** -inv_k)
                     continue
-                nonfinite_streak += 1
+                nonfinite_seen = True
                 if not is_finite(k[0].sum()):  # f(u) itself is non-finite: no dt helps
                     status = "nonfinite"
                     break
                 dt *= factor_min
                 continue
-            nonfinite_streak = 0
             if err_norm == 0.0:
                 factor = factor_max
             else:
@@ -237,9 +248,15 @@ def integrate(
                 factor = min(factor, 1.0)
             err_prev = max(err_norm, controller.min_previous_error)
             rejected_last = False
+            nonfinite_seen = nonfinite_seen and factor <= 1.0
             dt_next = dt * factor
             ws.abs_u, ws.abs_new = ws.abs_new, ws.abs_u
         else:
+            if has_extra and saver.needs_extra_stages(t + dt, direction):
+                nfev += saver._extra_stages(t, dt, f, p)
+                if not saver.extra_stages_finite():
+                    status = "nonfinite_fixed"
+                    break
             if not is_finite(u_new.sum()):
                 status = "nonfinite_fixed"
                 break
@@ -292,6 +309,10 @@ class _Saver:
 
     def __init__(self, ws: _Workspace, tableau: ButcherTableau, shape, t0, saveat, dense):
         self.ws, self.tableau, self.shape, self.saveat = ws, tableau, shape, saveat
+        self.extra_ready = False
+        # dense output, or continuous events (located on the interpolant): every step
+        self.always_interpolates = dense
+        self.is_finite = cmath.isfinite if ws.u.dtype.kind == "c" else math.isfinite
         self.dense = DenseOutput(shape, ws.u.dtype, tableau.interp.shape[1], (t0, ws.u)) if dense else None
         self.every_step = saveat is None or dense
         if saveat is None:
@@ -308,11 +329,22 @@ class _Saver:
     def _update_next(self) -> None:
         self.next_time = self.saveat[self.j] if self.j < len(self.saveat) else math.nan
 
+    def needs_extra_stages(self, t_end: float, direction: float) -> bool:
+        """Whether the step ending at ``t_end`` reads its interpolant (dense output, or a
+        save time inside it) and so needs the interpolation-only stages."""
+        return self.always_interpolates or (self.next_time - t_end) * direction < 0
+
+    def extra_stages_finite(self) -> bool:
+        """Whether the interpolation-only stages evaluated last are all finite."""
+        return self.is_finite(self.ws.k[self.tableau.stages:].sum())
+
     def _extra_stages(self, t, dt, f, p) -> int:
-        """Evaluate the interpolation-only stages (Verner) for this step; returns nfev."""
+        """Evaluate the interpolation-only stages (Verner) for this step, unless done
+        already (``extra_ready``, which the executor clears at every attempt); returns nfev."""
         tab, ws = self.tableau, self.ws
-        if tab.extra_a is None:
+        if tab.extra_a is None or self.extra_ready:
             return 0
+        self.extra_ready = True
         s = tab.stages
         for r, c_r in enumerate(tab.extra_c):
             width = s + r

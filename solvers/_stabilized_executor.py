@@ -177,7 +177,9 @@ def integrate(
     dt_fixed = dt
     beta1, beta2, inv_k = controller.exponents(method.error_order)
     t, steps, naccept, nreject, fixed_count = t0, 0, 0, 0, 0
-    err_prev, rejected_last, nonfinite_streak = 1.0, False, 0
+    # nonfinite_seen: f gave non-finite values since the step last grew (a step-size
+    # underflow then is "nonfinite", as on the JAX backend: GuardedController)
+    err_prev, rejected_last, nonfinite_seen = 1.0, False, False
     rho = SAFETY * method.eigen_est if estimate_by == "constant" else 0.0
     estimates, since_estimate, max_used = 0, REFRESH_STEPS, 0
     warned_stiff = warned_oscillatory = False
@@ -190,7 +192,7 @@ def integrate(
             status = "max_steps"
             break
         if abs(dt) < STEP_FLOOR * max(abs(t), 1e-300):
-            status = "nonfinite" if nonfinite_streak else "dt_min"
+            status = "nonfinite" if nonfinite_seen else "dt_min"
             break
         if estimate_by in ("power", "user") and (since_estimate >= REFRESH_STEPS or rejected_last):
             if estimate_by == "power":
@@ -270,13 +272,12 @@ def integrate(
                 if finite:
                     dt *= max(controller.factor_min, controller.safety * err_norm ** -inv_k)
                     continue
-                nonfinite_streak += 1
+                nonfinite_seen = True
                 if not is_finite(f0.sum()):
                     status = "nonfinite"
                     break
                 dt *= controller.factor_min
                 continue
-            nonfinite_streak = 0
             if err_norm == 0.0:
                 factor = controller.factor_max
             else:
@@ -286,6 +287,7 @@ def integrate(
                 factor = min(factor, 1.0)
             err_prev = max(err_norm, controller.min_previous_error)
             rejected_last = False
+            nonfinite_seen = nonfinite_seen and factor <= 1.0
             dt_next = dt * factor
             ws.abs_u, ws.abs_new = ws.abs_new, ws.abs_u
         else:
