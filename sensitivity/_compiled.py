@@ -637,6 +637,7 @@ def _load(directory: Path, key: str, reaches: Sequence[Reach]) -> Program | None
                 raise ValueError("its content is truncated or corrupt")
             from jax.experimental import serialize_executable
 
+            _initialize_lapack()
             executable = serialize_executable.deserialize_and_load(*pickle.loads(payload))
         except FileNotFoundError:
             continue  # removed meanwhile by another process
@@ -652,6 +653,21 @@ def _load(directory: Path, key: str, reaches: Sequence[Reach]) -> Program | None
             pass
         return Program(executable, tuple(header["reads"]), header["meta"], header["traces"], key, True)
     return None
+
+
+@cache
+def _initialize_lapack() -> None:
+    """Load jaxlib's LAPACK kernels before an executable that may call them is loaded.
+
+    jaxlib resolves its CPU LAPACK functions when it lowers a linear-algebra operation
+    (``np.linalg.solve`` in ``f``, say); an executable loaded from disk skips lowering, so
+    in a fresh process it called unresolved functions and crashed the interpreter (a
+    segmentation fault on the second run of a script; JAX issue 28908). Idempotent."""
+    try:
+        from jax._src.lax.linalg import initialize_lapack
+    except ImportError:  # another jaxlib layout: its own lowering resolves them, or it has none
+        return
+    initialize_lapack()
 
 
 def _read_header(stream: io.BufferedReader) -> dict:

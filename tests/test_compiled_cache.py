@@ -215,6 +215,41 @@ def test_disk_cache_across_processes(tmp_path):
     assert off["disk_hits"] == 0 and not (tmp_path / "unused").exists()
 
 
+LINALG_SCRIPT = """
+import json
+import numpy as np
+import dxdt
+L = np.array([[2.0, -1.0, 0.0], [-1.0, 2.0, -1.0], [0.0, -1.0, 2.0]])
+def f(du, u, p, t):
+    du[:] = np.linalg.solve(np.eye(3) + p[0] * L, -u)
+prob = dxdt.ODEProblem(f, np.array([1.0, 0.5, 0.2]), (0.0, 1.0), p=np.array([0.3]))
+sol = dxdt.solve(prob, saveat=[1.0], backend="jax", rtol=1e-10, atol=1e-12)
+print(json.dumps({"u": sol.u[-1].tolist(), "disk_hits": dxdt.sensitivity.cache_info()["disk_hits"]}))
+"""
+
+
+def test_a_program_calling_lapack_runs_when_loaded_from_disk(tmp_path):
+    """An ``f`` with ``np.linalg.solve`` (LAPACK on CPU): the script's second run loaded
+    the program from disk and died with a segmentation fault (jaxlib resolves its LAPACK
+    kernels when it lowers a program, which a loaded one skips)."""
+    import scipy.linalg
+
+    path = tmp_path / "linalg_model.py"
+    path.write_text(LINALG_SCRIPT)
+    environment = {**os.environ, "DXDT_CACHE_DIR": str(tmp_path / "cache")}
+    runs = []
+    for _ in range(2):
+        out = subprocess.run([sys.executable, str(path)], capture_output=True, text=True, env=environment,
+                             cwd=tmp_path, timeout=600)
+        assert out.returncode == 0, (out.returncode, out.stderr[-2000:])
+        runs.append(json.loads(out.stdout.strip().splitlines()[-1]))
+    assert runs[0]["disk_hits"] == 0 and runs[1]["disk_hits"] == 1
+    L = np.array([[2.0, -1.0, 0.0], [-1.0, 2.0, -1.0], [0.0, -1.0, 2.0]])
+    exact = scipy.linalg.expm(-np.linalg.inv(np.eye(3) + 0.3 * L)) @ np.array([1.0, 0.5, 0.2])
+    for run in runs:
+        np.testing.assert_allclose(run["u"], exact, rtol=1e-8)
+
+
 @pytest.fixture
 def private_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("DXDT_CACHE_DIR", str(tmp_path))
