@@ -210,6 +210,38 @@ def index_arrays():
 
 
 @idiom
+def ufunc_at_beyond_add():
+    """``np.multiply.at``, ``np.divide.at`` and ``np.power.at`` with repeated constant
+    indices (applied one after another, as NumPy does): ``divide.at`` and ``power.at``
+    failed with a raw AttributeError, ``multiply.at`` had no derivative (JAX's scatter-
+    multiply needs indices it knows to be distinct)."""
+    sites = np.array([0, 2, 2, 5, 0, 2])
+    scale = np.empty(6)
+
+    def f(du, u, p, t):
+        scale[:] = 1.0
+        np.multiply.at(scale, sites, u[sites] + p[0])
+        np.divide.at(scale, sites[:3], 1.0 + p[1] * u[:3] ** 2)
+        np.power.at(scale, [1, 3, 3], 1.5)
+        du[:] = -scale * u
+
+    return Idiom("ufunc_at_beyond_add", f, _positive(6), np.array([0.5, 0.3]), arrays=[sites, scale])
+
+
+@idiom
+def einsum_precomputed_path():
+    """``np.einsum(..., optimize=path, out=du)`` with ``path`` from ``np.einsum_path``
+    (computed once, outside ``f``): refused as arguments JAX's einsum rejects."""
+    A, B = RNG.standard_normal((4, 3)), RNG.standard_normal((3, 4))
+    path = np.einsum_path("ij,jk,k->i", A, B, np.ones(4), optimize="optimal")[0]
+
+    def f(du, u, p, t):
+        np.einsum("ij,jk,k->i", A, B, p * u, optimize=path, out=du)
+
+    return Idiom("einsum_precomputed_path", f, _positive(4), 0.7, arrays=[A, B])
+
+
+@idiom
 def roll_periodic():
     """A periodic Laplacian with ``np.roll``."""
 

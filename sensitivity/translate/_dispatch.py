@@ -469,16 +469,46 @@ def _ufunc_at(ufunc, name: str, inputs) -> None:
     if static and _traced.all_concrete((old, rest)):
         new = np.array(old, copy=True)
         ufunc.at(new, key, *rest)
+    elif static and name not in _ACCUMULATING:
+        new = _at_in_rounds(FUNCTIONS[name], jnp.asarray(old), key, rest)
     elif name in _AT_METHODS and len(rest) == 1:  # x.at[key] also takes slices in the index
         b = -rest[0] if name == "subtract" else rest[0]
         new = getattr(jnp.asarray(old).at[key], _AT_METHODS[name])(b)
     else:
-        new = FUNCTIONS[name].at(jnp.asarray(old), key, *rest, inplace=False)
+        raise translation_error(
+            f"np.{name}.at with indices that depend on u, p or t",
+            f"index with constant indices (arrays built outside f), or use np.add.at, np.subtract.at, "
+            "np.minimum.at or np.maximum.at, which take indices computed in f.")
     a._store(Ellipsis, new, a._positions()[key] if static else None)
+
+
+def _at_in_rounds(function, old, key, rest):
+    """``ufunc.at(old, key, *rest)`` for constant indices and any ufunc: applied in rounds,
+    the ``r``-th occurrence of every position in round ``r``, so that each round writes
+    distinct positions (a gather and a scatter, differentiable) and repeated indices
+    combine one after another, in NumPy's order. (JAX's ``x.at[].multiply`` has no
+    derivative for indices it cannot prove distinct; other ufuncs have no ``at``.)"""
+    positions = np.arange(old.size).reshape(old.shape)[key]
+    flat_positions = positions.reshape(-1)
+    values = [jnp.broadcast_to(x, positions.shape).reshape(-1) for x in rest]
+    order = np.argsort(flat_positions, kind="stable")
+    ranked = flat_positions[order]
+    first = np.r_[0, np.flatnonzero(ranked[1:] != ranked[:-1]) + 1]  # where each position's run starts
+    rank = np.empty(len(order), dtype=np.intp)
+    rank[order] = np.arange(len(order)) - np.repeat(first, np.diff(np.r_[first, len(order)]))
+    flat = old.reshape(-1)
+    for r in range(int(rank.max(initial=-1)) + 1):
+        chosen = np.flatnonzero(rank == r)
+        where = flat_positions[chosen]
+        flat = flat.at[where].set(function(flat[where], *(v[chosen] for v in values)).astype(flat.dtype),
+                                  unique_indices=True)
+    return flat.reshape(old.shape)
 
 
 # ufuncs whose unbuffered ``at`` is one of JAX's ``x.at[...]`` updates (repeated indices accumulate)
 _AT_METHODS = {"add": "add", "subtract": "add", "multiply": "multiply", "minimum": "min", "maximum": "max"}
+# ... of which these are differentiable with repeated indices (the others: _at_in_rounds)
+_ACCUMULATING = ("add", "subtract", "minimum", "maximum")
 
 
 def _view_function(func, name, args, kwargs):
@@ -550,7 +580,11 @@ def _fill_diagonal(func, name, args, kwargs):
 
 def _einsum(func, name, args, kwargs):
     """``np.einsum``: with one operand and no summation (``'ii->i'``, ``'ij->ji'``) NumPy
-    returns a writable view of it, and so does this, as NumPy decides on the positions."""
+    returns a writable view of it, and so does this, as NumPy decides on the positions.
+    A contraction path from ``np.einsum_path`` (``optimize=['einsum_path', ...]``), which
+    only orders the work, becomes ``optimize=True``: JAX's einsum takes no NumPy path."""
+    if isinstance(kwargs.get("optimize"), (list, tuple)):
+        kwargs = {**kwargs, "optimize": True}
     if len(args) == 2 and isinstance(args[0], str) and isinstance(args[1], _traced.TracedArray) \
             and kwargs.get("out") is None:
         probe = np.arange(args[1].size).reshape(args[1].shape)
