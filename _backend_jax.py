@@ -36,11 +36,13 @@ BUFFER_BUDGET_BYTES = 256 * 2**20  # above this, count the steps first (two pass
 
 
 def structure(p: Any):
-    """Shapes and container structure of ``p`` (the part of ``p`` a compilation depends on)."""
+    """Shapes and container structure of ``p`` (the part of ``p`` a compilation depends on),
+    with a dict's keys in their order: ``f`` is traced with ``p`` as given (a dict's values
+    may be read by position), so another order is another program."""
     if type(p) is np.ndarray:  # the common case first: a call of solve() computes two
         return (p.shape, p.dtype.str)
     if isinstance(p, dict):
-        return ("dict", tuple((k, structure(v)) for k, v in sorted(p.items(), key=lambda kv: str(kv[0]))))
+        return ("dict", tuple((k, structure(v)) for k, v in p.items()))
     if isinstance(p, (tuple, list)):
         return (type(p).__name__, tuple(structure(v) for v in p))
     if p is None:

@@ -48,6 +48,7 @@ def check_positive(name: str, value: Any, *, allow_zero: bool = False) -> float:
 
 
 _TINY = float(np.finfo(np.float64).tiny)
+MAX_STEPS_LIMIT = 2**62  # larger max_steps are read as this (see check_max_steps)
 
 
 def check_tolerances(rtol: Any, atol: Any, shape: tuple[int, ...]):
@@ -58,7 +59,15 @@ def check_tolerances(rtol: Any, atol: Any, shape: tuple[int, ...]):
     if type(atol) is float or isinstance(atol, numbers.Real) or np.ndim(atol) == 0:
         atol = check_positive("atol", atol, allow_zero=True)
         return rtol, atol if atol > 0 else _TINY
-    atol = np.asarray(atol, dtype=np.float64)
+    try:
+        values = None if isinstance(atol, (str, bytes)) else np.asarray(atol)
+    except ValueError:  # ragged nesting
+        values = None
+    if values is None or values.dtype.kind not in "iuf":  # (strings, booleans, complex numbers)
+        got = type(atol).__name__ + ("" if values is None else f" of dtype {values.dtype}")
+        raise TypeError(f"atol must be a non-negative number or an array of them (one per entry of u0), "
+                        f"got {got}")
+    atol = values.astype(np.float64)
     try:
         np.broadcast_to(atol, shape)
     except ValueError:
@@ -79,7 +88,9 @@ def check_max_steps(max_steps: Any) -> int:
     if type(max_steps) is not int and (isinstance(max_steps, bool) or not isinstance(max_steps, numbers.Integral)) \
             or max_steps < 1:
         raise ValueError(f"max_steps must be a positive integer, got {max_steps!r}")
-    return int(max_steps)
+    # a budget no solve reaches (sys.maxsize as "no limit"): kept within the compiled
+    # solves' 64-bit step counters, where 2**63 overflowed the JAX backend's arguments
+    return min(int(max_steps), MAX_STEPS_LIMIT)
 
 
 def check_flag(name: str, value: Any) -> bool:
@@ -127,6 +138,8 @@ def check_dt(dt: Any, tspan: tuple[float, float]) -> float | None:
     backward solve too). A negative ``dt`` on a forward ``tspan`` points away from ``t1``."""
     if dt is None:
         return None
+    if isinstance(dt, np.ndarray) and dt.ndim == 0 and dt.dtype.kind in "iuf":
+        dt = dt[()]  # a 0-d array is a number (as for rtol and atol)
     if isinstance(dt, bool) or not isinstance(dt, numbers.Real):
         raise TypeError(f"dt must be a real number, got {type(dt).__name__}")
     dt = float(dt)
@@ -236,11 +249,19 @@ def snapshot_p(p) -> list:
 def restored_p(snapshot: list) -> bool:
     """Whether a user's function wrote into ``p`` since :func:`snapshot_p`; if so ``p`` is
     restored (the problem's parameters as they were), and the caller raises."""
-    if all(np.array_equal(a, before, equal_nan=True) for a, before in snapshot):
+    if all(_unchanged(a, before) for a, before in snapshot):
         return False
     for a, before in snapshot:
         np.copyto(a, before)
     return True
+
+
+def _unchanged(a: np.ndarray, before: np.ndarray) -> bool:
+    """Whether ``a`` still equals its copy ``before`` (NaN equal to NaN; an object array
+    entry by identity, its copy being shallow)."""
+    if a.dtype.kind == "O":
+        return a.shape == before.shape and all(x is y for x, y in zip(a.flat, before.flat))
+    return np.array_equal(a, before, equal_nan=a.dtype.kind in "fc")
 
 
 def _array_leaves(p) -> list:

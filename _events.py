@@ -15,6 +15,7 @@ J. Open Res. Softw. 5 (2017) 15 (continuous, discrete and preset-time callbacks)
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import numbers
 from typing import Any, Callable, Sequence
@@ -62,7 +63,7 @@ class Event:
                                         "condition(u, p, t)")
         self.condition = condition
         self.affect = _check_affect(affect, self._label())
-        if isinstance(direction, bool) or direction not in (-1, 0, 1):
+        if isinstance(direction, bool) or not isinstance(direction, numbers.Real) or direction not in (-1, 0, 1):
             raise ValueError(f"{self._label()}: direction must be -1, 0 or +1, got {direction!r}")
         self.direction = int(direction)
         self.terminal = _check_terminal(terminal, self._label())
@@ -182,7 +183,10 @@ def check_events(events: Any) -> tuple:
 
 def check_condition_value(event: Event, value) -> float:
     """``condition(...)``'s value as a float, or a ``TypeError`` naming the event."""
-    if np.ndim(value) != 0 or isinstance(value, (str, bytes)):
+    if isinstance(value, (str, bytes)):
+        raise TypeError(f"{event._label()}: condition(u, p, t) must return a real number, got "
+                        f"{type(value).__name__}")
+    if np.ndim(value) != 0:
         raise TypeError(f"{event._label()}: condition(u, p, t) must return a scalar, "
                         f"got shape {np.shape(value)}")
     if np.iscomplexobj(value):
@@ -210,12 +214,13 @@ def apply_affect(event, u: np.ndarray, buffer: np.ndarray, p, t: float) -> bool:
         The affect returned a value, changed the shape or dtype, or wrote into ``p`` (bad
         input; ``p`` is restored).
     """
-    from ._checks import restored_p, snapshot_p
+    from ._checks import restored_p, shape_errors_named, snapshot_p
 
     np.copyto(buffer, u)
     view = buffer.view()  # a shape or dtype the affect sets stays on this view
     p_snapshot = snapshot_p(p)
-    result = event.affect(view, p, t)
+    with named_in_errors(event, "affect", t), shape_errors_named(u.shape, p, f"{event._label()}: affect"):
+        result = event.affect(view, p, t)
     if restored_p(p_snapshot):
         raise ValueError(f"{event._label()}: affect(u, p, t) changed its argument p (the problem's parameters) "
                          f"at t={t:.10g}: every solve would change them again. Keep what an affect counts or "
@@ -230,6 +235,18 @@ def apply_affect(event, u: np.ndarray, buffer: np.ndarray, p, t: float) -> bool:
         return False
     np.copyto(u, buffer)
     return True
+
+
+@contextlib.contextmanager
+def named_in_errors(event, role: str, t: float):
+    """Around a call of an event's ``role`` (condition or affect) on the NumPy backend: an
+    error it raises keeps its type and gains a note naming the event and the time (as the
+    JAX backend's translation names them)."""
+    try:
+        yield
+    except Exception as error:
+        error.add_note(f"(raised by the {role} of {event._label()} at t={t:.10g})")
+        raise
 
 
 def nonfinite_affect_message(event, t: float) -> str:

@@ -33,7 +33,8 @@ from collections import deque
 
 import numpy as np
 
-from ._events import Event, TimeEvent, apply_affect, check_condition_value, nonfinite_affect_message
+from ._checks import shape_errors_named
+from ._events import Event, TimeEvent, apply_affect, check_condition_value, named_in_errors, nonfinite_affect_message
 from .solvers._controller import EPS as _EPS
 
 INTERIOR_POINTS = 10  # sign checks inside a step: DifferentialEquations.jl's interp_points
@@ -82,7 +83,10 @@ class EventSet:
         self.events = events
         self.continuous, self.times = schedule(events, p, tspan)
         for i in self.continuous:
-            check_condition_value(events[i], events[i].condition(u0.copy(), p, tspan[0]))
+            event = events[i]
+            with named_in_errors(event, "condition", tspan[0]), \
+                    shape_errors_named(u0.shape, p, f"{event._label()}: condition"):
+                check_condition_value(event, event.condition(u0.copy(), p, tspan[0]))
 
     def start(self, ws, saver, f, p, t0: float, t1: float, interpolant) -> "Locator":
         """A locator bound to one run of an executor (fires events due at ``t0``);

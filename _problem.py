@@ -120,9 +120,12 @@ def as_tspan(tspan: Any) -> tuple[float, float]:
     message about singularities, the JAX backend ``"dt_min"`` or ``"success"``
     depending on a few ulps; both now refuse it here, naming the floor."""
     try:
-        t0, t1 = real_times(tspan, "tspan").tolist()
+        times = real_times(tspan, "tspan")
     except (TypeError, ValueError) as err:
         raise ValueError(f"tspan must be a pair (t0, t1) of real numbers, got {tspan!r}") from err
+    if times.shape != (2,):
+        raise ValueError(f"tspan must be a pair (t0, t1) of real numbers, got an array of shape {times.shape}")
+    t0, t1 = times.tolist()
     if not (math.isfinite(t0) and math.isfinite(t1)):
         raise ValueError(f"tspan must be finite, got ({t0}, {t1})")
     if t0 == t1:

@@ -24,8 +24,10 @@ The constants are measured by ``benchmarks/bench_sensitivity.py`` (see docs).
 
 from __future__ import annotations
 
+import numbers
+
 from .._checks import check_problem
-from ._target import check_wrt
+from ._target import check_has_parameters, check_wrt
 
 # Calibrated by benchmarks/bench_sensitivity.py (Tsit5, rtol 1e-6, 2-core CPU, XLA's
 # small-loop threshold raised as load_jax() does). What the rule needs is the crossover,
@@ -96,9 +98,10 @@ def choose_mode(prob, wrt="p", n_outputs: int = 1, order: int = 1) -> tuple[str,
     """
     prob = check_problem(prob)
     wrt = check_wrt(wrt)
-    if isinstance(n_outputs, bool) or not isinstance(n_outputs, int) or n_outputs < 1:
+    check_has_parameters(prob, wrt)
+    if isinstance(n_outputs, bool) or not isinstance(n_outputs, numbers.Integral) or n_outputs < 1:
         raise ValueError(f"n_outputs must be a positive integer, got {n_outputs!r}")
-    if order not in (1, 2):
+    if isinstance(order, bool) or order not in (1, 2):
         raise ValueError(f"order must be 1 or 2, got {order!r}")
     m = target_size(prob, wrt)
     cross = crossover(prob.u0.size)

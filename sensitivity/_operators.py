@@ -25,9 +25,10 @@ from ..solvers import AbstractStabilized, Tsit5
 from . import _compiled
 from ._jax import load_jax
 from ._loss import translate_loss
+from .translate._trace import key_orders
 from ._mode import choose_mode, forward_instead_of_adjoint, reverse_for_stabilized, target_size
 from ._options import BACKSOLVE_DOUBTFUL, BACKSOLVE_MISMATCH, DERIVATIVE_NONFINITE, STATUS_CODES, SolveOptions, raise_on_failure
-from ._target import Target, check_wrt, describe, flat_order, in_order_of, nonfinite_argument, to_numpy
+from ._target import Target, check_has_parameters, check_wrt, describe, flat_order, in_order_of, nonfinite_argument, to_numpy
 
 jax, jnp = load_jax()
 
@@ -341,8 +342,7 @@ def prepare(op: str, *args, method=None, saveat=None, rtol=1e-6, atol=1e-8,
     options = _options(method, rtol, atol, max_steps, prob.u0.shape)
     saveat = _checks.check_saveat([prob.tspan[1]] if saveat is None else saveat, prob.tspan)
     target = Target(check_wrt(wrt))
-    if target.wrt != "u0" and not jax.tree_util.tree_leaves(prob.p):
-        raise ValueError("wrt='p' but the problem has no parameters (p is None); use wrt='u0'")
+    check_has_parameters(prob, target.wrt)
     duplicate_closure = _checks.check_flag("duplicate_closure", duplicate_closure)
     n_outputs = len(saveat) * prob.u0.size if op == "jacobian" else 1
     chosen, reason = _resolve_mode(op, prob, target.wrt, mode, adjoint, n_outputs)
@@ -361,7 +361,7 @@ def prepare(op: str, *args, method=None, saveat=None, rtol=1e-6, atol=1e-8,
     from ._estimate import translate_eigen_est, with_estimate
     from .translate import to_jax
 
-    L = None if loss is None else translate_loss(loss, duplicate_closure)
+    L = None if loss is None else translate_loss(loss, duplicate_closure, key_orders(prob.p))
     dtype = prob.u0.dtype
     f64 = np.float64
     context = (np.array(prob.u0), _numpy_tree(prob.p, dtype), f64(prob.tspan[0]),
@@ -371,7 +371,7 @@ def prepare(op: str, *args, method=None, saveat=None, rtol=1e-6, atol=1e-8,
     inner = "forward" if chosen.endswith("forward") else "reverse"
     # (auto's programs apart: auto may build forward mode where an adjoint is too large)
     static = (op, chosen, mode == "auto", adjoint if "reverse" in chosen else None, target.wrt, repr(options.method),
-              options.rtol, options.atol, options.max_steps, structure(prob.u0), structure(context[1]),
+              options.rtol, options.atol, options.max_steps, structure(prob.u0), structure(prob.p),
               len(saveat), duplicate_closure, None if L is None else (L.n_args, L.pure_jax))
 
     def build(dense_steps: int | None = None) -> _compiled.Program:

@@ -23,7 +23,7 @@ WRT_CHOICES = ("p", "u0", ("u0", "p"))
 def check_wrt(wrt: Any) -> str | tuple:
     if isinstance(wrt, list):
         wrt = tuple(wrt)
-    if wrt not in WRT_CHOICES:
+    if not isinstance(wrt, (str, tuple)) or wrt not in WRT_CHOICES:
         raise ValueError(f"wrt must be 'p', 'u0' or ('u0', 'p'), got {wrt!r}")
     return wrt
 
@@ -80,6 +80,17 @@ def flat_order(like: Any) -> np.ndarray | None:
     return None if np.array_equal(perm, np.arange(perm.size)) else perm
 
 
+def check_has_parameters(prob, wrt) -> None:
+    """A target holding ``p`` needs numeric parameters (``TypeError``, ``ValueError``)."""
+    from .translate._to_jax import check_parameters
+
+    if wrt == "u0":
+        return
+    check_parameters(prob.p)
+    if not jax.tree_util.tree_leaves(prob.p):
+        raise ValueError("wrt='p' but the problem has no parameters (p is None); use wrt='u0'")
+
+
 def describe(tree: Any) -> list[tuple[str, tuple]]:
     """``(path, shape)`` for every leaf, for comparing a new target with the prepared one."""
     leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
@@ -122,6 +133,11 @@ class Target:
             now = describe(theta)
         except TypeError as err:
             raise ValueError(f"{argument} ({self.name}) is not an array or a container of arrays") from err
+        for path, leaf in jax.tree_util.tree_flatten_with_path(theta)[0]:
+            kind = "U" if isinstance(leaf, (str, bytes)) else np.asarray(leaf).dtype.kind
+            if kind not in "biufc":
+                raise TypeError(f"{argument}{jax.tree_util.keystr(path)} must be numbers (an array of the "
+                                f"shape of {self.name}), got {type(leaf).__name__}")
         direction = argument == "v"  # hvp's direction: shaped like the target, whatever was prepared
         if [path for path, _ in now] != [path for path, _ in prepared]:
             if isinstance(theta, (list, tuple)) and [path for path, _ in prepared] == [""]:

@@ -311,11 +311,29 @@ def test_user_buffers_unchanged():
     (lambda: dxdt.TimeEvent([1.0], lambda u, p, t: 1.0, name="dose"), TypeError, "dose.*return None"),
     (lambda: dxdt.Event(lambda u, p, t: u[0] < 0.5, name="compare"), TypeError, "compare.*boolean"),
     (lambda: dxdt.Event(lambda u, p, t: bool(u[0] < 0.5), name="bool"), TypeError, "bool.*boolean"),
+    (lambda: dxdt.Event(lambda u, p, t: "a", name="text"), TypeError, "text.*real number, got str"),
 ])
 def test_bad_condition_or_affect_names_the_event(make, error, match):
     prob = dxdt.ODEProblem(fall, [1.0, 0.5], (0.0, 2.0))
     with pytest.raises(error, match=match):
         dxdt.solve(prob, Tsit5(), events=[make()])
+
+
+def test_an_error_in_a_condition_or_affect_on_numpy_names_the_event():
+    """The NumPy backend let a condition's IndexError out raw, and any error of an affect
+    without saying whose it was (the JAX backend's translation names both)."""
+    prob = dxdt.ODEProblem(fall, [1.0, 0.5], (0.0, 2.0), np.array([0.5]))
+    level = dxdt.Event(lambda u, p, t: u[7] - 0.5, name="level")
+    with pytest.raises(ValueError, match=r"Event 'level': condition raised IndexError \(index 7"):
+        dxdt.solve(prob, Tsit5(), events=[level])
+
+    def grows(u, p, t):
+        u.resize(3, refcheck=False)
+
+    reset = dxdt.Event(lambda u, p, t: u[0] - 0.5, grows, name="reset")
+    with pytest.raises(ValueError, match="cannot resize") as info:
+        dxdt.solve(prob, Tsit5(), events=[reset])
+    assert any("affect of Event 'reset' at t=" in note for note in info.value.__notes__)
 
 
 def test_an_index_error_in_a_condition_or_affect_on_jax_names_the_event():
@@ -352,6 +370,7 @@ def test_a_complex_condition_or_an_affect_writing_p_is_refused_on_both_backends(
 @pytest.mark.parametrize("call, error, match", [
     (lambda: dxdt.Event(3.0), TypeError, "condition must be callable"),
     (lambda: dxdt.Event(floor, direction=2, name="d"), ValueError, "'d'.*direction"),
+    (lambda: dxdt.Event(floor, direction=np.array([1, 0]), name="d2"), ValueError, "'d2'.*direction"),
     (lambda: dxdt.Event(floor, terminal=0, name="n"), ValueError, "'n'.*terminal"),
     (lambda: dxdt.Event(floor, affect=1, name="a"), TypeError, "'a'.*affect"),
     (lambda: dxdt.TimeEvent([0.0, np.nan], None, name="bad"), ValueError, "'bad'.*non-finite"),

@@ -478,6 +478,11 @@ def test_bad_arguments_raise():
         F(jnp.ones(2), jnp.array([Z]))
     with pytest.raises(ValueError, match="p "):
         F(jnp.ones(1), (jnp.array([Z]),))
+    # complex values for a real problem: refused (their imaginary parts were dropped)
+    with pytest.raises(TypeError, match="u0 is complex but F was built for a real one"):
+        F(jnp.ones(1) + 1j, jnp.array([Z]))
+    with pytest.raises(TypeError, match="p is complex"):
+        F(jnp.ones(1), jnp.array([Z + 1j]))
     pair = sens.jax_solve(prob.remake(p=(Z, 1.0)), adjoint="backsolve")  # the same leaves, a list for a tuple:
     with pytest.raises(ValueError, match=r"PyTreeDef\(\[\*, \*\]\) but F was built for PyTreeDef\(\(\*, \*\)\)"):
         pair(jnp.ones(1), [Z, 1.0])  # the message showed two equal descriptions

@@ -59,6 +59,8 @@ def test_prepared_rejects_other_shapes(lv_prepared):
     prob, prep = lv_prepared
     with pytest.raises(ValueError, match="shape"):
         prep(np.ones(3))
+    with pytest.raises(TypeError, match="target must be numbers .* got str"):  # (was "target has shape ()")
+        prep("ab")
     with pytest.raises(ValueError, match="structure"):
         prep((np.ones(2), np.ones(2)))
 
@@ -118,6 +120,15 @@ def test_choose_mode_by_dimensions():
     assert sens.choose_mode(problems.heat_1d(n=32), wrt="p")[0] == "reverse"  # m = 32
     mode, reason = sens.choose_mode(problems.heat_1d(n=256), wrt="p")
     assert mode == "reverse" and "256 target entries" in reason
+    assert sens.choose_mode(problems.lotka_volterra(), n_outputs=np.int64(3))[0] == "forward"
+    # the target checked as the operators check it (it reported "0 target entries")
+    no_p = dxdt.ODEProblem(lambda du, u, p, t: np.negative(u, out=du), [1.0], (0.0, 1.0))
+    with pytest.raises(ValueError, match="no parameters"):
+        sens.choose_mode(no_p)
+    with pytest.raises(TypeError, match="p must be"):
+        sens.choose_mode(no_p.remake(p="abc"))
+    with pytest.raises(ValueError, match="order"):
+        sens.choose_mode(problems.lotka_volterra(), order=True)
     # the crossover falls with the state size, as measured
     sizes = [2, 32, 256, 2048, 8192]
     from dxdt.sensitivity._mode import crossover
@@ -183,6 +194,7 @@ def test_a_failing_solve_is_explained_with_its_time_and_partial_solution(mode):
     "kwargs, error, match",
     [
         ({"wrt": "q"}, ValueError, "wrt"),
+        ({"wrt": np.array(["p"])}, ValueError, "wrt"),  # (was "unhashable type")
         ({"mode": "sideways"}, ValueError, "mode"),
         ({"adjoint": "magic"}, ValueError, "adjoint"),
         ({"rtol": -1.0}, ValueError, "rtol"),
@@ -406,6 +418,38 @@ def test_missing_data_dropped_with_nansum():
             np.testing.assert_allclose(grad, exact, rtol=1e-8)
     with pytest.raises(dxdt.SolverError, match=r"drops NaNs after arithmetic on them.*np\.where\(np\.isnan"):
         sens.gradient(lambda U: np.nansum((U - data) * (U - data)), prob, saveat=ts)
+
+
+def test_f_and_the_loss_get_a_dict_p_in_its_own_key_order():
+    """``rate, amp = p.values()`` (a dict read by position): the translation handed ``f``
+    and the loss the dict with its keys sorted, as JAX flattens it, so the JAX backend and
+    every operator solved another model (rate and amp swapped), silently; and a program
+    traced for one key order was found again for another. ``u' = -rate u + amp``:
+    ``u(1) = amp/rate + (u0 - amp/rate) e^{-rate}``, in either order of the keys."""
+    def f(du, u, p, t):
+        rate, amp = p.values()
+        du[:] = -rate * u + amp
+
+    def loss(U, p):
+        weight, _ = p.values()
+        return weight * np.sum(U**2)
+
+    u0 = np.array([1.0, 0.5])
+    for p in ({"rate": 0.5, "amp": 2.0}, {"amp": 0.5, "rate": 2.0}):
+        first, second = p.values()
+        exact = second / first + (u0 - second / first) * np.exp(-first)
+        prob = dxdt.ODEProblem(f, u0, (0.0, 1.0), p)
+        for backend in ("numpy", "jax"):
+            np.testing.assert_allclose(dxdt.solve(prob, Tsit5(), saveat=[1.0], backend=backend, **TIGHT).u[-1],
+                                       exact, rtol=1e-8)
+        # d/d(first) and d/d(second) of first * |u(1)|^2, by the chain rule on the closed form
+        du_dfirst = -second / first**2 * (1 - np.exp(-first)) - (u0 - second / first) * np.exp(-first)
+        du_dsecond = (1 - np.exp(-first)) / first
+        expected = [np.sum(exact**2) + first * 2 * np.sum(exact * du_dfirst),
+                    first * 2 * np.sum(exact * du_dsecond)]
+        grad = sens.gradient(loss, prob, Tsit5(), saveat=[1.0], **TIGHT)
+        assert list(grad) == list(p)
+        np.testing.assert_allclose([grad[k] for k in p], expected, rtol=1e-7)
 
 
 @pytest.mark.parametrize("mode", ["forward", "reverse"])

@@ -294,6 +294,7 @@ def test_progress_bar(capsys):
         ({"tspan": (0.0, np.inf)}, ValueError, "tspan"),
         ({"tspan": (0.0, "2")}, ValueError, "tspan"),
         ({"tspan": (0.0, 1 + 0j)}, ValueError, "tspan"),
+        ({"tspan": np.array([[0.0], [1.0]])}, ValueError, r"tspan .* shape \(2, 1\)"),  # (a raw TypeError)
         ({"f": lambda du, u: None}, TypeError, "f"),
         ({"f": lambda du, u, p, t, x: None}, TypeError, "f"),
         ({"f": 3}, TypeError, "f"),
@@ -329,6 +330,8 @@ def test_span_shorter_than_the_step_floor_is_refused_and_one_just_above_solves_o
         ({"rtol": 0}, ValueError, "rtol"),
         ({"atol": np.nan}, ValueError, "atol"),
         ({"atol": np.ones(3)}, ValueError, "atol"),
+        ({"atol": np.array(["a", "b"])}, TypeError, "atol must be"),  # (NumPy's "could not convert string")
+        ({"atol": [1e-8, 1e-8j]}, TypeError, "atol must be"),
         ({"dt": 0.0}, ValueError, "dt"),
         ({"dt": -0.1}, ValueError, "dt"),
         ({"saveat": [0.5, 11.0]}, ValueError, "saveat"),
@@ -349,6 +352,21 @@ def test_span_shorter_than_the_step_floor_is_refused_and_one_just_above_solves_o
 def test_bad_solve_arguments(kwargs, error, match):
     with pytest.raises(error, match=match):
         dxdt.solve(LV, Tsit5(), **kwargs)
+
+
+@pytest.mark.parametrize("backend", ["numpy", "jax"])
+def test_zero_dimensional_steps_and_an_unbounded_step_budget_are_accepted_on_both_backends(backend):
+    """``dt`` as a 0-d array was refused (``rtol`` and ``atol`` accepted one); a
+    ``max_steps`` of ``2**63`` or more (a budget meaning "no limit") overflowed the JAX
+    backend's step counter and passed on the NumPy one: both read it as 2**62."""
+    import sys
+
+    fixed = dxdt.solve(LV, RK4(), dt=np.array(0.25), backend=backend)
+    np.testing.assert_allclose(fixed.t, np.linspace(0.0, 10.0, 41), rtol=1e-12)
+    for budget in (2**63, sys.maxsize, 10**30):
+        sol = dxdt.solve(LV, Tsit5(), max_steps=budget, saveat=[10.0], backend=backend)
+        assert sol.success
+        np.testing.assert_allclose(sol.u[-1], dxdt.solve(LV, Tsit5(), saveat=[10.0]).u[-1], rtol=1e-6)
 
 
 def test_bad_method_and_problem():
@@ -483,6 +501,30 @@ def test_an_f_that_changes_its_argument_p_is_refused_and_p_is_restored(backend):
     with pytest.raises((ValueError, TranslationError), match="changed its argument p|writing into p"):
         dxdt.solve(prob, Tsit5(), backend=backend)
     np.testing.assert_array_equal(prob.p, [1.0, 2.0])
+
+
+def test_an_object_array_p_is_passed_to_f_on_numpy_and_named_on_the_jax_paths():
+    """``p`` of dtype object (a list mixing Python numbers and arrays, say) crashed both
+    backends inside dxdt's check that f left p alone (``isnan`` on objects). The NumPy
+    backend passes it to f as given and still catches writes into it; the JAX paths name
+    its dtype and the conversion."""
+    def f(du, u, p, t):
+        du[:] = -p[0] * u
+
+    p = np.array([1.0, 2.0], dtype=object)
+    prob = dxdt.ODEProblem(f, np.array([1.0, 0.5]), (0.0, 1.0), p)
+    sol = dxdt.solve(prob, Tsit5(), saveat=[1.0])
+    np.testing.assert_allclose(sol.u[-1], np.exp(-1.0) * prob.u0, rtol=1e-5)
+    with pytest.raises(TypeError, match="dtype object: convert it with np.asarray"):
+        dxdt.solve(prob, Tsit5(), backend="jax")
+
+    def writes(du, u, p, t):
+        p[1] = 5.0
+        du[:] = -u
+
+    with pytest.raises(ValueError, match="changed its argument p"):
+        dxdt.solve(prob.remake(f=writes), Tsit5())
+    assert p[1] == 2.0
 
 
 def test_zero_dimensional_arrays_are_numbers_for_the_tolerances():

@@ -426,6 +426,17 @@ def test_scipy_special_functions_are_translated_by_jax_scipy_special():
         to_jax(bessel, u, 1.5)(u, 1.5, 0.0)
 
 
+def test_a_ufunc_at_without_a_scatter_needs_constant_indices():
+    """``np.divide.at`` (applied in rounds of distinct positions) with indices computed in
+    ``f``: a TranslationError naming the line (it was a raw AttributeError)."""
+    def f(du, u, p, t):
+        du[:] = 1.0
+        np.divide.at(du, np.argsort(u), u)
+
+    with pytest.raises(TranslationError, match=r"np.divide.at with indices that depend on u.*np.divide.at\(du"):
+        to_jax(f, np.array([0.3, 0.1, 0.2]))(jnp.array([0.3, 0.1, 0.2]), None, 0.0)
+
+
 def test_random_numbers_inside_f_are_refused():
     def f(du, u, p, t):
         du[:] = -u + 0.1 * np.random.normal(size=u.shape)
@@ -451,6 +462,20 @@ def test_arrays_made_by_numpy_constructors_inside_f_hold_traced_values():
 def test_wrong_number_of_parameters_is_a_type_error():
     with pytest.raises(TypeError, match="positional parameters"):
         to_jax(lambda du, u: None, np.ones(2), None)
+
+
+def test_bad_arguments_of_to_jax_are_named_before_any_call():
+    """``to_jax`` took ``f=None``, ``u0=None`` and ``duplicate_closure='x'`` and failed (or
+    not) only when the result was called."""
+    f = lambda du, u, p, t: np.negative(u, out=du)  # noqa: E731
+    with pytest.raises(TypeError, match="f must be callable"):
+        to_jax(None, np.ones(2))
+    with pytest.raises(TypeError, match="u0 must be an example state"):
+        to_jax(f, None)
+    with pytest.raises(TypeError, match="duplicate_closure must be True or False"):
+        to_jax(f, np.ones(2), duplicate_closure="x")
+    with pytest.raises(TypeError, match="p must be .* an array of dtype object: convert it"):
+        to_jax(f, np.ones(2), np.array([1.0, 2.0], dtype=object))
 
 
 # ------------------------------------------------------------- why duplication matters

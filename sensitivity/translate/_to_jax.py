@@ -30,12 +30,15 @@ def check_parameters(p: Any) -> None:
         except Exception:  # e.g. a ragged sequence
             kind = "O"
         if kind not in "biufc":
-            hint = (": pass its fields as a dict (dataclasses.asdict(p) or vars(p)) and read them in f as "
-                    "p['name'], or as a NamedTuple" if hasattr(p, "__dict__") or hasattr(p, "__dataclass_fields__")
-                    else "")
+            if isinstance(p, np.ndarray):  # (an object array: a list mixing types, say)
+                got, hint = f"an array of dtype {p.dtype}", ": convert it with np.asarray(p, dtype=float)"
+            else:
+                got = type(p).__name__
+                hint = (": pass its fields as a dict (dataclasses.asdict(p) or vars(p)) and read them in f "
+                        "as p['name'], or as a NamedTuple"
+                        if hasattr(p, "__dict__") or hasattr(p, "__dataclass_fields__") else "")
             raise TypeError(f"p must be None, a number, an array, or a tuple, list, dict or NamedTuple of "
-                            f"them (a pytree) for the JAX backend and the sensitivities; got "
-                            f"{type(p).__name__}{hint}")
+                            f"them (a pytree) for the JAX backend and the sensitivities; got {got}{hint}")
 
 
 class TranslatedFunction:
@@ -61,8 +64,9 @@ class TranslatedFunction:
         the compiled code; compiled-code caches check them before reuse).
     """
 
-    def __init__(self, f, inplace: bool, shape, dtype, duplicate_closure: bool):
+    def __init__(self, f, inplace: bool, shape, dtype, duplicate_closure: bool, p_order=None):
         self.f = f
+        self.p_order = p_order  # the key order of p's dicts (JAX sorts them): f gets p as given
         self.inplace = inplace
         self.shape = shape
         self.dtype = dtype
@@ -81,7 +85,7 @@ class TranslatedFunction:
             self.n_traces += 1
         return _trace.run(
             self.f, u, p, t, inplace=self.inplace, duplicate_closure=self.duplicate_closure,
-            reads=self.constant_reads,
+            reads=self.constant_reads, p_order=self.p_order,
         )
 
     def __repr__(self) -> str:
@@ -142,10 +146,19 @@ def to_jax(f: Callable, u0: Any, p: Any = None, *, duplicate_closure: bool = Tru
     traced values to Python scalars (``float()``, ``math.fsum``, ``if``/``while`` on array
     values) raise :class:`TranslationError`.
     """
+    from ..._checks import check_flag
+
+    if not callable(f):
+        raise TypeError(f"f must be callable as f(du, u, p, t) or f(u, p, t), got {type(f).__name__}")
+    duplicate_closure = check_flag("duplicate_closure", duplicate_closure)
     load_jax()
     check_parameters(p)
     u0 = np.asarray(u0)
-    return TranslatedFunction(f, is_inplace(f), tuple(u0.shape), u0.dtype, duplicate_closure)
+    if u0.dtype.kind not in "iufc":
+        raise TypeError(f"u0 must be an example state (a numeric array), got {type(u0).__name__} of dtype {u0.dtype}")
+    from ._trace import key_orders
+
+    return TranslatedFunction(f, is_inplace(f), tuple(u0.shape), u0.dtype, duplicate_closure, key_orders(p))
 
 
 class _PrivateCopies(AbstractArrayReplacer):

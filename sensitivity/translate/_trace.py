@@ -95,7 +95,40 @@ def _warn_stale(buffers: list[Buffer], name: str) -> None:
             )
 
 
-def run(f, u, p, t, *, inplace: bool, duplicate_closure: bool, reads: list | None = None):
+def key_orders(p):
+    """The insertion order of the keys of every plain dict in the pytree ``p`` (a nested
+    record; None where there is no dict), for :func:`in_key_order`."""
+    if type(p) is dict:
+        return tuple(p), {key: key_orders(value) for key, value in p.items()}
+    if isinstance(p, (list, tuple)):
+        orders = [key_orders(item) for item in p]
+        return orders if any(order is not None for order in orders) else None
+    return None
+
+
+def in_key_order(p, orders):
+    """``p`` with its dicts' keys in the order ``orders`` recorded (see :func:`key_orders`).
+
+    JAX sorts a dict's keys when it flattens one (every ``jit`` boundary, every
+    ``tree_map``), so ``f`` was handed ``{"amp": .., "rate": ..}`` for the user's
+    ``{"rate": .., "amp": ..}``: ``rate, amp = p.values()`` read them swapped, silently. The
+    contract passes ``p`` to ``f`` as given."""
+    if orders is None:
+        return p
+    if isinstance(orders, tuple) and type(p) is dict:
+        keys, inner = orders
+        if set(keys) != set(p):
+            return p
+        return {key: in_key_order(p[key], inner[key]) for key in keys}
+    if isinstance(orders, list) and isinstance(p, (list, tuple)) and len(p) == len(orders):
+        items = [in_key_order(item, order) for item, order in zip(p, orders)]
+        if hasattr(p, "_fields"):  # a NamedTuple
+            return type(p)(*items)
+        return type(p)(items)
+    return p
+
+
+def run(f, u, p, t, *, inplace: bool, duplicate_closure: bool, reads: list | None = None, p_order=None):
     """Execute ``f`` once on traced ``u``, ``p``, ``t``; return ``du`` as a JAX array.
 
     Parameters
@@ -111,6 +144,8 @@ def run(f, u, p, t, *, inplace: bool, duplicate_closure: bool, reads: list | Non
         read-only constants (False).
     reads : list, optional
         Extended with the :class:`ConstantRead` records of this trace.
+    p_order : optional
+        The key order of ``p``'s dicts as the user gave them (:func:`key_orders`).
 
     Returns
     -------
@@ -127,19 +162,19 @@ def run(f, u, p, t, *, inplace: bool, duplicate_closure: bool, reads: list | Non
 
     try:
         with shape_errors_named(np.shape(u), p, getattr(f, "role", "f")):
-            return _run(f, u, p, t, inplace, duplicate_closure, reads)
+            return _run(f, u, p, t, inplace, duplicate_closure, reads, p_order)
     finally:
         forget_slices()
 
 
-def _run(f, u, p, t, inplace, duplicate_closure, reads):
+def _run(f, u, p, t, inplace, duplicate_closure, reads, p_order=None):
     shadows = _Shadows(SHADOW if duplicate_closure else FROZEN)
     # a function is always copied (its globals become an overlay, so that `global x; x = ...`
     # in f stores the traced value there, not in the user's module), and so are the dicts
     # and lists it reaches (a buffer allocated lazily into one stays in the copy)
     g = copy_structure(f, shadows, copy_root=isinstance(f, types.FunctionType), copy_containers=True)
     u_traced = _input(u, "u")
-    p_traced = jax.tree_util.tree_map(lambda leaf: _input(leaf, "p"), p)
+    p_traced = in_key_order(jax.tree_util.tree_map(lambda leaf: _input(leaf, "p"), p), p_order)
     t_traced = _input(t)
     name = getattr(f, "__qualname__", type(f).__qualname__).replace("<locals>.", "")
     if inplace:
@@ -168,15 +203,20 @@ def _run(f, u, p, t, inplace, duplicate_closure, reads):
 
 
 def call(fn, args: tuple, *, duplicate_closure: bool = True, reads: list | None = None,
-         owner: int = 1):
+         owner: int = 1, orders: tuple | None = None):
     """Execute a NumPy function (a loss) on traced stand-ins for the JAX ``args``.
 
     Closure arrays are shadowed as for :func:`run`; returns the result as a JAX value.
     ``reads`` is extended with the constants read (as callable number ``owner``).
+    ``orders``: the key orders of the arguments' dicts as the user gave them (see
+    :func:`in_key_order`), one per argument (None: as they come).
     """
     shadows = _Shadows(SHADOW if duplicate_closure else FROZEN)
+    inputs = jax.tree_util.tree_map(_input, args)
+    if orders is not None:
+        inputs = tuple(in_key_order(a, order) for a, order in zip(inputs, orders))
     try:
-        result = operand(copy_structure(fn, shadows)(*jax.tree_util.tree_map(_input, args)))
+        result = operand(copy_structure(fn, shadows)(*inputs))
     finally:
         forget_slices()
     _warn_stale(shadows.buffers, getattr(fn, "__qualname__", type(fn).__qualname__))
