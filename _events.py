@@ -201,6 +201,30 @@ def check_condition_value(event: Event, value) -> float:
                         f"got {type(value).__name__}") from err
 
 
+def condition_values(events, continuous, u: np.ndarray, p, t: float) -> list[float]:
+    """The conditions ``events[i]``, ``i`` in ``continuous``, at ``(u, p, t)`` (on a copy
+    of ``u``); a shape error or a value that is no real scalar is an error naming the
+    event (bad input: the NumPy backend checks so at ``t0`` before solving)."""
+    from ._checks import shape_errors_named
+
+    values = []
+    for i in continuous:
+        event = events[i]
+        with named_in_errors(event, "condition", t), \
+                shape_errors_named(u.shape, p, f"{event._label()}: condition"):
+            values.append(check_condition_value(event, event.condition(u.copy(), p, t)))
+    return values
+
+
+def nan_condition_message(event, t: float) -> str:
+    """The failure (status ``"nonfinite"``, both backends) of a condition that is NaN at
+    the start: no sign change can follow, so the event could never fire; solving on would
+    miss it silently. (A failure, not an error: the NaN comes from ``p``, which a fit may
+    move there.)"""
+    return (f"{event._label()}: condition(u, p, t) is nan at t={t:.6g}: no sign change can follow, so the "
+            "event could never fire; the solve stops there. Check the condition and p.")
+
+
 def apply_affect(event, u: np.ndarray, buffer: np.ndarray, p, t: float) -> bool:
     """Apply ``event.affect`` in place to ``u`` through ``buffer`` (a private copy).
 

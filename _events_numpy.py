@@ -33,8 +33,8 @@ from collections import deque
 
 import numpy as np
 
-from ._checks import shape_errors_named
-from ._events import Event, TimeEvent, apply_affect, check_condition_value, named_in_errors, nonfinite_affect_message
+from ._events import (Event, TimeEvent, apply_affect, check_condition_value, condition_values,
+                      nan_condition_message, nonfinite_affect_message)
 from .solvers._controller import EPS as _EPS
 
 INTERIOR_POINTS = 10  # sign checks inside a step: DifferentialEquations.jl's interp_points
@@ -82,11 +82,7 @@ class EventSet:
     def __init__(self, events: tuple, u0: np.ndarray, p, tspan: tuple[float, float]):
         self.events = events
         self.continuous, self.times = schedule(events, p, tspan)
-        for i in self.continuous:
-            event = events[i]
-            with named_in_errors(event, "condition", tspan[0]), \
-                    shape_errors_named(u0.shape, p, f"{event._label()}: condition"):
-                check_condition_value(event, event.condition(u0.copy(), p, tspan[0]))
+        condition_values(events, self.continuous, u0, p, tspan[0])
 
     def start(self, ws, saver, f, p, t0: float, t1: float, interpolant) -> "Locator":
         """A locator bound to one run of an executor (fires events due at ``t0``);
@@ -194,6 +190,9 @@ class Locator:
             self.restart = True
             self.fire(t0)
         self._condition_values(t0, self.g_left)
+        nan = [i for j, i in enumerate(spec.continuous) if np.isnan(self.g_left[j])]
+        if nan and self.status == "success":
+            self.status, self.message = "nonfinite", nan_condition_message(self.events[nan[0]], t0)
 
     def _due(self, i: int, t: float) -> bool:
         ts, k = self.spec.times[i], self.next_time[i]

@@ -217,7 +217,8 @@ class _SolveFunction:
                 raise SolverError(f"jax_solve: {self.changed}: build F again at these values "
                                   "(inside a trace the rows are NaN)")
             status = STATUS_CODES.get(code, "nonfinite")
-            why = self.planner.message if self.planner is not None and self.planner.message else _HINTS[status]
+            why = self.planner.message.rstrip(".") if self.planner is not None and self.planner.message \
+                else _HINTS[status]
             sol = None if self.diagnose is None else self.diagnose(np.asarray(u0, self._dtype), to_numpy(p))
             if sol is not None and not sol.success:
                 why = sol.message.rstrip(".")

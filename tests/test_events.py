@@ -319,6 +319,38 @@ def test_bad_condition_or_affect_names_the_event(make, error, match):
         dxdt.solve(prob, Tsit5(), events=[make()])
 
 
+def test_a_condition_that_is_nan_at_the_start_fails_the_solve_on_both_backends():
+    """A condition NaN at ``t0`` (here from a parameter outside its domain) cannot change
+    sign: both backends solved on and never fired the event, silently. Now the solve
+    fails with status "nonfinite" at ``t0``, naming the event; under ``jax.vmap`` of
+    ``jax_solve`` only that member is NaN."""
+    import jax
+    import jax.numpy as jnp
+
+    from dxdt import sensitivity as sens
+
+    def decay(du, u, p, t):
+        du[:] = -u
+
+    level = dxdt.Event(lambda u, p, t: np.log(np.abs(p[0])) * np.sqrt(p[0]) - u[0],
+                       lambda u, p, t: u.__setitem__(0, u[0] + 1.0), name="level")
+    bad = dxdt.ODEProblem(decay, np.array([1.0]), (0.0, 2.0), np.array([-1.0]))
+    with np.errstate(invalid="ignore"):
+        for backend in ("numpy", "jax"):
+            sol = dxdt.solve(bad, Tsit5(), events=[level], backend=backend)
+            assert sol.status == "nonfinite" and "Event 'level'" in sol.message and "nan at t=0" in sol.message
+            np.testing.assert_array_equal(sol.t, [0.0])
+        with pytest.raises(dxdt.SolverError, match="Event 'level'.*nan"):
+            sens.gradient(lambda u: np.sum(u), bad, Tsit5(), events=[level], saveat=[2.0])
+        F = sens.jax_solve(bad.remake(p=np.array([2.0])), Tsit5(), events=[level], saveat=[2.0])
+        rows = jax.vmap(lambda q: F(jnp.ones(1), q))(jnp.array([[2.0], [-1.0]]))
+    # u = e^-t reaches c at -ln c, jumps to c + 1, decays back to c after ln((c + 1) / c), ...
+    c = np.log(2.0) * np.sqrt(2.0)
+    last = -np.log(c) + np.log((c + 1) / c) * np.floor((2.0 + np.log(c)) / np.log((c + 1) / c))
+    np.testing.assert_allclose(rows[0, 0, 0], (c + 1.0) * np.exp(-(2.0 - last)), rtol=1e-5)
+    assert np.isnan(rows[1]).all()
+
+
 def test_an_error_in_a_condition_or_affect_on_numpy_names_the_event():
     """The NumPy backend let a condition's IndexError out raw, and any error of an affect
     without saying whose it was (the JAX backend's translation names both)."""
