@@ -32,7 +32,7 @@ from collections import deque
 import numpy as np
 
 from ._backend_numpy import RawSolution, progress_bar
-from ._events import condition_values, inplace_condition, nan_condition_message, nonfinite_affect_message
+from ._events import inplace_condition, nonfinite_affect_message
 from ._events_numpy import ZENO_COUNT, is_zeno, next_clip, schedule, zeno_message
 from .sensitivity._options import STATUS_CODES
 from .solvers import AbstractStabilized
@@ -329,11 +329,6 @@ class _Solve:
         due = self._due(t)
         if due:
             self._fire(t, due)
-        if self.status == "success" and self.continuous:  # (as the NumPy backend's Locator)
-            values = condition_values(self.events, self.continuous, self.u, self.user_p, t)
-            nan = [i for i, value in zip(self.continuous, values) if np.isnan(value)]
-            if nan:
-                self.status, self.message = "nonfinite", nan_condition_message(self.events[nan[0]], t)
         dt0 = self.dt0 if self.dt0 is not None else 0.0  # 0: the chunk chooses (Hairer & Wanner)
         m, f64 = len(self.continuous), np.float64
         while self.status == "success" and (self.t1 - t) * self.direction > 0:
