@@ -76,7 +76,7 @@ from ._ode import SolveOptions, odeint
 from ._strategies import checkpoint_stiffness, loss_code
 from .translate import duplicate, to_jax
 from .translate._fingerprint import content_digest, reach
-from .translate._trace import call, key_orders
+from .translate._trace import call
 
 
 
@@ -222,7 +222,7 @@ def traced_times(times: Callable, p, dtype=None):
     return jnp.asarray(value, dtype)
 
 
-def translate_event_loss(loss: Callable, duplicate_closure: bool, p_order=None) -> Callable:
+def translate_event_loss(loss: Callable, duplicate_closure: bool, p_like=None) -> Callable:
     """``L(U, p, t_events)`` for ``loss(u[, p])`` or ``loss(u[, p], *, t_events)``."""
     try:
         parameters = inspect.signature(loss).parameters
@@ -230,7 +230,7 @@ def translate_event_loss(loss: Callable, duplicate_closure: bool, p_order=None) 
         parameters = {}
     wants = "t_events" in parameters and parameters["t_events"].kind == inspect.Parameter.KEYWORD_ONLY
     if not wants:
-        plain = translate_loss(loss, duplicate_closure, p_order)
+        plain = translate_loss(loss, duplicate_closure, p_like)
         return lambda U, p, t_events: plain(U, p)
     n = _required_positional(loss)
     if n not in (1, 2):
@@ -731,7 +731,7 @@ class EventOperator:
         self._signature = describe(target.select(prob.u0, prob.p))
         self._g = to_jax(prob.f, prob.u0, prob.p, duplicate_closure=duplicate_closure)
         self._estimate = translate_eigen_est(options.method)
-        self._loss = None if loss is None else translate_event_loss(loss, duplicate_closure, key_orders(prob.p))
+        self._loss = None if loss is None else translate_event_loss(loss, duplicate_closure, prob.p)
         self._conditions, self._affects = translate_events(events, prob.u0, prob.p, duplicate_closure)
         self._plan, self._prepared, self._built = None, None, []
         self._requested = prob

@@ -14,7 +14,7 @@ from typing import Callable
 from .._problem import positional_parameters
 from ._jax import load_jax
 from .translate._closure import _global_names, _user_function
-from .translate._trace import call, in_key_order
+from .translate._trace import call, in_order_of
 
 jax, jnp = load_jax()
 
@@ -31,7 +31,7 @@ class TranslatedLoss:
         Closure arrays of a NumPy loss read by the traces (see ``TranslatedFunction``).
     """
 
-    def __init__(self, loss: Callable, duplicate_closure: bool = True, p_order=None):
+    def __init__(self, loss: Callable, duplicate_closure: bool = True, p_like=None):
         n = _required_positional(loss)
         if n not in (1, 2):
             raise TypeError(
@@ -42,17 +42,17 @@ class TranslatedLoss:
             raise TypeError("the loss takes t_events, the times of events, but no events were given: pass "
                             "events=[...] to the operator, or drop t_events from the loss")
         self.loss, self.n_args, self.duplicate_closure = loss, n, duplicate_closure
-        self.p_order = p_order  # p's dicts in the user's key order (see translate._trace.in_key_order)
+        self.p_like = p_like  # the problem's p: the loss gets p's dicts in its key order
         self.pure_jax = _refers_to_jax(loss)
         self.constant_reads: list = []
 
     def __call__(self, U, p):
-        args = (U,) if self.n_args == 1 else (U, p)
+        args = (U,) if self.n_args == 1 else (U, in_order_of(p, self.p_like))
         if self.pure_jax:
-            value = self.loss(*args[:1], *(in_key_order(p, self.p_order),) * (self.n_args - 1))
+            value = self.loss(*args)
         else:
             value = call(self.loss, args, duplicate_closure=self.duplicate_closure,
-                         reads=self.constant_reads, orders=(None, self.p_order))
+                         reads=self.constant_reads, likes=(None, self.p_like))
         if value is None or isinstance(value, (str, bytes)):
             raise TypeError(f"loss must return a real scalar, got {type(value).__name__}")
         value = jnp.asarray(value)
@@ -64,10 +64,10 @@ class TranslatedLoss:
         return value
 
 
-def translate_loss(loss: Callable, duplicate_closure: bool = True, p_order=None) -> TranslatedLoss:
+def translate_loss(loss: Callable, duplicate_closure: bool = True, p_like=None) -> TranslatedLoss:
     """``L(U, p) -> scalar`` for ``loss(u)`` or ``loss(u, p)`` (``U``: the saved trajectory;
-    ``p_order``: the key order of the user's dicts in ``p``, ``translate._trace.key_orders``)."""
-    return TranslatedLoss(loss, duplicate_closure, p_order)
+    ``p_like``: the problem's ``p``, whose dicts' key order the loss gets)."""
+    return TranslatedLoss(loss, duplicate_closure, p_like)
 
 
 def _takes_event_times(fn: Callable) -> bool:

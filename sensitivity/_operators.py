@@ -25,10 +25,10 @@ from ..solvers import AbstractStabilized, Tsit5
 from . import _compiled
 from ._jax import load_jax
 from ._loss import translate_loss
-from .translate._trace import key_orders
 from ._mode import choose_mode, forward_instead_of_adjoint, reverse_for_stabilized, target_size
 from ._options import BACKSOLVE_DOUBTFUL, BACKSOLVE_MISMATCH, DERIVATIVE_NONFINITE, STATUS_CODES, SolveOptions, raise_on_failure
-from ._target import Target, check_has_parameters, check_wrt, describe, flat_order, in_order_of, nonfinite_argument, to_numpy
+from .translate._trace import in_order_of
+from ._target import Target, check_has_parameters, check_wrt, describe, flat_order, nonfinite_argument, to_numpy
 
 jax, jnp = load_jax()
 
@@ -361,7 +361,7 @@ def prepare(op: str, *args, method=None, saveat=None, rtol=1e-6, atol=1e-8,
     from ._estimate import translate_eigen_est, with_estimate
     from .translate import to_jax
 
-    L = None if loss is None else translate_loss(loss, duplicate_closure, key_orders(prob.p))
+    L = None if loss is None else translate_loss(loss, duplicate_closure, prob.p)
     dtype = prob.u0.dtype
     f64 = np.float64
     context = (np.array(prob.u0), _numpy_tree(prob.p, dtype), f64(prob.tspan[0]),

@@ -43,18 +43,6 @@ def to_numpy(tree: Any) -> Any:
     return jax.tree_util.tree_map(lambda x: np.asarray(x), tree)
 
 
-def in_order_of(tree: Any, like: Any) -> Any:
-    """``tree`` (shaped like ``like``, possibly with more leading axes per leaf) with its
-    dicts in the key order of ``like``'s: JAX flattens dicts in sorted key order and
-    rebuilds them so, but a gradient is read in the order the user wrote ``p``."""
-    if isinstance(tree, dict) and isinstance(like, dict) and tree.keys() == like.keys():
-        return {k: in_order_of(tree[k], like[k]) for k in like}
-    if isinstance(tree, (tuple, list)) and isinstance(like, (tuple, list)) and len(tree) == len(like):
-        items = [in_order_of(a, b) for a, b in zip(tree, like)]
-        return type(tree)(*items) if hasattr(tree, "_fields") else type(tree)(items)
-    return tree
-
-
 def flat_order(like: Any) -> np.ndarray | None:
     """The permutation taking a flattened target (``ravel_pytree``: dict keys sorted) to the
     order of ``like``'s own keys; None where they agree (no dict out of order)."""

@@ -227,7 +227,7 @@ def integrate(
                 # fails the step as a non-finite stage would (on the JAX backend they are
                 # stages of the step itself), never NaN rows after a "success"
                 nfev += saver._extra_stages(t, dt, f, p)
-                finite = saver.extra_stages_finite()
+                finite = is_finite(k[s:].sum())
             if not finite or err_norm > 1.0:
                 nreject += 1
                 rejected_last = True
@@ -254,7 +254,7 @@ def integrate(
         else:
             if has_extra and saver.needs_extra_stages(t + dt, direction):
                 nfev += saver._extra_stages(t, dt, f, p)
-                if not saver.extra_stages_finite():
+                if not is_finite(k[s:].sum()):
                     status = "nonfinite_fixed"
                     break
             if not is_finite(u_new.sum()):
@@ -312,7 +312,6 @@ class _Saver:
         self.extra_ready = False
         # dense output, or continuous events (located on the interpolant): every step
         self.always_interpolates = dense
-        self.is_finite = cmath.isfinite if ws.u.dtype.kind == "c" else math.isfinite
         self.dense = DenseOutput(shape, ws.u.dtype, tableau.interp.shape[1], (t0, ws.u)) if dense else None
         self.every_step = saveat is None or dense
         if saveat is None:
@@ -333,10 +332,6 @@ class _Saver:
         """Whether the step ending at ``t_end`` reads its interpolant (dense output, or a
         save time inside it) and so needs the interpolation-only stages."""
         return self.always_interpolates or (self.next_time - t_end) * direction < 0
-
-    def extra_stages_finite(self) -> bool:
-        """Whether the interpolation-only stages evaluated last are all finite."""
-        return self.is_finite(self.ws.k[self.tableau.stages:].sum())
 
     def _extra_stages(self, t, dt, f, p) -> int:
         """Evaluate the interpolation-only stages (Verner) for this step, unless done

@@ -64,9 +64,9 @@ class TranslatedFunction:
         the compiled code; compiled-code caches check them before reuse).
     """
 
-    def __init__(self, f, inplace: bool, shape, dtype, duplicate_closure: bool, p_order=None):
+    def __init__(self, f, inplace: bool, shape, dtype, duplicate_closure: bool, p_like=None):
         self.f = f
-        self.p_order = p_order  # the key order of p's dicts (JAX sorts them): f gets p as given
+        self.p_like = p_like  # the example p: f gets p's dicts in its key order (JAX sorts them)
         self.inplace = inplace
         self.shape = shape
         self.dtype = dtype
@@ -85,7 +85,7 @@ class TranslatedFunction:
             self.n_traces += 1
         return _trace.run(
             self.f, u, p, t, inplace=self.inplace, duplicate_closure=self.duplicate_closure,
-            reads=self.constant_reads, p_order=self.p_order,
+            reads=self.constant_reads, p_like=self.p_like,
         )
 
     def __repr__(self) -> str:
@@ -156,9 +156,7 @@ def to_jax(f: Callable, u0: Any, p: Any = None, *, duplicate_closure: bool = Tru
     u0 = np.asarray(u0)
     if u0.dtype.kind not in "iufc":
         raise TypeError(f"u0 must be an example state (a numeric array), got {type(u0).__name__} of dtype {u0.dtype}")
-    from ._trace import key_orders
-
-    return TranslatedFunction(f, is_inplace(f), tuple(u0.shape), u0.dtype, duplicate_closure, key_orders(p))
+    return TranslatedFunction(f, is_inplace(f), tuple(u0.shape), u0.dtype, duplicate_closure, p)
 
 
 class _PrivateCopies(AbstractArrayReplacer):

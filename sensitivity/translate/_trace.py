@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections import OrderedDict
+
 import types
 import warnings
 
@@ -95,40 +97,22 @@ def _warn_stale(buffers: list[Buffer], name: str) -> None:
             )
 
 
-def key_orders(p):
-    """The insertion order of the keys of every plain dict in the pytree ``p`` (a nested
-    record; None where there is no dict), for :func:`in_key_order`."""
-    if type(p) is dict:
-        return tuple(p), {key: key_orders(value) for key, value in p.items()}
-    if isinstance(p, (list, tuple)):
-        orders = [key_orders(item) for item in p]
-        return orders if any(order is not None for order in orders) else None
-    return None
+def in_order_of(tree, like):
+    """``tree`` (shaped like ``like``, possibly with more leading axes per leaf) with its
+    dicts in the key order of ``like``'s: JAX flattens dicts in sorted key order and
+    rebuilds them so (every ``jit`` boundary, every ``tree_map``), but ``f`` and a loss get
+    ``p`` as the user gave it (``rate, amp = p.values()`` read them swapped, silently), and
+    a gradient is read in the order the user wrote ``p``."""
+    if isinstance(tree, dict) and isinstance(like, dict) and tree.keys() == like.keys():
+        ordered = ((k, in_order_of(tree[k], like[k])) for k in like)
+        return type(tree)(ordered) if type(tree) is OrderedDict else dict(ordered)
+    if isinstance(tree, (tuple, list)) and isinstance(like, (tuple, list)) and len(tree) == len(like):
+        items = [in_order_of(a, b) for a, b in zip(tree, like)]
+        return type(tree)(*items) if hasattr(tree, "_fields") else type(tree)(items)
+    return tree
 
 
-def in_key_order(p, orders):
-    """``p`` with its dicts' keys in the order ``orders`` recorded (see :func:`key_orders`).
-
-    JAX sorts a dict's keys when it flattens one (every ``jit`` boundary, every
-    ``tree_map``), so ``f`` was handed ``{"amp": .., "rate": ..}`` for the user's
-    ``{"rate": .., "amp": ..}``: ``rate, amp = p.values()`` read them swapped, silently. The
-    contract passes ``p`` to ``f`` as given."""
-    if orders is None:
-        return p
-    if isinstance(orders, tuple) and type(p) is dict:
-        keys, inner = orders
-        if set(keys) != set(p):
-            return p
-        return {key: in_key_order(p[key], inner[key]) for key in keys}
-    if isinstance(orders, list) and isinstance(p, (list, tuple)) and len(p) == len(orders):
-        items = [in_key_order(item, order) for item, order in zip(p, orders)]
-        if hasattr(p, "_fields"):  # a NamedTuple
-            return type(p)(*items)
-        return type(p)(items)
-    return p
-
-
-def run(f, u, p, t, *, inplace: bool, duplicate_closure: bool, reads: list | None = None, p_order=None):
+def run(f, u, p, t, *, inplace: bool, duplicate_closure: bool, reads: list | None = None, p_like=None):
     """Execute ``f`` once on traced ``u``, ``p``, ``t``; return ``du`` as a JAX array.
 
     Parameters
@@ -144,8 +128,8 @@ def run(f, u, p, t, *, inplace: bool, duplicate_closure: bool, reads: list | Non
         read-only constants (False).
     reads : list, optional
         Extended with the :class:`ConstantRead` records of this trace.
-    p_order : optional
-        The key order of ``p``'s dicts as the user gave them (:func:`key_orders`).
+    p_like : optional
+        ``p`` as the user gave it: ``f`` gets its dicts in that key order (:func:`in_order_of`).
 
     Returns
     -------
@@ -162,19 +146,19 @@ def run(f, u, p, t, *, inplace: bool, duplicate_closure: bool, reads: list | Non
 
     try:
         with shape_errors_named(np.shape(u), p, getattr(f, "role", "f")):
-            return _run(f, u, p, t, inplace, duplicate_closure, reads, p_order)
+            return _run(f, u, p, t, inplace, duplicate_closure, reads, p_like)
     finally:
         forget_slices()
 
 
-def _run(f, u, p, t, inplace, duplicate_closure, reads, p_order=None):
+def _run(f, u, p, t, inplace, duplicate_closure, reads, p_like=None):
     shadows = _Shadows(SHADOW if duplicate_closure else FROZEN)
     # a function is always copied (its globals become an overlay, so that `global x; x = ...`
     # in f stores the traced value there, not in the user's module), and so are the dicts
     # and lists it reaches (a buffer allocated lazily into one stays in the copy)
     g = copy_structure(f, shadows, copy_root=isinstance(f, types.FunctionType), copy_containers=True)
     u_traced = _input(u, "u")
-    p_traced = in_key_order(jax.tree_util.tree_map(lambda leaf: _input(leaf, "p"), p), p_order)
+    p_traced = in_order_of(jax.tree_util.tree_map(lambda leaf: _input(leaf, "p"), p), p_like)
     t_traced = _input(t)
     name = getattr(f, "__qualname__", type(f).__qualname__).replace("<locals>.", "")
     if inplace:
@@ -203,18 +187,18 @@ def _run(f, u, p, t, inplace, duplicate_closure, reads, p_order=None):
 
 
 def call(fn, args: tuple, *, duplicate_closure: bool = True, reads: list | None = None,
-         owner: int = 1, orders: tuple | None = None):
+         owner: int = 1, likes: tuple | None = None):
     """Execute a NumPy function (a loss) on traced stand-ins for the JAX ``args``.
 
     Closure arrays are shadowed as for :func:`run`; returns the result as a JAX value.
     ``reads`` is extended with the constants read (as callable number ``owner``).
-    ``orders``: the key orders of the arguments' dicts as the user gave them (see
-    :func:`in_key_order`), one per argument (None: as they come).
+    ``likes``: the arguments as the user gave them, one per argument (None: as they come),
+    whose dicts' key order the arguments get (:func:`in_order_of`).
     """
     shadows = _Shadows(SHADOW if duplicate_closure else FROZEN)
     inputs = jax.tree_util.tree_map(_input, args)
-    if orders is not None:
-        inputs = tuple(in_key_order(a, order) for a, order in zip(inputs, orders))
+    if likes is not None:
+        inputs = tuple(in_order_of(a, like) for a, like in zip(inputs, likes))
     try:
         result = operand(copy_structure(fn, shadows)(*inputs))
     finally:
