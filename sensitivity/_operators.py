@@ -232,13 +232,16 @@ def _options(method, rtol, atol, max_steps, u0_shape) -> SolveOptions:
     return SolveOptions(method, float(rtol), float(atol), _checks.check_max_steps(max_steps))
 
 
-def _resolve_mode(op, prob, wrt, mode, adjoint, n_outputs) -> tuple[str, str]:
+def _resolve_mode(op, prob, wrt, mode, adjoint, n_outputs) -> tuple[str, str, str]:
+    """``(chosen, reason, adjoint)``: the strategy ``mode`` names or ``"auto"`` picks."""
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
     if adjoint not in ADJOINTS:
         raise ValueError(f"adjoint must be one of {ADJOINTS}, got {adjoint!r}")
     order = 2 if op in ("hvp", "hessian") else 1
-    if mode == "auto":
+    if mode == "auto" and prob.u0.dtype.kind == "c" and order == 1:
+        chosen, reason, adjoint = _auto_for_complex(op, adjoint)
+    elif mode == "auto":
         chosen, reason = choose_mode(prob, wrt, n_outputs, order)
     else:
         chosen = mode if order == 1 else f"forward-over-{mode}"
@@ -249,7 +252,21 @@ def _resolve_mode(op, prob, wrt, mode, adjoint, n_outputs) -> tuple[str, str]:
             "adjoint='checkpoint' (the discrete adjoint) is not; use adjoint='interpolating' "
             "(forward-over-reverse) or mode='forward'"
         )
-    return chosen, reason
+    return chosen, reason, adjoint
+
+
+def _auto_for_complex(op: str, adjoint: str) -> tuple[str, str, str]:
+    """``mode="auto"`` on a complex state: the one strategy right for it, whatever the
+    dimensions (see :func:`_check_complex`). A gradient takes the discrete adjoint unless
+    another adjoint than the default was asked for (which then raises, naming it)."""
+    if op == "jacobian":
+        return "forward", "a complex state: forward mode (a reverse pass keeps only the real part of " \
+            "complex outputs)", adjoint
+    if adjoint == "interpolating":
+        adjoint = "checkpoint"
+    return "reverse", "a complex state: the discrete adjoint (adjoint='checkpoint'), the only strategy " \
+        "that differentiates complex states; the continuous adjoints and forward mode support real " \
+        "states only", adjoint
 
 
 def _widen(tree: Any) -> Any:
@@ -345,9 +362,9 @@ def prepare(op: str, *args, method=None, saveat=None, rtol=1e-6, atol=1e-8,
     check_has_parameters(prob, target.wrt)
     duplicate_closure = _checks.check_flag("duplicate_closure", duplicate_closure)
     n_outputs = len(saveat) * prob.u0.size if op == "jacobian" else 1
-    chosen, reason = _resolve_mode(op, prob, target.wrt, mode, adjoint, n_outputs)
+    chosen, reason, adjoint = _resolve_mode(op, prob, target.wrt, mode, adjoint, n_outputs)
     if (mode == "auto" and chosen.endswith("forward") and adjoint == "interpolating"
-            and isinstance(options.method, AbstractStabilized)):  # the adjoint it was measured with
+            and isinstance(options.method, AbstractStabilized) and prob.u0.dtype.kind != "c"):  # the adjoint it was measured with
         note = reverse_for_stabilized(target_size(prob, target.wrt), n_outputs)
         if note is not None:
             chosen, reason = chosen[: -len("forward")] + "reverse", reason + note

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from dxdt import problems
 from dxdt import sensitivity as sens
-from dxdt.solvers import Tsit5
+from dxdt.solvers import RKC, Tsit5
 from references import STRATEGIES, TIGHT, weighted_loss
 
 # --- every strategy on nonlinear problems, against finite differences --------------------
@@ -395,8 +395,15 @@ def test_complex_states_get_the_strategies_that_are_right_and_clear_errors_other
         np.testing.assert_allclose(g, [-2 * 1.25 * math.exp(-0.6), 0.0], atol=1e-9)
         J = sens.jacobian(prob, Tsit5(), saveat=[1.0], mode="forward", rtol=1e-10, atol=1e-12)
         np.testing.assert_allclose(J.ravel(), [-u1[0], -1j * u1[0]], rtol=1e-8)
+        # mode="auto" picks these strategies (it picked forward mode, which then raised)
+        prep = sens.prepare("gradient", loss, prob, Tsit5(), rtol=1e-10, atol=1e-12)
+        assert (prep.mode, prep.adjoint) == ("reverse", "checkpoint") and "complex state" in prep.reason
+        np.testing.assert_array_equal(prep(prob.p), g)
+        np.testing.assert_allclose(sens.jacobian(prob, Tsit5(), saveat=[1.0], rtol=1e-10, atol=1e-12), J, rtol=1e-14)
+        np.testing.assert_allclose(sens.jacobian(prob, RKC(), saveat=[1.0], rtol=1e-10, atol=1e-12).ravel(),
+                                   [-u1[0], -1j * u1[0]], rtol=1e-6)
         for call, match in [
-            (lambda: sens.gradient(loss, prob, Tsit5()), "mode='reverse', adjoint='checkpoint'"),
+            (lambda: sens.gradient(loss, prob, Tsit5(), adjoint="backsolve"), "mode='reverse', adjoint='checkpoint'"),
             (lambda: sens.gradient(loss, prob, Tsit5(), mode="forward"), "adjoint='checkpoint'"),
             (lambda: sens.jacobian(prob, Tsit5(), mode="reverse"), "mode='forward'"),
             (lambda: sens.hessian(loss, prob, Tsit5()), "complex state is not supported"),
