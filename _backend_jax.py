@@ -99,7 +99,8 @@ def _build(prob: ODEProblem, method, static: dict, args: dict, check: Callable |
             from .solvers._stabilized_diffrax import stabilized_counters
 
             counts = jnp.concatenate([counts, stabilized_counters(sol.sol).astype(counts.dtype)])
-        outputs = (sol.ts, sol.ys, code, counts, warning_record(method, sol.sol))
+        # the step the controller proposed last: the dt a failure's message names
+        outputs = (sol.ts, sol.ys, code, counts, warning_record(method, sol.sol), sol.next_step)
         return outputs + ((sol,) if static["dense"] else ())
 
     executable, meta = compile_function(run, *args.values(), flat=not static["dense"])
@@ -192,13 +193,13 @@ def integrate_jax(
     if save == "count":  # the solve itself; then the same solve again, saving its steps
         counted = _program(prob, method, dict(static, save="t1", dense=False), args, check)(*args.values())
         static.update(save="steps", max_steps=min(max_steps, steps_buffer(int(counted[3][0]))))
-    ts, ys, code, counts, record, *sol = _program(prob, method, static, args, check)(*args.values())
+    ts, ys, code, counts, record, next_dt, *sol = _program(prob, method, static, args, check)(*args.values())
     if counted is not None:  # the rows of the second pass, the outcome of the first
-        code, counts, record = counted[2], counted[3], counted[4]
+        code, counts, record, next_dt = counted[2], counted[3], counted[4], counted[5]
     for message in recorded_warnings(method, record, t0, t1):  # as the NumPy executor warns
         warnings.warn(message, RuntimeWarning, stacklevel=3)
     return _to_numpy(prob, method, saveat, dense, ts, ys, int(code), counts, sol, dt is None, max_steps,
-                     None if adaptive else float(args["dt0"]))
+                     None if adaptive else float(args["dt0"]), math.copysign(float(next_dt), t1 - t0))
 
 
 def steps_buffer(steps: int) -> int:
@@ -211,7 +212,7 @@ def steps_buffer(steps: int) -> int:
 
 
 def _to_numpy(prob, method, saveat, dense, ts, ys, code, counts, sol, auto_dt, max_steps,
-              fixed_dt: float | None = None) -> RawSolution:
+              fixed_dt: float | None = None, next_dt: float | None = None) -> RawSolution:
     if code == 0 and saveat is not None:  # every row filled
         t, u = ts, ys
     else:
@@ -231,7 +232,7 @@ def _to_numpy(prob, method, saveat, dense, ts, ys, code, counts, sol, auto_dt, m
     stats = stats_rule(method, auto_dt, fixed=fixed_dt is not None,
                        interpolant=saveat is not None or dense)(*counts.astype(np.int64).tolist())
     message = "" if status == "success" else jax_failure_message(status, t_end, fixed_dt, max_steps, prob.tspan[1],
-                                                                 method, u_end, prob.p)
+                                                                 method, u_end, prob.p, next_dt)
     dense_out = _DiffraxDense(sol[0], prob.tspan[0], t_end, prob.u0, prob.u0.dtype) if dense else None
     return RawSolution(t, u, stats, status, message, dense_out)
 
@@ -244,9 +245,10 @@ def rows_at_t0(saveat: np.ndarray, t0: float, u0: np.ndarray) -> tuple[np.ndarra
 
 
 def jax_failure_message(status: str, t_end: float, fixed_dt: float | None, max_steps: int, t1: float,
-                        method=None, u_end=None, p=None) -> str:
-    """The NumPy executor's message for a JAX solve that stopped at ``t_end``: with fixed
-    steps (``fixed_dt``), a non-finite state is reported for the step from ``t_end``; a
+                        method=None, u_end=None, p=None, next_dt: float | None = None) -> str:
+    """The NumPy executor's message for a JAX solve that stopped at ``t_end``, naming the
+    step the controller proposed last (``next_dt``, signed), or with fixed steps
+    (``fixed_dt``) reporting a non-finite state for the step from ``t_end``; a
     user's ``eigen_est`` that gives no bound at ``(u_end, p, t_end)`` is named instead of
     ``f`` (:func:`~dxdt.solvers._stabilized_executor.recheck_estimate`)."""
     if status == "nonfinite" and u_end is not None:
@@ -255,7 +257,7 @@ def jax_failure_message(status: str, t_end: float, fixed_dt: float | None, max_s
             return blamed
     if status == "nonfinite" and fixed_dt is not None:
         return failure_message("nonfinite_fixed", t_end, fixed_dt, max_steps, t1)
-    return failure_message(status, t_end, None, max_steps, t1)
+    return failure_message(status, t_end, fixed_dt if fixed_dt is not None else next_dt, max_steps, t1)
 
 
 def stats_rule(method, auto_dt: bool, fixed: bool = False, interpolant: bool = False):

@@ -102,7 +102,9 @@ def _from_batches(ens, first: ODEProblem) -> _Lanes:
     else:
         t0, t1 = np.full(n, prob.tspan[0]), np.full(n, prob.tspan[1])
     batched = ens._p is not None
-    shared = tree_map(lambda leaf, path: np.asarray(leaf), prob.p)  # as a solo JAX solve passes it
+    from ._backend_jax import as_numpy
+
+    shared = as_numpy(prob.p)  # as a solo JAX solve passes it (None stays None)
     return _Lanes(first, u0, ens._p if batched else shared, batched, t0, t1)
 
 
@@ -168,7 +170,7 @@ def _run(lanes: _Lanes, method, opts: dict, width: int) -> Iterator:
         by_index = np.argsort(idx, kind="stable")
         if not warned:
             warned = _warn_stabilized(lanes, idx, method, out[4][: len(idx)])
-        sols = _to_solutions(lanes, idx[by_index], method, opts, *(x[by_index] for x in out[:4]))
+        sols = _to_solutions(lanes, idx[by_index], method, opts, *(x[by_index] for x in (*out[:4], out[5])))
         yield idx[by_index], sols, {"lockstep": lane_steps / max(useful, 1), "grouped": grouped}
 
 
@@ -294,7 +296,8 @@ def _build(prob: ODEProblem, method, adaptive: bool, auto_dt: bool, n_save: int,
             from .solvers._stabilized_diffrax import stabilized_counters
 
             counts = jnp.concatenate([counts, stabilized_counters(sol.sol).astype(counts.dtype)])
-        return sol.ts, sol.ys, code, counts, warning_record(method, sol.sol)
+        # (the step the controller proposed last: the dt a failure's message names)
+        return sol.ts, sol.ys, code, counts, warning_record(method, sol.sol), sol.next_step
 
     p_axis = 0 if p_batched else None
     batched = jax.vmap(one, in_axes=(0, p_axis, 0, 0, 0, None, None, None))
@@ -311,7 +314,7 @@ def _build(prob: ODEProblem, method, adaptive: bool, auto_dt: bool, n_save: int,
     return Program(executable, reads, meta, traces=g.n_traces)
 
 
-def _to_solutions(lanes: _Lanes, idx, method, opts, ts, ys, codes, counts) -> list[Solution]:
+def _to_solutions(lanes: _Lanes, idx, method, opts, ts, ys, codes, counts, next_dts) -> list[Solution]:
     """Each lane's outcome as the :class:`Solution` its solo JAX solve gives."""
     from ._backend_jax import jax_failure_message, rows_at_t0, stats_rule
     from ._solve import _success_message
@@ -327,8 +330,8 @@ def _to_solutions(lanes: _Lanes, idx, method, opts, ts, ys, codes, counts) -> li
     saveat, sols = opts["saveat"], []
     # Python scalars up front: per-lane NumPy indexing dominated this loop for thousands of lanes
     rows = zip(counts.tolist(), np.asarray(codes).ravel().tolist(), reached.tolist(),
-               lanes.t0[idx].tolist(), lanes.t1[idx].tolist())
-    for j, (lane_counts, code, n, t0, t1) in enumerate(rows):
+               lanes.t0[idx].tolist(), lanes.t1[idx].tolist(), np.asarray(next_dts).ravel().tolist())
+    for j, (lane_counts, code, n, t0, t1, next_dt) in enumerate(rows):
         stats = member_stats(*lane_counts)
         status = STATUS_CODES[int(code)]
         if status == "success":
@@ -337,7 +340,7 @@ def _to_solutions(lanes: _Lanes, idx, method, opts, ts, ys, codes, counts) -> li
             dt = None if fixed_dt is None else math.copysign(fixed_dt, t1 - t0)
             p_j = tree_map(lambda leaf, path: leaf[idx[j]], lanes.p) if lanes.p_batched else lanes.p
             message = jax_failure_message(status, float(ts[j][filled[j]][-1]), dt, opts["max_steps"], t1,
-                                          method, ys[j][filled[j]][-1], p_j)
+                                          method, ys[j][filled[j]][-1], p_j, math.copysign(next_dt, t1 - t0))
         if saveat is None:  # every step: the filled rows, t1 exact on success (as a solo solve)
             t, u = ts[j][filled[j]], ys[j][filled[j]]
             if status == "success":

@@ -258,6 +258,11 @@ class _Solve:
         blamed = status == "nonfinite" and recheck_estimate(self.method, self.u, self.user_p, t)
         return blamed or failure_message(status, t, dt0, self.max_steps, self.t1)
 
+    def _signed(self, step: float) -> float | None:
+        """A proposed step size as the NumPy executor's messages name it (with the sign of
+        the direction of time), or None when the chunk proposed none."""
+        return self.direction * step if 0 < step < np.inf else None
+
     def _grid(self, t: float) -> np.ndarray:
         """``(origin, k)`` of the fixed grid ``t0 + j dt`` from ``t``: the next step ends at
         ``j = k``, one after the last grid point reached (within ``1e-12 dt``, the NumPy
@@ -334,7 +339,8 @@ class _Solve:
         while self.status == "success" and (self.t1 - t) * self.direction > 0:
             if steps >= self.max_steps:
                 self.status = "max_steps"
-                self.message = failure_message("max_steps", t, None, self.max_steps, self.t1)
+                self.message = failure_message("max_steps", t, self.direction * abs(dt0) or None, self.max_steps,
+                                               self.t1)
                 break
             t_clip, save_ts = self._clip(), self.no_saves
             if self.saveat is not None and self.j < len(self.saveat):
@@ -358,6 +364,8 @@ class _Solve:
             n_steps, accepted, rejected = int(n_steps), int(accepted), int(rejected)
             if steps + n_steps > self.max_steps:  # the chunk ran past max_steps: keep its first steps
                 keep = max(0, min(accepted, self.max_steps - steps - rejected))
+                if keep + 1 < len(step_ts):  # the step after the last kept: the one proposed there
+                    proposed = abs(step_ts[keep + 1] - step_ts[keep])
                 step_ts, result = step_ts[: keep + 1], "max_steps"
                 n_steps, accepted, rejected = self.max_steps - steps, keep, self.max_steps - steps - keep
                 u_reached = rows[keep - 1] if self.saveat is None and keep else self.u
@@ -367,7 +375,7 @@ class _Solve:
             nreject += rejected
             if len(step_ts) < 2:
                 self.status = result if result in ("dt_min", "max_steps") else "nonfinite"
-                self.message = self._failure(self.status, t, None)
+                self.message = self._failure(self.status, t, None if self.fixed else self._signed(proposed))
                 break
             t_reached = float(step_ts[-1])
             if result == "sign change":  # stopped early for the location below
@@ -400,7 +408,7 @@ class _Solve:
                 self._fire(t, group)
             if result not in ("success", "chunk") and t_event is None:
                 self.status = result
-                self.message = self._failure(result, t, dt0)
+                self.message = self._failure(result, t, dt0 if self.fixed else self._signed(proposed))
                 break
         dtype = self.out.dtype if self.saveat is not None else self.us[0].dtype  # the state's (diffrax promotes)
         t_out, u_out = ((np.array(self.ts), np.array(self.us, dtype)) if self.saveat is None

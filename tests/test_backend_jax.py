@@ -157,6 +157,38 @@ def test_max_steps_keeps_partial_data(lv):
     assert info.value.solution.status == "max_steps"
 
 
+def _oscillator(du, u, p, t):
+    du[0] = u[1]
+    du[1] = -u[0]
+
+
+def test_a_failure_names_the_step_size_of_the_numpy_backend():
+    """The message of a solve that ran out of steps is the NumPy backend's, ``dt`` (the step
+    the controller proposed last) included: the JAX backend and its ensembles left ``dt``
+    out, and with events it named the step proposed at the end of a compiled chunk that
+    ran past ``max_steps`` (0.0606 for max_steps 5 and 30 alike, against 0.0426 and 0.0662)."""
+    prob = dxdt.ODEProblem(_oscillator, np.array([0.0, 1.0]), (0.0, 20.0))
+    kick = dxdt.Event(lambda u, p, t: u[0], lambda u, p, t: u.__setitem__(1, 1.1 * u[1]), direction=+1)
+    for max_steps, dt in ((5, "0.0426"), (30, "0.0662")):
+        for events in ([], [kick]):
+            for saveat in (None, [0.05, 1.0]):
+                by = {b: dxdt.solve(prob, Tsit5(), rtol=1e-8, atol=1e-10, max_steps=max_steps, events=events,
+                                    saveat=saveat, backend=b) for b in ("numpy", "jax")}
+                assert by["numpy"].status == by["jax"].status == "max_steps"
+                assert by["jax"].message == by["numpy"].message, (events, saveat)
+                assert f"(dt={dt})" in by["jax"].message
+    U0 = np.array([[0.0, 1.0], [0.0, 2.0]])
+    ens = dxdt.EnsembleProblem(prob, u0=U0)  # (p=None: the JAX backend's ensemble crashed)
+    members = dxdt.solve(ens, Tsit5(), rtol=1e-8, atol=1e-10, max_steps=5, backend="jax").members
+    solos = [dxdt.solve(prob.remake(u0=u0), Tsit5(), rtol=1e-8, atol=1e-10, max_steps=5, backend="jax")
+             for u0 in U0]
+    assert [m.message for m in members] == [s.message for s in solos]
+    assert "(dt=0.0374)" in members[1].message  # (as the NumPy backend's solo solve)
+    blowup = dxdt.ODEProblem(lambda du, u, p, t: du.__setitem__(0, u[0] ** 2), np.array([1.0]), (0.0, 2.0))
+    sol = dxdt.solve(blowup, Tsit5(), rtol=1e-8, atol=1e-10, backend="jax")
+    assert sol.status == "dt_min" and "at t=1 (dt=3.29e-15)" in sol.message  # (NumPy: dt=3.3e-15)
+
+
 def test_blowup_is_reported(lv):
     prob = dxdt.ODEProblem(lambda du, u, p, t: np.multiply(u, u, out=du), np.array([1.0]), (0.0, 2.0))
     sol = dxdt.solve(prob, Tsit5(), saveat=np.linspace(0, 2, 21), backend="jax")
