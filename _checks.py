@@ -197,6 +197,15 @@ def shape_errors_named(u_shape: tuple, p, who: str = "f"):
             "holds the members on its first axis, each member's value after it)") from error
 
 
+def first_derivative_on_duplicate(f: Callable, prob: ODEProblem) -> None:
+    """The checks of :func:`first_derivative`, on a duplicate of ``f``: never writing the
+    user's closure buffers (which a NumPy solve in another thread may be using), for the
+    paths that evaluate ``f`` only to check it (the JAX backend's solves)."""
+    from .sensitivity.translate import duplicate
+
+    first_derivative(duplicate(f), prob)
+
+
 def first_derivative(f: Callable, prob: ODEProblem) -> np.ndarray:
     """Evaluate ``f(u0)`` once, checking that ``f`` writes every entry of ``du``.
 

@@ -79,7 +79,7 @@ def run_jax_batches(ens, method, batch_size, options: dict) -> Iterator:
     if opts["saveat"] is not None:
         for t0, t1 in {(a, b) for a, b in zip(lanes.t0.tolist(), lanes.t1.tolist())}:
             _checks.check_saveat(opts["saveat"], (t0, t1))
-    _checks.first_derivative(_checks.inplace_rhs(first), first)
+    _checks.first_derivative_on_duplicate(_checks.inplace_rhs(first), first)
     if batch_size is not None:
         make_batches(len(ens), batch_size, 1)  # validates batch_size
     return _run(lanes, method, opts, batch_size or min(len(lanes), DEFAULT_JAX_BATCH))

@@ -114,7 +114,7 @@ def solve(
     k0 = None if backend == "jax" else _checks.first_derivative(f, prob)
     if backend == "jax":
         def check() -> None:
-            _check_on_duplicate(f, prob)
+            _checks.first_derivative_on_duplicate(f, prob)
         if events:
             check()
         _check_estimate_at_t0(method, prob)
@@ -147,14 +147,6 @@ def _jax_backend():
     from . import _backend_jax
 
     return _backend_jax
-
-
-def _check_on_duplicate(f, prob: ODEProblem) -> None:
-    """The input checks that evaluate ``f``, on a duplicate of ``f`` (never writing the
-    user's closure buffers, which a NumPy solve in another thread may be using)."""
-    from .sensitivity.translate import duplicate
-
-    _checks.first_derivative(duplicate(f), prob)
 
 
 def _warn_if_underestimated(f, prob: ODEProblem, method) -> None:

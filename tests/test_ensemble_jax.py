@@ -218,6 +218,22 @@ def test_a_closure_array_changed_in_place_is_seen_and_an_identical_solve_does_no
     np.testing.assert_allclose(first.u, exact ** (1 / 3), rtol=1e-7)  # before: the old rates
 
 
+
+def test_the_users_work_buffer_is_never_written():
+    """The JAX backend's ensemble checked ``f`` at ``u0`` with the user's own ``f``: its
+    closure work buffer held ``2 u0`` afterwards (a solo JAX solve checks on a duplicate)."""
+    work = np.full(2, -7.0)
+
+    def buffered_decay(du, u, p, t):
+        np.multiply(u, 2.0, out=work)
+        du[:] = -p * work
+
+    prob = dxdt.ODEProblem(buffered_decay, np.ones(2), (0.0, 1.0), p=1.0)
+    sol = dxdt.solve(dxdt.EnsembleProblem(prob, p=np.array([0.5, 1.0])), Tsit5(), backend="jax", saveat=[1.0],
+                     rtol=1e-9, atol=1e-12)
+    np.testing.assert_array_equal(work, [-7.0, -7.0])
+    np.testing.assert_allclose(sol.u[:, 0, 0], np.exp([-1.0, -2.0]), rtol=1e-7)
+
 SHARDED = textwrap.dedent("""
     import numpy as np, jax, dxdt
     from dxdt.solvers import Tsit5
