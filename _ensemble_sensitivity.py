@@ -47,17 +47,25 @@ def stack_members(op: str, args: tuple) -> tuple:
     if op == "jacobian":
         raise ValueError("jacobian does not take an EnsembleProblem: differentiate a loss over the "
                          "stacked trajectories with gradient/hvp/hessian, or take each member's jacobian")
-    ens = args[position]
+    loss = args[0]
+    if not callable(loss):
+        stacked_problem(args[position])  # (its own errors first)
+        return args  # prepare names the bad loss
+    return (_stacked_loss(loss), stacked_problem(args[position]), *args[position + 1:])
+
+
+def stacked_problem(ens: EnsembleProblem) -> ODEProblem:
+    """The members of ``ens`` as one problem: ``U' = F(U, P, t)``, ``U`` of shape
+    ``(members, *u0.shape)``, ``P`` the ``p`` batch or the shared ``p``.
+
+    Raises
+    ------
+    ValueError
+        The ensemble has a ``tspan`` batch or a ``prob_func``, or an integer ``p`` batch.
+    """
     if ens._tspan is not None or ens.prob_func is not None:
         raise ValueError("sensitivity operators take ensembles whose members differ by u0 and p batches "
                          "only (no tspan batch, no prob_func)")
-    loss = args[0]
-    if not callable(loss):
-        return args  # prepare names the bad loss
-    return (_stacked_loss(loss), _stacked_problem(ens), *args[position + 1:])
-
-
-def _stacked_problem(ens: EnsembleProblem) -> ODEProblem:
     prob, m = ens.prob, len(ens)
     u0 = ens._u0 if ens._u0 is not None else np.broadcast_to(prob.u0, (m,) + prob.u0.shape)
     batched = ens._p is not None

@@ -80,7 +80,9 @@ def choose_mode(prob, wrt="p", n_outputs: int = 1, order: int = 1) -> tuple[str,
 
     Parameters
     ----------
-    prob : ODEProblem
+    prob : ODEProblem or EnsembleProblem
+        An ensemble counts as its members stacked (states and ``p`` batches of all of
+        them), as the operators differentiate it.
     wrt : {"p", "u0", ("u0", "p")}
     n_outputs : int
         Number of scalar outputs differentiated (1 for a loss; ``len(saveat) * u0.size``
@@ -96,6 +98,12 @@ def choose_mode(prob, wrt="p", n_outputs: int = 1, order: int = 1) -> tuple[str,
     reason : str
         The dimensions and the rule that decided.
     """
+    from .._ensemble import EnsembleProblem
+
+    if isinstance(prob, EnsembleProblem):  # the operators' view of it: its members stacked
+        from .._ensemble_sensitivity import stacked_problem
+
+        prob = stacked_problem(prob)
     prob = check_problem(prob)
     wrt = check_wrt(wrt)
     check_has_parameters(prob, wrt)

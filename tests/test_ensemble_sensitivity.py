@@ -81,6 +81,20 @@ def test_per_member_batches_as_the_target(prob, per_experiment):
         assert g_u0[i, j] == pytest.approx(fd, rel=1e-6)
 
 
+def test_choose_mode_shows_the_choice_the_operators_make_for_an_ensemble(prob):
+    """``choose_mode`` refused an ensemble (TypeError) though the operators take one and
+    apply it to the stacked members: 3 x 2 states, 4 shared or 3 x 4 batched parameters."""
+    shared, batched = dxdt.EnsembleProblem(prob, u0=U0), dxdt.EnsembleProblem(prob, u0=U0, p=np.tile(P, (3, 1)))
+    assert sens.choose_mode(shared) == sens.choose_mode(prob.remake(u0=U0.ravel()))
+    mode, reason = sens.choose_mode(batched, wrt=("u0", "p"))
+    assert mode == "reverse" and reason.startswith("18 target entries") and "for 6 states" in reason
+    for ens, wrt in ((shared, "p"), (batched, ("u0", "p"))):
+        prep = sens.prepare("gradient", all_experiments, ens, Tsit5(), saveat=TS, wrt=wrt)
+        assert prep.mode == sens.choose_mode(ens, wrt=wrt)[0]
+    with pytest.raises(ValueError, match="no tspan batch, no prob_func"):
+        sens.choose_mode(dxdt.EnsembleProblem(prob, tspan=[[0, 1], [0, 2]]))
+
+
 def test_ensembles_that_cannot_be_stacked_are_refused(prob):
     with pytest.raises(ValueError, match="no tspan batch, no prob_func"):
         sens.gradient(all_experiments, dxdt.EnsembleProblem(prob, tspan=[[0, 1], [0, 2]]), Tsit5())
