@@ -94,7 +94,7 @@ def initial_step(vector_field, y0, args, t0, t1, options: SolveOptions):
     ``[t0, t1]``)."""
     from jax.flatten_util import ravel_pytree
 
-    from ..solvers._diffrax_controller import first_step
+    from ..solvers._diffrax_controller import first_step, ravel_like
 
     dtype = jnp.result_type(float)
     t0, t1 = jnp.asarray(t0, dtype), jnp.asarray(t1, dtype)
@@ -105,7 +105,8 @@ def initial_step(vector_field, y0, args, t0, t1, options: SolveOptions):
     def derivative(h, y):  # along the direction of integration, h after t0
         return direction * ravel_pytree(vector_field(t0 + direction * h, unravel(y), args))[0]
 
-    return first_step(derivative, flat, jnp.abs(t1 - t0), options.rtol, options.atol, options.method.order)
+    return first_step(derivative, flat, jnp.abs(t1 - t0), options.rtol, ravel_like(options.atol, y0),
+                      options.method.order)
 
 
 class Solved(eqx.Module):

@@ -55,7 +55,8 @@ def initial_step(f, u0, k0, p, t0, t1, order, rtol, atol, shape) -> tuple[float,
     step of ``h0 = 0.01 d0 / d1`` gives ``d2 = ||f(u1) - f(u0)|| / h0`` and
     ``h1 = (0.01 / max(d1, d2))^(1/(p+1))``; the result is ``min(100 h0, h1)``.
     ``u0`` and ``k0`` are flat; ``f`` is called with arrays of the state's ``shape``.
-    Returns the signed step and the number of ``f`` evaluations spent (1).
+    Returns the signed step and the number of ``f`` evaluations spent (1; 0 where
+    ``||f(u0)||`` overflows: then ``0.01 (t1 - t0)``, which the controller shrinks).
     """
     span = abs(t1 - t0)
     direction = 1.0 if t1 > t0 else -1.0
@@ -64,6 +65,8 @@ def initial_step(f, u0, k0, p, t0, t1, order, rtol, atol, shape) -> tuple[float,
     d1 = rms_norm(k0 / scale)
     h0 = 1e-6 if (d0 < 1e-5 or d1 < 1e-5) else 0.01 * d0 / d1
     h0 = min(h0, span)
+    if not h0 > 0:  # ||f(u0)|| overflowed (f near 1e300, or atol 0 on an entry at 0): as the JAX backend
+        return direction * 0.01 * span, 0
     u1 = u0 + (direction * h0) * k0
     k1 = np.empty_like(k0)
     f(k1.reshape(shape), u1.reshape(shape), p, t0 + direction * h0)

@@ -83,11 +83,22 @@ class GuardedState(NamedTuple):
     end: jax.Array  # where the solve ends (a proposal after the last step is never taken)
 
 
+def ravel_like(atol, tree):
+    """``atol`` (a scalar, or an array broadcastable to each leaf of ``tree``) raveled as
+    ``ravel_pytree(tree)`` ravels the state (an ``atol`` of shape ``(2, 1)`` for a state of
+    shape ``(2, 3)`` broadcast against the raveled state instead: a wrong first step)."""
+    atol = jnp.asarray(atol)
+    if atol.ndim == 0:
+        return atol
+    return jnp.concatenate([jnp.broadcast_to(atol, jnp.shape(leaf)).ravel() for leaf in jax.tree_util.tree_leaves(tree)])
+
+
 def first_step(derivative, flat, span, rtol, atol, order: int, norm: Callable = optx.rms_norm):
     """The starting step (physical, positive) of Hairer, Norsett & Wanner I, Sec. II.4, as
     the NumPy backend computes it (:func:`dxdt.solvers._controller.initial_step`), with
     ``derivative(h, y)`` the derivative along the direction of integration at ``h`` after
-    the start, ``flat`` the start state and ``span`` the length of the whole solve."""
+    the start, ``flat`` the start state, ``atol`` raveled like it (:func:`ravel_like`) and
+    ``span`` the length of the whole solve."""
     scale = atol + rtol * jnp.abs(flat)
     f0 = derivative(0.0, flat)
     d0, d1 = norm(flat / scale), norm(f0 / scale)
@@ -158,7 +169,8 @@ class GuardedController(diffrax.AbstractAdaptiveStepSizeController):
         def derivative(h, y):  # in physical time (with the span's sign), h after t0
             return stop(ravel_pytree(func(terms, t0 + h / time_scale, unravel(y), args))[0]) / time_scale
 
-        h = first_step(derivative, flat, jnp.abs(t1 - t0) * time_scale, self.rtol, self.atol, self.order, self.norm)
+        h = first_step(derivative, flat, jnp.abs(t1 - t0) * time_scale, self.rtol, ravel_like(self.atol, y0),
+                       self.order, self.norm)
         return h / time_scale
 
     def adapt_step_size(self, t0, t1, y0, y1_candidate, args, y_error, error_order, controller_state):

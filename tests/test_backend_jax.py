@@ -504,6 +504,34 @@ def test_the_jax_backend_takes_the_numpy_backends_steps(method_name, rtol):
     np.testing.assert_allclose(short["jax"].t, short["numpy"].t, rtol=1e-6)
 
 
+def test_an_atol_of_zero_or_shaped_like_a_grid_takes_the_same_steps_on_both_backends():
+    """``atol=0`` on an entry starting at 0 made the NumPy backend's first-step selection
+    divide by zero (``||f(u0)||`` overflowed, the trial step was 0): ZeroDivisionError.
+    An ``atol`` array for a 2-D state broke the JAX backend's (it was added to the raveled
+    state): shape (2, 3) raised, shape (2, 1) broadcast to a wrong first step."""
+    def feed(du, u, p, t):
+        du[0] = -u[0]
+        du[1] = u[0]
+
+    prob = dxdt.ODEProblem(feed, np.array([1.0, 0.0]), (0.0, 1.0))
+    exact = [np.exp(-1.0), 1.0 - np.exp(-1.0)]
+    for atol in (0.0, np.array([1e-8, 0.0])):
+        by = {b: dxdt.solve(prob, Tsit5(), rtol=1e-8, atol=atol, backend=b) for b in ("numpy", "jax")}
+        assert by["numpy"].stats["naccept"] == by["jax"].stats["naccept"]
+        for sol in by.values():
+            np.testing.assert_allclose(sol.u[-1], exact, rtol=1e-7)
+
+    def grid_decay(du, u, p, t):
+        du[...] = -np.array([[1.0], [2.0]]) * u
+
+    grid = dxdt.ODEProblem(grid_decay, np.ones((2, 3)), (0.0, 1.0))
+    for atol in (np.full((2, 3), 1e-8), np.array([[1e-8], [1e-4]]), np.array([1e-8, 1e-9, 1e-8])):
+        by = {b: dxdt.solve(grid, Tsit5(), rtol=1e-6, atol=atol, backend=b) for b in ("numpy", "jax")}
+        assert by["jax"].stats["naccept"] == by["numpy"].stats["naccept"]
+        np.testing.assert_allclose(by["jax"].t, by["numpy"].t, rtol=1e-6)  # (normalised time rounds)
+        np.testing.assert_allclose(by["jax"].u[-1], np.exp(-np.array([[1.0], [2.0]])) * np.ones((2, 3)), rtol=1e-5)
+
+
 def test_complex_state_on_jax_is_accurate_and_quiet():
     """u' = 2i u: the JAX backend matches the closed form, without diffrax's notice that
     complex support is "a work in progress" (it named no call of the user's)."""
