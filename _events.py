@@ -201,19 +201,17 @@ def check_condition_value(event: Event, value) -> float:
                         f"got {type(value).__name__}") from err
 
 
-def condition_values(events, continuous, u: np.ndarray, p, t: float) -> list[float]:
-    """The conditions ``events[i]``, ``i`` in ``continuous``, at ``(u, p, t)`` (on a copy
-    of ``u``); a shape error or a value that is no real scalar is an error naming the
-    event (bad input: the NumPy backend checks so at ``t0`` before solving)."""
+def check_conditions(events, continuous, u: np.ndarray, p, t: float) -> None:
+    """Evaluate the conditions ``events[i]``, ``i`` in ``continuous``, at ``(u, p, t)`` (on
+    a copy of ``u``): a shape error or a value that is no real scalar is an error naming
+    the event (bad input: the NumPy backend checks so at ``t0`` before solving)."""
     from ._checks import shape_errors_named
 
-    values = []
     for i in continuous:
         event = events[i]
         with named_in_errors(event, "condition", t), \
                 shape_errors_named(u.shape, p, f"{event._label()}: condition"):
-            values.append(check_condition_value(event, event.condition(u.copy(), p, t)))
-    return values
+            check_condition_value(event, event.condition(u.copy(), p, t))
 
 
 def nan_condition_message(event, t: float) -> str:

@@ -32,7 +32,7 @@ from collections import deque
 import numpy as np
 
 from ._backend_numpy import RawSolution, progress_bar
-from ._events import inplace_condition, nonfinite_affect_message
+from ._events import inplace_condition, nan_condition_message, nonfinite_affect_message
 from ._events_numpy import ZENO_COUNT, is_zeno, next_clip, schedule, zeno_message
 from .sensitivity._options import STATUS_CODES
 from .solvers import AbstractStabilized
@@ -63,7 +63,7 @@ def _chunk_program(prob, method, events: tuple, continuous: list, every_step: bo
     ``summary`` (float64): diffrax's result code, steps, accepted, rejected, the number of
     step times, whether an event was found, its time, the stabilized work (3 numbers), the
     step the controller proposed after the last and its ``1 / e`` (0 with fixed steps),
-    which conditions fire, then the step times. ``states``: the state at the chunk's end and at the event, then the
+    which conditions fire, their values at ``t_start``, then the step times. ``states``: the state at the chunk's end and at the event, then the
     states at ``save_ts`` (clipped to the chunk) or, with ``every_step``, at each step end;
     with ``dense``, also the chunk's dense interpolation (then at most ``STEP_ROWS`` steps
     a chunk, and kept in memory only: it is not a flat program).
@@ -152,10 +152,10 @@ def _build_chunk(prob, method, conditions: tuple, directions: tuple, every_step:
             ends = jnp.stack([t_start, ts[jnp.maximum(ts_size - 1, 0)]])
             rows = jax.vmap(sol.evaluate)(jnp.clip(save_ts, ends.min(), ends.max()))
         if directions:
-            found, t_event, fires = locate(sol, values, p, values(u, p, t_start), probe > 0,
-                                           np.asarray(directions), direction)
+            at_start = values(u, p, t_start)
+            found, t_event, fires = locate(sol, values, p, at_start, probe > 0, np.asarray(directions), direction)
         else:
-            found, t_event, fires = jnp.asarray(False), t_start, probe
+            found, t_event, fires, at_start = jnp.asarray(False), t_start, probe, probe
         stats, f64 = sol.stats, jnp.float64
         code = jnp.where(sol.result == diffrax.RESULTS.event_occurred, SIGN_CHANGE,
                          status_code(sol.result, sol.controller_state[1]))
@@ -165,7 +165,7 @@ def _build_chunk(prob, method, conditions: tuple, directions: tuple, every_step:
         head = jnp.concatenate([jnp.stack([code, stats["num_steps"], stats["num_accepted_steps"],
                                            stats["num_rejected_steps"], ts_size, found, t_event]).astype(f64),
                                 work, control])
-        summary = jnp.concatenate([head, fires.astype(f64), ts])
+        summary = jnp.concatenate([head, fires.astype(f64), at_start.astype(f64), ts])
         states = jnp.concatenate([jnp.stack([u_reached, sol.evaluate(t_event)]), rows])
         return (summary, states, sol.interpolation) if dense else (summary, states)
 
@@ -358,7 +358,13 @@ class _Solve:
             work = summary[7:10]  # a stabilized method's f evaluations, largest stage count, estimates
             self.work = [self.work[0] + int(work[0]), max(self.work[1], int(work[1])), self.work[2] + int(work[2])]
             proposed, self.inv = float(summary[10]), float(summary[11])  # the controller's, to go on with
-            fires, step_ts = summary[12: 12 + m], summary[12 + m: 12 + m + int(ts_size)]
+            fires, at_start = summary[12: 12 + m], summary[12 + m: 12 + 2 * m]
+            step_ts = summary[12 + 2 * m: 12 + 2 * m + int(ts_size)]
+            nan = np.flatnonzero(np.isnan(at_start)) if chunks == 1 else ()
+            if len(nan):  # as the NumPy backend: the event could never fire, so stop at t0
+                self.status = "nonfinite"
+                self.message = nan_condition_message(self.events[self.continuous[nan[0]]], t)
+                break
             u_reached, u_event, rows = states[0], states[1], states[2:]
             result = _RESULTS.get(int(code), "nonfinite")
             n_steps, accepted, rejected = int(n_steps), int(accepted), int(rejected)

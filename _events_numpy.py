@@ -33,7 +33,7 @@ from collections import deque
 
 import numpy as np
 
-from ._events import (Event, TimeEvent, apply_affect, check_condition_value, condition_values,
+from ._events import (Event, TimeEvent, apply_affect, check_condition_value, check_conditions,
                       nan_condition_message, nonfinite_affect_message)
 from .solvers._controller import EPS as _EPS
 
@@ -82,7 +82,7 @@ class EventSet:
     def __init__(self, events: tuple, u0: np.ndarray, p, tspan: tuple[float, float]):
         self.events = events
         self.continuous, self.times = schedule(events, p, tspan)
-        condition_values(events, self.continuous, u0, p, tspan[0])
+        check_conditions(events, self.continuous, u0, p, tspan[0])
 
     def start(self, ws, saver, f, p, t0: float, t1: float, interpolant) -> "Locator":
         """A locator bound to one run of an executor (fires events due at ``t0``);

@@ -193,10 +193,10 @@ class _SolveFunction:
                                  f"for {self._p_tree}: pass p in the containers F was built with")
             raise ValueError(f"p has structure/shapes {describe(p)} but F was built for "
                              f"{self._p_signature}")
-        real = [jnp.iscomplexobj(x) and not jnp.issubdtype(d, jnp.complexfloating)
-                for x, d in zip(jax.tree_util.tree_leaves(p), self._p_dtypes)]
-        if any(real) or (jnp.iscomplexobj(u0) and not jnp.issubdtype(self._dtype, jnp.complexfloating)):
-            raise TypeError(f"{'p' if any(real) else 'u0'} is complex but F was built for a real one (its "
+        complex_for_real = [jnp.iscomplexobj(x) and not jnp.issubdtype(d, jnp.complexfloating)
+                            for x, d in zip(jax.tree_util.tree_leaves(p), self._p_dtypes)]
+        if any(complex_for_real) or (jnp.iscomplexobj(u0) and not jnp.issubdtype(self._dtype, jnp.complexfloating)):
+            raise TypeError(f"{'p' if any(complex_for_real) else 'u0'} is complex but F was built for a real one (its "
                             "imaginary part would be dropped): give real values, or build F from a problem "
                             "with a complex u0 (or p)")
         leaves = [jnp.asarray(x, dtype=_wider(d, x)) for x, d in zip(jax.tree_util.tree_leaves(p), self._p_dtypes)]

@@ -323,9 +323,9 @@ def test_a_condition_that_is_nan_at_the_start_fails_the_numpy_solve_and_the_deri
     """A condition NaN at ``t0`` (here from a parameter outside its domain) cannot change
     sign: the solve went on and never fired the event, silently. Now the NumPy backend's
     solve, which also plans every derivative through events, fails with status
-    "nonfinite" at ``t0``, naming the event; under ``jax.vmap`` of ``jax_solve`` only that
-    member is NaN. (The JAX backend's ``solve`` does not check yet: its conditions run in
-    compiled code only.)"""
+    "nonfinite" at ``t0``, naming the event, and so does the JAX backend's (its compiled
+    chunk returns the conditions' values at its start); under ``jax.vmap`` of
+    ``jax_solve`` only that member is NaN."""
     import jax
     import jax.numpy as jnp
 
@@ -338,9 +338,11 @@ def test_a_condition_that_is_nan_at_the_start_fails_the_numpy_solve_and_the_deri
                        lambda u, p, t: u.__setitem__(0, u[0] + 1.0), name="level")
     bad = dxdt.ODEProblem(decay, np.array([1.0]), (0.0, 2.0), np.array([-1.0]))
     with np.errstate(invalid="ignore"):
-        sol = dxdt.solve(bad, Tsit5(), events=[level])
-        assert sol.status == "nonfinite" and "Event 'level'" in sol.message and "nan at t=0" in sol.message
-        np.testing.assert_array_equal(sol.t, [0.0])
+        for backend in ("numpy", "jax"):
+            sol = dxdt.solve(bad, Tsit5(), events=[level], backend=backend)
+            assert sol.status == "nonfinite" and "Event 'level'" in sol.message and "nan at t=0" in sol.message
+            np.testing.assert_array_equal(sol.t, [0.0])
+            np.testing.assert_array_equal(sol.u, [[1.0]])
         with pytest.raises(dxdt.SolverError, match="Event 'level'.*nan"):
             sens.gradient(lambda u: np.sum(u), bad, Tsit5(), events=[level], saveat=[2.0])
         F = sens.jax_solve(bad.remake(p=np.array([2.0])), Tsit5(), events=[level], saveat=[2.0])
