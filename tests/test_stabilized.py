@@ -701,6 +701,28 @@ def test_the_stability_note_counts_its_f_calls_and_keeps_fs_dtype():
         assert ("limited by stability" in sol.message) == (dtype == np.float64)
 
 
+def test_the_stability_note_never_fails_or_warns_for_a_solve_that_succeeded():
+    """The note's power iteration calls f near the final state, at states the solve never
+    visits: an entry held at 0 pushed below it. A successful solve then raised the user's
+    own domain error (its data lost) or warned from sqrt of a negative entry."""
+    calls = [0]
+
+    def domain_checked(du, u, p, t):
+        calls[0] += 1
+        if u[2] < 0:
+            raise ValueError(f"negative concentration u[2]={u[2]}")
+        du[0] = u[1]
+        du[1] = -u[0]
+        du[2] = -np.sqrt(u[2])
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        sol = dxdt.solve(dxdt.ODEProblem(domain_checked, np.array([1.0, 0.0, 0.0]), (0.0, 100.0)), Tsit5(),
+                         rtol=1e-10, atol=1e-12)
+    assert sol.success and sol.stats["naccept"] > 500 and sol.stats["nfev"] == calls[0]
+    np.testing.assert_allclose(sol.u[-1], [np.cos(100.0), -np.sin(100.0), 0.0], atol=1e-7)
+
+
 def test_accuracy_bound_solve_gets_no_note():
     from dxdt.problems import lorenz
 
