@@ -328,5 +328,5 @@ class _DiffraxDense:
     def evaluate(self, t: np.ndarray) -> np.ndarray:
         if self.t_last == self.t_first:  # no step taken (a zero span, or a failure at once)
             return np.broadcast_to(self._u0, (len(t),) + self._shape).astype(self._dtype)
-        values = np.asarray(self._evaluate(self._sol, t), dtype=self._dtype)
+        values = np.array(self._evaluate(self._sol, t), dtype=self._dtype)  # writable, as NumPy's
         return values.reshape((len(t),) + self._shape)

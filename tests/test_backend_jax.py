@@ -81,6 +81,9 @@ def test_every_step_and_dense_output(lv):
     ts = np.array([0.5, 3.3, 9.9])
     np.testing.assert_allclose(dense(ts), reference(lv, ts), atol=1e-6)
     np.testing.assert_allclose(dense(3.3), dense(ts)[1])
+    values = dense(ts)  # a writable array of its own, as on the NumPy backend (it was read-only)
+    values *= 2.0
+    np.testing.assert_allclose(values, 2.0 * dense(ts))
 
 
 @pytest.mark.parametrize("method", [Tsit5, DP5, Vern7, BS3], ids=lambda m: m.__name__)
