@@ -238,6 +238,7 @@ class StabilizedSolver(diffrax.AbstractAdaptiveSolver):
             h_rho = h_abs * SAFETY * sigma
             beta = jnp.asarray(coefficient_tables(self.method)["beta"], h_rho.dtype)
             index = jnp.minimum(jnp.searchsorted(beta, h_rho), len(beta) - 1)
+            index = jnp.where(jnp.isnan(h_rho), 0, index)  # a failed estimate fails the step: the fewest stages
             if self.limited:  # an infinite estimate keeps the most stages and error control
                 bounded = jnp.isfinite(sigma) & (sigma > 0)
                 h_stable = jnp.where(bounded, beta[-1] / (SAFETY * jnp.where(bounded, sigma, 1.0)), jnp.inf)
