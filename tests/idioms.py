@@ -168,6 +168,24 @@ def copyto():
 
 
 @idiom
+def nan_to_num_in_place():
+    """``np.nan_to_num(buf, copy=False)`` (keyword and positional) cleans ``buf`` itself:
+    the translation returned the cleaned copy and left ``buf`` with its inf and NaN."""
+    buf, other = np.zeros(4), np.zeros(4)
+
+    def f(du, u, p, t):
+        np.multiply(u, p, out=buf)
+        buf[1] = np.inf
+        np.nan_to_num(buf, copy=False, posinf=0.5)
+        other[:] = u
+        other[2] = np.nan
+        np.nan_to_num(other, False, 2.0)
+        du[:] = -buf + 0.1 * other
+
+    return Idiom("nan_to_num_in_place", f, _positive(4), 1.3, arrays=[buf, other])
+
+
+@idiom
 def inplace_operators():
     """``+=``, ``-=``, ``*=``, ``/=``, ``**=`` on ``du`` and on views of it."""
 
@@ -472,6 +490,110 @@ def callable_object():
     """A callable object with a buffer attribute."""
     model = Diffusion(5)
     return Idiom("callable_object", model, _positive(5), 1.2, arrays=[model.flux])
+
+
+_WEIGHTS = np.array([1.0, 0.5, 0.25])  # a module global a base class's method reads
+
+
+class _Decay:
+    def __init__(self, n):
+        self.work = np.zeros(n)
+
+    def __call__(self, du, u, p, t):
+        self.work[:] = p[0] * u * max(_WEIGHTS[0], 0.5)  # (max: the method is copied for its builtins)
+        du[:] = -self.work
+
+
+class _Damped(_Decay):
+    def __call__(self, du, u, p, t):
+        super().__call__(du, u, p, t)
+        du += 0.1 * self.work
+
+
+class _Forced(_Damped):
+    def __call__(self, du, u, p, t):
+        super(_Forced, self).__call__(du, u, p, t)
+        du += p[1] * _WEIGHTS[: len(du)]
+
+
+@idiom
+def super_chain():
+    """``super().__call__`` three levels deep (zero- and two-argument forms), a base
+    method reading a module global: each level's term once (the copied method of the
+    child reached the user's own child method through ``super()`` and ran its term twice)."""
+    model = _Forced(3)
+    return Idiom("super_chain", model, _positive(3), np.array([0.8, 0.3]), arrays=[model.work, _WEIGHTS])
+
+
+class _PlainBase:
+    def __init__(self, n):
+        self.work = np.zeros(n)
+
+    def __call__(self, du, u, p, t):
+        self.work[:] = p * u
+        du[:] = -self.work
+
+
+class _PlainDamped(_PlainBase):
+    def __call__(self, du, u, p, t):
+        super().__call__(du, u, p, t)
+        du += 0.1 * self.work
+
+
+@idiom
+def super_call():
+    """``super().__call__`` of a base whose method needs no copy of its own (only its
+    ``__init__`` does, for ``np``): the copy of the class must still hold it, or the
+    lookup fell through to the user's child method, which ran ``0.1 work`` twice."""
+    model = _PlainDamped(2)
+    return Idiom("super_call", model, _positive(2), 0.9, arrays=[model.work])
+
+
+class _Mixture:
+    __slots__ = ("rates", "out")
+
+    def __init__(self, n):
+        self.rates = np.linspace(0.5, 1.5, n)
+        self.out = np.zeros(n)
+
+    def terms(self, du, u, p):
+        np.multiply(self.rates, u, out=self.out)
+        du[:] = -self.out
+
+
+class _Source(_Mixture):
+    __slots__ = ()
+
+    def terms(self, du, u, p):
+        super().terms(du, u, p)
+        du += p * min(self.rates)
+
+
+class _Crowding(_Mixture):
+    __slots__ = ()
+
+    def terms(self, du, u, p):
+        super().terms(du, u, p)
+        du -= 0.1 * u * self.out
+
+
+class _Both(_Source, _Crowding):
+    __slots__ = ("calls",)
+
+    def __init__(self, n):
+        super().__init__(n)
+        self.calls = np.zeros(1)
+
+    def rhs(self, du, u, p, t):
+        self.terms(du, u, p)
+
+
+@idiom
+def cooperative_super():
+    """A diamond of ``__slots__`` classes whose ``super()`` chains are cooperative
+    (``_Source`` -> ``_Crowding`` -> ``_Mixture``): each term once, in the MRO's order."""
+    model = _Both(4)
+    return Idiom("cooperative_super", model.rhs, _positive(4), 0.7, arrays=[model.rates, model.out, model.calls])
 
 
 def _partial_rhs(du, u, p, t, work, weights):

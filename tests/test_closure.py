@@ -337,6 +337,35 @@ def test_the_users_objects_are_not_mutated():
     assert idioms.Reactor.rhs.__globals__ is method_globals and "__call__" not in vars(idioms.Reactor)
 
 
+def test_a_nonlocal_counter_is_private_to_the_copies():
+    """``nonlocal n; n += 1`` rebound the user's own cell from the copies: each JAX solve
+    added 2 to the user's counter (its check at t0 and the trace), where a counter in a
+    list stays as it was. The NumPy backend runs the user's f itself: it counts there."""
+    def make():
+        n = 0
+
+        def f(du, u, p, t):
+            nonlocal n
+            n += 1
+
+            def helper():  # rebinding from nested code too
+                nonlocal n
+                n += 0
+            helper()
+            du[:] = -p * u
+        return f, lambda: n
+
+    f, count = make()
+    prob = dxdt.ODEProblem(f, np.ones(2), (0.0, 1.0), 0.5)
+    duplicate(f)(np.zeros(2), np.ones(2), 0.5, 0.0)
+    to_jax(f, np.ones(2), 0.5)(np.ones(2), 0.5, 0.0)
+    sol = dxdt.solve(prob, backend="jax", saveat=[1.0])
+    assert count() == 0
+    np.testing.assert_allclose(sol.u[-1], np.exp(-0.5), rtol=1e-6)
+    numpy_sol = dxdt.solve(prob, saveat=[1.0])
+    assert count() == numpy_sol.stats["nfev"]
+
+
 _late_buffer = np.zeros(2)
 
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 import abc
 import collections
 import copy
+import dis
 import functools
 import os
 import sys
@@ -132,6 +133,18 @@ def _global_names(code: types.CodeType) -> tuple[str, ...]:
     return tuple(sorted(names))
 
 
+@functools.lru_cache(maxsize=None)
+def _rebound_names(code: types.CodeType) -> frozenset:
+    """Closure variables a code object (or the code nested in it) rebinds: ``nonlocal n;
+    n += 1``. A copy of the function needs cells of its own for them, or the copy's calls
+    (dxdt's checks, the trace) would change the user's counter."""
+    names = {ins.argval for ins in dis.get_instructions(code) if ins.opname in ("STORE_DEREF", "DELETE_DEREF")}
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType):
+            names |= _rebound_names(const)
+    return frozenset(names)
+
+
 _TRANSLATED_BUILTINS = frozenset({"max", "min"})  # and imports of these modules:
 _IMPORTED_STAND_INS = frozenset({"numpy", "scipy", "math"})  # see _numpy_proxy.translated_builtins
 
@@ -231,18 +244,24 @@ def _slot_names(cls) -> list[str]:
 _METHODS = (types.FunctionType, staticmethod, classmethod, property)
 
 
+def _own_attributes(cls):
+    """``(name, value)`` of the attributes a user class defines itself (its special
+    methods too, ``__getitem__``, ``__getattr__``, ...; not its other dunders)."""
+    for name, value in vars(cls).items():
+        dunder = name.startswith("__") and name.endswith("__")
+        if not dunder or isinstance(value, _METHODS):
+            yield name, value
+
+
 def _class_attributes(cls):
-    """``(name, value)`` of the attributes a user class resolves from its user bases (its
-    special methods too, ``__getitem__``, ``__getattr__``, ...; not its other dunders)."""
+    """``(name, value)`` of the attributes a user class resolves from its user bases."""
     seen = set()
     for klass in cls.__mro__:
-        if not _user_class(klass):
-            continue
-        for name, value in vars(klass).items():
-            dunder = name.startswith("__") and name.endswith("__")
-            if name not in seen and (not dunder or isinstance(value, _METHODS)):
-                seen.add(name)
-                yield name, value
+        if _user_class(klass):
+            for name, value in _own_attributes(klass):
+                if name not in seen:
+                    seen.add(name)
+                    yield name, value
 
 
 def same_sequence(seq, items):
@@ -310,8 +329,11 @@ def _children(obj, label: Label):
         yield from ((f, label) for f in (obj.fget, obj.fset, obj.fdel) if f is not None)
     elif isinstance(obj, type):
         if _user_class(obj):
-            for name, value in _class_attributes(obj):
+            for name, value in _own_attributes(obj):
                 yield value, Label("class attribute", f"{_name(obj)}.{name}", _name(obj))
+            for base in obj.__bases__:
+                if _user_class(base):
+                    yield base, Label("base class", _name(base), _name(obj))
     elif _entered_object(obj):
         yield type(obj), label
         for name, value in getattr(obj, "__dict__", {}).items():
@@ -367,6 +389,9 @@ class _StructuralCopy:
             if key not in self._changed:
                 self._changed.add(key)
                 pending += self._parents.get(key, [])
+                obj = self._objects.get(key)
+                if isinstance(obj, type):  # a copied class has its user bases copied (see _class)
+                    pending += [id(base) for base in obj.__bases__ if _user_class(base) and id(base) in self._objects]
 
     def _changes(self, obj) -> bool:
         return id(obj) in self._changed
@@ -474,10 +499,34 @@ class _StructuralCopy:
         return new
 
     def _class(self, cls: type) -> type:
+        """A subclass of ``cls`` holding its changed attributes, rebuilt, and subclassing
+        first the copies of ``cls``'s user bases (copied with it, see :meth:`mark`): for
+        ``class C(B)``, ``class B(A)`` the order of resolution is
+
+        ``[C', B', A', C, B, A, object]``,
+
+        so that ``super()`` in a copied method of ``C`` (whose ``__class__`` cell holds
+        ``C'``, as a global ``C`` in ``super(C, self)`` or ``C.method(self)`` now names
+        ``C'``) reaches the copy of ``B``'s method, never the user's own (which ran the rest
+        of ``C``'s method a second time); cooperative multiple inheritance keeps its order.
+        Each copy holds all its class's own attributes (the unchanged as they are), so that
+        no lookup passes a copy to reach an original.
+        Where no such order exists (C3 fails), one flat subclass holds every changed
+        attribute ``cls`` resolves.
+        """
+        copies = tuple(self.rebuild(base) for base in cls.__bases__ if _user_class(base) and self._changes(base))
+        if id(cls) in self._memo:  # built while rebuilding its bases (a method naming cls)
+            return self._memo[id(cls)]
         namespace = {"__slots__": (), "__module__": cls.__module__, "__qualname__": cls.__qualname__}
-        new = self._memo[id(cls)] = type(cls)(cls.__name__, (cls,), namespace)
-        for name, value in _class_attributes(cls):
-            if self._changes(value):
+        try:
+            new = type(cls)(cls.__name__, (*copies, cls), namespace)
+            every = True  # all of cls's own attributes: a lookup never falls through to cls's
+        except TypeError:  # no consistent order of resolution (or of instance layouts)
+            new = type(cls)(cls.__name__, (cls,), namespace)
+            every = False
+        self._memo[id(cls)] = new
+        for name, value in _own_attributes(cls) if every else _class_attributes(cls):
+            if every or self._changes(value):
                 setattr(new, name, self.rebuild(value))
         return new
 
@@ -542,6 +591,9 @@ def copy_structure(root, replace: Callable[[Any, Label], Any], *, copy_root: boo
     forced = [root] if copy_root and copyable else []
     # a user function calling max/min or importing inside itself needs the copy's builtins
     forced += [obj for obj in walk._objects.values() if _user_function(obj) and _uses_translated_builtins(obj.__code__)]
+    forced += [cell for obj in walk._objects.values() if _user_function(obj)
+               for name, cell in zip(obj.__code__.co_freevars, obj.__closure__ or ())
+               if name in _rebound_names(obj.__code__)]
     if copy_containers:
         forced += [obj for obj in walk._objects.values() if type(obj) in (dict, list)]
     walk.mark(forced)
