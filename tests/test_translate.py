@@ -407,6 +407,37 @@ def test_products_and_scalings_of_constant_sparse_matrices_stay_sparse():
     assert _close(to_jax(f, u, 0.1)(u, 0.1, 0.0), du, 1e-14)
 
 
+def test_sparse_powers_work_and_sparse_solvers_are_refused_by_name():
+    """A constant power of a sparse matrix is SciPy's (it raised TypeError for ``**``);
+    ``spsolve``, ``splu(M).solve`` and ``sparse.diags(u)`` on traced values raised
+    SciPy's own ValueError/TypeError; now a TranslationError names each, with the line.
+    On constant values they run as SciPy's."""
+    import scipy.sparse as sp
+    import scipy.sparse.linalg as spla
+
+    L = sp.diags([1.0, -2.0, 1.0], [-1, 0, 1], shape=(4, 4), format="csr")
+    M = (2.0 * sp.eye(4) + sp.diags([0.5, 0.5], [-1, 1], shape=(4, 4))).tocsc()
+    lu = spla.splu(M)
+    shift = np.ones(4)
+
+    def powers(du, u, p, t):
+        du[:] = (L**2) @ u * p + lu.solve(shift) + spla.spsolve(M, shift) + sp.diags(shift) @ u
+
+    u = np.linspace(0.5, 1.0, 4)
+    du = np.zeros(4)
+    powers(du, u, 0.7, 0.0)
+    assert _close(to_jax(powers, u, 0.7)(u, 0.7, 0.0), du, 1e-14)
+    for call, match in [(lambda u: spla.spsolve(M, u), r"scipy\.sparse\.linalg\.spsolve on values that depend"),
+                        (lambda u: lu.solve(u), r"SuperLU\.solve .*on values that depend"),
+                        (lambda u: sp.diags(u) @ u, r"scipy\.sparse\.diags on values that depend"),
+                        (lambda u: (L ** u[0]) @ u, "power of a SciPy sparse matrix")]:
+        def refused(du, u, p, t, call=call):
+            du[:] = call(u)
+
+        with pytest.raises(TranslationError, match=r"(?s)" + match + r".*test_translate\.py:\d+"):
+            to_jax(refused, u, 0.7)(u, 0.7, 0.0)
+
+
 def test_scipy_special_functions_are_translated_by_jax_scipy_special():
     import scipy.special as special
 

@@ -534,6 +534,18 @@ def _copyto(func, name, args, kwargs):
     _target(dst)._assign(_traced.operand(src), where)
 
 
+def _nan_to_num(func, name, args, kwargs):
+    """``np.nan_to_num(x, copy=False)`` replaces in ``x`` itself (and returns ``x``); the
+    jax.numpy counterpart ignores ``copy``, which left ``x`` with its inf and NaN."""
+    copy = kwargs.get("copy", args[1] if len(args) > 1 else True)
+    result = _generic(func, name, args, kwargs)
+    if copy or not isinstance(args[0], _traced.TracedArray):
+        return result
+    target = _target(args[0])
+    target._assign(_traced.operand(result), True)
+    return target
+
+
 def _put(func, name, args, kwargs):
     a = _target(args[0])
     indices, values = (_list_to_array(_traced.operand(x)) for x in args[1:3])
@@ -680,6 +692,7 @@ _SPECIAL = {
     "real": _part,
     "imag": _part,
     "copyto": _copyto,
+    "nan_to_num": _nan_to_num,
     "put": _put,
     "putmask": _putmask,
     "fill_diagonal": _fill_diagonal,

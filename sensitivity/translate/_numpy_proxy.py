@@ -259,6 +259,10 @@ _SCIPY = {
     "scipy.stats": lambda: _distributions(),
     "scipy.integrate": lambda: {"trapezoid": lambda: _jax_module("jax.scipy.integrate").trapezoid,
                                 "cumulative_trapezoid": lambda: _cumulative_trapezoid},
+    # none translated (sparse matrices in f's closure are, see _sparse): the functions
+    # refuse traced values by name (spsolve, diags(u)), constant ones run as SciPy's
+    "scipy.sparse": lambda: {},
+    "scipy.sparse.linalg": lambda: {},
 }
 _DROPPED = ("check_finite", "overwrite_a", "overwrite_b", "overwrite_ab")  # SciPy-only options
 
@@ -350,15 +354,29 @@ def _untranslated(original, qualified: str):
     it, not the conversion."""
     from ._errors import TranslationError, translation_error
 
+    def refused():
+        return translation_error(
+            f"{qualified} on values that depend on u, p or t (it has no JAX translation)",
+            "Rewrite it with NumPy functions (they are translated), or compute it outside f.")
+
     def call(*args, **kwargs):
+        from ._replace import is_sparse
+        from ._sparse import SparseOperator
+
+        values = unwrap((args, kwargs))
+        if all_concrete(values):  # constants: SciPy's own, given the sparse matrices as SciPy's
+            def scipy_value(x):
+                return x.matrix if isinstance(x, SparseOperator) else x
+            result = original(*map(scipy_value, values[0]), **{k: scipy_value(v) for k, v in values[1].items()})
+            return SparseOperator(result) if is_sparse(result) else result  # (sp.diags(w) @ u)
         try:
             return original(*args, **kwargs)
         except TranslationError as error:
             if "converting a value" not in str(error) and "on a value that depends" not in str(error):
                 raise
-            raise translation_error(
-                f"{qualified} on values that depend on u, p or t (it has no JAX translation)",
-                "Rewrite it with NumPy functions (they are translated), or compute it outside f.") from error
+            raise refused() from error
+        except Exception as error:  # SciPy's own checks of a traced value (spsolve, sparse.diags)
+            raise refused() from error
     return call
 
 
@@ -388,7 +406,10 @@ class _ScipyModuleProxy(types.ModuleType):
             setattr(self, name, stand_in)
 
     def __getattr__(self, name):
-        return _stand_in_of(self._module, name, getattr(self._module, name))
+        original = getattr(self._module, name)
+        if isinstance(original, types.ModuleType):  # a proxied submodule (scipy.sparse.linalg) as its proxy
+            return replacement(original) or original
+        return _stand_in_of(self._module, name, original)
 
 
 class _ScipyProxy(types.ModuleType):
@@ -398,7 +419,8 @@ class _ScipyProxy(types.ModuleType):
         super().__init__("scipy", scipy.__doc__)
         self._scipy = scipy
         for name, proxy in proxies.items():
-            setattr(self, name.rpartition(".")[2], proxy)
+            if name.count(".") == 1:  # (scipy.sparse.linalg is reached through scipy.sparse's proxy)
+                setattr(self, name.rpartition(".")[2], proxy)
 
     def __getattr__(self, name):
         return getattr(self._scipy, name)

@@ -112,6 +112,11 @@ class SparseOperator:
         part = self._matrix[key]
         return SparseOperator(part) if hasattr(part, "tocsr") else wrap(np.asarray(part))
 
+    @property
+    def matrix(self):
+        """The (copied) SciPy matrix, for SciPy functions given constant values."""
+        return self._matrix
+
     def toarray(self) -> TracedArray:
         return wrap(self._matrix.toarray())
 
@@ -164,6 +169,14 @@ class SparseOperator:
     def __neg__(self):
         return self._like(-self._matrix)
 
+    def __pow__(self, exponent):
+        """A constant power: SciPy's (the matrix power of a sparse matrix, elementwise for
+        a sparse array)."""
+        if np.ndim(exponent) == 0 and is_concrete(operand(exponent)):
+            return self._like(self._matrix ** np.asarray(operand(exponent)).item())
+        raise translation_error("a power of a SciPy sparse matrix by a value that depends on u, p or t",
+                                "Raise it to a constant power, or apply it repeatedly (A @ (A @ x)).")
+
     def __array_ufunc__(self, ufunc, method, *inputs, out=None, **kwargs):
         if ufunc is not np.matmul or method != "__call__" or kwargs or len(inputs) != 2:
             raise translation_error(
@@ -183,3 +196,36 @@ class SparseOperator:
             "Inside f, sparse matrices support A @ x, A.dot(x), A.T, A[i:j, k:l], A.shape "
             "and A.toarray().",
         )
+
+
+class Factorization:
+    """A SciPy sparse LU factorization (``splu``, ``spilu``: a ``SuperLU``) read from
+    ``f``'s closure: ``solve`` of a constant right-hand side is SciPy's; of one that depends
+    on ``u``, ``p`` or ``t`` a :class:`TranslationError` naming it (SciPy's C code raised
+    an unrelated TypeError)."""
+
+    def __init__(self, lu):
+        self._lu = lu
+
+    def solve(self, rhs, trans="N"):
+        value = operand(rhs)
+        if is_concrete(value):
+            return wrap(np.asarray(self._lu.solve(np.asarray(value), trans)))
+        raise translation_error(
+            "SuperLU.solve (a scipy.sparse.linalg.splu or spilu factorization) on values that depend on u, p or t",
+            "Factorize a dense copy outside f with scipy.linalg.lu_factor and call scipy.linalg.lu_solve "
+            "in f (translated), or call np.linalg.solve(A, b) with A dense.")
+
+    def __getattr__(self, name):
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return getattr(self._lu, name)
+
+
+def is_factorization(obj) -> bool:
+    """Whether ``obj`` is a SciPy ``SuperLU`` (a C type whose module reads "builtins")."""
+    if type(obj).__name__ != "SuperLU":
+        return False
+    import scipy.sparse.linalg
+
+    return isinstance(obj, scipy.sparse.linalg.SuperLU)

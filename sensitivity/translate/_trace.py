@@ -17,7 +17,7 @@ from ._errors import TranslationError
 from ._fingerprint import ConstantRead
 from ._interpolants import Interpolant, is_interpolant
 from ._replace import AbstractArrayReplacer, is_sparse
-from ._sparse import SparseOperator
+from ._sparse import Factorization, SparseOperator, is_factorization
 from ._tiling import forget_slices
 from ._traced import TracedArray, operand
 from ._views import jax, jnp, view_step
@@ -54,6 +54,8 @@ class _Shadows(AbstractArrayReplacer):
     def replace_other(self, obj, label: Label):
         if is_sparse(obj):
             return SparseOperator(obj)
+        if is_factorization(obj):
+            return Factorization(obj)
         if is_interpolant(obj):
             return Interpolant(obj)
         return _numpy_proxy.replacement(obj)
