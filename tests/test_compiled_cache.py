@@ -148,6 +148,50 @@ def test_closure_scalar_rebound_is_seen():
     assert second == pytest.approx(np.exp(-2.0 * T1), rel=1e-8)
 
 
+_RATE = 1.0
+
+
+@np.vectorize
+def _vectorized_rate(x):
+    return _RATE * x
+
+
+def _dispatched_rate(x):
+    return _RATE * x
+
+
+_dispatched_rate = __import__("functools").singledispatch(_dispatched_rate)
+
+
+def _library_reading_rhs(du, u, p, t):
+    du[:] = -(float(os.environ.get("DXDT_TEST_RATE", "1.0")) * u + _vectorized_rate(u) + _dispatched_rate(u))
+
+
+def test_helpers_behind_vectorize_singledispatch_and_library_data_are_keyed(monkeypatch):
+    """The key missed what the trace reads through an np.vectorize (its pyfunc), a
+    functools.singledispatch helper (its implementations) and a library module's data
+    (os.environ, sys.argv, math.pi): changing them gave the old program's numbers."""
+    import math
+
+    from dxdt.sensitivity.translate._fingerprint import reach
+
+    prob = dxdt.ODEProblem(_library_reading_rhs, np.ones(1), (0.0, T1))
+    for env, rate in (("1.0", 1.0), ("1.0", 2.0), ("3.0", 2.0)):
+        monkeypatch.setenv("DXDT_TEST_RATE", env)
+        monkeypatch.setattr(sys.modules[__name__], "_RATE", rate)
+        u1 = dxdt.solve(prob, Tsit5(), saveat=[T1], backend="jax", **TOL).u[0, 0]
+        assert u1 == pytest.approx(np.exp(-(float(env) + 2 * rate) * T1), rel=1e-8), (env, rate)
+
+    def argv_rhs(du, u, p, t):
+        du[:] = -float(sys.argv[-1]) * math.pi * u
+
+    first = reach(argv_rhs).digest
+    monkeypatch.setattr(sys, "argv", sys.argv[:-1] + ["2.5"])
+    second = reach(argv_rhs).digest
+    monkeypatch.setattr(math, "pi", 3.0)
+    assert len({first, second, reach(argv_rhs).digest}) == 3  # (the disk key holds this digest)
+
+
 def test_work_buffers_written_by_a_numpy_solve_do_not_force_a_rebuild():
     prob = dxdt.problems.gray_scott(n=8, tspan=(0.0, 5.0))
     dxdt.solve(prob, Tsit5(), saveat=[5.0], backend="jax")

@@ -278,6 +278,9 @@ def _children(obj, label: Label):
     """``(child, label)`` pairs of everything ``obj`` refers to that may lead to an array."""
     if isinstance(obj, types.FunctionType):
         if not _user_function(obj):
+            if isinstance(getattr(obj, "registry", None), types.MappingProxyType):  # functools.singledispatch
+                for kind, implementation in obj.registry.items():
+                    yield implementation, Label("singledispatch implementation", _name(kind), _name(obj))
             return
         code, owner = obj.__code__, _name(obj)
         for name, cell in zip(code.co_freevars, obj.__closure__ or ()):
@@ -300,6 +303,8 @@ def _children(obj, label: Label):
             yield obj.cell_contents, label
         except ValueError:
             return
+    elif isinstance(obj, np.vectorize):
+        yield obj.pyfunc, label
     elif isinstance(obj, types.MethodType):
         yield obj.__func__, label
         yield obj.__self__, Label("attribute", "self", _name(obj.__func__))
@@ -460,6 +465,9 @@ class _StructuralCopy:
         elif isinstance(obj, property):
             parts = [None if f is None else self.rebuild(f) for f in (obj.fget, obj.fset, obj.fdel)]
             new = property(*parts, obj.__doc__)
+        elif isinstance(obj, np.vectorize):
+            new = np.vectorize(self.rebuild(obj.pyfunc), otypes=obj.otypes or None, doc=obj.__doc__,
+                               excluded=obj.excluded, cache=obj.cache, signature=obj.signature)
         elif isinstance(obj, functools._lru_cache_wrapper):
             parameters = obj.cache_parameters()
             cached = functools.lru_cache(parameters["maxsize"], parameters["typed"])

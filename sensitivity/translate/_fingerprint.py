@@ -18,6 +18,7 @@ while tracing names the same array in a later walk, in this process or another.
 from __future__ import annotations
 
 import collections
+import collections.abc
 import enum
 import functools
 import hashlib
@@ -30,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from ._closure import (Label, _entered_object, _global_names, _is_library, _root_label, _slot_names, _StructuralCopy,
+from ._closure import (Label, _entered_object, _global_names, _is_library, _name, _root_label, _slot_names, _StructuralCopy,
                        _object_array, _user_class, _user_function, memoised_by_identity,
                        subclass_attributes)
 from ._replace import AbstractArrayReplacer, is_sparse, owning_array
@@ -79,6 +80,7 @@ class _Recorder(AbstractArrayReplacer):
         self.constant_arrays = constant_arrays
         self.names: set[str] = set()  # every name the user code reached uses
         self.modules: list = []  # user modules reached: their attributes are read as they are
+        self.libraries: list = []  # library modules reached: their data attributes are read too
         self.content_keyed = False  # some item is a content digest (then no snapshot)
 
     def replace_root(self, array, label):
@@ -98,6 +100,12 @@ class _Recorder(AbstractArrayReplacer):
     def replace_other(self, obj, label):
         if isinstance(obj, _WALKED) or _object_array(obj):
             return None
+        if isinstance(obj, np.vectorize):  # walked into its pyfunc (code, globals, closure)
+            self.items.append(("vectorize", str(label), obj.otypes, sorted(map(str, obj.excluded)), obj.signature))
+            return None
+        if isinstance(obj, types.FunctionType) and isinstance(getattr(obj, "registry", None), types.MappingProxyType):
+            self.items.append(("singledispatch", str(label), [_name(kind) for kind in obj.registry]))
+            return None  # walked into its implementations
         if isinstance(obj, types.FunctionType):
             if _user_function(obj):
                 self.items.append(("function", str(label), _code_digest(obj.__code__)))
@@ -122,6 +130,8 @@ class _Recorder(AbstractArrayReplacer):
             return obj
         if isinstance(obj, types.ModuleType) and not _is_library(obj.__name__):
             self._add_module(obj, label)
+        elif isinstance(obj, types.ModuleType) and all(m is not obj for m, _ in self.libraries):
+            self.libraries.append((obj, label))
         if isinstance(obj, (types.ModuleType, types.BuiltinFunctionType, np.ufunc)):
             return self._library(obj, label)
         module = getattr(type(obj), "__module__", "") or ""
@@ -143,10 +153,28 @@ class _Recorder(AbstractArrayReplacer):
             pending = [(module, label, name) for module, label in self.modules for name in sorted(self.names)
                        if (id(module), name) not in done]
             if not pending:
-                return
+                break
             for module, label, name in pending:
                 done.add((id(module), name))
                 self._module_attribute(getattr(module, name, _MISSING), f"{label}.{name}", label.owner)
+        self.library_reads = [(module, self._library_data(module, label)) for module, label in self.libraries]
+
+    def _library_data(self, module, label) -> tuple:
+        """Digest the data attributes of a library module that the code names (``sys.argv``,
+        ``os.environ``, ``math.pi``): the trace reads them as constants. Its functions and
+        classes are keyed by name (a library's code is its version); returns the names of
+        the scalars, whose identity a snapshot re-checks."""
+        scalars = []
+        for name in sorted(self.names):
+            value = vars(module).get(name, _MISSING)  # (no module __getattr__: numpy's is slow)
+            if isinstance(value, _SCALARS + (np.generic,)):
+                self.items.append(("library value", f"{label}.{name}", type(value).__name__, repr(value)))
+                scalars.append(name)
+            elif isinstance(value, (list, tuple, dict, collections.abc.Mapping)) and _plain_data(value):
+                self.items.append(("library data", f"{label}.{name}", repr(dict(value) if isinstance(
+                    value, collections.abc.Mapping) else value)))
+                self.content_keyed = True  # changed in place: walked every time
+        return tuple(scalars)
 
     def _module_attribute(self, value, where: str, owner: str) -> None:
         """One attribute of a user module. Whatever it leads to (a function's globals and
@@ -190,6 +218,25 @@ class _Recorder(AbstractArrayReplacer):
         self.items.append(("object", str(label), type(obj).__qualname__,
                            summary if summary is not None else f"id:{id(obj)}"))
         return obj
+
+
+def _plain_data(value, budget: int = 1000) -> bool:
+    """Whether ``value`` is (nested lists, tuples and mappings of) numbers, strings and
+    None, of at most ``budget`` items: data a function may read, not a registry of
+    modules or functions."""
+    stack, seen = [value], 0
+    while stack:
+        item = stack.pop()
+        seen += 1
+        if seen > budget:
+            return False
+        if isinstance(item, collections.abc.Mapping):
+            stack += list(item.keys()) + list(item.values())
+        elif isinstance(item, (list, tuple)):
+            stack += item
+        elif not isinstance(item, _SCALARS + (np.generic,)):
+            return False
+    return True
 
 
 @memoised_by_identity
@@ -387,7 +434,8 @@ class _Snapshot:
         if recorder.content_keyed:
             return None
         names = tuple(sorted(recorder.names))
-        modules = tuple((module, names) for module, _ in recorder.modules)
+        modules = tuple((module, names) for module, _ in recorder.modules) + tuple(
+            (module, scalars) for module, scalars in recorder.library_reads if scalars)
         if any(isinstance(getattr(m, n, None), np.ndarray) for m, _ in recorder.modules for n in names):
             return None
         states = tuple(_state(obj) for obj in nodes) + tuple(
