@@ -39,6 +39,10 @@ CHECKPOINT_STIFFNESS = 0.3  # h_mean * rho(J) / stability boundary above which t
 # adjoint is differentiating steps set by stability (measured: heat_1d 0.9, Lotka-Volterra < 0.05)
 
 
+_BACKSOLVE_HINT = ("; with adjoint='backsolve' a failing backward solve usually means the backward problem is "
+                   "ill-posed: use adjoint='interpolating'")
+
+
 class PreparedOperator:
     """A sensitivity operator traced and compiled for one problem, target and options.
 
@@ -166,15 +170,14 @@ class PreparedOperator:
             err.add_note(f"The solve of the state alone succeeds at this target ({sol.message}): the "
                          "failing solve is a sensitivity pass (tangents or adjoint); try mode='forward' / "
                          "'reverse' or another adjoint, or a larger max_steps.")
-        else:
-            err.args = (f"{err.args[0]} The solve of the state failed with status {sol.status!r}: "
-                        f"{sol.message}",)
+        else:  # (then no other adjoint helps: the backsolve hint goes)
+            err.args = (f"{err.args[0].replace(_BACKSOLVE_HINT, '')} The solve of the state failed with status "
+                        f"{sol.status!r}: {sol.message}",)
             err.solution = sol
 
     def _check(self, aux) -> None:
-        hint = ("; with adjoint='backsolve' a failing backward solve usually means the backward "
-                "problem is ill-posed: use adjoint='interpolating'" if self.adjoint == "backsolve" else "")
-        raise_on_failure(aux["code"], f"{self.op} ({self.mode})", hint)
+        raise_on_failure(aux["code"], f"{self.op} ({self.mode})",
+                         _BACKSOLVE_HINT if self.adjoint == "backsolve" else "")
         if self.adjoint == "backsolve":
             mismatch = float(aux["mismatch"])
             if not np.isfinite(mismatch) or mismatch > BACKSOLVE_MISMATCH:

@@ -255,6 +255,16 @@ def test_a_failing_sensitivity_pass_is_told_apart_from_a_failing_state_solve():
     assert info.value.solution is None
 
 
+def test_a_failing_state_solve_under_backsolve_gets_no_advice_to_switch_adjoint():
+    """``y' = 2 y^2`` blows up at t = 0.5: the state solve fails whatever the adjoint, yet
+    backsolve's error said the backward problem was ill-posed and to use 'interpolating'."""
+    prob = dxdt.ODEProblem(lambda du, u, p, t: du.__setitem__(0, p[0] * u[0] ** 2), np.array([1.0]), (0.0, 1.0),
+                           np.array([2.0]))
+    with pytest.raises(dxdt.SolverError, match=r"state failed with status 'dt_min'.*t=0\.5") as info:
+        sens.gradient(lambda u: np.sum(u**2), prob, Tsit5(), mode="reverse", adjoint="backsolve")
+    assert "interpolating" not in str(info.value) and info.value.solution is not None
+
+
 def test_the_diagnosis_of_a_failure_leaves_the_users_buffers_unchanged():
     """The failed operator's diagnosis solves the state with the user's f: its closure work
     buffer stays bitwise as it was (API.md: f, its closure arrays and prob are never
