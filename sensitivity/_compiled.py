@@ -141,6 +141,12 @@ _COUNTS = {"memory_hits": 0, "disk_hits": 0, "builds": 0}
 _LAST_BUILD: dict = {}
 
 
+def count(what: str) -> None:
+    """Count a ``"memory_hits"`` or ``"builds"`` of a cache kept elsewhere (the operators
+    through events), so that :func:`cache_info` tells of them too."""
+    _COUNTS[what] += 1
+
+
 def cache_info() -> dict:
     """What the compiled-code cache has done in this process.
 
@@ -670,10 +676,15 @@ def _initialize_lapack() -> None:
     initialize_lapack()
 
 
+_HEADER_LIMIT = 16 * 2**20  # bytes: a header holds keys and constant reads, far below this
+
+
 def _read_header(stream: io.BufferedReader) -> dict:
     if stream.read(len(_MAGIC)) != _MAGIC:
         raise ValueError("it is not a dxdt cache entry of this format")
     size = int.from_bytes(stream.read(8), "little")
+    if size > _HEADER_LIMIT:  # a damaged length: never allocated
+        raise ValueError(f"its header claims {size} bytes")
     header = pickle.loads(stream.read(size))
     if header.get("format") != FORMAT:
         raise ValueError("it has another format")

@@ -658,7 +658,9 @@ def prepare_with_events(op: str, loss, prob, events, options: SolveOptions, save
         adjoint, reason = "checkpoint", f"{reason}; through events adjoint='backsolve' is the discrete adjoint"
     key = _operator_key(op, loss, prob, events, options, saveat, target, chosen, adjoint, duplicate_closure, auto)
     operator = _OPERATORS.get(key)
-    if operator is None:
+    if operator is not None:
+        _compiled.count("memory_hits")
+    else:
         operator = EventOperator(op, loss, prob, events, options, saveat, target, chosen, reason, adjoint,
                                  duplicate_closure, auto)
         _OPERATORS[key] = operator
@@ -825,6 +827,7 @@ class EventOperator:
                              f"{self._saveat[n_rows:].tolist()}: the loss receives the {n_rows} rows saved before "
                              "the stop (saveat=None means [t1]); save up to the stop, or use t_events")
             raise
+        _compiled.count("builds")
         self._built.append(self._prepared)
         if structure is not None:
             self._by_structure[structure] = self._prepared

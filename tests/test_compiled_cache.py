@@ -337,7 +337,9 @@ def test_corrupt_or_foreign_entries_are_ignored_with_a_warning(private_cache):
     prob = decay_problem(np.array([0.7]))
     good = dxdt.solve(prob, Tsit5(), saveat=[T1], backend="jax", **TOL).u
     (entry,) = private_cache.glob("*.dxdt")
-    for damage in (lambda b: b[: len(b) // 2], lambda b: b"not a dxdt entry at all"):
+    magic = compiled._MAGIC  # a header length of 2**62 bytes: refused, not allocated
+    for damage in (lambda b: b[: len(b) // 2], lambda b: b"not a dxdt entry at all",
+                   lambda b: magic + (2**62).to_bytes(8, "little") + b[len(magic) + 8:]):
         entry.write_bytes(damage(entry.read_bytes()))
         compiled.clear_cache(disk=False)
         with pytest.warns(RuntimeWarning, match="unreadable compiled-code cache entry"):

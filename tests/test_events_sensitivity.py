@@ -296,12 +296,17 @@ def test_unprepared_calls_through_a_state_event_reuse_the_operator_and_see_chang
     for mode in ("forward", "reverse"):
         for k, c, w in ((0.7, 0.5, 1.0), (0.9, 0.5, 1.0), (0.9, 0.25, 1.0), (0.9, 0.25, 3.0)):
             level[0], weight[0] = c, w  # changed in place between calls: seen by the next one
-            n_traced = len(traced())
+            n_traced, before = len(traced()), sens.cache_info()
             prob = dxdt.ODEProblem(decay, [2.0], (0.0, 5.0), p=np.array([k, 0.0]))
             grad = sens.gradient(loss, prob, events=[ev], mode=mode, **TIGHT)
             np.testing.assert_allclose(grad[0], expected(k, c, w), rtol=1e-7)
+            after = sens.cache_info()
             if (k, c, w) == (0.9, 0.5, 1.0):  # only p moved: the operator of the first call
                 assert len(traced()) == n_traced
+                # (cache_info counted none of the operators through events)
+                assert after["memory_hits"] == before["memory_hits"] + 1 and after["builds"] == before["builds"]
+            elif (k, c, w) == (0.7, 0.5, 1.0):
+                assert after["builds"] > before["builds"]
             elif (c, w) != (0.5, 1.0) and w == 1.0:
                 assert len(traced()) > n_traced  # a changed constant: traced again
     n_traced = len(traced())

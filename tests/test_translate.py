@@ -407,6 +407,19 @@ def test_products_and_scalings_of_constant_sparse_matrices_stay_sparse():
     assert _close(to_jax(f, u, 0.1)(u, 0.1, 0.0), du, 1e-14)
 
 
+def test_str_of_a_closure_constant_is_numpys():
+    """``float(str(c[0]))`` of a closure constant read "TracedArray(shape=...)" (ValueError
+    from float); a traced value still prints as its description."""
+    c = np.array([0.25, 4.0])
+
+    def f(du, u, p, t):
+        assert str(u[0]).startswith("TracedArray")
+        du[:] = -float(str(c[0])) * u * float(str(c[1:].sum()))
+
+    u = np.array([1.0, 2.0])
+    assert _close(to_jax(f, u, None)(u, None, 0.0), -u, 1e-15)
+
+
 def test_sparse_powers_work_and_sparse_solvers_are_refused_by_name():
     """A constant power of a sparse matrix is SciPy's (it raised TypeError for ``**``);
     ``spsolve``, ``splu(M).solve`` and ``sparse.diags(u)`` on traced values raised

@@ -467,6 +467,11 @@ class TracedArray:
             return format(value.item() if np.ndim(value) == 0 else value, spec)
         return repr(self)
 
+    def __str__(self) -> str:
+        """As :meth:`__format__`: a constant as NumPy prints it (``float(str(c[0]))`` of a
+        closure constant read its description), a traced value as its description."""
+        return self.__format__("")
+
     def __bool__(self) -> bool:
         return bool(self._constant("bool", "Python if/while/and/or/not (or the builtins max, min, sorted over "
                                            "array elements)"))
