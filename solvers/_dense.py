@@ -30,7 +30,7 @@ class DenseOutput:
         self._t.append(t)
         self._h.append(h)
         self._u.append(u.copy())
-        self._r.append(h * (interp_t @ k))
+        self._r.append((h * interp_t) @ k)  # h first: stages near 1e307 sum to inf, times h near 1e304 do not
         self._arrays = None
 
     def truncate_last(self, t_end: float) -> None:

@@ -187,6 +187,17 @@ def test_dense_output_backward():
     np.testing.assert_allclose(sol(ts)[:, 0], np.exp(1 - ts), rtol=1e-8)
 
 
+@pytest.mark.parametrize("method", [Tsit5(), Vern7()], ids=repr)
+def test_dense_output_of_states_near_overflow_stays_finite(method):
+    """u' = 1000 u to u = 1e304: the dense polynomial summed the stages (1e307) before
+    multiplying by h, so sol(t) was inf or NaN where the saved rows are finite."""
+    prob = dxdt.ODEProblem(lambda du, u, p, t: np.multiply(u, 1000.0, out=du), np.array([1.0]), (0.0, 0.7))
+    sol = dxdt.solve(prob, method, rtol=1e-8, atol=1e-10, dense=True)
+    assert sol.success
+    np.testing.assert_allclose(sol(sol.t[-5:])[:, 0], sol.u[-5:, 0], rtol=1e-12)
+    np.testing.assert_allclose(sol(0.6995)[0], np.exp(699.5), rtol=1e-5)
+
+
 def test_dense_call_errors():
     sol = dxdt.solve(LV)
     with pytest.raises(ValueError, match="dense=True"):
