@@ -257,7 +257,8 @@ def jax_failure_message(status: str, t_end: float, fixed_dt: float | None, max_s
             return blamed
     if status == "nonfinite" and fixed_dt is not None:
         return failure_message("nonfinite_fixed", t_end, fixed_dt, max_steps, t1)
-    return failure_message(status, t_end, fixed_dt if fixed_dt is not None else next_dt, max_steps, t1)
+    proposed = next_dt or None  # (0: the step underflowed to nothing, as after f NaN at t0)
+    return failure_message(status, t_end, fixed_dt if fixed_dt is not None else proposed, max_steps, t1)
 
 
 def stats_rule(method, auto_dt: bool, fixed: bool = False, interpolant: bool = False):
