@@ -63,8 +63,9 @@ def _chunk_program(prob, method, events: tuple, continuous: list, every_step: bo
     ``summary`` (float64): diffrax's result code, steps, accepted, rejected, the number of
     step times, whether an event was found, its time, the stabilized work (3 numbers), the
     step the controller proposed after the last and its ``1 / e`` (0 with fixed steps),
-    which conditions fire, their values at ``t_start``, then the step times. ``states``: the state at the chunk's end and at the event, then the
-    states at ``save_ts`` (clipped to the chunk) or, with ``every_step``, at each step end;
+    which conditions fire, their values at ``t_start``, then the step times. ``states``:
+    the state at the chunk's end and at the event, then the states at ``save_ts``
+    (clipped to the chunk) or, with ``every_step``, at each step end;
     with ``dense``, also the chunk's dense interpolation (then at most ``STEP_ROWS`` steps
     a chunk, and kept in memory only: it is not a flat program).
     """
@@ -339,8 +340,7 @@ class _Solve:
         while self.status == "success" and (self.t1 - t) * self.direction > 0:
             if steps >= self.max_steps:
                 self.status = "max_steps"
-                self.message = failure_message("max_steps", t, self.direction * abs(dt0) or None, self.max_steps,
-                                               self.t1)
+                self.message = failure_message("max_steps", t, self._signed(abs(dt0)), self.max_steps, self.t1)
                 break
             t_clip, save_ts = self._clip(), self.no_saves
             if self.saveat is not None and self.j < len(self.saveat):
