@@ -263,13 +263,11 @@ def _auto_for_complex(op: str, adjoint: str) -> tuple[str, str, str]:
     dimensions (see :func:`_check_complex`). A gradient takes the discrete adjoint unless
     another adjoint than the default was asked for (which then raises, naming it)."""
     if op == "jacobian":
-        return "forward", "a complex state: forward mode (a reverse pass keeps only the real part of " \
-            "complex outputs)", adjoint
-    if adjoint == "interpolating":
-        adjoint = "checkpoint"
-    return "reverse", "a complex state: the discrete adjoint (adjoint='checkpoint'), the only strategy " \
-        "that differentiates complex states; the continuous adjoints and forward mode support real " \
-        "states only", adjoint
+        return ("forward", "a complex state: forward mode (a reverse pass keeps only the real part of complex "
+                "outputs)", adjoint)
+    reason = ("a complex state: the discrete adjoint (adjoint='checkpoint'), the only strategy that differentiates "
+              "complex states; the continuous adjoints and forward mode support real states only")
+    return "reverse", reason, "checkpoint" if adjoint == "interpolating" else adjoint
 
 
 def _widen(tree: Any) -> Any:
