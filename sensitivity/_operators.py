@@ -365,7 +365,8 @@ def prepare(op: str, *args, method=None, saveat=None, rtol=1e-6, atol=1e-8,
     n_outputs = len(saveat) * prob.u0.size if op == "jacobian" else 1
     chosen, reason, adjoint = _resolve_mode(op, prob, target.wrt, mode, adjoint, n_outputs)
     if (mode == "auto" and chosen.endswith("forward") and adjoint == "interpolating"
-            and isinstance(options.method, AbstractStabilized) and prob.u0.dtype.kind != "c"):  # the adjoint it was measured with
+            and isinstance(options.method, AbstractStabilized)
+            and prob.u0.dtype.kind != "c"):  # the adjoint it was measured with (not for complex states)
         note = reverse_for_stabilized(target_size(prob, target.wrt), n_outputs)
         if note is not None:
             chosen, reason = chosen[: -len("forward")] + "reverse", reason + note

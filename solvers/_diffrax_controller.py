@@ -90,7 +90,8 @@ def ravel_like(atol, tree):
     atol = jnp.asarray(atol)
     if atol.ndim == 0:
         return atol
-    return jnp.concatenate([jnp.broadcast_to(atol, jnp.shape(leaf)).ravel() for leaf in jax.tree_util.tree_leaves(tree)])
+    leaves = jax.tree_util.tree_leaves(tree)
+    return jnp.concatenate([jnp.broadcast_to(atol, jnp.shape(leaf)).ravel() for leaf in leaves])
 
 
 def first_step(derivative, flat, span, rtol, atol, order: int, norm: Callable = optx.rms_norm):

@@ -31,8 +31,8 @@ from typing import Any
 
 import numpy as np
 
-from ._closure import (Label, _entered_object, _global_names, _is_library, _name, _root_label, _slot_names, _StructuralCopy,
-                       _object_array, _user_class, _user_function, memoised_by_identity,
+from ._closure import (Label, _entered_object, _global_names, _is_library, _name, _root_label, _slot_names,
+                       _StructuralCopy, _object_array, _user_class, _user_function, memoised_by_identity,
                        subclass_attributes)
 from ._replace import AbstractArrayReplacer, is_sparse, owning_array
 
