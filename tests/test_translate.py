@@ -420,6 +420,32 @@ def test_str_of_a_closure_constant_is_numpys():
     assert _close(to_jax(f, u, None)(u, None, 0.0), -u, 1e-15)
 
 
+def test_memoising_by_t_is_refused_by_name():
+    """``if t not in cache`` raised ``TypeError: unhashable type: 'TracedArray'``; a scalar
+    constant still hashes as its value, an array as NumPy refuses it."""
+    cache, weights = {}, np.array([0.5, 2.0])
+
+    def memo(du, u, p, t):
+        if t not in cache:
+            cache[t] = np.sin(3 * t)
+        du[:] = -u + cache[t]
+
+    u = np.array([1.0, 0.5])
+    with pytest.raises(TranslationError, match=r"(?s)dict key or set member \(hashing\) on a value that depends.*"
+                                               r"test_translate\.py:\d+.*memoising"):
+        to_jax(memo, u, None)(u, None, 0.3)
+
+    def constant_keys(du, u, p, t):
+        table = {0.5: 1.0, 2.0: -1.0}
+        du[:] = u * table[weights[0]] + table[weights[1]]
+        with pytest.raises(TypeError, match="unhashable"):
+            hash(weights)
+
+    expected = np.zeros(2)
+    constant_keys(expected, u, None, 0.0)
+    assert _close(to_jax(constant_keys, u, None)(u, None, 0.0), expected, 1e-15)
+
+
 def test_sparse_powers_work_and_sparse_solvers_are_refused_by_name():
     """A constant power of a sparse matrix is SciPy's (it raised TypeError for ``**``);
     ``spsolve``, ``splu(M).solve`` and ``sparse.diags(u)`` on traced values raised

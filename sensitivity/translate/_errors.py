@@ -93,6 +93,8 @@ _CONVERSION_FIXES = {
     "constants, and select values with np.where or integer index arrays.",
     "float": "Keep values as arrays and use NumPy functions, e.g. np.sum(u) instead of "
     "math.fsum(u), np.exp(x) instead of float(np.exp(x)).",
+    "hash": "Compute the value in f at every call instead of memoising it by t, u or p (the "
+    "translated f is evaluated once per stage anyway).",
 }
 
 

@@ -133,7 +133,14 @@ class TracedArray:
 
     __slots__ = ("_buf", "_steps", "_pos", "_box")
     __array_priority__ = 1000.0
-    __hash__ = None
+
+    def __hash__(self) -> int:
+        """A scalar trace-time constant hashes as its value (as a NumPy scalar does); a
+        traced value (``t`` as a memo key: ``if t not in cache``) is refused by name, an
+        array as NumPy refuses it."""
+        if self.shape:
+            raise TypeError("unhashable type: 'numpy.ndarray'")
+        return hash(self._constant("hash", "using it as a dict key or set member (hashing)").item())
 
     def __init__(self, buf: Buffer, steps: tuple = (), pos: np.ndarray | None = None):
         self._buf = buf
