@@ -50,6 +50,47 @@ def _counting_rhs(du, u, p, t):
     du[:] = _calls[0] * u
 
 
+class _Remembering:
+    def __init__(self):
+        self.prev = np.zeros(2)
+
+    def __call__(self, du, u, p, t):
+        du[:] = -u + 0.1 * self.prev
+        self.prev = u.copy()
+
+
+def test_state_carried_by_rebinding_warns_as_the_in_place_form_does():
+    """``prev = u.copy()`` after reading ``prev`` (an attribute, a nonlocal) carries state
+    between calls as ``prev[:] = u`` does, which warned; the rebinding forms did not, and
+    the JAX solve differed silently (6.4e-2 at t = 1). Rebinding without reading the old
+    array (a result kept for inspection) does not warn."""
+    def make():
+        prev = np.zeros(2)
+
+        def f(du, u, p, t):
+            nonlocal prev
+            du[:] = -u + 0.1 * prev
+            prev = u.copy()
+        return f
+
+    def make_quiet():
+        last = np.zeros(2)
+
+        def f(du, u, p, t):
+            nonlocal last
+            du[:] = -u
+            last = du.copy()
+        return f
+
+    u = np.ones(2)
+    for f, where in ((_Remembering(), r"attribute 'self\.prev'"), (make(), r"closure variable 'prev'")):
+        with pytest.warns(UserWarning, match=where + r".*rebound to another array"):
+            to_jax(f, u, None)(u, None, 0.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        to_jax(make_quiet(), u, None)(u, None, 0.0)
+
+
 def test_reading_a_buffer_before_writing_it_warns_with_its_name():
     f = _make_differencer()
     with pytest.warns(UserWarning, match=r"closure variable 'cache' of _make_differencer.f is read before it is written"):

@@ -569,7 +569,7 @@ def _root_label(root) -> Label:
 
 
 def copy_structure(root, replace: Callable[[Any, Label], Any], *, copy_root: bool = False,
-                   copy_containers: bool = False):
+                   copy_containers: bool = False, copies: list | None = None):
     """A structural copy of ``root`` in which ``replace`` decides the leaves.
 
     Parameters
@@ -585,6 +585,8 @@ def copy_structure(root, replace: Callable[[Any, Label], Any], *, copy_root: boo
     copy_containers : bool
         Copy every dict and list ``root`` reaches (and what leads to them), so that what
         ``root`` stores in them (a lazily allocated buffer) stays in the copies.
+    copies : list, optional
+        Extended with every copy made (objects, cells, containers, overlays of globals).
 
     Returns
     -------
@@ -605,4 +607,7 @@ def copy_structure(root, replace: Callable[[Any, Label], Any], *, copy_root: boo
     if copy_containers:
         forced += [obj for obj in walk._objects.values() if type(obj) in (dict, list)]
     walk.mark(forced)
-    return walk.rebuild(root)
+    copy = walk.rebuild(root)
+    if copies is not None:
+        copies.extend(walk._memo.values())
+    return copy

@@ -99,6 +99,44 @@ def _warn_stale(buffers: list[Buffer], name: str) -> None:
             )
 
 
+def _holders(copies: list) -> list:
+    """``(shadow, now)`` for every place of the copies that holds a shadow buffer: an
+    object's attribute, a cell, a dict entry (globals too); ``now()`` reads it again."""
+    found = []
+    for obj in copies:
+        if isinstance(obj, types.CellType):
+            try:
+                value = obj.cell_contents
+            except ValueError:  # an empty cell (a name f assigns later)
+                continue
+            if isinstance(value, TracedArray):
+                found.append((value, lambda obj=obj: obj.cell_contents))
+        elif isinstance(obj, dict):
+            found += [(v, lambda obj=obj, k=k: dict.get(obj, k)) for k, v in dict.items(obj)
+                      if isinstance(v, TracedArray)]
+        elif not isinstance(obj, (types.FunctionType, type, types.ModuleType)) and hasattr(obj, "__dict__"):
+            found += [(v, lambda obj=obj, k=k: vars(obj).get(k)) for k, v in vars(obj).items()
+                      if isinstance(v, TracedArray)]
+    return found
+
+
+def _warn_rebound(holders: list, name: str) -> None:
+    """Warn, as :func:`_warn_stale` does, for a buffer that ``f`` read and then replaced by
+    another array (``prev = u.copy()`` as an attribute, a ``nonlocal`` or a global): state
+    carried between calls by rebinding, which the in-place spelling ``prev[:] = u`` warns of."""
+    for shadow, now in holders:
+        buffer = shadow._buf
+        if now() is shadow or buffer.stale is None or not buffer.stale.any() or buffer.written.any():
+            continue
+        warnings.warn(
+            f"{buffer.label} is read in a call of {name} and then rebound to another array: it "
+            "carries state from one call to the next. The JAX translation freezes that state at the "
+            "array's value when f was traced and no derivative flows through it; carry the state in u.",
+            UserWarning,
+            stacklevel=4,
+        )
+
+
 def in_order_of(tree, like):
     """``tree`` (shaped like ``like``, possibly with more leading axes per leaf) with its
     dicts in the key order of ``like``'s: JAX flattens dicts in sorted key order and
@@ -158,7 +196,9 @@ def _run(f, u, p, t, inplace, duplicate_closure, reads, p_like=None):
     # a function is always copied (its globals become an overlay, so that `global x; x = ...`
     # in f stores the traced value there, not in the user's module), and so are the dicts
     # and lists it reaches (a buffer allocated lazily into one stays in the copy)
-    g = copy_structure(f, shadows, copy_root=isinstance(f, types.FunctionType), copy_containers=True)
+    copies = []
+    g = copy_structure(f, shadows, copy_root=isinstance(f, types.FunctionType), copy_containers=True, copies=copies)
+    holders = _holders(copies)
     u_traced = _input(u, "u")
     p_traced = in_order_of(jax.tree_util.tree_map(lambda leaf: _input(leaf, "p"), p), p_like)
     t_traced = _input(t)
@@ -183,6 +223,7 @@ def _run(f, u, p, t, inplace, duplicate_closure, reads, p_like=None):
                 f"shape {u_traced.shape}"
             )
     _warn_stale(shadows.buffers, name)
+    _warn_rebound(holders, name)
     if reads is not None:
         reads.extend(shadows.constant_reads(0))
     return jnp.asarray(result, dtype=u_traced.dtype)
