@@ -65,8 +65,8 @@ def initial_step(f, u0, k0, p, t0, t1, order, rtol, atol, shape) -> tuple[float,
     d1 = rms_norm(k0 / scale)
     h0 = 1e-6 if (d0 < 1e-5 or d1 < 1e-5) else 0.01 * d0 / d1
     h0 = min(h0, span)
-    if not h0 > 0:  # ||f(u0)|| overflowed (f near 1e300, or atol 0 on an entry at 0): as the JAX backend
-        return direction * 0.01 * span, 0
+    if h0 == 0:  # ||f(u0)|| overflowed (f near 1e300, or atol 0 on an entry at 0): as the JAX backend
+        return direction * 0.01 * span, 0  # (a NaN f(u0) goes on to a NaN step: the solve fails at t0)
     u1 = u0 + (direction * h0) * k0
     k1 = np.empty_like(k0)
     f(k1.reshape(shape), u1.reshape(shape), p, t0 + direction * h0)
