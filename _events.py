@@ -215,7 +215,7 @@ def check_conditions(events, continuous, u: np.ndarray, p, t: float) -> None:
 
 
 def nan_condition_message(event, t: float) -> str:
-    """The failure (status ``"nonfinite"``, NumPy backend) of a condition that is NaN at
+    """The failure (status ``"nonfinite"``, both backends) of a condition that is NaN at
     the start: no sign change can follow, so the event could never fire; solving on would
     miss it silently. (A failure, not an error: the NaN comes from ``p``, which a fit may
     move there.)"""

@@ -27,8 +27,8 @@ from ._jax import load_jax
 from ._loss import translate_loss
 from ._mode import choose_mode, forward_instead_of_adjoint, reverse_for_stabilized, target_size
 from ._options import BACKSOLVE_DOUBTFUL, BACKSOLVE_MISMATCH, DERIVATIVE_NONFINITE, STATUS_CODES, SolveOptions, raise_on_failure
-from .translate._trace import in_order_of
 from ._target import Target, check_has_parameters, check_wrt, describe, flat_order, nonfinite_argument, to_numpy
+from .translate._trace import in_order_of
 
 jax, jnp = load_jax()
 

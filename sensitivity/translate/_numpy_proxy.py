@@ -353,6 +353,8 @@ def _untranslated(original, qualified: str):
     converts one to a NumPy array or a float instead, a :class:`TranslationError` naming
     it, not the conversion."""
     from ._errors import TranslationError, translation_error
+    from ._replace import is_sparse
+    from ._sparse import SparseOperator
 
     def refused():
         return translation_error(
@@ -360,9 +362,6 @@ def _untranslated(original, qualified: str):
             "Rewrite it with NumPy functions (they are translated), or compute it outside f.")
 
     def call(*args, **kwargs):
-        from ._replace import is_sparse
-        from ._sparse import SparseOperator
-
         values = unwrap((args, kwargs))
         if all_concrete(values):  # constants: SciPy's own, given the sparse matrices as SciPy's
             def scipy_value(x):

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from collections import OrderedDict
-
 import types
 import warnings
+from collections import OrderedDict
 
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
