@@ -225,8 +225,43 @@ CHECKPOINT_BYTES = 4 * 2**20
 MIN_CHECKPOINTS = 64
 
 
+def _sweep_start(g, u0, p, t0, t1, options, system=None):
+    """What every chunk of the dense sweep of :func:`chunked_interpolating_adjoint` starts
+    from: ``(rhs, t0, t1, direction, spectral-radius bound, u0 in the solves' dtype, the
+    first step odeint would choose)``."""
+    from ._ode import initial_step
+
+    forward_field = g if system is None else system.forward
+
+    def rhs(t, u, q):
+        return forward_field(u, q, t)
+
+    dtype = jnp.result_type(float)
+    t0, t1 = jnp.asarray(t0, dtype), jnp.asarray(t1, dtype)
+    direction = jnp.where(t1 >= t0, 1.0, -1.0)
+    estimate = options.spectral_radius(None if system is None else lambda t, y, a: (t, *system.project(y, a)))
+    start = jax.tree_util.tree_map(lambda x: x.astype(jnp.promote_types(jnp.result_type(x), dtype)), u0)
+    first_step = jax.lax.stop_gradient(initial_step(rhs, u0, p, t0, t1, options))
+    return rhs, t0, t1, direction, estimate, start, first_step
+
+
+def first_dense_chunk(g, u0, p, t0, t1, options, *, chunk_steps: int):
+    """``(Solved, code)``: the first chunk of :func:`chunked_interpolating_adjoint`'s dense
+    sweep, from ``(t0, u0)`` towards ``t1`` with a buffer of ``chunk_steps`` steps (code 1
+    where it did not reach ``t1``), bitwise what the sweep would solve first.
+
+    A differentiated solve computes it as its primal (its rows read from the dense output)
+    and hands it to the adjoint as ``first_chunk``, which then does not solve it again:
+    a reverse derivative then solves the state forward once, not twice.
+    """
+    rhs, t0, t1, direction, estimate, start, first_step = _sweep_start(g, u0, p, t0, t1, options)
+    return odeint(rhs, start, p, t0, t1, options, dense=True, max_steps=chunk_steps, dt0=direction * first_step,
+                  spectral_radius=estimate)
+
+
 def chunked_interpolating_adjoint(g, state_cotangents, u0, p, t0, t1, saveat, options, *,
-                                  chunk_steps: int, max_chunks: int, need_mu: bool = True, system=None):
+                                  chunk_steps: int, max_chunks: int, need_mu: bool = True, system=None,
+                                  first_chunk=None):
     """``(lambda(t0), mu(t0), code)``: the interpolating adjoint, its dense forward solve
     in chunks of at most ``chunk_steps`` steps when one buffer of that size does not hold
     it (checkpointing).
@@ -246,7 +281,9 @@ def chunked_interpolating_adjoint(g, state_cotangents, u0, p, t0, t1, saveat, op
     :data:`CHECKPOINT_BYTES`. More chunks than that, or more steps than
     ``options.max_steps`` in the sweep, give code 1 (``"max_steps"``). With ``system`` (a
     :class:`SecondOrderSystem` or :class:`StackedAdjointSystem`) the same sweep solves
-    that system instead.
+    that system instead. ``first_chunk``: :func:`first_dense_chunk` at these ``(u0, p)``
+    (the field's own sweep, not an augmented system's) when the primal has solved it:
+    the loop's first pass takes it instead of solving it.
 
     One loop with one dense solve and one adjoint in its body: a first pass outside the
     loop (so that the common case runs without it) made the first call 45% slower to
@@ -256,24 +293,15 @@ def chunked_interpolating_adjoint(g, state_cotangents, u0, p, t0, t1, saveat, op
     Hindmarsh et al., "SUNDIALS", ACM TOMS 31 (2005), section 4 (CVODES's checkpointed
     adjoint).
     """
-    from ._ode import initial_step
-
     state_cotangents, scale = _unit_cotangents(state_cotangents)
-    forward_field = g if system is None else system.forward
-
-    def rhs(t, u, q):
-        return forward_field(u, q, t)
-
+    rhs, t0, t1, direction, estimate, start, first_step = _sweep_start(g, u0, p, t0, t1, options, system)
     dtype = jnp.result_type(float)
-    t0, t1 = jnp.asarray(t0, dtype), jnp.asarray(t1, dtype)
-    direction = jnp.where(t1 >= t0, 1.0, -1.0)
-    estimate = options.spectral_radius(None if system is None else lambda t, y, a: (t, *system.project(y, a)))
     state_bytes = sum(x.size * x.dtype.itemsize for x in jax.tree_util.tree_leaves(u0))
     n = min(max_chunks, max(MIN_CHECKPOINTS, CHECKPOINT_BYTES // max(state_bytes, 1))) + 1
     anchor = _tangent_anchor(u0, p)
     marks_t = jnp.full((n,), t0)
-    marks_u = jax.tree_util.tree_map(lambda x: _zeros(jnp.zeros((n,) + jnp.shape(x), x.dtype), anchor).at[0].set(x), u0)
-    first_step = jax.lax.stop_gradient(initial_step(rhs, u0, p, t0, t1, options))
+    marks_u = jax.tree_util.tree_map(lambda x: _zeros(jnp.zeros((n,) + jnp.shape(x), x.dtype), anchor).at[0].set(x),
+                                     start)
     marks_h = jnp.zeros((n,), dtype).at[0].set(first_step)
 
     def body(carry):
@@ -281,8 +309,16 @@ def chunked_interpolating_adjoint(g, state_cotangents, u0, p, t0, t1, saveat, op
         start_t = marks_t[c]
         start_u = jax.tree_util.tree_map(lambda m: m[c], marks_u)
         stop = jnp.where(back, marks_t[jnp.minimum(c + 1, n - 1)], t1)
-        fwd, fcode = odeint(rhs, start_u, p, start_t, stop, options, dense=True, max_steps=chunk_steps,
-                            dt0=direction * marks_h[c], spectral_radius=estimate)
+
+        def solve_chunk():
+            return odeint(rhs, start_u, p, start_t, stop, options, dense=True, max_steps=chunk_steps,
+                          dt0=direction * marks_h[c], spectral_radius=estimate)
+
+        if first_chunk is None:
+            fwd, fcode = solve_chunk()
+        else:  # the first chunk, solved by the primal, is not solved again (not handed over
+            # under a vmap over members, where this test is batched: see _jax_solve_passes)
+            fwd, fcode = jax.lax.cond((c == 0) & ~back, lambda: first_chunk, solve_chunk)
         interp = fwd.sol.interpolation
         naccept = interp.ts_size - 1
         steps = steps + jnp.where(back, 0, fwd.stats["num_steps"])

@@ -542,7 +542,7 @@ def _build_chained(op: str, chain, inner: str, adjoint: str | None, setup: Event
     from ._jax_solve_events import event_times
 
     u0_, p_ = setup.u0, setup.p
-    run_chain = chain_function(chain, _segment_static(setup, adjoint))
+    run_chain = chain_function(chain, _segment_static(setup, adjoint), share_forward=inner == "reverse")
     dtype = jnp.result_type(float)
     planning_p = jax.tree_util.tree_map(np.asarray, p_)
     firings = [[(b.time, None if chain.timers[i] is None else _time_position(setup.events[i], planning_p, b.time))
@@ -567,7 +567,8 @@ def _build_joined(op: str, inner: str, adjoint: str | None, setup: EventSetup) -
     planned)``, the planned event times an argument."""
     from ._jax_solve import _differentiable
 
-    segment = _differentiable(_segment_static(setup, adjoint))
+    segment = _differentiable(_segment_static(setup, adjoint), segments=len(setup.boundaries) + 1,
+                              share_forward=inner == "reverse")
 
     def operator(*args):  # (theta[, v], planned times)
         *head, planned = args

@@ -17,7 +17,7 @@ from typing import Callable
 
 
 from ._adjoint import (BACKSOLVE_MISMATCH, SecondOrderSystem, StackedAdjointSystem, adjoint_pass,
-                       chunked_interpolating_adjoint)
+                       chunked_interpolating_adjoint, first_dense_chunk)
 from ._jax import load_jax
 from ._ode import SolveOptions, odeint
 
@@ -43,15 +43,22 @@ class SolveSpec:
     save times, as arrays.
 
     A pytree whose leaves are the static part (a non-array leaf: static wherever a
-    primitive is bound) and the three time arrays (operands, traced like any array): the
-    solves of a chain of segments (:mod:`._jax_solve_events`) share one static part and
-    so one trace and compilation of each pass, whatever their times.
+    primitive is bound), the three time arrays and the ``first_chunk`` (operands, traced
+    like any array): the solves of a chain of segments (:mod:`._jax_solve_events`) share
+    one static part and so one trace and compilation of each pass, whatever their times.
+
+    ``first_chunk``: where the solve is differentiated with the interpolating adjoint,
+    the first chunk of its dense forward sweep (:func:`._adjoint.first_dense_chunk`),
+    solved by the primal (:func:`dense_primal_with_code`) and held for the adjoint, so
+    that a reverse derivative solves the state forward once; ``None`` elsewhere. A cache
+    of what ``(u0, p)`` determine: it carries no derivative.
     """
 
     static: SolveStatic
     t0: jax.Array
     t1: jax.Array
     saveat: jax.Array  # (n_save,)
+    first_chunk: object = None  # (Solved, code) or None
 
     @classmethod
     def of(cls, static: SolveStatic, t0, t1, saveat) -> SolveSpec:
@@ -59,7 +66,7 @@ class SolveSpec:
         return cls(static, jnp.asarray(t0, dtype), jnp.asarray(t1, dtype), jnp.asarray(saveat, dtype))
 
     def tree_flatten(self):
-        return (self.static, self.t0, self.t1, self.saveat), None
+        return (self.static, self.t0, self.t1, self.saveat, self.first_chunk), None
 
     @classmethod
     def tree_unflatten(cls, _, children):
@@ -68,6 +75,11 @@ class SolveSpec:
     @property
     def times(self) -> tuple:
         return self.t0, self.t1, self.saveat
+
+    @property
+    def operands(self) -> tuple:
+        """The traced part: the times and the first chunk."""
+        return self.t0, self.t1, self.saveat, self.first_chunk
 
     def __getattr__(self, name):  # g, options, adjoint, dense_steps, n_x, max_chunks
         if name.startswith("__"):
@@ -84,12 +96,12 @@ class SolveSpec:
 
 @functools.cache
 def jit_pass(pass_: Callable) -> Callable:
-    """``pass_(spec, *args)`` jitted with ``spec.static`` static and its times traced."""
+    """``pass_(spec, *args)`` jitted with ``spec.static`` static and its operands traced."""
     jitted = _traced_once(pass_)
 
     @functools.wraps(pass_)
     def run(spec, *args):
-        return jitted(spec.static, spec.times, *args)
+        return jitted(spec.static, spec.operands, *args)
     return run
 
 
@@ -112,6 +124,23 @@ def primal_with_code(spec: SolveSpec, u0, p):
 
 def primal(spec: SolveSpec, u0, p):
     return primal_with_code(spec, u0, p)[0]
+
+
+def dense_primal_with_code(spec: SolveSpec, u0, p):
+    """``(u(saveat), status code, first chunk)``: :func:`primal_with_code` by the first
+    chunk of the interpolating adjoint's dense sweep (:func:`._adjoint.first_dense_chunk`),
+    the rows read from its dense output, for the adjoint to reuse (``SolveSpec.first_chunk``).
+    Where that chunk's buffer of ``spec.dense_steps`` steps did not reach ``t1`` (code 1),
+    the rows come from :func:`primal_with_code` (the adjoint then sweeps in chunks)."""
+    chunk = first_dense_chunk(spec.g, u0, p, spec.t0, spec.t1, spec.options, chunk_steps=spec.dense_steps)
+    fwd, code = chunk
+
+    def from_chunk():
+        rows = jax.vmap(fwd.evaluate)(jnp.asarray(spec.saveat))
+        return nan_unless(code == 0, rows), code
+
+    rows, code = jax.lax.cond(code == 1, lambda: primal_with_code(spec, u0, p), from_chunk)
+    return rows, code, chunk
 
 
 def _tangent_with_code(spec: SolveSpec, u0, p, v0, vp):
@@ -157,7 +186,7 @@ def _stacking(stacked_pass, spec: SolveSpec, n_shared: int):
     (one per member).
     """
     stacked = functools.partial(_traced_once(stacked_pass), spec.static)
-    n_shared += 1  # the times come first
+    n_shared += 1  # the operands (times, first chunk) come first
 
     @jax.custom_batching.custom_vmap
     def run(*args):
@@ -170,6 +199,8 @@ def _stacking(stacked_pass, spec: SolveSpec, n_shared: int):
             args = jax.tree_util.tree_map(lambda a, b: a[0] if b else a, args, batched)
             return _all_batched(jax.tree_util.tree_map(lambda a: a[None], run(*args)))
         if any(jax.tree_util.tree_leaves(batched[:n_shared])):
+            if any(jax.tree_util.tree_leaves(batched[0][3])):  # see below
+                args, batched = _without_first_chunk(args), _without_first_chunk(batched)
             in_axes = jax.tree_util.tree_map(lambda b: 0 if b else None, batched)
             return _all_batched(jax.vmap(stacked, in_axes=in_axes)(*args))
 
@@ -181,17 +212,29 @@ def _stacking(stacked_pass, spec: SolveSpec, n_shared: int):
         out = run(*args[:n_shared], *directions)
         return _all_batched(jax.tree_util.tree_map(lambda c: c.reshape((axis_size, -1) + c.shape[1:]), out))
 
-    return lambda *args: run(spec.times, *args)
+    return lambda *args: run(spec.operands, *args)
 
 
 @functools.cache
 def _traced_once(pass_):
-    """``pass_(static, times, *args)``, jitted with ``static`` static and the times traced,
+    """``pass_(static, operands, *args)``, jitted with ``static`` static and the operands
+    (times, first chunk) traced,
     one per pass: ``custom_vmap`` traces its function at every level of ``vmap`` it meets
     (``jax.hessian``: three), and a pass traced again for the same shapes is then found in
     JAX's cache instead (a chunked adjoint costs 1-3 s to trace); so is the pass of another
     solve with the same static part (a segment of a chain)."""
-    return jax.jit(lambda static, times, *args: pass_(SolveSpec(static, *times), *args), static_argnums=0)
+    return jax.jit(lambda static, operands, *args: pass_(SolveSpec(static, *operands), *args), static_argnums=0)
+
+
+def _without_first_chunk(args):
+    """A stacked pass's arguments without the primal's first chunk (``operands[3]``).
+
+    Under a ``vmap`` over members the chunk is batched, and so is the interpolating
+    adjoint's test of whether its loop is in its first pass (a batched loop batches every
+    carry): its conditional would run both branches, saving no solve and copying the
+    chunk for every member (Gray-Scott 32 ``vmap(grad)`` took 3.5x as long so)."""
+    (t0, t1, saveat, _), *rest = args
+    return ((t0, t1, saveat, None), *rest)
 
 
 def _all_batched(tree):
@@ -215,10 +258,13 @@ def tangent(spec: SolveSpec, u0, p, v0, vp):
 
 def _interpolating(spec: SolveSpec, w, u0, p, system=None):
     """``(lambda(t0), mu(t0), code)`` of the chunked interpolating adjoint of ``spec``'s
-    solve (of an augmented ``system`` of it if given)."""
+    solve (of an augmented ``system`` of it if given), starting from the primal's first
+    chunk where the sweep is the field's own (``spec.first_chunk``)."""
+    own_sweep = system is None or isinstance(system, StackedAdjointSystem)
     return chunked_interpolating_adjoint(spec.g, w, u0, p, spec.t0, spec.t1, jnp.asarray(spec.saveat),
                                          spec.options, chunk_steps=spec.dense_steps,
-                                         max_chunks=spec.max_chunks, system=system)
+                                         max_chunks=spec.max_chunks, system=system,
+                                         first_chunk=spec.first_chunk if own_sweep else None)
 
 
 def _adjoint_with_code(spec: SolveSpec, u0, p, w):

@@ -47,6 +47,7 @@ from ._jax import load_diffrax, load_jax
 jax, jnp = load_jax()  # first: JAX and equinox are imported once, under a lock
 load_diffrax()
 import equinox.internal as eqxi  # noqa: E402
+from equinox.internal._primitive import _missing_dynamic as _DYNAMIC  # noqa: E402  (an array's place in "static")
 
 
 from ._jax_solve_passes import SolveStatic, adjoint, jit_pass, second_adjoint, second_tangent, tangent
@@ -301,7 +302,10 @@ def _primitive(name, pass_, abstract, jvp, transpose):
         if any(b is not None for b in batch_axes):
             static = next(s for s in params["static"] if isinstance(s, SolveStatic))
             inputs, batch_axes = list(inputs), list(batch_axes)
-            for i in range(3 + static.n_x, len(inputs)):  # after the spec's times (t0, t1, saveat) and x
+            # the spec's operands (times, first chunk: the arrays among its leaves) come first
+            n_spec = params["treedef"].children()[0].num_leaves
+            n_operands = sum(1 for s in params["static"][:n_spec] if s is _DYNAMIC)
+            for i in range(n_operands + static.n_x, len(inputs)):  # after the spec's operands and x
                 if batch_axes[i] is None:
                     inputs[i] = jnp.broadcast_to(inputs[i], (axis_data.size,) + jnp.shape(inputs[i]))
                     batch_axes[i] = 0

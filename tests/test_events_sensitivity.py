@@ -127,6 +127,29 @@ def test_bolus_dose_time_and_amount_derivatives(bolus_problem, mode, adjoint):
     np.testing.assert_allclose(g, central_gradient(bolus, prob.p), rtol=1e-7)
 
 
+@pytest.mark.parametrize("mode", ["forward", "reverse"])
+def test_reverse_through_dose_events_hands_each_segments_forward_solve_to_its_adjoint(bolus_problem, mode,
+                                                                                       monkeypatch):
+    """A reverse operator's chain asks its segment solves to keep their dense forward solve
+    for the adjoint (``share_forward``: each segment solved forward once, counted in
+    test_jax_native); forward mode, which has no use for it, does not. Same gradient."""
+    from dxdt.sensitivity import _jax_solve
+
+    asked = []
+    build = _jax_solve._differentiable
+
+    def spy(*args, **kwargs):
+        asked.append(kwargs.get("share_forward", False))
+        return build(*args, **kwargs)
+
+    monkeypatch.setattr(_jax_solve, "_differentiable", spy)
+    monkeypatch.setenv("DXDT_CACHE", "0")  # traced here, not loaded from disk
+    prob, dose = bolus_problem
+    prep = sens.prepare("gradient", lambda u: 1.0 * u[-1, 0], prob, events=[dose], mode=mode, **TIGHT)
+    np.testing.assert_allclose(prep(prob.p), central_gradient(bolus, prob.p), rtol=1e-7)
+    assert asked == [mode == "reverse"]
+
+
 @pytest.mark.parametrize("mode, adjoint", MODES)
 def test_a_dose_time_of_p_at_t0_has_the_derivative_of_the_side_it_stays_in(bolus_problem, mode, adjoint):
     """times(p) = p[1] + [0, 12] with p[1] = t0: the dose at t0 used to be applied at a fixed

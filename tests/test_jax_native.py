@@ -226,12 +226,56 @@ def test_parameters_needing_more_steps_than_the_dense_buffer(decay_F):
     assert steps > decay_F.spec.dense_steps
     L = _decay_loss(decay_F)
     x = jnp.array([Y0, z])
-    _, grad, hess = decay_exact(Y0, z)
+    value, grad, hess = decay_exact(Y0, z)
+    # the primal of a derivative: the first dense chunk overflows, the rows come from the
+    # plain solve
+    value_got, grad_got = jax.value_and_grad(L)(x)
+    np.testing.assert_allclose(value_got, value, rtol=1e-8)
+    np.testing.assert_allclose(grad_got, grad, rtol=1e-7)
     # in a vmap with a member that fits the buffer (each keeps its own chunking)
     grads = jax.vmap(jax.grad(L))(jnp.array([[Y0, Z], [Y0, z]]))
     np.testing.assert_allclose(grads[0], decay_exact(Y0, Z)[1], rtol=1e-7)
     np.testing.assert_allclose(grads[1], grad, rtol=1e-7)
     np.testing.assert_allclose(jax.hessian(L)(x), hess, rtol=1e-6)
+
+
+
+def test_a_reverse_derivative_solves_the_state_forward_once(decay_F, monkeypatch):
+    """The interpolating adjoint's backward pass starts from the primal's dense solve
+    (``SolveSpec.first_chunk``) instead of solving the state forward again: counted by
+    the vector field's evaluations in each half of ``jax.vjp``, against the same solve
+    with the sharing switched off (no memory for it). Same gradient to rounding."""
+    import dataclasses
+
+    from dxdt.sensitivity import _jax_solve
+
+    times: list = []
+
+    def counted(u, p, t):
+        jax.debug.callback(lambda t: times.append(float(t)), t)
+        return decay_F.spec.g(u, p, t)
+
+    static = dataclasses.replace(decay_F.spec.static, g=counted)
+
+    def evaluations(budget):
+        monkeypatch.setattr(_jax_solve, "SHARED_FORWARD_BYTES", budget)
+        solve = _jax_solve._differentiable(dataclasses.replace(static), share_forward=True)
+        L = lambda p: jnp.sum(solve(decay_F.spec.times, jnp.array([Y0]), p)[0] ** 2)  # noqa: E731
+        times.clear()
+        value, pullback = jax.vjp(L, jnp.array([Z]))
+        jax.block_until_ready(value)
+        forward = len(times)
+        times.clear()
+        (grad,) = pullback(jnp.asarray(1.0))
+        return value, jax.block_until_ready(grad), forward, len(times)
+
+    value, grad, forward, backward = evaluations(_jax_solve.SHARED_FORWARD_BYTES)
+    value_0, grad_0, forward_0, backward_0 = evaluations(0)
+    assert forward == forward_0 > 50  # the same steps, dense or not
+    assert backward <= backward_0 - 0.95 * forward  # (the sweep still takes its first step's 2)
+    np.testing.assert_allclose(value, value_0, rtol=1e-14)
+    np.testing.assert_allclose(grad, grad_0, rtol=1e-13)
+    np.testing.assert_allclose(grad, decay_exact(Y0, Z)[1][1:], rtol=1e-8)
 
 
 # --- linear ODE u' = A u: exact first and second derivatives ------------------------------
