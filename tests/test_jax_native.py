@@ -239,7 +239,6 @@ def test_parameters_needing_more_steps_than_the_dense_buffer(decay_F):
     np.testing.assert_allclose(jax.hessian(L)(x), hess, rtol=1e-6)
 
 
-
 def test_a_reverse_derivative_solves_the_state_forward_once(decay_F, monkeypatch):
     """The interpolating adjoint's backward pass starts from the primal's dense solve
     (``SolveSpec.first_chunk``) instead of solving the state forward again: counted by
